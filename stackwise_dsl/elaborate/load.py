@@ -1,0 +1,127 @@
+"""Reading a spec and everything it includes or extends, with cycles reported.
+
+Paths in `include` and `extends` are relative to the file that names them. A file included
+twice along different routes (a diamond) is read once; a file that includes itself, directly
+or through others, is a cycle (SW005).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.source import Source, Span
+from stackwise_dsl.syntax import tree as t
+from stackwise_dsl.syntax.parser import parse
+
+Report = Callable[[diag.Diagnostic], None]
+
+
+@attrs.frozen
+class Unit:
+    """One file and what it pulls in: its `extends` base and its includes."""
+
+    document: t.Document
+    base: Unit | None
+    includes: tuple[Unit, ...]
+
+
+def read_text(path: Path) -> str:
+    """A file's text as UTF-8; raises OSError or UnicodeDecodeError with the cause."""
+    data = path.read_bytes()
+    return data.decode("utf-8")
+
+
+def describe_read_error(path: str, e: Exception) -> str:
+    if isinstance(e, UnicodeDecodeError):
+        return f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+    if isinstance(e, FileNotFoundError):
+        return f"{path} does not exist"
+    if isinstance(e, IsADirectoryError):
+        return f"{path} is a directory, not a spec file"
+    if isinstance(e, PermissionError):
+        return f"{path} cannot be read (permission denied)"
+    return f"{path} cannot be read ({e.__class__.__name__}: {e})"
+
+
+class Loader:
+    """Loads a tree of units; remembers every source for rendering diagnostics."""
+
+    def __init__(self, report: Report) -> None:
+        self.report = report
+        self.sources: dict[str, Source] = {}
+        self.loaded: set[Path] = set()
+
+    def load_text(self, text: str, name: str, chain: tuple[Path, ...] = ()) -> Unit | None:
+        result = parse(text, name)
+        self.sources[name] = Source(name, text)
+        for d in result.diagnostics:
+            self.report(d)
+        if result.document is None:
+            return None
+        return self._unit(result.document, name, chain)
+
+    def load_file(self, path: Path, name: str, chain=(), via: Span | None = None) -> Unit | None:
+        try:
+            text = read_text(path)
+        except (OSError, UnicodeDecodeError) as e:
+            self.report(diag.error("SW004", describe_read_error(name, e), via))
+            return None
+        self.loaded.add(path.resolve())
+        return self.load_text(text, name, (*chain, path.resolve()))
+
+    def _unit(self, doc: t.Document, name: str, chain: tuple[Path, ...]) -> Unit | None:
+        base = None
+        includes: list[Unit] = []
+        extends = [it for it in doc.items if isinstance(it, t.Extends)]
+        for extra in extends[1:]:
+            self.report(
+                diag.error(
+                    "SW102",
+                    "a spec extends at most one other spec",
+                    extra.span,
+                    notes=(diag.Note(message="first `extends` here", span=extends[0].span),),
+                )
+            )
+        if extends:
+            base = self._follow(extends[0].path, name, chain, kind="extends")
+        for it in doc.items:
+            if isinstance(it, t.Include):
+                unit = self._follow(it.path, name, chain, kind="include")
+                if unit is not None:
+                    includes.append(unit)
+        return Unit(document=doc, base=base, includes=tuple(includes))
+
+    def _follow(self, path: t.String, name: str, chain, kind: str) -> Unit | None:
+        target = _relative_to(name, path.value)
+        resolved = Path(target).resolve()
+        if resolved in chain:
+            self._cycle(path, target, chain, kind)
+            return None
+        if kind == "include" and resolved in self.loaded:
+            return None  # already part of this spec (a diamond): read once
+        return self.load_file(Path(target), target, chain, via=path.span)
+
+    def _cycle(self, path: t.String, target: str, chain, kind: str) -> None:
+        names = [os.path.relpath(p) for p in chain] + [os.path.relpath(Path(target).resolve())]
+        start = names.index(names[-1])
+        loop = " -> ".join(names[start:])
+        self.report(
+            diag.error(
+                "SW005",
+                f"{kind} cycle: {loop}",
+                path.span,
+                hint=f"remove this {kind} or the one that leads back here",
+            )
+        )
+
+
+def _relative_to(including: str, target: str) -> str:
+    """`target` relative to the directory of the file that names it."""
+    if os.path.isabs(target) or including.startswith("<"):
+        return target
+    return os.path.normpath(os.path.join(os.path.dirname(including), target))

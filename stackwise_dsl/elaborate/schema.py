@@ -1,0 +1,235 @@
+"""Values → IR nodes, directed by the IR's own type annotations.
+
+The IR classes are the schema: their fields are the only names a section or call accepts,
+their annotations say what each field holds, their defaults fill what is left out. An unknown
+field, a wrong type or an unknown word is reported (with a did-you-mean) and the field keeps
+its default, so one pass reports every such mistake. A node missing a required field cannot
+be built; the converter then marks the spec incomplete.
+"""
+
+from __future__ import annotations
+
+import enum
+import types
+import typing
+from collections.abc import Callable, Collection
+from typing import Any
+
+import attrs
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.elaborate import registry
+from stackwise_dsl.elaborate.suggest import closest, did_you_mean, one_of
+from stackwise_dsl.elaborate.values import (
+    Arrow,
+    Entry,
+    Invalid,
+    Lst,
+    Num,
+    Record,
+    Seq,
+    Str,
+    Sym,
+    Value,
+    describe,
+)
+from stackwise_dsl.ir import nodes as n
+
+INVALID: Any = Invalid()
+Report = Callable[[diag.Diagnostic], None]
+
+_TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+
+
+class Converter:
+    """Converts one spec's values; `complete` turns False when a node cannot be built."""
+
+    def __init__(self, report: Report, let_names: Collection[str] = ()) -> None:
+        self.report = report
+        self.let_names = let_names
+        self.complete = True
+
+    # --- dispatch on the annotation ---
+
+    def value(self, v: Value, hint: Any, where: str) -> Any:
+        if isinstance(v, Invalid):
+            return INVALID
+        if hint in _TYPE_WORDS:
+            return self._scalar(v, hint, where)
+        if isinstance(hint, type) and issubclass(hint, enum.Enum):
+            return self._enum(v, hint, where)
+        if hint is n.Attention:
+            from stackwise_dsl.elaborate.attention import build_attention
+
+            return build_attention(v, self, where)
+        if hint is n.Ref:
+            return self._ref(v, where)
+        origin = typing.get_origin(hint)
+        if origin in (typing.Union, types.UnionType):
+            return self._union(v, typing.get_args(hint), where)
+        if origin is tuple:
+            return self._tuple(v, typing.get_args(hint), where)
+        return self._nodes(v, (hint,), where)
+
+    def _scalar(self, v: Value, hint: type, where: str) -> Any:
+        if hint is bool and isinstance(v, Sym) and v.name in ("true", "false"):
+            return v.name == "true"
+        if hint is str and isinstance(v, Str):
+            return v.value
+        if hint in (int, float) and isinstance(v, Num):
+            if hint is float:
+                return float(v.value)
+            if isinstance(v.value, int) or float(v.value).is_integer():
+                return int(v.value)
+        return self._type_error(v, _TYPE_WORDS[hint], where)
+
+    def _type_error(self, v: Value, expected: str, where: str) -> Any:
+        if isinstance(v, Sym) and expected in ("a whole number", "a number", "a string"):
+            message = f"`{v.name}` is not defined by any `let` (`{where}` needs {expected})"
+            self.report(
+                diag.error("SW106", message, v.span, hint=did_you_mean(v.name, self.let_names))
+            )
+            return INVALID
+        hint = (
+            "divide with `//` for a whole number"
+            if expected == "a whole number" and isinstance(v, Num)
+            else None
+        )
+        self.report(
+            diag.error(
+                "SW104", f"`{where}` must be {expected}; got {describe(v)}", v.span, hint=hint
+            )
+        )
+        return INVALID
+
+    def _enum(self, v: Value, hint: type[enum.Enum], where: str) -> Any:
+        words = [m.value for m in hint]
+        if not isinstance(v, Sym):
+            return self._type_error(v, f"one of {one_of(words)}", where)
+        for member in hint:
+            if member.value == v.name:
+                return member
+        message = f"`{v.name}` is not a valid `{where}`; expected {one_of(words)}"
+        self.report(diag.error("SW105", message, v.span, hint=did_you_mean(v.name, words)))
+        return INVALID
+
+    def _ref(self, v: Value, where: str) -> Any:
+        if isinstance(v, Sym):
+            return n.Ref(name=v.name, span=v.span)
+        return self._type_error(v, "a name", where)
+
+    def _tuple(self, v: Value, args: tuple, where: str) -> Any:
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = v.refs if isinstance(v, Seq) else v.items if isinstance(v, Lst) else (v,)
+            out = tuple(self.value(i, args[0], where) for i in items)
+            return INVALID if any(x is INVALID for x in out) else out
+        items = (
+            (v.start, v.end) if isinstance(v, Arrow) else v.items if isinstance(v, Lst) else None
+        )
+        if items is None or len(items) != len(args):
+            shape = "a range `a -> b`" if len(args) == 2 else f"a list of {len(args)}"
+            return self._type_error(v, shape, where)
+        out = tuple(self.value(i, a, where) for i, a in zip(items, args, strict=True))
+        return INVALID if any(x is INVALID for x in out) else out
+
+    def _union(self, v: Value, options: tuple, where: str) -> Any:
+        nodes = tuple(o for o in options if attrs.has(o))
+        others = tuple(o for o in options if not attrs.has(o) and o is not type(None))
+        none_word = not any(getattr(c, "sw_name", None) == "none" for c in nodes)
+        if type(None) in options and isinstance(v, Sym) and v.name == "none" and none_word:
+            return None
+        if isinstance(v, Lst):
+            listed = [c for c in nodes if c is n.ExplicitSchedule]
+            tuples = [o for o in others if typing.get_origin(o) is tuple]
+            if listed:
+                return self._build(
+                    listed[0],
+                    Record(name="list", entries=(Entry(key="values", value=v),), span=v.span),
+                    where,
+                )
+            if tuples:
+                return self.value(v, tuples[0], where)
+        for o in others:
+            if o in _TYPE_WORDS and _fits_scalar(v, o):
+                return self.value(v, o, where)
+        if nodes and isinstance(v, Record | Sym):
+            return self._nodes(v, nodes, where)
+        expected = [c.sw_name for c in nodes if hasattr(c, "sw_name")]
+        expected += [_TYPE_WORDS.get(o, "a list") for o in others]
+        return self._type_error(v, one_of(expected) if nodes else " or ".join(expected), where)
+
+    # --- nodes ---
+
+    def _nodes(self, v: Value, classes: tuple[type, ...], where: str) -> Any:
+        names = {getattr(c, "sw_name", None): c for c in classes}
+        if not isinstance(v, Record | Sym):
+            return self._type_error(v, one_of(k for k in names if k), where)
+        cls = names.get(v.name)
+        if cls is None:
+            choices = [k for k in names if k]
+            message = f"`{v.name}` is not a valid `{where}`; expected {one_of(choices)}"
+            self.report(diag.error("SW105", message, v.span, hint=did_you_mean(v.name, choices)))
+            return INVALID
+        record = v if isinstance(v, Record) else Record(name=v.name, entries=(), span=v.span)
+        return self._build(cls, record, where)
+
+    def build(self, cls: type, record: Record, where: str, fixed: dict | None = None) -> Any:
+        """A node of `cls` from a record's entries; `fixed` fields are set by the caller."""
+        return self._build(cls, record, where, fixed)
+
+    def _build(self, cls: type, record: Record, where: str, fixed: dict | None = None) -> Any:
+        fields = registry.hints(cls)
+        settable = {k: h for k, h in fields.items() if k not in (fixed or {})}
+        kwargs: dict[str, Any] = dict(fixed or {})
+        spans: dict[str, Any] = {}
+        explained: set[str] = set()  # required fields whose absence is already reported
+        for e in record.entries:
+            if e.key not in settable:
+                explained.add(self._unknown_field(e, cls, settable, where))
+                continue
+            explained.add(e.key)
+            value = self.value(e.value, settable[e.key], f"{where}.{e.key}" if where else e.key)
+            if value is not INVALID:
+                kwargs[e.key] = value
+                spans[e.key] = e.value.span or e.key_span
+        required = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING]
+        missing = [m for m in required if m not in kwargs]
+        if missing:
+            self.complete = False
+            unexplained = [m for m in missing if m not in explained]
+            if unexplained:
+                self._missing(unexplained, record, where)
+            return INVALID
+        return cls(**kwargs, span=record.span, spans=spans)
+
+    def _unknown_field(self, e: Entry, cls: type, settable: dict, where: str) -> str | None:
+        """Report an unknown field; return the field it most likely meant."""
+        choices = list(settable) + list(registry.flag_words(getattr(cls, "sw_name", "")))
+        name = where or "the spec"
+        message = f"unknown field `{e.key}` in `{name}`"
+        meant = closest(e.key, choices)
+        takes = f"takes {one_of(choices)}" if choices else "takes no fields"
+        hint = f"did you mean `{meant}`?" if meant else f"`{name}` {takes}"
+        self.report(diag.error("SW101", message, e.key_span, hint=hint))
+        return meant
+
+    def _missing(self, missing: list[str], record: Record, where: str) -> None:
+        name = where or record.name
+        fields = one_of(missing)
+        self.report(
+            diag.error(
+                "SW103",
+                f"`{name}` needs {fields}",
+                record.span,
+                hint=f"add {' and '.join(f'`{m} = ...`' for m in missing)}",
+            )
+        )
+
+
+def _fits_scalar(v: Value, hint: type) -> bool:
+    """Whether `v` is the kind of value a scalar type is written as."""
+    if hint is str:
+        return isinstance(v, Str)
+    if hint is bool:
+        return isinstance(v, Sym) and v.name in ("true", "false")
+    return isinstance(v, Num)

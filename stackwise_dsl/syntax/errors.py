@@ -1,0 +1,184 @@
+"""Syntax errors in words: what was found, what was expected, and a hint for common slips."""
+
+from __future__ import annotations
+
+import unicodedata
+
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.source import Source, Span
+from stackwise_dsl.syntax.lexing import unclosed_bracket
+
+# Terminal names → words. Literal terminals not listed here are shown quoted.
+_WORDS = {
+    "NAME": "a name",
+    "NUMBER": "a number",
+    "STRING": "a string",
+    "$END": "the end of the file",
+}
+_LITERALS = {
+    "LET": "let",
+    "INCLUDE": "include",
+    "EXTENDS": "extends",
+    "BLOCK": "block",
+    "STACK": "stack",
+    "GROW": "grow",
+    "STAGE": "stage",
+    "LBRACE": "{",
+    "RBRACE": "}",
+    "LPAR": "(",
+    "RPAR": ")",
+    "LSQB": "[",
+    "RSQB": "]",
+    "MINUS": "-",
+    "EQUAL": "=",
+    "COMMA": ",",
+    "PLUS": "+",
+    "STAR": "*",
+    "SLASH": "/",
+}
+_ITEM_STARTS = {"LET", "INCLUDE", "EXTENDS", "BLOCK", "STACK", "GROW"}
+_VALUE_STARTS = {"NUMBER", "STRING", "NAME", "LSQB", "LPAR", "MINUS"}
+_CONTINUATIONS = {"+", "-", "*", "/", "//", "x", "->", ".."}
+_CLOSERS = ("RBRACE", "RPAR", "RSQB")
+
+_CHAR_HINTS = {
+    ":": 'set a field with "=", as in `d_model = 256`',
+    ";": 'items need no ";": put each on its own line, or separate them with ","',
+    "'": 'strings use double quotes: "text"',
+    '"': 'this string is not closed: end it with " on the same line',
+    "{": 'only sections open a "{": `model { ... }`, `block NAME { ... }`',
+}
+
+
+def describe_syntax_error(e: UnexpectedInput, source: Source, text: str) -> diag.Diagnostic:
+    """One SW001/SW002 diagnostic for a lark error, worded for people."""
+    if isinstance(e, UnexpectedCharacters):
+        return _unexpected_character(e, source, text)
+    if isinstance(e, UnexpectedToken) and e.token.type != "$END":
+        return _unexpected_token(e, source, text)
+    return _unexpected_end(e, source, text)
+
+
+def _unexpected_character(e: UnexpectedCharacters, source: Source, text: str) -> diag.Diagnostic:
+    ch = text[e.pos_in_stream]
+    span = source.span(e.pos_in_stream, e.pos_in_stream + 1)
+    hint = _CHAR_HINTS.get(ch)
+    if ch.isspace() or unicodedata.category(ch) in ("Cf", "Zs"):
+        what = f"U+{ord(ch):04X} ({unicodedata.name(ch, 'unnamed character')})"
+        hint = "replace it with an ordinary space"
+    elif ch == '"':
+        what = "an unterminated string"
+    else:
+        what = repr(ch) if ch.isprintable() else f"U+{ord(ch):04X}"
+    message = f"unexpected character {what}" if ch != '"' else "unterminated string"
+    expected = expected_words(e.allowed or ())
+    if expected and ch != '"':
+        message += f"; expected {expected}"
+    return diag.error("SW002", message, span, hint=hint)
+
+
+def _unexpected_token(e: UnexpectedToken, source: Source, text: str) -> diag.Diagnostic:
+    tok = e.token
+    span = source.span(tok.start_pos, tok.end_pos)
+    expected = expected_words(e.expected)
+    message = f"unexpected {_token_words(tok)}"
+    if expected:
+        message += f"; expected {expected}"
+    notes = ()
+    opener = unclosed_bracket(text[: tok.start_pos])
+    if opener is not None and set(_CLOSERS) & set(e.expected):
+        line = text.count("\n", 0, opener) + 1
+        if line < tok.line:
+            notes = (
+                diag.Note(
+                    message=f'the "{text[opener]}" opened here is not closed',
+                    span=_at(source, opener),
+                ),
+            )
+    return diag.error("SW001", message, span, hint=_token_hint(e), notes=notes)
+
+
+def _unexpected_end(e: UnexpectedInput, source: Source, text: str) -> diag.Diagnostic:
+    end = len(text.rstrip())
+    span = source.span(end, end)
+    expected = expected_words(getattr(e, "expected", ()) or ())
+    message = "unexpected end of file" + (f"; expected {expected}" if expected else "")
+    opener = unclosed_bracket(text)
+    notes = ()
+    if opener is not None:
+        notes = (
+            diag.Note(message=f'this "{text[opener]}" is never closed', span=_at(source, opener)),
+        )
+    return diag.error("SW001", message, span, notes=notes)
+
+
+def _at(source: Source, offset: int) -> Span:
+    return source.span(offset, offset + 1)
+
+
+def _token_words(tok) -> str:
+    if tok.type == "NAME":
+        return f'name "{tok}"'
+    if tok.type == "NUMBER":
+        return f"number {tok}"
+    if tok.type == "STRING":
+        return f"string {tok}"
+    return f'"{tok}"'
+
+
+def _token_hint(e: UnexpectedToken) -> str | None:
+    tok, expected = e.token, set(e.expected)
+    if tok.type == "LBRACE" and "NAME" in expected and "NUMBER" in expected:
+        return 'a section takes no "=": write `name { ... }`'
+    if "RPAR" in expected and tok.type in ("NAME", "NUMBER", "STRING"):
+        return "separate arguments with commas"
+    if "RSQB" in expected and tok.type in ("NAME", "NUMBER", "STRING"):
+        return "separate list items with commas"
+    if tok.type in ("LET", "INCLUDE", "EXTENDS", "BLOCK", "STACK", "GROW") and "RBRACE" in expected:
+        return f'"{tok}" can only start a top-level item: is a "}}" missing before it?'
+    return None
+
+
+def expected_words(names) -> str:
+    """A set of terminal names as words: `"}" or a field`, `a value`, `"="`."""
+    names = set(names)
+    words: list[str] = []
+    words += [f'"{_LITERALS[c]}"' for c in _CLOSERS if c in names]
+    if names >= _ITEM_STARTS:
+        words.append("a new item")
+    elif "STAGE" in names and "NAME" in names:
+        words.append("a field")
+    if {"NUMBER", "STRING", "NAME"} <= names:
+        words.append("a value")
+        names -= _VALUE_STARTS
+    rest = sorted(names - _ITEM_STARTS - {"STAGE", *_CLOSERS}, key=_order)
+    if words and "NAME" in rest:
+        rest.remove("NAME")
+    quoted = [_word(n) for n in rest]
+    plain = [w for w in quoted if w.strip('"') not in _CONTINUATIONS]
+    words += plain if (plain or words) else quoted
+    return _join(words)
+
+
+def _word(name: str) -> str:
+    if name in _WORDS:
+        return _WORDS[name]
+    return f'"{_LITERALS.get(name, _anonymous_literal(name))}"'
+
+
+def _anonymous_literal(name: str) -> str:
+    from stackwise_dsl.syntax.tables import terminal_literals
+
+    return terminal_literals().get(name, name.lower())
+
+
+def _order(name: str) -> tuple[int, str]:
+    return (1 if name == "$END" else 0, name)
+
+
+def _join(words: list[str]) -> str:
+    if len(words) <= 1:
+        return "".join(words)
+    return ", ".join(words[:-1]) + " or " + words[-1]

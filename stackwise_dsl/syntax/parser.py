@@ -1,0 +1,224 @@
+"""Text → syntax tree, with every syntax error in the file reported, in words.
+
+Lark's LALR parser builds the tree inline (no intermediate parse tree). On a syntax error we
+record a diagnostic, blank out the offending item (spaces, so every offset and line number
+stays true) and parse again, until the file parses or nothing more can be skipped.
+"""
+
+from __future__ import annotations
+
+import attrs
+import lark
+from lark import Token, Transformer
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.source import Source, Span
+from stackwise_dsl.syntax import tree as t
+from stackwise_dsl.syntax.errors import describe_syntax_error
+from stackwise_dsl.syntax.lexing import blank_item, decode_string, number_value, scan_comments
+
+MAX_SYNTAX_ERRORS = 25
+
+
+@attrs.frozen
+class ParseResult:
+    """A document, or None when the text has syntax errors; and the diagnostics either way."""
+
+    document: t.Document | None
+    diagnostics: tuple[diag.Diagnostic, ...]
+
+
+def parse(text: str, name: str) -> ParseResult:
+    """Parse one file's text; `name` is the path shown in diagnostics."""
+    source = Source(name, text)
+    found: list[diag.Diagnostic] = []
+    work = text
+    for _ in range(MAX_SYNTAX_ERRORS):
+        builder = _ToTree(source)
+        try:
+            items = _parser(builder).parse(work, start="start")
+        except lark.exceptions.UnexpectedInput as e:
+            found.append(describe_syntax_error(e, source, work))
+            blanked = blank_item(work, e)
+            if blanked == work:
+                break
+            work = blanked
+            continue
+        found.extend(builder.problems)
+        if found:
+            break
+        document = t.Document(items=tuple(items), comments=scan_comments(source), source=source)
+        return ParseResult(document, ())
+    return ParseResult(None, tuple(found))
+
+
+def parse_expr(text: str, name: str) -> tuple[t.Expr | None, tuple[diag.Diagnostic, ...]]:
+    """Parse a lone expression (the value of a `--set` override)."""
+    source = Source(name, text)
+    builder = _ToTree(source)
+    try:
+        expr = _parser(builder).parse(text, start="expr")
+    except lark.exceptions.UnexpectedInput as e:
+        return None, (describe_syntax_error(e, source, text),)
+    return (None, tuple(builder.problems)) if builder.problems else (expr, ())
+
+
+def _parser(builder: _ToTree) -> lark.Lark:
+    from stackwise_dsl.syntax.tables import build_parser
+
+    return build_parser(builder)
+
+
+def _span(source: str, first, last=None) -> Span:
+    """The span from the start of `first` to the end of `last` (tokens or nodes)."""
+    a = first if isinstance(first, Token) else first.span
+    b = a if last is None else (last if isinstance(last, Token) else last.span)
+    if isinstance(a, Token):
+        a = _token_span(source, a)
+    if isinstance(b, Token):
+        b = _token_span(source, b)
+    return Span(
+        source=source,
+        start=a.start,
+        end=b.end,
+        line=a.line,
+        column=a.column,
+        end_line=b.end_line,
+        end_column=b.end_column,
+    )
+
+
+def _token_span(source: str, tok: Token) -> Span:
+    return Span(
+        source=source,
+        start=tok.start_pos,
+        end=tok.end_pos,
+        line=tok.line,
+        column=tok.column,
+        end_line=tok.end_line,
+        end_column=tok.end_column,
+    )
+
+
+class _ToTree(Transformer):
+    """Lark callbacks, one per grammar rule, each building one syntax node."""
+
+    def __init__(self, source: Source) -> None:
+        super().__init__()
+        self.source = source
+        self.problems: list[diag.Diagnostic] = []
+
+    def _s(self, first, last=None) -> Span:
+        return _span(self.source.name, first, last)
+
+    def _name(self, tok: Token) -> t.Name:
+        return t.Name(name=str(tok), span=self._s(tok))
+
+    # items
+
+    def start(self, c):
+        return c
+
+    def let(self, c):
+        return t.Let(name=self._name(c[1]), value=c[2], span=self._s(c[0], c[2]))
+
+    def include(self, c):
+        return t.Include(path=self.string([c[1]]), span=self._s(c[0], c[1]))
+
+    def extends(self, c):
+        return t.Extends(path=self.string([c[1]]), span=self._s(c[0], c[1]))
+
+    def block_def(self, c):
+        return t.BlockDef(name=self._name(c[1]), body=c[2], span=self._s(c[0], c[2]))
+
+    def stack_def(self, c):
+        return t.StackDef(name=self._name(c[1]), value=c[2], span=self._s(c[0], c[2]))
+
+    def grow(self, c):
+        return t.Grow(direction=self._name(c[1]), stacks=c[2], body=c[3], span=self._s(c[0], c[3]))
+
+    def stage(self, c):
+        return t.Stage(first=c[1], last=c[2], body=c[3], span=self._s(c[0], c[3]))
+
+    def body(self, c):
+        one_line = c[0].line == c[-1].line
+        return t.Body(items=tuple(c[1:-1]), one_line=one_line, span=self._s(c[0], c[-1]))
+
+    def assign(self, c):
+        return t.Assign(name=self._name(c[0]), value=c[1], span=self._s(c[0], c[1]))
+
+    def section(self, c):
+        return t.Section(name=self._name(c[0]), body=c[1], span=self._s(c[0], c[1]))
+
+    def cadence(self, c):
+        if str(c[2]) != "steps":
+            self.problems.append(
+                diag.error(
+                    "SW001",
+                    f'a cadence is counted in steps, not "{c[2]}"',
+                    self._s(c[2]),
+                    hint=f"write `{c[0]} every N steps`",
+                )
+            )
+        return t.Cadence(name=self._name(c[0]), every=c[1], span=self._s(c[0], c[2]))
+
+    def flag(self, c):
+        value = self._name(c[0]) if isinstance(c[0], Token) else c[0]
+        return t.Flag(value=value, span=value.span)
+
+    # expressions
+
+    def _binary(self, op: str, left, right):
+        return t.Binary(op=op, left=left, right=right, span=self._s(left, right))
+
+    def arrow(self, c):
+        return self._binary("->", c[0], c[1])
+
+    def add(self, c):
+        return self._binary("+", c[0], c[1])
+
+    def sub(self, c):
+        return self._binary("-", c[0], c[2])
+
+    def repeat(self, c):
+        return self._binary("x", c[0], c[1])
+
+    def mul(self, c):
+        return self._binary("*", c[0], c[1])
+
+    def div(self, c):
+        return self._binary("/", c[0], c[1])
+
+    def floordiv(self, c):
+        return self._binary("//", c[0], c[1])
+
+    def neg(self, c):
+        return t.Neg(operand=c[1], span=self._s(c[0], c[1]))
+
+    def number(self, c):
+        return t.Number(text=str(c[0]), value=number_value(str(c[0])), span=self._s(c[0]))
+
+    def string(self, c):
+        span = self._s(c[0])
+        value, problem = decode_string(str(c[0]))
+        if problem is not None:
+            self.problems.append(
+                diag.error("SW003", problem, span, hint='write a backslash as "\\\\"')
+            )
+        return t.String(value=value, text=str(c[0]), span=span)
+
+    def name(self, c):
+        return self._name(c[0])
+
+    def group(self, c):
+        return attrs.evolve(c[1], span=self._s(c[0], c[2]))
+
+    def call(self, c):
+        args = tuple(c[2:-1])
+        return t.Call(name=self._name(c[0]), args=args, span=self._s(c[0], c[-1]))
+
+    def kwarg(self, c):
+        return t.Kwarg(name=self._name(c[0]), value=c[1], span=self._s(c[0], c[1]))
+
+    def list(self, c):
+        return t.ListExpr(items=tuple(c[1:-1]), span=self._s(c[0], c[-1]))
