@@ -67,6 +67,20 @@ def sort_key(d: Diagnostic) -> tuple:
     return (d.span.source, d.span.line, d.span.column, d.code)
 
 
+def dedupe(found: Iterable[Diagnostic]) -> tuple[Diagnostic, ...]:
+    """The same code at the same place once, sorted by place: a fact reported by several
+    stages (a base setting seen by every stage override) is one diagnostic."""
+    seen: set = set()
+    out = []
+    for d in found:
+        span = d.span
+        key = (d.code, None if span is None else (span.source, span.start, span.end))
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return tuple(sorted(out, key=sort_key))
+
+
 # A rendered line is a sequence of (text, style) segments; style is a rich style name or "".
 Segment = tuple[str, str]
 Line = tuple[Segment, ...]

@@ -21,7 +21,7 @@ from stackwise_dsl.elaborate.schema import Converter
 from stackwise_dsl.elaborate.spec import build_spec
 from stackwise_dsl.elaborate.values import Record
 from stackwise_dsl.ir.nodes import Spec
-from stackwise_dsl.source import SET_SOURCE, Source, Span
+from stackwise_dsl.source import SET_SOURCE, Source
 from stackwise_dsl.syntax import tree as t
 from stackwise_dsl.syntax.parser import parse_expr
 
@@ -108,7 +108,9 @@ def _elaborate(load, overrides: Sequence[str]) -> Elaborated:
     sets = [s for s in sets if isinstance(s, SetOverride)]
     sources = {**loader.sources, **{o.name: o for o in map(override_source, overrides)}}
     if unit is None or diag.has_errors(found):
-        return Elaborated(spec=None, diagnostics=_final(found), sources=sources, complete=False)
+        return Elaborated(
+            spec=None, diagnostics=diag.dedupe(found), sources=sources, complete=False
+        )
     lets = Lets(defs=_collect_lets(unit, found.append))
     record_sets = _apply_let_sets(sets, lets)
     ev = Evaluator(lets, found.append)
@@ -119,7 +121,7 @@ def _elaborate(load, overrides: Sequence[str]) -> Elaborated:
     conv = Converter(found.append, let_names=lets.defs)
     spec = build_spec(root, conv)
     complete = conv.complete and spec is not None
-    return Elaborated(spec=spec, diagnostics=_final(found), sources=sources, complete=complete)
+    return Elaborated(spec=spec, diagnostics=diag.dedupe(found), sources=sources, complete=complete)
 
 
 def _collect_lets(unit: Unit, report) -> dict[str, t.Let]:
@@ -194,19 +196,3 @@ def _check_lets(lets: Lets, ev: Evaluator, report) -> None:
         report(
             diag.warning("SW107", f"let `{name}` is never used", let.name.span, hint="remove it")
         )
-
-
-def _final(found: list[diag.Diagnostic]) -> tuple[diag.Diagnostic, ...]:
-    """Deduplicated (the same code at the same place once) and sorted by position."""
-    seen: set = set()
-    out = []
-    for d in found:
-        key = (d.code, _span_key(d.span))
-        if key not in seen:
-            seen.add(key)
-            out.append(d)
-    return tuple(sorted(out, key=diag.sort_key))
-
-
-def _span_key(span: Span | None):
-    return None if span is None else (span.source, span.start, span.end)

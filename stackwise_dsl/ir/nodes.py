@@ -50,7 +50,7 @@ class Range:
 
     def __str__(self) -> str:
         lo = "(" if self.low_open else "["
-        hi = ")" if self.high_open else "]"
+        hi = ")" if self.high_open or self.high is None else "]"
         low = "-inf" if self.low is None else _num(self.low)
         high = "inf" if self.high is None else _num(self.high)
         return f"{lo}{low}, {high}{hi}"

@@ -1,0 +1,75 @@
+"""Semantic checks over the IR: one concern per module, run in the order of `CHECKS`.
+
+Each check is a pure function `(spec, host) -> Iterator[Diagnostic]` with a one-line
+docstring. `run_checks` runs them all and returns every diagnostic, deduplicated and sorted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.checks.adapters import check_lora_rank, check_lora_tables, check_lora_targets
+from stackwise_dsl.checks.attention import (
+    check_head_divisibility,
+    check_kernel_dim,
+    check_latent_ranks,
+    check_rope_head_dim,
+)
+from stackwise_dsl.checks.cache import check_activation_cache
+from stackwise_dsl.checks.growth import (
+    check_copy_init,
+    check_end_to_end_settings,
+    check_growth_stacks,
+    check_something_trains,
+    check_stage_overrides,
+    check_steps_or_tokens,
+)
+from stackwise_dsl.checks.host import CPU_ONLY, Host
+from stackwise_dsl.checks.model import check_context, check_tied_head, check_vocab
+from stackwise_dsl.checks.names import check_references, check_unused_definitions
+from stackwise_dsl.checks.objective import (
+    check_depth_schedule,
+    check_objective_mode,
+    check_time_input,
+)
+from stackwise_dsl.checks.precision import check_fp16_device, check_quantized_trainable
+from stackwise_dsl.checks.ranges import check_ranges
+from stackwise_dsl.ir.nodes import Spec
+
+Check = Callable[[Spec, Host], Iterator[diag.Diagnostic]]
+
+CHECKS: tuple[Check, ...] = (
+    check_references,
+    check_unused_definitions,
+    check_ranges,
+    check_head_divisibility,
+    check_rope_head_dim,
+    check_latent_ranks,
+    check_kernel_dim,
+    check_tied_head,
+    check_context,
+    check_vocab,
+    check_growth_stacks,
+    check_stage_overrides,
+    check_steps_or_tokens,
+    check_end_to_end_settings,
+    check_copy_init,
+    check_something_trains,
+    check_quantized_trainable,
+    check_fp16_device,
+    check_activation_cache,
+    check_lora_rank,
+    check_lora_targets,
+    check_lora_tables,
+    check_objective_mode,
+    check_depth_schedule,
+    check_time_input,
+)
+
+__all__ = ["CHECKS", "CPU_ONLY", "Host", "run_checks"]
+
+
+def run_checks(spec: Spec, host: Host = CPU_ONLY) -> tuple[diag.Diagnostic, ...]:
+    """Every check's diagnostics: the same code at the same place once, sorted by place."""
+    return diag.dedupe(d for check in CHECKS for d in check(spec, host))

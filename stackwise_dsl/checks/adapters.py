@@ -1,0 +1,92 @@
+"""LoRA adapters: ranks fit the layers they adapt, targets exist, tables cover the stacks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.checks.host import Host
+from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.walk import blocks_at, creation_index, layer_shapes, lora_rank, stages
+
+
+def _adapted(spec: n.Spec) -> Iterator[tuple[n.Lora, int, str]]:
+    """(lora, rack position, role) for every adapter the schedule attaches."""
+    for view in stages(spec):
+        s = view.settings
+        if not view.fuse and s.new.lora is not None:
+            for p in view.new:
+                yield s.new.lora, p, "stack"
+        if s.trunk.lora is not None:
+            for p in view.trunk:
+                yield s.trunk.lora, p, "trunk"
+
+
+def check_lora_rank(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+    """Each adapter's rank is at most min(in, out) of every layer it wraps."""
+    d = spec.model.d_model
+    for lora, position, role in _adapted(spec):
+        k = creation_index(spec.grow, position)
+        rank = lora_rank(lora, k)
+        for block in blocks_at(spec, position):
+            shapes = layer_shapes(block, d)
+            limits = {t: min(shapes[t]) for t in lora.targets if t in shapes}
+            if not limits:
+                continue
+            target, limit = min(limits.items(), key=lambda kv: kv[1])
+            if rank > limit:
+                yield diag.error(
+                    "SW405",
+                    f"{role} LoRA rank {rank} on {_ordinal(k)} stack grown exceeds the {limit} "
+                    f"features of `{target}` in block `{block.name}`",
+                    n.at(lora, "rank"),
+                    hint=f"use a rank of at most {limit}" + _pattern_note(lora),
+                )
+                break
+
+
+def _pattern_note(lora: n.Lora) -> str:
+    if isinstance(lora.rank, tuple) or lora.pattern.value == "constant":
+        return ""
+    return f"; the `{lora.pattern}` pattern grows the rank with each stack"
+
+
+def check_lora_targets(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+    """Every target names a layer the adapted blocks have (gelu has no gate)."""
+    d = spec.model.d_model
+    for lora, position, role in _adapted(spec):
+        for block in blocks_at(spec, position):
+            missing = [t for t in lora.targets if t not in layer_shapes(block, d)]
+            for t in missing:
+                yield diag.error(
+                    "SW406",
+                    f"{role} LoRA target `{t}` has no layer in block `{block.name}` "
+                    f"({block.ffn.sw_name} ffn)",
+                    n.at(lora, "targets"),
+                    hint=f"remove `{t}` from `targets`; a gelu ffn has only up and down",
+                )
+
+
+def check_lora_tables(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+    """An explicit rank or alpha table lists one value per stack."""
+    count = len(spec.grow.stacks)
+    seen: set[int] = set()
+    for lora, _, _ in _adapted(spec):
+        if id(lora) in seen:
+            continue
+        seen.add(id(lora))
+        for field in ("rank", "alpha"):
+            table = getattr(lora, field)
+            if isinstance(table, tuple) and len(table) != count:
+                yield diag.error(
+                    "SW409",
+                    f"the LoRA {field} table lists {len(table)} values for {count} stacks",
+                    n.at(lora, field),
+                    hint="list one value per stack, in the order the stacks are created",
+                )
+
+
+def _ordinal(k: int) -> str:
+    """1 → `the 1st`, 2 → `the 2nd`, 11 → `the 11th`."""
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"the {k}{suffix}"

@@ -1,0 +1,41 @@
+"""Activation caching is valid only while the cached part cannot change."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.checks.host import Host
+from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.enums import Cache, Direction, Strategy
+from stackwise_dsl.ir.walk import stages
+
+
+def check_activation_cache(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+    """Caching the trunk's output needs append growth and a frozen trunk."""
+    direction = spec.grow.direction
+    for view in stages(spec):
+        s = view.settings
+        if view.fuse or s.cache is Cache.OFF or direction is Direction.END_TO_END:
+            continue
+        if direction is Direction.PREPEND:
+            yield diag.error(
+                "SW403",
+                f"stage {view.number} caches activations, but prepend growth trains the new "
+                "stack through the frozen suffix: the suffix's input changes every step",
+                n.at(s, "cache"),
+                hint="remove `cache`; hold the suffix in low precision and use checkpointing",
+            )
+        elif s.trunk.strategy is not Strategy.FROZEN and view.trunk:
+            yield diag.error(
+                "SW403",
+                f"stage {view.number} caches the trunk's output, but the trunk trains "
+                f"(`{s.trunk.strategy}`): the cache would be stale",
+                n.at(s, "cache"),
+                hint="freeze the trunk (`trunk { frozen }`) or set `cache = off`",
+                notes=(
+                    diag.Note(
+                        message="the trunk strategy is set here", span=n.at(s.trunk, "strategy")
+                    ),
+                ),
+            )

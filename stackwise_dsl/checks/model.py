@@ -1,0 +1,53 @@
+"""The rack's shared parts: tied head sizes, context against sequence length, vocabulary."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.checks.host import Host
+from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.enums import Head
+from stackwise_dsl.ir.walk import SPECIAL_TOKENS, tokenizer_vocab
+
+
+def check_tied_head(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+    """A tied head reuses the embedding matrix, so the embedding must be d_model wide."""
+    m = spec.model
+    if m.head is Head.TIED and m.embed_dim is not None and m.embed_dim != m.d_model:
+        yield diag.error(
+            "SW206",
+            f"a tied head reuses the embedding (vocab x {m.embed_dim}) as its output layer, "
+            f"but the stacks are d_model = {m.d_model} wide",
+            n.at(m, "head"),
+            hint="set `head = untied`, or drop `embed_dim`",
+            notes=(diag.Note(message="embed_dim is set here", span=n.at(m, "embed_dim")),),
+        )
+
+
+def check_context(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+    """The data's sequences fit in the model's context."""
+    seq_len = spec.data.seq_len
+    if seq_len is not None and seq_len > spec.model.context:
+        yield diag.error(
+            "SW207",
+            f"seq_len ({seq_len}) is longer than the model's context ({spec.model.context})",
+            n.at(spec.data, "seq_len"),
+            hint=f"set `seq_len` to at most {spec.model.context}, or raise `context`",
+            notes=(diag.Note(message="context is set here", span=n.at(spec.model, "context")),),
+        )
+
+
+def check_vocab(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+    """An explicit vocab holds every id the tokenizer can produce."""
+    vocab = spec.model.vocab
+    needed = tokenizer_vocab(spec.data.tokenizer)
+    if vocab is not None and needed is not None and vocab < needed:
+        yield diag.error(
+            "SW208",
+            f"vocab ({vocab}) is smaller than the {spec.data.tokenizer.sw_name} tokenizer's "
+            f"{needed} ids",
+            n.at(spec.model, "vocab"),
+            hint=f"leave `vocab` out to take it from the tokenizer ({needed}, with "
+            f"{len(SPECIAL_TOKENS)} special tokens)",
+        )

@@ -1,0 +1,50 @@
+"""Numbers within their ranges: ratios in (0, 1], rates and steps positive, dropout in [0, 1).
+
+The ranges are data on the IR fields (`knob(range=...)` in ir/nodes.py); this check walks
+every node and compares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import attrs
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.checks.host import Host
+from stackwise_dsl.elaborate.values import number_text
+from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.walk import all_nodes
+
+
+def check_ranges(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+    """Every field with a declared range holds a value inside it."""
+    for node in all_nodes(spec):
+        for f in attrs.fields(type(node)):
+            bounds = f.metadata.get("range")
+            if bounds is None:
+                continue
+            value = getattr(node, f.name)
+            values = value if isinstance(value, tuple) else (value,)
+            bad = [
+                v
+                for v in values
+                if isinstance(v, int | float) and not isinstance(v, bool) and not bounds.contains(v)
+            ]
+            if bad:
+                yield diag.error(
+                    "SW301",
+                    f"`{f.name}` is {number_text(bad[0])}; it must be in {bounds}",
+                    n.at(node, f.name),
+                    hint=_hint(f.name, bounds),
+                )
+
+
+def _hint(name: str, bounds: n.Range) -> str | None:
+    if bounds is n.RATIO:
+        return "a ratio is a fraction above 0 and at most 1, such as 0.15"
+    if bounds is n.FRACTION:
+        return "a probability from 0 up to (not including) 1, such as 0.1"
+    if bounds is n.POSITIVE:
+        return f"`{name}` must be above zero"
+    return None

@@ -1,0 +1,386 @@
+"""Every diagnostic code: what it means, an example that triggers it, and how to fix it.
+
+docs/diagnostics.md and `sw explain CODE` are generated from this table, and a test runs
+every example through the front end and expects exactly its code.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from stackwise_dsl.diagnostics import Severity
+
+
+@attrs.frozen(kw_only=True)
+class Code:
+    code: str
+    severity: Severity
+    title: str
+    explanation: str
+    example: str
+    fix: str
+    overrides: tuple[str, ...] = ()
+    also: tuple[str, ...] = ()  # other codes the example rightly produces too
+
+
+_BASE = """model { d_model = 64, context = 32 }
+block b { attention = mha(heads = 4), ffn = swiglu }
+stack s = 1 x b
+objective = mlm
+grow append 2 x s { steps = 10 }
+"""
+
+
+def _with(old: str, new: str) -> str:
+    """The base example with one line changed."""
+    if old not in _BASE:
+        raise ValueError(f"example base has no {old!r}")
+    return _BASE.replace(old, new)
+
+
+E, W = Severity.ERROR, Severity.WARNING
+
+CODES: dict[str, Code] = {
+    c.code: c
+    for c in (
+        Code(
+            code="SW001", severity=E, title="syntax error",
+            explanation="The parser met a token it did not expect; the message says what it "
+            "expected instead. Every syntax error in the file is reported.",
+            example=_with("d_model = 64, context = 32", "d_model = 64, context = "),
+            fix="Complete or remove the item at the caret.",
+        ),
+        Code(
+            code="SW002", severity=E, title="unexpected character",
+            explanation="A character that cannot start any token, such as `:` or `;`, or an "
+            "unterminated string.",
+            example=_with("d_model = 64", "d_model: 64"),
+            fix="Set fields with `=`; separate items with newlines or commas.",
+        ),
+        Code(
+            code="SW003", severity=E, title="invalid escape in a string",
+            explanation="Strings accept the escapes \\\\ \\\" \\n \\t \\r \\0 \\uXXXX and "
+            "\\UXXXXXXXX.",
+            example=_BASE + 'data { source = text("C:\\data\\train.txt") }\n',
+            fix="Double the backslash (`\\\\`) or use forward slashes.",
+        ),
+        Code(
+            code="SW004", severity=E, title="file cannot be read",
+            explanation="A spec, or a file it includes or extends, does not exist, is a "
+            "directory, is not UTF-8 or cannot be read.",
+            example='include "no/such/file.sw"\n' + _BASE,
+            fix="Fix the path; `include` and `extends` paths are relative to the file that "
+            "names them.",
+        ),
+        Code(
+            code="SW005", severity=E, title="include cycle",
+            explanation="A file includes or extends itself, directly or through other files.",
+            example='include "example.sw"  # this file is example.sw\n' + _BASE,
+            fix="Remove the include that leads back; put shared parts in a third file.",
+        ),
+        Code(
+            code="SW006", severity=E, title="malformed --set",
+            explanation="A command-line override is not `PATH=VALUE`, or its path runs into a "
+            "plain value.",
+            example=_BASE,
+            overrides=("model.d_model",),
+            fix="Write `--set model.d_model=512`, `--set d=512` for a let, or "
+            "`--set grow.stage.2.steps=500`.",
+        ),
+        Code(
+            code="SW101", severity=E, title="unknown field",
+            explanation="A section, call or the spec itself has no field of that name. The "
+            "hint names the closest field, or lists them all.",
+            example=_with("context = 32", "contxt = 32"),
+            fix="Use one of the listed fields (docs/language.md has them all).",
+        ),
+        Code(
+            code="SW102", severity=E, title="given twice",
+            explanation="A field, definition or let is set twice in one place, or by two "
+            "included files. Only `extends` and `--set` may change a value set elsewhere.",
+            example=_with("{ steps = 10 }", "{ steps = 10, steps = 20 }"),
+            fix="Keep one of them.",
+        ),
+        Code(
+            code="SW103", severity=E, title="missing field",
+            explanation="A required field or part is absent: a model needs d_model and "
+            "context, a spec needs a model, an objective and a growth.",
+            example=_with("model { d_model = 64, context = 32 }", "model { d_model = 64 }"),
+            fix="Add the named field.",
+        ),
+        Code(
+            code="SW104", severity=E, title="wrong type",
+            explanation="A value of the wrong kind: a string where a number goes, a fraction "
+            "where a whole number goes, a value where a section goes.",
+            example=_with("d_model = 64", 'd_model = "64"'),
+            fix="Write the value in the expected kind; `//` divides to a whole number.",
+        ),
+        Code(
+            code="SW105", severity=E, title="unknown value",
+            explanation="A word that is not one of the allowed values or constructors of "
+            "that field.",
+            example=_with("context = 32 }", "context = 32, norm = batchnorm }"),
+            fix="Use one of the listed values.",
+        ),
+        Code(
+            code="SW106", severity=E, title="undefined name",
+            explanation="A name that no `let`, block or stack defines.",
+            example=_with("d_model = 64", "d_model = width"),
+            fix="Define it (`let width = 64`) or fix the spelling.",
+        ),
+        Code(
+            code="SW107", severity=W, title="unused definition",
+            explanation="A let, block or stack that nothing uses; often a typo elsewhere.",
+            example="let width = 128\n" + _BASE,
+            fix="Use it or remove it.",
+        ),
+        Code(
+            code="SW108", severity=E, title="let cycle",
+            explanation="Lets that are defined in terms of each other.",
+            example="let a = b * 2\nlet b = a // 2\n" + _with("d_model = 64", "d_model = a"),
+            fix="Define one of them from a number.",
+        ),
+        Code(
+            code="SW109", severity=E, title="invalid expression",
+            explanation="Arithmetic that cannot be done: division by zero, a non-finite "
+            "result, `x` with a count that is not a whole number, or arithmetic on words.",
+            example=_with("d_model = 64", "d_model = 64 / 0"),
+            fix="Fix the expression; `n x name` repeats a block or stack name.",
+        ),
+        Code(
+            code="SW110", severity=E, title="misplaced stage",
+            explanation="`stage N { ... }` overrides belong inside `grow { ... }`.",
+            example=_BASE + "fuse { steps = 5, stage 1 { steps = 2 } }\n",
+            fix="Move the stage override into the growth.",
+        ),
+        Code(
+            code="SW111", severity=E, title="unnamed argument",
+            explanation="Most calls take named arguments only; the few that take one unnamed "
+            "argument (schedules, file names) take exactly one.",
+            example=_with("context = 32 }", "context = 32, position = rope(10000) }"),
+            fix="Name the argument: `rope(theta = 10000)`.",
+        ),
+        Code(
+            code="SW201", severity=E, title="heads do not divide d_model",
+            explanation="Each head gets d_model / heads dimensions, so heads must divide "
+            "d_model.",
+            example=_with("mha(heads = 4)", "mha(heads = 5)"),
+            fix="Pick heads from the listed divisors.",
+        ),
+        Code(
+            code="SW202", severity=E, title="kv_heads do not divide heads",
+            explanation="In grouped-query attention each key/value head serves an equal "
+            "group of query heads.",
+            example=_with("mha(heads = 4)", "gqa(heads = 4, kv_heads = 3)"),
+            fix="Pick kv_heads from the listed divisors of heads (1 is MQA).",
+        ),
+        Code(
+            code="SW203", severity=E, title="odd head dimension with rope",
+            explanation="Rope rotates pairs of dimensions, so d_model / heads must be even.",
+            example=_with("d_model = 64", "d_model = 60"),
+            fix="Change heads or d_model, or use `position = learned`.",
+        ),
+        Code(
+            code="SW204", severity=E, title="latent rank not a bottleneck",
+            explanation="MLA compresses queries and keys/values through ranks that must be "
+            "at least 1 and below d_model.",
+            example=_with("mha(heads = 4)", "mla(heads = 4, q_rank = 64, kv_rank = 16)"),
+            fix="Use ranks well below d_model, e.g. d_model / 2 and d_model / 4.",
+        ),
+        Code(
+            code="SW205", severity=E, title="kernel_dim not positive",
+            explanation="Kernel attention needs a positive number of random features.",
+            example=_with(
+                "mha(heads = 4)", "kernel(heads = 4, kernel = gaussian, kernel_dim = 0)"
+            ),
+            fix="Use a few times the head dimension, e.g. 64.",
+        ),
+        Code(
+            code="SW206", severity=E, title="tied head with mismatched sizes",
+            explanation="A tied head reuses the embedding matrix as its output layer, which "
+            "only works when the embedding is d_model wide.",
+            example=_with("context = 32 }", "context = 32, embed_dim = 32 }"),
+            fix="Set `head = untied`, or drop `embed_dim`.",
+        ),
+        Code(
+            code="SW207", severity=E, title="context shorter than the sequences",
+            explanation="The data's seq_len must fit in the model's context.",
+            example=_BASE + "data { seq_len = 64 }\n",
+            fix="Lower seq_len or raise context.",
+        ),
+        Code(
+            code="SW208", severity=E, title="vocabulary too small",
+            explanation="An explicit vocab must hold every id the tokenizer produces, "
+            "special tokens included.",
+            example=_with("context = 32 }", "context = 32, vocab = 100 }"),
+            fix="Leave vocab out to take it from the tokenizer.",
+        ),
+        Code(
+            code="SW301", severity=E, title="value out of range",
+            explanation="Ratios lie in (0, 1], probabilities such as dropout in [0, 1), "
+            "rates, sizes and steps above zero.",
+            example=_with("objective = mlm", "objective = mlm(ratio = 1.5)"),
+            fix="Use a value inside the stated range.",
+        ),
+        Code(
+            code="SW401", severity=E, title="quantized weights that train",
+            explanation="Quantized formats (int8, nf4, fp4, nvfp4) hold frozen weights only; "
+            "adapters train on top of them (QLoRA). The new stack always trains, and so does "
+            "a trunk with strategy `full`.",
+            example=_with("{ steps = 10 }", "{ steps = 10, new { precision = nf4 } }"),
+            fix="Quantize the frozen trunk instead, and train adapters on it.",
+        ),
+        Code(
+            code="SW402", severity=W, title="fp16 without a GPU",
+            explanation="fp16 training needs CUDA kernels and a loss scaler.",
+            example=_with("{ steps = 10 }", "{ steps = 10, new { precision = fp16 } }")
+            + "run { device = cpu }\n",
+            fix="Use bf16 on the CPU.",
+        ),
+        Code(
+            code="SW403", severity=E, title="stale activation cache",
+            explanation="Caching a trunk's output is valid only for append growth with a "
+            "frozen trunk; in prepend growth the new stack feeds the frozen suffix, and a "
+            "training trunk changes its own output.",
+            example=_with("grow append 2 x s { steps = 10 }",
+                          "grow prepend 2 x s { steps = 10, cache = memory }"),
+            fix="Turn the cache off, or grow with append and a frozen trunk.",
+        ),
+        Code(
+            code="SW404", severity=E, title="stage beyond the growth",
+            explanation="A `stage N` override names a stage that does not exist: append and "
+            "prepend have one stage per stack, end_to_end has one.",
+            example=_with("{ steps = 10 }", "{ steps = 10, stage 3 { steps = 5 } }"),
+            fix="Number stages from 1 to the number of stacks grown.",
+        ),
+        Code(
+            code="SW405", severity=E, title="LoRA rank too large",
+            explanation="A LoRA adapter's rank cannot exceed min(in, out) of the layer it "
+            "wraps; patterns that grow the rank reach this quickly.",
+            example=_with("{ steps = 10 }", "{ steps = 10, new { lora(rank = 100) } }"),
+            fix="Lower the rank, or use a pattern or table that stays within the layer.",
+        ),
+        Code(
+            code="SW406", severity=E, title="LoRA target without a layer",
+            explanation="A LoRA target names a projection the block does not have: a gelu "
+            "ffn has no gate.",
+            example=_with("ffn = swiglu", "ffn = gelu").replace(
+                "{ steps = 10 }", "{ steps = 10, new { lora(targets = [q, gate]) } }"
+            ),
+            fix="Remove the target.",
+        ),
+        Code(
+            code="SW407", severity=E, title="stage length",
+            explanation="Every stage states exactly one of `steps` or `tokens`.",
+            example=_with("{ steps = 10 }", "{ init = random }"),
+            fix="Add `steps = ...` (or `tokens = ...`), not both.",
+        ),
+        Code(
+            code="SW408", severity=E, title="stage overridden twice",
+            explanation="Two `stage` overrides cover the same stage.",
+            example=_with("{ steps = 10 }",
+                          "{ steps = 10, stage 1 { steps = 5 }, stage 1..2 { steps = 7 } }"),
+            fix="Merge them, or make the ranges disjoint.",
+        ),
+        Code(
+            code="SW409", severity=E, title="table length",
+            explanation="An explicit LoRA rank or alpha table lists one value per stack, in "
+            "creation order.",
+            example=_with("{ steps = 10 }", "{ steps = 10, new { lora(rank = [4, 4, 4]) } }"),
+            fix="List exactly one value per stack.",
+        ),
+        Code(
+            code="SW410", severity=W, title="setting without effect",
+            explanation="In end_to_end growth every stack is new: trunk, cache and init "
+            "settings do nothing.",
+            example=_with("grow append 2 x s { steps = 10 }",
+                          "grow end_to_end 2 x s { steps = 10, init = copy }"),
+            fix="Remove the setting, or grow stage by stage.",
+        ),
+        Code(
+            code="SW411", severity=E, title="copy init across shapes",
+            explanation="`init = copy` starts a new stack from its neighbour in the trunk, "
+            "which must have the same blocks.",
+            example=_BASE.replace("stack s = 1 x b\n", "stack s = 1 x b\nblock c { attention "
+                                  "= mha(heads = 2) }\nstack t = 1 x c\n").replace(
+                "grow append 2 x s { steps = 10 }", "grow append s + t { steps = 10, init = copy }"
+            ),
+            fix="Use `init = random` or `init = identity` for that stage.",
+        ),
+        Code(
+            code="SW412", severity=E, title="nothing to train",
+            explanation="A trunk with strategy `adapters` needs adapters, and a fuse stage "
+            "must train something.",
+            example=_with("{ steps = 10 }", "{ steps = 10, trunk { adapters } }"),
+            fix="Add `lora(...)` to the trunk or the new stack, or change the strategy.",
+        ),
+        Code(
+            code="SW413", severity=E, title="empty growth",
+            explanation="The growth adds no stacks.",
+            example=_with("2 x s", "0 x s"),
+            fix="Name at least one stack.",
+            also=("SW107",),
+        ),
+        Code(
+            code="SW501", severity=E, title="clm with bidirectional attention",
+            explanation="Next-token prediction with bidirectional attention lets each "
+            "position see the token it must predict.",
+            example=_with("objective = mlm", "objective = clm"),
+            fix="Set `mode = causal` in every block's attention.",
+        ),
+        Code(
+            code="SW502", severity=W, title="masked objective with causal attention",
+            explanation="MLM and masked diffusion fill in tokens from both sides; causal "
+            "attention hides the right side.",
+            example=_with("mha(heads = 4)", "mha(heads = 4, mode = causal)"),
+            fix="Use `mode = bidirectional`.",
+        ),
+        Code(
+            code="SW503", severity=W, title="schedule length",
+            explanation="With time as depth, an explicit schedule lists one mask ratio per "
+            "stack, input side first.",
+            example=_with("objective = mlm",
+                          "objective = masked_diffusion(mask = [0.9, 0.5, 0.15])"),
+            fix="List one ratio per stack.",
+        ),
+        Code(
+            code="SW504", severity=W, title="noise not decreasing toward the head",
+            explanation="With time as depth the stacks at the input side should see the "
+            "most noise and those next to the head the least.",
+            example=_with("objective = mlm",
+                          "objective = masked_diffusion(mask = linear(0.15 -> 0.9))"),
+            fix="Reverse the schedule: `linear(0.9 -> 0.15)`.",
+        ),
+        Code(
+            code="SW505", severity=E, title="time as input without an embedding",
+            explanation="With time as input the network must be told the noise level.",
+            example=_with("objective = mlm", "objective = masked_diffusion(time = "
+                          "input(embedding = none))"),
+            fix="Use `embedding = sinusoidal` or `learned`.",
+        ),
+        Code(
+            code="SW506", severity=E, title="time steps against a listed schedule",
+            explanation="A listed schedule has one time step per ratio.",
+            example=_with("objective = mlm", "objective = masked_diffusion(time = input("
+                          "num_time_steps = 5), mask = [0.9, 0.15])"),
+            fix="Leave num_time_steps out, or list that many ratios.",
+        ),
+        Code(
+            code="SW507", severity=E, title="time as depth without stage-wise growth",
+            explanation="Time as depth gives each stack its own noise level while it "
+            "trains; end_to_end trains every stack at once.",
+            example=_with("objective = mlm", "objective = masked_diffusion").replace(
+                "grow append", "grow end_to_end"
+            ),
+            fix="Grow with prepend or append, or use `time = input`.",
+        ),
+    )
+}  # fmt: skip
+
+
+def lookup(code: str) -> Code | None:
+    """A code by name, case-insensitively, with or without the `SW` prefix."""
+    key = code.strip().upper()
+    if not key.startswith("SW"):
+        key = "SW" + key
+    return CODES.get(key)

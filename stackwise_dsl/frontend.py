@@ -1,0 +1,61 @@
+"""The front end as one call: text → IR → checks, with every diagnostic collected.
+
+`check_file` and `check_text` never raise for a mistake in a spec; they return a `Report`
+whose `spec` is None when the spec could not be built. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import attrs
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.checks import Host, run_checks
+from stackwise_dsl.elaborate import Elaborated, elaborate_file, elaborate_text
+from stackwise_dsl.ir.nodes import Spec
+from stackwise_dsl.source import Source
+
+
+@attrs.frozen
+class Report:
+    """What the front end found in one spec."""
+
+    name: str
+    spec: Spec | None
+    diagnostics: tuple[diag.Diagnostic, ...]
+    sources: Mapping[str, Source]
+
+    @property
+    def ok(self) -> bool:
+        """No errors (warnings allowed): the spec may be lowered and run."""
+        return self.spec is not None and not diag.has_errors(self.diagnostics)
+
+    @property
+    def unreadable(self) -> bool:
+        """The file itself could not be read (not one it includes)."""
+        return any(d.code == "SW004" and d.span is None for d in self.diagnostics)
+
+
+def check_file(
+    path: str | Path, overrides: Sequence[str] = (), host: Host | None = None
+) -> Report:
+    """Elaborate and check the spec at `path`."""
+    return _report(str(path), elaborate_file(path, overrides), host)
+
+
+def check_text(
+    text: str, name: str = "<spec>", overrides: Sequence[str] = (), host: Host | None = None
+) -> Report:
+    """Elaborate and check spec text held in memory."""
+    return _report(name, elaborate_text(text, name, overrides), host)
+
+
+def _report(name: str, result: Elaborated, host: Host | None) -> Report:
+    found = list(result.diagnostics)
+    if result.spec is not None and result.complete:
+        found += run_checks(result.spec, host or Host.detect())
+    return Report(
+        name=name, spec=result.spec, diagnostics=diag.dedupe(found), sources=result.sources
+    )

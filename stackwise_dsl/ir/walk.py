@@ -1,0 +1,160 @@
+"""Derived facts about a spec that checks and lowering share: stages, growth order,
+per-stack LoRA ranks, layer shapes, default sizes. Pure functions of the IR."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+
+from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.enums import Direction, Pattern, Strategy, Target
+
+SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
+
+
+@attrs.frozen
+class StageView:
+    """One stage as the checks see it: which rack positions are new and which are trunk."""
+
+    number: int  # 1-based; the fuse stage is number stage_count + 1
+    settings: Any  # StageSettings, or Fuse for the fuse stage
+    new: tuple[int, ...]  # rack positions (0 = input side) trained from scratch this stage
+    trunk: tuple[int, ...]  # rack positions that already existed
+    fuse: bool = False
+
+
+def growth_order(grow: n.Growth) -> tuple[int, ...]:
+    """Rack positions in the order their stacks are created (input side is position 0)."""
+    count = len(grow.stacks)
+    if grow.direction is Direction.PREPEND:
+        return tuple(range(count - 1, -1, -1))
+    return tuple(range(count))
+
+
+def creation_index(grow: n.Growth, position: int) -> int:
+    """1-based index of the stage that created the stack at rack `position`."""
+    if grow.direction is Direction.END_TO_END:
+        return position + 1
+    return growth_order(grow).index(position) + 1
+
+
+def stages(spec: n.Spec) -> Iterator[StageView]:
+    """Every stage in order, ending with the fuse stage when there is one."""
+    grow = spec.grow
+    order = growth_order(grow)
+    if grow.direction is Direction.END_TO_END:
+        yield StageView(number=1, settings=grow.stage(1), new=order, trunk=())
+    else:
+        for k in range(1, grow.stage_count + 1):
+            trunk = tuple(sorted(order[: k - 1]))
+            yield StageView(number=k, settings=grow.stage(k), new=(order[k - 1],), trunk=trunk)
+    if spec.fuse is not None:
+        everything = tuple(range(len(grow.stacks)))
+        yield StageView(
+            number=grow.stage_count + 1, settings=spec.fuse, new=(), trunk=everything, fuse=True
+        )
+
+
+def objective_of(spec: n.Spec, view: StageView) -> n.Objective:
+    return view.settings.objective or spec.objective
+
+
+def rack(spec: n.Spec) -> tuple[n.Stack | None, ...]:
+    """The stacks at each rack position (None where a name is undefined)."""
+    return tuple(spec.stack(r.name) for r in spec.grow.stacks)
+
+
+def blocks_at(spec: n.Spec, position: int) -> tuple[n.Block, ...]:
+    """The defined blocks of the stack at a rack position, in order."""
+    stack = rack(spec)[position]
+    if stack is None:
+        return ()
+    found = (spec.block(r.name) for r in stack.blocks)
+    return tuple(b for b in found if b is not None)
+
+
+def trains_trunk(view: StageView) -> bool:
+    return bool(view.trunk) and view.settings.trunk.strategy is not Strategy.FROZEN
+
+
+def ffn_hidden(ffn: n.Ffn, d_model: int) -> int:
+    """The ffn width: as given, or 4·d for gelu and 8/3·d rounded up to a multiple of 64 for
+    swiglu (the same parameter count as a 4·d gelu)."""
+    if ffn.hidden is not None:
+        return ffn.hidden
+    if isinstance(ffn, n.Gelu):
+        return 4 * d_model
+    return 64 * math.ceil(8 * d_model / 3 / 64)
+
+
+def head_dim(attn: n.Attention, d_model: int) -> int:
+    return d_model // attn.heads if attn.heads > 0 else 0
+
+
+def layer_shapes(block: n.Block, d_model: int) -> dict[Target, tuple[int, int]]:
+    """(in, out) features of each LoRA-adaptable layer of a block. MLA adapts its
+    up-projections (latent → heads); gelu has no gate."""
+    a = block.attention
+    kv_out = a.kv_heads * head_dim(a, d_model)
+    shapes = {Target.Q: (d_model, d_model), Target.K: (d_model, kv_out)}
+    shapes[Target.V] = (d_model, kv_out)
+    if a.latent is not None:
+        shapes[Target.Q] = (a.latent.q_rank, d_model)
+        shapes[Target.K] = (a.latent.kv_rank, kv_out)
+        shapes[Target.V] = (a.latent.kv_rank, kv_out)
+    shapes[Target.O] = (d_model, d_model)
+    hidden = ffn_hidden(block.ffn, d_model)
+    if isinstance(block.ffn, n.SwiGlu):
+        shapes[Target.GATE] = (d_model, hidden)
+    shapes[Target.UP] = (d_model, hidden)
+    shapes[Target.DOWN] = (hidden, d_model)
+    return shapes
+
+
+def lora_rank(lora: n.Lora, k: int) -> int:
+    """Rank of the adapter on the k-th stack created (1-based), per the pattern or table."""
+    if isinstance(lora.rank, tuple):
+        return lora.rank[min(k, len(lora.rank)) - 1]
+    r = lora.rank
+    if lora.pattern is Pattern.INCREASING:
+        return r * 2 ** (k - 1)
+    if lora.pattern is Pattern.DECREASING:
+        return max(1, r // 2 ** (k - 1))
+    if lora.pattern is Pattern.LINEAR:
+        return r * k
+    return r
+
+
+def lora_alpha(lora: n.Lora, k: int) -> float:
+    """Alpha of the k-th stack's adapter. A table is read as is; a single alpha fixes the
+    scale alpha/rank of the first stack, which later stacks keep; no alpha means alpha = rank."""
+    if isinstance(lora.alpha, tuple):
+        return lora.alpha[min(k, len(lora.alpha)) - 1]
+    rank = lora_rank(lora, k)
+    if lora.alpha is None:
+        return float(rank)
+    return lora.alpha * rank / lora_rank(lora, 1)
+
+
+def tokenizer_vocab(tok: n.Tokenizer) -> int | None:
+    """Vocabulary a tokenizer needs, specials included; None when the data decides."""
+    if isinstance(tok, n.Bytes):
+        return 256 + len(SPECIAL_TOKENS)
+    if isinstance(tok, n.Bpe):
+        return tok.vocab
+    return None
+
+
+def all_nodes(obj: Any) -> Iterator[Any]:
+    """Every IR node reachable from `obj`, depth first (tuples are walked)."""
+    if isinstance(obj, tuple):
+        for x in obj:
+            yield from all_nodes(x)
+    elif attrs.has(type(obj)):
+        yield obj
+        for f in attrs.fields(type(obj)):
+            if f.name not in ("span", "spans"):
+                yield from all_nodes(getattr(obj, f.name))
