@@ -38,9 +38,7 @@ class Report:
         return any(d.code == "SW004" and d.span is None for d in self.diagnostics)
 
 
-def check_file(
-    path: str | Path, overrides: Sequence[str] = (), host: Host | None = None
-) -> Report:
+def check_file(path: str | Path, overrides: Sequence[str] = (), host: Host | None = None) -> Report:
     """Elaborate and check the spec at `path`."""
     return _report(str(path), elaborate_file(path, overrides), host)
 

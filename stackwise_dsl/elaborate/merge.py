@@ -2,7 +2,8 @@
 
 - `override(base, child)`: the child's entries replace the base's; a section or call of the
   same name is merged field by field, so `optimizer = adamw(lr = 1e-3)` in a child changes
-  only the learning rate. A different constructor replaces the whole value.
+  only the learning rate. A different constructor, or a growth in another direction,
+  replaces the whole value.
 - `union(a, b)`: the same recursion, but a field set on both sides is an error (SW102):
   included files add to a spec, they never silently change it.
 - `set_path(root, path, value)`: one `--set a.b.c=v`, creating sections that are missing.
@@ -56,7 +57,14 @@ def union(a: Record, b: Record, report: Report) -> Record:
 
 
 def _same_record(a: Value, b: Value) -> bool:
-    return isinstance(a, Record) and isinstance(b, Record) and a.name == b.name
+    """Records merge when they are the same section or constructor; a growth only when its
+    direction is unchanged (a new direction means a new schedule, so it replaces)."""
+    if not (isinstance(a, Record) and isinstance(b, Record) and a.name == b.name):
+        return False
+    if a.name == "grow":
+        da, db = a.get("direction"), b.get("direction")
+        return da is None or db is None or da.value == db.value
+    return True
 
 
 def _conflict(kept: Entry, other: Entry) -> diag.Diagnostic:

@@ -8,7 +8,7 @@ from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate.merge import override
 from stackwise_dsl.elaborate.schema import INVALID, Converter
 from stackwise_dsl.elaborate.suggest import did_you_mean, one_of
-from stackwise_dsl.elaborate.values import Entry, Record, Value
+from stackwise_dsl.elaborate.values import Entry, Record, Sym, Value
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Direction
 
@@ -60,6 +60,8 @@ def build_spec(root: Record, conv: Converter) -> n.Spec | None:
 
 
 def _part(e: Entry, conv: Converter) -> Any:
+    if e.key == "fuse" and isinstance(e.value, Sym) and e.value.name == "none":
+        return None  # `fuse = none`: a spec that extends another drops its fuse stage
     if e.key in _SECTIONS and not (isinstance(e.value, Record) and e.value.name == e.key):
         conv.report(
             diag.error("SW104", f"`{e.key}` is a section: write `{e.key} {{ ... }}`", e.key_span)

@@ -1,0 +1,203 @@
+"""The `sw` command: a thin typer app. Each command parses its arguments, calls the library,
+renders and exits: 0 ok (warnings allowed), 1 problems in a spec, 2 usage or unreadable file.
+
+Library modules are imported inside the commands, so `sw check` and `sw fmt` load only the
+front end (never torch).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from stackwise_dsl import __version__
+
+app = typer.Typer(
+    name="sw",
+    help="Declare, check and run progressive, stack-wise transformer training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+OK, PROBLEMS, USAGE = 0, 1, 2
+
+
+class Format(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+SetOption = typer.Option(
+    [], "--set", "-s", metavar="PATH=VALUE", help="Override a field or let, e.g. model.d_model=512."
+)
+
+
+def main() -> None:
+    app()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print the version and exit."),
+) -> None:
+    if version:
+        typer.echo(f"stackwise-dsl {__version__}")
+        raise typer.Exit(OK)
+
+
+@app.command()
+def check(
+    files: list[Path] = typer.Argument(..., help="Spec files to check."),
+    overrides: list[str] = SetOption,
+    format: Format = typer.Option(Format.text, "--format", help="text for people, json for tools."),
+) -> None:
+    """Report every problem in each spec: syntax, names, types, shapes, schedules."""
+    from stackwise_dsl import diagnostics as diag
+    from stackwise_dsl.frontend import check_file
+
+    _require_valid_overrides(overrides)
+    out = _Output()
+    reports = [check_file(f, overrides) for f in files]
+    if format is Format.json:
+        out.json({"files": [_report_json(r) for r in reports]})
+    else:
+        for r in reports:
+            _print_diagnostics(out, r.diagnostics, r.sources)
+        for r in reports:
+            out.line(((f"{r.name}: ", "bold"), _summary_segment(r.diagnostics)))
+    if any(r.unreadable for r in reports):
+        raise typer.Exit(USAGE)
+    raise typer.Exit(PROBLEMS if any(diag.has_errors(r.diagnostics) for r in reports) else OK)
+
+
+@app.command()
+def fmt(
+    files: list[Path] = typer.Argument(..., help="Spec files to format in place; - for stdin."),
+    check: bool = typer.Option(
+        False, "--check", help="Change nothing; exit 1 if a file would change."
+    ),
+    diff: bool = typer.Option(
+        False, "--diff", help="Show the changes as a unified diff; change nothing."
+    ),
+) -> None:
+    """Rewrite specs in the one canonical style; comments are kept."""
+    from stackwise_dsl import formatting
+
+    out = _Output()
+    results = [formatting.format_path(str(f)) for f in files]
+    status = OK
+    for r in results:
+        if r.error is not None:
+            out.line(((f"error: {r.error}", "bold red"),))
+            status = max(status, USAGE)
+        elif r.diagnostics:
+            _print_diagnostics(out, r.diagnostics, r.sources)
+            status = max(status, PROBLEMS)
+        elif r.path == "-" and not (check or diff):
+            sys.stdout.write(r.formatted)
+        elif r.changed:
+            if diff:
+                out.raw(r.diff())
+            if check or diff:
+                status = max(status, PROBLEMS if check else status)
+            else:
+                formatting.write_atomically(r.path, r.formatted)
+    if not (len(results) == 1 and results[0].path == "-" and not (check or diff)):
+        out.line(((formatting.summary(results, write=not (check or diff)), "bold"),))
+    raise typer.Exit(status)
+
+
+@app.command()
+def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. SW201.")) -> None:
+    """Explain a diagnostic code, with an example and its fix."""
+    from stackwise_dsl.codes import CODES, lookup
+    from stackwise_dsl.elaborate.suggest import did_you_mean
+    from stackwise_dsl.explain import explain_text
+
+    found = lookup(code)
+    if found is None:
+        hint = did_you_mean(code.upper(), CODES) or "codes run SW001-SW507; see docs/diagnostics.md"
+        typer.echo(f"error: no diagnostic code {code!r} ({hint})", err=True)
+        raise typer.Exit(USAGE)
+    typer.echo(explain_text(found))
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+class _Output:
+    """Styled lines through rich on a terminal, plain text otherwise (rich stays unloaded)."""
+
+    def __init__(self) -> None:
+        self.console = None
+        if sys.stdout.isatty():
+            from rich.console import Console
+
+            self.console = Console(highlight=False, soft_wrap=True)
+
+    def line(self, segments) -> None:
+        if self.console is None:
+            sys.stdout.write("".join(text for text, _ in segments).rstrip() + "\n")
+            return
+        from rich.text import Text
+
+        text = Text()
+        for chunk, style in segments:
+            text.append(chunk, style=style or None)
+        self.console.print(text)
+
+    def raw(self, text: str) -> None:
+        sys.stdout.write(text)
+
+    def json(self, obj) -> None:
+        sys.stdout.write(json.dumps(obj, indent=2) + "\n")
+
+
+def _print_diagnostics(out: _Output, diagnostics, sources) -> None:
+    from stackwise_dsl import diagnostics as diag
+
+    for d in diagnostics:
+        for line in diag.render(d, sources):
+            out.line(line)
+        out.line(())
+
+
+def _summary_segment(diagnostics) -> tuple[str, str]:
+    from stackwise_dsl import diagnostics as diag
+
+    text = diag.summary(diagnostics)
+    if diag.has_errors(diagnostics):
+        return (text, "red")
+    return ("ok" if text == "no problems" else f"ok ({text})", "green")
+
+
+def _report_json(r) -> dict:
+    from stackwise_dsl import diagnostics as diag
+
+    errors = sum(d.is_error for d in r.diagnostics)
+    return {
+        "file": r.name,
+        "ok": r.ok,
+        "errors": errors,
+        "warnings": len(r.diagnostics) - errors,
+        "diagnostics": [diag.to_json(d) for d in r.diagnostics],
+    }
+
+
+def _require_valid_overrides(overrides: list[str]) -> None:
+    """A malformed `--set` is a usage error (exit 2), reported before anything runs."""
+    from stackwise_dsl import diagnostics as diag
+    from stackwise_dsl.elaborate import override_source, parse_override
+
+    bad = [o for o in overrides if isinstance(parse_override(o), diag.Diagnostic)]
+    if bad:
+        out = _Output()
+        for o in bad:
+            d = parse_override(o)
+            _print_diagnostics(out, (d,), {d.span.source: override_source(o)})
+        raise typer.Exit(USAGE)

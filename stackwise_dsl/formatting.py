@@ -1,0 +1,97 @@
+"""`sw fmt` over files: read, format, compare, diff, and write back atomically."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+
+import attrs
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.elaborate.load import describe_read_error
+from stackwise_dsl.source import Source
+from stackwise_dsl.syntax.format import format_document
+from stackwise_dsl.syntax.parser import parse
+
+
+@attrs.frozen
+class FormatResult:
+    path: str
+    original: str
+    formatted: str
+    diagnostics: tuple[diag.Diagnostic, ...] = ()
+    sources: Mapping[str, Source] = attrs.field(factory=dict)
+    error: str | None = None  # the file could not be read
+
+    @property
+    def changed(self) -> bool:
+        return self.error is None and not self.diagnostics and self.formatted != self.original
+
+    def diff(self) -> str:
+        lines = difflib.unified_diff(
+            self.original.splitlines(keepends=True),
+            self.formatted.splitlines(keepends=True),
+            fromfile=f"{self.path} (original)",
+            tofile=f"{self.path} (formatted)",
+        )
+        return "".join(lines)
+
+
+def format_text(text: str, name: str) -> FormatResult:
+    """The canonical text, or the syntax errors that prevent formatting."""
+    result = parse(text, name)
+    if result.document is None:
+        return FormatResult(
+            path=name,
+            original=text,
+            formatted=text,
+            diagnostics=result.diagnostics,
+            sources={name: Source(name, text)},
+        )
+    return FormatResult(path=name, original=text, formatted=format_document(result.document))
+
+
+def format_path(path: str) -> FormatResult:
+    """Format a file (or stdin for `-`) without writing anything."""
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, "rb") as f:
+                text = f.read().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        return FormatResult(
+            path=path, original="", formatted="", error=describe_read_error(path, e)
+        )
+    return format_text(text, path)
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Replace a file's contents in one step, keeping its permissions."""
+    directory = os.path.dirname(os.path.abspath(path))
+    mode = os.stat(path).st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".sw-fmt-", suffix=".sw")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def summary(results: Sequence[FormatResult], write: bool) -> str:
+    """`2 files reformatted, 1 unchanged` (or `would be reformatted` when not writing)."""
+    changed = sum(r.changed for r in results)
+    failed = sum(bool(r.error or r.diagnostics) for r in results)
+    unchanged = len(results) - changed - failed
+    verb = "reformatted" if write else "would be reformatted"
+    parts = [f"{changed} file{'s' if changed != 1 else ''} {verb}", f"{unchanged} unchanged"]
+    if failed:
+        parts.append(f"{failed} not formatted (errors)")
+    return ", ".join(parts)
