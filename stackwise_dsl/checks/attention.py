@@ -82,9 +82,16 @@ def check_kernel_dim(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
 
 
 def _divisors_near(n_: int, near: int, even_quotient: bool = False) -> str:
-    """Up to six divisors of n_ closest to `near`, as text."""
-    divisors = [k for k in range(1, n_ + 1) if n_ % k == 0]
+    """Up to six divisors of n_ closest to `near`, as text (O(sqrt n), so huge widths are fine)."""
+    if n_ > 10**9:
+        return f"a divisor of {n_}"
+    divisors: set[int] = set()
+    k = 1
+    while k * k <= n_:
+        if n_ % k == 0:
+            divisors.update((k, n_ // k))
+        k += 1
     if even_quotient:
-        divisors = [k for k in divisors if (n_ // k) % 2 == 0]
+        divisors = {k for k in divisors if (n_ // k) % 2 == 0}
     closest = sorted(sorted(divisors, key=lambda k: (abs(k - near), k))[:6])
     return ", ".join(map(str, closest)) if closest else "none"

@@ -72,7 +72,8 @@ def check_depth_schedule(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
                 n.at(objective, "mask"),
                 hint="list one ratio per stack, input side first",
             )
-        if any(b > a for a, b in pairwise(values)) or values[0] == values[-1]:
+        rises = any(b > a for a, b in pairwise(values))
+        if len(values) > 1 and (rises or values[0] == values[-1]):
             yield diag.warning(
                 "SW504",
                 "the noise does not decrease toward the head: "

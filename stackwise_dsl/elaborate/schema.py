@@ -152,10 +152,12 @@ class Converter:
         for o in others:
             if o in _TYPE_WORDS and _fits_scalar(v, o):
                 return self.value(v, o, where)
+            if isinstance(o, type) and issubclass(o, enum.Enum) and isinstance(v, Sym):
+                return self._enum(v, o, where)
         if nodes and isinstance(v, Record | Sym):
             return self._nodes(v, nodes, where)
         expected = [c.sw_name for c in nodes if hasattr(c, "sw_name")]
-        expected += [_TYPE_WORDS.get(o, "a list") for o in others]
+        expected += [_word_for(o) for o in others]
         return self._type_error(v, one_of(expected) if nodes else " or ".join(expected), where)
 
     # --- nodes ---
@@ -233,3 +235,11 @@ def _fits_scalar(v: Value, hint: type) -> bool:
     if hint is bool:
         return isinstance(v, Sym) and v.name in ("true", "false")
     return isinstance(v, Num)
+
+
+def _word_for(hint) -> str:
+    if hint in _TYPE_WORDS:
+        return _TYPE_WORDS[hint]
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return one_of(m.value for m in hint)
+    return "a list"

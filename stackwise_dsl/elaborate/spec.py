@@ -75,24 +75,16 @@ def _part(e: Entry, conv: Converter) -> Any:
 
 def _inherit_trunk(fuse: Entry, grow: Entry | None) -> Entry:
     """The fuse stage keeps the growth trunk's precision and adapters unless it says otherwise;
-    its strategy defaults to `full` (the Fuse node's own default), never to growth's."""
-    if not (isinstance(fuse.value, Record) and grow is not None and isinstance(grow.value, Record)):
+    its strategy is `full` unless it says otherwise (never growth's)."""
+    if not isinstance(fuse.value, Record):
         return fuse
-    trunk = grow.value.get("trunk")
-    if trunk is None or not isinstance(trunk.value, Record):
-        return fuse
-    kept = tuple(e for e in trunk.value.entries if e.key != "strategy")
-    base = Record(
-        name="fuse",
-        entries=(
-            Entry(
-                key="trunk",
-                value=Record(name="trunk", entries=kept, span=trunk.value.span),
-                key_span=trunk.key_span,
-            ),
-        ),
-        span=fuse.value.span,
-    )
+    kept: tuple[Entry, ...] = ()
+    trunk = grow.value.get("trunk") if grow is not None and isinstance(grow.value, Record) else None
+    if trunk is not None and isinstance(trunk.value, Record):
+        kept = tuple(e for e in trunk.value.entries if e.key != "strategy")
+    full = Entry(key="strategy", value=Sym(name="full"))
+    inherited = Record(name="trunk", entries=(full, *kept), span=fuse.value.span)
+    base = Record(name="fuse", entries=(Entry(key="trunk", value=inherited),), span=fuse.value.span)
     return Entry(key="fuse", value=override(base, fuse.value), key_span=fuse.key_span)
 
 

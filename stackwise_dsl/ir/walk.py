@@ -119,10 +119,11 @@ def lora_rank(lora: n.Lora, k: int) -> int:
     if isinstance(lora.rank, tuple):
         return lora.rank[min(k, len(lora.rank)) - 1]
     r = lora.rank
+    doublings = min(k - 1, 62)  # beyond 2**62 every layer is far exceeded anyway
     if lora.pattern is Pattern.INCREASING:
-        return r * 2 ** (k - 1)
+        return r * 2**doublings
     if lora.pattern is Pattern.DECREASING:
-        return max(1, r // 2 ** (k - 1))
+        return max(1, r // 2**doublings)
     if lora.pattern is Pattern.LINEAR:
         return r * k
     return r
