@@ -3,8 +3,9 @@
     from hypothesis import given
     from stackwise_dsl import testing
 
-    @given(testing.variants("my.sw",
-                            attention=testing.attentions(d_model=256, mode=testing.Mode.BIDIRECTIONAL),
+    bidirectional = testing.attentions(d_model=256, mode=testing.Mode.BIDIRECTIONAL)
+
+    @given(testing.variants("my.sw", attention=bidirectional,
                             trunk_precision=testing.frozen_precisions()))
     def test_my_spec_in_every_variant(spec):
         assert testing.errors(spec) == []

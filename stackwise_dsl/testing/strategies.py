@@ -296,9 +296,9 @@ def specs(
         st.lists(st.sampled_from(stack_names), max_size=max(0, max_stacks - len(stack_names)))
     )
     rack = draw(st.permutations(stack_names + extra))
-    direction = draw(st.sampled_from(
-        [Direction.APPEND, Direction.PREPEND] + ([] if kind == "masked_diffusion" else [Direction.END_TO_END])
-    ))  # fmt: skip
+    stage_wise = [Direction.APPEND, Direction.PREPEND]
+    whole = [] if kind == "masked_diffusion" else [Direction.END_TO_END]  # depth time needs stages
+    direction = draw(st.sampled_from(stage_wise + whole))
     settings = draw(_stage_settings(
         direction=direction, block_list=block_list, d_model=d_model, stacks=len(rack),
         homogeneous=len(set(rack)) == 1,
