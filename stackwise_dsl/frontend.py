@@ -50,6 +50,20 @@ def check_text(
     return _report(name, elaborate_text(text, name, overrides), host)
 
 
+def check_bytes(
+    data: bytes, name: str = "<spec>", overrides: Sequence[str] = (), host: Host | None = None
+) -> Report:
+    """Check raw bytes: text that is not UTF-8 is a diagnostic like any other problem."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        from stackwise_dsl.elaborate.load import describe_read_error
+
+        problem = diag.error("SW004", describe_read_error(name, e), None)
+        return Report(name=name, spec=None, diagnostics=(problem,), sources={})
+    return check_text(text, name, overrides, host)
+
+
 def _report(name: str, result: Elaborated, host: Host | None) -> Report:
     found = list(result.diagnostics)
     if result.spec is not None and result.complete:

@@ -51,8 +51,9 @@ class Source:
     text: str
 
     def line_text(self, line: int) -> str:
-        lines = self.text.splitlines()
-        return lines[line - 1] if 0 < line <= len(lines) else ""
+        """Line `line` (1-based). Lines end at "\n" only, as they do for the lexer."""
+        lines = self.text.split("\n")
+        return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
 
     def span(self, start: int, end: int) -> Span:
         """The span of text[start:end], with line and column computed from the text."""

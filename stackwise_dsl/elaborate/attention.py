@@ -160,10 +160,10 @@ def _assemble(ctor: Constructor, values: dict, spans: dict, span) -> n.Attention
 
 def _unknown(e, ctor: Constructor) -> diag.Diagnostic:
     owners = [c.name for c in CONSTRUCTORS.values() if e.key in c.params and c.name != ctor.name]
-    hint = did_you_mean(e.key, ctor.params)
-    if hint is None and owners:
+    if owners:
         hint = f"`{e.key}` belongs to {one_of(owners[:3])}"
-    hint = hint or f"`{ctor.name}` takes {one_of(ctor.params)}"
+    else:
+        hint = did_you_mean(e.key, ctor.params) or f"`{ctor.name}` takes {one_of(ctor.params)}"
     return diag.error("SW101", f"`{ctor.name}` has no argument `{e.key}`", e.key_span, hint=hint)
 
 

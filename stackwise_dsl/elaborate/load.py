@@ -68,7 +68,7 @@ class Loader:
     def load_file(self, path: Path, name: str, chain=(), via: Span | None = None) -> Unit | None:
         try:
             text = read_text(path)
-        except (OSError, UnicodeDecodeError) as e:
+        except (OSError, UnicodeDecodeError, ValueError) as e:
             self.report(diag.error("SW004", describe_read_error(name, e), via))
             return None
         self.loaded.add(path.resolve())
@@ -97,6 +97,10 @@ class Loader:
         return Unit(document=doc, base=base, includes=tuple(includes))
 
     def _follow(self, path: t.String, name: str, chain, kind: str) -> Unit | None:
+        if "\0" in path.value or not path.value.strip():
+            what = "contains a NUL character" if "\0" in path.value else "is empty"
+            self.report(diag.error("SW004", f"the {kind} path {what}", path.span))
+            return None
         target = _relative_to(name, path.value)
         resolved = Path(target).resolve()
         if resolved in chain:

@@ -74,3 +74,9 @@ def flag_words(section: str) -> dict[str, str]:
         for member in hints(cls)[field]:
             out[member.value] = field
     return out
+
+
+@functools.cache
+def defaults(cls: type) -> dict[str, object]:
+    """Field name → default value, for the fields that have one."""
+    return {f.name: f.default for f in attrs.fields(cls) if f.default is not attrs.NOTHING}

@@ -190,7 +190,8 @@ class Converter:
                 explained.add(self._unknown_field(e, cls, settable, where))
                 continue
             explained.add(e.key)
-            value = self.value(e.value, settable[e.key], f"{where}.{e.key}" if where else e.key)
+            given = _named_after_default(cls, e)
+            value = self.value(given, settable[e.key], f"{where}.{e.key}" if where else e.key)
             if value is not INVALID:
                 kwargs[e.key] = value
                 spans[e.key] = e.value.span or e.key_span
@@ -243,3 +244,15 @@ def _word_for(hint) -> str:
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return one_of(m.value for m in hint)
     return "a list"
+
+
+def _named_after_default(cls: type, e: Entry) -> Value:
+    """A record named after its field (`position { theta = 5e5 }`, or a section `--set`
+    created) means the field's default constructor with those fields changed."""
+    v = e.value
+    if isinstance(v, Record) and v.name == e.key:
+        default = registry.defaults(cls).get(e.key)
+        name = getattr(type(default), "sw_name", None)
+        if name is not None and name != v.name:
+            return attrs.evolve(v, name=name)
+    return v

@@ -43,10 +43,10 @@ def build_spec(root: Record, conv: Converter) -> n.Spec | None:
             parts[e.key] = _part(e, conv)
         elif e.key != "stage":  # a misplaced stage was reported while evaluating
             conv.report(_unknown_item(e))
-    for key in _REQUIRED:
-        if key not in parts:
-            conv.complete = False
-            conv.report(_missing_part(key, root))
+    missing = [key for key in _REQUIRED if key not in parts]
+    if missing:
+        conv.complete = False
+        conv.report(_missing_parts(missing, root))
     if not conv.complete or any(p is INVALID for p in parts.values()):
         conv.complete = False
         return None
@@ -153,10 +153,14 @@ def _unknown_item(e: Entry) -> diag.Diagnostic:
     return diag.error("SW101", f"unknown item `{e.key}`", e.key_span, hint=hint)
 
 
-def _missing_part(key: str, root: Record) -> diag.Diagnostic:
-    examples = {
-        "model": "model { d_model = 256, context = 128 }",
-        "objective": "objective = clm",
-        "grow": "grow append 4 x s { steps = 100 }",
-    }
-    return diag.error("SW103", f"the spec has no `{key}`", root.span, hint=f"add `{examples[key]}`")
+_EXAMPLES = {
+    "model": "model { d_model = 256, context = 128 }",
+    "objective": "objective = clm",
+    "grow": "grow append 4 x s { steps = 100 }",
+}
+
+
+def _missing_parts(missing: list[str], root: Record) -> diag.Diagnostic:
+    """One diagnostic for every required part that is absent (they share no location)."""
+    hint = "add " + " and ".join(f"`{_EXAMPLES[k]}`" for k in missing)
+    return diag.error("SW103", f"the spec has no {one_of(missing)}", root.span, hint=hint)

@@ -116,8 +116,8 @@ def layer_shapes(block: n.Block, d_model: int) -> dict[Target, tuple[int, int]]:
 
 def lora_rank(lora: n.Lora, k: int) -> int:
     """Rank of the adapter on the k-th stack created (1-based), per the pattern or table."""
-    if isinstance(lora.rank, tuple):
-        return lora.rank[min(k, len(lora.rank)) - 1]
+    if isinstance(lora.rank, tuple):  # a short table repeats its last value (SW409 reports it)
+        return lora.rank[min(k, len(lora.rank)) - 1] if lora.rank else 0
     r = lora.rank
     doublings = min(k - 1, 62)  # beyond 2**62 every layer is far exceeded anyway
     if lora.pattern is Pattern.INCREASING:
@@ -133,11 +133,12 @@ def lora_alpha(lora: n.Lora, k: int) -> float:
     """Alpha of the k-th stack's adapter. A table is read as is; a single alpha fixes the
     scale alpha/rank of the first stack, which later stacks keep; no alpha means alpha = rank."""
     if isinstance(lora.alpha, tuple):
-        return lora.alpha[min(k, len(lora.alpha)) - 1]
+        return lora.alpha[min(k, len(lora.alpha)) - 1] if lora.alpha else 0.0
     rank = lora_rank(lora, k)
     if lora.alpha is None:
         return float(rank)
-    return lora.alpha * rank / lora_rank(lora, 1)
+    first = lora_rank(lora, 1)
+    return lora.alpha * rank / first if first else 0.0
 
 
 def tokenizer_vocab(tok: n.Tokenizer) -> int | None:

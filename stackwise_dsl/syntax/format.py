@@ -93,7 +93,7 @@ class _Printer:
     def __init__(self, doc: t.Document) -> None:
         self.comments = sorted(doc.comments, key=lambda c: c.span.start)
         self.next = 0
-        self.lines = doc.source.text.splitlines()
+        self.lines = doc.source.text.split("\n")  # lines as the lexer counts them
 
     # comments
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 from lark.exceptions import UnexpectedInput
 
 from stackwise_dsl.source import Source
@@ -19,10 +22,13 @@ def number_value(text: str) -> int | float:
     digits = text[:-1] if scale != 1 else text
     if scale == 1:
         return int(digits) if digits.isdigit() else float(digits)
-    from decimal import Decimal
+    from decimal import Decimal, DecimalException
 
-    value = Decimal(digits) * scale
-    return int(value) if value == value.to_integral_value() else float(value)
+    try:
+        value = Decimal(digits) * scale
+        return int(value) if value == value.to_integral_value() else float(value)
+    except (DecimalException, OverflowError):
+        return math.inf
 
 
 def decode_string(text: str) -> tuple[str, str | None]:
@@ -57,13 +63,14 @@ def scan_comments(source: Source) -> tuple[Comment, ...]:
     """Every `#` comment outside string literals (strings never span lines)."""
     comments = []
     offset = 0
-    for line in source.text.splitlines(keepends=True):
-        col = _comment_start(line)
+    # A comment ends at \r or \n, as the lexer's COMMENT does; strings cannot hold either.
+    for segment in re.split(r"(?<=[\r\n])", source.text):
+        col = _comment_start(segment)
         if col is not None:
-            text = line[col:].rstrip("\r\n")
+            text = segment[col:].rstrip("\r\n")
             start = offset + col
             comments.append(Comment(text=text, span=source.span(start, start + len(text))))
-        offset += len(line)
+        offset += len(segment)
     return tuple(comments)
 
 
@@ -92,7 +99,8 @@ def blank_item(text: str, error: UnexpectedInput) -> str:
     line = getattr(error, "line", None)
     if not isinstance(line, int) or line < 1:
         return text
-    lines = text.splitlines(keepends=True)
+    lines = text.split("\n")
+    lines = [x + "\n" for x in lines[:-1]] + [lines[-1]]  # lines as the lexer counts them
     if line > len(lines):
         return text
     opened = _open_line_before(text, error)

@@ -7,6 +7,8 @@ stays true) and parse again, until the file parses or nothing more can be skippe
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import lark
 from lark import Token, Transformer
@@ -196,7 +198,12 @@ class _ToTree(Transformer):
         return t.Neg(operand=c[1], span=self._s(c[0], c[1]))
 
     def number(self, c):
-        return t.Number(text=str(c[0]), value=number_value(str(c[0])), span=self._s(c[0]))
+        value = number_value(str(c[0]))
+        span = self._s(c[0])
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problems.append(diag.error("SW109", f"the number {c[0]} is too large", span))
+            value = 0
+        return t.Number(text=str(c[0]), value=value, span=span)
 
     def string(self, c):
         span = self._s(c[0])

@@ -1,0 +1,136 @@
+"""Parsing: the syntax tree, spans, literals, and syntax errors in words."""
+
+from __future__ import annotations
+
+import pytest
+
+from stackwise_dsl.syntax import tree as t
+from stackwise_dsl.syntax.lexing import decode_string, number_value
+from stackwise_dsl.syntax.parser import parse, parse_expr
+
+
+def _items(text):
+    result = parse(text, "x.sw")
+    assert result.diagnostics == ()
+    return result.document.items
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("300", 300), ("3e-4", 3e-4), ("2k", 2000), ("1.5M", 1_500_000), ("1.1k", 1100),
+     ("2B", 2_000_000_000), ("0.5k", 500), ("1.0005k", 1000.5), ("10", 10)],
+)  # fmt: skip
+def test_number_values_and_suffixes(text, value):
+    v = number_value(text)
+    assert v == value
+    assert type(v) is type(value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [(r'"plain"', "plain"), (r'"a\"b"', 'a"b'), (r'"a\\b"', "a\\b"), (r'"t\tn\n"', "t\tn\n"),
+     (r'"\u00e9\U0001F600"', "é\U0001f600"), ('"λ ☃"', "λ ☃")],
+)  # fmt: skip
+def test_string_escapes_decode(text, value):
+    assert decode_string(text) == (value, None)
+
+
+def test_invalid_escapes_are_reported():
+    assert decode_string(r'"C:\data"')[1] == "invalid escape \\d in a string"
+    assert decode_string(r'"\uZZZZ"')[1] == "invalid escape \\u in a string"
+    assert "beyond the last Unicode code point" in decode_string(r'"\UFFFFFFFF"')[1]
+
+
+def test_items_and_spans():
+    items = _items("let d = 256\nmodel { d_model = d, context = 2 * d }\n")
+    let, model = items
+    assert isinstance(let, t.Let) and let.name.name == "d" and let.value.value == 256
+    assert (let.span.line, let.span.column, let.span.end_column) == (1, 1, 12)
+    assert isinstance(model, t.Section) and model.body.one_line
+    ctx = model.body.items[1]
+    assert isinstance(ctx.value, t.Binary) and ctx.value.op == "*"
+    assert (ctx.value.span.line, ctx.value.span.column, ctx.value.span.end_column) == (2, 32, 37)
+
+
+def test_every_item_form():
+    text = """include "base.sw"
+extends "other.sw"
+block b { attention = mha(heads = 4), ffn = swiglu }
+stack s = 2 x b + b
+grow prepend 3 x s {
+  trunk { frozen, lora(rank = 4) }
+  stage 2..3 { steps = 1k }
+}
+run { log every 10 steps }
+"""
+    kinds = [type(i).__name__ for i in _items(text)]
+    assert kinds == ["Include", "Extends", "BlockDef", "StackDef", "Grow", "Section"]
+    grow = _items(text)[4]
+    trunk, stage = grow.body.items
+    assert [type(i).__name__ for i in trunk.body.items] == ["Flag", "Flag"]
+    assert isinstance(stage, t.Stage) and stage.first.value == 2 and stage.last.value == 3
+
+
+def test_precedence_of_x_plus_and_arrow():
+    (item,) = _items("stack s = 2 x enc + 4 x dec")
+    plus = item.value
+    assert plus.op == "+" and plus.left.op == "x" and plus.right.op == "x"
+    expr, problems = parse_expr("linear(0.9 -> 0.1 + 0.05)", "e")
+    assert problems == () and expr.args[0].op == "->" and expr.args[0].right.op == "+"
+
+
+def test_field_named_steps_after_an_expression():
+    """`steps` is an ordinary name even right after a value (it was once a keyword)."""
+    (grow,) = _items("grow append 2 x s {\n  steps = 300\n  steps = 400\n}\n")
+    assert [i.name.name for i in grow.body.items] == ["steps", "steps"]
+
+
+def test_comments_are_collected_outside_strings():
+    doc = parse('# head\nrun { dir = "a#b" }  # tail\n', "x.sw").document
+    assert [c.text for c in doc.comments] == ["# head", "# tail"]
+    assert doc.comments[1].span.line == 2
+
+
+def _codes(text):
+    return [(d.code, d.span.line, d.span.column) for d in parse(text, "x.sw").diagnostics]
+
+
+def test_every_syntax_error_is_reported_once():
+    text = "model { d_model: 64 }\nblock a {\n  attention = gqa(heads = 4 kv = 2)\n}\nrun = { }\n"
+    assert _codes(text) == [("SW002", 1, 16), ("SW001", 3, 29), ("SW001", 5, 7)]
+
+
+def test_expected_tokens_are_words():
+    (d,) = parse("model { d_model = }", "x.sw").diagnostics
+    assert d.message == 'unexpected "}"; expected a value'
+    (d,) = parse("model { d_model = 1", "x.sw").diagnostics
+    assert d.message == 'unexpected end of file; expected "}", a field or ","'
+    assert d.notes[0].message == 'this "{" is never closed'
+    assert (d.notes[0].span.line, d.notes[0].span.column) == (1, 7)
+
+
+def test_unclosed_bracket_on_an_earlier_line_is_blamed():
+    text = "block a {\n  ffn = swiglu(hidden = 4\n}\nrun { seed = 1 }\n"
+    (d,) = parse(text, "x.sw").diagnostics
+    assert (d.code, d.span.line) == ("SW001", 3)
+    assert d.notes[0].message == 'the "(" opened here is not closed'
+    assert (d.notes[0].span.line, d.notes[0].span.column) == (2, 15)
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [("model { d_model: 1 }", 'set a field with "="'),
+     ("model { a = 1; b = 2 }", 'items need no ";"'),
+     ("run { dir = 'x' }", "strings use double quotes"),
+     ('run { dir = "open }', "this string is not closed"),
+     ("model {\u00a0}", "replace it with an ordinary space")],
+)  # fmt: skip
+def test_character_errors_have_hints(text, hint):
+    (d,) = parse(text, "x.sw").diagnostics
+    assert d.code == "SW002"
+    assert hint in d.hint
+
+
+def test_cadence_unit_must_be_steps():
+    (d,) = parse("run { log every 10 tokens }", "x.sw").diagnostics
+    assert (d.code, d.span.column) == ("SW001", 20)
