@@ -72,11 +72,11 @@ def check_kernel_dim(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
     """Kernel attention needs a positive number of random features."""
     for b in spec.blocks:
         kernel = b.attention.kernel
-        if kernel is not None and kernel.dim <= 0:
+        if kernel is not None and kernel.kernel_dim <= 0:
             yield diag.error(
                 "SW205",
-                f"kernel_dim ({kernel.dim}) must be positive in block `{b.name}`",
-                n.at(kernel, "dim"),
+                f"kernel_dim ({kernel.kernel_dim}) must be positive in block `{b.name}`",
+                n.at(kernel, "kernel_dim"),
                 hint="use a few times the head dimension, e.g. 64 or 128 features",
             )
 

@@ -142,9 +142,9 @@ def _assemble(ctor: Constructor, values: dict, spans: dict, span) -> n.Attention
     if "kernel_dim" in values:
         kernel = n.KernelFeatures(
             kernel=values.get("kernel", KernelKind.GAUSSIAN),
-            dim=values["kernel_dim"],
+            kernel_dim=values["kernel_dim"],
             span=span,
-            spans={"kernel": spans.get("kernel"), "dim": spans.get("kernel_dim")},
+            spans={k: spans[k] for k in _KERNEL if k in spans},
         )
     heads = values["heads"]
     return n.Attention(

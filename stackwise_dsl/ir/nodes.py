@@ -144,7 +144,7 @@ class KernelFeatures:
     """Random-feature kernel attention, linear in sequence length."""
 
     kernel: KernelKind = knob()
-    dim: int = knob()
+    kernel_dim: int = knob()
     span: Span | None = span_field()
     spans: dict = spans_field()
 

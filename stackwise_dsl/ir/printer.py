@@ -146,7 +146,7 @@ def _attention(a: n.Attention) -> str:
     if a.kv_heads != a.heads:
         args.append(f"kv_heads = {a.kv_heads}")
     if a.kernel is not None:
-        args += [f"kernel = {a.kernel.kernel.value}", f"kernel_dim = {a.kernel.dim}"]
+        args += [f"kernel = {a.kernel.kernel.value}", f"kernel_dim = {a.kernel.kernel_dim}"]
     args.append(f"mode = {a.mode.value}")
     return f"{name}({', '.join(args)})"
 

@@ -86,7 +86,7 @@ def attentions(
         )
     if kind in ("kernel", "mlgka"):
         which = KernelKind.LAPLACIAN if kind == "mlgka" else draw(st.sampled_from(list(KernelKind)))
-        kernel = n.KernelFeatures(kernel=which, dim=draw(st.integers(1, 256)))
+        kernel = n.KernelFeatures(kernel=which, kernel_dim=draw(st.integers(1, 256)))
     mode = mode or draw(st.sampled_from(list(Mode)))
     return n.Attention(heads=heads, kv_heads=kv_heads, mode=mode, latent=latent, kernel=kernel)
 

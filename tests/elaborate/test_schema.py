@@ -31,7 +31,7 @@ def test_presets_expand_to_the_same_ir():
     mlgka = _attention("mlgka(heads = 4, kv_heads = 2, q_rank = 32, kv_rank = 16, kernel_dim = 32)")
     assert mlgka == n.Attention(
         heads=4, kv_heads=2, mode=Mode.BIDIRECTIONAL, latent=n.Latent(q_rank=32, kv_rank=16),
-        kernel=n.KernelFeatures(kernel=KernelKind.LAPLACIAN, dim=32),
+        kernel=n.KernelFeatures(kernel=KernelKind.LAPLACIAN, kernel_dim=32),
     )  # fmt: skip
 
 

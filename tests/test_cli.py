@@ -1,0 +1,162 @@
+"""The `sw` command: output, formats and exit codes (0 ok, 1 problems, 2 usage)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from stackwise_dsl.cli import app
+from tests.conftest import ROOT, SPECS
+from tests.elaborate.helpers import BASE
+
+runner = CliRunner()
+
+
+def run(*args, input=None):
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+@pytest.fixture
+def spec(tmp_path):
+    def write(text, name="spec.sw"):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    return write
+
+
+def test_check_clean_specs_exit_zero():
+    result = run("check", *SPECS)
+    assert result.exit_code == 0, result.output
+    assert [line.split(": ")[1] for line in result.output.splitlines()] == ["ok"] * len(SPECS)
+
+
+def test_check_reports_every_error_and_exits_one(spec):
+    path = spec(BASE.replace("heads = 4", "heads = 5").replace("steps = 10", "steps = 0"))
+    result = run("check", path)
+    assert result.exit_code == 1
+    assert "error[SW201]: heads (5) does not divide d_model (64)" in result.output
+    assert "error[SW301]: `steps` is 0" in result.output
+    assert result.output.strip().endswith("spec.sw: 2 errors")
+
+
+def test_warnings_alone_exit_zero(spec):
+    result = run("check", spec("let unused = 1\n" + BASE))
+    assert result.exit_code == 0 and "ok (1 warning)" in result.output
+
+
+def test_check_json(spec):
+    path = spec(BASE.replace("heads = 4", "heads = 5"))
+    result = run("check", path, "--format", "json")
+    assert result.exit_code == 1
+    (file,) = json.loads(result.output)["files"]
+    assert (file["ok"], file["errors"], file["warnings"]) == (False, 1, 0)
+    (d,) = file["diagnostics"]
+    assert (d["code"], d["severity"], d["line"], d["column"], d["end_column"]) == (
+        "SW201",
+        "error",
+        2,
+        35,
+        36,
+    )
+    assert d["notes"][0]["line"] == 1 and d["hint"].startswith("use a divisor of 64")
+
+
+def test_unreadable_file_and_bad_set_are_usage_errors(spec):
+    assert run("check", "no/such.sw").exit_code == 2
+    result = run("check", spec(BASE), "--set", "model.d_model")
+    assert result.exit_code == 2 and "SW006" in result.output
+    assert run("check").exit_code == 2  # no files
+
+
+def test_set_reaches_the_spec(spec):
+    path = spec(BASE)
+    assert run("check", path, "--set", "model.d_model=60").exit_code == 1  # odd head dim: SW203
+    assert run("check", path, "-s", "model.d_model=128").exit_code == 0
+
+
+def test_fmt_check_diff_and_write(spec):
+    path = spec("model {d_model=64,context=32}\n" + BASE.split("\n", 1)[1])
+    before = path.read_text()
+    result = run("fmt", path, "--check")
+    assert result.exit_code == 1 and "1 file would be reformatted" in result.output
+    result = run("fmt", path, "--diff")
+    assert result.exit_code == 0
+    assert "-model {d_model=64,context=32}\n+model { d_model = 64, context = 32 }" in result.output
+    assert path.read_text() == before  # --check and --diff change nothing
+    assert run("fmt", path).exit_code == 0
+    assert path.read_text().startswith("model { d_model = 64, context = 32 }\n")
+    assert run("fmt", path, "--check").exit_code == 0
+
+
+def test_fmt_keeps_permissions_and_refuses_broken_files(spec):
+    path = spec("run {seed=1}\n")
+    path.chmod(0o640)
+    assert run("fmt", path).exit_code == 0 and (path.stat().st_mode & 0o777) == 0o640
+    broken = spec("run { seed = }\n", "broken.sw")
+    result = run("fmt", broken)
+    assert result.exit_code == 1 and "SW001" in result.output
+    assert broken.read_text() == "run { seed = }\n"
+    assert run("fmt", "no/such.sw").exit_code == 2
+
+
+def test_explain():
+    result = run("explain", "sw201")
+    assert result.exit_code == 0
+    assert result.output.startswith("SW201 (error): heads do not divide d_model")
+    assert "error[SW201]: heads (5) does not divide d_model (64)" in result.output
+    result = run("explain", "SW999")
+    assert result.exit_code == 2
+
+
+def test_version():
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.startswith("stackwise-dsl 0.")
+
+
+def _module(*args, stdin=None):
+    return subprocess.run(
+        [sys.executable, "-m", "stackwise_dsl", *args],
+        input=stdin, capture_output=True, text=True, cwd=ROOT, timeout=60,
+    )  # fmt: skip
+
+
+def test_python_dash_m_is_the_same_app():
+    result = _module("check", "specs/tiny.sw")
+    assert (result.returncode, result.stdout) == (0, "specs/tiny.sw: ok\n")
+
+
+def test_fmt_stdin_to_stdout():
+    result = _module("fmt", "-", stdin="run {seed=1}\n")
+    assert (result.returncode, result.stdout) == (0, "run { seed = 1 }\n")
+
+
+def test_front_end_never_imports_torch_or_the_runtime():
+    """`sw check`, `sw fmt` and everything before lowering stay light (no torch)."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from stackwise_dsl.cli import app\n"
+        "r = CliRunner()\n"
+        "assert r.invoke(app, ['check', *sys.argv[1:]]).exit_code == 0\n"
+        "assert r.invoke(app, ['fmt', '--check', *sys.argv[1:]]).exit_code == 0\n"
+        "import stackwise_dsl.testing, stackwise_dsl.ir.printer, stackwise_dsl.explain\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'peft', 'bitsandbytes',"
+        " 'numpy') or m.startswith('stackwise_dsl.runtime')]\n"
+        "assert not heavy, heavy\n"
+        "print('light')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *map(str, SPECS)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "light\n"
