@@ -59,3 +59,45 @@ def test_parentheses_only_where_needed():
 def test_strings_are_escaped_canonically():
     assert format_string('a"b\\c\nd\u2028') == '"a\\"b\\\\c\\nd\\u2028"'
     assert _fmt('run { dir = "\\u0041" }\n') == 'run { dir = "A" }\n'
+
+
+# --- formatting arbitrary layouts of valid specs --------------------------------------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from stackwise_dsl.elaborate import elaborate_text  # noqa: E402
+from stackwise_dsl.testing import spec_texts  # noqa: E402
+
+_GAPS = st.sampled_from([" ", "  ", "\n", "\t", " \n   ", "\n\n"])
+
+
+@st.composite
+def _relaid(draw):
+    """A valid spec with random whitespace between tokens and comments at line ends."""
+    text = draw(spec_texts())
+    out, in_string, escaped = [], False, False
+    for ch in text:
+        if in_string:
+            out.append(ch)
+            in_string = escaped or ch != '"'
+            escaped = not escaped and ch == "\\"
+        elif ch == '"':
+            in_string = True
+            out.append(ch)
+        elif ch == " ":
+            out.append(draw(_GAPS))
+        elif ch == "\n" and draw(st.booleans()):
+            out.append(f"  # note {draw(st.integers(0, 99))}\n")
+        else:
+            out.append(ch)
+    return text, "".join(out)
+
+
+@given(_relaid())
+def test_any_layout_formats_to_the_same_ir_idempotently(pair):
+    canonical, relaid = pair
+    formatted = _fmt(relaid)
+    assert _fmt(formatted) == formatted
+    assert elaborate_text(formatted).spec == elaborate_text(canonical).spec
+    assert formatted.count("# note") == relaid.count("# note")
