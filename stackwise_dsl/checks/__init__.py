@@ -1,7 +1,9 @@
 """Semantic checks over the IR: one concern per module, run in the order of `CHECKS`.
 
-Each check is a pure function `(spec, host) -> Iterator[Diagnostic]` with a one-line
-docstring. `run_checks` runs them all and returns every diagnostic, deduplicated and sorted.
+Each check is a pure function `(facts) -> Iterator[Diagnostic]` with a one-line docstring;
+`Facts` (ir/facts.py) is the spec with its lookups precomputed once, so every check stays
+linear in the size of the spec. `run_checks` runs them all and returns every diagnostic,
+deduplicated and sorted.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from stackwise_dsl.checks.growth import (
     check_stage_overrides,
     check_steps_or_tokens,
 )
-from stackwise_dsl.checks.host import CPU_ONLY, Host
 from stackwise_dsl.checks.model import check_context, check_tied_head, check_vocab
 from stackwise_dsl.checks.names import check_references, check_unused_definitions
 from stackwise_dsl.checks.objective import (
@@ -35,9 +36,11 @@ from stackwise_dsl.checks.objective import (
 )
 from stackwise_dsl.checks.precision import check_fp16_device, check_quantized_trainable
 from stackwise_dsl.checks.ranges import check_ranges
+from stackwise_dsl.host import CPU_ONLY, Host
+from stackwise_dsl.ir.facts import Facts
 from stackwise_dsl.ir.nodes import Spec
 
-Check = Callable[[Spec, Host], Iterator[diag.Diagnostic]]
+Check = Callable[[Facts], Iterator[diag.Diagnostic]]
 
 CHECKS: tuple[Check, ...] = (
     check_references,
@@ -72,4 +75,5 @@ __all__ = ["CHECKS", "CPU_ONLY", "Host", "run_checks"]
 
 def run_checks(spec: Spec, host: Host = CPU_ONLY) -> tuple[diag.Diagnostic, ...]:
     """Every check's diagnostics: the same code at the same place once, sorted by place."""
-    return diag.dedupe(d for check in CHECKS for d in check(spec, host))
+    facts = Facts.of(spec, host)
+    return diag.dedupe(d for check in CHECKS for d in check(facts))

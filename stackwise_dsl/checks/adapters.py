@@ -5,32 +5,49 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.checks.host import Host
 from stackwise_dsl.ir import nodes as n
-from stackwise_dsl.ir.walk import blocks_at, creation_index, layer_shapes, lora_rank, stages
+from stackwise_dsl.ir.facts import Facts
+from stackwise_dsl.ir.walk import layer_shapes, lora_rank
 
 
-def _adapted(spec: n.Spec) -> Iterator[tuple[n.Lora, int, str]]:
-    """(lora, rack position, role) for every adapter the schedule attaches."""
-    for view in stages(spec):
+def adapted(facts: Facts) -> Iterator[tuple[n.Lora, int, str]]:
+    """(lora, rack position, role) for every adapter the schedule attaches, each pair once.
+
+    A stack LoRA goes on each stack a stage creates. A trunk LoRA goes over the trunk, which
+    only grows, so each distinct trunk LoRA (stage overrides repeat equal ones) covers the
+    longest trunk of the stages using it.
+    """
+    longest: dict[n.Lora, tuple[n.Lora, int]] = {}
+    for view in facts.stages:
         s = view.settings
         if not view.fuse and s.new.lora is not None:
             for p in view.new:
                 yield s.new.lora, p, "stack"
-        if s.trunk.lora is not None:
-            for p in view.trunk:
-                yield s.trunk.lora, p, "trunk"
+        lora = s.trunk.lora
+        if lora is not None and view.existing > longest.get(lora, (lora, 0))[1]:
+            longest[lora] = (longest.get(lora, (lora, 0))[0], view.existing)
+    for lora, existing in longest.values():
+        for p in facts.order[:existing]:
+            yield lora, p, "trunk"
 
 
-def check_lora_rank(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_lora_rank(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Each adapter's rank is at most min(in, out) of every layer it wraps."""
-    d = spec.model.d_model
-    for lora, position, role in _adapted(spec):
-        k = creation_index(spec.grow, position)
+    d = facts.spec.model.d_model
+    shapes: dict[str, dict] = {}
+    seen: set[tuple[int, str, int]] = set()
+    for lora, position, role in adapted(facts):
+        k = facts.created[position]
         rank = lora_rank(lora, k)
-        for block in blocks_at(spec, position):
-            shapes = layer_shapes(block, d)
-            limits = {t: min(shapes[t]) for t in lora.targets if t in shapes}
+        for block in facts.blocks[position]:
+            if (id(lora), block.name, rank) in seen:
+                continue
+            seen.add((id(lora), block.name, rank))
+            if block.name not in shapes:
+                shapes[block.name] = layer_shapes(block, d)
+            limits = {
+                t: min(shapes[block.name][t]) for t in lora.targets if t in shapes[block.name]
+            }
             if not limits:
                 continue
             target, limit = min(limits.items(), key=lambda kv: kv[1])
@@ -51,27 +68,32 @@ def _pattern_note(lora: n.Lora) -> str:
     return f"; the `{lora.pattern}` pattern grows the rank with each stack"
 
 
-def check_lora_targets(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_lora_targets(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Every target names a layer the adapted blocks have (gelu has no gate)."""
-    d = spec.model.d_model
-    for lora, position, role in _adapted(spec):
-        for block in blocks_at(spec, position):
-            missing = [t for t in lora.targets if t not in layer_shapes(block, d)]
-            for t in missing:
-                yield diag.error(
-                    "SW406",
-                    f"{role} LoRA target `{t}` has no layer in block `{block.name}` "
-                    f"({block.ffn.sw_name} ffn)",
-                    n.at(lora, "targets"),
-                    hint=f"remove `{t}` from `targets`; a gelu ffn has only up and down",
-                )
+    d = facts.spec.model.d_model
+    seen: set[tuple[int, str]] = set()
+    for lora, position, role in adapted(facts):
+        for block in facts.blocks[position]:
+            if (id(lora), block.name) in seen:
+                continue
+            seen.add((id(lora), block.name))
+            present = layer_shapes(block, d)
+            for t in lora.targets:
+                if t not in present:
+                    yield diag.error(
+                        "SW406",
+                        f"{role} LoRA target `{t}` has no layer in block `{block.name}` "
+                        f"({block.ffn.sw_name} ffn)",
+                        n.at(lora, "targets"),
+                        hint=f"remove `{t}` from `targets`; a gelu ffn has only up and down",
+                    )
 
 
-def check_lora_tables(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_lora_tables(facts: Facts) -> Iterator[diag.Diagnostic]:
     """An explicit rank or alpha table lists one value per stack."""
-    count = len(spec.grow.stacks)
+    count = len(facts.spec.grow.stacks)
     seen: set[int] = set()
-    for lora, _, _ in _adapted(spec):
+    for lora, _, _ in adapted(facts):
         if id(lora) in seen:
             continue
         seen.add(id(lora))

@@ -5,12 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.checks.host import Host
 from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.facts import Facts
 
 
-def check_head_divisibility(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_head_divisibility(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Each attention's heads divide d_model, and kv_heads divide heads."""
+    spec = facts.spec
     d = spec.model.d_model
     for b in spec.blocks:
         a = b.attention
@@ -32,8 +33,9 @@ def check_head_divisibility(spec: n.Spec, host: Host) -> Iterator[diag.Diagnosti
             )
 
 
-def check_rope_head_dim(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_rope_head_dim(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Rope rotates pairs of dimensions, so each head's dimension must be even."""
+    spec = facts.spec
     if not isinstance(spec.model.position, n.Rope):
         return
     d = spec.model.d_model
@@ -50,8 +52,9 @@ def check_rope_head_dim(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
             )
 
 
-def check_latent_ranks(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_latent_ranks(facts: Facts) -> Iterator[diag.Diagnostic]:
     """MLA ranks are bottlenecks: at least 1 and below d_model."""
+    spec = facts.spec
     d = spec.model.d_model
     for b in spec.blocks:
         latent = b.attention.latent
@@ -68,9 +71,9 @@ def check_latent_ranks(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
                 )
 
 
-def check_kernel_dim(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_kernel_dim(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Kernel attention needs a positive number of random features."""
-    for b in spec.blocks:
+    for b in facts.spec.blocks:
         kernel = b.attention.kernel
         if kernel is not None and kernel.kernel_dim <= 0:
             yield diag.error(

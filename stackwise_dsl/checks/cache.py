@@ -5,16 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.checks.host import Host
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Cache, Direction, Strategy
-from stackwise_dsl.ir.walk import stages
+from stackwise_dsl.ir.facts import Facts
 
 
-def check_activation_cache(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_activation_cache(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Caching the trunk's output needs append growth and a frozen trunk."""
-    direction = spec.grow.direction
-    for view in stages(spec):
+    direction = facts.spec.grow.direction
+    for view in facts.stages:
         s = view.settings
         if view.fuse or s.cache is Cache.OFF or direction is Direction.END_TO_END:
             continue
@@ -26,7 +25,7 @@ def check_activation_cache(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic
                 n.at(s, "cache"),
                 hint="remove `cache`; hold the suffix in low precision and use checkpointing",
             )
-        elif s.trunk.strategy is not Strategy.FROZEN and view.trunk:
+        elif s.trunk.strategy is not Strategy.FROZEN and view.existing:
             yield diag.error(
                 "SW403",
                 f"stage {view.number} caches the trunk's output, but the trunk trains "

@@ -5,15 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.checks.host import Host
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Head
+from stackwise_dsl.ir.facts import Facts
 from stackwise_dsl.ir.walk import SPECIAL_TOKENS, tokenizer_vocab
 
 
-def check_tied_head(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_tied_head(facts: Facts) -> Iterator[diag.Diagnostic]:
     """A tied head reuses the embedding matrix, so the embedding must be d_model wide."""
-    m = spec.model
+    m = facts.spec.model
     if m.head is Head.TIED and m.embed_dim is not None and m.embed_dim != m.d_model:
         yield diag.error(
             "SW206",
@@ -25,8 +25,9 @@ def check_tied_head(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
         )
 
 
-def check_context(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_context(facts: Facts) -> Iterator[diag.Diagnostic]:
     """The data's sequences fit in the model's context."""
+    spec = facts.spec
     seq_len = spec.data.seq_len
     if seq_len is not None and seq_len > spec.model.context:
         yield diag.error(
@@ -38,8 +39,9 @@ def check_context(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
         )
 
 
-def check_vocab(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_vocab(facts: Facts) -> Iterator[diag.Diagnostic]:
     """An explicit vocab holds every id the tokenizer can produce."""
+    spec = facts.spec
     vocab = spec.model.vocab
     needed = tokenizer_vocab(spec.data.tokenizer)
     if vocab is not None and needed is not None and vocab < needed:

@@ -6,53 +6,57 @@ from collections.abc import Iterator
 from itertools import pairwise
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.checks.host import Host
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Direction, Mode, TimeEmbedding
-from stackwise_dsl.ir.walk import blocks_at, objective_of, stages
+from stackwise_dsl.ir.facts import Facts
 
 
-def check_objective_mode(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_objective_mode(facts: Facts) -> Iterator[diag.Diagnostic]:
     """CLM needs causal attention everywhere; masked objectives want bidirectional."""
-    for view in stages(spec):
-        objective = objective_of(spec, view)
-        for position in (*view.trunk, *view.new):
-            for block in blocks_at(spec, position):
-                mode = block.attention.mode
-                if isinstance(objective, n.Clm) and mode is Mode.BIDIRECTIONAL:
-                    yield diag.error(
-                        "SW501",
-                        f"clm predicts the next token, but block `{block.name}` attends "
-                        "bidirectionally: it would see the token it must predict",
-                        n.at(block.attention, "mode"),
-                        hint="set `mode = causal` in this block's attention",
-                        notes=(
-                            diag.Note(message="the objective is set here", span=objective.span),
-                        ),
-                    )
-                elif not isinstance(objective, n.Clm) and mode is Mode.CAUSAL:
-                    yield diag.warning(
-                        "SW502",
-                        f"{objective.sw_name} fills in masked tokens from both sides, but block "
-                        f"`{block.name}` is causal and sees only the left",
-                        n.at(block.attention, "mode"),
-                        hint="use `mode = bidirectional` for masked objectives",
-                    )
+    for objective, count in _objective_reach(facts):
+        for block in facts.unique_blocks(facts.order[:count]):
+            mode = block.attention.mode
+            if isinstance(objective, n.Clm) and mode is Mode.BIDIRECTIONAL:
+                yield diag.error(
+                    "SW501",
+                    f"clm predicts the next token, but block `{block.name}` attends "
+                    "bidirectionally: it would see the token it must predict",
+                    n.at(block.attention, "mode"),
+                    hint="set `mode = causal` in this block's attention",
+                    notes=(diag.Note(message="the objective is set here", span=objective.span),),
+                )
+            elif not isinstance(objective, n.Clm) and mode is Mode.CAUSAL:
+                yield diag.warning(
+                    "SW502",
+                    f"{objective.sw_name} fills in masked tokens from both sides, but block "
+                    f"`{block.name}` is causal and sees only the left",
+                    n.at(block.attention, "mode"),
+                    hint="use `mode = bidirectional` for masked objectives",
+                )
 
 
-def _diffusions(spec: n.Spec) -> Iterator[n.MaskedDiffusion]:
-    seen = []
-    for view in stages(spec):
-        objective = objective_of(spec, view)
-        if isinstance(objective, n.MaskedDiffusion) and objective not in seen:
-            seen.append(objective)
+def _objective_reach(facts: Facts) -> list[tuple[n.Objective, int]]:
+    """Each distinct objective with the most stacks (a prefix of the growth order) it trains."""
+    reach: dict[int, tuple[n.Objective, int]] = {}
+    for view in facts.stages:
+        objective = facts.objective_of(view)
+        count = view.existing + len(view.new)
+        if count > reach.get(id(objective), (objective, -1))[1]:
+            reach[id(objective)] = (objective, count)
+    return list(reach.values())
+
+
+def _diffusions(facts: Facts) -> Iterator[n.MaskedDiffusion]:
+    for objective, _ in _objective_reach(facts):
+        if isinstance(objective, n.MaskedDiffusion):
             yield objective
 
 
-def check_depth_schedule(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_depth_schedule(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Time as depth: one ratio per stack, noisiest at the input side."""
+    spec = facts.spec
     count = len(spec.grow.stacks)
-    for objective in _diffusions(spec):
+    for objective in _diffusions(facts):
         if not isinstance(objective.time, n.DepthTime):
             continue
         mask = objective.mask
@@ -83,9 +87,9 @@ def check_depth_schedule(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
             )
 
 
-def check_time_input(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_time_input(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Time as input needs a time embedding, and a listed schedule fixes the time steps."""
-    for objective in _diffusions(spec):
+    for objective in _diffusions(facts):
         time = objective.time
         if not isinstance(time, n.InputTime):
             continue

@@ -5,29 +5,27 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.checks.host import Host
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Device, Precision, Strategy
-from stackwise_dsl.ir.walk import stages
+from stackwise_dsl.ir.facts import Facts
 
 
-def check_quantized_trainable(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_quantized_trainable(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Weights that train are never quantized; adapters train on top of quantized ones."""
-    for view in stages(spec):
+    for view in facts.stages:
         s = view.settings
-        where = "the fuse stage" if view.fuse else f"stage {view.number}"
         if view.new and s.new.precision.quantized:
             yield diag.error(
                 "SW401",
-                f"the new stack trains in {where}, so it cannot be held in {s.new.precision}",
+                f"the new stack trains in {view.name}, so it cannot be held in {s.new.precision}",
                 n.at(s.new, "precision"),
                 hint="train it in bf16 or fp32; quantize the trunk instead "
                 f"(`trunk {{ precision = {s.new.precision} }}`)",
             )
-        if view.trunk and s.trunk.strategy is Strategy.FULL and s.trunk.precision.quantized:
+        if view.existing and s.trunk.strategy is Strategy.FULL and s.trunk.precision.quantized:
             yield diag.error(
                 "SW401",
-                f"the trunk trains fully (`full`) in {where}, so it cannot be held in "
+                f"the trunk trains fully (`full`) in {view.name}, so it cannot be held in "
                 f"{s.trunk.precision}",
                 n.at(s.trunk, "precision"),
                 hint="use `trunk { adapters }` to train LoRA on the quantized trunk (QLoRA), "
@@ -35,21 +33,21 @@ def check_quantized_trainable(spec: n.Spec, host: Host) -> Iterator[diag.Diagnos
             )
 
 
-def check_fp16_device(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_fp16_device(facts: Facts) -> Iterator[diag.Diagnostic]:
     """fp16 training needs CUDA (fp16 kernels and a loss scaler)."""
-    device = spec.run.device
-    if device is Device.CUDA or (device is Device.AUTO and host.cuda):
+    device = facts.spec.run.device
+    if device is Device.CUDA or (device is Device.AUTO and facts.host.cuda):
         return
     why = "the run's device is cpu" if device is Device.CPU else "this machine has no CUDA GPU"
-    for view in stages(spec):
+    for view in facts.stages:
         s = view.settings
-        parts = [("new", s.new)] if view.new else []
-        parts += [("trunk", s.trunk)] if view.trunk else []
-        for name, part in parts:
+        parts = [("new stack uses", s.new)] if view.new else []
+        parts += [("trunk stacks use", s.trunk)] if view.existing else []
+        for what, part in parts:
             if part.precision is Precision.FP16:
                 yield diag.warning(
                     "SW402",
-                    f"the {name} stack{'s' if name == 'trunk' else ''} use fp16, and {why}",
+                    f"the {what} fp16, and {why}",
                     n.at(part, "precision"),
                     hint="fp16 runs on CUDA only; use bf16 on the CPU",
                 )

@@ -11,15 +11,19 @@ from collections.abc import Iterator
 import attrs
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.checks.host import Host
 from stackwise_dsl.elaborate.values import number_text
 from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.facts import Facts
 from stackwise_dsl.ir.walk import all_nodes
 
 
-def check_ranges(spec: n.Spec, host: Host) -> Iterator[diag.Diagnostic]:
+def check_ranges(facts: Facts) -> Iterator[diag.Diagnostic]:
     """Every field with a declared range holds a value inside it."""
-    for node in all_nodes(spec):
+    seen: set[int] = set()
+    for node in all_nodes(facts.spec):
+        if id(node) in seen:  # stage overrides share nodes with the base settings
+            continue
+        seen.add(id(node))
         for f in attrs.fields(type(node)):
             bounds = f.metadata.get("range")
             if bounds is None:

@@ -31,6 +31,7 @@ from stackwise_dsl.elaborate.values import (
 from stackwise_dsl.syntax import tree as t
 
 MAX_REPEAT = 100_000
+_LEFT_ASSOC = ("+", "-", "*", "/", "//")
 Report = Callable[[diag.Diagnostic], None]
 
 
@@ -96,18 +97,31 @@ class Evaluator:
         return self._arith_error("negate", v, e.span)
 
     def _binary(self, e: t.Binary) -> Value:
-        left, right = self.expr(e.left), self.expr(e.right)
+        """Left-associative chains (`s0 + s1 + ... + s999`) are walked iteratively."""
+        if e.op not in _LEFT_ASSOC:
+            return self._combine(e.op, self.expr(e.left), self.expr(e.right), e.span)
+        spine = []
+        node: t.Expr = e
+        while isinstance(node, t.Binary) and node.op in _LEFT_ASSOC:
+            spine.append(node)
+            node = node.left
+        acc = self.expr(node)
+        for b in reversed(spine):
+            acc = self._combine(b.op, acc, self.expr(b.right), b.span)
+        return acc
+
+    def _combine(self, op: str, left: Value, right: Value, span) -> Value:
         if isinstance(left, Invalid) or isinstance(right, Invalid):
-            return Invalid(span=e.span)
-        if e.op == "->":
-            return Arrow(start=left, end=right, span=e.span)
-        if e.op == "x":
-            return self._repeat(left, right, e.span)
-        if e.op == "+" and _is_names(left) and _is_names(right):
-            return Seq(refs=_refs(left) + _refs(right), span=e.span)
-        if e.op == "+" and isinstance(left, Str) and isinstance(right, Str):
-            return Str(value=left.value + right.value, span=e.span)
-        return self._arithmetic(e.op, left, right, e.span)
+            return Invalid(span=span)
+        if op == "->":
+            return Arrow(start=left, end=right, span=span)
+        if op == "x":
+            return self._repeat(left, right, span)
+        if op == "+" and _is_names(left) and _is_names(right):
+            return Seq(refs=_refs(left) + _refs(right), span=span)
+        if op == "+" and isinstance(left, Str) and isinstance(right, Str):
+            return Str(value=left.value + right.value, span=span)
+        return self._arithmetic(op, left, right, span)
 
     def _repeat(self, count: Value, item: Value, span) -> Value:
         if not (isinstance(count, Num) and isinstance(count.value, int) and count.value >= 0):

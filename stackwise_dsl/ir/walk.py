@@ -1,5 +1,5 @@
-"""Derived facts about a spec that checks and lowering share: stages, growth order,
-per-stack LoRA ranks, layer shapes, default sizes. Pure functions of the IR."""
+"""Pure functions of IR values that checks and lowering share: per-stack LoRA ranks, layer
+shapes, default sizes, walking every node. (Facts about a whole spec: ir/facts.py.)"""
 
 from __future__ import annotations
 
@@ -10,74 +10,9 @@ from typing import Any
 import attrs
 
 from stackwise_dsl.ir import nodes as n
-from stackwise_dsl.ir.enums import Direction, Pattern, Strategy, Target
+from stackwise_dsl.ir.enums import Pattern, Target
 
 SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
-
-
-@attrs.frozen
-class StageView:
-    """One stage as the checks see it: which rack positions are new and which are trunk."""
-
-    number: int  # 1-based; the fuse stage is number stage_count + 1
-    settings: Any  # StageSettings, or Fuse for the fuse stage
-    new: tuple[int, ...]  # rack positions (0 = input side) trained from scratch this stage
-    trunk: tuple[int, ...]  # rack positions that already existed
-    fuse: bool = False
-
-
-def growth_order(grow: n.Growth) -> tuple[int, ...]:
-    """Rack positions in the order their stacks are created (input side is position 0)."""
-    count = len(grow.stacks)
-    if grow.direction is Direction.PREPEND:
-        return tuple(range(count - 1, -1, -1))
-    return tuple(range(count))
-
-
-def creation_index(grow: n.Growth, position: int) -> int:
-    """1-based index of the stage that created the stack at rack `position`."""
-    if grow.direction is Direction.END_TO_END:
-        return position + 1
-    return growth_order(grow).index(position) + 1
-
-
-def stages(spec: n.Spec) -> Iterator[StageView]:
-    """Every stage in order, ending with the fuse stage when there is one."""
-    grow = spec.grow
-    order = growth_order(grow)
-    if grow.direction is Direction.END_TO_END:
-        yield StageView(number=1, settings=grow.stage(1), new=order, trunk=())
-    else:
-        for k in range(1, grow.stage_count + 1):
-            trunk = tuple(sorted(order[: k - 1]))
-            yield StageView(number=k, settings=grow.stage(k), new=(order[k - 1],), trunk=trunk)
-    if spec.fuse is not None:
-        everything = tuple(range(len(grow.stacks)))
-        yield StageView(
-            number=grow.stage_count + 1, settings=spec.fuse, new=(), trunk=everything, fuse=True
-        )
-
-
-def objective_of(spec: n.Spec, view: StageView) -> n.Objective:
-    return view.settings.objective or spec.objective
-
-
-def rack(spec: n.Spec) -> tuple[n.Stack | None, ...]:
-    """The stacks at each rack position (None where a name is undefined)."""
-    return tuple(spec.stack(r.name) for r in spec.grow.stacks)
-
-
-def blocks_at(spec: n.Spec, position: int) -> tuple[n.Block, ...]:
-    """The defined blocks of the stack at a rack position, in order."""
-    stack = rack(spec)[position]
-    if stack is None:
-        return ()
-    found = (spec.block(r.name) for r in stack.blocks)
-    return tuple(b for b in found if b is not None)
-
-
-def trains_trunk(view: StageView) -> bool:
-    return bool(view.trunk) and view.settings.trunk.strategy is not Strategy.FROZEN
 
 
 def ffn_hidden(ffn: n.Ffn, d_model: int) -> int:

@@ -61,11 +61,20 @@ def inline_expr(e: t.Expr) -> str:
 
 
 def _inline_binary(e: t.Binary) -> str:
+    """Left-associative chains are printed iteratively, however long."""
     p = _PREC[e.op]
-    non_assoc = e.op in ("x", "->")
-    left = _wrap(e.left, _prec(e.left) < p or (non_assoc and _prec(e.left) == p))
-    right = _wrap(e.right, _prec(e.right) <= p)
-    return f"{left} {e.op} {right}"
+    if e.op in ("x", "->"):
+        left = _wrap(e.left, _prec(e.left) <= p)
+        return f"{left} {e.op} {_wrap(e.right, _prec(e.right) <= p)}"
+    spine = []
+    node: t.Expr = e
+    while isinstance(node, t.Binary) and _PREC[node.op] == p and node.op not in ("x", "->"):
+        spine.append(node)
+        node = node.left
+    parts = [_wrap(node, _prec(node) < p)]
+    for b in reversed(spine):
+        parts.append(f"{b.op} {_wrap(b.right, _prec(b.right) <= p)}")
+    return " ".join(parts)
 
 
 def _wrap(e: t.Expr, parens: bool) -> str:

@@ -181,3 +181,27 @@ def unclosed_bracket(text: str) -> int | None:
         elif ch in pairs and stack and text[stack[-1]] == pairs[ch]:
             stack.pop()
     return stack[-1] if stack else None
+
+
+def deepest_nesting(text: str, limit: int) -> int | None:
+    """Offset of the first bracket that opens past `limit` levels, ignoring strings and
+    comments; None when the text stays within the limit."""
+    depth = 0
+    in_string = in_comment = escaped = False
+    for i, ch in enumerate(text):
+        if in_comment:
+            in_comment = ch not in "\r\n"
+        elif in_string:
+            in_string = escaped or ch not in '"\r\n'
+            escaped = not escaped and ch == "\\"
+        elif ch == "#":
+            in_comment = True
+        elif ch == '"':
+            in_string = True
+        elif ch in _OPEN:
+            depth += 1
+            if depth > limit:
+                return i
+        elif ch in _CLOSE:
+            depth = max(depth - 1, 0)
+    return None

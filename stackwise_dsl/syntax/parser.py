@@ -17,9 +17,16 @@ from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.source import Source, Span
 from stackwise_dsl.syntax import tree as t
 from stackwise_dsl.syntax.errors import describe_syntax_error
-from stackwise_dsl.syntax.lexing import blank_item, decode_string, number_value, scan_comments
+from stackwise_dsl.syntax.lexing import (
+    blank_item,
+    decode_string,
+    deepest_nesting,
+    number_value,
+    scan_comments,
+)
 
 MAX_SYNTAX_ERRORS = 25
+MAX_NESTING = 64
 
 
 @attrs.frozen
@@ -33,6 +40,9 @@ class ParseResult:
 def parse(text: str, name: str) -> ParseResult:
     """Parse one file's text; `name` is the path shown in diagnostics."""
     source = Source(name, text)
+    too_deep = _nesting_problem(source)
+    if too_deep is not None:
+        return ParseResult(None, (too_deep,))
     found: list[diag.Diagnostic] = []
     work = text
     for _ in range(MAX_SYNTAX_ERRORS):
@@ -52,6 +62,16 @@ def parse(text: str, name: str) -> ParseResult:
         document = t.Document(items=tuple(items), comments=scan_comments(source), source=source)
         return ParseResult(document, ())
     return ParseResult(None, tuple(found))
+
+
+def _nesting_problem(source: Source) -> diag.Diagnostic | None:
+    """Brackets nested deeper than MAX_NESTING (no spec needs that; it would only exhaust
+    the recursion of the later passes)."""
+    offset = deepest_nesting(source.text, MAX_NESTING)
+    if offset is None:
+        return None
+    message = f"brackets are nested more than {MAX_NESTING} levels deep"
+    return diag.error("SW001", message, source.span(offset, offset + 1))
 
 
 def parse_expr(text: str, name: str) -> tuple[t.Expr | None, tuple[diag.Diagnostic, ...]]:
@@ -195,7 +215,15 @@ class _ToTree(Transformer):
         return self._binary("//", c[0], c[1])
 
     def neg(self, c):
-        return t.Neg(operand=c[1], span=self._s(c[0], c[1]))
+        node = t.Neg(operand=c[1], span=self._s(c[0], c[1]))
+        depth, inner = 1, c[1]
+        while isinstance(inner, t.Neg) and depth <= MAX_NESTING + 1:
+            depth, inner = depth + 1, inner.operand
+        if depth == MAX_NESTING + 1:  # reported once, at the outermost `-` past the limit
+            self.problems.append(
+                diag.error("SW001", f"more than {MAX_NESTING} signs in a row", node.span)
+            )
+        return node
 
     def number(self, c):
         value = number_value(str(c[0]))

@@ -7,15 +7,8 @@ import pytest
 from stackwise_dsl.frontend import check_text
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Pattern, Target
-from stackwise_dsl.ir.walk import (
-    creation_index,
-    ffn_hidden,
-    growth_order,
-    layer_shapes,
-    lora_alpha,
-    lora_rank,
-    stages,
-)
+from stackwise_dsl.ir.facts import Facts
+from stackwise_dsl.ir.walk import ffn_hidden, layer_shapes, lora_alpha, lora_rank
 from tests.elaborate.helpers import BASE
 
 
@@ -35,15 +28,25 @@ def test_stage_views_follow_the_direction(direction, order, views):
     spec = _spec(
         BASE.replace("grow append 2 x s", f"grow {direction} 3 x s") + "fuse { steps = 4 }\n"
     )
-    assert growth_order(spec.grow) == order
-    got = [(v.new, v.trunk) for v in stages(spec)]
+    facts = Facts.of(spec)
+    assert facts.order == order
+    got = [(v.new, tuple(sorted(v.trunk))) for v in facts.stages]
     assert got == [*views, ((), (0, 1, 2))]  # the fuse stage last, every stack trunk
-    assert [v.fuse for v in stages(spec)][-1] is True
+    assert [v.fuse for v in facts.stages][-1] is True
 
 
 def test_creation_index_in_prepend():
     spec = _spec(BASE.replace("grow append 2 x s", "grow prepend 3 x s"))
-    assert [creation_index(spec.grow, p) for p in range(3)] == [3, 2, 1]
+    assert Facts.of(spec).created == (3, 2, 1)
+
+
+def test_stage_settings_take_the_first_override():
+    text = BASE.replace(
+        "grow append 2 x s { steps = 10 }",
+        "grow append 4 x s { steps = 10, stage 2..3 { steps = 20 }, stage 4 { steps = 40 } }",
+    )
+    facts = Facts.of(_spec(text))
+    assert [v.settings.steps for v in facts.stages] == [10, 20, 20, 40]
 
 
 @pytest.mark.parametrize(
