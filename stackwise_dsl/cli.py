@@ -55,24 +55,61 @@ def check(
     files: list[Path] = typer.Argument(..., help="Spec files to check."),
     overrides: list[str] = SetOption,
     format: Format = typer.Option(Format.text, "--format", help="text for people, json for tools."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Check afresh; remember nothing."),
 ) -> None:
     """Report every problem in each spec: syntax, names, types, shapes, schedules."""
+    from stackwise_dsl import check_cache
+    from stackwise_dsl.probe import cuda_present
+
+    cuda = cuda_present()
+    results = []
+    for f in files:
+        result = None if no_cache else check_cache.lookup(str(f), overrides, cuda)
+        if result is None:
+            _require_valid_overrides(overrides)
+            result, read = _check_afresh(f, overrides, cuda)
+            if not (no_cache or result["unreadable"]):
+                check_cache.store(str(f), overrides, cuda, read, result)
+        results.append(result)
+    out = _Output()
+    if format is Format.json:
+        out.json({"files": [{k: r[k] for k in _JSON_KEYS} for r in results]})
+    else:
+        for r in results:
+            for line in r["lines"]:
+                out.line(line)
+        for r in results:
+            out.line(((f"{r['file']}: ", "bold"), _summary_segment(r)))
+    if any(r["unreadable"] for r in results):
+        raise typer.Exit(USAGE)
+    raise typer.Exit(PROBLEMS if any(r["errors"] for r in results) else OK)
+
+
+_JSON_KEYS = ("file", "ok", "errors", "warnings", "diagnostics")
+
+
+def _check_afresh(path: Path, overrides: list[str], cuda: bool) -> tuple[dict, tuple[str, ...]]:
+    """Run the front end; the result in the form the cache keeps and the CLI prints."""
     from stackwise_dsl import diagnostics as diag
     from stackwise_dsl.frontend import check_file
+    from stackwise_dsl.host import Host
 
-    _require_valid_overrides(overrides)
-    out = _Output()
-    reports = [check_file(f, overrides) for f in files]
-    if format is Format.json:
-        out.json({"files": [_report_json(r) for r in reports]})
-    else:
-        for r in reports:
-            _print_diagnostics(out, r.diagnostics, r.sources)
-        for r in reports:
-            out.line(((f"{r.name}: ", "bold"), _summary_segment(r.diagnostics)))
-    if any(r.unreadable for r in reports):
-        raise typer.Exit(USAGE)
-    raise typer.Exit(PROBLEMS if any(diag.has_errors(r.diagnostics) for r in reports) else OK)
+    report = check_file(path, overrides, host=Host(cuda=cuda))
+    lines = []
+    for d in report.diagnostics:
+        lines += [[list(seg) for seg in line] for line in diag.render(d, report.sources)]
+        lines.append([])
+    errors = sum(d.is_error for d in report.diagnostics)
+    result = {
+        "file": report.name,
+        "ok": report.ok,
+        "unreadable": report.unreadable,
+        "errors": errors,
+        "warnings": len(report.diagnostics) - errors,
+        "diagnostics": [diag.to_json(d) for d in report.diagnostics],
+        "lines": lines,
+    }
+    return result, report.files
 
 
 @app.command()
@@ -167,26 +204,17 @@ def _print_diagnostics(out: _Output, diagnostics, sources) -> None:
         out.line(())
 
 
-def _summary_segment(diagnostics) -> tuple[str, str]:
-    from stackwise_dsl import diagnostics as diag
-
-    text = diag.summary(diagnostics)
-    if diag.has_errors(diagnostics):
+def _summary_segment(result: dict) -> tuple[str, str]:
+    """`2 errors, 1 warning` in red, or `ok` / `ok (1 warning)` in green."""
+    parts = [_count(result["errors"], "error"), _count(result["warnings"], "warning")]
+    text = ", ".join(p for p in parts if p)
+    if result["errors"]:
         return (text, "red")
-    return ("ok" if text == "no problems" else f"ok ({text})", "green")
+    return ("ok" if not text else f"ok ({text})", "green")
 
 
-def _report_json(r) -> dict:
-    from stackwise_dsl import diagnostics as diag
-
-    errors = sum(d.is_error for d in r.diagnostics)
-    return {
-        "file": r.name,
-        "ok": r.ok,
-        "errors": errors,
-        "warnings": len(r.diagnostics) - errors,
-        "diagnostics": [diag.to_json(d) for d in r.diagnostics],
-    }
+def _count(n: int, word: str) -> str:
+    return "" if n == 0 else f"{n} {word}" + ("s" if n != 1 else "")
 
 
 def _require_valid_overrides(overrides: list[str]) -> None:

@@ -136,20 +136,6 @@ def render_text(diagnostics: Iterable[Diagnostic], sources: Mapping[str, Source]
     return "\n\n".join(plain(render(d, sources)) for d in diagnostics)
 
 
-def summary(diagnostics: Iterable[Diagnostic]) -> str:
-    """`2 errors, 1 warning`, or `no problems`."""
-    diagnostics = list(diagnostics)
-    errors = sum(d.is_error for d in diagnostics)
-    warnings = len(diagnostics) - errors
-    parts = [_count(errors, "error"), _count(warnings, "warning")]
-    parts = [p for p in parts if p]
-    return ", ".join(parts) if parts else "no problems"
-
-
-def _count(n: int, word: str) -> str:
-    return "" if n == 0 else f"{n} {word}" + ("s" if n != 1 else "")
-
-
 def to_json(d: Diagnostic) -> dict:
     """A JSON-ready mapping for `--format json`; positions are 1-based."""
     out: dict = {"code": d.code, "severity": d.severity.value, "message": d.message}

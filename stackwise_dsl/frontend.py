@@ -26,6 +26,7 @@ class Report:
     spec: Spec | None
     diagnostics: tuple[diag.Diagnostic, ...]
     sources: Mapping[str, Source]
+    files: tuple[str, ...] = ()  # every file read (or tried), absolute paths
 
     @property
     def ok(self) -> bool:
@@ -69,5 +70,9 @@ def _report(name: str, result: Elaborated, host: Host | None) -> Report:
     if result.spec is not None and result.complete:
         found += run_checks(result.spec, host or Host.detect())
     return Report(
-        name=name, spec=result.spec, diagnostics=diag.dedupe(found), sources=result.sources
+        name=name,
+        spec=result.spec,
+        diagnostics=diag.dedupe(found),
+        sources=result.sources,
+        files=result.files,
     )

@@ -1,10 +1,10 @@
-"""What the machine running the checks has, found without importing torch."""
+"""What the machine running the checks has: the facts a check may depend on beyond the spec."""
 
 from __future__ import annotations
 
-import os
-
 import attrs
+
+from stackwise_dsl.probe import cuda_present
 
 
 @attrs.frozen
@@ -15,12 +15,7 @@ class Host:
 
     @classmethod
     def detect(cls) -> Host:
-        """An NVIDIA driver lists its GPUs under /proc/driver/nvidia/gpus (Linux)."""
-        gpus = "/proc/driver/nvidia/gpus"
-        try:
-            return cls(cuda=bool(os.listdir(gpus)))
-        except OSError:
-            return cls(cuda=False)
+        return cls(cuda=cuda_present())
 
 
 CPU_ONLY = Host(cuda=False)

@@ -32,6 +32,7 @@ class Elaborated:
     diagnostics: tuple[diag.Diagnostic, ...]
     sources: Mapping[str, Source]
     complete: bool
+    files: tuple[str, ...] = ()  # every file read (or tried), absolute paths
 
 
 @attrs.frozen
@@ -107,9 +108,10 @@ def _elaborate(load, overrides: Sequence[str]) -> Elaborated:
     found += [s for s in sets if isinstance(s, diag.Diagnostic)]
     sets = [s for s in sets if isinstance(s, SetOverride)]
     sources = {**loader.sources, **{o.name: o for o in map(override_source, overrides)}}
+    files = tuple(loader.attempted)
     if unit is None or diag.has_errors(found):
         return Elaborated(
-            spec=None, diagnostics=diag.dedupe(found), sources=sources, complete=False
+            spec=None, diagnostics=diag.dedupe(found), sources=sources, complete=False, files=files
         )
     lets = Lets(defs=_collect_lets(unit, found.append))
     record_sets = _apply_let_sets(sets, lets)
@@ -121,7 +123,9 @@ def _elaborate(load, overrides: Sequence[str]) -> Elaborated:
     conv = Converter(found.append, let_names=lets.defs)
     spec = build_spec(root, conv)
     complete = conv.complete and spec is not None
-    return Elaborated(spec=spec, diagnostics=diag.dedupe(found), sources=sources, complete=complete)
+    return Elaborated(
+        spec=spec, diagnostics=diag.dedupe(found), sources=sources, complete=complete, files=files
+    )
 
 
 def _collect_lets(unit: Unit, report) -> dict[str, t.Let]:

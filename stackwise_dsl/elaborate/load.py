@@ -55,6 +55,7 @@ class Loader:
         self.report = report
         self.sources: dict[str, Source] = {}
         self.loaded: set[Path] = set()
+        self.attempted: list[str] = []  # every file this spec tried to read, as absolute paths
 
     def load_text(self, text: str, name: str, chain: tuple[Path, ...] = ()) -> Unit | None:
         result = parse(text, name)
@@ -66,6 +67,7 @@ class Loader:
         return self._unit(result.document, name, chain)
 
     def load_file(self, path: Path, name: str, chain=(), via: Span | None = None) -> Unit | None:
+        self.attempted.append(os.path.abspath(path))
         try:
             text = read_text(path)
         except (OSError, UnicodeDecodeError, ValueError) as e:

@@ -134,7 +134,17 @@ class _ToTree(Transformer):
         return _span(self.source.name, first, last)
 
     def _name(self, tok: Token) -> t.Name:
-        return t.Name(name=str(tok), span=self._s(tok))
+        span = self._s(tok)
+        if tok == "x":  # the repetition keyword; as a name it would read as `2 x x`
+            self.problems.append(
+                diag.error(
+                    "SW001",
+                    "`x` is reserved for repetition (`2 x s`)",
+                    span,
+                    hint="choose another name",
+                )
+            )
+        return t.Name(name=str(tok), span=span)
 
     # items
 

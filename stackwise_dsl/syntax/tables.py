@@ -18,6 +18,7 @@ from pathlib import Path
 import lark
 
 from stackwise_dsl.resources import grammar_path
+from stackwise_dsl.userdirs import cache_dir
 
 _FORMAT = 1
 _OPTIONS = {
@@ -74,12 +75,12 @@ def _build() -> dict:
 
 
 def _cache_path() -> Path | None:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if not base or base.startswith("~"):
+    base = cache_dir()
+    if base is None:
         return None
     key = f"{grammar_text()}\0{lark.__version__}\0{_FORMAT}\0{sorted(_OPTIONS.items())}".encode()
     digest = hashlib.sha256(key).hexdigest()[:20]
-    return Path(base) / "stackwise-dsl" / f"sw-lalr-{digest}.json"
+    return base / f"sw-lalr-{digest}.json"
 
 
 def _read(path: Path) -> dict | None:

@@ -51,9 +51,9 @@ def test_long_calls_break_and_short_ones_stay():
 
 
 def test_parentheses_only_where_needed():
-    assert _fmt("x = (a + b) * c - (d - e) - -(f)\n") == "x = (a + b) * c - (d - e) - -f\n"
-    assert _fmt("x = a - (b + c)\n") == "x = a - (b + c)\n"
-    assert _fmt("x = (2 * n) x s\n") == "x = 2 * n x s\n"
+    assert _fmt("y = (a + b) * c - (d - e) - -(f)\n") == "y = (a + b) * c - (d - e) - -f\n"
+    assert _fmt("y = a - (b + c)\n") == "y = a - (b + c)\n"
+    assert _fmt("y = (2 * n) x s\n") == "y = 2 * n x s\n"
 
 
 def test_strings_are_escaped_canonically():

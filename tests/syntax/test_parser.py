@@ -134,3 +134,11 @@ def test_character_errors_have_hints(text, hint):
 def test_cadence_unit_must_be_steps():
     (d,) = parse("run { log every 10 tokens }", "x.sw").diagnostics
     assert (d.code, d.span.column) == ("SW001", 20)
+
+
+def test_x_is_reserved_everywhere():
+    """`x` continues an expression, so it may never be a name: a flag `x` after a value
+    would otherwise turn into a repetition once `sw fmt` puts items on their own lines."""
+    for text in ["data { source = stdlib, x, batch = 1 }", "let x = 1", "stack s = 2 x x"]:
+        codes = [(d.code, d.message) for d in parse(text, "x.sw").diagnostics]
+        assert ("SW001", "`x` is reserved for repetition (`2 x s`)") in codes, text
