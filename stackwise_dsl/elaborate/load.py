@@ -57,7 +57,7 @@ class Loader:
         self.loaded: set[Path] = set()
         self.attempted: list[str] = []  # every file this spec tried to read, as absolute paths
 
-    def load_text(self, text: str, name: str, chain: tuple[Path, ...] = ()) -> Unit | None:
+    def load_text(self, text: str, name: str, chain: tuple = ()) -> Unit | None:
         result = parse(text, name)
         self.sources[name] = Source(name, text)
         for d in result.diagnostics:
@@ -74,9 +74,9 @@ class Loader:
             self.report(diag.error("SW004", describe_read_error(name, e), via))
             return None
         self.loaded.add(path.resolve())
-        return self.load_text(text, name, (*chain, path.resolve()))
+        return self.load_text(text, name, (*chain, (path.resolve(), name)))
 
-    def _unit(self, doc: t.Document, name: str, chain: tuple[Path, ...]) -> Unit | None:
+    def _unit(self, doc: t.Document, name: str, chain: tuple) -> Unit | None:
         base = None
         includes: list[Unit] = []
         extends = [it for it in doc.items if isinstance(it, t.Extends)]
@@ -105,17 +105,17 @@ class Loader:
             return None
         target = _relative_to(name, path.value)
         resolved = Path(target).resolve()
-        if resolved in chain:
-            self._cycle(path, target, chain, kind)
+        if resolved in (p for p, _ in chain):
+            self._cycle(path, target, resolved, chain, kind)
             return None
         if kind == "include" and resolved in self.loaded:
             return None  # already part of this spec (a diamond): read once
         return self.load_file(Path(target), target, chain, via=path.span)
 
-    def _cycle(self, path: t.String, target: str, chain, kind: str) -> None:
-        names = [os.path.relpath(p) for p in chain] + [os.path.relpath(Path(target).resolve())]
-        start = names.index(names[-1])
-        loop = " -> ".join(names[start:])
+    def _cycle(self, path: t.String, target: str, resolved: Path, chain, kind: str) -> None:
+        """The loop, in the names the specs use for the files."""
+        start = next(i for i, (p, _) in enumerate(chain) if p == resolved)
+        loop = " -> ".join([*(shown for _, shown in chain[start:]), target])
         self.report(
             diag.error(
                 "SW005",
