@@ -126,6 +126,7 @@ def fmt(
     from stackwise_dsl import formatting
 
     out = _Output()
+    write = not (check or diff)
     results = [formatting.format_path(str(f)) for f in files]
     status = OK
     for r in results:
@@ -135,17 +136,17 @@ def fmt(
         elif r.diagnostics:
             _print_diagnostics(out, r.diagnostics, r.sources)
             status = max(status, PROBLEMS)
-        elif r.path == "-" and not (check or diff):
-            sys.stdout.write(r.formatted)
+        elif r.path == "-" and write:
+            sys.stdout.write(r.formatted)  # stdin formats to stdout
         elif r.changed:
             if diff:
                 out.raw(r.diff())
-            if check or diff:
-                status = max(status, PROBLEMS if check else status)
-            else:
+            if check:
+                status = max(status, PROBLEMS)
+            if write:
                 formatting.write_atomically(r.path, r.formatted)
-    if not (len(results) == 1 and results[0].path == "-" and not (check or diff)):
-        out.line(((formatting.summary(results, write=not (check or diff)), "bold"),))
+    if not (write and [r.path for r in results] == ["-"]):
+        out.line(((formatting.summary(results, write=write), "bold"),))
     raise typer.Exit(status)
 
 

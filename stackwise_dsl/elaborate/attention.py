@@ -13,7 +13,7 @@ import attrs
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate.suggest import closest, did_you_mean, one_of
-from stackwise_dsl.elaborate.values import Record, Sym, Value, describe
+from stackwise_dsl.elaborate.values import Record, Sym, Value
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import KernelKind, Mode
 
@@ -165,6 +165,3 @@ def _unknown(e, ctor: Constructor) -> diag.Diagnostic:
     else:
         hint = did_you_mean(e.key, ctor.params) or f"`{ctor.name}` takes {one_of(ctor.params)}"
     return diag.error("SW101", f"`{ctor.name}` has no argument `{e.key}`", e.key_span, hint=hint)
-
-
-__all__ = ["CONSTRUCTORS", "build_attention", "describe"]

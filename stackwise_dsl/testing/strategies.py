@@ -274,6 +274,73 @@ def _optimizer(draw) -> n.Optimizer:
 
 
 @st.composite
+def _model(draw, d_model: int, context: int) -> n.Model:
+    head = draw(st.sampled_from(list(Head)))
+    return n.Model(
+        d_model=d_model,
+        context=context,
+        vocab=draw(st.none() | st.integers(70_000, 100_000)),
+        embed_dim=draw(st.none() | st.integers(8, 512)) if head is Head.UNTIED else None,
+        norm=draw(st.sampled_from(list(Norm))),
+        position=draw(
+            st.sampled_from([n.LearnedPosition(), n.NoPosition()])
+            | st.builds(n.Rope, theta=st.floats(1.0, 1e6))
+        ),
+        head=head,
+        dropout=draw(fractions),
+    )
+
+
+@st.composite
+def _definitions(draw, d_model: int, mode: Mode, max_stacks: int):
+    """Blocks, stacks made of them (every block used) and a rack using every stack."""
+    block_names = draw(st.lists(names, min_size=1, max_size=3, unique=True))
+    block_list = [draw(blocks(b, d_model, mode)) for b in block_names]
+    stack_names = draw(st.lists(names, min_size=1, max_size=3, unique=True))
+    stacks = []
+    for i, s in enumerate(stack_names):
+        own = block_names[i :: len(stack_names)] or [block_names[0]]
+        extra = draw(st.lists(st.sampled_from(block_names), max_size=2))
+        stacks.append(n.Stack(name=s, blocks=tuple(n.Ref(name=b) for b in own + extra)))
+    room = max(0, max_stacks - len(stack_names))
+    rack = draw(
+        st.permutations(stack_names + draw(st.lists(st.sampled_from(stack_names), max_size=room)))
+    )
+    return block_list, stacks, rack
+
+
+@st.composite
+def _growth(draw, kind: str, block_list: list[n.Block], d_model: int, rack: list[str]) -> n.Growth:
+    stage_wise = [Direction.APPEND, Direction.PREPEND]
+    whole = [] if kind == "masked_diffusion" else [Direction.END_TO_END]  # depth time needs stages
+    direction = draw(st.sampled_from(stage_wise + whole))
+    settings = draw(_stage_settings(
+        direction=direction, block_list=block_list, d_model=d_model, stacks=len(rack),
+        homogeneous=len(set(rack)) == 1,
+    ))  # fmt: skip
+    count = 1 if direction is Direction.END_TO_END else len(rack)
+    return n.Growth(
+        direction=direction,
+        stacks=tuple(n.Ref(name=s) for s in rack),
+        settings=settings,
+        overrides=draw(_overrides(settings, count)),
+    )
+
+
+@st.composite
+def _run(draw) -> n.Run:
+    return n.Run(
+        seed=draw(st.integers(0, 2**31)),
+        device=draw(st.sampled_from(list(Device))),
+        dir=draw(st.none() | st.text(max_size=16)),
+        log_every=draw(st.integers(1, 1000)),
+        eval_every=draw(st.none() | st.integers(1, 1000)),
+        eval_batches=draw(st.integers(1, 64)),
+        checkpoint_every=draw(st.none() | st.integers(1, 10_000)),
+    )
+
+
+@st.composite
 def specs(
     draw,
     objective_kinds: tuple[str, ...] = ("mlm", "clm", "masked_diffusion", "input_diffusion"),
@@ -284,64 +351,17 @@ def specs(
     context = draw(st.integers(8, 1024))
     kind = draw(st.sampled_from(objective_kinds))
     mode = Mode.CAUSAL if kind == "clm" else Mode.BIDIRECTIONAL
-    block_names = draw(st.lists(names, min_size=1, max_size=3, unique=True))
-    block_list = [draw(blocks(b, d_model, mode)) for b in block_names]
-    stack_names = draw(st.lists(names, min_size=1, max_size=3, unique=True))
-    stacks = []
-    for i, s in enumerate(stack_names):
-        own = block_names[i :: len(stack_names)] or [block_names[0]]
-        extra = draw(st.lists(st.sampled_from(block_names), max_size=2))
-        stacks.append(n.Stack(name=s, blocks=tuple(n.Ref(name=b) for b in own + extra)))
-    extra = draw(
-        st.lists(st.sampled_from(stack_names), max_size=max(0, max_stacks - len(stack_names)))
-    )
-    rack = draw(st.permutations(stack_names + extra))
-    stage_wise = [Direction.APPEND, Direction.PREPEND]
-    whole = [] if kind == "masked_diffusion" else [Direction.END_TO_END]  # depth time needs stages
-    direction = draw(st.sampled_from(stage_wise + whole))
-    settings = draw(_stage_settings(
-        direction=direction, block_list=block_list, d_model=d_model, stacks=len(rack),
-        homogeneous=len(set(rack)) == 1,
-    ))  # fmt: skip
-    count = 1 if direction is Direction.END_TO_END else len(rack)
-    grow = n.Growth(
-        direction=direction,
-        stacks=tuple(n.Ref(name=s) for s in rack),
-        settings=settings,
-        overrides=draw(_overrides(settings, count)),
-    )
-    head = draw(st.sampled_from(list(Head)))
-    embed_dim = draw(st.none() | st.integers(8, 512)) if head is Head.UNTIED else None
+    block_list, stacks, rack = draw(_definitions(d_model, mode, max_stacks))
     return n.Spec(
-        model=n.Model(
-            d_model=d_model,
-            context=context,
-            vocab=draw(st.none() | st.integers(70_000, 100_000)),
-            embed_dim=embed_dim,
-            norm=draw(st.sampled_from(list(Norm))),
-            position=draw(
-                st.sampled_from([n.LearnedPosition(), n.NoPosition()])
-                | st.builds(n.Rope, theta=st.floats(1.0, 1e6))
-            ),
-            head=head,
-            dropout=draw(fractions),
-        ),
+        model=draw(_model(d_model, context)),
         blocks=tuple(block_list),
         stacks=tuple(stacks),
         objective=draw(objectives(kind, len(rack))),
-        grow=grow,
+        grow=draw(_growth(kind, block_list, d_model, rack)),
         fuse=draw(st.none() | _fuse(block_list, d_model, len(rack))),
         data=draw(_data(context)),
         optimizer=draw(_optimizer()),
-        run=n.Run(
-            seed=draw(st.integers(0, 2**31)),
-            device=draw(st.sampled_from(list(Device))),
-            dir=draw(st.none() | st.text(max_size=16)),
-            log_every=draw(st.integers(1, 1000)),
-            eval_every=draw(st.none() | st.integers(1, 1000)),
-            eval_batches=draw(st.integers(1, 64)),
-            checkpoint_every=draw(st.none() | st.integers(1, 10_000)),
-        ),
+        run=draw(_run()),
     )
 
 
