@@ -177,7 +177,7 @@ class Evaluator:
 
     def call(self, c: t.Call) -> Record:
         name = c.name.name
-        positional = registry.POSITIONAL.get(name) or registry.ATTENTION_POSITIONAL.get(name)
+        positional = registry.POSITIONAL.get(name)
         entries: list[Entry] = []
         seen_positional = False
         for arg in c.args:

@@ -53,10 +53,6 @@ POSITIONAL: dict[str, str] = {
     cls.sw_name: cls.sw_positional for cls in ALL_NODES if hasattr(cls, "sw_positional")
 }
 
-# Attention has several constructors (elaborate/attention.py); their one positional
-# argument, if any, is declared there. Listed here so the evaluator can name it.
-ATTENTION_POSITIONAL: dict[str, str] = {}
-
 
 @functools.cache
 def hints(cls: type) -> dict[str, object]:

@@ -142,7 +142,7 @@ class Converter:
             listed = [c for c in nodes if c is n.ExplicitSchedule]
             tuples = [o for o in others if typing.get_origin(o) is tuple]
             if listed:
-                return self._build(
+                return self.build(
                     listed[0],
                     Record(name="list", entries=(Entry(key="values", value=v),), span=v.span),
                     where,
@@ -173,13 +173,10 @@ class Converter:
             self.report(diag.error("SW105", message, v.span, hint=did_you_mean(v.name, choices)))
             return INVALID
         record = v if isinstance(v, Record) else Record(name=v.name, entries=(), span=v.span)
-        return self._build(cls, record, where)
+        return self.build(cls, record, where)
 
     def build(self, cls: type, record: Record, where: str, fixed: dict | None = None) -> Any:
         """A node of `cls` from a record's entries; `fixed` fields are set by the caller."""
-        return self._build(cls, record, where, fixed)
-
-    def _build(self, cls: type, record: Record, where: str, fixed: dict | None = None) -> Any:
         fields = registry.hints(cls)
         settable = {k: h for k, h in fields.items() if k not in (fixed or {})}
         kwargs: dict[str, Any] = dict(fixed or {})

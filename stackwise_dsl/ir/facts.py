@@ -13,7 +13,7 @@ import attrs
 
 from stackwise_dsl.host import CPU_ONLY, Host
 from stackwise_dsl.ir import nodes as n
-from stackwise_dsl.ir.enums import Direction, Strategy
+from stackwise_dsl.ir.enums import Direction
 
 
 @attrs.frozen(kw_only=True)
@@ -34,10 +34,6 @@ class StageView:
     @property
     def name(self) -> str:
         return "the fuse stage" if self.fuse else f"stage {self.number}"
-
-    @property
-    def trains_trunk(self) -> bool:
-        return self.existing > 0 and self.settings.trunk.strategy is not Strategy.FROZEN
 
 
 @attrs.frozen(kw_only=True)
@@ -97,8 +93,8 @@ def _growth_order(grow: n.Growth) -> tuple[int, ...]:
 
 
 def stage_settings(grow: n.Growth) -> list[n.StageSettings]:
-    """Settings of stages 1..N: each stage's first override, or the base settings; linear in
-    the number of stages (the same answer as `Growth.stage(k)`, without a scan per stage)."""
+    """Settings of stages 1..N: each stage's first override, or the base settings (overlaps
+    are reported by SW408); linear in the number of stages."""
     count = grow.stage_count
     settings: list[n.StageSettings | None] = [None] * count
     for o in grow.overrides:

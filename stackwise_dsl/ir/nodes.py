@@ -396,14 +396,8 @@ class Growth:
 
     @property
     def stage_count(self) -> int:
+        """append and prepend: one stage per stack; end_to_end: one stage."""
         return 1 if self.direction is Direction.END_TO_END else len(self.stacks)
-
-    def stage(self, k: int) -> StageSettings:
-        """The settings of stage k (1-based): its override, or the base settings."""
-        for o in self.overrides:
-            if o.first <= k <= o.last:
-                return o.settings
-        return self.settings
 
 
 @node
@@ -594,12 +588,6 @@ class Spec:
     run: Run = Run()
     span: Span | None = span_field()
     spans: dict = spans_field()
-
-    def block(self, name: str) -> Block | None:
-        return next((b for b in self.blocks if b.name == name), None)
-
-    def stack(self, name: str) -> Stack | None:
-        return next((s for s in self.stacks if s.name == name), None)
 
 
 def at(node: Any, field: str) -> Span | None:

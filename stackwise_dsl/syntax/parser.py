@@ -26,6 +26,7 @@ from stackwise_dsl.syntax.lexing import (
 )
 
 MAX_SYNTAX_ERRORS = 25
+KEYWORDS = frozenset({"let", "include", "extends", "block", "stack", "grow", "stage", "every", "x"})
 MAX_NESTING = 64
 
 
@@ -134,16 +135,18 @@ class _ToTree(Transformer):
         return _span(self.source.name, first, last)
 
     def _name(self, tok: Token) -> t.Name:
+        """A name. Keywords are reserved: where the lexer lets one through as a name (after a
+        comma, say), it would read as the keyword once `sw fmt` puts items on their own lines."""
         span = self._s(tok)
-        if tok == "x":  # the repetition keyword; as a name it would read as `2 x x`
-            self.problems.append(
-                diag.error(
-                    "SW001",
-                    "`x` is reserved for repetition (`2 x s`)",
-                    span,
-                    hint="choose another name",
-                )
+        if tok in KEYWORDS:
+            why = " (it repeats: `2 x s`)" if tok == "x" else ""
+            problem = diag.error(
+                "SW001",
+                f"`{tok}` is a keyword and cannot be a name{why}",
+                span,
+                hint="choose another name",
             )
+            self.problems.append(problem)
         return t.Name(name=str(tok), span=span)
 
     # items

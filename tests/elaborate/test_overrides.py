@@ -6,6 +6,7 @@ import pytest
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate import elaborate_text, parse_override
+from stackwise_dsl.ir.facts import stage_settings
 from tests.elaborate.helpers import BASE, codes
 
 SPEC = (
@@ -38,7 +39,7 @@ def test_overrides_reach_every_kind_of_place():
     assert spec.model.position.theta == 5e5
     assert spec.blocks[0].attention.heads == 8
     assert (spec.optimizer.lr, spec.optimizer.weight_decay) == (3e-4, 0.1)
-    assert spec.grow.settings.steps == 20 and spec.grow.stage(2).steps == 50
+    assert spec.grow.settings.steps == 20 and stage_settings(spec.grow)[1].steps == 50
     assert spec.data.source.files == ("../shared/data/tinyshakespeare.txt",)
     assert spec.run.dir == "runs/exp1"
     assert spec.objective.sw_name == "clm"

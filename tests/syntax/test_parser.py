@@ -141,4 +141,14 @@ def test_x_is_reserved_everywhere():
     would otherwise turn into a repetition once `sw fmt` puts items on their own lines."""
     for text in ["data { source = stdlib, x, batch = 1 }", "let x = 1", "stack s = 2 x x"]:
         codes = [(d.code, d.message) for d in parse(text, "x.sw").diagnostics]
-        assert ("SW001", "`x` is reserved for repetition (`2 x s`)") in codes, text
+        assert ("SW001", "`x` is a keyword and cannot be a name (it repeats: `2 x s`)") in codes, (
+            text
+        )
+
+
+def test_every_keyword_is_reserved_as_a_name():
+    for word in ["let", "include", "extends", "block", "stack", "grow", "every"]:
+        diags = parse(f"model {{ a = 1, {word} }}", "x.sw").diagnostics
+        assert [d.message for d in diags] == [f"`{word}` is a keyword and cannot be a name"], word
+    # `stage` starts an item wherever a field may, so it is never a name to begin with
+    assert [d.code for d in parse("model { a = 1, stage }", "x.sw").diagnostics] == ["SW001"]
