@@ -240,8 +240,9 @@ CODES: dict[str, Code] = {
         Code(
             code="SW403", severity=E, title="stale activation cache",
             explanation="Caching a trunk's output is valid only for append growth with a "
-            "frozen trunk; in prepend growth the new stack feeds the frozen suffix, and a "
-            "training trunk changes its own output.",
+            "frozen trunk whose input is the same every time a sample comes back: in prepend "
+            "growth the new stack feeds the frozen suffix, a training trunk changes its own "
+            "output, and time-as-input diffusion corrupts each batch at a random level.",
             example=_with("grow append 2 x s { steps = 10 }",
                           "grow prepend 2 x s { steps = 10, cache = memory }"),
             fix="Turn the cache off, or grow with append and a frozen trunk.",

@@ -25,6 +25,14 @@ def check_activation_cache(facts: Facts) -> Iterator[diag.Diagnostic]:
                 n.at(s, "cache"),
                 hint="remove `cache`; hold the suffix in low precision and use checkpointing",
             )
+        elif _random_noise(facts.objective_of(view)):
+            yield diag.error(
+                "SW403",
+                f"stage {view.number} caches the trunk's output, but time as input corrupts "
+                "each batch at a random noise level: the trunk's input changes every step",
+                n.at(s, "cache"),
+                hint="use `time = depth`, or set `cache = off`",
+            )
         elif s.trunk.strategy is not Strategy.FROZEN and view.existing:
             yield diag.error(
                 "SW403",
@@ -38,3 +46,7 @@ def check_activation_cache(facts: Facts) -> Iterator[diag.Diagnostic]:
                     ),
                 ),
             )
+
+
+def _random_noise(objective: n.Objective) -> bool:
+    return isinstance(objective, n.MaskedDiffusion) and isinstance(objective.time, n.InputTime)

@@ -170,7 +170,7 @@ def _length(draw) -> dict:
 
 @st.composite
 def _stage_settings(
-    draw, *, direction, block_list, d_model, stacks, homogeneous
+    draw, *, direction, block_list, d_model, stacks, homogeneous, random_noise
 ) -> n.StageSettings:
     lora = loras(block_list, d_model, stacks)
     stage_wise = direction is not Direction.END_TO_END
@@ -186,7 +186,7 @@ def _stage_settings(
         if stage_wise
         else n.TrunkPolicy()
     )
-    cacheable = direction is Direction.APPEND and strategy is Strategy.FROZEN
+    cacheable = direction is Direction.APPEND and strategy is Strategy.FROZEN and not random_noise
     init_choices = [Init.RANDOM, Init.IDENTITY] + ([Init.COPY] if homogeneous else [])
     return n.StageSettings(
         **_length(draw),
@@ -316,7 +316,7 @@ def _growth(draw, kind: str, block_list: list[n.Block], d_model: int, rack: list
     direction = draw(st.sampled_from(stage_wise + whole))
     settings = draw(_stage_settings(
         direction=direction, block_list=block_list, d_model=d_model, stacks=len(rack),
-        homogeneous=len(set(rack)) == 1,
+        homogeneous=len(set(rack)) == 1, random_noise=kind == "input_diffusion",
     ))  # fmt: skip
     count = 1 if direction is Direction.END_TO_END else len(rack)
     return n.Growth(
