@@ -151,6 +151,47 @@ def fmt(
 
 
 @app.command()
+def plan(
+    file: Path = typer.Argument(..., help="The spec to lower."),
+    overrides: list[str] = SetOption,
+    format: Format = typer.Option(Format.text, "--format", help="text for people, json for tools."),
+) -> None:
+    """Show the plan: every stage, which stacks train or stay frozen, in which precision."""
+    from stackwise_dsl.lower import show
+
+    _require_valid_overrides(overrides)
+    plan_ = _lower_or_exit(file, overrides)
+    out = _Output()
+    if format is Format.json:
+        out.json(show.plan_json(plan_))
+        raise typer.Exit(OK)
+    from rich.console import Console
+
+    console = Console(highlight=False, width=200 if not sys.stdout.isatty() else None)
+    console.print(show.headline(plan_))
+    console.print(show.stage_table(plan_))
+    console.print(show.totals(plan_))
+    raise typer.Exit(OK)
+
+
+def _lower_or_exit(file: Path, overrides: list[str]):
+    """Check the spec (diagnostics and exit 1 on errors) and lower it to a plan."""
+    from stackwise_dsl.data import DataError
+    from stackwise_dsl.frontend import check_file
+    from stackwise_dsl.lower import plan_spec
+
+    report = check_file(file, overrides)
+    if not report.ok:
+        _print_diagnostics(_Output(), report.diagnostics, report.sources)
+        raise typer.Exit(USAGE if report.unreadable else PROBLEMS)
+    try:
+        return plan_spec(report.spec, name=Path(file).stem)
+    except DataError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(PROBLEMS) from None
+
+
+@app.command()
 def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. SW201.")) -> None:
     """Explain a diagnostic code, with an example and its fix."""
     from stackwise_dsl.codes import CODES, lookup

@@ -43,7 +43,9 @@ class Facts:
     spec: n.Spec
     host: Host
     order: tuple[int, ...]  # rack positions (0 = input side) in creation order
-    created: tuple[int, ...]  # per position: the 1-based index of the stage creating it
+    created: tuple[
+        int, ...
+    ]  # per position: its 1-based index in creation order (end_to_end: rack order)
     stacks: tuple[n.Stack | None, ...]  # per position; None where the name is undefined
     blocks: tuple[tuple[n.Block, ...], ...]  # per position: its defined blocks, in order
     stages: tuple[StageView, ...]
@@ -62,7 +64,7 @@ class Facts:
         order = _growth_order(spec.grow)
         created = [0] * len(order)
         for k, position in enumerate(order, start=1):
-            created[position] = 1 if spec.grow.direction is Direction.END_TO_END else k
+            created[position] = k
         return cls(
             spec=spec,
             host=host,

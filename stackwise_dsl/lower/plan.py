@@ -1,0 +1,260 @@
+"""The plan: a spec with every default resolved, stage by stage. No spans, no `None` that
+means "inherit": what the runtime and the emitted script read, and all they read.
+
+Per stage, each existing stack has a `Part`: its role (new or trunk), what of it trains, its
+precision and adapters, and (time as depth) its mask ratio.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from stackwise_dsl.ir.enums import (
+    Cache,
+    Device,
+    Head,
+    Init,
+    KernelKind,
+    LrSchedule,
+    Mode,
+    Norm,
+    Precision,
+    Target,
+    Task,
+    TimeEmbedding,
+)
+
+plan_node = attrs.frozen(kw_only=True)
+
+
+class Role(enum.Enum):
+    NEW = "new"
+    TRUNK = "trunk"
+
+
+class Trains(enum.Enum):
+    """What of a stack trains in a stage."""
+
+    FULL = "full"  # its weights (and its adapters, if any)
+    ADAPTERS = "adapters"  # only its LoRA adapters
+    NOTHING = "nothing"
+
+
+class StageKind(enum.Enum):
+    GROW = "grow"  # append or prepend: one new stack
+    END_TO_END = "end_to_end"  # every stack new, at once
+    FUSE = "fuse"  # every stack trunk, trained jointly
+
+
+# --- the model ---------------------------------------------------------------------------------
+
+
+@plan_node
+class Lora:
+    rank: int
+    alpha: float
+    dropout: float
+    targets: tuple[Target, ...]
+
+
+@plan_node
+class Attention:
+    heads: int
+    kv_heads: int
+    head_dim: int
+    mode: Mode
+    q_rank: int | None  # MLA
+    kv_rank: int | None  # MLA
+    kernel: KernelKind | None  # kernel attention
+    kernel_dim: int | None
+
+
+@plan_node
+class Block:
+    name: str
+    attention: Attention
+    ffn: str  # "swiglu" or "gelu"
+    hidden: int
+    residual_gain: float
+    spectral_norm: bool
+    freeze_up_proj: bool
+
+
+@plan_node
+class Stack:
+    """The stack at one rack position (0 = input side)."""
+
+    position: int
+    name: str
+    blocks: tuple[Block, ...]
+    created_in: int  # the stage that creates it
+    stack_lora: Lora | None  # attached when it is created
+
+
+@plan_node
+class Model:
+    vocab: int
+    d_model: int
+    context: int
+    embed_dim: int
+    norm: Norm
+    position: str  # "rope", "learned" or "none"
+    rope_theta: float
+    head: Head
+    dropout: float
+    time_embedding: TimeEmbedding | None  # time-as-input diffusion
+    num_time_steps: int | None
+
+
+# --- objectives and stages ---------------------------------------------------------------------
+
+
+@plan_node
+class Schedule:
+    """Mask ratio as a function of p in [0, 1] (0 = input side / t = 1, 1 = head / t = 0)."""
+
+    shape: str  # "linear", "cosine", "exponential" or "list"
+    start: float
+    end: float
+    values: tuple[float, ...]  # for "list"
+
+
+@plan_node
+class Objective:
+    kind: str  # "mlm", "clm" or "masked_diffusion"
+    ratio: float | None  # mlm
+    bert_mix: bool
+    time: str | None  # masked_diffusion: "depth" or "input"
+    schedule: Schedule | None  # masked_diffusion
+
+
+@plan_node
+class Part:
+    """One existing stack in one stage."""
+
+    position: int
+    role: Role
+    trains: Trains
+    precision: Precision
+    trunk_lora: Lora | None  # attached over this stack while it is trunk
+    mask_ratio: float | None  # time as depth: this stack's noise level
+
+
+@plan_node
+class Stage:
+    number: int
+    kind: StageKind
+    steps: int
+    tokens: int | None  # as stated in the spec, when it gave tokens
+    objective: Objective
+    mask_ratio: float | None  # time as depth: the ratio this stage trains at (None: per batch)
+    parts: tuple[Part, ...]  # the existing stacks, rack order
+    init: Init
+    init_from: int | None  # `copy`: the rack position copied
+    cache: Cache
+    lr: float
+    adapter_lr: float
+    embedding_lr: float
+    train_embeddings: bool
+
+    @property
+    def new(self) -> tuple[int, ...]:
+        return tuple(p.position for p in self.parts if p.role is Role.NEW)
+
+
+# --- data, optimizer, run --------------------------------------------------------------------
+
+
+@plan_node
+class Stdlib:
+    pass
+
+
+@plan_node
+class Synthetic:
+    task: Task
+    symbols: int
+    samples: int
+
+
+@plan_node
+class TextFiles:
+    files: tuple[str, ...]  # absolute paths or globs
+
+
+@plan_node
+class Jsonl:
+    files: tuple[str, ...]
+    field: str
+
+
+@plan_node
+class Bytes:
+    pass
+
+
+@plan_node
+class Chars:
+    pass
+
+
+@plan_node
+class Bpe:
+    vocab: int
+
+
+@plan_node
+class TokenizerFile:
+    path: str  # absolute
+
+
+@plan_node
+class Data:
+    source: Stdlib | Synthetic | TextFiles | Jsonl
+    tokenizer: Bytes | Chars | Bpe | TokenizerFile
+    batch: int
+    seq_len: int
+    validation: float
+
+
+@plan_node
+class Optimizer:
+    kind: str  # "adamw", "adamw8bit" or "sgd"
+    betas: tuple[float, float]
+    eps: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    warmup: int
+    schedule: LrSchedule
+    min_lr: float
+    clip: float | None
+    accumulate: int
+
+
+@plan_node
+class Run:
+    seed: int
+    device: Device
+    dir: str
+    log_every: int
+    eval_every: int | None
+    eval_batches: int
+    checkpoint_every: int | None
+
+
+@plan_node
+class Plan:
+    name: str
+    model: Model
+    stacks: tuple[Stack, ...]
+    stages: tuple[Stage, ...]
+    data: Data
+    optimizer: Optimizer
+    run: Run
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.data.batch * self.data.seq_len * self.optimizer.accumulate

@@ -1,0 +1,105 @@
+"""`sw plan`: the plan as a table per stage (which stacks train, which are frozen, in which
+precision, with which adapters) and parameter counts, or as JSON."""
+
+from __future__ import annotations
+
+from stackwise_dsl import estimate
+from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.serialize import to_json
+
+_WIDE = 10  # racks with more stacks than this are summarised per stage, not drawn
+
+
+def plan_json(plan: p.Plan) -> dict:
+    """The plan and, per stage, its parameter counts."""
+    counts = []
+    for stage in plan.stages:
+        c = estimate.stage_count(plan, stage)
+        counts.append({
+            "stage": stage.number, "total": c.total, "trainable": c.trainable,
+            "adapters": c.adapters, "by_precision": c.by_precision, "weight_bytes": c.weight_bytes,
+        })  # fmt: skip
+    return {"plan": to_json(plan), "counts": counts, "final_params": estimate.final_params(plan)}
+
+
+def headline(plan: p.Plan) -> str:
+    m = plan.model
+    steps = sum(s.steps for s in plan.stages)
+    return (
+        f"{plan.name}: {len(plan.stacks)} stacks, d_model {m.d_model}, vocab {m.vocab}, "
+        f"context {m.context}; {len(plan.stages)} stages, {steps:,} steps of "
+        f"{plan.tokens_per_step:,} tokens"
+    )
+
+
+def stage_table(plan: p.Plan):
+    """A rich Table: one row per stage, one column per stack (or a summary for wide racks)."""
+    from rich.table import Table
+
+    table = Table(show_lines=False, header_style="bold")
+    for name in ("Stage", "Kind", "Steps", "LR"):
+        table.add_column(name, justify="right" if name in ("Steps", "LR") else "left")
+    wide = len(plan.stacks) > _WIDE
+    if wide:
+        table.add_column("Rack (input → head)")
+    else:
+        for s in plan.stacks:
+            end = (
+                " (input)"
+                if s.position == 0
+                else " (head)"
+                if s.position == len(plan.stacks) - 1
+                else ""
+            )
+            table.add_column(f"{s.position}:{s.name}{end}", no_wrap=True)
+    table.add_column("Trainable", justify="right")
+    table.add_column("Total", justify="right")
+    for stage in plan.stages:
+        c = estimate.stage_count(plan, stage)
+        cells = [_summary(stage)] if wide else _cells(plan, stage)
+        table.add_row(
+            str(stage.number), stage.kind.value, f"{stage.steps:,}", f"{stage.lr:g}", *cells,
+            f"{c.trainable:,}", f"{c.total:,}",
+        )  # fmt: skip
+    return table
+
+
+def _cells(plan: p.Plan, stage: p.Stage) -> list:
+    from rich.text import Text
+
+    parts = {part.position: part for part in stage.parts}
+    out = []
+    for s in plan.stacks:
+        part = parts.get(s.position)
+        out.append(Text("·", style="dim") if part is None else Text(*_cell(part)))
+    return out
+
+
+def _cell(part: p.Part) -> tuple[str, str]:
+    ratio = f" r{part.mask_ratio:.2f}" if part.mask_ratio is not None else ""
+    lora = f" +L{part.trunk_lora.rank}" if part.trunk_lora else ""
+    if part.role is p.Role.NEW:
+        return f"NEW {part.precision.value}{ratio}", "bold green"
+    style = {p.Trains.FULL: "green", p.Trains.ADAPTERS: "yellow", p.Trains.NOTHING: "blue"}
+    word = {p.Trains.FULL: "full", p.Trains.ADAPTERS: "adapt", p.Trains.NOTHING: "frozen"}
+    return f"{part.precision.value} {word[part.trains]}{lora}{ratio}", style[part.trains]
+
+
+def _summary(stage: p.Stage) -> str:
+    groups: dict[str, int] = {}
+    for part in stage.parts:
+        text, _ = _cell(part)
+        key = text.split(" r")[0]
+        groups[key] = groups.get(key, 0) + 1
+    return ", ".join(f"{k} x {v}" if v > 1 else k for k, v in groups.items())
+
+
+def totals(plan: p.Plan) -> str:
+    final = plan.stages[-1]
+    c = estimate.stage_count(plan, final)
+    mb = c.weight_bytes / 2**20
+    precisions = ", ".join(f"{k} {v:,}" for k, v in sorted(c.by_precision.items()))
+    return (
+        f"final model: {estimate.final_params(plan):,} parameters; in the last stage "
+        f"{c.total:,} weights ({precisions}; adapters {c.adapters:,}) hold {mb:,.1f} MiB"
+    )
