@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.ir import nodes as n
-from stackwise_dsl.ir.enums import Cache, Direction, Strategy
+from stackwise_dsl.ir.enums import Cache, Direction, Embeddings, Strategy
 from stackwise_dsl.ir.facts import Facts
 
 
@@ -32,6 +32,15 @@ def check_activation_cache(facts: Facts) -> Iterator[diag.Diagnostic]:
                 "each batch at a random noise level: the trunk's input changes every step",
                 n.at(s, "cache"),
                 hint="use `time = depth`, or set `cache = off`",
+            )
+        elif s.embeddings is Embeddings.TRAIN and view.existing:
+            yield diag.error(
+                "SW403",
+                f"stage {view.number} caches the trunk's output, which includes the embedding, "
+                "but asks for `embeddings = train`: the cache would be stale",
+                n.at(s, "embeddings"),
+                hint="leave `embeddings` out (the cache keeps the input side frozen), or set "
+                "`cache = off`",
             )
         elif s.trunk.strategy is not Strategy.FROZEN and view.existing:
             yield diag.error(

@@ -80,10 +80,17 @@ class StageCount:
     weight_bytes: int  # memory of every weight, in its precision (adapters and shared in fp32)
 
 
+_HEAD_SIDE = ("final_norm", "head")
+
+
 def stage_count(plan: p.Plan, stage: p.Stage) -> StageCount:
     d = plan.model.d_model
-    shared = sum(shared_params(plan.model).values())
-    trainable = shared if stage.train_embeddings else 0
+    parts = shared_params(plan.model)
+    shared = sum(parts.values())
+    head_side = sum(v for k, v in parts.items() if k in _HEAD_SIDE)
+    trainable = (shared - head_side if stage.train_input else 0) + (
+        head_side if stage.train_head else 0
+    )
     by_precision: Counter[str] = Counter()
     adapters = 0
     weight_bits = 32 * shared

@@ -11,7 +11,7 @@ import math
 import os
 
 from stackwise_dsl.ir import nodes as n
-from stackwise_dsl.ir.enums import Cache, Direction, Embeddings, Init, Strategy
+from stackwise_dsl.ir.enums import Cache, Direction, Embeddings, Head, Init, Strategy
 from stackwise_dsl.ir.facts import Facts, StageView
 from stackwise_dsl.ir.walk import ffn_hidden, lora_alpha, lora_rank, tokenizer_vocab
 from stackwise_dsl.lower import plan as p
@@ -181,6 +181,8 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int) -> 
     )
     init, init_from = _init(spec, view)
     lr = s.lr or spec.optimizer.lr
+    cache = Cache.OFF if view.fuse or not view.existing else s.cache
+    embeddings = _train_embeddings(spec, view)
     return p.Stage(
         number=view.number,
         kind=kind,
@@ -191,11 +193,12 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int) -> 
         parts=parts,
         init=init,
         init_from=init_from,
-        cache=Cache.OFF if view.fuse else s.cache,
+        cache=cache,
         lr=lr,
         adapter_lr=s.adapter_lr or spec.optimizer.adapter_lr or lr,
         embedding_lr=s.embedding_lr or spec.optimizer.embedding_lr or lr,
-        train_embeddings=_train_embeddings(spec, view),
+        train_input=embeddings and cache is Cache.OFF,
+        train_head=embeddings and (cache is Cache.OFF or spec.model.head is Head.UNTIED),
     )
 
 
@@ -256,7 +259,8 @@ def _init(spec: n.Spec, view: StageView) -> tuple[Init, int | None]:
 def _train_embeddings(spec: n.Spec, view: StageView) -> bool:
     """Explicit `embeddings`, else: fuse trains them when it trains the trunk fully; a growth
     trains them in stage 1 and in append; prepend freezes them after stage 1 (with the frozen
-    suffix they are the fixed anchor the new stacks learn to feed)."""
+    suffix they are the fixed anchor the new stacks learn to feed). A stage that caches its
+    trunk's output keeps the input side (part of what is cached) and a tied head frozen."""
     chosen = view.settings.embeddings
     if chosen is not None:
         return chosen is Embeddings.TRAIN

@@ -153,11 +153,12 @@ class Stage:
     parts: tuple[Part, ...]  # the existing stacks, rack order
     init: Init
     init_from: int | None  # `copy`: the rack position copied
-    cache: Cache
+    cache: Cache  # off unless the stage has a trunk to cache
     lr: float
     adapter_lr: float
     embedding_lr: float
-    train_embeddings: bool
+    train_input: bool  # token embedding, learned positions, time embedding
+    train_head: bool  # final norm and head (a tied head is the input embedding)
 
     @property
     def new(self) -> tuple[int, ...]:

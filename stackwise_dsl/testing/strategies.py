@@ -195,7 +195,9 @@ def _stage_settings(
         lr=draw(st.none() | rates),
         adapter_lr=draw(st.none() | rates),
         embedding_lr=draw(st.none() | rates),
-        embeddings=draw(st.none() | st.sampled_from(list(Embeddings))),
+        embeddings=draw(st.none() | st.sampled_from(list(Embeddings)))
+        if cacheable is False
+        else None,
         new=n.NewPolicy(precision=draw(st.sampled_from(TRAINABLE)), lora=draw(st.none() | lora)),
         trunk=trunk,
     )
