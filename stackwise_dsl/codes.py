@@ -323,6 +323,16 @@ CODES: dict[str, Code] = {
             also=("SW107",),
         ),
         Code(
+            code="SW414", severity=E, title="identity init with spectral norm",
+            explanation="`init = identity` zeroes a new stack's output projections; a "
+            "spectrally normalised layer divides by its largest singular value, which a zero "
+            "matrix does not have.",
+            example=_with("ffn = swiglu }", "ffn = swiglu, spectral_norm = true }").replace(
+                "{ steps = 10 }", "{ steps = 10, init = identity }"
+            ),
+            fix="Start the stack randomly or as a copy, or drop `spectral_norm`.",
+        ),
+        Code(
             code="SW501", severity=E, title="clm with bidirectional attention",
             explanation="Next-token prediction with bidirectional attention lets each "
             "position see the token it must predict.",

@@ -134,3 +134,20 @@ def check_something_trains(facts: Facts) -> Iterator[diag.Diagnostic]:
                 n.at(s.trunk, "strategy"),
                 hint="add `lora(rank = 8)` to `trunk { ... }` or to `new { ... }`",
             )
+
+
+def check_identity_init(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """`init = identity` zeroes output projections, which spectral norm cannot normalise."""
+    for view in facts.stages:
+        if view.fuse or view.settings.init is not Init.IDENTITY:
+            continue
+        for position in view.new:
+            for block in facts.blocks[position]:
+                if block.spectral_norm:
+                    yield diag.error(
+                        "SW414",
+                        f"stage {view.number} starts block `{block.name}` as the identity, but "
+                        "its layers are spectrally normalised: a zero matrix has no spectral norm",
+                        n.at(view.settings, "init"),
+                        hint="use `init = random` or `init = copy`, or drop `spectral_norm`",
+                    )

@@ -187,7 +187,8 @@ def _stage_settings(
         else n.TrunkPolicy()
     )
     cacheable = direction is Direction.APPEND and strategy is Strategy.FROZEN and not random_noise
-    init_choices = [Init.RANDOM, Init.IDENTITY] + ([Init.COPY] if homogeneous else [])
+    identity_ok = not any(b.spectral_norm for b in block_list)  # SW414
+    init_choices = [Init.RANDOM] + [Init.IDENTITY] * identity_ok + [Init.COPY] * homogeneous
     return n.StageSettings(
         **_length(draw),
         init=draw(st.sampled_from(init_choices)) if stage_wise else Init.RANDOM,

@@ -1,0 +1,110 @@
+"""Attention: dense (MHA, GQA, MQA) through scaled_dot_product_attention, MLA through a
+shared low-rank key/value latent, and random-feature kernel attention in linear time.
+
+Layer names are the LoRA targets: q, k, v, o (and q_down, kv_down for MLA's latents).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stackwise_dsl.ir.enums import KernelKind, Mode
+from stackwise_dsl.lower import plan as p
+from stackwise_dsl.runtime.layers import apply_rope
+
+
+class Attention(nn.Module):
+    def __init__(self, a: p.Attention, d_model: int, *, features: torch.Generator | None) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim
+        self.causal = a.mode is Mode.CAUSAL
+        inner, kv = a.heads * a.head_dim, a.kv_heads * a.head_dim
+        if a.q_rank is not None:
+            self.q_down = nn.Linear(d_model, a.q_rank, bias=False)
+            self.q = nn.Linear(a.q_rank, inner, bias=False)
+            self.kv_down = nn.Linear(d_model, a.kv_rank, bias=False)
+            self.k = nn.Linear(a.kv_rank, kv, bias=False)
+            self.v = nn.Linear(a.kv_rank, kv, bias=False)
+        else:
+            self.q = nn.Linear(d_model, inner, bias=False)
+            self.k = nn.Linear(d_model, kv, bias=False)
+            self.v = nn.Linear(d_model, kv, bias=False)
+        self.o = nn.Linear(inner, d_model, bias=False)
+        self.latent = a.q_rank is not None
+        self.kernel = a.kernel
+        if a.kernel is not None and a.kernel is not KernelKind.LINEAR:
+            w, b = random_features(a.kernel, a.head_dim, a.kernel_dim, features)
+            self.register_buffer("feature_w", w)  # (hd, D): fixed, seeded, saved with the model
+            self.register_buffer("feature_b", b)  # (D,)
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        bsz, t, _ = x.shape
+        q_in = self.q_down(x) if self.latent else x
+        kv_in = self.kv_down(x) if self.latent else x
+        q = self.q(q_in).view(bsz, t, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = (
+            self.k(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, KV, T, hd)
+        v = self.v(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if self.kernel is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
+            )
+        else:
+            y = self._kernel(q, k, v)
+        return self.o(y.transpose(1, 2).reshape(bsz, t, self.heads * self.head_dim))
+
+    def _kernel(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.kv_heads != self.heads:
+            repeat = self.heads // self.kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        fq, fk = self._features(q), self._features(k)  # (B, H, T, D)
+        return kernel_average(fq, fk, v, causal=self.causal)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x): the identity for the linear kernel (scaled by hd^-1/4 so φ(q)·φ(k) = q·k/√hd),
+        else sqrt(2/D) cos(xW + b) on x scaled by hd^-1/4."""
+        x = x * self.head_dim**-0.25
+        if self.kernel is KernelKind.LINEAR:
+            return x
+        d = self.feature_w.shape[1]
+        return math.sqrt(2.0 / d) * torch.cos(x @ self.feature_w + self.feature_b)
+
+
+def kernel_average(
+    fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, *, causal: bool
+) -> torch.Tensor:
+    """y_i = mean over attended j of (φ(q_i)·φ(k_j)) v_j, computed as φ(q_i)ᵀ(Σ_j φ(k_j) v_jᵀ)
+    in time linear in the sequence length. (B, H, T, D) x2, (B, H, T, hd) → (B, H, T, hd)."""
+    t = fq.shape[-2]
+    if not causal:
+        state = fk.transpose(-2, -1) @ v  # (B, H, D, hd)
+        return (fq @ state) / t
+    outer = fk.unsqueeze(-1) * v.unsqueeze(-2)  # (B, H, T, D, hd)
+    prefix = outer.cumsum(dim=-3)  # Σ_{j<=i} φ(k_j) v_jᵀ
+    y = (fq.unsqueeze(-2) @ prefix).squeeze(-2)  # (B, H, T, hd)
+    counts = torch.arange(1, t + 1, device=y.device, dtype=y.dtype).view(t, 1)
+    return y / counts
+
+
+def random_features(kind: KernelKind, head_dim: int, count: int, gen: torch.Generator | None):
+    """Frequencies W (hd, D) and phases b (D,) of random Fourier features: normal W for the
+    gaussian kernel, Cauchy W for the laplacian, uniform W (unit variance) for the sinc-shaped
+    'uniform' kernel; b ~ U(0, 2π)."""
+    shape = (head_dim, count)
+    if kind is KernelKind.GAUSSIAN:
+        w = torch.randn(shape, generator=gen)
+    elif kind is KernelKind.LAPLACIAN:
+        w = torch.tan(math.pi * (torch.rand(shape, generator=gen) - 0.5))
+    else:
+        w = (torch.rand(shape, generator=gen) * 2 - 1) * math.sqrt(3.0)
+    b = torch.rand(count, generator=gen) * 2 * math.pi
+    return w, b

@@ -1,0 +1,187 @@
+"""Block, Stack, Rack. One head, shared by training, evaluation and sampling.
+
+The rack creates a stack when a stage first needs it (`add_stack`): random (seeded by the
+stack's position, so its weights do not depend on what ran before), a copy of a neighbour,
+or the identity (output projections zeroed, so the block adds nothing at first).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from stackwise_dsl.ir.enums import Head, Init, TimeEmbedding
+from stackwise_dsl.lower import plan as p
+from stackwise_dsl.runtime.attention import Attention
+from stackwise_dsl.runtime.layers import Gelu, SwiGlu, make_norm, rope_tables
+from stackwise_dsl.runtime.seeds import generator
+
+INIT_STD = 0.02
+
+
+class Block(nn.Module):
+    """x + γ·attn(norm(x)), then x + γ·ffn(norm(x))."""
+
+    def __init__(self, b: p.Block, m: p.Model, *, features: torch.Generator) -> None:
+        super().__init__()
+        self.norm1 = make_norm(m.norm, m.d_model)
+        self.attn = Attention(b.attention, m.d_model, features=features)
+        self.norm2 = make_norm(m.norm, m.d_model)
+        self.ffn = SwiGlu(m.d_model, b.hidden) if b.ffn == "swiglu" else Gelu(m.d_model, b.hidden)
+        self.gain = b.residual_gain
+        self.drop = nn.Dropout(m.dropout)
+        self.frozen_up = b.freeze_up_proj
+        if b.spectral_norm:
+            for name, layer in list(self.named_modules()):
+                if isinstance(layer, nn.Linear):
+                    parent, _, leaf = name.rpartition(".")
+                    setattr(self.get_submodule(parent), leaf, spectral_norm(layer))
+
+    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+        x = x + self.gain * self.drop(self.attn(self.norm1(x), rope))
+        return x + self.gain * self.drop(self.ffn(self.norm2(x)))
+
+
+class Stack(nn.Module):
+    def __init__(self, s: p.Stack, m: p.Model, seed: int) -> None:
+        super().__init__()
+        features = generator(seed, "features", s.position)
+        self.blocks = nn.ModuleList(Block(b, m, features=features) for b in s.blocks)
+
+    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, rope)
+        return x
+
+
+class TimeEmbedder(nn.Module):
+    """t in (0, 1] → a d_model vector: sinusoidal features through a trained MLP, or a
+    learned table over `steps` discrete levels."""
+
+    def __init__(self, kind: TimeEmbedding, d_model: int, steps: int | None) -> None:
+        super().__init__()
+        self.kind, self.d_model, self.steps = kind, d_model, steps or 1000
+        if kind is TimeEmbedding.LEARNED:
+            self.table = nn.Embedding(self.steps, d_model)
+        else:
+            self.fc1 = nn.Linear(d_model, d_model, bias=False)
+            self.fc2 = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:  # (B,) → (B, d)
+        if self.kind is TimeEmbedding.LEARNED:
+            index = (t * self.steps).ceil().long().clamp(1, self.steps) - 1
+            return self.table(index)
+        half = self.d_model // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+        angles = (t * 1000.0)[:, None] * freqs[None, :]
+        feats = torch.cat([angles.sin(), angles.cos()], dim=-1)
+        if feats.shape[-1] < self.d_model:
+            feats = nn.functional.pad(feats, (0, self.d_model - feats.shape[-1]))
+        return self.fc2(nn.functional.silu(self.fc1(feats)))
+
+
+class Rack(nn.Module):
+    """embedding → the stacks that exist, in rack order → final norm → head."""
+
+    def __init__(self, plan: p.Plan) -> None:
+        super().__init__()
+        m = plan.model
+        self.plan, self.model = plan, m
+        self.seed = plan.run.seed
+        self.embed = nn.Embedding(m.vocab, m.embed_dim)
+        factorized = m.embed_dim != m.d_model
+        self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
+        self.positions = nn.Embedding(m.context, m.d_model) if m.position == "learned" else None
+        self.time = None
+        if m.time_embedding is not None:
+            self.time = TimeEmbedder(m.time_embedding, m.d_model, m.num_time_steps)
+        self.drop = nn.Dropout(m.dropout)
+        self.stacks = nn.ModuleDict()
+        self.norm = make_norm(m.norm, m.d_model)
+        self.head = nn.Linear(m.d_model, m.vocab, bias=False) if m.head is Head.UNTIED else None
+        self.rope = None
+        if m.position == "rope":
+            head_dims = {b.attention.head_dim for s in plan.stacks for b in s.blocks}
+            self.rope = {hd: rope_tables(m.context, hd, m.rope_theta) for hd in head_dims}
+        self._init_shared()
+
+    # --- building ---
+
+    def _init_shared(self) -> None:
+        g = generator(self.seed, "shared")
+        for _, param in sorted(self.named_parameters()):
+            if param.dim() >= 2:
+                nn.init.normal_(param, 0.0, INIT_STD, generator=g)
+
+    def add_stack(self, position: int, init: Init, copy_from: int | None = None) -> Stack:
+        """Create the stack at `position` (random, a copy of `copy_from`, or the identity)."""
+        s = self.plan.stacks[position]
+        stack = Stack(s, self.model, self.seed)
+        _init_stack(stack, generator(self.seed, "stack", position), _depth(self.plan))
+        if init is Init.COPY and copy_from is not None:
+            stack.load_state_dict(self.stacks[str(copy_from)].state_dict())
+        elif init is Init.IDENTITY:
+            for block in stack.blocks:
+                nn.init.zeros_(weight_of(block.attn.o))
+                nn.init.zeros_(weight_of(block.ffn.down))
+        self.stacks[str(position)] = stack
+        return stack
+
+    # --- running ---
+
+    def embed_tokens(self, tokens: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) ids → (B, T, d) hidden states entering the first stack."""
+        h = self.embed(tokens)
+        if self.embed_proj is not None:
+            h = self.embed_proj(h)
+        if self.positions is not None:
+            h = h + self.positions(torch.arange(tokens.shape[1], device=tokens.device))
+        if self.time is not None and t is not None:
+            h = h + self.time(t)[:, None, :]
+        return self.drop(h)
+
+    def run_stacks(self, h: torch.Tensor, positions) -> torch.Tensor:
+        for position in positions:
+            stack = self.stacks[str(position)]
+            h = stack(h, self._rope(stack, h.device))
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.norm(h)
+        weight = self.embed.weight if self.head is None else self.head.weight
+        return h @ weight.t()
+
+    def _rope(self, stack: Stack, device):
+        if self.rope is None:
+            return None
+        hd = stack.blocks[0].attn.head_dim
+        cos, sin = self.rope[hd]
+        if cos.device != device:
+            self.rope[hd] = (cos.to(device), sin.to(device))
+        return self.rope[hd]
+
+
+def _depth(plan: p.Plan) -> int:
+    return sum(len(s.blocks) for s in plan.stacks)
+
+
+def weight_of(linear: nn.Linear) -> nn.Parameter:
+    """A linear layer's weight parameter, under a spectral-norm parametrization or not."""
+    if hasattr(linear, "parametrizations"):
+        return linear.parametrizations.weight.original
+    return linear.weight
+
+
+def _init_stack(stack: Stack, g: torch.Generator, depth: int) -> None:
+    """N(0, 0.02) for every matrix; output projections (o, down) scaled by 1/sqrt(2·depth)."""
+    outputs = {id(weight_of(b.attn.o)) for b in stack.blocks} | {
+        id(weight_of(b.ffn.down)) for b in stack.blocks
+    }
+    out_std = INIT_STD / math.sqrt(2 * depth)
+    for _, param in sorted(stack.named_parameters()):
+        if param.dim() >= 2:
+            std = out_std if id(param) in outputs else INIT_STD
+            nn.init.normal_(param, 0.0, std, generator=g)
