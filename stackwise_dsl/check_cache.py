@@ -2,8 +2,9 @@
 
 An entry is keyed by everything a result depends on: the installed code (version and the size
 and modification time of every module and the grammar), the working directory, the path as
-given, the `--set` overrides and whether a GPU is present. It lists every file the check read
-(or tried to read) with a SHA-256 of its bytes; the entry is used only if every one of them
+given, the `--set` overrides and the host facts checks read (a GPU, native bf16). It lists
+every file the check read (or tried to read) with a SHA-256 of its bytes; the entry is used
+only if every one of them
 still hashes the same (a file that was missing must still be missing). Entries are JSON,
 written atomically; anything unreadable is ignored and recomputed.
 
@@ -39,11 +40,11 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def _entry_path(path: str, overrides: Sequence[str], cuda: bool) -> Path | None:
+def _entry_path(path: str, overrides: Sequence[str], host: list) -> Path | None:
     base = cache_dir()
     if base is None:
         return None
-    key = json.dumps([code_fingerprint(), os.getcwd(), path, list(overrides), cuda])
+    key = json.dumps([code_fingerprint(), os.getcwd(), path, list(overrides), host])
     return base / "check" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
@@ -56,9 +57,9 @@ def digest(file: str) -> str | None:
         return None
 
 
-def lookup(path: str, overrides: Sequence[str], cuda: bool) -> dict | None:
+def lookup(path: str, overrides: Sequence[str], host: list) -> dict | None:
     """The remembered result, if every file it read is unchanged."""
-    entry_path = _entry_path(path, overrides, cuda)
+    entry_path = _entry_path(path, overrides, host)
     if entry_path is None:
         return None
     try:
@@ -72,10 +73,10 @@ def lookup(path: str, overrides: Sequence[str], cuda: bool) -> dict | None:
 
 
 def store(
-    path: str, overrides: Sequence[str], cuda: bool, files: Sequence[str], result: dict
+    path: str, overrides: Sequence[str], host: list, files: Sequence[str], result: dict
 ) -> None:
     """Remember a result (quietly does nothing when the cache cannot be written)."""
-    entry_path = _entry_path(path, overrides, cuda)
+    entry_path = _entry_path(path, overrides, host)
     if entry_path is None or not files:
         return
     import tempfile  # only when writing: the lookup path stays light

@@ -59,17 +59,17 @@ def check(
 ) -> None:
     """Report every problem in each spec: syntax, names, types, shapes, schedules."""
     from stackwise_dsl import check_cache
-    from stackwise_dsl.probe import cuda_present
+    from stackwise_dsl.probe import host_key
 
-    cuda = cuda_present()
+    host = host_key()
     results = []
     for f in files:
-        result = None if no_cache else check_cache.lookup(str(f), overrides, cuda)
+        result = None if no_cache else check_cache.lookup(str(f), overrides, host)
         if result is None:
             _require_valid_overrides(overrides)
-            result, read = _check_afresh(f, overrides, cuda)
+            result, read = _check_afresh(f, overrides, host)
             if not (no_cache or result["unreadable"]):
-                check_cache.store(str(f), overrides, cuda, read, result)
+                check_cache.store(str(f), overrides, host, read, result)
         results.append(result)
     out = _Output()
     if format is Format.json:
@@ -88,13 +88,13 @@ def check(
 _JSON_KEYS = ("file", "ok", "errors", "warnings", "diagnostics")
 
 
-def _check_afresh(path: Path, overrides: list[str], cuda: bool) -> tuple[dict, tuple[str, ...]]:
+def _check_afresh(path: Path, overrides: list[str], host: list) -> tuple[dict, tuple[str, ...]]:
     """Run the front end; the result in the form the cache keeps and the CLI prints."""
     from stackwise_dsl import diagnostics as diag
     from stackwise_dsl.frontend import check_file
     from stackwise_dsl.host import Host
 
-    report = check_file(path, overrides, host=Host(cuda=cuda))
+    report = check_file(path, overrides, host=Host(cuda=host[0], cpu_bf16=host[1]))
     lines = []
     for d in report.diagnostics:
         lines += [[list(seg) for seg in line] for line in diag.render(d, report.sources)]
@@ -189,6 +189,104 @@ def _lower_or_exit(file: Path, overrides: list[str]):
     except DataError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(PROBLEMS) from None
+
+
+class DeviceChoice(str, enum.Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@app.command()
+def run(
+    file: Path | None = typer.Argument(None, help="The spec to train (not with --resume)."),
+    overrides: list[str] = SetOption,
+    max_steps: int | None = typer.Option(
+        None, "--max-steps", min=1, help="Cap every stage at N steps."
+    ),
+    run_dir: Path | None = typer.Option(
+        None, "--run-dir", help="Where the run writes (default runs/<spec>)."
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue the run in this directory."
+    ),
+    device: DeviceChoice | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
+    format: Format = typer.Option(Format.text, "--format", help="json: a summary for scripts."),
+) -> None:
+    """Train a spec stage by stage (or continue a run with --resume)."""
+    if (file is None) == (resume is None):
+        typer.echo("error: give a spec to run, or --resume RUN_DIR (not both)", err=True)
+        raise typer.Exit(USAGE)
+    from stackwise_dsl import runtime
+    from stackwise_dsl.ir.enums import Device
+
+    chosen = Device(device.value) if device else None
+    show = not quiet and format is Format.text
+    try:
+        if resume is not None:
+            plan_ = runtime.load_plan(resume)
+            with _view(plan_, show) as view:
+                summaries = runtime.resume(resume, progress=view, device=chosen)
+            where = resume
+        else:
+            _require_valid_overrides(overrides)
+            plan_ = _adjust(_lower_or_exit(file, overrides), max_steps, run_dir, chosen)
+            info = {"spec": str(file), "overrides": overrides, "max_steps": max_steps}
+            text = Path(file).read_text(encoding="utf-8")
+            with _view(plan_, show) as view:
+                summaries = runtime.run(
+                    plan_, Path(plan_.run.dir), spec_text=text, info=info, progress=view
+                )
+            where = plan_.run.dir
+    except runtime.RunError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(PROBLEMS) from None
+    _report_run(summaries, where, quiet, format)
+
+
+def _view(plan_, show: bool):
+    """Progress bars when someone is watching; otherwise nothing (a context yielding None)."""
+    import contextlib
+
+    if not show:
+        return contextlib.nullcontext(None)
+    from stackwise_dsl.run_view import RichProgress
+
+    return RichProgress(plan_)
+
+
+def _adjust(plan_, max_steps, run_dir, device):
+    """The plan with the command line's caps and choices applied (saved with the run)."""
+    import os
+
+    import attrs
+
+    stages = plan_.stages
+    if max_steps is not None:
+        stages = tuple(attrs.evolve(s, steps=min(s.steps, max_steps)) for s in stages)
+    run_ = plan_.run
+    if run_dir is not None:
+        run_ = attrs.evolve(run_, dir=os.path.abspath(run_dir))
+    if device is not None:
+        run_ = attrs.evolve(run_, device=device)
+    return attrs.evolve(plan_, stages=stages, run=run_)
+
+
+def _report_run(summaries, where, quiet: bool, format: Format) -> None:
+    import attrs
+
+    if format is Format.json:
+        _Output().json({"run_dir": str(where), "stages": [attrs.asdict(s) for s in summaries]})
+        raise typer.Exit(OK)
+    if not quiet:
+        from rich.console import Console
+
+        from stackwise_dsl.run_view import summary_table
+
+        Console().print(summary_table(summaries))
+    typer.echo(f"run written to {where}")
+    raise typer.Exit(OK)
 
 
 @app.command()

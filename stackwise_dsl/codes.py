@@ -9,6 +9,7 @@ from __future__ import annotations
 import attrs
 
 from stackwise_dsl.diagnostics import Severity
+from stackwise_dsl.host import CPU_ONLY, Host
 
 
 @attrs.frozen(kw_only=True)
@@ -21,6 +22,7 @@ class Code:
     fix: str
     overrides: tuple[str, ...] = ()
     also: tuple[str, ...] = ()  # other codes the example rightly produces too
+    host: Host = CPU_ONLY  # the machine the example is checked as if on
 
 
 _BASE = """model { d_model = 64, context = 32 }
@@ -331,6 +333,16 @@ CODES: dict[str, Code] = {
                 "{ steps = 10 }", "{ steps = 10, init = identity }"
             ),
             fix="Start the stack randomly or as a copy, or drop `spectral_norm`.",
+        ),
+        Code(
+            code="SW415", severity=W, title="bf16 on a CPU without native bf16",
+            explanation="On a CPU without avx512_bf16 or AMX, bf16 matrix products are "
+            "emulated and run several times slower than fp32. The warning depends on the "
+            "machine `sw check` runs on; it is silent where that cannot be told.",
+            example=_with("{ steps = 10 }", "{ steps = 10, new { precision = bf16 } }")
+            + "run { device = cpu }\n",
+            fix="Use fp32 on this machine; keep bf16 for GPUs and recent CPUs.",
+            host=Host(cuda=False, cpu_bf16=False),
         ),
         Code(
             code="SW501", severity=E, title="clm with bidirectional attention",

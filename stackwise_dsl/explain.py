@@ -10,7 +10,6 @@ import os
 import tempfile
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.checks import CPU_ONLY
 from stackwise_dsl.codes import CODES, Code
 
 
@@ -22,7 +21,7 @@ def example_output(code: Code) -> str:
         path = os.path.join(tmp, "example.sw")
         with open(path, "w", encoding="utf-8") as f:
             f.write(code.example)
-        report = check_file(path, code.overrides, host=CPU_ONLY)
+        report = check_file(path, code.overrides, host=code.host)
         text = diag.render_text(report.diagnostics, report.sources)
     return text.replace(tmp + os.sep, "")
 

@@ -11,3 +11,22 @@ def cuda_present() -> bool:
         return bool(os.listdir("/proc/driver/nvidia/gpus"))
     except OSError:
         return False
+
+
+def cpu_bf16() -> bool | None:
+    """Whether the CPU multiplies bf16 natively (avx512_bf16 or AMX); None when it cannot be
+    told (not Linux). Without it, bf16 matmuls are emulated: several times slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return None
+    return None
+
+
+def host_key() -> list:
+    """The host facts a check depends on, for keying remembered results."""
+    return [cuda_present(), cpu_bf16()]

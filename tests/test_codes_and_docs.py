@@ -8,7 +8,6 @@ import attrs
 import pytest
 
 from stackwise_dsl import codes
-from stackwise_dsl.checks import CPU_ONLY
 from stackwise_dsl.elaborate.attention import CONSTRUCTORS
 from stackwise_dsl.elaborate.registry import ALL_NODES, hints
 from stackwise_dsl.explain import diagnostics_page
@@ -20,7 +19,7 @@ from tests.conftest import ROOT
 def test_each_example_produces_exactly_its_code(code, tmp_path):
     path = tmp_path / "example.sw"
     path.write_text(code.example, encoding="utf-8")
-    report = check_file(path, code.overrides, host=CPU_ONLY)
+    report = check_file(path, code.overrides, host=code.host)
     assert sorted({d.code for d in report.diagnostics}) == sorted({code.code, *code.also})
     assert {d.severity for d in report.diagnostics if d.code == code.code} == {code.severity}
 

@@ -35,7 +35,11 @@ from stackwise_dsl.checks.objective import (
     check_objective_mode,
     check_time_input,
 )
-from stackwise_dsl.checks.precision import check_fp16_device, check_quantized_trainable
+from stackwise_dsl.checks.precision import (
+    check_bf16_cpu,
+    check_fp16_device,
+    check_quantized_trainable,
+)
 from stackwise_dsl.checks.ranges import check_ranges
 from stackwise_dsl.host import CPU_ONLY, Host
 from stackwise_dsl.ir.facts import Facts
@@ -63,6 +67,7 @@ CHECKS: tuple[Check, ...] = (
     check_something_trains,
     check_quantized_trainable,
     check_fp16_device,
+    check_bf16_cpu,
     check_activation_cache,
     check_lora_rank,
     check_lora_targets,

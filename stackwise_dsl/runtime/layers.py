@@ -28,7 +28,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     t = x.shape[-2]
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:t] + rotated * sin[:t]
+    return x * cos[:t].to(x.dtype) + rotated * sin[:t].to(x.dtype)
 
 
 class SwiGlu(nn.Module):

@@ -1,0 +1,112 @@
+"""Running a plan: data, the stage loop, checkpoints, metrics and the loss plot.
+
+`run(plan, run_dir)` starts a run; `resume(run_dir)` continues one from its latest
+checkpoint with the plan it was started with. Problems a user can fix (data, devices, a
+diverging loss) are `RunError`s with a message, never a bare traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import torch
+
+from stackwise_dsl import __version__
+from stackwise_dsl.data import DataError, prepare
+from stackwise_dsl.ir.enums import Device
+from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.serialize import from_json, to_json
+from stackwise_dsl.runtime import checkpoint
+from stackwise_dsl.runtime.metrics import plot
+from stackwise_dsl.runtime.seeds import derive
+from stackwise_dsl.runtime.train import NonFiniteLoss, Progress, RunError, StageSummary, Trainer
+
+__all__ = ["Progress", "RunError", "StageSummary", "load_plan", "resume", "run"]
+
+
+def run(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
+        progress: Progress | None = None) -> list[StageSummary]:  # fmt: skip
+    """Train a plan from the start in `run_dir` (which must not hold another run)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "plan.json").exists():
+        raise RunError(
+            f"{run_dir} already holds a run: resume it with --resume {run_dir}, "
+            "or pick another --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
+    (run_dir / "plan.json").write_text(json.dumps(to_json(plan), indent=1) + "\n", encoding="utf-8")
+    (run_dir / "run.json").write_text(
+        json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
+    )
+    return _go(plan, run_dir, None, progress)
+
+
+def resume(
+    run_dir: Path, *, progress: Progress | None = None, device: Device | None = None
+) -> list[StageSummary]:
+    """Continue the run in `run_dir` from its latest checkpoint, with its own plan."""
+    run_dir = Path(run_dir)
+    try:
+        plan = from_json(json.loads((run_dir / "plan.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(
+            f"{run_dir} holds no run that can be resumed ({e.__class__.__name__}: {e})"
+        ) from None
+    if device is not None:
+        plan = attrs.evolve(plan, run=attrs.evolve(plan.run, device=device))
+    latest = checkpoint.latest(run_dir)
+    if latest is None:
+        raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
+    return _go(plan, run_dir, latest, progress)
+
+
+def load_plan(run_dir: Path) -> p.Plan:
+    """The plan a run was started with (its plan.json)."""
+    try:
+        return from_json(json.loads((Path(run_dir) / "plan.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(
+            f"{run_dir} holds no run that can be resumed ({e.__class__.__name__})"
+        ) from None
+
+
+def _go(plan: p.Plan, run_dir: Path, resume_from: Path | None, progress) -> list[StageSummary]:
+    device = _device(plan.run.device)
+    torch.manual_seed(derive(plan.run.seed, "global"))
+    try:
+        data = prepare(plan.data, plan.run.seed)
+    except DataError as e:
+        raise RunError(str(e)) from None
+    if data.tokenizer.vocab_size > plan.model.vocab:
+        raise RunError(
+            f"the tokenizer has {data.tokenizer.vocab_size} ids, but the model's vocab is "
+            f"{plan.model.vocab}"
+        )
+    trainer = Trainer(
+        plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
+    )
+    try:
+        summaries = trainer.run(resume_from)
+    except NonFiniteLoss as e:
+        last = checkpoint.latest(run_dir)
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise RunError(f"{e}; {where}") from None
+    finally:
+        if (run_dir / "metrics.jsonl").exists():
+            plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    summary = json.dumps([attrs.asdict(x) for x in summaries], indent=1)
+    (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
+    return summaries
+
+
+def _device(device: Device) -> torch.device:
+    if device is Device.CUDA and not torch.cuda.is_available():
+        raise RunError(
+            "the run asks for device cuda, but this machine has no CUDA GPU (use --device cpu)"
+        )
+    if device is Device.CPU or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")

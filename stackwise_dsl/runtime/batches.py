@@ -1,0 +1,48 @@
+"""Which windows each step trains on: a seeded permutation per epoch, and a position in it.
+
+The position (epoch, offset) is all the state there is, so a checkpoint stores two numbers
+and a resumed run reads exactly the windows the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Stream:
+    def __init__(self, train: np.ndarray, seed: int) -> None:
+        self.train, self.seed = train, seed
+        self.epoch, self.offset = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return self.train[np.random.default_rng([self.seed, epoch]).permutation(len(self.train))]
+
+    def take(self, count: int) -> np.ndarray:
+        """The next `count` window ids, moving into the next epoch when this one runs out."""
+        out = []
+        while count > 0:
+            chunk = self._order[self.offset : self.offset + count]
+            out.append(chunk)
+            count -= len(chunk)
+            self.offset += len(chunk)
+            if self.offset >= len(self._order):
+                self.epoch, self.offset = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+        return np.concatenate(out)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        self._order = self._permutation(self.epoch)
+
+
+def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
+    """The validation batches: the same windows, in the same order, at every evaluation."""
+    if len(val) == 0:
+        return []
+    count = batch * batches
+    ids = np.resize(val, max(count, 1))[:count]
+    return [ids[i : i + batch] for i in range(0, count, batch)]

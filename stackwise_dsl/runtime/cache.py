@@ -1,0 +1,78 @@
+"""Activation caching for append growth over a frozen trunk.
+
+The trunk's output for a window is computed once per stage and reused: kept in memory, or
+written to safetensors shards on disk. Masks depend only on (window, ratio, seed), and frozen
+stacks run without dropout, so a cached output is exactly what the trunk would compute again.
+`computed` counts trunk forward passes per window (a test asserts each window runs once).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHARD = 512  # windows per disk shard
+
+
+class ActivationCache:
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.memory: dict[int, torch.Tensor] = {}
+        self.pending: dict[int, torch.Tensor] = {}
+        self.shard_of: dict[int, Path] = {}
+        self.computed = 0
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            for old in directory.glob("*.safetensors"):
+                old.unlink()
+
+    def get(self, ids: np.ndarray, compute: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+        """Trunk outputs (B, T, d) for `ids`, computing (once) those not cached yet."""
+        missing = np.array(
+            [i for i in dict.fromkeys(ids.tolist()) if not self._has(i)], dtype=np.int64
+        )
+        if len(missing):
+            fresh = compute(missing)
+            self.computed += len(missing)
+            for i, h in zip(missing.tolist(), fresh, strict=True):
+                self._put(i, h.detach())
+        return torch.stack([self._get(i) for i in ids.tolist()])
+
+    def _has(self, i: int) -> bool:
+        return i in self.memory or i in self.pending or i in self.shard_of
+
+    def _put(self, i: int, h: torch.Tensor) -> None:
+        if self.directory is None:
+            self.memory[i] = h
+            return
+        self.pending[i] = h.cpu().contiguous()
+        if len(self.pending) >= SHARD:
+            self.flush()
+
+    def _get(self, i: int) -> torch.Tensor:
+        if i in self.memory:
+            return self.memory[i]
+        if i in self.pending:
+            return self.pending[i]
+        from safetensors import safe_open
+
+        with safe_open(str(self.shard_of[i]), framework="pt") as f:
+            return f.get_tensor(str(i))
+
+    def flush(self) -> None:
+        """Write pending outputs as one shard (atomically: temp file, then rename)."""
+        if not self.pending:
+            return
+        from safetensors.torch import save_file
+
+        path = self.directory / f"shard-{len(set(self.shard_of.values())):05d}.safetensors"
+        tmp = path.with_suffix(".tmp")
+        save_file({str(i): h for i, h in self.pending.items()}, str(tmp))
+        os.replace(tmp, path)
+        for i in self.pending:
+            self.shard_of[i] = path
+        self.pending = {}

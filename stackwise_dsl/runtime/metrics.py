@@ -1,0 +1,78 @@
+"""metrics.jsonl (one JSON object per logged step or evaluation) and loss.png."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+class Metrics:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = 0
+        if path.exists():
+            self.lines = sum(1 for _ in path.open(encoding="utf-8"))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self.lines += 1
+
+    def truncate(self, lines: int) -> None:
+        """Keep the first `lines` records (a resumed run rewrites what came after)."""
+        kept = (
+            self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
+            if self.path.exists()
+            else []
+        )
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self.lines = len(kept)
+
+
+def read(path: Path) -> list[dict]:
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+
+
+def plot(metrics_path: Path, out: Path) -> None:
+    """Training loss per global step, one colour per stage, dashed lines at stage boundaries,
+    validation loss as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read(metrics_path)
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    stages = sorted({r["stage"] for r in train})
+    for stage in stages:
+        rs = [r for r in train if r["stage"] == stage]
+        (line,) = ax.plot(
+            [r["global_step"] for r in rs], [r["loss"] for r in rs], lw=1.2, label=f"stage {stage}"
+        )
+        es = [r for r in evals if r["stage"] == stage]
+        if es:
+            ax.plot(
+                [r["global_step"] for r in es],
+                [r["val_loss"] for r in es],
+                "o",
+                color=line.get_color(),
+                ms=4,
+            )
+        if rs and stage != stages[0]:
+            ax.axvline(rs[0]["global_step"] - 0.5, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (lines: train, dots: validation)")
+    ax.legend(fontsize=8, ncol=min(len(stages), 6))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out)

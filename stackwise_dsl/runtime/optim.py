@@ -1,0 +1,52 @@
+"""Optimizers: parameter groups with their own learning rates, warmup, and a schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from stackwise_dsl.ir.enums import LrSchedule
+from stackwise_dsl.lower import plan as p
+
+
+def lr_factor(o: p.Optimizer, step: int, steps: int) -> float:
+    """Multiplier of the base rates at `step` (1-based) of a stage of `steps`: linear warmup,
+    then cosine or linear decay to min_lr (as a fraction of each group's rate), or constant."""
+    warmup = min(o.warmup, steps)
+    if step <= warmup:
+        return step / warmup
+    if o.schedule is LrSchedule.CONSTANT or steps == warmup:
+        return 1.0
+    progress = (step - warmup) / (steps - warmup)
+    shape = (
+        0.5 * (1 + math.cos(math.pi * progress))
+        if o.schedule is LrSchedule.COSINE
+        else 1 - progress
+    )
+    return shape
+
+
+def build(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
+    """The optimizer over `groups` (dicts of params, lr, weight_decay, name)."""
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    if o.kind == "sgd":
+        return torch.optim.SGD(
+            groups, lr=groups[0]["lr"], momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0
+        )
+    if o.kind == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps)
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps, foreach=False)
+
+
+def set_lr(opt: torch.optim.Optimizer, o: p.Optimizer, step: int, steps: int) -> float:
+    """Apply the schedule; returns the factor (the logged lr is the first group's)."""
+    factor = lr_factor(o, step, steps)
+    for g in opt.param_groups:
+        floor = min(o.min_lr, g["base_lr"])
+        g["lr"] = floor + (g["base_lr"] - floor) * factor
+    return factor

@@ -1,0 +1,119 @@
+"""Precision of a stack in a stage, applied to its modules.
+
+- fp32: as is. bf16 / fp16 that train: fp32 master weights, autocast around the stack.
+- bf16 / fp16 that stay frozen: weights stored in that dtype; the stack computes in it.
+- int8 (frozen): bitsandbytes LLM.int8 on CUDA; on the CPU a weight-only int8 with one scale
+  per output row, dequantized on the fly (documented fallback: bitsandbytes' int8 matmul is
+  CUDA-only).
+- nf4 / fp4 (frozen): bitsandbytes Linear4bit (runs on the CPU); nf4 with double quantization.
+- nvfp4 (frozen): NVFP4Linear (runtime/nvfp4.py).
+fp16 needs CUDA: on the CPU it runs in fp32 (`sw check` warns, SW402).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stackwise_dsl.ir.enums import Precision
+
+DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+
+
+def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast / storage dtype of a float precision on this device (None: fp32)."""
+    if precision is Precision.FP16 and device.type != "cuda":
+        return None
+    return DTYPES.get(precision)
+
+
+def autocast(precision: Precision, device: torch.device):
+    """The context a trainable stack runs in."""
+    dtype = compute_dtype(precision, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -> None:
+    """Hold a frozen module's linear layers (or all its weights) in `precision`, in place."""
+    if precision.quantized:
+        for name, linear in list(module.named_modules()):
+            if type(linear) is nn.Linear:
+                parent, _, leaf = name.rpartition(".")
+                owner = module.get_submodule(parent) if parent else module
+                setattr(owner, leaf, quantized_linear(linear, precision, device))
+        return
+    dtype = compute_dtype(precision, device)
+    if dtype is not None:  # the linear layers hold almost every weight; norms stay fp32
+        for linear in module.modules():
+            if isinstance(linear, nn.Linear):
+                linear.to(dtype)
+
+
+def quantized_linear(linear: nn.Linear, precision: Precision, device: torch.device) -> nn.Module:
+    weight = linear.weight.detach().float()
+    if precision is Precision.NVFP4:
+        from stackwise_dsl.runtime.nvfp4 import NVFP4Linear
+
+        return NVFP4Linear(weight).to(device)
+    if precision is Precision.INT8:
+        return _int8(weight, device)
+    return _bnb_4bit(weight, "nf4" if precision is Precision.NF4 else "fp4", device)
+
+
+def _bnb_4bit(weight: torch.Tensor, quant_type: str, device: torch.device) -> nn.Module:
+    import bitsandbytes as bnb
+
+    out_features, in_features = weight.shape
+    layer = bnb.nn.Linear4bit(
+        in_features, out_features, bias=False, quant_type=quant_type,
+        compress_statistics=quant_type == "nf4", compute_dtype=torch.float32,
+    )  # fmt: skip
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=quant_type,
+                                     compress_statistics=quant_type == "nf4")  # fmt: skip
+    return layer.to(device)
+
+
+def _int8(weight: torch.Tensor, device: torch.device) -> nn.Module:
+    if device.type == "cuda":
+        import bitsandbytes as bnb
+
+        out_features, in_features = weight.shape
+        layer = bnb.nn.Linear8bitLt(in_features, out_features, bias=False, has_fp16_weights=False)
+        layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+        return layer.to(device)
+    return RowInt8Linear(weight).to(device)
+
+
+class RowInt8Linear(nn.Linear):
+    """Weight-only int8 with one fp32 scale per output row (the CPU stand-in for LLM.int8)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        out_features, in_features = weight.shape
+        super().__init__(in_features, out_features, bias=False, device="meta")
+        del self.weight
+        scale = (weight.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
+        self.register_buffer("qweight", torch.round(weight / scale).to(torch.int8))
+        self.register_buffer("scale", scale)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.qweight.float() * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight.to(x.dtype))
+
+
+def storage_bytes(module: nn.Module) -> int:
+    """Bytes a module's parameters and buffers occupy (quantized formats as stored)."""
+    total = 0
+    seen: set[int] = set()
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    return total

@@ -1,0 +1,177 @@
+"""The model of one stage, built from the weight store: what exists, in which precision, with
+which adapters, and exactly which weights train.
+
+Building order: load every existing stack's fp32 master; create the new stack (random, a copy
+of its trunk neighbour's master, or the identity); hold frozen stacks in their precision;
+inject adapters (restoring stored adapter weights); then mark as trainable exactly what the
+plan says. Frozen stacks run in eval mode (no dropout), so a cached trunk output equals a
+recomputed one.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from stackwise_dsl.lower import plan as p
+from stackwise_dsl.runtime import adapters
+from stackwise_dsl.runtime.model import Rack, Stack, weight_of
+from stackwise_dsl.runtime.precision import autocast, freeze_into
+from stackwise_dsl.runtime.weights import (
+    Store,
+    adapter_state,
+    load_adapter,
+    master_state,
+    shared_state,
+)
+
+
+class StageModel(nn.Module):
+    """A rack arranged for one stage."""
+
+    def __init__(self, plan: p.Plan, stage: p.Stage, store: Store, device: torch.device) -> None:
+        super().__init__()
+        self.plan, self.stage, self.device = plan, stage, device
+        self.rack = Rack(plan)
+        if store.shared:
+            self.rack.load_state_dict(store.shared, strict=False)
+        self._build_stacks(store)
+        self.rack.to(device)
+        self._hold_precisions()
+        self._attach_adapters(store)
+        self._mark_trainable()
+        self.positions = tuple(part.position for part in stage.parts)
+        self.precision = {part.position: part.precision for part in stage.parts}
+
+    # --- building ---
+
+    def _build_stacks(self, store: Store) -> None:
+        for part in self.stage.parts:
+            if part.position in store.stacks:
+                stack = Stack(self.plan.stacks[part.position], self.plan.model, self.plan.run.seed)
+                stack.load_state_dict(store.stacks[part.position])
+                self.rack.stacks[str(part.position)] = stack
+        for position in self.stage.new:
+            if position not in store.stacks:
+                self.rack.add_stack(position, self.stage.init, self.stage.init_from)
+                store.stacks[position] = master_state(self.rack.stacks[str(position)])
+        if not store.shared:
+            store.shared.update(shared_state(self.rack))
+
+    def _hold_precisions(self) -> None:
+        for part in self.stage.parts:
+            if part.trains is not p.Trains.FULL:
+                freeze_into(self.stack(part.position), part.precision, self.device)
+
+    def _attach_adapters(self, store: Store) -> None:
+        """Inject the adapters that train this stage or hold trained weights. An adapter that
+        has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
+        the cost; its initial weights derive from the seed, whenever it is attached."""
+        seed = self.plan.run.seed
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            trains = part.role is p.Role.TRUNK and part.trains is not p.Trains.NOTHING
+            loras = (
+                ("stack", self.plan.stacks[part.position].stack_lora),
+                ("trunk", part.trunk_lora),
+            )
+            for name, lora in loras:
+                stored = store.adapters.get((part.position, name))
+                if lora is None or not (trains or (stored is not None and _nonzero(stored))):
+                    continue
+                adapters.attach(stack, lora, name, seed=seed, position=part.position)
+                if stored is not None:
+                    load_adapter(stack, name, stored)
+                stack.to(self.device)
+
+    def _mark_trainable(self) -> None:
+        self.requires_grad_(False)
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            if part.trains is p.Trains.FULL and part.role is p.Role.TRUNK:
+                stack.requires_grad_(True)
+            elif part.role is p.Role.NEW:
+                for param in base_parameters(stack):
+                    param.requires_grad_(True)
+            if part.trains is not p.Trains.NOTHING and part.role is p.Role.TRUNK:
+                for param in adapters.adapter_parameters(stack):
+                    param.requires_grad_(True)
+            for block in stack.blocks:
+                if block.frozen_up:
+                    weight_of(adapters.base_of(block.ffn.up)).requires_grad_(False)
+        for param in input_parameters(self.rack):
+            param.requires_grad_(self.stage.train_input)
+        for param in head_parameters(self.rack):
+            param.requires_grad_(self.stage.train_head or param.requires_grad)
+
+    # --- running ---
+
+    def stack(self, position: int) -> Stack:
+        return self.rack.stacks[str(position)]
+
+    def train(self, mode: bool = True) -> StageModel:
+        """Training mode where something trains: frozen stacks (and a frozen input side) stay
+        in eval mode, so dropout never touches what is not learning."""
+        super().train(mode)
+        for part in self.stage.parts:
+            self.stack(part.position).train(mode and part.trains is not p.Trains.NOTHING)
+        self.rack.drop.train(mode and self.stage.train_input)
+        return self
+
+    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None) -> torch.Tensor:
+        """Hidden states after the given stacks (default: all of this stage's)."""
+        h = self.rack.embed_tokens(inputs, t)
+        return self.run(h, self.positions if positions is None else positions)
+
+    def run(self, h: torch.Tensor, positions) -> torch.Tensor:
+        for position in positions:
+            stack = self.stack(position)
+            with autocast(self.precision[position], self.device):
+                h = stack(h, self.rack._rope(stack, h.device)).float()
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.rack.logits(h)
+
+    # --- writing back ---
+
+    def capture(self, store: Store) -> None:
+        """Write what this stage trains back into the store (fp32)."""
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            if part.trains is p.Trains.FULL:
+                store.stacks[part.position] = master_state(stack)
+            if part.trains is not p.Trains.NOTHING:
+                for name in adapters.NAMES:
+                    if _has(stack, name):
+                        store.adapters[(part.position, name)] = adapter_state(stack, name)
+        if self.stage.train_input or self.stage.train_head:
+            store.shared.clear()
+            store.shared.update(shared_state(self.rack))
+
+
+def _nonzero(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a stored adapter has ever changed its output (some lora_B entry is not zero)."""
+    return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
+
+
+def _has(stack: Stack, name: str) -> bool:
+    return bool(adapters.adapter_parameters(stack, name))
+
+
+def base_parameters(stack: Stack) -> list[nn.Parameter]:
+    """A stack's own weights (not its adapters)."""
+    lora = {id(x) for x in adapters.adapter_parameters(stack)}
+    return [x for x in stack.parameters() if id(x) not in lora]
+
+
+def input_parameters(rack: Rack) -> list[nn.Parameter]:
+    """Token embedding (with its projection), learned positions, time embedding."""
+    parts = [rack.embed, rack.embed_proj, rack.positions, rack.time]
+    return [x for m in parts if m is not None for x in m.parameters()]
+
+
+def head_parameters(rack: Rack) -> list[nn.Parameter]:
+    """The final norm and the head (a tied head is the input embedding)."""
+    parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
+    return [x for m in parts for x in m.parameters()]
