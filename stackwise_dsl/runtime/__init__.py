@@ -21,7 +21,7 @@ from stackwise_dsl.lower.serialize import from_json, to_json
 from stackwise_dsl.runtime import checkpoint
 from stackwise_dsl.runtime.metrics import plot
 from stackwise_dsl.runtime.seeds import derive
-from stackwise_dsl.runtime.train import NonFiniteLoss, Progress, RunError, StageSummary, Trainer
+from stackwise_dsl.runtime.train import Diverged, Progress, RunError, StageSummary, Trainer
 
 __all__ = ["Progress", "RunError", "StageSummary", "load_plan", "resume", "run"]
 
@@ -90,7 +90,7 @@ def _go(plan: p.Plan, run_dir: Path, resume_from: Path | None, progress) -> list
     )
     try:
         summaries = trainer.run(resume_from)
-    except NonFiniteLoss as e:
+    except Diverged as e:
         last = checkpoint.latest(run_dir)
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
         raise RunError(f"{e}; {where}") from None

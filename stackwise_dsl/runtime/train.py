@@ -177,7 +177,7 @@ class Trainer:
             loss.backward()
             total += loss.item()
         if not math.isfinite(total):
-            raise NonFiniteLoss(stage.number, step, total)
+            raise Diverged(stage.number, step, f"the loss became {total}")
         return total
 
     def _batch(self, stage: p.Stage, ids: np.ndarray, draw: int) -> Batch:
@@ -251,6 +251,15 @@ class Trainer:
             })  # fmt: skip
 
     def _save(self, opt, stage: p.Stage, step: int, *, done: bool) -> None:
+        """Checkpoint the store, which must be finite: a loss is measured before the update
+        that may break the weights, so weights are checked too before they are kept."""
+        flat = self.store.flat()
+        broken = next(
+            (k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()),
+            None,
+        )
+        if broken is not None:
+            raise Diverged(stage.number, step, f"the weights became non-finite ({broken})")
         state = {
             "stage": stage.number, "step": step, "stage_done": done,
             "global_step": self.global_step, "stream": self.stream.state(),
@@ -304,9 +313,11 @@ class Trainer:
         return Vocabulary(mask=tok.specials.mask, ordinary=tok.ordinary)
 
 
-class NonFiniteLoss(RunError):
-    def __init__(self, stage: int, step: int, value: float) -> None:
-        super().__init__(f"the loss became {value} in stage {stage} at step {step}")
+class Diverged(RunError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+    def __init__(self, stage: int, step: int, what: str) -> None:
+        super().__init__(f"{what} in stage {stage} at step {step}")
         self.stage, self.step = stage, step
 
 

@@ -25,7 +25,7 @@ def _data(source, tokenizer=None, seq_len=16, validation=0.1):
 
 def test_stdlib_corpus_is_there_and_ordered():
     files = stdlib_files()
-    assert len(files) > 300 and files == sorted(files, key=lambda f: f.split("/")) or files
+    assert (len(files) > 300 and files == sorted(files, key=lambda f: f.split("/"))) or files
     assert not any("/test/" in f for f in files)
 
 
@@ -44,7 +44,7 @@ def test_windows_and_split_are_deterministic(tmp_path):
 
 
 def test_split_spreads_validation_evenly():
-    train, val = split(1000, 0.1)
+    _, val = split(1000, 0.1)
     assert len(val) == pytest.approx(100, abs=2)
     assert np.diff(val).max() <= 20  # no long stretch without a validation window
 
@@ -106,7 +106,9 @@ def test_tokenizers(tmp_path):
         == chars.tokenizer.vocab_size
     )
     bpe = prepare(_data(p.TextFiles(files=(str(text),)), p.Bpe(vocab=300)), 0)
-    assert 259 < bpe.tokenizer.vocab_size <= 300  # BPE stops when this small corpus runs out of merges
+    assert (
+        259 < bpe.tokenizer.vocab_size <= 300
+    )  # BPE stops when this small corpus runs out of merges
     assert bpe.tokenizer.decode(bpe.tokenizer.encode("hello there")) == "hello there"
     saved = tmp_path / "tok.json"
     bpe.tokenizer.tok.save(str(saved))
