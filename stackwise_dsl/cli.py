@@ -279,6 +279,9 @@ def _report_run(summaries, where, quiet: bool, format: Format) -> None:
     if format is Format.json:
         _Output().json({"run_dir": str(where), "stages": [attrs.asdict(s) for s in summaries]})
         raise typer.Exit(OK)
+    if not summaries:
+        typer.echo(f"the run in {where} is already complete")
+        raise typer.Exit(OK)
     if not quiet:
         from rich.console import Console
 

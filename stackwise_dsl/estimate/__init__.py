@@ -103,9 +103,9 @@ def stage_count(plan: p.Plan, stage: p.Stage) -> StageCount:
         adapters += own
         weight_bits += 32 * own
         if part.trains is p.Trains.FULL:
-            trainable += base + own
-        elif part.trains is p.Trains.ADAPTERS:
-            trainable += own
+            trainable += base
+        if part.role is p.Role.TRUNK and part.trains is not p.Trains.NOTHING:
+            trainable += own  # a new stack's own adapter waits, at zero, until it is trunk
     return StageCount(
         total=shared + sum(by_precision.values()) + adapters,
         trainable=trainable,

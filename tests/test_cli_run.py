@@ -1,0 +1,96 @@
+"""`sw run` and `sw plan` from the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from stackwise_dsl.cli import app
+from tests.conftest import ROOT
+
+runner = CliRunner()
+TINY = str(ROOT / "specs" / "tiny.sw")
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_run_writes_the_run_directory(tmp_path):
+    result = run("run", TINY, "--run-dir", tmp_path / "r", "--max-steps", "6", "--quiet")
+    assert result.exit_code == 0, result.output
+    r = tmp_path / "r"
+    for name in ("spec.sw", "plan.json", "run.json", "metrics.jsonl", "loss.png", "summary.json"):
+        assert (r / name).exists(), name
+    assert (r / "spec.sw").read_text() == (ROOT / "specs" / "tiny.sw").read_text()
+    plan = json.loads((r / "plan.json").read_text())
+    assert [s["steps"] for s in plan["stages"]] == [6, 6]  # --max-steps is part of the plan
+    records = [json.loads(x) for x in (r / "metrics.jsonl").read_text().splitlines()]
+    train = [x for x in records if x["kind"] == "train"]
+    assert {"stage", "step", "loss", "lr", "tokens_per_s"} <= train[0].keys()
+    assert any("val_loss" in x for x in records)
+    assert (r / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (r / "checkpoints").iterdir() if p.is_dir()) == [
+        "stage001-step0000006", "stage002-step0000006",
+    ]  # fmt: skip
+
+
+def test_run_json_summary_and_refusing_to_overwrite(tmp_path):
+    result = run("run", TINY, "--run-dir", tmp_path, "--max-steps", "3", "--format", "json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert [s["stage"] for s in summary["stages"]] == [1, 2]
+    assert all(s["train_loss"] > 0 and s["trainable"] > 0 for s in summary["stages"])
+    again = run("run", TINY, "--run-dir", tmp_path, "--max-steps", "3", "--quiet")
+    assert again.exit_code == 1 and "already holds a run" in again.output
+    finished = run("run", "--resume", tmp_path)
+    assert finished.exit_code == 0 and "already complete" in finished.output
+
+
+def test_run_usage_and_spec_errors(tmp_path):
+    assert run("run").exit_code == 2
+    assert run("run", TINY, "--resume", tmp_path).exit_code == 2
+    bad = tmp_path / "bad.sw"
+    bad.write_text((ROOT / "specs" / "tiny.sw").read_text().replace("heads = 2", "heads = 3"))
+    result = run("run", bad)
+    assert result.exit_code == 1 and "SW201" in result.output
+    assert run("run", "--resume", tmp_path / "nothing").exit_code == 1
+
+
+def test_run_reports_data_problems_without_a_traceback(tmp_path):
+    result = run("run", ROOT / "specs" / "shakespeare.sw", "--run-dir", tmp_path, "--quiet")
+    assert result.exit_code == 1
+    assert "there is no file" in result.output and "input.txt" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_plan_json_counts_and_text():
+    result = run("plan", ROOT / "specs" / "diffusion.sw", "--format", "json")
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert [c["stage"] for c in data["counts"]] == [1, 2, 3, 4, 5]
+    stack = 2 * (128 * 128 * 2 + 128 * 64 * 2 + 3 * 128 * 512 + 2 * 128)  # two blocks, by hand
+    stage2 = data["counts"][1]
+    assert stage2["by_precision"] == {"fp32": stack, "nf4": stack}  # the new stack and the trunk
+    assert stage2["trainable"] == stack  # the embedding is frozen after stage 1 in prepend
+    assert data["plan"]["stages"][4]["kind"] == "fuse"
+    text = run("plan", ROOT / "specs" / "diffusion.sw")
+    assert (
+        "NEW fp32" in text.output
+        and "nf4 frozen +L8" in text.output
+        and "final model:" in text.output
+    )
+
+
+def test_plan_never_imports_torch():
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom stackwise_dsl.cli import app\n"
+        "assert CliRunner().invoke(app, ['plan', sys.argv[1]]).exit_code == 0\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\nprint('light')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "diffusion.sw")],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    assert result.stdout == "light\n", result.stderr
