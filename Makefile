@@ -14,8 +14,7 @@ $(BIN)/sw: pyproject.toml constraints.txt
 	touch $@
 
 run: $(BIN)/sw
-	$(BIN)/sw check specs/*.sw
-	$(BIN)/sw fmt --check specs/*.sw
+	$(BIN)/sw run specs/diffusion.sw
 
 test: $(BIN)/sw
 	$(BIN)/python -m pytest
@@ -23,6 +22,9 @@ test: $(BIN)/sw
 bench: $(BIN)/sw
 	$(BIN)/python bench/check_startup.py
 	$(BIN)/python bench/parse_throughput.py
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/cache.py
+	$(BIN)/python bench/quality.py
 
 clean:
-	rm -rf $(VENV) build dist .pytest_cache .hypothesis
+	rm -rf $(VENV) build dist .pytest_cache .hypothesis runs

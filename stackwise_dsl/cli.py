@@ -257,7 +257,10 @@ def _view(plan_, show: bool):
 
 
 def _adjust(plan_, max_steps, run_dir, device):
-    """The plan with the command line's caps and choices applied (saved with the run)."""
+    """The plan with the command line's caps and choices applied (saved with the run). A run
+    named by --run-dir must go where it says; otherwise the spec's directory is used, or the
+    first of `DIR-2`, `DIR-3`, ... that holds no run, so running a spec again keeps the last
+    run."""
     import os
 
     import attrs
@@ -268,6 +271,11 @@ def _adjust(plan_, max_steps, run_dir, device):
     run_ = plan_.run
     if run_dir is not None:
         run_ = attrs.evolve(run_, dir=os.path.abspath(run_dir))
+    else:
+        base, n = run_.dir, 1
+        while os.path.exists(os.path.join(run_.dir, "plan.json")):
+            n += 1
+            run_ = attrs.evolve(run_, dir=f"{base}-{n}")
     if device is not None:
         run_ = attrs.evolve(run_, device=device)
     return attrs.evolve(plan_, stages=stages, run=run_)

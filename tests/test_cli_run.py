@@ -50,6 +50,14 @@ def test_run_json_summary_and_refusing_to_overwrite(tmp_path):
     assert finished.exit_code == 0 and "already complete" in finished.output
 
 
+def test_running_a_spec_again_keeps_the_earlier_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(3):
+        assert run("run", TINY, "--max-steps", "1", "--quiet").exit_code == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["tiny", "tiny-2", "tiny-3"]
+    assert all((tmp_path / "runs" / n / "summary.json").exists() for n in ("tiny", "tiny-2"))
+
+
 def test_run_usage_and_spec_errors(tmp_path):
     assert run("run").exit_code == 2
     assert run("run", TINY, "--resume", tmp_path).exit_code == 2
