@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 from pathlib import Path
 
-import torch
+from common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,7 +35,10 @@ grow append 4 x s {
   steps = STEPS, cache = CACHE, trunk { frozen }
   EXTRA
 }
-data { source = synthetic(task = reverse, symbols = 32, samples = 2048), tokenizer = bytes, batch = 16 }
+data {
+  source = synthetic(task = reverse, symbols = 32, samples = 2048)
+  tokenizer = bytes, batch = 16
+}
 optimizer = adamw(lr = 1e-3, warmup = 10)
 run { seed = 0, log every 25 steps, eval_batches = 1 }
 """
@@ -76,10 +77,12 @@ def main() -> None:
         for cache in runs:
             runs[cache].append(step_times(cache, args.steps))
     result: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "model": "append 4 x (1 block, d_model 128, gpt_style 4 heads, swiglu), context 64, batch 16",
-        "steps_per_stage": args.steps, "rounds": args.rounds,
-    }  # fmt: skip
+        "machine": machine(with_torch=True),
+        "model": "append 4 x (1 block, d_model 128, gpt_style 4 heads, swiglu), "
+        "context 64, batch 16",
+        "steps_per_stage": args.steps,
+        "rounds": args.rounds,
+    }
     for cache, rounds in runs.items():
         per_stage = [statistics.median(r[i] for r in rounds) for i in range(len(rounds[0]))]
         result[f"cache_{cache}"] = {

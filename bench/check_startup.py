@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SW = Path(sys.executable).parent / "sw"
@@ -57,7 +58,7 @@ def measure(runs: int) -> dict:
         k: statistics.median(v) * 1000 for k, v in (("base", base), ("cold", cold), ("warm", warm))
     }
     return {
-        "machine": _machine(),
+        "machine": machine(),
         "runs": runs,
         "python_c_pass_ms": round(med["base"], 1),
         "sw_check_cold_ms": round(med["cold"], 1),
@@ -65,11 +66,6 @@ def measure(runs: int) -> dict:
         "ratio_cold": round(med["cold"] / med["base"], 2),
         "ratio_warm": round(med["warm"] / med["base"], 2),
     }
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} cpus, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
+
+from common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,18 +71,13 @@ def measure(stacks: int, repeats: int) -> dict:
         raise SystemExit(f"generated spec has errors: {report.diagnostics[:3]}")
     best, median = min(times), statistics.median(times)
     return {
-        "machine": _machine(),
+        "machine": machine(),
         "stacks": stacks,
         "lines": n_lines,
         "median_s": round(median, 3),
         "lines_per_s_median": round(n_lines / median),
         "lines_per_s_best": round(n_lines / best),
     }
-
-
-def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} cpus, Python {platform.python_version()}"
 
 
 def main() -> None:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from common import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SHAKESPEARE = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
@@ -76,7 +75,13 @@ def masked_scores(plan, run_dir: Path) -> dict[str, float]:
         t = None
         if stage.objective.time == "input":  # the t whose scheduled ratio is closest
             grid = np.linspace(1e-3, 1.0, 1000)
-            t = float(grid[np.argmin([abs(ratio_at(stage.objective.schedule, 1 - g) - ratio) for g in grid])])
+            t = float(
+                grid[
+                    np.argmin(
+                        [abs(ratio_at(stage.objective.schedule, 1 - g) - ratio) for g in grid]
+                    )
+                ]
+            )
         losses = []
         with torch.no_grad():
             for ids in batches:
@@ -126,15 +131,17 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int)
     args = parser.parse_args()
     result: dict = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
-    }  # fmt: skip
+        "machine": machine(with_torch=True),
+    }
     if args.only in (None, "shakespeare"):
         result["shakespeare"] = shakespeare(args.max_steps)
     if args.only in (None, "diffusion"):
         result["diffusion_vs_baseline"] = diffusion(args.max_steps)
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"quality{'-' + args.only if args.only else ''}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"quality{'-' + args.only if args.only else ''}.json").write_text(
+        json.dumps(result, indent=2) + "\n"
+    )
     print(json.dumps(result, indent=2))
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import machine
 from torch import nn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +53,9 @@ class HandBlock(nn.Module):
     def forward(self, x, cos, sin):
         b, t, _ = x.shape
         h = self.n1(x)
-        q, k, v = (m(h).view(b, t, HEADS, D // HEADS).transpose(1, 2) for m in (self.q, self.k, self.v))
+        q, k, v = (
+            m(h).view(b, t, HEADS, D // HEADS).transpose(1, 2) for m in (self.q, self.k, self.v)
+        )
         q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.o(y.transpose(1, 2).reshape(b, t, D))
@@ -92,8 +93,11 @@ def hand_written(windows, steps: int) -> float:
     model = HandModel(vocab=259)
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
-                            lr=LR, foreach=False)  # fmt: skip
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+        lr=LR,
+        foreach=False,
+    )
     order = torch.randperm(len(windows), generator=torch.Generator().manual_seed(0))
     start = None
     for step in range(steps + 5):
@@ -123,7 +127,9 @@ def runtime_rate(steps: int) -> float:
     plan = to_plan(report.spec, name="bench")
     with tempfile.TemporaryDirectory() as tmp:
         runtime.run(plan, Path(tmp) / "run")
-        records = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+        records = [
+            json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()
+        ]
     rates = [r["tokens_per_s"] for r in records if r["kind"] == "train"][1:]
     return statistics.median(rates)
 
@@ -163,16 +169,20 @@ def main() -> None:
     peak = matmul_peak()
     mine, theirs = statistics.median(ours), statistics.median(hand)
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cpus, torch {torch.__version__}, {torch.get_num_threads()} threads",
-        "model": f"{BLOCKS} blocks, d_model {D}, {HEADS} heads, swiglu {HIDDEN}, context {CONTEXT}, batch {BATCH}",
-        "steps": args.steps, "rounds": args.rounds,
-        "runtime_tokens_per_s": round(mine), "hand_written_tokens_per_s": round(theirs),
+        "machine": machine(with_torch=True),
+        "model": f"{BLOCKS} blocks, d_model {D}, {HEADS} heads, swiglu {HIDDEN}, "
+        f"context {CONTEXT}, batch {BATCH}",
+        "steps": args.steps,
+        "rounds": args.rounds,
+        "runtime_tokens_per_s": round(mine),
+        "hand_written_tokens_per_s": round(theirs),
         "ratio": round(mine / theirs, 3),
         "matmul_peak_gflops": round(peak / 1e9, 1),
         "runtime_fraction_of_peak": round(mine * flops_per_token() / peak, 3),
         "hand_written_fraction_of_peak": round(theirs * flops_per_token() / peak, 3),
-        "all_runtime": [round(x) for x in ours], "all_hand_written": [round(x) for x in hand],
-    }  # fmt: skip
+        "all_runtime": [round(x) for x in ours],
+        "all_hand_written": [round(x) for x in hand],
+    }
     out = ROOT / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
     (out / "throughput.json").write_text(json.dumps(result, indent=2) + "\n")
