@@ -32,7 +32,9 @@ def test_wheel_installs_and_checks_a_spec(tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
     bin_dir = venv / ("Scripts" if os.name == "nt" else "bin")
-    _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", str(wheel)])
+    # The repository's install-time pins (the CPU torch build on disk), as `make` uses them.
+    constraints = ["-c", str(ROOT / "constraints.txt")]
+    _run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet", *constraints, str(wheel)])
 
     spec = ROOT / "specs" / "diffusion.sw"
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
