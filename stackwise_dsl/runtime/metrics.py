@@ -65,8 +65,9 @@ def plot(metrics_path: Path, out: Path) -> None:
                 color=line.get_color(),
                 ms=4,
             )
-        if rs and stage != stages[0]:
-            ax.axvline(rs[0]["global_step"] - 0.5, color="grey", ls="--", lw=0.8)
+        if rs and stage != stages[0]:  # after the previous stage's last step
+            start = rs[0]["global_step"] - rs[0]["step"]
+            ax.axvline(start + 0.5, color="grey", ls="--", lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (lines: train, dots: validation)")
     ax.legend(fontsize=8, ncol=min(len(stages), 6))
