@@ -44,4 +44,4 @@ def test_runs_of_names_are_collapsed():
 def test_defaults_are_left_out():
     text = print_spec(elaborate_file(SPECS[0].parent / "tiny.sw").spec)
     assert "norm =" not in text and "head =" not in text and "position =" not in text
-    assert "grow append 2 x s {\n  steps = 20\n}" in text
+    assert "grow append 2 x s {\n  steps = 150\n}" in text
