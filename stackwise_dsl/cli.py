@@ -301,6 +301,37 @@ def _report_run(summaries, where, quiet: bool, format: Format) -> None:
 
 
 @app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory (written by `sw run`)."),
+    out: Path | None = typer.Option(
+        None, "--output", "-o", help="The file to write (default RUN_DIR/model.safetensors)."
+    ),
+    format: Format = typer.Option(Format.text, "--format", help="json: what was written."),
+) -> None:
+    """Write a run's model as plain fp32 safetensors, its LoRA adapters merged into the
+    full-precision weights (never into a quantized copy)."""
+    from stackwise_dsl import runtime
+    from stackwise_dsl.runtime.merge import MergeError, export
+
+    target = out if out is not None else run_dir / "model.safetensors"
+    try:
+        result = export(run_dir, target)
+    except (runtime.RunError, MergeError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(PROBLEMS) from None
+    if format is Format.json:
+        _Output().json(result)
+        raise typer.Exit(OK)
+    merged = ", ".join(result["merged"]) or "none"
+    state = "end of" if result["stage_done"] else "during"
+    typer.echo(
+        f"{result['file']}: {result['parameters']:,} parameters from {result['checkpoint']} "
+        f"({state} stage {result['stage']}); adapters merged: {merged}"
+    )
+    raise typer.Exit(OK)
+
+
+@app.command()
 def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. SW201.")) -> None:
     """Explain a diagnostic code, with an example and its fix."""
     from stackwise_dsl.codes import CODES, lookup

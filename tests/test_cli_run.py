@@ -102,3 +102,28 @@ def test_plan_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code, str(ROOT / "specs" / "diffusion.sw")],
                             capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
     assert result.stdout == "light\n", result.stderr
+
+
+def test_export_writes_merged_weights_and_refuses_what_is_not_a_run(tmp_path):
+    from safetensors import safe_open
+
+    spec = tmp_path / "adapt.sw"
+    spec.write_text(
+        (ROOT / "specs" / "tiny.sw")
+        .read_text()
+        .replace(
+            "{ steps = 150 }",
+            "{ steps = 150, trunk { adapters, precision = nf4, lora(rank = 2) } }",
+        )
+    )
+    assert run("run", spec, "--run-dir", tmp_path / "r", "--max-steps", "3", "-q").exit_code == 0
+    result = run("export", tmp_path / "r", "--format", "json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["merged"] == ["0/trunk"] and info["stage"] == 2 and info["stage_done"]
+    with safe_open(info["file"], framework="pt") as f:
+        assert f.get_tensor("stack/0/blocks.0.attn.q.weight").dtype.is_floating_point
+        assert len(list(f.keys())) == 2 * 9 + 2  # 7 linears + 2 norms a stack; embedding, norm
+    missing = run("export", tmp_path / "nothing")
+    assert missing.exit_code == 1
+    assert missing.output.startswith("error: ") and "Traceback" not in missing.output

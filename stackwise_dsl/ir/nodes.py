@@ -413,6 +413,7 @@ class Fuse:
     embeddings: Embeddings | None = knob(None)
     objective: Objective | None = knob(None)
     trunk: TrunkPolicy = knob(TrunkPolicy(strategy=Strategy.FULL))
+    merge: bool = knob(False)  # fold trained adapters into the fp32 masters before training
     span: Span | None = span_field()
     spans: dict = spans_field()
 

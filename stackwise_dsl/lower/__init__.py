@@ -199,6 +199,7 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int) -> 
         embedding_lr=s.embedding_lr or spec.optimizer.embedding_lr or lr,
         train_input=embeddings and cache is Cache.OFF,
         train_head=embeddings and (cache is Cache.OFF or spec.model.head is Head.UNTIED),
+        merge_adapters=view.fuse and s.merge,
     )
 
 

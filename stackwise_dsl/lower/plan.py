@@ -159,6 +159,7 @@ class Stage:
     embedding_lr: float
     train_input: bool  # token embedding, learned positions, time embedding
     train_head: bool  # final norm and head (a tied head is the input embedding)
+    merge_adapters: bool = False  # fuse: fold every trained adapter into its master first
 
     @property
     def new(self) -> tuple[int, ...]:

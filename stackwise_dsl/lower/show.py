@@ -57,8 +57,9 @@ def stage_table(plan: p.Plan):
     for stage in plan.stages:
         c = estimate.stage_count(plan, stage)
         cells = [_summary(stage)] if wide else _cells(plan, stage)
+        kind = stage.kind.value + (" merge" if stage.merge_adapters else "")
         table.add_row(
-            str(stage.number), stage.kind.value, f"{stage.steps:,}", f"{stage.lr:g}", *cells,
+            str(stage.number), kind, f"{stage.steps:,}", f"{stage.lr:g}", *cells,
             f"{c.trainable:,}", f"{c.total:,}",
         )  # fmt: skip
     return table

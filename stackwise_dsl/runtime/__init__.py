@@ -68,9 +68,7 @@ def load_plan(run_dir: Path) -> p.Plan:
     try:
         return from_json(json.loads((Path(run_dir) / "plan.json").read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(
-            f"{run_dir} holds no run that can be resumed ({e.__class__.__name__})"
-        ) from None
+        raise RunError(f"{run_dir} holds no run (its plan.json: {e.__class__.__name__})") from None
 
 
 def _go(plan: p.Plan, run_dir: Path, resume_from: Path | None, progress) -> list[StageSummary]:

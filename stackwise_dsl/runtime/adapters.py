@@ -36,6 +36,8 @@ def attach(stack: nn.Module, lora: p.Lora, name: str, *, seed: int, position: in
         inject_adapter_in_model(config, stack, adapter_name=name)
     g = generator(seed, "lora", name, position)
     for _, layer in sorted(lora_layers(stack).items()):
+        if name not in layer.lora_A:  # a layer only the other adapter targets
+            continue
         a, b = layer.lora_A[name], layer.lora_B[name]
         a.float(), b.float()  # adapters train in fp32 whatever their base layer holds
         with torch.no_grad():

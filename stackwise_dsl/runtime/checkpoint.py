@@ -3,6 +3,10 @@
 A checkpoint is a directory written under a temporary name and renamed into place in one
 step, then `latest.json` is replaced (also atomically) to point at it: a run killed while
 writing leaves the previous checkpoint intact and current. Nothing is ever unpickled.
+
+Masters of stacks that stopped changing are not copied into every later checkpoint: its
+`state.json` names (under `stacks_on_disk`) the stage-end checkpoint file that holds them.
+Stage-end checkpoints are never pruned, so those files stay.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from stackwise_dsl.runtime.weights import Store
+from stackwise_dsl.runtime.weights import OnDisk, Store
 
 LATEST = "latest.json"
 KEEP_STEP_CHECKPOINTS = 2
@@ -37,6 +41,7 @@ def save(
         save_file(tensors, str(tmp / "optimizer.safetensors"))
     full = {
         **state,
+        "stacks_on_disk": {str(k): _relative(v, root) for k, v in store.on_disk().items()},
         "optimizer": opt_meta,
         "rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
     }
@@ -62,12 +67,21 @@ def latest(run_dir: Path) -> Path | None:
     return path if (path / "state.json").exists() else None
 
 
+def is_stage_end(path: Path) -> bool:
+    try:
+        return bool(json.loads((path / "state.json").read_text()).get("stage_done", False))
+    except (OSError, ValueError):
+        return False
+
+
 def load(path: Path) -> tuple[Store, dict | None, dict, torch.Tensor]:
     """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint."""
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text())
     store = Store.from_flat(load_file(str(path / "model.safetensors")))
+    for position, file in state.get("stacks_on_disk", {}).items():
+        store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
     optimizer = None
     if state.get("optimizer") is not None:
         optimizer = _join(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
@@ -75,23 +89,43 @@ def load(path: Path) -> tuple[Store, dict | None, dict, torch.Tensor]:
     return store, optimizer, state, rng
 
 
+def _relative(file: Path, root: Path) -> str:
+    """A checkpoint file as a path under `checkpoints/` (the run directory may move)."""
+    file = Path(file).resolve()
+    try:
+        return file.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise ValueError(f"{file} is not a checkpoint of this run") from None
+
+
 def _split(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
-    """An optimizer state dict as tensors (safetensors) plus a JSON-ready rest."""
+    """An optimizer state dict as tensors (safetensors) plus a JSON-ready rest. Nested
+    entries (bitsandbytes keeps its 8-bit state in a dict per parameter) become paths."""
     tensors, scalars = {}, {}
-    for index, entry in sd["state"].items():
+
+    def walk(prefix: str, entry: dict) -> None:
         for key, value in entry.items():
-            if isinstance(value, torch.Tensor):
-                tensors[f"{index}/{key}"] = value.detach().contiguous().cpu()
+            path = f"{prefix}/{key}"
+            if isinstance(value, dict):
+                walk(path, value)
+            elif isinstance(value, torch.Tensor):
+                tensors[path] = value.detach().contiguous().cpu()
             else:
-                scalars[f"{index}/{key}"] = value
+                scalars[path] = value
+
+    for index, entry in sd["state"].items():
+        walk(str(index), entry)
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
 def _join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for flat, value in [*tensors.items(), *meta["scalars"].items()]:
-        index, _, key = flat.partition("/")
-        state.setdefault(int(index), {})[key] = value
+        index, *keys = flat.split("/")
+        entry = state.setdefault(int(index), {})
+        for key in keys[:-1]:
+            entry = entry.setdefault(key, {})
+        entry[keys[-1]] = value
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
@@ -118,12 +152,7 @@ def _prune(root: Path, keep: str) -> None:
             shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(
                 missing_ok=True
             )
-        elif child.is_dir() and child.name != keep:
-            try:
-                final = json.loads((child / "state.json").read_text()).get("stage_done", False)
-            except (OSError, ValueError):
-                final = False
-            if not final:
-                steps.append(child)
+        elif child.is_dir() and child.name != keep and not is_stage_end(child):
+            steps.append(child)
     for old in sorted(steps)[: max(0, len(steps) - (KEEP_STEP_CHECKPOINTS - 1))]:
         shutil.rmtree(old, ignore_errors=True)

@@ -8,6 +8,7 @@ or the identity (output projections zeroed, so the block adds nothing at first).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -116,13 +117,14 @@ class Rack(nn.Module):
             if param.dim() >= 2:
                 nn.init.normal_(param, 0.0, INIT_STD, generator=g)
 
-    def add_stack(self, position: int, init: Init, copy_from: int | None = None) -> Stack:
-        """Create the stack at `position` (random, a copy of `copy_from`, or the identity)."""
+    def add_stack(self, position: int, init: Init, copy_of: Mapping | None = None) -> Stack:
+        """Create the stack at `position`: random, the identity, or (`copy`) a copy of the
+        full-precision weights `copy_of` (its neighbour's master, never a quantized copy)."""
         s = self.plan.stacks[position]
         stack = Stack(s, self.model, self.seed)
         _init_stack(stack, generator(self.seed, "stack", position), _depth(self.plan))
-        if init is Init.COPY and copy_from is not None:
-            stack.load_state_dict(self.stacks[str(copy_from)].state_dict())
+        if init is Init.COPY and copy_of is not None:
+            stack.load_state_dict(dict(copy_of.items()))
         elif init is Init.IDENTITY:
             for block in stack.blocks:
                 nn.init.zeros_(weight_of(block.attn.o))

@@ -109,11 +109,21 @@ class RowInt8Linear(nn.Linear):
 
 
 def storage_bytes(module: nn.Module) -> int:
-    """Bytes a module's parameters and buffers occupy (quantized formats as stored)."""
-    total = 0
+    """Bytes a module's weights occupy as stored: parameters and buffers, and for
+    bitsandbytes 4-bit weights their quantization state (absmax per 64-value block; with
+    double quantization an 8-bit absmax plus an fp32 absmax per 256 blocks, the code tables
+    and an offset). Tensors shared between layers count once."""
     seen: set[int] = set()
+    tensors = []
     for tensor in [*module.parameters(), *module.buffers()]:
-        if id(tensor) not in seen:
+        tensors.append(tensor)
+        state = getattr(tensor, "quant_state", None)
+        while state is not None:
+            tensors += [getattr(state, k, None) for k in ("absmax", "code", "offset")]
+            state = getattr(state, "state2", None) if getattr(state, "nested", False) else None
+    total = 0
+    for tensor in tensors:
+        if isinstance(tensor, torch.Tensor) and id(tensor) not in seen:
             seen.add(id(tensor))
             total += tensor.numel() * tensor.element_size()
     return total

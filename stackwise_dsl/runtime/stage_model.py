@@ -37,7 +37,6 @@ class StageModel(nn.Module):
             self.rack.load_state_dict(store.shared, strict=False)
         self._build_stacks(store)
         self.rack.to(device)
-        self._hold_precisions()
         self._attach_adapters(store)
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
@@ -46,22 +45,24 @@ class StageModel(nn.Module):
     # --- building ---
 
     def _build_stacks(self, store: Store) -> None:
+        """One stack at a time: its master is loaded (from memory or from disk) and, if it
+        does not train fully, held in its precision at once, so at most one stack is ever
+        in fp32 beyond those that train."""
         for part in self.stage.parts:
             if part.position in store.stacks:
                 stack = Stack(self.plan.stacks[part.position], self.plan.model, self.plan.run.seed)
-                stack.load_state_dict(store.stacks[part.position])
+                stack.load_state_dict(dict(store.stacks[part.position].items()))
                 self.rack.stacks[str(part.position)] = stack
+                if part.trains is not p.Trains.FULL:
+                    freeze_into(stack.to(self.device), part.precision, self.device)
         for position in self.stage.new:
             if position not in store.stacks:
-                self.rack.add_stack(position, self.stage.init, self.stage.init_from)
+                source = self.stage.init_from
+                copy_of = store.stacks[source] if source is not None else None
+                self.rack.add_stack(position, self.stage.init, copy_of)
                 store.stacks[position] = master_state(self.rack.stacks[str(position)])
         if not store.shared:
             store.shared.update(shared_state(self.rack))
-
-    def _hold_precisions(self) -> None:
-        for part in self.stage.parts:
-            if part.trains is not p.Trains.FULL:
-                freeze_into(self.stack(part.position), part.precision, self.device)
 
     def _attach_adapters(self, store: Store) -> None:
         """Inject the adapters that train this stage or hold trained weights. An adapter that

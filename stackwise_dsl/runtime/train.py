@@ -22,6 +22,7 @@ from stackwise_dsl.lower import plan as p
 from stackwise_dsl.runtime import adapters, checkpoint, optim
 from stackwise_dsl.runtime.batches import Stream, eval_ids
 from stackwise_dsl.runtime.cache import ActivationCache
+from stackwise_dsl.runtime.merge import merge_store
 from stackwise_dsl.runtime.metrics import Metrics
 from stackwise_dsl.runtime.objectives import Batch, Vocabulary, loss_of, make_batch, noise
 from stackwise_dsl.runtime.stage_model import (
@@ -111,7 +112,11 @@ class Trainer:
     def train_stage(
         self, stage: p.Stage, start_step: int = 0, opt_state: dict | None = None
     ) -> StageSummary:
+        merged: set[int] = set()
+        if stage.merge_adapters and start_step == 0:  # mid-stage, the store is merged already
+            merged = {pos for pos, _ in merge_store(self.store, self.plan, stage.number - 1)}
         model = StageModel(self.plan, stage, self.store, self.device).train()
+        self._offload_unchanging(stage, keep=merged)
         opt = optim.build(self.plan.optimizer, self._groups(model, stage))
         if opt_state is not None:
             opt.load_state_dict(opt_state)
@@ -147,6 +152,20 @@ class Trainer:
         )  # fmt: skip
         self.progress.stage_finished(summary)
         return summary
+
+    def _offload_unchanging(self, stage: p.Stage, keep: set[int]) -> None:
+        """Masters this stage does not change leave memory for the stage-end checkpoint
+        that holds them (the one just written, or resumed from); those in `keep` (merged
+        since that checkpoint) stay."""
+        last = checkpoint.latest(self.run_dir)
+        if last is None or not checkpoint.is_stage_end(last):
+            return
+        fixed = [
+            x.position
+            for x in stage.parts
+            if x.trains is not p.Trains.FULL and x.position not in keep
+        ]
+        self.store.offload(fixed, last / "model.safetensors")
 
     def _after_step(self, model, opt, stage: p.Stage, step: int, window: _Window) -> None:
         run = self.plan.run

@@ -68,8 +68,9 @@ def _final_weights(run_dir) -> dict:
     return load_file(str(checkpoint.latest(run_dir) / "model.safetensors"))
 
 
-def test_resume_mid_stage_is_bitwise_identical(tmp_path, monkeypatch):
-    plan = plan_of(RESUMABLE)
+@pytest.mark.parametrize("optimizer", ["adamw", "adamw8bit"])
+def test_resume_mid_stage_is_bitwise_identical(tmp_path, monkeypatch, optimizer):
+    plan = plan_of(RESUMABLE.replace("adamw(", f"{optimizer}("))  # 8-bit: nested state
     runtime.run(plan, tmp_path / "straight")
     stop_at = {"global": 9}  # stage 2, step 3: after the step-2 checkpoint, before the next
 

@@ -185,7 +185,7 @@ def test_identity_init_leaves_the_hidden_state_unchanged_and_copy_copies():
     rack.add_stack(1, Init.IDENTITY)
     h = torch.randn(2, 8, 32)
     assert torch.equal(rack.run_stacks(h, [1]), h)
-    rack.add_stack(1, Init.COPY, copy_from=0)
+    rack.add_stack(1, Init.COPY, copy_of=rack.stacks["0"].state_dict())
     assert torch.equal(rack.run_stacks(h, [1]), rack.run_stacks(h, [0]))
 
 
