@@ -25,6 +25,7 @@ from stackwise_dsl.runtime.cache import ActivationCache
 from stackwise_dsl.runtime.merge import merge_store
 from stackwise_dsl.runtime.metrics import Metrics
 from stackwise_dsl.runtime.objectives import Batch, Vocabulary, loss_of, make_batch, noise
+from stackwise_dsl.runtime.precision import LossScaler
 from stackwise_dsl.runtime.stage_model import (
     StageModel,
     base_parameters,
@@ -73,6 +74,8 @@ class Trainer:
     global_step: int = 0
     trunk_forwards: int = 0  # windows the cache had to run the trunk for (tests read it)
     rng_after_build: torch.Tensor | None = None  # a mid-stage checkpoint's RNG state
+    scaler_state: dict | None = None  # a mid-stage checkpoint's loss scale (fp16 on CUDA)
+    scaler: LossScaler = attrs.field(factory=lambda: LossScaler(enabled=False))
     stream: Stream = attrs.field(init=False)
     metrics: Metrics = attrs.field(init=False)
 
@@ -105,6 +108,7 @@ class Trainer:
             torch.set_rng_state(rng)
             return state["stage"] + 1, 0, None
         self.rng_after_build = rng
+        self.scaler_state = state.get("scaler")
         return state["stage"], state["step"], opt_state
 
     # --- one stage ---
@@ -118,8 +122,10 @@ class Trainer:
         model = StageModel(self.plan, stage, self.store, self.device).train()
         self._offload_unchanging(stage, keep=merged)
         opt = optim.build(self.plan.optimizer, self._groups(model, stage))
+        self.scaler = LossScaler.for_stage(stage.parts, self.device)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
+            self.scaler.restore(self.scaler_state)
         if self.rng_after_build is not None:
             torch.set_rng_state(self.rng_after_build)
             self.rng_after_build = None
@@ -132,8 +138,9 @@ class Trainer:
             optim.set_lr(opt, self.plan.optimizer, step, stage.steps)
             loss = self._step(model, stage, step, cache)
             if self.plan.optimizer.clip is not None:
+                self.scaler.unscale(opt)
                 torch.nn.utils.clip_grad_norm_(trainable, self.plan.optimizer.clip)
-            opt.step()
+            self.scaler.step(opt)
             opt.zero_grad(set_to_none=True)
             self.global_step += 1
             window.add(loss, self.plan.tokens_per_step)
@@ -193,7 +200,7 @@ class Trainer:
             ids = self.stream.take(self.plan.data.batch)
             batch = self._batch(stage, ids, (step - 1) * accumulate + micro)
             loss = self._loss(model, stage, batch, cache) / accumulate
-            loss.backward()
+            self.scaler.backward(loss)
             total += loss.item()
         if not math.isfinite(total):
             raise Diverged(stage.number, step, f"the loss became {total}")
@@ -282,7 +289,7 @@ class Trainer:
         state = {
             "stage": stage.number, "step": step, "stage_done": done,
             "global_step": self.global_step, "stream": self.stream.state(),
-            "metrics_lines": self.metrics.lines,
+            "metrics_lines": self.metrics.lines, "scaler": self.scaler.state(),
         }  # fmt: skip
         name = f"stage{stage.number:03d}-step{step:07d}"
         checkpoint.save(self.run_dir, name, self.store, None if done else opt, state)

@@ -4,6 +4,8 @@ forward within a stated tolerance of its fp32 forward."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -138,3 +140,62 @@ def test_a_quantized_stack_stays_close_to_its_fp32_forward(precision, attention)
     assert error <= TOLERANCE[precision] + 1e-7
     if precision is not Precision.FP16:
         assert error > TOLERANCE[precision] / 2  # it really computes in that precision
+
+
+FP16_SPEC = (
+    "model { d_model = 32, context = 16 }\n"
+    "block b { attention = mha(heads = 2, mode = causal), ffn = swiglu(hidden = 64) }\n"
+    "stack s = 1 x b\nobjective = clm\n"
+    "grow append 2 x s { steps = 8, new { precision = PREC }, trunk { frozen, precision = PREC } }\n"
+    "data { source = synthetic(task = copy, symbols = 8, samples = 200), batch = 4 }\n"
+    "optimizer = adamw(lr = 3e-3)\nrun { seed = 0, log every 1 steps }\n"
+)
+
+
+def test_fp16_on_the_cpu_is_fp32_exactly_without_a_loss_scaler(tmp_path):
+    """The documented fallback (SW402 warns): fp16 stacks run in fp32 on the CPU."""
+    from tests.runtime.helpers import trainer_for
+
+    runs = {}
+    for prec in ("fp16", "fp32"):
+        trainer = trainer_for(FP16_SPEC.replace("PREC", prec), tmp_path / prec)
+        trainer.run()
+        assert not trainer.scaler.enabled
+        records = [
+            json.loads(x) for x in (tmp_path / prec / "metrics.jsonl").read_text().split("\n") if x
+        ]
+        losses = [(r["step"], r.get("loss"), r.get("val_loss")) for r in records]
+        runs[prec] = losses, trainer.store.flat()
+    assert runs["fp16"][0] == runs["fp32"][0]
+    assert all(torch.equal(v, runs["fp32"][1][k]) for k, v in runs["fp16"][1].items())
+
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@CUDA
+def test_fp16_on_cuda_trains_with_a_loss_scaler(tmp_path):
+    from stackwise_dsl.data import prepare
+    from stackwise_dsl.runtime.train import Trainer
+    from tests.runtime.helpers import plan_of
+
+    plan = plan_of(FP16_SPEC.replace("PREC", "fp16"))
+    trainer = Trainer(plan=plan, data=prepare(plan.data, 0), run_dir=tmp_path,
+                      device=torch.device("cuda"))  # fmt: skip
+    summaries = trainer.run()
+    assert trainer.scaler.enabled and trainer.scaler.state()["scale"] > 0
+    assert all(s.val_loss < 5.0 for s in summaries)  # below ln 259: it trained
+    assert all(torch.isfinite(v).all() for v in trainer.store.flat().values())
+
+
+@pytest.mark.gpu
+@CUDA
+@pytest.mark.parametrize("precision", [Precision.INT8, Precision.NF4, Precision.NVFP4])
+def test_quantized_layers_on_cuda_match_their_cpu_forward(precision):
+    w = _gaussian(256, 256)
+    x = torch.randn(4, 256, generator=torch.Generator().manual_seed(2))
+    cpu = quantized_linear(_linear(w), precision, CPU)(x)
+    gpu = quantized_linear(_linear(w), precision, torch.device("cuda"))(x.cuda()).float().cpu()
+    limit = {Precision.INT8: 0.02, Precision.NF4: 0.01, Precision.NVFP4: 1e-5}[precision]
+    assert float((gpu - cpu).norm() / cpu.norm()) < limit  # LLM.int8 differs from row int8
