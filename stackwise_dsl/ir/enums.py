@@ -78,7 +78,7 @@ _BITS = {
     Precision.FP16: 16.0,
     Precision.INT8: 8.0,
     Precision.NF4: 4.127,
-    Precision.FP4: 4.127,
+    Precision.FP4: 4.5,  # no double quantization: an fp32 absmax per 64 values
     Precision.NVFP4: 4.5,
 }
 

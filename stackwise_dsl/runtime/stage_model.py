@@ -41,6 +41,7 @@ class StageModel(nn.Module):
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
         self.precision = {part.position: part.precision for part in stage.parts}
+        self.frozen = {part.position: part.trains is not p.Trains.FULL for part in stage.parts}
 
     # --- building ---
 
@@ -127,7 +128,7 @@ class StageModel(nn.Module):
     def run(self, h: torch.Tensor, positions) -> torch.Tensor:
         for position in positions:
             stack = self.stack(position)
-            with autocast(self.precision[position], self.device):
+            with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
                 h = stack(h, self.rack._rope(stack, h.device)).float()
         return h
 

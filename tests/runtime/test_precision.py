@@ -112,7 +112,8 @@ STACK = (
     "stack s = 2 x b\nobjective = mlm\ngrow append 1 x s {{ steps = 1 }}\n"
 )
 # Relative L2 error of a 2-block stack's output against its fp32 output, with weights at a
-# trained scale (std 1/sqrt(fan_in)); measured (mha / mla): bf16 0.0045 / 0.0050, int8
+# trained scale (std 1/sqrt(fan_in)); measured (mha / mla): bf16 0.0045 / 0.0050 computed
+# in bf16, 0.0025 / 0.0028 stored in bf16 and computed in fp32 (CPUs without bf16), int8
 # 0.0106 / 0.0111, nf4 0.138 / 0.152, nvfp4 0.141 / 0.170, fp4 0.181 / 0.208. fp16 runs in
 # fp32 on the CPU. The bounds (docs/language.md) leave about 12% of room.
 TOLERANCE = {Precision.BF16: 0.0056, Precision.FP16: 0.0, Precision.INT8: 0.0125,
@@ -134,12 +135,12 @@ def test_a_quantized_stack_stays_close_to_its_fp32_forward(precision, attention)
     with torch.no_grad():
         reference = stack(x, rope)
         freeze_into(stack, precision, CPU)
-        with autocast(precision, CPU):  # as the runtime runs a stack
+        with autocast(precision, CPU, frozen=True):  # as the runtime runs a frozen stack
             out = stack(x, rope).float()
     error = float((out - reference).norm() / reference.norm())
     assert error <= TOLERANCE[precision] + 1e-7
     if precision is not Precision.FP16:
-        assert error > TOLERANCE[precision] / 2  # it really computes in that precision
+        assert error > TOLERANCE[precision] / 4  # it really computes in that precision
 
 
 FP16_SPEC = (
@@ -199,3 +200,12 @@ def test_quantized_layers_on_cuda_match_their_cpu_forward(precision):
     gpu = quantized_linear(_linear(w), precision, torch.device("cuda"))(x.cuda()).float().cpu()
     limit = {Precision.INT8: 0.02, Precision.NF4: 0.01, Precision.NVFP4: 1e-5}[precision]
     assert float((gpu - cpu).norm() / cpu.norm()) < limit  # LLM.int8 differs from row int8
+
+
+def test_a_frozen_bf16_stack_holds_two_bytes_per_linear_weight():
+    plan = plan_of(STACK.format(attention="mha(heads = 4)"))
+    stack = Stack(plan.stacks[0], plan.model, seed=0)
+    linear = sum(m.weight.numel() for m in stack.modules() if isinstance(m, nn.Linear))
+    rest = sum(x.numel() for x in stack.parameters()) - linear  # norms stay fp32
+    freeze_into(stack, Precision.BF16, CPU)
+    assert storage_bytes(stack) == 2 * linear + 4 * rest
