@@ -15,7 +15,7 @@ def cuda_present() -> bool:
 
 def cpu_bf16() -> bool | None:
     """Whether the CPU multiplies bf16 natively (avx512_bf16 or AMX); None when it cannot be
-    told (not Linux). Without it, bf16 matmuls are emulated: several times slower than fp32."""
+    told (not Linux). Without it, bf16 matmuls are emulated: many times slower than fp32."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:

@@ -54,7 +54,7 @@ def check_fp16_device(facts: Facts) -> Iterator[diag.Diagnostic]:
 
 
 def check_bf16_cpu(facts: Facts) -> Iterator[diag.Diagnostic]:
-    """bf16 on a CPU without native bf16 is emulated, several times slower than fp32."""
+    """bf16 that trains on a CPU without native bf16 is emulated, far slower than fp32."""
     device = facts.spec.run.device
     on_cpu = device is Device.CPU or (device is Device.AUTO and not facts.host.cuda)
     if not on_cpu or facts.host.cpu_bf16 is not False:
@@ -62,13 +62,14 @@ def check_bf16_cpu(facts: Facts) -> Iterator[diag.Diagnostic]:
     for view in facts.stages:
         s = view.settings
         parts = [("new stack", s.new)] if view.new else []
-        parts += [("trunk", s.trunk)] if view.existing else []
+        if view.existing and s.trunk.strategy is Strategy.FULL:  # a frozen bf16 trunk is
+            parts.append(("trunk", s.trunk))  # stored in bf16 and computed in fp32 there
         for what, part in parts:
             if part.precision is Precision.BF16:
                 yield diag.warning(
                     "SW415",
                     f"the {what} uses bf16, but this CPU has no native bf16 (avx512_bf16 or "
-                    "AMX): its matmuls are emulated, several times slower than fp32",
+                    "AMX): its matmuls are emulated, many times slower than fp32",
                     n.at(part, "precision"),
                     hint="use fp32 on this machine (bf16 pays off on GPUs and recent CPUs)",
                 )
