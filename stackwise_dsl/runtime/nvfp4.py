@@ -41,13 +41,25 @@ def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 def dequantize(packed: torch.Tensor, block_scale: torch.Tensor, tensor_scale: torch.Tensor,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:  # fmt: skip
-    """The weight (rows, cols) the codes stand for."""
+    """The weight (rows, cols) the codes stand for: each byte looks up its two values (low
+    nibble first) in a 256-entry table, then each block of 16 is scaled."""
     rows = packed.shape[0]
-    codes = torch.stack([packed & 0x0F, packed >> 4], dim=-1).view(rows, -1).long()
-    values = E2M1.to(packed.device)[codes & 0x7] * (1 - 2 * (codes >> 3)).float()
+    values = _pair_table(packed.device)[packed.int()].view(rows, -1, BLOCK)
     scale = block_scale.float() * tensor_scale.float()
-    w = values.view(rows, -1, BLOCK) * scale.unsqueeze(-1)
-    return w.view(rows, -1).to(dtype)
+    return (values * scale.unsqueeze(-1)).view(rows, -1).to(dtype)
+
+
+_PAIRS: dict[torch.device, torch.Tensor] = {}
+
+
+def _pair_table(device: torch.device) -> torch.Tensor:
+    """(256, 2): the E2M1 values of a byte's low and high nibble."""
+    if device not in _PAIRS:
+        byte = torch.arange(256)
+        _PAIRS[device] = torch.stack([decode_e2m1(byte & 0x0F), decode_e2m1(byte >> 4)], -1).to(
+            device
+        )
+    return _PAIRS[device]
 
 
 def encode_e2m1(x: torch.Tensor) -> torch.Tensor:
@@ -85,7 +97,9 @@ class NVFP4Linear(nn.Linear):
         return w[:, : self.in_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.to(x.dtype))
+        from stackwise_dsl.runtime.precision import dequantized_linear
+
+        return dequantized_linear(x, self)
 
     def storage_bytes(self) -> int:
         return sum(

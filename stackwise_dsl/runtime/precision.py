@@ -108,6 +108,28 @@ def _int8(weight: torch.Tensor, device: torch.device) -> nn.Module:
     return RowInt8Linear(weight).to(device)
 
 
+class _Dequantized(torch.autograd.Function):
+    """y = x Wᵀ with W rebuilt from its stored form in the forward pass and again in the
+    backward pass, so autograd keeps no full-precision copy of a frozen weight alive between
+    them (the gradient flows to x only; frozen weights get none)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.weight.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad @ ctx.layer.weight.to(grad.dtype), None
+
+
+def dequantized_linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """A frozen layer whose `weight` property rebuilds the weight from compact storage."""
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return F.linear(x, layer.weight.to(x.dtype))
+    return _Dequantized.apply(x, layer)
+
+
 class StoredBf16Linear(nn.Linear):
     """A frozen linear layer stored in bf16 and computed in fp32 (for CPUs that would
     emulate bf16 matmuls): half the memory of fp32, fp32 speed, bf16-rounded weights."""
@@ -123,7 +145,7 @@ class StoredBf16Linear(nn.Linear):
         return self.stored.float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.to(x.dtype))
+        return dequantized_linear(x, self)
 
 
 class RowInt8Linear(nn.Linear):
@@ -142,7 +164,7 @@ class RowInt8Linear(nn.Linear):
         return self.qweight.float() * self.scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight.to(x.dtype))
+        return dequantized_linear(x, self)
 
 
 def storage_bytes(module: nn.Module) -> int:
