@@ -73,7 +73,6 @@ def load_plan(run_dir: Path) -> p.Plan:
 
 def _go(plan: p.Plan, run_dir: Path, resume_from: Path | None, progress) -> list[StageSummary]:
     device = _device(plan.run.device)
-    return_freed_memory()
     torch.manual_seed(derive(plan.run.seed, "global"))
     try:
         data = prepare(plan.data, plan.run.seed)
@@ -109,20 +108,3 @@ def _device(device: Device) -> torch.device:
     if device is Device.CPU or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
-
-
-def return_freed_memory() -> None:
-    """Fix glibc's mmap threshold (process-wide). glibc raises it as large blocks are freed
-    (up to 32 MiB), after which big transient tensors come from the heap and fragment it:
-    quantizing a 720 MB trunk to NVFP4 then left about 1 GB resident instead of 130 MB.
-    With a fixed threshold, blocks above it are mapped and returned when freed. Elsewhere
-    (no glibc) nothing changes."""
-    import ctypes
-    import ctypes.util
-
-    m_mmap_threshold = -3  # malloc.h
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(m_mmap_threshold, 1 << 20)
-    except (OSError, AttributeError):
-        pass

@@ -19,7 +19,7 @@ import torch
 from stackwise_dsl.data import Prepared
 from stackwise_dsl.ir.enums import Cache
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.runtime import adapters, checkpoint, optim
+from stackwise_dsl.runtime import adapters, checkpoint, heap, optim
 from stackwise_dsl.runtime.batches import Stream, eval_ids
 from stackwise_dsl.runtime.cache import ActivationCache
 from stackwise_dsl.runtime.merge import merge_store
@@ -119,7 +119,8 @@ class Trainer:
         merged: set[int] = set()
         if stage.merge_adapters and start_step == 0:  # mid-stage, the store is merged already
             merged = {pos for pos, _ in merge_store(self.store, self.plan, stage.number - 1)}
-        model = StageModel(self.plan, stage, self.store, self.device).train()
+        with heap.building():
+            model = StageModel(self.plan, stage, self.store, self.device).train()
         self._offload_unchanging(stage, keep=merged)
         opt = optim.build(self.plan.optimizer, self._groups(model, stage))
         self.scaler = LossScaler.for_stage(stage.parts, self.device)
