@@ -1,0 +1,287 @@
+"""Our own source, cut out by name for an emitted script: one source of truth.
+
+`extract(modules, roots)` returns the top-level definitions `roots` need from `modules` (the
+definitions they name, transitively, and no others), as the exact text of our modules, in
+the order the modules are given and, within a module, in file order. Imports between our
+modules disappear: `from stackwise_dsl.runtime.layers import Gelu` is dropped (Gelu is
+emitted itself), and a module alias `p.Stage` is written `Stage`. Imports of other packages
+(torch, math, ...) that the definitions use are gathered at the top. Every definition's
+rewritten text is parsed back and compared, node for node, with the original, so a rewrite
+can never change what the code does. Reading the modules imports nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+
+PACKAGE = "stackwise_dsl"
+
+
+class ExtractError(Exception):
+    pass
+
+
+@attrs.frozen
+class _Definition:
+    module: str
+    name: str
+    node: ast.stmt
+    order: tuple[int, int]  # (module index, position in the module)
+
+
+@attrs.frozen
+class Extracted:
+    imports: tuple[str, ...]  # import statements of other packages, sorted
+    definitions: tuple[tuple[str, str, str], ...]  # (module, name, source), emission order
+
+    @property
+    def source(self) -> str:
+        body = "\n\n\n".join(src for _, _, src in self.definitions)
+        return "\n".join(self.imports) + "\n\n\n" + body + "\n"
+
+
+def extract(modules: Iterable[str], roots: Iterable[str]) -> Extracted:
+    """`roots` as `module:Name` (or `Name` when only one module defines it)."""
+    modules = list(modules)
+    parsed = {m: _parse(m) for m in modules}
+    defs: dict[tuple[str, str], _Definition] = {}
+    for index, module in enumerate(modules):
+        for position, node in enumerate(parsed[module].tree.body):
+            for name in _defined(node):
+                defs[(module, name)] = _Definition(module, name, node, (index, position))
+    todo = [_resolve_root(r, defs) for r in roots]
+    needed: dict[tuple[str, str], _Definition] = {}
+    imports: set[str] = set()
+    while todo:
+        key = todo.pop()
+        if key in needed:
+            continue
+        definition = defs.get(key)
+        if definition is None:
+            raise ExtractError(f"{key[0]} defines no `{key[1]}` (or that module is not given)")
+        needed[key] = definition
+        scope = parsed[definition.module]
+        for name in _names_used(definition.node, scope.module_aliases):
+            target = scope.resolve(name, modules)
+            if target is None:
+                continue
+            if target[0] == "import":
+                imports.add(target[1])
+            else:
+                todo.append(target[1])
+    clashes = _clashes(needed)
+    if clashes:
+        raise ExtractError(f"two modules define {clashes}: rename one")
+    ordered = sorted({id(d.node): d for d in needed.values()}.values(), key=lambda d: d.order)
+    out = []
+    for d in ordered:
+        scope = parsed[d.module]
+        out.append((d.module, d.name, _rewritten(d.node, scope)))
+    return Extracted(imports=tuple(sorted(imports)), definitions=tuple(out))
+
+
+# --- reading a module ---------------------------------------------------------------------
+
+
+@attrs.define
+class _Module:
+    name: str
+    text: str
+    tree: ast.Module
+    module_aliases: dict[str, str]  # alias → our module (`p` → stackwise_dsl.lower.plan)
+    name_imports: dict[str, tuple[str, str]]  # local name → (our module, its name)
+    external: dict[str, str]  # local name → import statement of another package
+
+    def resolve(self, name: str, modules: list[str]):
+        """What a name used in this module refers to: ("import", statement), ("def", key)
+        or None (a builtin, a local variable, or a parameter)."""
+        if "." in name:  # alias.attr of our module
+            alias, attr = name.split(".", 1)
+            return ("def", (self.module_aliases[alias], attr))
+        if name in self.name_imports:
+            return ("def", self.name_imports[name])
+        if name in self.external:
+            return ("import", self.external[name])
+        if any(name in _defined(node) for node in self.tree.body):
+            return ("def", (self.name, name))
+        return None
+
+
+def _file(module: str) -> Path | None:
+    """The source file of one of our modules, found without importing anything."""
+    root = Path(importlib.util.find_spec(PACKAGE).origin).parent
+    base = root.joinpath(*module.split(".")[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _is_package(module: str) -> bool:
+    path = _file(module)
+    return path is not None and path.name == "__init__.py"
+
+
+def _parse(module: str) -> _Module:
+    path = _file(module) if module.startswith(PACKAGE) else None
+    if path is None:
+        raise ExtractError(f"no module {module} of ours")
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    package = module.rpartition(".")[0]
+    aliases: dict[str, str] = {}
+    names: dict[str, tuple[str, str]] = {}
+    external: dict[str, str] = {}
+    for node in ast.walk(tree):  # top level and lazy imports inside functions alike
+        if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+            source = node.module if not node.level else _relative(package, node)
+            for a in node.names:
+                local = a.asname or a.name
+                if source.startswith(PACKAGE):
+                    sub = f"{source}.{a.name}"
+                    if _is_package(source) and _file(sub) is not None:
+                        aliases[local] = sub
+                    else:
+                        names[local] = (source, a.name)
+                elif node.col_offset == 0:
+                    external[local] = ast.unparse(ast.ImportFrom(source, [a], 0))
+        elif isinstance(node, ast.Import) and node.col_offset == 0:
+            for a in node.names:
+                if a.name.startswith(PACKAGE):
+                    aliases[a.asname or a.name] = a.name
+                else:
+                    external[a.asname or a.name.split(".")[0]] = ast.unparse(ast.Import([a]))
+    return _Module(module, text, tree, aliases, names, external)
+
+
+def _relative(package: str, node: ast.ImportFrom) -> str:
+    parts = package.split(".")
+    base = ".".join(parts[: len(parts) - node.level + 1])
+    return f"{base}.{node.module}" if node.module else base
+
+
+def _defined(node: ast.stmt) -> list[str]:
+    if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+        return [node.name]
+    if isinstance(node, ast.Assign):
+        return [t.id for t in node.targets if isinstance(t, ast.Name)]
+    if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+        return [node.target.id]
+    return []
+
+
+def _names_used(node: ast.stmt, aliases: dict[str, str]) -> list[str]:
+    """Names a definition reads (and `alias.attr` for our module aliases), in text order."""
+    used = []
+    for sub in ast.walk(node):
+        if (
+            isinstance(sub, ast.Attribute)
+            and isinstance(sub.value, ast.Name)
+            and sub.value.id in aliases
+        ):
+            used.append(f"{sub.value.id}.{sub.attr}")
+        elif isinstance(sub, ast.Name) and sub.id not in aliases:
+            used.append(sub.id)
+        elif isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith(PACKAGE):
+            used += [a.asname or a.name for a in sub.names]
+    return used
+
+
+def _resolve_root(root: str, defs) -> tuple[str, str]:
+    if ":" in root:
+        module, name = root.split(":")
+        return module, name
+    matches = [key for key in defs if key[1] == root]
+    if len(matches) != 1:
+        raise ExtractError(f"`{root}` is defined in {len(matches)} of the modules; name one")
+    return matches[0]
+
+
+def _clashes(needed) -> list[str]:
+    seen: dict[str, str] = {}
+    out = []
+    for module, name in needed:
+        if name in seen and seen[name] != module:
+            out.append(name)
+        seen[name] = module
+    return sorted(out)
+
+
+# --- rewriting ------------------------------------------------------------------------------
+
+
+def _rewritten(node: ast.stmt, scope: _Module) -> str:
+    """The definition's text with our modules' aliases and imports taken out, checked."""
+    lines = scope.text.splitlines(keepends=True)
+    first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+    start, end = first - 1, node.end_lineno
+    edits: list[tuple[int, int, int, int, str]] = []  # (line, col, end line, end col, new)
+    for sub in ast.walk(node):
+        if (
+            isinstance(sub, ast.Attribute)
+            and isinstance(sub.value, ast.Name)
+            and sub.value.id in scope.module_aliases
+        ):  # `p.Stage` → `Stage`: delete "p."
+            v = sub.value
+            edits.append((v.lineno, v.col_offset, v.end_lineno, v.end_col_offset + 1, ""))
+        elif isinstance(sub, ast.ImportFrom | ast.Import) and sub is not node:
+            source = sub.module if isinstance(sub, ast.ImportFrom) else sub.names[0].name
+            if source and source.startswith(PACKAGE):  # a lazy import of our own module
+                edits.append((sub.lineno, 0, sub.end_lineno + 1, 0, ""))
+    text = _apply(lines[start:end], edits, offset=start)
+    _check(node, text, scope)
+    return text.rstrip("\n")
+
+
+def _apply(lines: list[str], edits, offset: int) -> str:
+    """Apply (line, col, end line, end col, replacement) edits, 1-based lines."""
+    text = "".join(lines)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def at(line: int, col: int) -> int:
+        i = line - 1 - offset
+        if i >= len(lines):
+            return len(text)
+        return starts[i] + len(lines[i].encode("utf-8")[:col].decode("utf-8"))
+
+    for line, col, end_line, end_col, new in sorted(edits, reverse=True):
+        a, b = at(line, col), at(end_line, end_col)
+        text = text[:a] + new + text[b:]
+    return text
+
+
+def _check(node: ast.stmt, text: str, scope: _Module) -> None:
+    """The rewritten text must be the original definition with aliases and our own lazy
+    imports removed, and nothing else."""
+    import textwrap
+
+    expected = _Strip(scope.module_aliases).visit(ast.parse(ast.unparse(node)))
+    try:
+        got = ast.parse(textwrap.dedent(text))
+    except SyntaxError as e:
+        raise ExtractError(f"rewriting {_defined(node)} broke its syntax: {e}") from None
+    if ast.dump(got) != ast.dump(ast.fix_missing_locations(expected)):
+        raise ExtractError(f"rewriting {_defined(node)} changed it")
+
+
+class _Strip(ast.NodeTransformer):
+    def __init__(self, aliases: dict[str, str]) -> None:
+        self.aliases = aliases
+
+    def visit_Attribute(self, node: ast.Attribute):
+        if isinstance(node.value, ast.Name) and node.value.id in self.aliases:
+            return ast.copy_location(ast.Name(node.attr, node.ctx), node)
+        return self.generic_visit(node)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom):
+        return None if node.module and node.module.startswith(PACKAGE) else node
+
+    def visit_Import(self, node: ast.Import):
+        return None if node.names[0].name.startswith(PACKAGE) else node

@@ -1,0 +1,59 @@
+"""Spec values reach emitted code only as literals: hostile strings stay data."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stackwise_dsl.emit.literals import EmitError, identifier, literal
+
+HOSTILE = [
+    "'", '"', "'''", '"""', "\\", "\\'", "a\nb", "a\rb", "\x00", "__import__('os').system('x')",
+    "'); __import__('os'); ('", '"""; import os; """', "\u2028", "\u2029", "\x85", "\ufeff",
+    "\u202e", "é", "\U0001f600", "{x}", "%s", "#", "\t", "\\N{BULLET}", "\\u2028",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_strings_are_one_ascii_string_constant(text):
+    source = literal(text)
+    assert source.isascii() and "\n" not in source and "\r" not in source
+    tree = ast.parse(f"x = {source}\n")
+    assert len(tree.body) == 1
+    value = tree.body[0].value
+    assert isinstance(value, ast.Constant) and value.value == text
+
+
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=20,
+))  # fmt: skip
+def test_every_plain_value_round_trips(value):
+    source = literal(value)
+    assert source.isascii()
+    assert ast.literal_eval(source) == value
+    assert type(ast.literal_eval(source)) is type(value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), {1, 2}, object(), b"bytes"])
+def test_values_without_a_plain_literal_are_refused(bad):
+    with pytest.raises(EmitError):
+        literal(bad)
+
+
+@pytest.mark.parametrize("name", ["stack", "s_1", "_x", "denoiser2"])
+def test_identifiers(name):
+    assert identifier(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "1a", "a-b", "a b", "class", "None", "é", "a\n", "x;y",
+                                  "__import__('os')", "a.b"])  # fmt: skip
+def test_non_identifiers_are_refused(name):
+    with pytest.raises(EmitError):
+        identifier(name)
