@@ -58,3 +58,36 @@ def test_names_defined_twice_must_be_named_with_their_module():
         extract(modules, ["Stack"])
     with pytest.raises(ExtractError, match="not given"):
         extract(["stackwise_dsl.runtime.nvfp4"], ["NVFP4Linear"])  # needs precision.py too
+
+
+def test_attrs_classes_become_equivalent_dataclasses():
+    import dataclasses
+
+    import attrs
+
+    from stackwise_dsl.ir.enums import Target
+    from stackwise_dsl.lower import plan
+
+    e = extract(["stackwise_dsl.ir.enums", "stackwise_dsl.lower.plan"], ["Lora"])
+    assert "attrs" not in e.source.replace("__attrs", "") and "import dataclasses" in e.imports
+    assert "plan_node = dataclasses.dataclass(frozen=True, kw_only=True)" in e.source
+    namespace: dict = {}
+    exec(compile("from __future__ import annotations\n" + "\n".join(e.imports) + "\n"
+                 + e.source, "emitted.py", "exec"), namespace)  # fmt: skip
+    ours = plan.Lora(rank=4, alpha=8.0, dropout=0.0, targets=(Target.Q, Target.V))
+    theirs = namespace["Lora"](rank=4, alpha=8.0, dropout=0.0,
+                               targets=(namespace["Target"].Q, namespace["Target"].V))  # fmt: skip
+    assert dataclasses.asdict(theirs) == {
+        k: v if k != "targets" else tuple(namespace["Target"](t.value) for t in v)
+        for k, v in attrs.asdict(ours, recurse=False).items()
+    }
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        theirs.rank = 2
+    with pytest.raises(TypeError):
+        namespace["Lora"](4, 8.0, 0.0, ())  # keyword-only, as with attrs
+
+
+def test_attrs_factories_map_to_dataclass_default_factories():
+    e = extract(["stackwise_dsl.runtime.weights"], ["Store"])
+    assert "dataclasses.field(default_factory=dict)" in e.source
+    assert "@dataclasses.dataclass\nclass Store:" in e.source

@@ -71,7 +71,7 @@ def extract(modules: Iterable[str], roots: Iterable[str]) -> Extracted:
             if target is None:
                 continue
             if target[0] == "import":
-                imports.add(target[1])
+                imports.add("import dataclasses" if target[1] == "import attrs" else target[1])
             else:
                 todo.append(target[1])
     clashes = _clashes(needed)
@@ -229,6 +229,14 @@ def _rewritten(node: ast.stmt, scope: _Module) -> str:
         ):  # `p.Stage` → `Stage`: delete "p."
             v = sub.value
             edits.append((v.lineno, v.col_offset, v.end_lineno, v.end_col_offset + 1, ""))
+        elif isinstance(sub, ast.Attribute) and _is_attrs(sub):
+            edits += _attrs_edits(sub, node)
+        elif isinstance(sub, ast.keyword) and sub.arg == "factory" and _in_attrs_field(sub, node):
+            edits.append((sub.lineno, sub.col_offset, sub.lineno, sub.col_offset + 7,
+                          "default_factory"))  # fmt: skip
+        elif isinstance(sub, ast.FunctionDef) and sub.name == "__attrs_post_init__":
+            col = scope.text.splitlines()[sub.lineno - 1].index("__attrs_post_init__")
+            edits.append((sub.lineno, col, sub.lineno, col + 19, "__post_init__"))
         elif isinstance(sub, ast.ImportFrom | ast.Import) and sub is not node:
             source = sub.module if isinstance(sub, ast.ImportFrom) else sub.names[0].name
             if source and source.startswith(PACKAGE):  # a lazy import of our own module
@@ -236,6 +244,50 @@ def _rewritten(node: ast.stmt, scope: _Module) -> str:
     text = _apply(lines[start:end], edits, offset=start)
     _check(node, text, scope)
     return text.rstrip("\n")
+
+
+# attrs → dataclasses: the subset our runtime uses, and nothing else.
+_ATTRS = {"frozen": "dataclasses.dataclass", "define": "dataclasses.dataclass",
+          "field": "dataclasses.field", "evolve": "dataclasses.replace",
+          "asdict": "dataclasses.asdict"}  # fmt: skip
+
+
+def _is_attrs(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id == "attrs"
+
+
+def _attrs_edits(attr: ast.Attribute, root: ast.AST) -> list:
+    """`attrs.frozen` → `dataclasses.dataclass(frozen=True)` (merged into a call's
+    arguments when called), `attrs.define` → `dataclasses.dataclass`, `attrs.field` →
+    `dataclasses.field`, `attrs.evolve` → `dataclasses.replace`, `attrs.asdict` →
+    `dataclasses.asdict`."""
+    if attr.attr not in _ATTRS:
+        raise ExtractError(f"attrs.{attr.attr} has no dataclasses equivalent here")
+    span = (attr.lineno, attr.col_offset, attr.end_lineno, attr.end_col_offset)
+    call = _parent_call(attr, root)
+    if attr.attr != "frozen":
+        return [(*span, _ATTRS[attr.attr])]
+    if call is None:
+        return [(*span, "dataclasses.dataclass(frozen=True)")]
+    glue = "frozen=True, " if call.args or call.keywords else "frozen=True"
+    return [(*span, "dataclasses.dataclass"),
+            (attr.end_lineno, attr.end_col_offset + 1, attr.end_lineno,
+             attr.end_col_offset + 1, glue)]  # fmt: skip
+
+
+def _parent_call(attr: ast.Attribute, root: ast.AST) -> ast.Call | None:
+    for sub in ast.walk(root):
+        if isinstance(sub, ast.Call) and sub.func is attr:
+            return sub
+    return None
+
+
+def _in_attrs_field(kw: ast.keyword, root: ast.AST) -> bool:
+    for sub in ast.walk(root):
+        if (isinstance(sub, ast.Call) and kw in sub.keywords
+                and isinstance(sub.func, ast.Attribute) and _is_attrs(sub.func)):  # fmt: skip
+            return sub.func.attr == "field"
+    return False
 
 
 def _apply(lines: list[str], edits, offset: int) -> str:
@@ -278,6 +330,28 @@ class _Strip(ast.NodeTransformer):
     def visit_Attribute(self, node: ast.Attribute):
         if isinstance(node.value, ast.Name) and node.value.id in self.aliases:
             return ast.copy_location(ast.Name(node.attr, node.ctx), node)
+        if _is_attrs(node):
+            target = ast.parse(_ATTRS[node.attr], mode="eval").body
+            if node.attr == "frozen":  # a bare decorator becomes a call
+                return ast.Call(target, [], [ast.keyword("frozen", ast.Constant(True))])
+            return target
+        return self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call):
+        if isinstance(node.func, ast.Attribute) and _is_attrs(node.func):
+            keywords = [self.visit(k) for k in node.keywords]
+            args = [self.visit(a) for a in node.args]
+            if node.func.attr == "field":
+                keywords = [ast.keyword("default_factory" if k.arg == "factory" else k.arg,
+                                        k.value) for k in keywords]  # fmt: skip
+            if node.func.attr == "frozen":
+                keywords = [ast.keyword("frozen", ast.Constant(True)), *keywords]
+            return ast.Call(ast.parse(_ATTRS[node.func.attr], mode="eval").body, args, keywords)
+        return self.generic_visit(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef):
+        if node.name == "__attrs_post_init__":
+            node.name = "__post_init__"
         return self.generic_visit(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom):
