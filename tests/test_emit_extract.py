@@ -53,9 +53,9 @@ def test_extracted_code_computes_what_the_package_computes():
 
 
 def test_names_defined_twice_must_be_named_with_their_module():
-    modules = ["stackwise_dsl.lower.plan", "stackwise_dsl.runtime.model"]
+    modules = ["stackwise_dsl.runtime", "stackwise_dsl.data"]  # both define __all__
     with pytest.raises(ExtractError, match="defined in 2"):
-        extract(modules, ["Stack"])
+        extract(modules, ["__all__"])
     with pytest.raises(ExtractError, match="not given"):
         extract(["stackwise_dsl.runtime.nvfp4"], ["NVFP4Linear"])  # needs precision.py too
 
@@ -91,3 +91,15 @@ def test_attrs_factories_map_to_dataclass_default_factories():
     e = extract(["stackwise_dsl.runtime.weights"], ["Store"])
     assert "dataclasses.field(default_factory=dict)" in e.source
     assert "@dataclasses.dataclass\nclass Store:" in e.source
+
+
+def test_the_runtime_and_the_plan_emit_together_without_clashes():
+    """The whole model side of a script: plan classes and the modules that read them."""
+    modules = ["stackwise_dsl.ir.enums", "stackwise_dsl.lower.plan", "stackwise_dsl.runtime.seeds",
+               "stackwise_dsl.runtime.layers", "stackwise_dsl.runtime.attention",
+               "stackwise_dsl.runtime.model"]  # fmt: skip
+    e = extract(modules, ["Rack", "Plan"])
+    names = [name for _, name, _ in e.definitions]
+    assert {"Rack", "Stack", "Block", "Attention", "StackPlan", "Plan"} <= set(names)
+    assert len(names) == len(set(names))
+    compile("from __future__ import annotations\n" + e.source, "emitted.py", "exec")

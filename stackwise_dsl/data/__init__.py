@@ -13,7 +13,7 @@ import numpy as np
 
 from stackwise_dsl.data import corpus
 from stackwise_dsl.data.corpus import DataError
-from stackwise_dsl.data.tokenizer import ByteTokenizer, Tokenizer, build
+from stackwise_dsl.data.tokenizer import ByteTokenizer, Tokenizer, build_tokenizer
 from stackwise_dsl.lower import plan as p
 
 __all__ = ["DataError", "Prepared", "prepare", "vocab_size"]
@@ -36,13 +36,13 @@ def vocab_size(data: p.Data, seed: int) -> int:
     docs = (
         [] if isinstance(data.tokenizer, p.TokenizerFile) else corpus.documents(data.source, seed)
     )
-    return build(data.tokenizer, docs).vocab_size
+    return build_tokenizer(data.tokenizer, docs).vocab_size
 
 
 def prepare(data: p.Data, seed: int) -> Prepared:
     """Read, tokenize, window and split the data of a plan."""
     docs = corpus.documents(data.source, seed)
-    tokenizer = build(data.tokenizer, docs)
+    tokenizer = build_tokenizer(data.tokenizer, docs)
     stream = _stream(tokenizer, docs)
     width = data.seq_len + 1
     count = len(stream) // width

@@ -95,7 +95,9 @@ class HfTokenizer:
 Tokenizer = ByteTokenizer | CharTokenizer | HfTokenizer
 
 
-def build(spec: p.Bytes | p.Chars | p.Bpe | p.TokenizerFile, docs: list[str]) -> Tokenizer:
+def build_tokenizer(
+    spec: p.Bytes | p.Chars | p.Bpe | p.TokenizerFile, docs: list[str]
+) -> Tokenizer:
     """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
     if isinstance(spec, p.Bytes):
         return ByteTokenizer()

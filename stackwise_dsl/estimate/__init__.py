@@ -16,7 +16,7 @@ from stackwise_dsl.ir.enums import Head, TimeEmbedding
 from stackwise_dsl.lower import plan as p
 
 
-def shapes(b: p.Block, d_model: int) -> dict[str, tuple[int, int]]:
+def shapes(b: p.BlockPlan, d_model: int) -> dict[str, tuple[int, int]]:
     """(in, out) of every linear layer of a block, by the name the runtime gives it."""
     a = b.attention
     inner, kv = a.heads * a.head_dim, a.kv_heads * a.head_dim
@@ -33,16 +33,16 @@ def shapes(b: p.Block, d_model: int) -> dict[str, tuple[int, int]]:
     return out
 
 
-def block_params(b: p.Block, d_model: int) -> int:
+def block_params(b: p.BlockPlan, d_model: int) -> int:
     """Weights of one block: its linear layers and two norms."""
     return sum(i * o for i, o in shapes(b, d_model).values()) + 2 * d_model
 
 
-def stack_params(s: p.Stack, d_model: int) -> int:
+def stack_params(s: p.StackPlan, d_model: int) -> int:
     return sum(block_params(b, d_model) for b in s.blocks)
 
 
-def lora_params(lora: p.Lora, s: p.Stack, d_model: int) -> int:
+def lora_params(lora: p.Lora, s: p.StackPlan, d_model: int) -> int:
     """A LoRA adapter over the stack's targeted layers: rank x (in + out) each."""
     names = {t.value for t in lora.targets}
     total = 0
@@ -115,7 +115,7 @@ def stage_count(plan: p.Plan, stage: p.Stage) -> StageCount:
     )
 
 
-def _adapters(stack: p.Stack, part: p.Part, d_model: int) -> int:
+def _adapters(stack: p.StackPlan, part: p.Part, d_model: int) -> int:
     total = lora_params(stack.stack_lora, stack, d_model) if stack.stack_lora else 0
     if part.trunk_lora is not None:
         total += lora_params(part.trunk_lora, stack, d_model)

@@ -103,10 +103,10 @@ def _objectives(spec: n.Spec):
             yield s.objective
 
 
-def _stack(facts: Facts, position: int) -> p.Stack:
+def _stack(facts: Facts, position: int) -> p.StackPlan:
     spec = facts.spec
     lora = _stack_lora_of(facts, position)
-    return p.Stack(
+    return p.StackPlan(
         position=position,
         name=spec.grow.stacks[position].name,
         blocks=tuple(_block(b, spec.model.d_model) for b in facts.blocks[position]),
@@ -122,11 +122,11 @@ def _created_in(facts: Facts, position: int) -> int:
     return facts.created[position]
 
 
-def _block(b: n.Block, d_model: int) -> p.Block:
+def _block(b: n.Block, d_model: int) -> p.BlockPlan:
     a = b.attention
-    return p.Block(
+    return p.BlockPlan(
         name=b.name,
-        attention=p.Attention(
+        attention=p.AttentionPlan(
             heads=a.heads,
             kv_heads=a.kv_heads,
             head_dim=d_model // a.heads,

@@ -60,7 +60,7 @@ class Lora:
 
 
 @plan_node
-class Attention:
+class AttentionPlan:
     heads: int
     kv_heads: int
     head_dim: int
@@ -72,9 +72,9 @@ class Attention:
 
 
 @plan_node
-class Block:
+class BlockPlan:
     name: str
-    attention: Attention
+    attention: AttentionPlan
     ffn: str  # "swiglu" or "gelu"
     hidden: int
     residual_gain: float
@@ -83,12 +83,12 @@ class Block:
 
 
 @plan_node
-class Stack:
+class StackPlan:
     """The stack at one rack position (0 = input side)."""
 
     position: int
     name: str
-    blocks: tuple[Block, ...]
+    blocks: tuple[BlockPlan, ...]
     created_in: int  # the stage that creates it
     stack_lora: Lora | None  # attached when it is created
 
@@ -251,7 +251,7 @@ class Run:
 class Plan:
     name: str
     model: Model
-    stacks: tuple[Stack, ...]
+    stacks: tuple[StackPlan, ...]
     stages: tuple[Stage, ...]
     data: Data
     optimizer: Optimizer

@@ -26,7 +26,7 @@ INIT_STD = 0.02
 class Block(nn.Module):
     """x + γ·attn(norm(x)), then x + γ·ffn(norm(x))."""
 
-    def __init__(self, b: p.Block, m: p.Model, *, features: torch.Generator) -> None:
+    def __init__(self, b: p.BlockPlan, m: p.Model, *, features: torch.Generator) -> None:
         super().__init__()
         self.norm1 = make_norm(m.norm, m.d_model)
         self.attn = Attention(b.attention, m.d_model, features=features)
@@ -47,7 +47,7 @@ class Block(nn.Module):
 
 
 class Stack(nn.Module):
-    def __init__(self, s: p.Stack, m: p.Model, seed: int) -> None:
+    def __init__(self, s: p.StackPlan, m: p.Model, seed: int) -> None:
         super().__init__()
         features = generator(seed, "features", s.position)
         self.blocks = nn.ModuleList(Block(b, m, features=features) for b in s.blocks)

@@ -72,7 +72,7 @@ def test_bidirectional_mode_sees_the_future(kind):
 
 
 def _attention(heads, kv_heads, kernel=None, kernel_dim=None, mode=Mode.BIDIRECTIONAL):
-    a = p.Attention(heads=heads, kv_heads=kv_heads, head_dim=8, mode=mode, q_rank=None,
+    a = p.AttentionPlan(heads=heads, kv_heads=kv_heads, head_dim=8, mode=mode, q_rank=None,
                     kv_rank=None, kernel=kernel, kernel_dim=kernel_dim)  # fmt: skip
     torch.manual_seed(1)
     return Attention(a, heads * 8, features=torch.Generator().manual_seed(2))
