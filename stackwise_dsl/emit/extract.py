@@ -62,6 +62,9 @@ def extract(modules: Iterable[str], roots: Iterable[str]) -> Extracted:
         if key in needed:
             continue
         definition = defs.get(key)
+        if definition is None and key[0] in parsed and key[1] in parsed[key[0]].name_imports:
+            todo.append(parsed[key[0]].name_imports[key[1]])  # a re-export: follow it
+            continue
         if definition is None:
             raise ExtractError(f"{key[0]} defines no `{key[1]}` (or that module is not given)")
         needed[key] = definition
@@ -187,9 +190,18 @@ def _names_used(node: ast.stmt, aliases: dict[str, str]) -> list[str]:
             used.append(f"{sub.value.id}.{sub.attr}")
         elif isinstance(sub, ast.Name) and sub.id not in aliases:
             used.append(sub.id)
+        elif isinstance(sub, ast.Name) and not _is_attribute_base(sub, node):
+            raise ExtractError(
+                f"`{sub.id}` (one of our modules) is used as a value; a script "
+                "has no such module: name what it needs from it instead"
+            )
         elif isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith(PACKAGE):
             used += [a.asname or a.name for a in sub.names]
     return used
+
+
+def _is_attribute_base(name: ast.Name, root: ast.AST) -> bool:
+    return any(isinstance(sub, ast.Attribute) and sub.value is name for sub in ast.walk(root))
 
 
 def _resolve_root(root: str, defs) -> tuple[str, str]:
@@ -249,7 +261,8 @@ def _rewritten(node: ast.stmt, scope: _Module) -> str:
 # attrs → dataclasses: the subset our runtime uses, and nothing else.
 _ATTRS = {"frozen": "dataclasses.dataclass", "define": "dataclasses.dataclass",
           "field": "dataclasses.field", "evolve": "dataclasses.replace",
-          "asdict": "dataclasses.asdict"}  # fmt: skip
+          "asdict": "dataclasses.asdict", "has": "dataclasses.is_dataclass",
+          "fields": "dataclasses.fields"}  # fmt: skip
 
 
 def _is_attrs(node: ast.Attribute) -> bool:

@@ -63,7 +63,7 @@ def _decode(data: Any, hint: Any) -> Any:
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    resolved = typing.get_type_hints(cls, vars(p))
+    resolved = typing.get_type_hints(cls)  # in the namespace of the module defining cls
     return {f.name: resolved[f.name] for f in attrs.fields(cls)}
 
 
