@@ -57,3 +57,42 @@ def test_identifiers(name):
 def test_non_identifiers_are_refused(name):
     with pytest.raises(EmitError):
         identifier(name)
+
+
+def _ruff_format_keeps(text: str, tmp_path) -> bool:
+    import subprocess
+    import sys
+
+    path = tmp_path / "emitted.py"
+    path.write_text(text)
+    result = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "--line-length", "100", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    return result.returncode == 0
+
+
+@pytest.mark.parametrize("spec", ["diffusion", "attention", "gpt"])
+def test_pretty_plans_are_already_ruff_formatted(spec, tmp_path):
+    from stackwise_dsl.emit.literals import pretty
+    from stackwise_dsl.frontend import check_file
+    from stackwise_dsl.lower import to_plan
+    from stackwise_dsl.lower.serialize import to_json
+    from tests.conftest import ROOT
+
+    plan = to_json(to_plan(check_file(ROOT / "specs" / f"{spec}.sw", []).spec, name=spec))
+    text = "PLAN = " + pretty(plan, used=len("PLAN = ")) + "\n"
+    assert ast.literal_eval(text.split("=", 1)[1].strip()) == plan
+    assert len(text.splitlines()) > 100  # laid out, one field per line where needed
+    assert _ruff_format_keeps(text, tmp_path)
+
+
+def test_pretty_hostile_strings_are_ruff_formatted_and_stay_data(tmp_path):
+    from stackwise_dsl.emit.literals import pretty
+
+    value = {"files": HOSTILE, "long": "x" * 150, "mixed": "'\"'", "nested": [[HOSTILE[:3]]]}
+    text = "CONFIG = " + pretty(value, used=len("CONFIG = ")) + "\n"
+    tree = ast.parse(text)
+    assert len(tree.body) == 1 and ast.literal_eval(tree.body[0].value) == value
+    assert text.isascii() and _ruff_format_keeps(text, tmp_path)

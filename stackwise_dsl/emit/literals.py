@@ -59,8 +59,49 @@ def _source(value) -> str:
 
 
 def _text(value) -> str:
-    if isinstance(value, str):
-        # repr leaves printable non-ASCII as is; escape every non-ASCII character too, so a
-        # script is plain ASCII and no separator or look-alike survives into it
-        return repr(value).encode("ascii", "backslashreplace").decode("ascii")
-    return repr(value)
+    return _quoted(value) if isinstance(value, str) else repr(value)
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _quoted(text: str) -> str:
+    """A string literal in plain ASCII: printable ASCII as is, every other character
+    escaped (so no line separator or look-alike survives), in double quotes unless single
+    quotes need fewer escapes (as `ruff format` chooses)."""
+    quote = "'" if text.count('"') > text.count("'") else '"'
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ch == quote:
+            out.append("\\" + ch)
+        elif 32 <= code < 127:
+            out.append(ch)
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return quote + "".join(out) + quote
+
+
+def pretty(value, *, indent: int = 0, used: int = 0, width: int = 100) -> str:
+    """`literal(value)` laid out as `ruff format` lays it out: on one line when it fits in
+    `width` after the `used` columns before it, else one element per line with trailing
+    commas (recursively). `indent` is the current line's indentation."""
+    one = literal(value)
+    if not isinstance(value, dict | list | tuple) or not value or used + len(one) <= width:
+        return one
+    open_, close = {dict: "{}", list: "[]", tuple: "()"}[type(value)]
+    inner = " " * (indent + 4)
+    lines = [open_]
+    items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+    for key, item in items:
+        prefix = f"{literal(key)}: " if isinstance(value, dict) else ""
+        text = pretty(item, indent=indent + 4, used=indent + 4 + len(prefix) + 1, width=width)
+        lines.append(f"{inner}{prefix}{text},")
+    lines.append(" " * indent + close)
+    return "\n".join(lines)
