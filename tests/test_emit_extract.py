@@ -155,3 +155,36 @@ def _capped(plan, steps: int):
 def _losses(run_dir) -> list:
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [(r["stage"], r["step"], r.get("loss"), r.get("val_loss")) for r in records]
+
+
+def test_the_extracted_runtime_passes_ruff_check_and_format(tmp_path):
+    from stackwise_dsl.emit import RUNTIME_MODULES
+
+    path = tmp_path / "runtime.py"
+    path.write_text(
+        "from __future__ import annotations\n\n"
+        + extract(RUNTIME_MODULES, ["run", "resume", "from_json"]).source
+    )
+    ruff = [sys.executable, "-m", "ruff"]
+    checks = [
+        [*ruff, "check", "--isolated", "--line-length", "100", "--select", "E,F,W,I", str(path)],
+        [*ruff, "format", "--isolated", "--line-length", "100", "--check", str(path)],
+    ]
+    for command in checks:
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-2000:]
+
+
+def test_a_module_alias_that_a_local_name_would_shadow_is_refused(tmp_path, monkeypatch):
+    """`checkpoint.latest` would become `latest`, which the function also assigns."""
+    import stackwise_dsl.emit.extract as ex
+
+    fake = tmp_path / "fake.py"
+    fake.write_text(
+        "from stackwise_dsl.runtime import checkpoint\n\n\n"
+        "def f(run_dir):\n    latest = checkpoint.latest(run_dir)\n    return latest\n"
+    )
+    real = ex._file
+    monkeypatch.setattr(ex, "_file", lambda m: fake if m == "stackwise_dsl.fake" else real(m))
+    with pytest.raises(ExtractError, match="also a local name"):
+        extract(["stackwise_dsl.fake", "stackwise_dsl.runtime.checkpoint"], ["f"])

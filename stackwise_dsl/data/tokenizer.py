@@ -96,7 +96,8 @@ Tokenizer = ByteTokenizer | CharTokenizer | HfTokenizer
 
 
 def build_tokenizer(
-    spec: p.Bytes | p.Chars | p.Bpe | p.TokenizerFile, docs: list[str]
+    spec: p.Bytes | p.Chars | p.Bpe | p.TokenizerFile,
+    docs: list[str],
 ) -> Tokenizer:
     """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
     if isinstance(spec, p.Bytes):

@@ -42,7 +42,44 @@ class Extracted:
     @property
     def source(self) -> str:
         body = "\n\n\n".join(src for _, _, src in self.definitions)
-        return "\n".join(self.imports) + "\n\n\n" + body + "\n"
+        # as isort spaces them: two blank lines before a def or class, else one
+        first = body.lstrip().split(None, 1)[0] if body.strip() else ""
+        gap = "\n\n\n" if first in ("def", "class", "async") or first.startswith("@") else "\n\n"
+        return self.import_block() + gap + body + "\n"
+
+    def import_block(self, extra: Iterable[str] = ()) -> str:
+        """The imports as isort (and `ruff check`) order them: the standard library, then
+        other packages; in each, `import x` lines, then `from x import a, b` merged."""
+        return import_block([*self.imports, *extra])
+
+
+def import_block(statements: Iterable[str]) -> str:
+    import sys
+
+    plain: dict[bool, set[str]] = {True: set(), False: set()}
+    froms: dict[bool, dict[str, set[str]]] = {True: {}, False: {}}
+    for statement in statements:
+        node = ast.parse(statement).body[0]
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                std = a.name.split(".")[0] in sys.stdlib_module_names
+                plain[std].add(ast.unparse(ast.Import([a])))
+        else:
+            std = node.module.split(".")[0] in sys.stdlib_module_names
+            names = froms[std].setdefault(node.module, set())
+            names.update(ast.unparse(a) for a in node.names)
+    groups = []
+    for std in (True, False):
+        lines = sorted(plain[std], key=_isort_key)
+        lines += [f"from {m} import {', '.join(sorted(n, key=str.lower))}"
+                  for m, n in sorted(froms[std].items())]  # fmt: skip
+        if lines:
+            groups.append("\n".join(lines))
+    return "\n\n".join(groups)
+
+
+def _isort_key(line: str) -> str:
+    return line.split()[1].lower()
 
 
 def extract(modules: Iterable[str], roots: Iterable[str]) -> Extracted:
@@ -252,7 +289,11 @@ def _rewritten(node: ast.stmt, scope: _Module) -> str:
         elif isinstance(sub, ast.ImportFrom | ast.Import) and sub is not node:
             source = sub.module if isinstance(sub, ast.ImportFrom) else sub.names[0].name
             if source and source.startswith(PACKAGE):  # a lazy import of our own module
-                edits.append((sub.lineno, 0, sub.end_lineno + 1, 0, ""))
+                stop = sub.end_lineno + 1
+                if _opens_block(sub, node) and not lines[sub.end_lineno].strip():
+                    stop += 1  # and the blank line after it: a block starts with code
+                edits.append((sub.lineno, 0, stop, 0, ""))
+    _refuse_shadowing(node, scope)
     text = _apply(lines[start:end], edits, offset=start)
     _check(node, text, scope)
     return text.rstrip("\n")
@@ -301,6 +342,35 @@ def _in_attrs_field(kw: ast.keyword, root: ast.AST) -> bool:
                 and isinstance(sub.func, ast.Attribute) and _is_attrs(sub.func)):  # fmt: skip
             return sub.func.attr == "field"
     return False
+
+
+def _opens_block(stmt: ast.stmt, root: ast.AST) -> bool:
+    """Whether `stmt` is the first statement of some block in `root`."""
+    for sub in ast.walk(root):
+        for field in ("body", "orelse", "finalbody"):
+            block = getattr(sub, field, None)
+            if isinstance(block, list) and block and block[0] is stmt:
+                return True
+    return False
+
+
+def _refuse_shadowing(node: ast.stmt, scope: _Module) -> None:
+    """`alias.X` becomes `X`: in a function where `X` is a local name (a parameter or
+    an assignment), that would silently mean the local. Refuse it."""
+    for fn in ast.walk(node):
+        if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            continue
+        local = {a.arg for a in [*fn.args.posonlyargs, *fn.args.args, *fn.args.kwonlyargs]}
+        local |= {x.arg for x in (fn.args.vararg, fn.args.kwarg) if x is not None}
+        local |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name)
+                  and isinstance(n.ctx, ast.Store)}  # fmt: skip
+        for sub in ast.walk(fn):
+            if (isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name)
+                    and sub.value.id in scope.module_aliases and sub.attr in local):  # fmt: skip
+                raise ExtractError(
+                    f"{scope.name}, line {sub.lineno}: `{sub.value.id}.{sub.attr}` would become "
+                    f"`{sub.attr}`, which is also a local name there: rename the local"
+                )
 
 
 def _apply(lines: list[str], edits, offset: int) -> str:

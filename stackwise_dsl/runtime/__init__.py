@@ -57,10 +57,10 @@ def resume(
         ) from None
     if device is not None:
         plan = attrs.evolve(plan, run=attrs.evolve(plan.run, device=device))
-    latest = checkpoint.latest(run_dir)
-    if latest is None:
+    last = checkpoint.latest(run_dir)
+    if last is None:
         raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
-    return _go(plan, run_dir, latest, progress)
+    return _go(plan, run_dir, last, progress)
 
 
 def load_plan(run_dir: Path) -> p.Plan:

@@ -19,7 +19,11 @@ from stackwise_dsl.runtime.layers import apply_rope
 
 class Attention(nn.Module):
     def __init__(
-        self, a: p.AttentionPlan, d_model: int, *, features: torch.Generator | None
+        self,
+        a: p.AttentionPlan,
+        d_model: int,
+        *,
+        features: torch.Generator | None,
     ) -> None:
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim

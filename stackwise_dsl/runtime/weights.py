@@ -24,6 +24,9 @@ from torch import nn
 _BASE = ".base_layer"
 
 
+Tensors = dict[str, torch.Tensor]  # a state dict: name → tensor
+
+
 class OnDisk(Mapping):
     """A stack's master weights left in a safetensors file: a read-only mapping that loads a
     tensor when it is asked for."""
@@ -60,7 +63,7 @@ class OnDisk(Mapping):
 class Store:
     shared: dict[str, torch.Tensor] = attrs.field(factory=dict)
     stacks: dict[int, Mapping[str, torch.Tensor]] = attrs.field(factory=dict)
-    adapters: dict[tuple[int, str], dict[str, torch.Tensor]] = attrs.field(factory=dict)
+    adapters: dict[tuple[int, str], Tensors] = attrs.field(factory=dict)
 
     def offload(self, positions, checkpoint_file: Path) -> None:
         """Let the masters of `positions` live only in `checkpoint_file` (which must hold
