@@ -174,6 +174,40 @@ def plan(
     raise typer.Exit(OK)
 
 
+@app.command()
+def compile(
+    file: Path = typer.Argument(..., help="The spec to compile."),
+    overrides: list[str] = SetOption,
+    out: Path | None = typer.Option(
+        None, "--output", "-o", help="The script to write (default: standard output)."
+    ),
+) -> None:
+    """Emit a standalone training script that trains what `sw run` trains."""
+    from stackwise_dsl.emit.script import render
+
+    _require_valid_overrides(overrides)
+    plan_ = _lower_or_exit(file, overrides)
+    text = render(
+        plan_,
+        spec_text=Path(file).read_text(encoding="utf-8"),
+        spec_file=str(file),
+        overrides=overrides,
+        script_name=out.name if out is not None else "train.py",
+    )
+    if out is None:
+        sys.stdout.write(text)
+        raise typer.Exit(OK)
+    from stackwise_dsl.formatting import write_atomically
+
+    try:
+        write_atomically(str(out), text, new_mode=0o755)  # a script: executable
+    except OSError as e:
+        typer.echo(f"error: cannot write {out}: {e.strerror or e}", err=True)
+        raise typer.Exit(USAGE) from None
+    typer.echo(f"{out}: a training script for {file} ({len(text.splitlines()):,} lines)")
+    raise typer.Exit(OK)
+
+
 def _lower_or_exit(file: Path, overrides: list[str]):
     """Check the spec (diagnostics and exit 1 on errors) and lower it to a plan."""
     from stackwise_dsl.data import DataError

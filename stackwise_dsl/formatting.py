@@ -69,11 +69,17 @@ def format_path(path: str) -> FormatResult:
     return format_text(text, path)
 
 
-def write_atomically(path: str, text: str) -> None:
-    """Replace a file's contents in one step, keeping its permissions."""
+def write_atomically(path: str, text: str, *, new_mode: int = 0o644) -> None:
+    """Replace a file's contents in one step, keeping its permissions (a new file gets
+    `new_mode`, less the umask)."""
     directory = os.path.dirname(os.path.abspath(path))
-    mode = os.stat(path).st_mode & 0o7777
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".sw-fmt-", suffix=".sw")
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = new_mode & ~umask
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".sw-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)

@@ -3,7 +3,6 @@ but for our imports, and it runs like the package's own code."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -104,57 +103,6 @@ def test_the_runtime_and_the_plan_emit_together_without_clashes():
     assert {"Rack", "Stack", "Block", "Attention", "StackPlan", "Plan"} <= set(names)
     assert len(names) == len(set(names))
     compile("from __future__ import annotations\n" + e.source, "emitted.py", "exec")
-
-
-DRIVER = """
-
-if __name__ == "__main__":
-    import sys
-
-    run(from_json(json.loads(Path(sys.argv[1]).read_text())), Path(sys.argv[2]))
-"""
-BLOCKED = (
-    "import runpy, sys\n"
-    "sys.modules['stackwise_dsl'] = None  # the package must not be needed\n"
-    "sys.argv = sys.argv[1:]\n"
-    "runpy.run_path(sys.argv[0], run_name='__main__')\n"
-)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("spec", ["tiny", "diffusion"])
-def test_the_extracted_runtime_trains_exactly_like_the_package(spec, tmp_path):
-    """The design's proof: `run` cut out of our runtime, run without our package, gives the
-    same losses bit for bit (diffusion.sw: prepend, nf4 trunk, peft adapters, fuse)."""
-    from stackwise_dsl import runtime
-    from stackwise_dsl.emit import RUNTIME_MODULES
-    from stackwise_dsl.frontend import check_file
-    from stackwise_dsl.lower import to_plan
-    from stackwise_dsl.lower.serialize import to_json
-    from tests.conftest import ROOT
-
-    e = extract(RUNTIME_MODULES, ["run", "from_json"])
-    script = tmp_path / "script.py"
-    script.write_text("from __future__ import annotations\n\n" + e.source + DRIVER)
-    report = check_file(ROOT / "specs" / f"{spec}.sw", [])
-    plan = to_plan(report.spec, name=spec)
-    plan = _capped(plan, 2)
-    (tmp_path / "plan.json").write_text(json.dumps(to_json(plan)))
-    runtime.run(plan, tmp_path / "package")
-    subprocess.run([sys.executable, "-c", BLOCKED, str(script), str(tmp_path / "plan.json"),
-                    str(tmp_path / "script")], check=True, capture_output=True, cwd=tmp_path)  # fmt: skip
-    assert _losses(tmp_path / "script") == _losses(tmp_path / "package")
-
-
-def _capped(plan, steps: int):
-    import attrs
-
-    return attrs.evolve(plan, stages=tuple(attrs.evolve(s, steps=steps) for s in plan.stages))
-
-
-def _losses(run_dir) -> list:
-    records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["stage"], r["step"], r.get("loss"), r.get("val_loss")) for r in records]
 
 
 def test_the_extracted_runtime_passes_ruff_check_and_format(tmp_path):

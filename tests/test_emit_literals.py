@@ -96,3 +96,14 @@ def test_pretty_hostile_strings_are_ruff_formatted_and_stay_data(tmp_path):
     tree = ast.parse(text)
     assert len(tree.body) == 1 and ast.literal_eval(tree.body[0].value) == value
     assert text.isascii() and _ruff_format_keeps(text, tmp_path)
+
+
+def test_text_blocks_keep_every_line_within_the_width_and_the_text_exact(tmp_path):
+    from stackwise_dsl.emit.literals import text_block
+
+    text = "short\n" + "x" * 250 + "\n" + "".join(HOSTILE) + "\n\nlast line without newline"
+    source = "SPEC_TEXT = " + text_block(text, used=len("SPEC_TEXT = ")) + "\n"
+    assert max(len(line) for line in source.splitlines()) <= 100
+    assert ast.literal_eval(source.split("=", 1)[1].strip()) == text
+    assert _ruff_format_keeps(source, tmp_path)
+    assert text_block("one line", used=12) == '"one line"'

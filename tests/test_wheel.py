@@ -28,6 +28,7 @@ def test_wheel_installs_and_checks_a_spec(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "stackwise_dsl/grammars/sw.lark" in names
     assert "stackwise_dsl/codegen/README.md" in names
+    assert "stackwise_dsl/codegen/script.py.j2" in names
 
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", str(venv)])
@@ -55,3 +56,5 @@ def test_wheel_installs_and_checks_a_spec(tmp_path):
         cwd=tmp_path,
     )
     assert str(venv) in where.stdout  # the installed package, not the checkout
+    script = _run([str(bin_dir / "sw"), "compile", str(spec)], cwd=tmp_path, env=env).stdout
+    assert "def main() -> None:" in script  # the template ships in the wheel

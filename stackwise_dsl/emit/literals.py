@@ -105,3 +105,23 @@ def pretty(value, *, indent: int = 0, used: int = 0, width: int = 100) -> str:
         lines.append(f"{inner}{prefix}{text},")
     lines.append(" " * indent + close)
     return "\n".join(lines)
+
+
+def text_block(text: str, *, used: int = 0, width: int = 100, indent: int = 0) -> str:
+    """A long text as `ruff format` keeps it: one literal if it fits, else a parenthesized
+    run of literals, one per line of the text (long lines cut so each literal fits)."""
+    one = literal(text)
+    if used + len(one) <= width:
+        return one
+    inner = " " * (indent + 4)
+    pieces = []
+    for line in text.splitlines(keepends=True):
+        body, end = (line[:-1], line[-1]) if line.endswith("\n") else (line, "")
+        piece = ""
+        for ch in body:  # room is left for the line's "\n" (2 characters)
+            if len(inner) + len(literal(piece + ch)) + 2 > width and piece:
+                pieces.append(piece)
+                piece = ""
+            piece += ch
+        pieces.append(piece + end)
+    return "(\n" + "".join(f"{inner}{literal(x)}\n" for x in pieces) + " " * indent + ")"

@@ -1,0 +1,64 @@
+"""Rendering a plan as a standalone training script (`sw compile`).
+
+The template (codegen/script.py.j2) holds only the script's own parts: its docstring, the
+configuration block and `main`. The code in between is our runtime's, extracted by
+`extract.py`; every value from the spec enters through `literals.py`. No torch import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from stackwise_dsl.emit import RUNTIME_MODULES
+from stackwise_dsl.emit.extract import extract, import_block
+from stackwise_dsl.emit.literals import literal, pretty, text_block
+
+ROOTS = ("run", "resume", "from_json", "Device", "RunError")
+TEMPLATE = "script.py.j2"
+
+
+def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
+           script_name: str = "train.py") -> str:  # fmt: skip
+    """The script for `plan` (lowered from `spec_text`, read from `spec_file`)."""
+    import jinja2
+
+    from stackwise_dsl import __version__
+    from stackwise_dsl.lower.serialize import to_json
+
+    code = extract(RUNTIME_MODULES, ROOTS)
+    body = "\n\n\n".join(src for _, _, src in code.definitions)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(_templates())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return env.get_template(TEMPLATE).render(
+        version=__version__,
+        script_name=_plain(script_name),
+        import_block=import_block(
+            [*code.imports, "import argparse", "import dataclasses", "from pathlib import Path"]
+        ),
+        spec_file=literal(spec_file),
+        spec_sha256=literal(hashlib.sha256(spec_text.encode("utf-8")).hexdigest()),
+        spec_text=text_block(spec_text, used=len("SPEC_TEXT = ")),
+        overrides=pretty(list(overrides), used=len("OVERRIDES = ")),
+        plan=pretty(to_json(plan), used=len("PLAN = ")),
+        runtime=body,
+    )
+
+
+def _plain(name: str) -> str:
+    """A file name for the docstring's usage line: anything unusual becomes `train.py`."""
+    ok = name.replace(".", "").replace("_", "").replace("-", "").isalnum() and name.isascii()
+    return name if ok and len(name) < 80 else "train.py"
+
+
+def _templates() -> Path:
+    """codegen/ in a checkout, or stackwise_dsl/codegen/ in an installed wheel."""
+    here = Path(__file__).resolve().parent.parent
+    for path in (here / "codegen", here.parent / "codegen"):
+        if (path / TEMPLATE).is_file():
+            return path
+    raise FileNotFoundError(f"the template {TEMPLATE} is not installed")
