@@ -112,3 +112,16 @@ def test_compile_reports_spec_errors_and_unwritable_outputs(tmp_path):
     result = runner.invoke(app, ["compile", str(ROOT / "specs" / "tiny.sw"), "-o",
                                  str(tmp_path / "missing" / "x.py")])  # fmt: skip
     assert result.exit_code == 2 and result.output.startswith("error: cannot write")
+
+
+def test_the_remembered_runtime_code_is_what_extraction_gives(tmp_path, monkeypatch):
+    from stackwise_dsl.emit import script
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    fresh = script.runtime_code()
+    (entry,) = (tmp_path / "cache" / "stackwise-dsl" / "emit").glob("runtime-*.json")
+    assert script.runtime_code() == fresh  # read back from the cache
+    entry.write_text("{ damaged")
+    assert script.runtime_code() == fresh  # a damaged entry is extracted again
+    monkeypatch.setattr(script, "ROOTS", ("NVFP4Linear", "Device"))  # part of the key
+    assert script.runtime_code() != fresh

@@ -8,10 +8,12 @@ configuration block and `main`. The code in between is our runtime's, extracted 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from stackwise_dsl.emit import RUNTIME_MODULES
-from stackwise_dsl.emit.extract import extract, import_block
+from stackwise_dsl.emit import extract as extract_module
+from stackwise_dsl.emit.extract import Extracted, _file, extract, import_block
 from stackwise_dsl.emit.literals import literal, pretty, text_block
 
 ROOTS = ("run", "resume", "from_json", "Device", "RunError")
@@ -26,7 +28,7 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
     from stackwise_dsl import __version__
     from stackwise_dsl.lower.serialize import to_json
 
-    code = extract(RUNTIME_MODULES, ROOTS)
+    code = runtime_code()
     body = "\n\n\n".join(src for _, _, src in code.definitions)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_templates())),
@@ -47,6 +49,38 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
         plan=pretty(to_json(plan), used=len("PLAN = ")),
         runtime=body,
     )
+
+
+def runtime_code() -> Extracted:
+    """The runtime's code for a script, remembered in the user cache under a hash of every
+    source file it is cut from (and of the extractor), so it is never stale."""
+    import json
+
+    from stackwise_dsl.userdirs import cache_dir
+
+    files = [_file(m) for m in RUNTIME_MODULES] + [Path(extract_module.__file__)]
+    digest = hashlib.sha256(repr(ROOTS).encode())
+    for path in files:
+        digest.update(path.read_bytes())
+    root = cache_dir()
+    cached = root / "emit" / f"runtime-{digest.hexdigest()[:32]}.json" if root else None
+    if cached is not None and cached.is_file():
+        try:
+            data = json.loads(cached.read_text(encoding="utf-8"))
+            return Extracted(imports=tuple(data["imports"]),
+                             definitions=tuple(tuple(d) for d in data["definitions"]))  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged entry: extract again
+    code = extract(RUNTIME_MODULES, ROOTS)
+    if cached is not None:
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"imports": code.imports, "definitions": code.definitions}))
+            os.replace(tmp, cached)
+        except OSError:
+            pass  # no cache: slower, still correct
+    return code
 
 
 def _plain(name: str) -> str:
