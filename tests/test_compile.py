@@ -125,3 +125,13 @@ def test_the_remembered_runtime_code_is_what_extraction_gives(tmp_path, monkeypa
     assert script.runtime_code() == fresh  # a damaged entry is extracted again
     monkeypatch.setattr(script, "ROOTS", ("NVFP4Linear", "Device"))  # part of the key
     assert script.runtime_code() != fresh
+
+
+@pytest.mark.parametrize("spec", ["tiny", "diffusion"])
+def test_compiled_scripts_match_their_golden_files(spec, golden, monkeypatch):
+    """Any change to what a script contains shows up here, for review
+    (`pytest --update-goldens` rewrites the files)."""
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, ["compile", f"specs/{spec}.sw"])
+    assert result.exit_code == 0, result.output
+    golden(ROOT / "tests" / "golden" / f"{spec}_train.py", result.output)

@@ -1,0 +1,2892 @@
+#!/usr/bin/env python3
+"""A standalone training script compiled by stackwise-dsl 0.1.0.
+
+It trains exactly what `sw run` trains for the spec in SPEC_TEXT below, stage by stage, and
+writes the same run directory: spec.sw, plan.json, metrics.jsonl, checkpoints/ (safetensors
+weights and JSON state), summary.json and loss.png.
+
+    python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
+
+Below: the spec and its resolved plan, then the code it needs (taken from stackwise-dsl's
+own runtime), then `main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes.util
+import dataclasses
+import enum
+import functools
+import glob
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import sysconfig
+import tempfile
+import time
+import types
+import typing
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+# --- configuration -------------------------------------------------------------------------
+
+SPEC_FILE = "specs/tiny.sw"
+SPEC_SHA256 = "02a9f2286ca24706abac0cc896fe7ca775216d125ed5fd9181afcb074a503d60"
+SPEC_TEXT = (
+    "# A seconds-long smoke run: two one-block stacks on a synthetic copy task. The loss falls fr"
+    "om\n"
+    "# ln 259 = 5.56 (a uniform guess over the byte vocabulary) to about 2.9: the models learn th"
+    "e\n"
+    "# task's alphabet and layout. Learning to copy itself takes far more steps than a smoke run.\n"
+    "model { d_model = 32, context = 32 }\n"
+    "\n"
+    "block b { attention = mha(heads = 2, mode = causal), ffn = swiglu(hidden = 64) }\n"
+    "\n"
+    "stack s = 1 x b\n"
+    "\n"
+    "objective = clm\n"
+    "\n"
+    "grow append 2 x s { steps = 150 }\n"
+    "\n"
+    "data { source = synthetic(task = copy, symbols = 16, samples = 512), batch = 8 }\n"
+    "optimizer = adamw(lr = 3e-3, warmup = 10)\n"
+    "run { seed = 0, log every 25 steps }\n"
+)
+OVERRIDES = []
+
+# The resolved plan: every default filled in (what `sw plan` shows).
+PLAN = {
+    "name": "tiny",
+    "model": {
+        "vocab": 259,
+        "d_model": 32,
+        "context": 32,
+        "embed_dim": 32,
+        "norm": "rmsnorm",
+        "position": "rope",
+        "rope_theta": 10000.0,
+        "head": "tied",
+        "dropout": 0.0,
+        "time_embedding": None,
+        "num_time_steps": None,
+    },
+    "stacks": [
+        {
+            "position": 0,
+            "name": "s",
+            "blocks": [
+                {
+                    "name": "b",
+                    "attention": {
+                        "heads": 2,
+                        "kv_heads": 2,
+                        "head_dim": 16,
+                        "mode": "causal",
+                        "q_rank": None,
+                        "kv_rank": None,
+                        "kernel": None,
+                        "kernel_dim": None,
+                    },
+                    "ffn": "swiglu",
+                    "hidden": 64,
+                    "residual_gain": 1.0,
+                    "spectral_norm": False,
+                    "freeze_up_proj": False,
+                },
+            ],
+            "created_in": 1,
+            "stack_lora": None,
+        },
+        {
+            "position": 1,
+            "name": "s",
+            "blocks": [
+                {
+                    "name": "b",
+                    "attention": {
+                        "heads": 2,
+                        "kv_heads": 2,
+                        "head_dim": 16,
+                        "mode": "causal",
+                        "q_rank": None,
+                        "kv_rank": None,
+                        "kernel": None,
+                        "kernel_dim": None,
+                    },
+                    "ffn": "swiglu",
+                    "hidden": 64,
+                    "residual_gain": 1.0,
+                    "spectral_norm": False,
+                    "freeze_up_proj": False,
+                },
+            ],
+            "created_in": 2,
+            "stack_lora": None,
+        },
+    ],
+    "stages": [
+        {
+            "number": 1,
+            "kind": "grow",
+            "steps": 150,
+            "tokens": None,
+            "objective": {
+                "kind": "clm",
+                "ratio": None,
+                "bert_mix": False,
+                "time": None,
+                "schedule": None,
+            },
+            "mask_ratio": None,
+            "parts": [
+                {
+                    "position": 0,
+                    "role": "new",
+                    "trains": "full",
+                    "precision": "fp32",
+                    "trunk_lora": None,
+                    "mask_ratio": None,
+                },
+            ],
+            "init": "random",
+            "init_from": None,
+            "cache": "off",
+            "lr": 0.003,
+            "adapter_lr": 0.003,
+            "embedding_lr": 0.003,
+            "train_input": True,
+            "train_head": True,
+            "merge_adapters": False,
+        },
+        {
+            "number": 2,
+            "kind": "grow",
+            "steps": 150,
+            "tokens": None,
+            "objective": {
+                "kind": "clm",
+                "ratio": None,
+                "bert_mix": False,
+                "time": None,
+                "schedule": None,
+            },
+            "mask_ratio": None,
+            "parts": [
+                {
+                    "position": 0,
+                    "role": "trunk",
+                    "trains": "nothing",
+                    "precision": "fp32",
+                    "trunk_lora": None,
+                    "mask_ratio": None,
+                },
+                {
+                    "position": 1,
+                    "role": "new",
+                    "trains": "full",
+                    "precision": "fp32",
+                    "trunk_lora": None,
+                    "mask_ratio": None,
+                },
+            ],
+            "init": "random",
+            "init_from": None,
+            "cache": "off",
+            "lr": 0.003,
+            "adapter_lr": 0.003,
+            "embedding_lr": 0.003,
+            "train_input": True,
+            "train_head": True,
+            "merge_adapters": False,
+        },
+    ],
+    "data": {
+        "source": {"kind": "Synthetic", "task": "copy", "symbols": 16, "samples": 512},
+        "tokenizer": {"kind": "Bytes"},
+        "batch": 8,
+        "seq_len": 32,
+        "validation": 0.05,
+    },
+    "optimizer": {
+        "kind": "adamw",
+        "betas": [0.9, 0.999],
+        "eps": 1e-08,
+        "momentum": 0.0,
+        "nesterov": False,
+        "weight_decay": 0.0,
+        "warmup": 10,
+        "schedule": "cosine",
+        "min_lr": 0.0,
+        "clip": 1.0,
+        "accumulate": 1,
+    },
+    "run": {
+        "seed": 0,
+        "device": "auto",
+        "dir": "/work/main/runs/tiny",
+        "log_every": 25,
+        "eval_every": None,
+        "eval_batches": 8,
+        "checkpoint_every": None,
+    },
+}
+
+
+# --- the code: stackwise-dsl's runtime, the parts this spec needs --------------------------
+
+__version__ = "0.1.0"
+
+
+def ratio_at(s: Schedule, where: float) -> float:
+    """The mask ratio at position `where` in [0, 1]."""
+    where = min(max(where, 0.0), 1.0)
+    if s.shape == "list":
+        return _interpolate(s.values, where)
+    a, b = s.start, s.end
+    if s.shape == "cosine":
+        return a + (b - a) * (1 - math.cos(math.pi * where)) / 2
+    if s.shape == "exponential":
+        return a * (b / a) ** where
+    return a + (b - a) * where
+
+
+def _interpolate(values: tuple[float, ...], where: float) -> float:
+    if len(values) == 1:
+        return values[0]
+    x = where * (len(values) - 1)
+    i = min(int(x), len(values) - 2)
+    return values[i] + (values[i + 1] - values[i]) * (x - i)
+
+
+def cpu_bf16() -> bool | None:
+    """Whether the CPU multiplies bf16 natively (avx512_bf16 or AMX); None when it cannot be
+    told (not Linux). Without it, bf16 matmuls are emulated: many times slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return None
+    return None
+
+
+def cache_dir() -> Path | None:
+    """`$XDG_CACHE_HOME/stackwise-dsl` (default `~/.cache/stackwise-dsl`), or None when there
+    is no home to put it in."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    if not base or base.startswith("~"):
+        return None
+    return Path(base) / "stackwise-dsl"
+
+
+SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
+
+
+class Word(enum.Enum):
+    """An enum whose values are the words written in a spec."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Norm(Word):
+    RMSNORM = "rmsnorm"
+    LAYERNORM = "layernorm"
+
+
+class Head(Word):
+    TIED = "tied"
+    UNTIED = "untied"
+
+
+class Mode(Word):
+    BIDIRECTIONAL = "bidirectional"
+    CAUSAL = "causal"
+
+
+class KernelKind(Word):
+    LINEAR = "linear"
+    GAUSSIAN = "gaussian"
+    LAPLACIAN = "laplacian"
+    UNIFORM = "uniform"
+
+
+class Init(Word):
+    RANDOM = "random"
+    COPY = "copy"
+    IDENTITY = "identity"
+
+
+class Cache(Word):
+    OFF = "off"
+    MEMORY = "memory"
+    DISK = "disk"
+
+
+class Precision(Word):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    INT8 = "int8"
+    NF4 = "nf4"
+    FP4 = "fp4"
+    NVFP4 = "nvfp4"
+
+    @property
+    def quantized(self) -> bool:
+        """Quantized formats hold frozen weights only; adapters train on top of them."""
+        return self in (Precision.INT8, Precision.NF4, Precision.FP4, Precision.NVFP4)
+
+    @property
+    def bits(self) -> float:
+        """Storage bits per parameter, block scales included (nf4 with double quantization)."""
+        return _BITS[self]
+
+
+_BITS = {
+    Precision.FP32: 32.0,
+    Precision.BF16: 16.0,
+    Precision.FP16: 16.0,
+    Precision.INT8: 8.0,
+    Precision.NF4: 4.127,
+    Precision.FP4: 4.5,  # no double quantization: an fp32 absmax per 64 values
+    Precision.NVFP4: 4.5,
+}
+
+
+class Target(Word):
+    """Layers a LoRA adapter can wrap: attention projections and ffn projections."""
+
+    Q = "q"
+    K = "k"
+    V = "v"
+    O = "o"  # noqa: E741
+    GATE = "gate"
+    UP = "up"
+    DOWN = "down"
+
+
+class TimeEmbedding(Word):
+    SINUSOIDAL = "sinusoidal"
+    LEARNED = "learned"
+    NONE = "none"
+
+
+class LrSchedule(Word):
+    COSINE = "cosine"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+class Device(Word):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Task(Word):
+    """Synthetic tasks: learnable sequences with a known answer, for smoke runs."""
+
+    COPY = "copy"
+    REVERSE = "reverse"
+    SORT = "sort"
+    ARITHMETIC = "arithmetic"
+
+
+plan_node = dataclasses.dataclass(frozen=True, kw_only=True)
+
+
+class Role(enum.Enum):
+    NEW = "new"
+    TRUNK = "trunk"
+
+
+class Trains(enum.Enum):
+    """What of a stack trains in a stage."""
+
+    FULL = "full"  # its weights (and its adapters, if any)
+    ADAPTERS = "adapters"  # only its LoRA adapters
+    NOTHING = "nothing"
+
+
+class StageKind(enum.Enum):
+    GROW = "grow"  # append or prepend: one new stack
+    END_TO_END = "end_to_end"  # every stack new, at once
+    FUSE = "fuse"  # every stack trunk, trained jointly
+
+
+@plan_node
+class Lora:
+    rank: int
+    alpha: float
+    dropout: float
+    targets: tuple[Target, ...]
+
+
+@plan_node
+class AttentionPlan:
+    heads: int
+    kv_heads: int
+    head_dim: int
+    mode: Mode
+    q_rank: int | None  # MLA
+    kv_rank: int | None  # MLA
+    kernel: KernelKind | None  # kernel attention
+    kernel_dim: int | None
+
+
+@plan_node
+class BlockPlan:
+    name: str
+    attention: AttentionPlan
+    ffn: str  # "swiglu" or "gelu"
+    hidden: int
+    residual_gain: float
+    spectral_norm: bool
+    freeze_up_proj: bool
+
+
+@plan_node
+class StackPlan:
+    """The stack at one rack position (0 = input side)."""
+
+    position: int
+    name: str
+    blocks: tuple[BlockPlan, ...]
+    created_in: int  # the stage that creates it
+    stack_lora: Lora | None  # attached when it is created
+
+
+@plan_node
+class Model:
+    vocab: int
+    d_model: int
+    context: int
+    embed_dim: int
+    norm: Norm
+    position: str  # "rope", "learned" or "none"
+    rope_theta: float
+    head: Head
+    dropout: float
+    time_embedding: TimeEmbedding | None  # time-as-input diffusion
+    num_time_steps: int | None
+
+
+@plan_node
+class Schedule:
+    """Mask ratio as a function of p in [0, 1] (0 = input side / t = 1, 1 = head / t = 0)."""
+
+    shape: str  # "linear", "cosine", "exponential" or "list"
+    start: float
+    end: float
+    values: tuple[float, ...]  # for "list"
+
+
+@plan_node
+class Objective:
+    kind: str  # "mlm", "clm" or "masked_diffusion"
+    ratio: float | None  # mlm
+    bert_mix: bool
+    time: str | None  # masked_diffusion: "depth" or "input"
+    schedule: Schedule | None  # masked_diffusion
+
+
+@plan_node
+class Part:
+    """One existing stack in one stage."""
+
+    position: int
+    role: Role
+    trains: Trains
+    precision: Precision
+    trunk_lora: Lora | None  # attached over this stack while it is trunk
+    mask_ratio: float | None  # time as depth: this stack's noise level
+
+
+@plan_node
+class Stage:
+    number: int
+    kind: StageKind
+    steps: int
+    tokens: int | None  # as stated in the spec, when it gave tokens
+    objective: Objective
+    mask_ratio: float | None  # time as depth: the ratio this stage trains at (None: per batch)
+    parts: tuple[Part, ...]  # the existing stacks, rack order
+    init: Init
+    init_from: int | None  # `copy`: the rack position copied
+    cache: Cache  # off unless the stage has a trunk to cache
+    lr: float
+    adapter_lr: float
+    embedding_lr: float
+    train_input: bool  # token embedding, learned positions, time embedding
+    train_head: bool  # final norm and head (a tied head is the input embedding)
+    merge_adapters: bool = False  # fuse: fold every trained adapter into its master first
+
+    @property
+    def new(self) -> tuple[int, ...]:
+        return tuple(p.position for p in self.parts if p.role is Role.NEW)
+
+
+@plan_node
+class Stdlib:
+    pass
+
+
+@plan_node
+class Synthetic:
+    task: Task
+    symbols: int
+    samples: int
+
+
+@plan_node
+class TextFiles:
+    files: tuple[str, ...]  # absolute paths or globs
+
+
+@plan_node
+class Jsonl:
+    files: tuple[str, ...]
+    field: str
+
+
+@plan_node
+class Bytes:
+    pass
+
+
+@plan_node
+class Chars:
+    pass
+
+
+@plan_node
+class Bpe:
+    vocab: int
+
+
+@plan_node
+class TokenizerFile:
+    path: str  # absolute
+
+
+@plan_node
+class Data:
+    source: Stdlib | Synthetic | TextFiles | Jsonl
+    tokenizer: Bytes | Chars | Bpe | TokenizerFile
+    batch: int
+    seq_len: int
+    validation: float
+
+
+@plan_node
+class Optimizer:
+    kind: str  # "adamw", "adamw8bit" or "sgd"
+    betas: tuple[float, float]
+    eps: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    warmup: int
+    schedule: LrSchedule
+    min_lr: float
+    clip: float | None
+    accumulate: int
+
+
+@plan_node
+class Run:
+    seed: int
+    device: Device
+    dir: str
+    log_every: int
+    eval_every: int | None
+    eval_batches: int
+    checkpoint_every: int | None
+
+
+@plan_node
+class Plan:
+    name: str
+    model: Model
+    stacks: tuple[StackPlan, ...]
+    stages: tuple[Stage, ...]
+    data: Data
+    optimizer: Optimizer
+    run: Run
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.data.batch * self.data.seq_len * self.optimizer.accumulate
+
+
+def to_json(obj: Any) -> Any:
+    """Plan objects as JSON-ready values (dicts, lists, strings, numbers, None)."""
+    if dataclasses.is_dataclass(type(obj)):
+        out = {"kind": type(obj).__name__} if _in_union(type(obj)) else {}
+        out.update({f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(type(obj))})
+        return out
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, tuple):
+        return [to_json(x) for x in obj]
+    return obj
+
+
+def from_json(data: Any, cls: type = Plan) -> Any:
+    """The plan object of type `cls` that `to_json` wrote."""
+    return _decode(data, cls)
+
+
+def _decode(data: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if data is None:
+            return None
+        if len(options) == 1:
+            return _decode(data, options[0])
+        by_name = {o.__name__: o for o in options}
+        return _decode(data, by_name[data["kind"]])
+    if origin is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(x, args[0]) for x in data)
+        return tuple(_decode(x, a) for x, a in zip(data, args, strict=True))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(data)
+    if dataclasses.is_dataclass(hint):
+        fields = _hints(hint)
+        return hint(**{name: _decode(data[name], h) for name, h in fields.items()})
+    if hint is float and isinstance(data, int):
+        return float(data)
+    return data
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    resolved = typing.get_type_hints(cls)  # in the namespace of the module defining cls
+    return {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
+
+
+_UNION_MEMBERS = {
+    Stdlib, Synthetic, TextFiles, Jsonl, Bytes, Chars, Bpe, TokenizerFile,
+}  # fmt: skip
+
+
+def _in_union(cls: type) -> bool:
+    return cls in _UNION_MEMBERS
+
+
+class DataError(Exception):
+    """Data that cannot be used, with a message that says which file, line or byte."""
+
+
+_STDLIB_SKIP = {
+    "test", "tests", "idlelib", "site-packages", "dist-packages", "__pycache__", "lib2to3",
+    "tkinter", "turtledemo", "ensurepip", "pydoc_data",
+}  # fmt: skip
+
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+*"
+
+
+def documents(source: Stdlib | Synthetic | TextFiles | Jsonl, seed: int) -> list[str]:
+    """Every document of a source, in a fixed order."""
+    if isinstance(source, Stdlib):
+        docs = [_read(path) for path in stdlib_files()]
+    elif isinstance(source, Synthetic):
+        docs = synthetic(source.task, source.symbols, source.samples, seed)
+    elif isinstance(source, TextFiles):
+        docs = [_read(path) for path in expand(source.files)]
+    else:
+        docs = [doc for path in expand(source.files) for doc in _jsonl(path, source.field)]
+    docs = [d for d in docs if d]
+    if not docs:
+        raise DataError(f"the data source holds no text ({_describe(source)})")
+    return docs
+
+
+def stdlib_files() -> list[str]:
+    """The standard library's .py files, sorted, without tests and GUI demos."""
+    root = sysconfig.get_paths()["stdlib"]
+    found = []
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _STDLIB_SKIP)
+        found += [os.path.join(directory, f) for f in sorted(files) if f.endswith(".py")]
+    return found
+
+
+def expand(patterns: tuple[str, ...]) -> list[str]:
+    """Files named by paths or globs, each pattern's matches sorted; none may come up empty."""
+    out: list[str] = []
+    for pattern in patterns:
+        matches = (
+            sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
+        )
+        matches = [m for m in matches if os.path.isfile(m)]
+        if not matches:
+            what = "no file matches" if glob.has_magic(pattern) else "there is no file"
+            raise DataError(f"{what} {pattern}")
+        out += [m for m in matches if m not in out]
+    return out
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path} is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start}"
+        ) from None
+
+
+def _jsonl(path: str, field: str) -> list[str]:
+    out = []
+    for number, line in enumerate(_read(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{number}: not JSON ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise DataError(f'{path}:{number}: no text field "{field}"')
+        out.append(record[field])
+    return out
+
+
+def synthetic(task: Task, symbols: int, samples: int, seed: int) -> list[str]:
+    """`samples` problems written as text, `question=answer`, drawn with `seed`."""
+    rng = random.Random(f"synthetic/{task.value}/{symbols}/{seed}")
+    alphabet = _ALPHABET[: max(2, min(symbols, len(_ALPHABET) - 2))]
+    docs = []
+    for _ in range(samples):
+        if task is Task.ARITHMETIC:
+            a, b = rng.randrange(10 ** rng.randint(1, 3)), rng.randrange(10 ** rng.randint(1, 3))
+            docs.append(f"{a}+{b}={a + b}")
+            continue
+        word = "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 12)))
+        answer = {Task.COPY: word, Task.REVERSE: word[::-1], Task.SORT: "".join(sorted(word))}[task]
+        docs.append(f"{word}={answer}")
+    return docs
+
+
+def _describe(source) -> str:
+    if isinstance(source, TextFiles | Jsonl):
+        return ", ".join(source.files)
+    return type(source).__name__.lower()
+
+
+MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Specials:
+    pad: int
+    mask: int
+    eos: int
+
+
+class ByteTokenizer:
+    """UTF-8 bytes: ids 0-255, then the specials."""
+
+    vocab_size = 256 + len(SPECIAL_TOKENS)
+    specials = Specials(pad=256, mask=257, eos=258)
+    ordinary = 256  # ids below this are ordinary tokens (random replacements draw from them)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+
+    def decode(self, ids) -> str:
+        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
+
+
+class CharTokenizer:
+    """The corpus's characters, sorted by code point; then the specials."""
+
+    def __init__(self, chars: str) -> None:
+        self.chars = chars
+        self.codes = np.array([ord(c) for c in chars], dtype=np.int64)
+        self.ordinary = len(chars)
+        self.vocab_size = len(chars) + len(SPECIAL_TOKENS)
+        n = len(chars)
+        self.specials = Specials(pad=n, mask=n + 1, eos=n + 2)
+
+    @classmethod
+    def of(cls, docs: list[str]) -> CharTokenizer:
+        return cls("".join(sorted(set().union(*map(set, docs)))))
+
+    def encode(self, text: str) -> np.ndarray:
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        ids = np.searchsorted(self.codes, codes)
+        unknown = (ids >= len(self.codes)) | (
+            self.codes[np.minimum(ids, len(self.codes) - 1)] != codes
+        )
+        if unknown.any():
+            raise DataError(
+                f"character {chr(int(codes[unknown.argmax()]))!r} is not in the vocabulary"
+            )
+        return ids
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(i)] for i in ids if int(i) < self.ordinary)
+
+
+class HfTokenizer:
+    """A `tokenizers` model (a trained BPE, or a tokenizer.json) with the specials added."""
+
+    def __init__(self, tok) -> None:
+        tok.add_special_tokens(list(SPECIAL_TOKENS))
+        self.tok = tok
+        self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        ids = [tok.token_to_id(s) for s in SPECIAL_TOKENS]
+        self.specials = Specials(pad=ids[0], mask=ids[1], eos=ids[2])
+        self.ordinary = min(ids)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.array(self.tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+
+    def decode(self, ids) -> str:
+        return self.tok.decode([int(i) for i in ids])
+
+
+Tokenizer = ByteTokenizer | CharTokenizer | HfTokenizer
+
+
+def build_tokenizer(
+    spec: Bytes | Chars | Bpe | TokenizerFile,
+    docs: list[str],
+) -> Tokenizer:
+    """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
+    if isinstance(spec, Bytes):
+        return ByteTokenizer()
+    if isinstance(spec, Chars):
+        return CharTokenizer.of(docs)
+    if isinstance(spec, Bpe):
+        return HfTokenizer(_bpe(docs, spec.vocab))
+    return HfTokenizer(_load(spec.path))
+
+
+def _load(path: str):
+    from tokenizers import Tokenizer as HfModel
+
+    try:
+        return HfModel.from_file(path)
+    except Exception as e:  # the library raises plain Exceptions for bad files
+        raise DataError(f"cannot load the tokenizer {path}: {e}") from None
+
+
+def _bpe(docs: list[str], vocab: int):
+    """A byte-level BPE of `vocab` tokens trained on `docs`; trained once per corpus and size,
+    then loaded from the user's cache."""
+    if vocab < MIN_BPE_VOCAB:
+        raise DataError(f"a byte-level BPE needs at least {MIN_BPE_VOCAB} tokens; got {vocab}")
+    import tokenizers
+
+    digest = hashlib.sha256(f"{tokenizers.__version__}\0{vocab}".encode())
+    for d in docs:
+        digest.update(d.encode("utf-8", errors="surrogatepass") + b"\0")
+    base = cache_dir()
+    path = base / "bpe" / f"{digest.hexdigest()[:32]}.json" if base else None
+    if path is not None and path.exists():
+        try:
+            return tokenizers.Tokenizer.from_file(str(path))
+        except Exception:  # a damaged cache entry: train again
+            pass
+    tok = _train_bpe(docs, vocab)
+    if path is not None:
+        _save(tok, path)
+    return tok
+
+
+def _train_bpe(docs: list[str], vocab: int):
+    from tokenizers import Tokenizer as HfModel
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = HfModel(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(docs, trainer=trainer)
+    return tok
+
+
+def _save(tok, path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
+        os.close(fd)
+        tok.save(tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+_PHI = 0.6180339887498949
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    tokenizer: Tokenizer
+    windows: np.ndarray  # (n, seq_len + 1) int64
+    train: np.ndarray  # window ids for training
+    val: np.ndarray  # window ids held out
+
+
+def prepare(data: Data, seed: int) -> Prepared:
+    """Read, tokenize, window and split the data of a plan."""
+    docs = documents(data.source, seed)
+    tokenizer = build_tokenizer(data.tokenizer, docs)
+    stream = _stream(tokenizer, docs)
+    width = data.seq_len + 1
+    count = len(stream) // width
+    if count == 0:
+        raise DataError(
+            f"the data has {len(stream)} tokens, fewer than one sequence of {width} "
+            f"(seq_len {data.seq_len} + 1): use more text or a shorter seq_len"
+        )
+    windows = stream[: count * width].reshape(count, width)
+    train, val = split(count, data.validation)
+    return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val)
+
+
+def _stream(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
+    eos = np.array([tokenizer.specials.eos], dtype=np.int64)
+    parts = []
+    for doc in docs:
+        parts += [tokenizer.encode(doc), eos]
+    return np.concatenate(parts)
+
+
+def split(count: int, validation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation window ids; each non-empty when validation > 0."""
+    ids = np.arange(count)
+    held = np.modf(ids * _PHI)[0] < validation
+    if validation > 0 and not held.any():
+        held[-1] = True
+    if validation > 0 and held.all():
+        raise DataError(
+            f"the data makes {count} sequence(s): too few to hold out a validation fraction "
+            f"of {validation} and still train"
+        )
+    return ids[~held], ids[held]
+
+
+def derive(seed: int, *names) -> int:
+    """A 63-bit seed for (seed, *names), stable across Python versions and machines."""
+    text = "\x1f".join([str(seed), *map(str, names)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def generator(seed: int, *names) -> torch.Generator:
+    return torch.Generator().manual_seed(derive(seed, *names))
+
+
+def make_norm(kind: Norm, d_model: int) -> nn.Module:
+    if kind is Norm.RMSNORM:
+        return nn.RMSNorm(d_model, eps=1e-6)
+    return nn.LayerNorm(d_model, eps=1e-5, bias=False)
+
+
+def rope_tables(context: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every (position, frequency), each (context, head_dim)."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(context, dtype=torch.float64), freqs)  # (T, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + hd/2) of x (B, H, T, hd) by position."""
+    t = x.shape[-2]
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:t].to(x.dtype) + rotated * sin[:t].to(x.dtype)
+
+
+class SwiGlu(nn.Module):
+    """down(silu(gate(x)) * up(x))"""
+
+    def __init__(self, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(d_model, hidden, bias=False)
+        self.up = nn.Linear(d_model, hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Gelu(nn.Module):
+    """down(gelu(up(x)))"""
+
+    def __init__(self, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(d_model, hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+class Attention(nn.Module):
+    def __init__(
+        self,
+        a: AttentionPlan,
+        d_model: int,
+        *,
+        features: torch.Generator | None,
+    ) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim
+        self.causal = a.mode is Mode.CAUSAL
+        inner, kv = a.heads * a.head_dim, a.kv_heads * a.head_dim
+        if a.q_rank is not None:
+            self.q_down = nn.Linear(d_model, a.q_rank, bias=False)
+            self.q = nn.Linear(a.q_rank, inner, bias=False)
+            self.kv_down = nn.Linear(d_model, a.kv_rank, bias=False)
+            self.k = nn.Linear(a.kv_rank, kv, bias=False)
+            self.v = nn.Linear(a.kv_rank, kv, bias=False)
+        else:
+            self.q = nn.Linear(d_model, inner, bias=False)
+            self.k = nn.Linear(d_model, kv, bias=False)
+            self.v = nn.Linear(d_model, kv, bias=False)
+        self.o = nn.Linear(inner, d_model, bias=False)
+        self.latent = a.q_rank is not None
+        self.kernel = a.kernel
+        if a.kernel is not None and a.kernel is not KernelKind.LINEAR:
+            w, b = random_features(a.kernel, a.head_dim, a.kernel_dim, features)
+            self.register_buffer("feature_w", w)  # (hd, D): fixed, seeded, saved with the model
+            self.register_buffer("feature_b", b)  # (D,)
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        bsz, t, _ = x.shape
+        q_in = self.q_down(x) if self.latent else x
+        kv_in = self.kv_down(x) if self.latent else x
+        q = self.q(q_in).view(bsz, t, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = (
+            self.k(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, KV, T, hd)
+        v = self.v(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if self.kernel is None:
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
+            )
+        else:
+            y = self._kernel(q, k, v)
+        return self.o(y.transpose(1, 2).reshape(bsz, t, self.heads * self.head_dim))
+
+    def _kernel(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.kv_heads != self.heads:
+            repeat = self.heads // self.kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        fq, fk = self._features(q), self._features(k)  # (B, H, T, D)
+        return kernel_average(fq, fk, v, causal=self.causal)
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        """φ(x): the identity for the linear kernel (scaled by hd^-1/4 so φ(q)·φ(k) = q·k/√hd),
+        else sqrt(2/D) cos(xW + b) on x scaled by hd^-1/4."""
+        x = x * self.head_dim**-0.25
+        if self.kernel is KernelKind.LINEAR:
+            return x
+        d = self.feature_w.shape[1]
+        return math.sqrt(2.0 / d) * torch.cos(x @ self.feature_w + self.feature_b)
+
+
+def kernel_average(
+    fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, *, causal: bool
+) -> torch.Tensor:
+    """y_i = mean over attended j of (φ(q_i)·φ(k_j)) v_j, computed as φ(q_i)ᵀ(Σ_j φ(k_j) v_jᵀ)
+    in time linear in the sequence length. (B, H, T, D) x2, (B, H, T, hd) → (B, H, T, hd)."""
+    t = fq.shape[-2]
+    if not causal:
+        state = fk.transpose(-2, -1) @ v  # (B, H, D, hd)
+        return (fq @ state) / t
+    outer = fk.unsqueeze(-1) * v.unsqueeze(-2)  # (B, H, T, D, hd)
+    prefix = outer.cumsum(dim=-3)  # Σ_{j<=i} φ(k_j) v_jᵀ
+    y = (fq.unsqueeze(-2) @ prefix).squeeze(-2)  # (B, H, T, hd)
+    counts = torch.arange(1, t + 1, device=y.device, dtype=y.dtype).view(t, 1)
+    return y / counts
+
+
+def random_features(kind: KernelKind, head_dim: int, count: int, gen: torch.Generator | None):
+    """Frequencies W (hd, D) and phases b (D,) of random Fourier features: normal W for the
+    gaussian kernel, Cauchy W for the laplacian, uniform W (unit variance) for the sinc-shaped
+    'uniform' kernel; b ~ U(0, 2π)."""
+    shape = (head_dim, count)
+    if kind is KernelKind.GAUSSIAN:
+        w = torch.randn(shape, generator=gen)
+    elif kind is KernelKind.LAPLACIAN:
+        w = torch.tan(math.pi * (torch.rand(shape, generator=gen) - 0.5))
+    else:
+        w = (torch.rand(shape, generator=gen) * 2 - 1) * math.sqrt(3.0)
+    b = torch.rand(count, generator=gen) * 2 * math.pi
+    return w, b
+
+
+INIT_STD = 0.02
+
+
+class Block(nn.Module):
+    """x + γ·attn(norm(x)), then x + γ·ffn(norm(x))."""
+
+    def __init__(self, b: BlockPlan, m: Model, *, features: torch.Generator) -> None:
+        super().__init__()
+        self.norm1 = make_norm(m.norm, m.d_model)
+        self.attn = Attention(b.attention, m.d_model, features=features)
+        self.norm2 = make_norm(m.norm, m.d_model)
+        self.ffn = SwiGlu(m.d_model, b.hidden) if b.ffn == "swiglu" else Gelu(m.d_model, b.hidden)
+        self.gain = b.residual_gain
+        self.drop = nn.Dropout(m.dropout)
+        self.frozen_up = b.freeze_up_proj
+        if b.spectral_norm:
+            for name, layer in list(self.named_modules()):
+                if isinstance(layer, nn.Linear):
+                    parent, _, leaf = name.rpartition(".")
+                    setattr(self.get_submodule(parent), leaf, spectral_norm(layer))
+
+    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+        x = x + self.gain * self.drop(self.attn(self.norm1(x), rope))
+        return x + self.gain * self.drop(self.ffn(self.norm2(x)))
+
+
+class Stack(nn.Module):
+    def __init__(self, s: StackPlan, m: Model, seed: int) -> None:
+        super().__init__()
+        features = generator(seed, "features", s.position)
+        self.blocks = nn.ModuleList(Block(b, m, features=features) for b in s.blocks)
+
+    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x, rope)
+        return x
+
+
+class TimeEmbedder(nn.Module):
+    """t in (0, 1] → a d_model vector: sinusoidal features through a trained MLP, or a
+    learned table over `steps` discrete levels."""
+
+    def __init__(self, kind: TimeEmbedding, d_model: int, steps: int | None) -> None:
+        super().__init__()
+        self.kind, self.d_model, self.steps = kind, d_model, steps or 1000
+        if kind is TimeEmbedding.LEARNED:
+            self.table = nn.Embedding(self.steps, d_model)
+        else:
+            self.fc1 = nn.Linear(d_model, d_model, bias=False)
+            self.fc2 = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:  # (B,) → (B, d)
+        if self.kind is TimeEmbedding.LEARNED:
+            index = (t * self.steps).ceil().long().clamp(1, self.steps) - 1
+            return self.table(index)
+        half = self.d_model // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
+        angles = (t * 1000.0)[:, None] * freqs[None, :]
+        feats = torch.cat([angles.sin(), angles.cos()], dim=-1)
+        if feats.shape[-1] < self.d_model:
+            feats = nn.functional.pad(feats, (0, self.d_model - feats.shape[-1]))
+        return self.fc2(nn.functional.silu(self.fc1(feats)))
+
+
+class Rack(nn.Module):
+    """embedding → the stacks that exist, in rack order → final norm → head."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__()
+        m = plan.model
+        self.plan, self.model = plan, m
+        self.seed = plan.run.seed
+        self.embed = nn.Embedding(m.vocab, m.embed_dim)
+        factorized = m.embed_dim != m.d_model
+        self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
+        self.positions = nn.Embedding(m.context, m.d_model) if m.position == "learned" else None
+        self.time = None
+        if m.time_embedding is not None:
+            self.time = TimeEmbedder(m.time_embedding, m.d_model, m.num_time_steps)
+        self.drop = nn.Dropout(m.dropout)
+        self.stacks = nn.ModuleDict()
+        self.norm = make_norm(m.norm, m.d_model)
+        self.head = nn.Linear(m.d_model, m.vocab, bias=False) if m.head is Head.UNTIED else None
+        self.rope = None
+        if m.position == "rope":
+            head_dims = {b.attention.head_dim for s in plan.stacks for b in s.blocks}
+            self.rope = {hd: rope_tables(m.context, hd, m.rope_theta) for hd in head_dims}
+        self._init_shared()
+
+    # --- building ---
+
+    def _init_shared(self) -> None:
+        g = generator(self.seed, "shared")
+        for _, param in sorted(self.named_parameters()):
+            if param.dim() >= 2:
+                nn.init.normal_(param, 0.0, INIT_STD, generator=g)
+
+    def add_stack(self, position: int, init: Init, copy_of: Mapping | None = None) -> Stack:
+        """Create the stack at `position`: random, the identity, or (`copy`) a copy of the
+        full-precision weights `copy_of` (its neighbour's master, never a quantized copy)."""
+        s = self.plan.stacks[position]
+        stack = Stack(s, self.model, self.seed)
+        _init_stack(stack, generator(self.seed, "stack", position), _depth(self.plan))
+        if init is Init.COPY and copy_of is not None:
+            stack.load_state_dict(dict(copy_of.items()))
+        elif init is Init.IDENTITY:
+            for block in stack.blocks:
+                nn.init.zeros_(weight_of(block.attn.o))
+                nn.init.zeros_(weight_of(block.ffn.down))
+        self.stacks[str(position)] = stack
+        return stack
+
+    # --- running ---
+
+    def embed_tokens(self, tokens: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) ids → (B, T, d) hidden states entering the first stack."""
+        h = self.embed(tokens)
+        if self.embed_proj is not None:
+            h = self.embed_proj(h)
+        if self.positions is not None:
+            h = h + self.positions(torch.arange(tokens.shape[1], device=tokens.device))
+        if self.time is not None and t is not None:
+            h = h + self.time(t)[:, None, :]
+        return self.drop(h)
+
+    def run_stacks(self, h: torch.Tensor, positions) -> torch.Tensor:
+        for position in positions:
+            stack = self.stacks[str(position)]
+            h = stack(h, self._rope(stack, h.device))
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.norm(h)
+        weight = self.embed.weight if self.head is None else self.head.weight
+        return h @ weight.t()
+
+    def _rope(self, stack: Stack, device):
+        if self.rope is None:
+            return None
+        hd = stack.blocks[0].attn.head_dim
+        cos, sin = self.rope[hd]
+        if cos.device != device:
+            self.rope[hd] = (cos.to(device), sin.to(device))
+        return self.rope[hd]
+
+
+def _depth(plan: Plan) -> int:
+    return sum(len(s.blocks) for s in plan.stacks)
+
+
+def weight_of(linear: nn.Linear) -> nn.Parameter:
+    """A linear layer's weight parameter, under a spectral-norm parametrization or not."""
+    if hasattr(linear, "parametrizations"):
+        return linear.parametrizations.weight.original
+    return linear.weight
+
+
+def _init_stack(stack: Stack, g: torch.Generator, depth: int) -> None:
+    """N(0, 0.02) for every matrix; output projections (o, down) scaled by 1/sqrt(2·depth)."""
+    outputs = {id(weight_of(b.attn.o)) for b in stack.blocks} | {
+        id(weight_of(b.ffn.down)) for b in stack.blocks
+    }
+    out_std = INIT_STD / math.sqrt(2 * depth)
+    for _, param in sorted(stack.named_parameters()):
+        if param.dim() >= 2:
+            std = out_std if id(param) in outputs else INIT_STD
+            nn.init.normal_(param, 0.0, std, generator=g)
+
+
+BLOCK = 16
+
+
+E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
+
+
+_MIDPOINTS = (E2M1[1:] + E2M1[:-1]) / 2
+
+
+E4M3_MAX = 448.0
+
+
+def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(codes uint8 (rows, cols/2), block scales float8_e4m3fn (rows, cols/16), tensor scale)
+    for a 2-D weight whose columns are a multiple of 16."""
+    w = w.float()
+    rows, cols = w.shape
+    if cols % BLOCK:
+        raise ValueError(f"NVFP4 needs a multiple of {BLOCK} columns; got {cols}")
+    amax = w.abs().max()
+    tensor_scale = (amax / (6.0 * E4M3_MAX)).clamp_min(torch.finfo(torch.float32).tiny)
+    blocks = w.view(rows, cols // BLOCK, BLOCK)
+    block_scale = (blocks.abs().amax(dim=-1) / 6.0 / tensor_scale).to(torch.float8_e4m3fn)
+    scale = block_scale.float() * tensor_scale  # (rows, cols/16)
+    scaled = blocks / scale.clamp_min(torch.finfo(torch.float32).tiny).unsqueeze(-1)
+    magnitude = torch.bucketize(scaled.abs().clamp(max=6.0), _MIDPOINTS)  # 0..7: nearest E2M1
+    codes = (magnitude | ((scaled < 0).to(torch.int64) << 3)).to(torch.uint8).view(rows, cols)
+    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
+    return packed, block_scale, tensor_scale.reshape(())
+
+
+def dequantize(packed: torch.Tensor, block_scale: torch.Tensor, tensor_scale: torch.Tensor,
+               dtype: torch.dtype = torch.float32) -> torch.Tensor:  # fmt: skip
+    """The weight (rows, cols) the codes stand for: each byte looks up its two values (low
+    nibble first) in a 256-entry table, then each block of 16 is scaled."""
+    rows = packed.shape[0]
+    values = _pair_table(packed.device)[packed.int()].view(rows, -1, BLOCK)
+    scale = block_scale.float() * tensor_scale.float()
+    return (values * scale.unsqueeze(-1)).view(rows, -1).to(dtype)
+
+
+_PAIRS: dict[torch.device, torch.Tensor] = {}
+
+
+def _pair_table(device: torch.device) -> torch.Tensor:
+    """(256, 2): the E2M1 values of a byte's low and high nibble."""
+    if device not in _PAIRS:
+        byte = torch.arange(256)
+        _PAIRS[device] = torch.stack([decode_e2m1(byte & 0x0F), decode_e2m1(byte >> 4)], -1).to(
+            device
+        )
+    return _PAIRS[device]
+
+
+def decode_e2m1(codes: torch.Tensor) -> torch.Tensor:
+    codes = codes.long()
+    return E2M1[codes & 0x7] * (1 - 2 * (codes >> 3)).float()
+
+
+class NVFP4Linear(nn.Linear):
+    """A frozen linear layer held in NVFP4 and dequantized in its forward pass.
+
+    It is an nn.Linear (so adapters wrap it like any linear layer) whose weight parameter is
+    replaced by packed buffers; input columns are zero-padded to a multiple of 16.
+    """
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        out_features, in_features = weight.shape
+        super().__init__(in_features, out_features, bias=False, device="meta")
+        del self.weight
+        padded = -in_features % BLOCK
+        codes, block_scale, tensor_scale = quantize(F.pad(weight.detach().float(), (0, padded)))
+        self.register_buffer("codes", codes)
+        self.register_buffer("block_scale", block_scale)
+        self.register_buffer("tensor_scale", tensor_scale)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized weight (out, in); computed on every access, never stored."""
+        w = dequantize(self.codes, self.block_scale, self.tensor_scale)
+        return w[:, : self.in_features]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dequantized_linear(x, self)
+
+    def storage_bytes(self) -> int:
+        return sum(
+            b.numel() * b.element_size() for b in (self.codes, self.block_scale, self.tensor_scale)
+        )
+
+
+DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+
+
+def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast / storage dtype of a float precision on this device (None: fp32)."""
+    if precision is Precision.FP16 and device.type != "cuda":
+        return None
+    return DTYPES.get(precision)
+
+
+def emulated_bf16(device: torch.device) -> bool:
+    """A CPU without native bf16: bf16 matmuls there are emulated, tens of times slower."""
+
+    return device.type == "cpu" and cpu_bf16() is False
+
+
+def autocast(precision: Precision, device: torch.device, *, frozen: bool = False):
+    """The context a stack runs in. A frozen bf16 stack on a CPU without native bf16 runs
+    in fp32 from its bf16-stored weights (see `freeze_into`), so it gets none."""
+    if frozen and precision is Precision.BF16 and emulated_bf16(device):
+        return contextlib.nullcontext()
+    dtype = compute_dtype(precision, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -> None:
+    """Hold a frozen module's linear layers (or all its weights) in `precision`, in place."""
+    if precision.quantized:
+        for name, linear in list(module.named_modules()):
+            if type(linear) is nn.Linear:
+                parent, _, leaf = name.rpartition(".")
+                owner = module.get_submodule(parent) if parent else module
+                setattr(owner, leaf, quantized_linear(linear, precision, device))
+        return
+    dtype = compute_dtype(precision, device)
+    if dtype is torch.bfloat16 and emulated_bf16(device):  # stored in bf16, computed in fp32
+        for name, linear in list(module.named_modules()):
+            if type(linear) is nn.Linear:
+                parent, _, leaf = name.rpartition(".")
+                owner = module.get_submodule(parent) if parent else module
+                setattr(owner, leaf, StoredBf16Linear(linear.weight.detach()))
+        return
+    if dtype is not None:  # the linear layers hold almost every weight; norms stay fp32
+        for linear in module.modules():
+            if isinstance(linear, nn.Linear):
+                linear.to(dtype)
+
+
+def quantized_linear(linear: nn.Linear, precision: Precision, device: torch.device) -> nn.Module:
+    weight = linear.weight.detach().float()
+    if precision is Precision.NVFP4:
+        return NVFP4Linear(weight).to(device)
+    if precision is Precision.INT8:
+        return _int8(weight, device)
+    return _bnb_4bit(weight, "nf4" if precision is Precision.NF4 else "fp4", device)
+
+
+def _bnb_4bit(weight: torch.Tensor, quant_type: str, device: torch.device) -> nn.Module:
+    import bitsandbytes as bnb
+
+    out_features, in_features = weight.shape
+    layer = bnb.nn.Linear4bit(
+        in_features, out_features, bias=False, quant_type=quant_type,
+        compress_statistics=quant_type == "nf4", compute_dtype=torch.float32,
+    )  # fmt: skip
+    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=quant_type,
+                                     compress_statistics=quant_type == "nf4")  # fmt: skip
+    return layer.to(device)
+
+
+def _int8(weight: torch.Tensor, device: torch.device) -> nn.Module:
+    if device.type == "cuda":
+        import bitsandbytes as bnb
+
+        out_features, in_features = weight.shape
+        layer = bnb.nn.Linear8bitLt(in_features, out_features, bias=False, has_fp16_weights=False)
+        layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+        return layer.to(device)
+    return RowInt8Linear(weight).to(device)
+
+
+class _Dequantized(torch.autograd.Function):
+    """y = x Wᵀ with W rebuilt from its stored form in the forward pass and again in the
+    backward pass, so autograd keeps no full-precision copy of a frozen weight alive between
+    them (the gradient flows to x only; frozen weights get none)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.weight.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad @ ctx.layer.weight.to(grad.dtype), None
+
+
+def dequantized_linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """A frozen layer whose `weight` property rebuilds the weight from compact storage."""
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return F.linear(x, layer.weight.to(x.dtype))
+    return _Dequantized.apply(x, layer)
+
+
+class StoredBf16Linear(nn.Linear):
+    """A frozen linear layer stored in bf16 and computed in fp32 (for CPUs that would
+    emulate bf16 matmuls): half the memory of fp32, fp32 speed, bf16-rounded weights."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        out_features, in_features = weight.shape
+        super().__init__(in_features, out_features, bias=False, device="meta")
+        del self.weight
+        self.register_buffer("stored", weight.to(torch.bfloat16))
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.stored.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dequantized_linear(x, self)
+
+
+class RowInt8Linear(nn.Linear):
+    """Weight-only int8 with one fp32 scale per output row (the CPU stand-in for LLM.int8)."""
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        out_features, in_features = weight.shape
+        super().__init__(in_features, out_features, bias=False, device="meta")
+        del self.weight
+        scale = (weight.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
+        self.register_buffer("qweight", torch.round(weight / scale).to(torch.int8))
+        self.register_buffer("scale", scale)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.qweight.float() * self.scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dequantized_linear(x, self)
+
+
+class LossScaler:
+    """Dynamic loss scaling for stacks that train in fp16 on CUDA (torch.amp.GradScaler);
+    a pass-through everywhere else (fp16 runs in fp32 on the CPU, and bf16 needs none)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.scaler = torch.amp.GradScaler("cuda") if enabled else None
+
+    @classmethod
+    def for_stage(cls, parts, device: torch.device) -> LossScaler:
+        fp16 = any(x.precision is Precision.FP16 and x.trains is Trains.FULL for x in parts)
+        return cls(enabled=fp16 and device.type == "cuda")
+
+    @property
+    def enabled(self) -> bool:
+        return self.scaler is not None
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def unscale(self, opt: torch.optim.Optimizer) -> None:
+        """Before clipping, so the norm is of the true gradients."""
+        if self.scaler:
+            self.scaler.unscale_(opt)
+
+    def step(self, opt: torch.optim.Optimizer) -> None:
+        """The optimizer step (skipped by the scaler when a gradient overflowed)."""
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+
+    def state(self) -> dict | None:
+        return self.scaler.state_dict() if self.scaler else None
+
+    def restore(self, state: dict | None) -> None:
+        if self.scaler and state:
+            self.scaler.load_state_dict(state)
+
+
+NAMES = ("stack", "trunk")
+
+
+def attach(stack: nn.Module, lora: Lora, name: str, *, seed: int, position: int) -> None:
+    """Inject a LoRA adapter called `name` into the stack's targeted linear layers."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    config = LoraConfig(
+        r=lora.rank,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=[t.value for t in lora.targets],
+        bias="none",
+    )
+    with warnings.catch_warnings():  # a second adapter on the same stack is intended
+        warnings.simplefilter("ignore", UserWarning)
+        inject_adapter_in_model(config, stack, adapter_name=name)
+    g = generator(seed, "lora", name, position)
+    for _, layer in sorted(lora_layers(stack).items()):
+        if name not in layer.lora_A:  # a layer only the other adapter targets
+            continue
+        a, b = layer.lora_A[name], layer.lora_B[name]
+        a.float(), b.float()  # adapters train in fp32 whatever their base layer holds
+        with torch.no_grad():
+            bound = math.sqrt(6.0 / ((1 + 5) * a.weight.shape[1]))  # kaiming_uniform_(a=sqrt(5))
+            a.weight.copy_(torch.rand(a.weight.shape, generator=g) * 2 * bound - bound)
+            b.weight.zero_()
+    activate(stack)
+
+
+def lora_layers(stack: nn.Module) -> dict[str, nn.Module]:
+    from peft.tuners.lora import LoraLayer
+
+    return {n: m for n, m in stack.named_modules() if isinstance(m, LoraLayer)}
+
+
+def base_of(layer: nn.Module) -> nn.Module:
+    """The layer an adapter wraps, or the layer itself."""
+    from peft.tuners.lora import LoraLayer
+
+    return layer.get_base_layer() if isinstance(layer, LoraLayer) else layer
+
+
+def activate(stack: nn.Module) -> None:
+    """Every adapter a layer has takes part in its forward pass."""
+    for layer in lora_layers(stack).values():
+        present = [n for n in NAMES if n in layer.lora_A]
+        layer.set_adapter(present)
+
+
+def adapter_parameters(stack: nn.Module, name: str | None = None) -> list[nn.Parameter]:
+    """The LoRA weights of a stack (of one adapter, or all)."""
+    out = []
+    for layer in lora_layers(stack).values():
+        for adapter in (name,) if name else NAMES:
+            if adapter in layer.lora_A:
+                out += [layer.lora_A[adapter].weight, layer.lora_B[adapter].weight]
+    return out
+
+
+_BASE = ".base_layer"
+
+
+Tensors = dict[str, torch.Tensor]  # a state dict: name → tensor
+
+
+class OnDisk(Mapping):
+    """A stack's master weights left in a safetensors file: a read-only mapping that loads a
+    tensor when it is asked for."""
+
+    def __init__(self, file: Path, prefix: str) -> None:
+        from safetensors import safe_open
+
+        self.file, self.prefix = Path(file), prefix
+        with safe_open(str(self.file), framework="pt") as f:
+            self._keys = sorted(k[len(prefix) :] for k in f.keys() if k.startswith(prefix))  # noqa: SIM118
+        if not self._keys:
+            raise KeyError(f"{self.file} holds no tensors under {prefix!r}")
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return next(iter(self._read([key]).values()))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def items(self):  # one open of the file for all of them
+        return self._read(self._keys).items()
+
+    def _read(self, keys) -> dict[str, torch.Tensor]:
+        from safetensors import safe_open
+
+        with safe_open(str(self.file), framework="pt") as f:
+            return {k: f.get_tensor(self.prefix + k) for k in keys}
+
+
+@dataclasses.dataclass
+class Store:
+    shared: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    stacks: dict[int, Mapping[str, torch.Tensor]] = dataclasses.field(default_factory=dict)
+    adapters: dict[tuple[int, str], Tensors] = dataclasses.field(default_factory=dict)
+
+    def offload(self, positions, checkpoint_file: Path) -> None:
+        """Let the masters of `positions` live only in `checkpoint_file` (which must hold
+        them as they are now: the checkpoint just written or just loaded)."""
+        for position in positions:
+            state = self.stacks.get(position)
+            if state is not None and not isinstance(state, OnDisk):
+                self.stacks[position] = OnDisk(checkpoint_file, f"stack/{position}/")
+
+    def on_disk(self) -> dict[int, Path]:
+        """The stacks whose masters live in a checkpoint file, and where."""
+        return {k: v.file for k, v in self.stacks.items() if isinstance(v, OnDisk)}
+
+    def flat(self, *, with_on_disk: bool = False) -> dict[str, torch.Tensor]:
+        """Every tensor under a path-like key, for one safetensors file. Stacks on disk are
+        left out (a checkpoint refers to them, see `on_disk`) unless `with_on_disk`."""
+        out = {f"shared/{k}": v for k, v in self.shared.items()}
+        for position, state in self.stacks.items():
+            if isinstance(state, OnDisk) and not with_on_disk:
+                continue
+            out |= {f"stack/{position}/{k}": v for k, v in state.items()}
+        for (position, name), state in self.adapters.items():
+            out |= {f"adapter/{position}/{name}/{k}": v for k, v in state.items()}
+        return {k: v.detach().contiguous().cpu() for k, v in out.items()}
+
+    @classmethod
+    def from_flat(cls, tensors: dict[str, torch.Tensor]) -> Store:
+        store = cls()
+        for key, value in tensors.items():
+            kind, _, rest = key.partition("/")
+            if kind == "shared":
+                store.shared[rest] = value
+            elif kind == "stack":
+                position, _, name = rest.partition("/")
+                store.stacks.setdefault(int(position), {})[name] = value
+            else:
+                position, _, rest = rest.partition("/")
+                adapter, _, name = rest.partition("/")
+                store.adapters.setdefault((int(position), adapter), {})[name] = value
+        return store
+
+
+def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
+    """A live stack's base weights under plain-module names (adapters left out), in fp32."""
+    out = {}
+    for key, value in stack.state_dict().items():
+        if ".lora_" in key:
+            continue
+        out[key.replace(_BASE, "")] = value.detach().float().clone()
+    return out
+
+
+def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """One adapter's weights of a live stack, under plain-module names."""
+    marker = {f".lora_A.{name}.", f".lora_B.{name}."}
+    out = {}
+    for key, value in stack.state_dict().items():
+        if any(m in key for m in marker):
+            out[key.replace(_BASE, "")] = value.detach().float().clone()
+    return out
+
+
+def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
+    """Put stored adapter weights back into a live (peft-wrapped) stack."""
+    live = {
+        k.replace(_BASE, ""): k for k in stack.state_dict() if f".{name}." in k and ".lora_" in k
+    }
+    missing = set(live) ^ set(state)
+    if missing:
+        raise KeyError(f"stored adapter `{name}` does not fit this stack: {sorted(missing)[:3]}")
+    stack.load_state_dict({live[k]: v for k, v in state.items()}, strict=False)
+
+
+def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
+    """The rack's own weights (everything but its stacks)."""
+    return {
+        k: v.detach().float().clone()
+        for k, v in rack.state_dict().items()
+        if not k.startswith("stacks.")
+    }
+
+
+LATEST = "latest.json"
+
+
+KEEP_STEP_CHECKPOINTS = 2
+
+
+def save(
+    run_dir: Path, name: str, store: Store, optimizer: torch.optim.Optimizer | None, state: dict
+) -> Path:
+    from safetensors.torch import save_file
+
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    save_file(store.flat(), str(tmp / "model.safetensors"))
+    opt_meta = None
+    if optimizer is not None:
+        tensors, opt_meta = _split(optimizer.state_dict())
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+    full = {
+        **state,
+        "stacks_on_disk": {str(k): _relative(v, root) for k, v in store.on_disk().items()},
+        "optimizer": opt_meta,
+        "rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+    }
+    _write_json(tmp / "state.json", full)
+    _fsync_dir(tmp)
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _write_json(run_dir / "checkpoints" / LATEST, {"checkpoint": name})
+    _prune(root, keep=name)
+    return final
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None."""
+    pointer = run_dir / "checkpoints" / LATEST
+    try:
+        name = json.loads(pointer.read_text())["checkpoint"]
+    except (OSError, ValueError, KeyError):
+        return None
+    path = run_dir / "checkpoints" / name
+    return path if (path / "state.json").exists() else None
+
+
+def is_stage_end(path: Path) -> bool:
+    try:
+        return bool(json.loads((path / "state.json").read_text()).get("stage_done", False))
+    except (OSError, ValueError):
+        return False
+
+
+def load(path: Path) -> tuple[Store, dict | None, dict, torch.Tensor]:
+    """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint."""
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "state.json").read_text())
+    store = Store.from_flat(load_file(str(path / "model.safetensors")))
+    for position, file in state.get("stacks_on_disk", {}).items():
+        store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
+    optimizer = None
+    if state.get("optimizer") is not None:
+        optimizer = _join(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
+    rng = torch.frombuffer(bytearray(base64.b64decode(state["rng"])), dtype=torch.uint8).clone()
+    return store, optimizer, state, rng
+
+
+def _relative(file: Path, root: Path) -> str:
+    """A checkpoint file as a path under `checkpoints/` (the run directory may move)."""
+    file = Path(file).resolve()
+    try:
+        return file.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise ValueError(f"{file} is not a checkpoint of this run") from None
+
+
+def _split(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer state dict as tensors (safetensors) plus a JSON-ready rest. Nested
+    entries (bitsandbytes keeps its 8-bit state in a dict per parameter) become paths."""
+    tensors, scalars = {}, {}
+
+    def walk(prefix: str, entry: dict) -> None:
+        for key, value in entry.items():
+            path = f"{prefix}/{key}"
+            if isinstance(value, dict):
+                walk(path, value)
+            elif isinstance(value, torch.Tensor):
+                tensors[path] = value.detach().contiguous().cpu()
+            else:
+                scalars[path] = value
+
+    for index, entry in sd["state"].items():
+        walk(str(index), entry)
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for flat, value in [*tensors.items(), *meta["scalars"].items()]:
+        index, *keys = flat.split("/")
+        entry = state.setdefault(int(index), {})
+        for key in keys[:-1]:
+            entry = entry.setdefault(key, {})
+        entry[keys[-1]] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir():
+        with open(child, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def _prune(root: Path, keep: str) -> None:
+    """Keep every stage-end checkpoint and the newest few step checkpoints; drop temp dirs."""
+    steps = []
+    for child in root.iterdir():
+        if child.name.startswith(".tmp-"):
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(
+                missing_ok=True
+            )
+        elif child.is_dir() and child.name != keep and not is_stage_end(child):
+            steps.append(child)
+    for old in sorted(steps)[: max(0, len(steps) - (KEEP_STEP_CHECKPOINTS - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class MergeError(Exception):
+    """Adapters that cannot be folded into the weights, with the reason."""
+
+
+def lora_of(plan: Plan, position: int, name: str, upto_stage: int) -> Lora:
+    """The configuration an adapter was last attached with, up to stage `upto_stage`."""
+    if name == "stack":
+        lora = plan.stacks[position].stack_lora
+    else:
+        lora = None
+        for stage in plan.stages[:upto_stage]:
+            for part in stage.parts:
+                if part.position == position and part.trunk_lora is not None:
+                    lora = part.trunk_lora
+    if lora is None:
+        raise MergeError(f"the plan has no `{name}` LoRA for stack {position}")
+    return lora
+
+
+def merged(
+    master: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor], scale: float
+) -> dict[str, torch.Tensor]:
+    """A master with W + scale · B A for every layer the adapter wraps (new tensors)."""
+    out = dict(master)
+    for key_a in sorted(k for k in adapter if ".lora_A." in k):
+        layer = key_a.split(".lora_A.")[0]
+        key_b = key_a.replace(".lora_A.", ".lora_B.")
+        base = f"{layer}.weight"
+        if base not in out:
+            raise MergeError(
+                f"`{layer}` has no plain weight to merge into (spectral_norm keeps its weight "
+                "as a parametrization, and a normalized weight plus an update is not linear)"
+            )
+        delta = adapter[key_b].double() @ adapter[key_a].double()
+        out[base] = (out[base].double() + scale * delta).to(out[base].dtype)
+    return out
+
+
+def merge_store(store: Store, plan: Plan, upto_stage: int) -> list[tuple[int, str]]:
+    """Fold every adapter that has trained into its stack's master and drop it from the
+    store. Returns the (position, adapter name) pairs merged."""
+    done = []
+    for (position, name), adapter in sorted(store.adapters.items()):
+        if not any(bool(v.any()) for k, v in adapter.items() if ".lora_B." in k):
+            continue  # never trained: exactly zero
+        lora = lora_of(plan, position, name, upto_stage)
+        master = dict(store.stacks[position].items())
+        store.stacks[position] = merged(master, adapter, lora.alpha / lora.rank)
+        done.append((position, name))
+    for key in list(store.adapters):
+        del store.adapters[key]
+    return done
+
+
+_M_MMAP_THRESHOLD = -3  # malloc.h
+
+
+def _set_threshold(size: int) -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, size)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def building():
+    """Around building a stage's model."""
+    _set_threshold(1 << 20)
+    try:
+        yield
+    finally:
+        _set_threshold(32 << 20)
+
+
+class Stream:
+    def __init__(self, train: np.ndarray, seed: int) -> None:
+        self.train, self.seed = train, seed
+        self.epoch, self.offset = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return self.train[np.random.default_rng([self.seed, epoch]).permutation(len(self.train))]
+
+    def take(self, count: int) -> np.ndarray:
+        """The next `count` window ids, moving into the next epoch when this one runs out."""
+        out = []
+        while count > 0:
+            chunk = self._order[self.offset : self.offset + count]
+            out.append(chunk)
+            count -= len(chunk)
+            self.offset += len(chunk)
+            if self.offset >= len(self._order):
+                self.epoch, self.offset = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+        return np.concatenate(out)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def restore(self, state: dict) -> None:
+        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        self._order = self._permutation(self.epoch)
+
+
+def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
+    """The validation batches: the same windows, in the same order, at every evaluation."""
+    if len(val) == 0:
+        return []
+    count = batch * batches
+    ids = np.resize(val, max(count, 1))[:count]
+    return [ids[i : i + batch] for i in range(0, count, batch)]
+
+
+IGNORE = -100
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    inputs: torch.Tensor  # (B, T) token ids the model reads
+    targets: torch.Tensor  # (B, T) ids to predict, IGNORE elsewhere
+    t: torch.Tensor | None  # (B,) time as input, else None
+    ids: np.ndarray  # (B,) window ids
+    ratio: float | None  # the mask ratio used (masked objectives)
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    mask: int
+    ordinary: int  # random replacements draw ids below this
+
+
+def noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
+    """(mask ratio, t) for one step of a stage; t only for time as input."""
+    o = stage.objective
+    if o.kind == "mlm":
+        return o.ratio, None
+    if o.kind == "clm":
+        return None, None
+    if o.time == "depth":
+        if stage.mask_ratio is not None:
+            return stage.mask_ratio, None
+        ratios = [part.mask_ratio for part in stage.parts]
+        pick = torch.randint(
+            len(ratios), (1,), generator=generator(plan.run.seed, "depth", stage.number, step)
+        )
+        return ratios[int(pick)], None
+    u = torch.rand(1, generator=generator(plan.run.seed, "time", stage.number, step)).item()
+    steps = plan.model.num_time_steps
+    t = (int(u * steps) + 1) / steps if steps else 1.0 - u  # in (0, 1]
+    return ratio_at(o.schedule, 1.0 - t), t
+
+
+def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, ratio, t, *,
+               seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
+    """The model's inputs and targets for windows (B, seq_len + 1)."""
+    if objective.kind == "clm":
+        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
+    x = windows[:, :-1]
+    draws = torch.stack(
+        [torch.rand((3, x.shape[1]), generator=generator(seed, "mask", int(i))) for i in ids]
+    )
+    selected = draws[:, 0] < ratio
+    selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
+    targets = torch.where(selected, x, IGNORE)
+    inputs = torch.where(selected, vocab.mask, x)
+    if objective.kind == "mlm" and objective.bert_mix:
+        random_ids = (draws[:, 2] * vocab.ordinary).long()
+        inputs = torch.where(
+            selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
+        )
+        inputs = torch.where(selected & (draws[:, 1] >= 0.9), x, inputs)
+    times = None if t is None else torch.full((len(ids),), float(t))
+    return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
+
+
+def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the predicted positions, computing logits only there."""
+    chosen = targets != IGNORE
+    if bool(chosen.all()):
+        logits = logits_fn(h.reshape(-1, h.shape[-1]))
+        return F.cross_entropy(logits.float(), targets.reshape(-1))
+    logits = logits_fn(h[chosen])
+    return F.cross_entropy(logits.float(), targets[chosen])
+
+
+SHARD = 512  # windows per disk shard
+
+
+class ActivationCache:
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.memory: dict[int, torch.Tensor] = {}
+        self.pending: dict[int, torch.Tensor] = {}
+        self.shard_of: dict[int, Path] = {}
+        self.computed = 0
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            for old in directory.glob("*.safetensors"):
+                old.unlink()
+
+    def get(self, ids: np.ndarray, compute: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
+        """Trunk outputs (B, T, d) for `ids`, computing (once) those not cached yet."""
+        missing = np.array(
+            [i for i in dict.fromkeys(ids.tolist()) if not self._has(i)], dtype=np.int64
+        )
+        if len(missing):
+            fresh = compute(missing)
+            self.computed += len(missing)
+            for i, h in zip(missing.tolist(), fresh, strict=True):
+                self._put(i, h.detach())
+        return torch.stack([self._get(i) for i in ids.tolist()])
+
+    def _has(self, i: int) -> bool:
+        return i in self.memory or i in self.pending or i in self.shard_of
+
+    def _put(self, i: int, h: torch.Tensor) -> None:
+        if self.directory is None:
+            self.memory[i] = h
+            return
+        self.pending[i] = h.cpu().contiguous()
+        if len(self.pending) >= SHARD:
+            self.flush()
+
+    def _get(self, i: int) -> torch.Tensor:
+        if i in self.memory:
+            return self.memory[i]
+        if i in self.pending:
+            return self.pending[i]
+        from safetensors import safe_open
+
+        with safe_open(str(self.shard_of[i]), framework="pt") as f:
+            return f.get_tensor(str(i))
+
+    def flush(self) -> None:
+        """Write pending outputs as one shard (atomically: temp file, then rename)."""
+        if not self.pending:
+            return
+        from safetensors.torch import save_file
+
+        path = self.directory / f"shard-{len(set(self.shard_of.values())):05d}.safetensors"
+        tmp = path.with_suffix(".tmp")
+        save_file({str(i): h for i, h in self.pending.items()}, str(tmp))
+        os.replace(tmp, path)
+        for i in self.pending:
+            self.shard_of[i] = path
+        self.pending = {}
+
+
+class Metrics:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = 0
+        if path.exists():
+            self.lines = sum(1 for _ in path.open(encoding="utf-8"))
+
+    def write(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        self.lines += 1
+
+    def truncate(self, lines: int) -> None:
+        """Keep the first `lines` records (a resumed run rewrites what came after)."""
+        kept = (
+            self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
+            if self.path.exists()
+            else []
+        )
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self.lines = len(kept)
+
+
+def read(path: Path) -> list[dict]:
+    return [
+        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+
+
+def plot(metrics_path: Path, out: Path) -> None:
+    """Training loss per global step, one colour per stage, dashed lines at stage boundaries,
+    validation loss as markers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read(metrics_path)
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
+    stages = sorted({r["stage"] for r in train})
+    for stage in stages:
+        rs = [r for r in train if r["stage"] == stage]
+        (line,) = ax.plot(
+            [r["global_step"] for r in rs], [r["loss"] for r in rs], lw=1.2, label=f"stage {stage}"
+        )
+        es = [r for r in evals if r["stage"] == stage]
+        if es:
+            ax.plot(
+                [r["global_step"] for r in es],
+                [r["val_loss"] for r in es],
+                "o",
+                color=line.get_color(),
+                ms=4,
+            )
+        if rs and stage != stages[0]:  # after the previous stage's last step
+            start = rs[0]["global_step"] - rs[0]["step"]
+            ax.axvline(start + 0.5, color="grey", ls="--", lw=0.8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (lines: train, dots: validation)")
+    ax.legend(fontsize=8, ncol=min(len(stages), 6))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out)
+
+
+def lr_factor(o: Optimizer, step: int, steps: int) -> float:
+    """Multiplier of the base rates at `step` (1-based) of a stage of `steps`: linear warmup,
+    then cosine or linear decay to min_lr (as a fraction of each group's rate), or constant."""
+    warmup = min(o.warmup, steps)
+    if step <= warmup:
+        return step / warmup
+    if o.schedule is LrSchedule.CONSTANT or steps == warmup:
+        return 1.0
+    progress = (step - warmup) / (steps - warmup)
+    shape = (
+        0.5 * (1 + math.cos(math.pi * progress))
+        if o.schedule is LrSchedule.COSINE
+        else 1 - progress
+    )
+    return shape
+
+
+def build(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
+    """The optimizer over `groups` (dicts of params, lr, weight_decay, name)."""
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    if o.kind == "sgd":
+        return torch.optim.SGD(
+            groups, lr=groups[0]["lr"], momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0
+        )
+    if o.kind == "adamw8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps)
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps, foreach=False)
+
+
+def set_lr(opt: torch.optim.Optimizer, o: Optimizer, step: int, steps: int) -> float:
+    """Apply the schedule; returns the factor (the logged lr is the first group's)."""
+    factor = lr_factor(o, step, steps)
+    for g in opt.param_groups:
+        floor = min(o.min_lr, g["base_lr"])
+        g["lr"] = floor + (g["base_lr"] - floor) * factor
+    return factor
+
+
+class StageModel(nn.Module):
+    """A rack arranged for one stage."""
+
+    def __init__(self, plan: Plan, stage: Stage, store: Store, device: torch.device) -> None:
+        super().__init__()
+        self.plan, self.stage, self.device = plan, stage, device
+        self.rack = Rack(plan)
+        if store.shared:
+            self.rack.load_state_dict(store.shared, strict=False)
+        self._build_stacks(store)
+        self.rack.to(device)
+        self._attach_adapters(store)
+        self._mark_trainable()
+        self.positions = tuple(part.position for part in stage.parts)
+        self.precision = {part.position: part.precision for part in stage.parts}
+        self.frozen = {part.position: part.trains is not Trains.FULL for part in stage.parts}
+
+    # --- building ---
+
+    def _build_stacks(self, store: Store) -> None:
+        """One stack at a time: its master is loaded (from memory or from disk) and, if it
+        does not train fully, held in its precision at once, so at most one stack is ever
+        in fp32 beyond those that train."""
+        for part in self.stage.parts:
+            if part.position in store.stacks:
+                stack = Stack(self.plan.stacks[part.position], self.plan.model, self.plan.run.seed)
+                stack.load_state_dict(dict(store.stacks[part.position].items()))
+                self.rack.stacks[str(part.position)] = stack
+                if part.trains is not Trains.FULL:
+                    freeze_into(stack.to(self.device), part.precision, self.device)
+        for position in self.stage.new:
+            if position not in store.stacks:
+                source = self.stage.init_from
+                copy_of = store.stacks[source] if source is not None else None
+                self.rack.add_stack(position, self.stage.init, copy_of)
+                store.stacks[position] = master_state(self.rack.stacks[str(position)])
+        if not store.shared:
+            store.shared.update(shared_state(self.rack))
+
+    def _attach_adapters(self, store: Store) -> None:
+        """Inject the adapters that train this stage or hold trained weights. An adapter that
+        has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
+        the cost; its initial weights derive from the seed, whenever it is attached."""
+        seed = self.plan.run.seed
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            trains = part.role is Role.TRUNK and part.trains is not Trains.NOTHING
+            loras = (
+                ("stack", self.plan.stacks[part.position].stack_lora),
+                ("trunk", part.trunk_lora),
+            )
+            for name, lora in loras:
+                stored = store.adapters.get((part.position, name))
+                if lora is None or not (trains or (stored is not None and _nonzero(stored))):
+                    continue
+                attach(stack, lora, name, seed=seed, position=part.position)
+                if stored is not None:
+                    load_adapter(stack, name, stored)
+                stack.to(self.device)
+
+    def _mark_trainable(self) -> None:
+        self.requires_grad_(False)
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            if part.trains is Trains.FULL and part.role is Role.TRUNK:
+                stack.requires_grad_(True)
+            elif part.role is Role.NEW:
+                for param in base_parameters(stack):
+                    param.requires_grad_(True)
+            if part.trains is not Trains.NOTHING and part.role is Role.TRUNK:
+                for param in adapter_parameters(stack):
+                    param.requires_grad_(True)
+            for block in stack.blocks:
+                if block.frozen_up:
+                    weight_of(base_of(block.ffn.up)).requires_grad_(False)
+        for param in input_parameters(self.rack):
+            param.requires_grad_(self.stage.train_input)
+        for param in head_parameters(self.rack):
+            param.requires_grad_(self.stage.train_head or param.requires_grad)
+
+    # --- running ---
+
+    def stack(self, position: int) -> Stack:
+        return self.rack.stacks[str(position)]
+
+    def train(self, mode: bool = True) -> StageModel:
+        """Training mode where something trains: frozen stacks (and a frozen input side) stay
+        in eval mode, so dropout never touches what is not learning."""
+        super().train(mode)
+        for part in self.stage.parts:
+            self.stack(part.position).train(mode and part.trains is not Trains.NOTHING)
+        self.rack.drop.train(mode and self.stage.train_input)
+        return self
+
+    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None) -> torch.Tensor:
+        """Hidden states after the given stacks (default: all of this stage's)."""
+        h = self.rack.embed_tokens(inputs, t)
+        return self.run(h, self.positions if positions is None else positions)
+
+    def run(self, h: torch.Tensor, positions) -> torch.Tensor:
+        for position in positions:
+            stack = self.stack(position)
+            with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
+                h = stack(h, self.rack._rope(stack, h.device)).float()
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.rack.logits(h)
+
+    # --- writing back ---
+
+    def capture(self, store: Store) -> None:
+        """Write what this stage trains back into the store (fp32)."""
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            if part.trains is Trains.FULL:
+                store.stacks[part.position] = master_state(stack)
+            if part.trains is not Trains.NOTHING:
+                for name in NAMES:
+                    if _has(stack, name):
+                        store.adapters[(part.position, name)] = adapter_state(stack, name)
+        if self.stage.train_input or self.stage.train_head:
+            store.shared.clear()
+            store.shared.update(shared_state(self.rack))
+
+
+def _nonzero(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a stored adapter has ever changed its output (some lora_B entry is not zero)."""
+    return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
+
+
+def _has(stack: Stack, name: str) -> bool:
+    return bool(adapter_parameters(stack, name))
+
+
+def base_parameters(stack: Stack) -> list[nn.Parameter]:
+    """A stack's own weights (not its adapters)."""
+    lora = {id(x) for x in adapter_parameters(stack)}
+    return [x for x in stack.parameters() if id(x) not in lora]
+
+
+def input_parameters(rack: Rack) -> list[nn.Parameter]:
+    """Token embedding (with its projection), learned positions, time embedding."""
+    parts = [rack.embed, rack.embed_proj, rack.positions, rack.time]
+    return [x for m in parts if m is not None for x in m.parameters()]
+
+
+def head_parameters(rack: Rack) -> list[nn.Parameter]:
+    """The final norm and the head (a tied head is the input embedding)."""
+    parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
+    return [x for m in parts for x in m.parameters()]
+
+
+class RunError(Exception):
+    """A run that cannot go on, with a message for the person who started it."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StageSummary:
+    stage: int
+    kind: str
+    steps: int
+    train_loss: float
+    val_loss: float | None
+    seconds: float
+    trainable: int
+    tokens_per_s: float
+
+
+class Progress:
+    """What the loop reports as it goes; the CLI draws it, tests ignore it."""
+
+    def stage_started(self, stage: Stage, done: int) -> None: ...
+    def stepped(
+        self, stage: Stage, step: int, loss: float | None, tokens_per_s: float | None
+    ) -> None:
+        """After every step; loss and rate only on logged steps (None otherwise)."""
+
+    def stage_finished(self, summary: StageSummary) -> None: ...
+
+
+@dataclasses.dataclass
+class Trainer:
+    plan: Plan
+    data: Prepared
+    run_dir: Path
+    device: torch.device
+    progress: Progress = dataclasses.field(default_factory=Progress)
+    store: Store = dataclasses.field(default_factory=Store)
+    global_step: int = 0
+    trunk_forwards: int = 0  # windows the cache had to run the trunk for (tests read it)
+    rng_after_build: torch.Tensor | None = None  # a mid-stage checkpoint's RNG state
+    scaler_state: dict | None = None  # a mid-stage checkpoint's loss scale (fp16 on CUDA)
+    scaler: LossScaler = dataclasses.field(default_factory=lambda: LossScaler(enabled=False))
+    stream: Stream = dataclasses.field(init=False)
+    metrics: Metrics = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stream = Stream(self.data.train, self.plan.run.seed)
+        self.metrics = Metrics(self.run_dir / "metrics.jsonl")
+
+    # --- the run ---
+
+    def run(self, resume_from: Path | None = None) -> list[StageSummary]:
+        start_stage, start_step, opt_state = 1, 0, None
+        if resume_from is not None:
+            start_stage, start_step, opt_state = self._restore(resume_from)
+        summaries = []
+        for stage in self.plan.stages[start_stage - 1 :]:
+            resume = (start_step, opt_state) if stage.number == start_stage else (0, None)
+            summaries.append(self.train_stage(stage, *resume))
+        return summaries
+
+    def _restore(self, path: Path) -> tuple[int, int, dict | None]:
+        """Continue from a checkpoint. Its RNG state is restored where it was saved: before
+        the next stage's model is built (stage end) or after this stage's is (mid-stage),
+        since building a model draws from torch's generator."""
+        store, opt_state, state, rng = load(path)
+        self.store = store
+        self.stream.restore(state["stream"])
+        self.global_step = state["global_step"]
+        self.metrics.truncate(state["metrics_lines"])
+        if state["stage_done"]:
+            torch.set_rng_state(rng)
+            return state["stage"] + 1, 0, None
+        self.rng_after_build = rng
+        self.scaler_state = state.get("scaler")
+        return state["stage"], state["step"], opt_state
+
+    # --- one stage ---
+
+    def train_stage(
+        self, stage: Stage, start_step: int = 0, opt_state: dict | None = None
+    ) -> StageSummary:
+        merged: set[int] = set()
+        if stage.merge_adapters and start_step == 0:  # mid-stage, the store is merged already
+            merged = {pos for pos, _ in merge_store(self.store, self.plan, stage.number - 1)}
+        with building():
+            model = StageModel(self.plan, stage, self.store, self.device).train()
+        self._offload_unchanging(stage, keep=merged)
+        opt = build(self.plan.optimizer, self._groups(model, stage))
+        self.scaler = LossScaler.for_stage(stage.parts, self.device)
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+            self.scaler.restore(self.scaler_state)
+        if self.rng_after_build is not None:
+            torch.set_rng_state(self.rng_after_build)
+            self.rng_after_build = None
+        trainable = [x for g in opt.param_groups for x in g["params"]]
+        cache = self._cache(stage)
+        self.progress.stage_started(stage, start_step)
+        started, window = time.perf_counter(), _Window()
+        loss = math.nan
+        for step in range(start_step + 1, stage.steps + 1):
+            set_lr(opt, self.plan.optimizer, step, stage.steps)
+            loss = self._step(model, stage, step, cache)
+            if self.plan.optimizer.clip is not None:
+                self.scaler.unscale(opt)
+                torch.nn.utils.clip_grad_norm_(trainable, self.plan.optimizer.clip)
+            self.scaler.step(opt)
+            opt.zero_grad(set_to_none=True)
+            self.global_step += 1
+            window.add(loss, self.plan.tokens_per_step)
+            self._after_step(model, opt, stage, step, window)
+        if cache is not None and cache.directory is not None:
+            cache.flush()
+        val = self._evaluate(model, stage)
+        self._record_eval(stage, stage.steps, val)
+        model.capture(self.store)
+        self._save(None, stage, stage.steps, done=True)
+        summary = StageSummary(
+            stage=stage.number, kind=stage.kind.value, steps=stage.steps,
+            train_loss=window.last_loss if window.last_loss is not None else loss, val_loss=val,
+            seconds=time.perf_counter() - started, trainable=sum(x.numel() for x in trainable),
+            tokens_per_s=window.overall_rate(),
+        )  # fmt: skip
+        self.progress.stage_finished(summary)
+        return summary
+
+    def _offload_unchanging(self, stage: Stage, keep: set[int]) -> None:
+        """Masters this stage does not change leave memory for the stage-end checkpoint
+        that holds them (the one just written, or resumed from); those in `keep` (merged
+        since that checkpoint) stay."""
+        last = latest(self.run_dir)
+        if last is None or not is_stage_end(last):
+            return
+        fixed = [
+            x.position
+            for x in stage.parts
+            if x.trains is not Trains.FULL and x.position not in keep
+        ]
+        self.store.offload(fixed, last / "model.safetensors")
+
+    def _after_step(self, model, opt, stage: Stage, step: int, window: _Window) -> None:
+        run = self.plan.run
+        last = step == stage.steps
+        if step % run.log_every == 0 or last:
+            loss, rate = window.flush()
+            self.metrics.write({
+                "kind": "train", "stage": stage.number, "step": step,
+                "global_step": self.global_step, "loss": loss,
+                "lr": opt.param_groups[0]["lr"], "tokens_per_s": rate,
+            })  # fmt: skip
+            self.progress.stepped(stage, step, loss, rate)
+        else:
+            self.progress.stepped(stage, step, None, None)
+        if run.eval_every and step % run.eval_every == 0 and not last:
+            self._record_eval(stage, step, self._evaluate(model, stage))
+        if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
+            model.capture(self.store)
+            self._save(opt, stage, step, done=False)
+
+    def _step(self, model: StageModel, stage: Stage, step: int, cache) -> float:
+        accumulate = self.plan.optimizer.accumulate
+        total = 0.0
+        for micro in range(accumulate):
+            ids = self.stream.take(self.plan.data.batch)
+            batch = self._batch(stage, ids, (step - 1) * accumulate + micro)
+            loss = self._loss(model, stage, batch, cache) / accumulate
+            self.scaler.backward(loss)
+            total += loss.item()
+        if not math.isfinite(total):
+            raise Diverged(stage.number, step, f"the loss became {total}")
+        return total
+
+    def _batch(self, stage: Stage, ids: np.ndarray, draw: int) -> Batch:
+        ratio, t = noise(stage, self.plan, draw)
+        windows = torch.from_numpy(self.data.windows[ids])
+        return make_batch(
+            windows, ids, stage.objective, ratio, t, seed=self.plan.run.seed, vocab=self._vocab()
+        )
+
+    def _loss(self, model: StageModel, stage: Stage, b: Batch, cache) -> torch.Tensor:
+        inputs, targets = b.inputs.to(self.device), b.targets.to(self.device)
+        t = b.t.to(self.device) if b.t is not None else None
+        if cache is None:
+            h = model.hidden(inputs, t)
+        else:  # append: the new stack is last; everything before it is the cached trunk
+            trunk, new = model.positions[:-1], model.positions[-1:]
+            rows = {int(i): r for r, i in enumerate(b.ids.tolist())}
+
+            def trunk_output(missing: np.ndarray) -> torch.Tensor:
+                self.trunk_forwards += len(missing)
+                sel = torch.tensor([rows[int(i)] for i in missing], device=self.device)
+                with torch.no_grad():
+                    return model.hidden(inputs[sel], None, positions=trunk)
+
+            h = model.run(cache.get(b.ids, trunk_output), new)
+        return loss_of(model.logits, h, targets)
+
+    def _cache(self, stage: Stage) -> ActivationCache | None:
+        if stage.cache is Cache.OFF:
+            return None
+        directory = (
+            self.run_dir / "cache" / f"stage{stage.number:03d}"
+            if stage.cache is Cache.DISK
+            else None
+        )
+        return ActivationCache(directory)
+
+    # --- evaluation, records, checkpoints ---
+
+    def _evaluate(self, model: StageModel, stage: Stage) -> float | None:
+        batches = eval_ids(self.data.val, self.plan.data.batch, self.plan.run.eval_batches)
+        if not batches:
+            return None
+        model.eval()
+        losses = []
+        with torch.no_grad():
+            for i, ids in enumerate(batches):
+                b = self._eval_batch(stage, ids, i)
+                t = b.t.to(self.device) if b.t is not None else None
+                h = model.hidden(b.inputs.to(self.device), t)
+                losses.append(loss_of(model.logits, h, b.targets.to(self.device)).item())
+        model.train()
+        return float(np.mean(losses))
+
+    def _eval_batch(self, stage: Stage, ids: np.ndarray, i: int) -> Batch:
+        """Validation batches see the same noise at every evaluation (and cycle through the
+        rack's ratios in a depth-time fuse stage)."""
+        ratio, t = noise(stage, self.plan, -1 - i)
+        if stage.objective.time == "depth" and stage.mask_ratio is None:
+            ratio = stage.parts[i % len(stage.parts)].mask_ratio
+        windows = torch.from_numpy(self.data.windows[ids])
+        return make_batch(
+            windows, ids, stage.objective, ratio, t, seed=self.plan.run.seed, vocab=self._vocab()
+        )
+
+    def _record_eval(self, stage: Stage, step: int, val: float | None) -> None:
+        if val is not None:
+            self.metrics.write({
+                "kind": "eval", "stage": stage.number, "step": step,
+                "global_step": self.global_step, "val_loss": val,
+            })  # fmt: skip
+
+    def _save(self, opt, stage: Stage, step: int, *, done: bool) -> None:
+        """Checkpoint the store, which must be finite: a loss is measured before the update
+        that may break the weights, so weights are checked too before they are kept."""
+        flat = self.store.flat()
+        broken = next(
+            (k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()),
+            None,
+        )
+        if broken is not None:
+            raise Diverged(stage.number, step, f"the weights became non-finite ({broken})")
+        state = {
+            "stage": stage.number, "step": step, "stage_done": done,
+            "global_step": self.global_step, "stream": self.stream.state(),
+            "metrics_lines": self.metrics.lines, "scaler": self.scaler.state(),
+        }  # fmt: skip
+        name = f"stage{stage.number:03d}-step{step:07d}"
+        save(self.run_dir, name, self.store, None if done else opt, state)
+
+    # --- optimizer groups ---
+
+    def _groups(self, model: StageModel, stage: Stage) -> list[dict]:
+        """Stack weights at the stage's lr, adapters at adapter_lr, embeddings and head at
+        embedding_lr; weight decay on matrices only."""
+        stacks, lora = [], []
+        for part in stage.parts:
+            stack = model.stack(part.position)
+            stacks += [x for x in base_parameters(stack) if x.requires_grad]
+            lora += [x for x in adapter_parameters(stack) if x.requires_grad]
+        shared = [
+            x
+            for x in [*input_parameters(model.rack), *head_parameters(model.rack)]
+            if x.requires_grad
+        ]
+        shared = list({id(x): x for x in shared}.values())
+        decay = self.plan.optimizer.weight_decay
+        groups = []
+        for name, params, lr in (("stacks", stacks, stage.lr), ("adapters", lora, stage.adapter_lr),
+                                 ("embeddings", shared, stage.embedding_lr)):  # fmt: skip
+            groups.append(
+                {
+                    "name": name,
+                    "params": [x for x in params if x.dim() >= 2],
+                    "lr": lr,
+                    "weight_decay": decay,
+                }
+            )
+            groups.append(
+                {
+                    "name": name + "/no_decay",
+                    "params": [x for x in params if x.dim() < 2],
+                    "lr": lr,
+                    "weight_decay": 0.0,
+                }
+            )
+        if not any(g["params"] for g in groups):
+            raise RunError(f"stage {stage.number} trains nothing")
+        return groups
+
+    def _vocab(self) -> Vocabulary:
+        tok = self.data.tokenizer
+        return Vocabulary(mask=tok.specials.mask, ordinary=tok.ordinary)
+
+
+class Diverged(RunError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+    def __init__(self, stage: int, step: int, what: str) -> None:
+        super().__init__(f"{what} in stage {stage} at step {step}")
+        self.stage, self.step = stage, step
+
+
+@dataclasses.dataclass
+class _Window:
+    """Losses and token counts since the last log line."""
+
+    losses: list[float] = dataclasses.field(default_factory=list)
+    tokens: int = 0
+    since: float = dataclasses.field(default_factory=time.perf_counter)
+    total_tokens: int = 0
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+    last_loss: float | None = None
+
+    def add(self, loss: float, tokens: int) -> None:
+        self.losses.append(loss)
+        self.tokens += tokens
+        self.total_tokens += tokens
+
+    def flush(self) -> tuple[float, float]:
+        now = time.perf_counter()
+        loss = float(np.mean(self.losses))
+        rate = self.tokens / max(now - self.since, 1e-9)
+        self.losses, self.tokens, self.since, self.last_loss = [], 0, now, loss
+        return loss, rate
+
+    def overall_rate(self) -> float:
+        return self.total_tokens / max(time.perf_counter() - self.started, 1e-9)
+
+
+def run(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
+        progress: Progress | None = None) -> list[StageSummary]:  # fmt: skip
+    """Train a plan from the start in `run_dir` (which must not hold another run)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "plan.json").exists():
+        raise RunError(
+            f"{run_dir} already holds a run: resume it with --resume {run_dir}, "
+            "or pick another --run-dir"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
+    (run_dir / "plan.json").write_text(json.dumps(to_json(plan), indent=1) + "\n", encoding="utf-8")
+    (run_dir / "run.json").write_text(
+        json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
+    )
+    return _go(plan, run_dir, None, progress)
+
+
+def resume(
+    run_dir: Path, *, progress: Progress | None = None, device: Device | None = None
+) -> list[StageSummary]:
+    """Continue the run in `run_dir` from its latest checkpoint, with its own plan."""
+    run_dir = Path(run_dir)
+    try:
+        plan = from_json(json.loads((run_dir / "plan.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(
+            f"{run_dir} holds no run that can be resumed ({e.__class__.__name__}: {e})"
+        ) from None
+    if device is not None:
+        plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
+    last = latest(run_dir)
+    if last is None:
+        raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
+    return _go(plan, run_dir, last, progress)
+
+
+def _go(plan: Plan, run_dir: Path, resume_from: Path | None, progress) -> list[StageSummary]:
+    device = _device(plan.run.device)
+    torch.manual_seed(derive(plan.run.seed, "global"))
+    try:
+        data = prepare(plan.data, plan.run.seed)
+    except DataError as e:
+        raise RunError(str(e)) from None
+    if data.tokenizer.vocab_size > plan.model.vocab:
+        raise RunError(
+            f"the tokenizer has {data.tokenizer.vocab_size} ids, but the model's vocab is "
+            f"{plan.model.vocab}"
+        )
+    trainer = Trainer(
+        plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
+    )
+    try:
+        summaries = trainer.run(resume_from)
+    except Diverged as e:
+        last = latest(run_dir)
+        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+        raise RunError(f"{e}; {where}") from None
+    finally:
+        if (run_dir / "metrics.jsonl").exists():
+            plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    summary = json.dumps([dataclasses.asdict(x) for x in summaries], indent=1)
+    (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
+    return summaries
+
+
+def _device(device: Device) -> torch.device:
+    if device is Device.CUDA and not torch.cuda.is_available():
+        raise RunError(
+            "the run asks for device cuda, but this machine has no CUDA GPU (use --device cpu)"
+        )
+    if device is Device.CPU or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, help="where the run writes")
+    parser.add_argument("--max-steps", type=int, help="cap every stage at N steps")
+    parser.add_argument("--resume", type=Path, help="continue the run in this directory")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args()
+    device = Device(args.device) if args.device else None
+    try:
+        if args.resume is not None:
+            summaries = resume(args.resume, device=device)
+            where = args.resume
+        else:
+            plan = from_json(PLAN)
+            if args.max_steps is not None:
+                cap = args.max_steps
+                stages = tuple(dataclasses.replace(s, steps=min(s.steps, cap)) for s in plan.stages)
+                plan = dataclasses.replace(plan, stages=stages)
+            if device is not None:
+                plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
+            where = args.run_dir if args.run_dir is not None else Path(plan.run.dir)
+            info = {"spec": SPEC_FILE, "overrides": OVERRIDES, "max_steps": args.max_steps,
+                    "compiled": SPEC_SHA256}  # fmt: skip
+            summaries = run(plan, where, spec_text=SPEC_TEXT, info=info)
+    except RunError as e:
+        raise SystemExit(f"error: {e}") from None
+    for s in summaries:
+        print(f"stage {s.stage} ({s.kind}): {s.steps} steps, train loss {s.train_loss:.4f}, "
+              f"val loss {s.val_loss:.4f}, {s.seconds:.1f} s")  # fmt: skip
+    print(f"run written to {where}")
+
+
+if __name__ == "__main__":
+    main()
