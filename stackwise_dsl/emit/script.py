@@ -46,7 +46,7 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
         spec_sha256=literal(hashlib.sha256(spec_text.encode("utf-8")).hexdigest()),
         spec_text=text_block(spec_text, used=len("SPEC_TEXT = ")),
         overrides=pretty(list(overrides), used=len("OVERRIDES = ")),
-        plan=pretty(to_json(plan), used=len("PLAN = ")),
+        plan=pretty(to_json(_portable(plan)), used=len("PLAN = ")),
         runtime=body,
     )
 
@@ -81,6 +81,20 @@ def runtime_code() -> Extracted:
         except OSError:
             pass  # no cache: slower, still correct
     return code
+
+
+def _portable(plan):
+    """The plan with its run directory relative to where the script is started, when it lies
+    under the directory `sw compile` ran in (a script moves between machines; `sw run` keeps
+    the absolute path it resolved)."""
+    import attrs
+
+    where = Path(plan.run.dir)
+    try:
+        relative = where.relative_to(Path.cwd())
+    except ValueError:
+        return plan
+    return attrs.evolve(plan, run=attrs.evolve(plan.run, dir=relative.as_posix()))
 
 
 def _plain(name: str) -> str:

@@ -609,7 +609,7 @@ PLAN = {
     "run": {
         "seed": 0,
         "device": "auto",
-        "dir": "/work/main/runs/diffusion",
+        "dir": "runs/diffusion",
         "log_every": 10,
         "eval_every": 50,
         "eval_batches": 8,

@@ -238,7 +238,7 @@ PLAN = {
     "run": {
         "seed": 0,
         "device": "auto",
-        "dir": "/work/main/runs/tiny",
+        "dir": "runs/tiny",
         "log_every": 25,
         "eval_every": None,
         "eval_batches": 8,
