@@ -135,3 +135,58 @@ def test_compiled_scripts_match_their_golden_files(spec, golden, monkeypatch):
     result = runner.invoke(app, ["compile", f"specs/{spec}.sw"])
     assert result.exit_code == 0, result.output
     golden(ROOT / "tests" / "golden" / f"{spec}_train.py", result.output)
+
+
+HOSTILE = ["'", '"', "'''", '"""', "\\", "a\nb", "\r", "\x00", "__import__('os').system('x')",
+           "\"); import os; (\"", "\u2028", "\u2029", "\x85", "é", "#", "{{ x }}", "{% raw %}"]  # fmt: skip
+
+
+def _with_strings(obj, make):
+    """A copy of a plan object with every string field replaced by `make()`."""
+    import attrs
+
+    if attrs.has(type(obj)):
+        changes = {
+            f.name: _with_strings(getattr(obj, f.name), make) for f in attrs.fields(type(obj))
+        }
+        return attrs.evolve(obj, **changes)
+    if isinstance(obj, tuple):
+        return tuple(_with_strings(x, make) for x in obj)
+    if isinstance(obj, str):
+        return make()
+    return obj
+
+
+def _shape(source: str) -> str:
+    """The script's syntax tree with every string constant blanked out."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            node.value = ""
+    return ast.dump(tree)
+
+
+def test_hostile_strings_anywhere_in_a_spec_never_become_code():
+    """Every string that reaches a script (each string field of the plan, the spec's text and
+    path, the overrides, the output name) set to quotes, triple quotes, backslashes,
+    newlines, `__import__`, unicode separators or template syntax: the script's statements
+    are exactly those of a benign compile; only string constants differ."""
+    import itertools
+
+    from stackwise_dsl.emit.script import render
+    from stackwise_dsl.frontend import check_file
+    from stackwise_dsl.lower import to_plan
+
+    spec = ROOT / "specs" / "diffusion.sw"
+    plan = to_plan(check_file(spec, []).spec, name="diffusion")
+    cycle = itertools.cycle(HOSTILE)
+    hostile_plan = _with_strings(plan, lambda: next(cycle) * 2)
+    hostile = render(hostile_plan, spec_text="".join(HOSTILE), spec_file="".join(HOSTILE),
+                     overrides=[f"run.dir={h}" for h in HOSTILE], script_name="".join(HOSTILE))  # fmt: skip
+    for raw in ("\u2028", "\u2029", "\x85", "\x00", "\r", "é"):
+        assert raw not in hostile  # escaped, never written raw
+    with_benign_lists = render(_with_strings(plan, lambda: "s"), spec_text="x", spec_file="x",
+                               overrides=["x"] * len(HOSTILE))  # fmt: skip
+    assert _shape(hostile) == _shape(with_benign_lists)  # the same statements, only data differ
