@@ -132,7 +132,7 @@ def test_a_module_alias_that_a_local_name_would_shadow_is_refused(tmp_path, monk
         "from stackwise_dsl.runtime import checkpoint\n\n\n"
         "def f(run_dir):\n    latest = checkpoint.latest(run_dir)\n    return latest\n"
     )
-    real = ex._file
-    monkeypatch.setattr(ex, "_file", lambda m: fake if m == "stackwise_dsl.fake" else real(m))
+    real = ex.source_file
+    monkeypatch.setattr(ex, "source_file", lambda m: fake if m == "stackwise_dsl.fake" else real(m))
     with pytest.raises(ExtractError, match="also a local name"):
         extract(["stackwise_dsl.fake", "stackwise_dsl.runtime.checkpoint"], ["f"])

@@ -1,4 +1,4 @@
-"""Emitting Python source for `sw compile` (issue 5, in progress).
+"""Emitting Python source for `sw compile`.
 
 Values from a spec reach an emitted script only as literals built here (`literals.py`),
 never as text pasted into code; the script's code comes from our own runtime modules,

@@ -6,8 +6,10 @@ the order the modules are given and, within a module, in file order. Imports bet
 modules disappear: `from stackwise_dsl.runtime.layers import Gelu` is dropped (Gelu is
 emitted itself), and a module alias `p.Stage` is written `Stage`. Imports of other packages
 (torch, math, ...) that the definitions use are gathered at the top. Every definition's
-rewritten text is parsed back and compared, node for node, with the original, so a rewrite
-can never change what the code does. Reading the modules imports nothing.
+rewritten text is parsed back and compared, node for node, with the original put through the
+same rewrite on its syntax tree, so the text edits can do nothing else; a rewrite that would
+change meaning (an alias whose name a local shadows, a module used as a value, two modules
+defining one name) is refused. Reading the modules imports nothing.
 """
 
 from __future__ import annotations
@@ -45,15 +47,12 @@ class Extracted:
         # as isort spaces them: two blank lines before a def or class, else one
         first = body.lstrip().split(None, 1)[0] if body.strip() else ""
         gap = "\n\n\n" if first in ("def", "class", "async") or first.startswith("@") else "\n\n"
-        return self.import_block() + gap + body + "\n"
-
-    def import_block(self, extra: Iterable[str] = ()) -> str:
-        """The imports as isort (and `ruff check`) order them: the standard library, then
-        other packages; in each, `import x` lines, then `from x import a, b` merged."""
-        return import_block([*self.imports, *extra])
+        return import_block(self.imports) + gap + body + "\n"
 
 
 def import_block(statements: Iterable[str]) -> str:
+    """The imports as isort (and `ruff check`) order them: the standard library, then other
+    packages; in each, `import x` lines, then `from x import a, b` merged."""
     import sys
 
     plain: dict[bool, set[str]] = {True: set(), False: set()}
@@ -107,7 +106,7 @@ def extract(modules: Iterable[str], roots: Iterable[str]) -> Extracted:
         needed[key] = definition
         scope = parsed[definition.module]
         for name in _names_used(definition.node, scope.module_aliases):
-            target = scope.resolve(name, modules)
+            target = scope.resolve(name)
             if target is None:
                 continue
             if target[0] == "import":
@@ -137,7 +136,7 @@ class _Module:
     name_imports: dict[str, tuple[str, str]]  # local name → (our module, its name)
     external: dict[str, str]  # local name → import statement of another package
 
-    def resolve(self, name: str, modules: list[str]):
+    def resolve(self, name: str):
         """What a name used in this module refers to: ("import", statement), ("def", key)
         or None (a builtin, a local variable, or a parameter)."""
         if "." in name:  # alias.attr of our module
@@ -152,7 +151,7 @@ class _Module:
         return None
 
 
-def _file(module: str) -> Path | None:
+def source_file(module: str) -> Path | None:
     """The source file of one of our modules, found without importing anything."""
     root = Path(importlib.util.find_spec(PACKAGE).origin).parent
     base = root.joinpath(*module.split(".")[1:])
@@ -163,12 +162,12 @@ def _file(module: str) -> Path | None:
 
 
 def _is_package(module: str) -> bool:
-    path = _file(module)
+    path = source_file(module)
     return path is not None and path.name == "__init__.py"
 
 
 def _parse(module: str) -> _Module:
-    path = _file(module) if module.startswith(PACKAGE) else None
+    path = source_file(module) if module.startswith(PACKAGE) else None
     if path is None:
         raise ExtractError(f"no module {module} of ours")
     text = path.read_text(encoding="utf-8")
@@ -184,7 +183,7 @@ def _parse(module: str) -> _Module:
                 local = a.asname or a.name
                 if source.startswith(PACKAGE):
                     sub = f"{source}.{a.name}"
-                    if _is_package(source) and _file(sub) is not None:
+                    if _is_package(source) and source_file(sub) is not None:
                         aliases[local] = sub
                     else:
                         names[local] = (source, a.name)

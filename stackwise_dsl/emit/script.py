@@ -12,8 +12,7 @@ import os
 from pathlib import Path
 
 from stackwise_dsl.emit import RUNTIME_MODULES
-from stackwise_dsl.emit import extract as extract_module
-from stackwise_dsl.emit.extract import Extracted, _file, extract, import_block
+from stackwise_dsl.emit.extract import Extracted, extract, import_block, source_file
 from stackwise_dsl.emit.literals import literal, pretty, text_block
 
 ROOTS = ("run", "resume", "from_json", "Device", "RunError")
@@ -58,7 +57,7 @@ def runtime_code() -> Extracted:
 
     from stackwise_dsl.userdirs import cache_dir
 
-    files = [_file(m) for m in RUNTIME_MODULES] + [Path(extract_module.__file__)]
+    files = [source_file(m) for m in (*RUNTIME_MODULES, "stackwise_dsl.emit.extract")]
     digest = hashlib.sha256(repr(ROOTS).encode())
     for path in files:
         digest.update(path.read_bytes())

@@ -49,12 +49,7 @@ def resume(
 ) -> list[StageSummary]:
     """Continue the run in `run_dir` from its latest checkpoint, with its own plan."""
     run_dir = Path(run_dir)
-    try:
-        plan = from_json(json.loads((run_dir / "plan.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(
-            f"{run_dir} holds no run that can be resumed ({e.__class__.__name__}: {e})"
-        ) from None
+    plan = load_plan(run_dir)
     if device is not None:
         plan = attrs.evolve(plan, run=attrs.evolve(plan.run, device=device))
     last = checkpoint.latest(run_dir)

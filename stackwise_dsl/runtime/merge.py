@@ -77,6 +77,7 @@ def export(run_dir: Path, out: Path) -> dict:
     of plain weights (`shared/...`, `stack/N/...`). Returns what was written."""
     from safetensors.torch import save_file
 
+    from stackwise_dsl.lower.serialize import to_json
     from stackwise_dsl.runtime import load_plan
 
     plan = load_plan(run_dir)
@@ -96,8 +97,7 @@ def export(run_dir: Path, out: Path) -> dict:
         "merged": [f"{pos}/{name}" for pos, name in adapters],
         "parameters": sum(t.numel() for t in tensors.values()),
     }
-    metadata = {"plan": json.dumps(json.loads((Path(run_dir) / "plan.json").read_text())),
-                "export": json.dumps(info)}  # fmt: skip
+    metadata = {"plan": json.dumps(to_json(plan)), "export": json.dumps(info)}
     save_file(tensors, str(tmp), metadata=metadata)
     tmp.replace(out)
     return {"file": str(out), **info}

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stackwise_dsl.ir.enums import Precision
+from stackwise_dsl.lower import plan as p
 
 DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
@@ -197,8 +198,6 @@ class LossScaler:
 
     @classmethod
     def for_stage(cls, parts, device: torch.device) -> LossScaler:
-        from stackwise_dsl.lower import plan as p
-
         fp16 = any(x.precision is Precision.FP16 and x.trains is p.Trains.FULL for x in parts)
         return cls(enabled=fp16 and device.type == "cuda")
 

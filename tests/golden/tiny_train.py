@@ -2800,18 +2800,21 @@ def resume(
 ) -> list[StageSummary]:
     """Continue the run in `run_dir` from its latest checkpoint, with its own plan."""
     run_dir = Path(run_dir)
-    try:
-        plan = from_json(json.loads((run_dir / "plan.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(
-            f"{run_dir} holds no run that can be resumed ({e.__class__.__name__}: {e})"
-        ) from None
+    plan = load_plan(run_dir)
     if device is not None:
         plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
     last = latest(run_dir)
     if last is None:
         raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
     return _go(plan, run_dir, last, progress)
+
+
+def load_plan(run_dir: Path) -> Plan:
+    """The plan a run was started with (its plan.json)."""
+    try:
+        return from_json(json.loads((Path(run_dir) / "plan.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise RunError(f"{run_dir} holds no run (its plan.json: {e.__class__.__name__})") from None
 
 
 def _go(plan: Plan, run_dir: Path, resume_from: Path | None, progress) -> list[StageSummary]:
