@@ -183,16 +183,18 @@ def compile(
     ),
 ) -> None:
     """Emit a standalone training script that trains what `sw run` trains."""
+    from stackwise_dsl.emit.origins import origins
     from stackwise_dsl.emit.script import render
 
     _require_valid_overrides(overrides)
-    plan_ = _lower_or_exit(file, overrides)
+    spec, plan_ = _lower_or_exit(file, overrides, with_spec=True)
     text = render(
         plan_,
         spec_text=Path(file).read_text(encoding="utf-8"),
         spec_file=str(file),
         overrides=overrides,
         script_name=out.name if out is not None else "train.py",
+        origins=origins(spec, plan_, str(file)),
     )
     if out is None:
         sys.stdout.write(text)
@@ -208,8 +210,9 @@ def compile(
     raise typer.Exit(OK)
 
 
-def _lower_or_exit(file: Path, overrides: list[str]):
-    """Check the spec (diagnostics and exit 1 on errors) and lower it to a plan."""
+def _lower_or_exit(file: Path, overrides: list[str], *, with_spec: bool = False):
+    """Check the spec (diagnostics and exit 1 on errors) and lower it to a plan (with the
+    spec's IR first when `with_spec`)."""
     from stackwise_dsl.data import DataError
     from stackwise_dsl.frontend import check_file
     from stackwise_dsl.lower import plan_spec
@@ -219,10 +222,11 @@ def _lower_or_exit(file: Path, overrides: list[str]):
         _print_diagnostics(_Output(), report.diagnostics, report.sources)
         raise typer.Exit(USAGE if report.unreadable else PROBLEMS)
     try:
-        return plan_spec(report.spec, name=Path(file).stem)
+        plan_ = plan_spec(report.spec, name=Path(file).stem)
     except DataError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(PROBLEMS) from None
+    return (report.spec, plan_) if with_spec else plan_
 
 
 class DeviceChoice(str, enum.Enum):

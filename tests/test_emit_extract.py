@@ -95,9 +95,9 @@ def test_attrs_factories_map_to_dataclass_default_factories():
 
 def test_the_runtime_and_the_plan_emit_together_without_clashes():
     """The whole model side of a script: plan classes and the modules that read them."""
-    modules = ["stackwise_dsl.ir.enums", "stackwise_dsl.lower.plan", "stackwise_dsl.runtime.seeds",
-               "stackwise_dsl.runtime.layers", "stackwise_dsl.runtime.attention",
-               "stackwise_dsl.runtime.model"]  # fmt: skip
+    modules = ["stackwise_dsl.ir.enums", "stackwise_dsl.lower.plan", "stackwise_dsl.lower.dispatch",
+               "stackwise_dsl.runtime.seeds", "stackwise_dsl.runtime.layers",
+               "stackwise_dsl.runtime.attention", "stackwise_dsl.runtime.model"]  # fmt: skip
     e = extract(modules, ["Rack", "Plan"])
     names = [name for _, name, _ in e.definitions]
     assert {"Rack", "Stack", "Block", "Attention", "StackPlan", "Plan"} <= set(names)

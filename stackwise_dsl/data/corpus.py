@@ -17,6 +17,7 @@ import sysconfig
 
 from stackwise_dsl.ir.enums import Task
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import pick, source_key
 
 
 class DataError(Exception):
@@ -32,18 +33,27 @@ _ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+*"
 
 def documents(source: p.Stdlib | p.Synthetic | p.TextFiles | p.Jsonl, seed: int) -> list[str]:
     """Every document of a source, in a fixed order."""
-    if isinstance(source, p.Stdlib):
-        docs = [_read(path) for path in stdlib_files()]
-    elif isinstance(source, p.Synthetic):
-        docs = synthetic(source.task, source.symbols, source.samples, seed)
-    elif isinstance(source, p.TextFiles):
-        docs = [_read(path) for path in expand(source.files)]
-    else:
-        docs = [doc for path in expand(source.files) for doc in _jsonl(path, source.field)]
+    docs = pick(SOURCES, source_key(source), "data source")(source, seed)
     docs = [d for d in docs if d]
     if not docs:
         raise DataError(f"the data source holds no text ({_describe(source)})")
     return docs
+
+
+def _stdlib(source: p.Stdlib, seed: int) -> list[str]:
+    return [_read(path) for path in stdlib_files()]
+
+
+def _synthetic(source: p.Synthetic, seed: int) -> list[str]:
+    return synthetic(source.task, source.symbols, source.samples, seed)
+
+
+def _text(source: p.TextFiles, seed: int) -> list[str]:
+    return [_read(path) for path in expand(source.files)]
+
+
+def _jsonl_files(source: p.Jsonl, seed: int) -> list[str]:
+    return [doc for path in expand(source.files) for doc in _jsonl(path, source.field)]
 
 
 def stdlib_files() -> list[str]:
@@ -120,3 +130,11 @@ def _describe(source) -> str:
     if isinstance(source, p.TextFiles | p.Jsonl):
         return ", ".join(source.files)
     return type(source).__name__.lower()
+
+
+SOURCES = {
+    "stdlib": _stdlib,
+    "synthetic": _synthetic,
+    "textfiles": _text,
+    "jsonl": _jsonl_files,
+}

@@ -17,6 +17,7 @@ import numpy as np
 from stackwise_dsl.data.corpus import DataError
 from stackwise_dsl.ir.walk import SPECIAL_TOKENS
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import pick, tokenizer_key
 from stackwise_dsl.userdirs import cache_dir
 
 MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)
@@ -29,7 +30,22 @@ class Specials:
     eos: int
 
 
-class ByteTokenizer:
+class Tokenizer:
+    """What a run reads of a tokenizer: its size, its specials, how many ids are ordinary
+    tokens (random replacements draw below it), and encode/decode."""
+
+    vocab_size: int
+    specials: Specials
+    ordinary: int
+
+    def encode(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+
+class ByteTokenizer(Tokenizer):
     """UTF-8 bytes: ids 0-255, then the specials."""
 
     vocab_size = 256 + len(SPECIAL_TOKENS)
@@ -43,7 +59,7 @@ class ByteTokenizer:
         return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
 
 
-class CharTokenizer:
+class CharTokenizer(Tokenizer):
     """The corpus's characters, sorted by code point; then the specials."""
 
     def __init__(self, chars: str) -> None:
@@ -74,7 +90,7 @@ class CharTokenizer:
         return "".join(self.chars[int(i)] for i in ids if int(i) < self.ordinary)
 
 
-class HfTokenizer:
+class HfTokenizer(Tokenizer):
     """A `tokenizers` model (a trained BPE, or a tokenizer.json) with the specials added."""
 
     def __init__(self, tok) -> None:
@@ -92,20 +108,27 @@ class HfTokenizer:
         return self.tok.decode([int(i) for i in ids])
 
 
-Tokenizer = ByteTokenizer | CharTokenizer | HfTokenizer
-
-
 def build_tokenizer(
     spec: p.Bytes | p.Chars | p.Bpe | p.TokenizerFile,
     docs: list[str],
 ) -> Tokenizer:
     """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
-    if isinstance(spec, p.Bytes):
-        return ByteTokenizer()
-    if isinstance(spec, p.Chars):
-        return CharTokenizer.of(docs)
-    if isinstance(spec, p.Bpe):
-        return HfTokenizer(_bpe(docs, spec.vocab))
+    return pick(TOKENIZERS, tokenizer_key(spec), "tokenizer")(spec, docs)
+
+
+def _bytes(spec: p.Bytes, docs: list[str]) -> Tokenizer:
+    return ByteTokenizer()
+
+
+def _chars(spec: p.Chars, docs: list[str]) -> Tokenizer:
+    return CharTokenizer.of(docs)
+
+
+def _trained_bpe(spec: p.Bpe, docs: list[str]) -> Tokenizer:
+    return HfTokenizer(_bpe(docs, spec.vocab))
+
+
+def _file(spec: p.TokenizerFile, docs: list[str]) -> Tokenizer:
     return HfTokenizer(_load(spec.path))
 
 
@@ -167,3 +190,11 @@ def _save(tok, path) -> None:
         os.replace(tmp, path)
     except OSError:
         pass
+
+
+TOKENIZERS = {
+    "bytes": _bytes,
+    "chars": _chars,
+    "bpe": _trained_bpe,
+    "tokenizerfile": _file,
+}

@@ -15,6 +15,7 @@ RUNTIME_MODULES = (
     "stackwise_dsl.ir.walk",
     "stackwise_dsl.ir.enums",
     "stackwise_dsl.lower.plan",
+    "stackwise_dsl.lower.dispatch",
     "stackwise_dsl.lower.serialize",
     "stackwise_dsl.data.corpus",
     "stackwise_dsl.data.tokenizer",

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import attrs
@@ -81,15 +81,26 @@ def _isort_key(line: str) -> str:
     return line.split()[1].lower()
 
 
-def extract(modules: Iterable[str], roots: Iterable[str]) -> Extracted:
-    """`roots` as `module:Name` (or `Name` when only one module defines it)."""
+def extract(modules: Iterable[str], roots: Iterable[str],
+            keep: Mapping[str, Iterable[str]] | None = None) -> Extracted:  # fmt: skip
+    """`roots` as `module:Name` (or `Name` when only one module defines it). `keep` names
+    dispatch tables (module-level dict literals from string keys to names) and the keys to
+    keep in each: the other entries, and the code only they use, are left out."""
     modules = list(modules)
     parsed = {m: _parse(m) for m in modules}
     defs: dict[tuple[str, str], _Definition] = {}
+    tables: dict[str, list[tuple[str, str]]] = {}
+    keep = {name: {k for k in keys if isinstance(k, str)} for name, keys in (keep or {}).items()}
     for index, module in enumerate(modules):
         for position, node in enumerate(parsed[module].tree.body):
             for name in _defined(node):
+                if name in keep:
+                    node = _pruned_table(module, name, node, keep[name])
+                    tables.setdefault(name, []).append((module, name))
                 defs[(module, name)] = _Definition(module, name, node, (index, position))
+    for name in keep:
+        if len(tables.get(name, [])) != 1:
+            raise ExtractError(f"{len(tables.get(name, []))} of the modules define a table {name}")
     todo = [_resolve_root(r, defs) for r in roots]
     needed: dict[tuple[str, str], _Definition] = {}
     imports: set[str] = set()
@@ -120,8 +131,51 @@ def extract(modules: Iterable[str], roots: Iterable[str]) -> Extracted:
     out = []
     for d in ordered:
         scope = parsed[d.module]
-        out.append((d.module, d.name, _rewritten(d.node, scope)))
+        text = _table_text(d.node) if d.name in keep else _rewritten(d.node, scope)
+        out.append((d.module, d.name, text))
     return Extracted(imports=tuple(sorted(imports)), definitions=tuple(out))
+
+
+# --- dispatch tables ------------------------------------------------------------------------
+
+
+def _pruned_table(module: str, name: str, node: ast.stmt, keys: set[str]) -> ast.Assign:
+    """The table's assignment with only the entries under `keys`, in their order. A key the
+    table lacks selects nothing: the script's lookup says what is missing when it runs
+    (tests/test_emit_tables.py shows every key a valid plan needs is an entry)."""
+    table = node.value if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+    if not isinstance(table, ast.Dict):
+        raise ExtractError(f"{module}.{name} is not a dict literal, so it cannot be pruned")
+    entries = []
+    for key, value in zip(table.keys, table.values, strict=True):
+        if not (isinstance(key, ast.Constant) and isinstance(key.value, str)):
+            raise ExtractError(f"{module}.{name}: every key must be a string literal")
+        if not isinstance(value, ast.Name):
+            raise ExtractError(f"{module}.{name}: every value must be a plain name")
+        entries.append((key, value))
+    kept = [(k, v) for k, v in entries if k.value in keys]
+    pruned = ast.Dict([k for k, _ in kept], [v for _, v in kept])
+    out = ast.Assign(node.targets, pruned, lineno=node.lineno, col_offset=node.col_offset,
+                     end_lineno=node.end_lineno, end_col_offset=node.end_col_offset)  # fmt: skip
+    return ast.fix_missing_locations(out)
+
+
+def _table_text(node: ast.Assign) -> str:
+    """A pruned table as ruff formats it: one entry per line (`{}` when none is left),
+    checked against its syntax tree."""
+    name = node.targets[0].id
+    entries = [f"    {_literal_key(k.value)}: {v.id},\n" for k, v in
+               zip(node.value.keys, node.value.values, strict=True)]  # fmt: skip
+    text = f"{name} = {{\n{''.join(entries)}}}" if entries else f"{name} = {{}}"
+    if ast.dump(ast.parse(text).body[0]) != ast.dump(ast.parse(ast.unparse(node)).body[0]):
+        raise ExtractError(f"writing the table {name} changed it")
+    return text
+
+
+def _literal_key(key: str) -> str:
+    from stackwise_dsl.emit.literals import literal
+
+    return literal(key)
 
 
 # --- reading a module ---------------------------------------------------------------------

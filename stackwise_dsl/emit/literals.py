@@ -41,6 +41,13 @@ def identifier(name: str) -> str:
     return name
 
 
+def comment_text(text: str, *, width: int = 96) -> str:
+    """Text for a `#` comment: printable ASCII only (anything else, line breaks included,
+    becomes `?`), cut to `width` characters, so a comment never ends its line early."""
+    safe = "".join(ch if " " <= ch <= "~" else "?" for ch in str(text)).rstrip()
+    return safe if len(safe) <= width else safe[: width - 3].rstrip() + "..."
+
+
 def _source(value) -> str:
     if value is None or isinstance(value, bool | int | str):
         return _text(value)
@@ -88,40 +95,78 @@ def _quoted(text: str) -> str:
     return quote + "".join(out) + quote
 
 
-def pretty(value, *, indent: int = 0, used: int = 0, width: int = 100) -> str:
+def pretty(value, *, indent: int = 0, used: int = 0, width: int = 100,
+           comments: dict | None = None, path: tuple = ()) -> str:  # fmt: skip
     """`literal(value)` laid out as `ruff format` lays it out: on one line when it fits in
     `width` after the `used` columns before it, else one element per line with trailing
-    commas (recursively). `indent` is the current line's indentation."""
+    commas (recursively). `indent` is the current line's indentation. `comments` maps paths
+    (keys and indices from `path` down) to a trailing `#` comment for that element's line;
+    a container holding any is written one element per line, as ruff keeps it. A comment
+    that would make its line too long is left out."""
+    comments = comments or {}
     one = literal(value)
-    if not isinstance(value, dict | list | tuple) or not value or used + len(one) <= width:
+    if not isinstance(value, dict | list | tuple) or not value:
         return one
+    if used + len(one) <= width and not _commented(comments, path):
+        return one  # (its own comment, if any, goes after it on its line)
     open_, close = {dict: "{}", list: "[]", tuple: "()"}[type(value)]
     inner = " " * (indent + 4)
-    lines = [open_]
-    items = value.items() if isinstance(value, dict) else ((None, v) for v in value)
+    lines = [_with_comment(open_, comments.get(path), used, width)]
+    items = value.items() if isinstance(value, dict) else enumerate(value)
     for key, item in items:
         prefix = f"{literal(key)}: " if isinstance(value, dict) else ""
-        text = pretty(item, indent=indent + 4, used=indent + 4 + len(prefix) + 1, width=width)
-        lines.append(f"{inner}{prefix}{text},")
+        here = (*path, key)
+        text = pretty(item, indent=indent + 4, used=indent + 4 + len(prefix) + 1, width=width,
+                      comments=comments, path=here)  # fmt: skip
+        line = f"{inner}{prefix}{text},"
+        if "\n" not in text:
+            line = _with_comment(line, comments.get(here), 0, width)
+        lines.append(line)
     lines.append(" " * indent + close)
     return "\n".join(lines)
 
 
+def _commented(comments: dict, path: tuple) -> bool:
+    """Whether something inside the container at `path` has a comment."""
+    n = len(path)
+    return any(key[:n] == path and len(key) > n for key in comments)
+
+
+def _with_comment(line: str, comment: str | None, used: int, width: int) -> str:
+    if comment is None:
+        return line
+    text = f"{line}  # {comment_text(comment)}"
+    return text if used + len(text) <= width else line
+
+
 def text_block(text: str, *, used: int = 0, width: int = 100, indent: int = 0) -> str:
     """A long text as `ruff format` keeps it: one literal if it fits, else a parenthesized
-    run of literals, one per line of the text (long lines cut so each literal fits)."""
+    run of literals, one per line of the text (a line too long is cut after a space where
+    it can be, so each literal fits)."""
     one = literal(text)
     if used + len(one) <= width:
         return one
     inner = " " * (indent + 4)
+    room = width - len(inner)
+
+    def fits(piece: str) -> bool:
+        return len(literal(piece)) + 2 <= room  # and the line's "\n" (2 characters)
+
     pieces = []
     for line in text.splitlines(keepends=True):
         body, end = (line[:-1], line[-1]) if line.endswith("\n") else (line, "")
         piece = ""
-        for ch in body:  # room is left for the line's "\n" (2 characters)
-            if len(inner) + len(literal(piece + ch)) + 2 > width and piece:
+        for word in re.findall(r"\S*\s*", body)[:-1] or [""]:
+            if fits(piece + word) or not piece:
+                piece += word
+            else:
                 pieces.append(piece)
-                piece = ""
-            piece += ch
+                piece = word
+            while not fits(piece):  # a word longer than a line: cut it anywhere
+                cut = min(len(piece), room)
+                while cut > 1 and not fits(piece[:cut]):
+                    cut -= 1
+                pieces.append(piece[:cut])
+                piece = piece[cut:]
         pieces.append(piece + end)
     return "(\n" + "".join(f"{inner}{literal(x)}\n" for x in pieces) + " " * indent + ")"

@@ -13,21 +13,23 @@ from pathlib import Path
 
 from stackwise_dsl.emit import RUNTIME_MODULES
 from stackwise_dsl.emit.extract import Extracted, extract, import_block, source_file
-from stackwise_dsl.emit.literals import literal, pretty, text_block
+from stackwise_dsl.emit.literals import comment_text, literal, pretty, text_block
 
-ROOTS = ("run", "resume", "from_json", "Device", "RunError")
+ROOTS = ("create", "reopen", "start", "finishing", "from_json", "Device", "RunError", "NotCompiled")
 TEMPLATE = "script.py.j2"
 
 
 def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
-           script_name: str = "train.py") -> str:  # fmt: skip
-    """The script for `plan` (lowered from `spec_text`, read from `spec_file`)."""
+           script_name: str = "train.py", origins: dict | None = None) -> str:  # fmt: skip
+    """The script for `plan` (lowered from `spec_text`, read from `spec_file`); `origins`
+    (emit/origins.py) become comments on the plan's values."""
     import jinja2
 
     from stackwise_dsl import __version__
+    from stackwise_dsl.lower.dispatch import needs
     from stackwise_dsl.lower.serialize import to_json
 
-    code = runtime_code()
+    code = runtime_code(needs(plan))
     body = "\n\n\n".join(src for _, _, src in code.definitions)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_templates())),
@@ -45,20 +47,25 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
         spec_sha256=literal(hashlib.sha256(spec_text.encode("utf-8")).hexdigest()),
         spec_text=text_block(spec_text, used=len("SPEC_TEXT = ")),
         overrides=pretty(list(overrides), used=len("OVERRIDES = ")),
-        plan=pretty(to_json(_portable(plan)), used=len("PLAN = ")),
+        plan=pretty(to_json(_portable(plan)), used=len("PLAN = "), comments=origins),
         runtime=body,
+        stages=_stages(plan),
     )
 
 
-def runtime_code() -> Extracted:
-    """The runtime's code for a script, remembered in the user cache under a hash of every
-    source file it is cut from (and of the extractor), so it is never stale."""
+def runtime_code(keep: dict[str, frozenset[str]] | None = None) -> Extracted:
+    """The runtime's code for a script whose plan looks up the `keep` entries of each
+    dispatch table (all entries of a table not named), remembered in the user cache under a
+    hash of every source file it is cut from (and of the extractor), so it is never stale."""
     import json
+
+    keep = {name: sorted(keys) for name, keys in sorted((keep or {}).items())}
 
     from stackwise_dsl.userdirs import cache_dir
 
-    files = [source_file(m) for m in (*RUNTIME_MODULES, "stackwise_dsl.emit.extract")]
-    digest = hashlib.sha256(repr(ROOTS).encode())
+    extractor = ("stackwise_dsl.emit.extract", "stackwise_dsl.emit.literals")
+    files = [source_file(m) for m in (*RUNTIME_MODULES, *extractor)]
+    digest = hashlib.sha256(repr((ROOTS, keep)).encode())
     for path in files:
         digest.update(path.read_bytes())
     root = cache_dir()
@@ -70,7 +77,7 @@ def runtime_code() -> Extracted:
                              definitions=tuple(tuple(d) for d in data["definitions"]))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged entry: extract again
-    code = extract(RUNTIME_MODULES, ROOTS)
+    code = extract(RUNTIME_MODULES, ROOTS, keep)
     if cached is not None:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +87,66 @@ def runtime_code() -> Extracted:
         except OSError:
             pass  # no cache: slower, still correct
     return code
+
+
+def _stages(plan) -> str:
+    """The body of `main`'s stage loop, written out: per stage a comment saying what it
+    trains (from the plan) and the call that trains it."""
+    pad = " " * 12
+    out = []
+    for stage in plan.stages:
+        lines = _describe(plan, stage)
+        out += [f"{pad}# {comment_text(line, width=100 - len(pad) - 2)}" for line in lines]
+        out.append(f"{pad}trainer.stage({int(stage.number)})")
+    return "\n".join(out)
+
+
+def _describe(plan, stage) -> list[str]:
+    """What a stage trains, in a few words per stack (grouped when the rack is wide)."""
+    from stackwise_dsl.lower import plan as p
+
+    o = stage.objective
+    what = o.kind.replace("_", " ") + (f" (time as {o.time})" if o.time else "")
+    head = (f"Stage {stage.number} of {len(plan.stages)}: {stage.kind.value}, "
+            f"{stage.steps:,} steps, {what}, lr {stage.lr:g}")  # fmt: skip
+    if stage.merge_adapters:
+        head += ", adapters merged first"
+    rows = []
+    for part in stage.parts:
+        name = plan.stacks[part.position].name
+        if part.role is p.Role.NEW:
+            words = ["new", part.precision.value, f"{stage.init.value} init"]
+        else:
+            trains = {p.Trains.FULL: "trains", p.Trains.ADAPTERS: "adapters train",
+                      p.Trains.NOTHING: "frozen"}[part.trains]  # fmt: skip
+            words = ["trunk", part.precision.value, trains]
+        loras = [f"r{lora.rank} {what}" for what, lora in
+                 (("stack", plan.stacks[part.position].stack_lora), ("trunk", part.trunk_lora))
+                 if lora is not None]  # fmt: skip
+        if loras:
+            words.append("LoRA " + " + ".join(loras))
+        if part.mask_ratio is not None:
+            words.append(f"mask {part.mask_ratio:.2f}")
+        rows.append((f"stack {part.position} ({name})", ", ".join(words)))
+    if len(rows) <= 8:
+        return [head, *(f"  {where}: {words}" for where, words in rows)]
+    groups: dict[str, list[int]] = {}
+    for part, (_, words) in zip(stage.parts, rows, strict=True):
+        groups.setdefault(words, []).append(part.position)
+    return [head, *(f"  {'stack' if len(at) == 1 else 'stacks'} {_ranges(at)}: {words}"
+                    for words, at in groups.items())]  # fmt: skip
+
+
+def _ranges(positions: list[int]) -> str:
+    """[0, 1, 2, 5] → "0-2, 5"."""
+    out, first = [], None
+    for i, x in enumerate(positions):
+        if first is None:
+            first = x
+        if i + 1 == len(positions) or positions[i + 1] != x + 1:
+            out.append(str(first) if first == x else f"{first}-{x}")
+            first = None
+    return ", ".join(out)
 
 
 def _portable(plan):

@@ -7,6 +7,7 @@ diverging loss) are `RunError`s with a message, never a bare traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -23,12 +24,21 @@ from stackwise_dsl.runtime.metrics import plot
 from stackwise_dsl.runtime.seeds import derive
 from stackwise_dsl.runtime.train import Diverged, Progress, RunError, StageSummary, Trainer
 
-__all__ = ["Progress", "RunError", "StageSummary", "load_plan", "resume", "run"]
+__all__ = [
+    "Progress", "RunError", "StageSummary", "create", "finishing", "load_plan", "reopen",
+    "resume", "run", "start",
+]  # fmt: skip
 
 
 def run(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
         progress: Progress | None = None) -> list[StageSummary]:  # fmt: skip
     """Train a plan from the start in `run_dir` (which must not hold another run)."""
+    run_dir = create(plan, run_dir, spec_text=spec_text, info=info)
+    return _go(plan, run_dir, None, progress)
+
+
+def create(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None) -> Path:
+    """A new run directory holding the spec, the plan and what started it (run.json)."""
     run_dir = Path(run_dir)
     if (run_dir / "plan.json").exists():
         raise RunError(
@@ -41,13 +51,19 @@ def run(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None =
     (run_dir / "run.json").write_text(
         json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
     )
-    return _go(plan, run_dir, None, progress)
+    return run_dir
 
 
 def resume(
     run_dir: Path, *, progress: Progress | None = None, device: Device | None = None
 ) -> list[StageSummary]:
     """Continue the run in `run_dir` from its latest checkpoint, with its own plan."""
+    plan, last = reopen(run_dir, device=device)
+    return _go(plan, Path(run_dir), last, progress)
+
+
+def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[p.Plan, Path]:
+    """The plan a run was started with (on `device` when given) and its latest checkpoint."""
     run_dir = Path(run_dir)
     plan = load_plan(run_dir)
     if device is not None:
@@ -55,7 +71,7 @@ def resume(
     last = checkpoint.latest(run_dir)
     if last is None:
         raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
-    return _go(plan, run_dir, last, progress)
+    return plan, last
 
 
 def load_plan(run_dir: Path) -> p.Plan:
@@ -67,6 +83,17 @@ def load_plan(run_dir: Path) -> p.Plan:
 
 
 def _go(plan: p.Plan, run_dir: Path, resume_from: Path | None, progress) -> list[StageSummary]:
+    trainer = start(plan, run_dir, resume_from, progress)
+    with finishing(trainer):
+        for stage in plan.stages:
+            trainer.stage(stage.number)
+    return trainer.summaries
+
+
+def start(plan: p.Plan, run_dir: Path, resume_from: Path | None = None,
+          progress: Progress | None = None) -> Trainer:  # fmt: skip
+    """What comes before the first stage: the device, the seed, the data (read, tokenized,
+    windowed and split), and the trainer, restored from `resume_from` when given."""
     device = _device(plan.run.device)
     torch.manual_seed(derive(plan.run.seed, "global"))
     try:
@@ -81,8 +108,18 @@ def _go(plan: p.Plan, run_dir: Path, resume_from: Path | None, progress) -> list
     trainer = Trainer(
         plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
     )
+    if resume_from is not None:
+        trainer.restore(resume_from)
+    return trainer
+
+
+@contextlib.contextmanager
+def finishing(trainer: Trainer):
+    """Around the stages: draw loss.png whatever happens, write summary.json when every
+    stage is done, and turn a diverged run into a message naming its last good checkpoint."""
+    run_dir = trainer.run_dir
     try:
-        summaries = trainer.run(resume_from)
+        yield trainer
     except Diverged as e:
         last = checkpoint.latest(run_dir)
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -90,9 +127,8 @@ def _go(plan: p.Plan, run_dir: Path, resume_from: Path | None, progress) -> list
     finally:
         if (run_dir / "metrics.jsonl").exists():
             plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    summary = json.dumps([attrs.asdict(x) for x in summaries], indent=1)
+    summary = json.dumps([attrs.asdict(x) for x in trainer.summaries], indent=1)
     (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
-    return summaries
 
 
 def _device(device: Device) -> torch.device:

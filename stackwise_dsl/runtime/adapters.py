@@ -9,6 +9,7 @@ lora_A as kaiming-uniform, lora_B zero, so a new adapter changes nothing until i
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 
 import torch
@@ -47,17 +48,29 @@ def attach(stack: nn.Module, lora: p.Lora, name: str, *, seed: int, position: in
     activate(stack)
 
 
-def lora_layers(stack: nn.Module) -> dict[str, nn.Module]:
-    from peft.tuners.lora import LoraLayer
+ADAPTERS = {
+    "lora": attach,
+}
 
-    return {n: m for n, m in stack.named_modules() if isinstance(m, LoraLayer)}
+
+def _lora_layer_class() -> type | None:
+    """peft's LoraLayer, if peft is loaded. Only `attach` loads it: before, no layer can be
+    a LoRA layer, and a run (or a compiled script) without adapters never needs peft."""
+    lora = sys.modules.get("peft.tuners.lora")
+    return getattr(lora, "LoraLayer", None)
+
+
+def lora_layers(stack: nn.Module) -> dict[str, nn.Module]:
+    kind = _lora_layer_class()
+    if kind is None:
+        return {}
+    return {n: m for n, m in stack.named_modules() if isinstance(m, kind)}
 
 
 def base_of(layer: nn.Module) -> nn.Module:
     """The layer an adapter wraps, or the layer itself."""
-    from peft.tuners.lora import LoraLayer
-
-    return layer.get_base_layer() if isinstance(layer, LoraLayer) else layer
+    kind = _lora_layer_class()
+    return layer.get_base_layer() if kind is not None and isinstance(layer, kind) else layer
 
 
 def activate(stack: nn.Module) -> None:

@@ -14,10 +14,14 @@ from torch import nn
 
 from stackwise_dsl.ir.enums import KernelKind, Mode
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import attention_key, pick
 from stackwise_dsl.runtime.layers import apply_rope
 
 
 class Attention(nn.Module):
+    """Dense attention: MHA, GQA and MQA (kv_heads < heads share key/value heads), through
+    scaled_dot_product_attention."""
+
     def __init__(
         self,
         a: p.AttentionPlan,
@@ -28,31 +32,23 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim
         self.causal = a.mode is Mode.CAUSAL
-        inner, kv = a.heads * a.head_dim, a.kv_heads * a.head_dim
-        if a.q_rank is not None:
-            self.q_down = nn.Linear(d_model, a.q_rank, bias=False)
-            self.q = nn.Linear(a.q_rank, inner, bias=False)
-            self.kv_down = nn.Linear(d_model, a.kv_rank, bias=False)
-            self.k = nn.Linear(a.kv_rank, kv, bias=False)
-            self.v = nn.Linear(a.kv_rank, kv, bias=False)
-        else:
-            self.q = nn.Linear(d_model, inner, bias=False)
-            self.k = nn.Linear(d_model, kv, bias=False)
-            self.v = nn.Linear(d_model, kv, bias=False)
-        self.o = nn.Linear(inner, d_model, bias=False)
-        self.latent = a.q_rank is not None
-        self.kernel = a.kernel
-        if a.kernel is not None and a.kernel is not KernelKind.LINEAR:
-            w, b = random_features(a.kernel, a.head_dim, a.kernel_dim, features)
-            self.register_buffer("feature_w", w)  # (hd, D): fixed, seeded, saved with the model
-            self.register_buffer("feature_b", b)  # (D,)
+        self._projections(a, d_model, a.heads * a.head_dim, a.kv_heads * a.head_dim)
+        self.o = nn.Linear(a.heads * a.head_dim, d_model, bias=False)
+
+    def _projections(self, a: p.AttentionPlan, d_model: int, inner: int, kv: int) -> None:
+        self.q = nn.Linear(d_model, inner, bias=False)
+        self.k = nn.Linear(d_model, kv, bias=False)
+        self.v = nn.Linear(d_model, kv, bias=False)
+
+    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the query and the key/value projections read."""
+        return x, x
 
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
     ) -> torch.Tensor:
         bsz, t, _ = x.shape
-        q_in = self.q_down(x) if self.latent else x
-        kv_in = self.kv_down(x) if self.latent else x
+        q_in, kv_in = self._inputs(x)
         q = self.q(q_in).view(bsz, t, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = (
             self.k(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -60,15 +56,50 @@ class Attention(nn.Module):
         v = self.v(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if self.kernel is None:
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
-            )
-        else:
-            y = self._kernel(q, k, v)
+        y = self._mix(q, k, v)
         return self.o(y.transpose(1, 2).reshape(bsz, t, self.heads * self.head_dim))
 
-    def _kernel(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
+        )
+
+
+class LatentAttention(Attention):
+    """MLA: queries from a low-rank latent of x (q_down, q_rank wide), keys and values from
+    one shared latent (kv_down, kv_rank wide)."""
+
+    def _projections(self, a: p.AttentionPlan, d_model: int, inner: int, kv: int) -> None:
+        self.q_down = nn.Linear(d_model, a.q_rank, bias=False)
+        self.q = nn.Linear(a.q_rank, inner, bias=False)
+        self.kv_down = nn.Linear(d_model, a.kv_rank, bias=False)
+        self.k = nn.Linear(a.kv_rank, kv, bias=False)
+        self.v = nn.Linear(a.kv_rank, kv, bias=False)
+
+    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.q_down(x), self.kv_down(x)
+
+
+class KernelAttention(Attention):
+    """softmax(q·k) replaced by a kernel φ(q)·φ(k), in time linear in the sequence length:
+    the linear kernel, or random Fourier features of a gaussian, laplacian or uniform
+    kernel (drawn from the stack's seeded generator and saved with the model)."""
+
+    def __init__(
+        self,
+        a: p.AttentionPlan,
+        d_model: int,
+        *,
+        features: torch.Generator | None,
+    ) -> None:
+        super().__init__(a, d_model, features=features)
+        self.kernel = a.kernel
+        if a.kernel is not KernelKind.LINEAR:
+            w, b = random_features(a.kernel, a.head_dim, a.kernel_dim, features)
+            self.register_buffer("feature_w", w)  # (hd, D): fixed, seeded, saved with the model
+            self.register_buffer("feature_b", b)  # (D,)
+
+    def _mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if self.kv_heads != self.heads:
             repeat = self.heads // self.kv_heads
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
@@ -83,6 +114,26 @@ class Attention(nn.Module):
             return x
         d = self.feature_w.shape[1]
         return math.sqrt(2.0 / d) * torch.cos(x @ self.feature_w + self.feature_b)
+
+
+class LatentKernelAttention(KernelAttention, LatentAttention):
+    """MLA's latent projections with a kernel in place of softmax (`mlgka`)."""
+
+
+ATTENTIONS = {
+    "dense": Attention,
+    "latent": LatentAttention,
+    "kernel": KernelAttention,
+    "latent_kernel": LatentKernelAttention,
+}
+
+
+def make_attention(
+    a: p.AttentionPlan, d_model: int, *, features: torch.Generator | None
+) -> Attention:
+    """The attention module of a block, by kind (see `attention_key`)."""
+    kind = pick(ATTENTIONS, attention_key(a), "attention kind")
+    return kind(a, d_model, features=features)
 
 
 def kernel_average(

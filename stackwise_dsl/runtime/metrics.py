@@ -40,8 +40,12 @@ def read(path: Path) -> list[dict]:
 
 def plot(metrics_path: Path, out: Path) -> None:
     """Training loss per global step, one colour per stage, dashed lines at stage boundaries,
-    validation loss as markers."""
-    import matplotlib
+    validation loss as markers. Without matplotlib (a compiled script's machine may lack
+    it) there is no plot; `sw run` always has it."""
+    try:
+        import matplotlib
+    except ImportError:
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -14,13 +14,19 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from stackwise_dsl.ir.enums import Head, Init, TimeEmbedding
+from stackwise_dsl.ir.enums import Head, Init
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.runtime.attention import Attention
+from stackwise_dsl.lower.dispatch import ffn_key, pick, time_key
+from stackwise_dsl.runtime.attention import make_attention
 from stackwise_dsl.runtime.layers import Gelu, SwiGlu, make_norm, rope_tables
 from stackwise_dsl.runtime.seeds import generator
 
 INIT_STD = 0.02
+
+FFNS = {
+    "swiglu": SwiGlu,
+    "gelu": Gelu,
+}
 
 
 class Block(nn.Module):
@@ -29,9 +35,9 @@ class Block(nn.Module):
     def __init__(self, b: p.BlockPlan, m: p.Model, *, features: torch.Generator) -> None:
         super().__init__()
         self.norm1 = make_norm(m.norm, m.d_model)
-        self.attn = Attention(b.attention, m.d_model, features=features)
+        self.attn = make_attention(b.attention, m.d_model, features=features)
         self.norm2 = make_norm(m.norm, m.d_model)
-        self.ffn = SwiGlu(m.d_model, b.hidden) if b.ffn == "swiglu" else Gelu(m.d_model, b.hidden)
+        self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.hidden)
         self.gain = b.residual_gain
         self.drop = nn.Dropout(m.dropout)
         self.frozen_up = b.freeze_up_proj
@@ -58,23 +64,17 @@ class Stack(nn.Module):
         return x
 
 
-class TimeEmbedder(nn.Module):
-    """t in (0, 1] → a d_model vector: sinusoidal features through a trained MLP, or a
-    learned table over `steps` discrete levels."""
+class SinusoidalTime(nn.Module):
+    """t in (0, 1] → a d_model vector: sinusoidal features of 1000·t through a trained
+    two-layer MLP."""
 
-    def __init__(self, kind: TimeEmbedding, d_model: int, steps: int | None) -> None:
+    def __init__(self, d_model: int, steps: int | None) -> None:
         super().__init__()
-        self.kind, self.d_model, self.steps = kind, d_model, steps or 1000
-        if kind is TimeEmbedding.LEARNED:
-            self.table = nn.Embedding(self.steps, d_model)
-        else:
-            self.fc1 = nn.Linear(d_model, d_model, bias=False)
-            self.fc2 = nn.Linear(d_model, d_model, bias=False)
+        self.d_model = d_model
+        self.fc1 = nn.Linear(d_model, d_model, bias=False)
+        self.fc2 = nn.Linear(d_model, d_model, bias=False)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:  # (B,) → (B, d)
-        if self.kind is TimeEmbedding.LEARNED:
-            index = (t * self.steps).ceil().long().clamp(1, self.steps) - 1
-            return self.table(index)
         half = self.d_model // 2
         freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
         angles = (t * 1000.0)[:, None] * freqs[None, :]
@@ -82,6 +82,25 @@ class TimeEmbedder(nn.Module):
         if feats.shape[-1] < self.d_model:
             feats = nn.functional.pad(feats, (0, self.d_model - feats.shape[-1]))
         return self.fc2(nn.functional.silu(self.fc1(feats)))
+
+
+class LearnedTime(nn.Module):
+    """t in (0, 1] → a learned d_model vector per level, over `steps` discrete levels."""
+
+    def __init__(self, d_model: int, steps: int | None) -> None:
+        super().__init__()
+        self.steps = steps or 1000
+        self.table = nn.Embedding(self.steps, d_model)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:  # (B,) → (B, d)
+        index = (t * self.steps).ceil().long().clamp(1, self.steps) - 1
+        return self.table(index)
+
+
+TIME_EMBEDDERS = {
+    "sinusoidal": SinusoidalTime,
+    "learned": LearnedTime,
+}
 
 
 class Rack(nn.Module):
@@ -98,7 +117,8 @@ class Rack(nn.Module):
         self.positions = nn.Embedding(m.context, m.d_model) if m.position == "learned" else None
         self.time = None
         if m.time_embedding is not None:
-            self.time = TimeEmbedder(m.time_embedding, m.d_model, m.num_time_steps)
+            embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
+            self.time = embedder(m.d_model, m.num_time_steps)
         self.drop = nn.Dropout(m.dropout)
         self.stacks = nn.ModuleDict()
         self.norm = make_norm(m.norm, m.d_model)

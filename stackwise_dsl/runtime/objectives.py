@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import noise_key, pick
 from stackwise_dsl.lower.schedule import ratio_at
 from stackwise_dsl.runtime.seeds import generator
 
@@ -43,23 +44,42 @@ class Vocabulary:
 
 def noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None, float | None]:
     """(mask ratio, t) for one step of a stage; t only for time as input."""
-    o = stage.objective
-    if o.kind == "mlm":
-        return o.ratio, None
-    if o.kind == "clm":
-        return None, None
-    if o.time == "depth":
-        if stage.mask_ratio is not None:
-            return stage.mask_ratio, None
-        ratios = [part.mask_ratio for part in stage.parts]
-        pick = torch.randint(
-            len(ratios), (1,), generator=generator(plan.run.seed, "depth", stage.number, step)
-        )
-        return ratios[int(pick)], None
+    return pick(NOISES, noise_key(stage.objective), "objective")(stage, plan, step)
+
+
+def _mlm_noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None, float | None]:
+    return stage.objective.ratio, None
+
+
+def _clm_noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None, float | None]:
+    return None, None
+
+
+def _depth_noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None, float | None]:
+    """The stage's depth ratio; in a fuse stage, one of the rack's ratios per step."""
+    if stage.mask_ratio is not None:
+        return stage.mask_ratio, None
+    ratios = [part.mask_ratio for part in stage.parts]
+    chosen = torch.randint(
+        len(ratios), (1,), generator=generator(plan.run.seed, "depth", stage.number, step)
+    )
+    return ratios[int(chosen)], None
+
+
+def _input_noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None, float | None]:
+    """t ~ U(0, 1] (on the model's time steps when it has them), and r = schedule(t)."""
     u = torch.rand(1, generator=generator(plan.run.seed, "time", stage.number, step)).item()
     steps = plan.model.num_time_steps
     t = (int(u * steps) + 1) / steps if steps else 1.0 - u  # in (0, 1]
-    return ratio_at(o.schedule, 1.0 - t), t
+    return ratio_at(stage.objective.schedule, 1.0 - t), t
+
+
+NOISES = {
+    "mlm": _mlm_noise,
+    "clm": _clm_noise,
+    "masked_diffusion/depth": _depth_noise,
+    "masked_diffusion/input": _input_noise,
+}
 
 
 def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: p.Objective, ratio, t, *,

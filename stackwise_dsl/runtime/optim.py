@@ -8,6 +8,7 @@ import torch
 
 from stackwise_dsl.ir.enums import LrSchedule
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import optimizer_key, pick
 
 
 def lr_factor(o: p.Optimizer, step: int, steps: int) -> float:
@@ -32,15 +33,29 @@ def build(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     for g in groups:
         g["base_lr"] = g["lr"]
-    if o.kind == "sgd":
-        return torch.optim.SGD(
-            groups, lr=groups[0]["lr"], momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0
-        )
-    if o.kind == "adamw8bit":
-        import bitsandbytes as bnb
+    return pick(OPTIMIZERS, optimizer_key(o), "optimizer")(o, groups)
 
-        return bnb.optim.AdamW8bit(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps)
+
+def _adamw(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps, foreach=False)
+
+
+def _sgd(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
+    nesterov = o.nesterov and o.momentum > 0
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=o.momentum, nesterov=nesterov)
+
+
+def _adamw8bit(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
+    import bitsandbytes as bnb
+
+    return bnb.optim.AdamW8bit(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps)
+
+
+OPTIMIZERS = {
+    "adamw": _adamw,
+    "sgd": _sgd,
+    "adamw8bit": _adamw8bit,
+}
 
 
 def set_lr(opt: torch.optim.Optimizer, o: p.Optimizer, step: int, steps: int) -> float:

@@ -22,6 +22,7 @@ from torch import nn
 
 from stackwise_dsl.ir.enums import Precision
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import frozen_key, pick
 
 DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
@@ -52,8 +53,10 @@ def autocast(precision: Precision, device: torch.device, *, frozen: bool = False
 
 
 def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -> None:
-    """Hold a frozen module's linear layers (or all its weights) in `precision`, in place."""
-    if precision.quantized:
+    """Hold a frozen module's linear layers (or all its weights) in `precision`, in place:
+    quantized formats and bf16 on a CPU without native bf16 as compact layers
+    (FROZEN_LINEARS), other float precisions by casting the linear layers."""
+    if precision.quantized or (precision is Precision.BF16 and emulated_bf16(device)):
         for name, linear in list(module.named_modules()):
             if type(linear) is nn.Linear:
                 parent, _, leaf = name.rpartition(".")
@@ -61,13 +64,6 @@ def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -
                 setattr(owner, leaf, quantized_linear(linear, precision, device))
         return
     dtype = compute_dtype(precision, device)
-    if dtype is torch.bfloat16 and emulated_bf16(device):  # stored in bf16, computed in fp32
-        for name, linear in list(module.named_modules()):
-            if type(linear) is nn.Linear:
-                parent, _, leaf = name.rpartition(".")
-                owner = module.get_submodule(parent) if parent else module
-                setattr(owner, leaf, StoredBf16Linear(linear.weight.detach()))
-        return
     if dtype is not None:  # the linear layers hold almost every weight; norms stay fp32
         for linear in module.modules():
             if isinstance(linear, nn.Linear):
@@ -75,14 +71,23 @@ def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -
 
 
 def quantized_linear(linear: nn.Linear, precision: Precision, device: torch.device) -> nn.Module:
-    weight = linear.weight.detach().float()
-    if precision is Precision.NVFP4:
-        from stackwise_dsl.runtime.nvfp4 import NVFP4Linear
+    """The compact frozen layer holding `linear`'s weight in `precision`."""
+    make = pick(FROZEN_LINEARS, frozen_key(precision), "frozen precision")
+    return make(linear.weight.detach().float(), device)
 
-        return NVFP4Linear(weight).to(device)
-    if precision is Precision.INT8:
-        return _int8(weight, device)
-    return _bnb_4bit(weight, "nf4" if precision is Precision.NF4 else "fp4", device)
+
+def _nvfp4(weight: torch.Tensor, device: torch.device) -> nn.Module:
+    from stackwise_dsl.runtime.nvfp4 import NVFP4Linear
+
+    return NVFP4Linear(weight).to(device)
+
+
+def _nf4(weight: torch.Tensor, device: torch.device) -> nn.Module:
+    return _bnb_4bit(weight, "nf4", device)
+
+
+def _fp4(weight: torch.Tensor, device: torch.device) -> nn.Module:
+    return _bnb_4bit(weight, "fp4", device)
 
 
 def _bnb_4bit(weight: torch.Tensor, quant_type: str, device: torch.device) -> nn.Module:
@@ -107,6 +112,10 @@ def _int8(weight: torch.Tensor, device: torch.device) -> nn.Module:
         layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
         return layer.to(device)
     return RowInt8Linear(weight).to(device)
+
+
+def _bf16(weight: torch.Tensor, device: torch.device) -> nn.Module:
+    return StoredBf16Linear(weight).to(device)
 
 
 class _Dequantized(torch.autograd.Function):
@@ -166,6 +175,15 @@ class RowInt8Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dequantized_linear(x, self)
+
+
+FROZEN_LINEARS = {
+    "bf16": _bf16,
+    "int8": _int8,
+    "nf4": _nf4,
+    "fp4": _fp4,
+    "nvfp4": _nvfp4,
+}
 
 
 def storage_bytes(module: nn.Module) -> int:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import adapter_key, pick
 from stackwise_dsl.runtime import adapters
 from stackwise_dsl.runtime.model import Rack, Stack, weight_of
 from stackwise_dsl.runtime.precision import autocast, freeze_into
@@ -81,7 +82,8 @@ class StageModel(nn.Module):
                 stored = store.adapters.get((part.position, name))
                 if lora is None or not (trains or (stored is not None and _nonzero(stored))):
                     continue
-                adapters.attach(stack, lora, name, seed=seed, position=part.position)
+                attach = pick(adapters.ADAPTERS, adapter_key(lora), "adapter")
+                attach(stack, lora, name, seed=seed, position=part.position)
                 if stored is not None:
                     load_adapter(stack, name, stored)
                 stack.to(self.device)

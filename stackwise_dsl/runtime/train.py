@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from stackwise_dsl.data import Prepared
-from stackwise_dsl.ir.enums import Cache
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import cache_key, merge_key, pick
 from stackwise_dsl.runtime import adapters, checkpoint, heap, optim
 from stackwise_dsl.runtime.batches import Stream, eval_ids
 from stackwise_dsl.runtime.cache import ActivationCache
@@ -76,6 +76,8 @@ class Trainer:
     rng_after_build: torch.Tensor | None = None  # a mid-stage checkpoint's RNG state
     scaler_state: dict | None = None  # a mid-stage checkpoint's loss scale (fp16 on CUDA)
     scaler: LossScaler = attrs.field(factory=lambda: LossScaler(enabled=False))
+    resume_at: tuple[int, int, dict | None] = (1, 0, None)  # (stage, step, optimizer state)
+    summaries: list[StageSummary] = attrs.field(factory=list)
     stream: Stream = attrs.field(init=False)
     metrics: Metrics = attrs.field(init=False)
 
@@ -86,14 +88,26 @@ class Trainer:
     # --- the run ---
 
     def run(self, resume_from: Path | None = None) -> list[StageSummary]:
-        start_stage, start_step, opt_state = 1, 0, None
+        """Every stage of the plan (from a checkpoint's point when resuming)."""
         if resume_from is not None:
-            start_stage, start_step, opt_state = self._restore(resume_from)
-        summaries = []
-        for stage in self.plan.stages[start_stage - 1 :]:
-            resume = (start_step, opt_state) if stage.number == start_stage else (0, None)
-            summaries.append(self.train_stage(stage, *resume))
-        return summaries
+            self.restore(resume_from)
+        for stage in self.plan.stages:
+            self.stage(stage.number)
+        return self.summaries
+
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at `path`: the stages before its point are done."""
+        self.resume_at = self._restore(path)
+
+    def stage(self, number: int) -> StageSummary | None:
+        """Train stage `number` (1-based), or nothing if a resumed run is past it."""
+        start_stage, start_step, opt_state = self.resume_at
+        if number < start_stage:
+            return None
+        resume = (start_step, opt_state) if number == start_stage else (0, None)
+        summary = self.train_stage(self.plan.stages[number - 1], *resume)
+        self.summaries.append(summary)
+        return summary
 
     def _restore(self, path: Path) -> tuple[int, int, dict | None]:
         """Continue from a checkpoint. Its RNG state is restored where it was saved: before
@@ -117,8 +131,10 @@ class Trainer:
         self, stage: p.Stage, start_step: int = 0, opt_state: dict | None = None
     ) -> StageSummary:
         merged: set[int] = set()
-        if stage.merge_adapters and start_step == 0:  # mid-stage, the store is merged already
-            merged = {pos for pos, _ in merge_store(self.store, self.plan, stage.number - 1)}
+        key = merge_key(stage)
+        if key is not None and start_step == 0:  # mid-stage, the store is merged already
+            merge = pick(MERGES, key, "adapter merge")
+            merged = {pos for pos, _ in merge(self.store, self.plan, stage.number - 1)}
         with heap.building():
             model = StageModel(self.plan, stage, self.store, self.device).train()
         self._offload_unchanging(stage, keep=merged)
@@ -232,15 +248,10 @@ class Trainer:
             h = model.run(cache.get(b.ids, trunk_output), new)
         return loss_of(model.logits, h, targets)
 
-    def _cache(self, stage: p.Stage) -> ActivationCache | None:
-        if stage.cache is Cache.OFF:
-            return None
-        directory = (
-            self.run_dir / "cache" / f"stage{stage.number:03d}"
-            if stage.cache is Cache.DISK
-            else None
-        )
-        return ActivationCache(directory)
+    def _cache(self, stage: p.Stage):
+        """The stage's activation cache (CACHES), or None."""
+        key = cache_key(stage)
+        return None if key is None else pick(CACHES, key, "activation cache")(self.run_dir, stage)
 
     # --- evaluation, records, checkpoints ---
 
@@ -338,6 +349,24 @@ class Trainer:
     def _vocab(self) -> Vocabulary:
         tok = self.data.tokenizer
         return Vocabulary(mask=tok.specials.mask, ordinary=tok.ordinary)
+
+
+def _memory_cache(run_dir: Path, stage: p.Stage) -> ActivationCache:
+    return ActivationCache(None)
+
+
+def _disk_cache(run_dir: Path, stage: p.Stage) -> ActivationCache:
+    return ActivationCache(run_dir / "cache" / f"stage{stage.number:03d}")
+
+
+MERGES = {
+    "lora": merge_store,
+}
+
+CACHES = {
+    "memory": _memory_cache,
+    "disk": _disk_cache,
+}
 
 
 class Diverged(RunError):

@@ -7,8 +7,9 @@ weights and JSON state), summary.json and loss.png.
 
     python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
 
-Below: the spec and its resolved plan, then the code it needs (taken from stackwise-dsl's
-own runtime), then `main`.
+Below: the spec and its resolved plan (each value commented with the spec line that set
+it), then the code this spec needs and no other (taken from stackwise-dsl's own runtime),
+then `main`, which trains the stages one after another.
 """
 
 from __future__ import annotations
@@ -20,20 +21,19 @@ import ctypes.util
 import dataclasses
 import enum
 import functools
-import glob
 import hashlib
 import json
 import math
 import os
-import random
 import shutil
+import sys
 import sysconfig
 import tempfile
 import time
 import types
 import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +56,8 @@ SPEC_TEXT = (
     "# new stack gets its own stack LoRA, and a fuse stage trains all the adapters together.\n"
     "let d = 128\n"
     "\n"
-    "model { d_model = d, context = 64, norm = rmsnorm, position = rope(theta = 10000), head = ti"
-    "ed }\n"
+    "model { d_model = d, context = 64, norm = rmsnorm, position = rope(theta = 10000), head = "
+    "tied }\n"
     "\n"
     "block denoiser {\n"
     "  attention = gqa(heads = 4, kv_heads = 2, mode = bidirectional)\n"
@@ -83,213 +83,215 @@ SPEC_TEXT = (
 )
 OVERRIDES = []
 
-# The resolved plan: every default filled in (what `sw plan` shows).
+# The resolved plan: every default filled in (what `sw plan` shows). A comment names the line
+# of SPEC_TEXT that set a value, `--set NAME` for an override, `default` for the language's default;
+# values without one are derived (head_dim, the parts of each stage, ...).
 PLAN = {
     "name": "diffusion",
-    "model": {
-        "vocab": 259,
-        "d_model": 128,
-        "context": 64,
-        "embed_dim": 128,
-        "norm": "rmsnorm",
-        "position": "rope",
-        "rope_theta": 10000.0,
-        "head": "tied",
-        "dropout": 0.0,
+    "model": {  # line 9
+        "vocab": 259,  # the tokenizer's
+        "d_model": 128,  # line 9
+        "context": 64,  # line 9
+        "embed_dim": 128,  # default
+        "norm": "rmsnorm",  # line 9
+        "position": "rope",  # line 9
+        "rope_theta": 10000.0,  # line 9
+        "head": "tied",  # line 9
+        "dropout": 0.0,  # default
         "time_embedding": None,
         "num_time_steps": None,
     },
     "stacks": [
-        {
+        {  # line 16
             "position": 0,
-            "name": "s",
+            "name": "s",  # line 20
             "blocks": [
-                {
+                {  # line 11
                     "name": "denoiser",
-                    "attention": {
-                        "heads": 4,
-                        "kv_heads": 2,
+                    "attention": {  # line 12
+                        "heads": 4,  # line 12
+                        "kv_heads": 2,  # line 12
                         "head_dim": 32,
-                        "mode": "bidirectional",
+                        "mode": "bidirectional",  # line 12
                         "q_rank": None,
                         "kv_rank": None,
                         "kernel": None,
                         "kernel_dim": None,
                     },
-                    "ffn": "swiglu",
-                    "hidden": 512,
-                    "residual_gain": 1.0,
-                    "spectral_norm": False,
-                    "freeze_up_proj": False,
+                    "ffn": "swiglu",  # line 13
+                    "hidden": 512,  # line 13
+                    "residual_gain": 1.0,  # default
+                    "spectral_norm": False,  # default
+                    "freeze_up_proj": False,  # default
                 },
-                {
+                {  # line 11
                     "name": "denoiser",
-                    "attention": {
-                        "heads": 4,
-                        "kv_heads": 2,
+                    "attention": {  # line 12
+                        "heads": 4,  # line 12
+                        "kv_heads": 2,  # line 12
                         "head_dim": 32,
-                        "mode": "bidirectional",
+                        "mode": "bidirectional",  # line 12
                         "q_rank": None,
                         "kv_rank": None,
                         "kernel": None,
                         "kernel_dim": None,
                     },
-                    "ffn": "swiglu",
-                    "hidden": 512,
-                    "residual_gain": 1.0,
-                    "spectral_norm": False,
-                    "freeze_up_proj": False,
+                    "ffn": "swiglu",  # line 13
+                    "hidden": 512,  # line 13
+                    "residual_gain": 1.0,  # default
+                    "spectral_norm": False,  # default
+                    "freeze_up_proj": False,  # default
                 },
             ],
             "created_in": 4,
-            "stack_lora": {
+            "stack_lora": {  # line 23
                 "rank": 16,
                 "alpha": 32.0,
                 "dropout": 0.0,
                 "targets": ["q", "k", "v", "o", "gate", "up", "down"],
             },
         },
-        {
+        {  # line 16
             "position": 1,
-            "name": "s",
+            "name": "s",  # line 20
             "blocks": [
-                {
+                {  # line 11
                     "name": "denoiser",
-                    "attention": {
-                        "heads": 4,
-                        "kv_heads": 2,
+                    "attention": {  # line 12
+                        "heads": 4,  # line 12
+                        "kv_heads": 2,  # line 12
                         "head_dim": 32,
-                        "mode": "bidirectional",
+                        "mode": "bidirectional",  # line 12
                         "q_rank": None,
                         "kv_rank": None,
                         "kernel": None,
                         "kernel_dim": None,
                     },
-                    "ffn": "swiglu",
-                    "hidden": 512,
-                    "residual_gain": 1.0,
-                    "spectral_norm": False,
-                    "freeze_up_proj": False,
+                    "ffn": "swiglu",  # line 13
+                    "hidden": 512,  # line 13
+                    "residual_gain": 1.0,  # default
+                    "spectral_norm": False,  # default
+                    "freeze_up_proj": False,  # default
                 },
-                {
+                {  # line 11
                     "name": "denoiser",
-                    "attention": {
-                        "heads": 4,
-                        "kv_heads": 2,
+                    "attention": {  # line 12
+                        "heads": 4,  # line 12
+                        "kv_heads": 2,  # line 12
                         "head_dim": 32,
-                        "mode": "bidirectional",
+                        "mode": "bidirectional",  # line 12
                         "q_rank": None,
                         "kv_rank": None,
                         "kernel": None,
                         "kernel_dim": None,
                     },
-                    "ffn": "swiglu",
-                    "hidden": 512,
-                    "residual_gain": 1.0,
-                    "spectral_norm": False,
-                    "freeze_up_proj": False,
+                    "ffn": "swiglu",  # line 13
+                    "hidden": 512,  # line 13
+                    "residual_gain": 1.0,  # default
+                    "spectral_norm": False,  # default
+                    "freeze_up_proj": False,  # default
                 },
             ],
             "created_in": 3,
-            "stack_lora": {
+            "stack_lora": {  # line 23
                 "rank": 16,
                 "alpha": 32.0,
                 "dropout": 0.0,
                 "targets": ["q", "k", "v", "o", "gate", "up", "down"],
             },
         },
-        {
+        {  # line 16
             "position": 2,
-            "name": "s",
+            "name": "s",  # line 20
             "blocks": [
-                {
+                {  # line 11
                     "name": "denoiser",
-                    "attention": {
-                        "heads": 4,
-                        "kv_heads": 2,
+                    "attention": {  # line 12
+                        "heads": 4,  # line 12
+                        "kv_heads": 2,  # line 12
                         "head_dim": 32,
-                        "mode": "bidirectional",
+                        "mode": "bidirectional",  # line 12
                         "q_rank": None,
                         "kv_rank": None,
                         "kernel": None,
                         "kernel_dim": None,
                     },
-                    "ffn": "swiglu",
-                    "hidden": 512,
-                    "residual_gain": 1.0,
-                    "spectral_norm": False,
-                    "freeze_up_proj": False,
+                    "ffn": "swiglu",  # line 13
+                    "hidden": 512,  # line 13
+                    "residual_gain": 1.0,  # default
+                    "spectral_norm": False,  # default
+                    "freeze_up_proj": False,  # default
                 },
-                {
+                {  # line 11
                     "name": "denoiser",
-                    "attention": {
-                        "heads": 4,
-                        "kv_heads": 2,
+                    "attention": {  # line 12
+                        "heads": 4,  # line 12
+                        "kv_heads": 2,  # line 12
                         "head_dim": 32,
-                        "mode": "bidirectional",
+                        "mode": "bidirectional",  # line 12
                         "q_rank": None,
                         "kv_rank": None,
                         "kernel": None,
                         "kernel_dim": None,
                     },
-                    "ffn": "swiglu",
-                    "hidden": 512,
-                    "residual_gain": 1.0,
-                    "spectral_norm": False,
-                    "freeze_up_proj": False,
+                    "ffn": "swiglu",  # line 13
+                    "hidden": 512,  # line 13
+                    "residual_gain": 1.0,  # default
+                    "spectral_norm": False,  # default
+                    "freeze_up_proj": False,  # default
                 },
             ],
             "created_in": 2,
-            "stack_lora": {
+            "stack_lora": {  # line 23
                 "rank": 16,
                 "alpha": 32.0,
                 "dropout": 0.0,
                 "targets": ["q", "k", "v", "o", "gate", "up", "down"],
             },
         },
-        {
+        {  # line 16
             "position": 3,
-            "name": "s",
+            "name": "s",  # line 20
             "blocks": [
-                {
+                {  # line 11
                     "name": "denoiser",
-                    "attention": {
-                        "heads": 4,
-                        "kv_heads": 2,
+                    "attention": {  # line 12
+                        "heads": 4,  # line 12
+                        "kv_heads": 2,  # line 12
                         "head_dim": 32,
-                        "mode": "bidirectional",
+                        "mode": "bidirectional",  # line 12
                         "q_rank": None,
                         "kv_rank": None,
                         "kernel": None,
                         "kernel_dim": None,
                     },
-                    "ffn": "swiglu",
-                    "hidden": 512,
-                    "residual_gain": 1.0,
-                    "spectral_norm": False,
-                    "freeze_up_proj": False,
+                    "ffn": "swiglu",  # line 13
+                    "hidden": 512,  # line 13
+                    "residual_gain": 1.0,  # default
+                    "spectral_norm": False,  # default
+                    "freeze_up_proj": False,  # default
                 },
-                {
+                {  # line 11
                     "name": "denoiser",
-                    "attention": {
-                        "heads": 4,
-                        "kv_heads": 2,
+                    "attention": {  # line 12
+                        "heads": 4,  # line 12
+                        "kv_heads": 2,  # line 12
                         "head_dim": 32,
-                        "mode": "bidirectional",
+                        "mode": "bidirectional",  # line 12
                         "q_rank": None,
                         "kv_rank": None,
                         "kernel": None,
                         "kernel_dim": None,
                     },
-                    "ffn": "swiglu",
-                    "hidden": 512,
-                    "residual_gain": 1.0,
-                    "spectral_norm": False,
-                    "freeze_up_proj": False,
+                    "ffn": "swiglu",  # line 13
+                    "hidden": 512,  # line 13
+                    "residual_gain": 1.0,  # default
+                    "spectral_norm": False,  # default
+                    "freeze_up_proj": False,  # default
                 },
             ],
             "created_in": 1,
-            "stack_lora": {
+            "stack_lora": {  # line 23
                 "rank": 16,
                 "alpha": 32.0,
                 "dropout": 0.0,
@@ -298,12 +300,12 @@ PLAN = {
         },
     ],
     "stages": [
-        {
+        {  # line 20
             "number": 1,
             "kind": "grow",
-            "steps": 150,
-            "tokens": None,
-            "objective": {
+            "steps": 150,  # line 21
+            "tokens": None,  # default
+            "objective": {  # line 18
                 "kind": "masked_diffusion",
                 "ratio": None,
                 "bert_mix": False,
@@ -316,27 +318,27 @@ PLAN = {
                     "position": 3,
                     "role": "new",
                     "trains": "full",
-                    "precision": "fp32",
+                    "precision": "fp32",  # line 23
                     "trunk_lora": None,
                     "mask_ratio": 0.15000000000000002,
                 },
             ],
             "init": "random",
             "init_from": None,
-            "cache": "off",
-            "lr": 0.001,
-            "adapter_lr": 0.001,
-            "embedding_lr": 0.001,
+            "cache": "off",  # default
+            "lr": 0.001,  # line 30
+            "adapter_lr": 0.001,  # line 30
+            "embedding_lr": 0.001,  # line 30
             "train_input": True,
             "train_head": True,
             "merge_adapters": False,
         },
-        {
+        {  # line 20
             "number": 2,
             "kind": "grow",
-            "steps": 150,
-            "tokens": None,
-            "objective": {
+            "steps": 150,  # line 21
+            "tokens": None,  # default
+            "objective": {  # line 18
                 "kind": "masked_diffusion",
                 "ratio": None,
                 "bert_mix": False,
@@ -349,16 +351,16 @@ PLAN = {
                     "position": 2,
                     "role": "new",
                     "trains": "full",
-                    "precision": "fp32",
+                    "precision": "fp32",  # line 23
                     "trunk_lora": None,
                     "mask_ratio": 0.4,
                 },
                 {
                     "position": 3,
                     "role": "trunk",
-                    "trains": "nothing",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "nothing",  # line 24
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 8,
                         "alpha": 16.0,
                         "dropout": 0.0,
@@ -367,22 +369,22 @@ PLAN = {
                     "mask_ratio": 0.15000000000000002,
                 },
             ],
-            "init": "copy",
+            "init": "copy",  # line 22
             "init_from": 3,
-            "cache": "off",
-            "lr": 0.001,
-            "adapter_lr": 0.001,
-            "embedding_lr": 0.001,
+            "cache": "off",  # default
+            "lr": 0.001,  # line 30
+            "adapter_lr": 0.001,  # line 30
+            "embedding_lr": 0.001,  # line 30
             "train_input": False,
             "train_head": False,
             "merge_adapters": False,
         },
-        {
+        {  # line 20
             "number": 3,
             "kind": "grow",
-            "steps": 150,
-            "tokens": None,
-            "objective": {
+            "steps": 150,  # line 21
+            "tokens": None,  # default
+            "objective": {  # line 18
                 "kind": "masked_diffusion",
                 "ratio": None,
                 "bert_mix": False,
@@ -395,16 +397,16 @@ PLAN = {
                     "position": 1,
                     "role": "new",
                     "trains": "full",
-                    "precision": "fp32",
+                    "precision": "fp32",  # line 23
                     "trunk_lora": None,
                     "mask_ratio": 0.65,
                 },
                 {
                     "position": 2,
                     "role": "trunk",
-                    "trains": "nothing",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "nothing",  # line 24
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 4,
                         "alpha": 8.0,
                         "dropout": 0.0,
@@ -415,9 +417,9 @@ PLAN = {
                 {
                     "position": 3,
                     "role": "trunk",
-                    "trains": "nothing",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "nothing",  # line 24
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 8,
                         "alpha": 16.0,
                         "dropout": 0.0,
@@ -426,22 +428,22 @@ PLAN = {
                     "mask_ratio": 0.15000000000000002,
                 },
             ],
-            "init": "copy",
+            "init": "copy",  # line 22
             "init_from": 2,
-            "cache": "off",
-            "lr": 0.001,
-            "adapter_lr": 0.001,
-            "embedding_lr": 0.001,
+            "cache": "off",  # default
+            "lr": 0.001,  # line 30
+            "adapter_lr": 0.001,  # line 30
+            "embedding_lr": 0.001,  # line 30
             "train_input": False,
             "train_head": False,
             "merge_adapters": False,
         },
-        {
+        {  # line 20
             "number": 4,
             "kind": "grow",
-            "steps": 150,
-            "tokens": None,
-            "objective": {
+            "steps": 150,  # line 21
+            "tokens": None,  # default
+            "objective": {  # line 18
                 "kind": "masked_diffusion",
                 "ratio": None,
                 "bert_mix": False,
@@ -454,16 +456,16 @@ PLAN = {
                     "position": 0,
                     "role": "new",
                     "trains": "full",
-                    "precision": "fp32",
+                    "precision": "fp32",  # line 23
                     "trunk_lora": None,
                     "mask_ratio": 0.9,
                 },
                 {
                     "position": 1,
                     "role": "trunk",
-                    "trains": "nothing",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "nothing",  # line 24
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 2,
                         "alpha": 4.0,
                         "dropout": 0.0,
@@ -474,9 +476,9 @@ PLAN = {
                 {
                     "position": 2,
                     "role": "trunk",
-                    "trains": "nothing",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "nothing",  # line 24
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 4,
                         "alpha": 8.0,
                         "dropout": 0.0,
@@ -487,9 +489,9 @@ PLAN = {
                 {
                     "position": 3,
                     "role": "trunk",
-                    "trains": "nothing",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "nothing",  # line 24
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 8,
                         "alpha": 16.0,
                         "dropout": 0.0,
@@ -498,22 +500,22 @@ PLAN = {
                     "mask_ratio": 0.15000000000000002,
                 },
             ],
-            "init": "copy",
+            "init": "copy",  # line 22
             "init_from": 1,
-            "cache": "off",
-            "lr": 0.001,
-            "adapter_lr": 0.001,
-            "embedding_lr": 0.001,
+            "cache": "off",  # default
+            "lr": 0.001,  # line 30
+            "adapter_lr": 0.001,  # line 30
+            "embedding_lr": 0.001,  # line 30
             "train_input": False,
             "train_head": False,
             "merge_adapters": False,
         },
-        {
+        {  # line 27
             "number": 5,
             "kind": "fuse",
-            "steps": 100,
-            "tokens": None,
-            "objective": {
+            "steps": 100,  # line 27
+            "tokens": None,  # default
+            "objective": {  # line 18
                 "kind": "masked_diffusion",
                 "ratio": None,
                 "bert_mix": False,
@@ -525,9 +527,9 @@ PLAN = {
                 {
                     "position": 0,
                     "role": "trunk",
-                    "trains": "adapters",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "adapters",  # line 27
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 1,
                         "alpha": 2.0,
                         "dropout": 0.0,
@@ -538,9 +540,9 @@ PLAN = {
                 {
                     "position": 1,
                     "role": "trunk",
-                    "trains": "adapters",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "adapters",  # line 27
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 2,
                         "alpha": 4.0,
                         "dropout": 0.0,
@@ -551,9 +553,9 @@ PLAN = {
                 {
                     "position": 2,
                     "role": "trunk",
-                    "trains": "adapters",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "adapters",  # line 27
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 4,
                         "alpha": 8.0,
                         "dropout": 0.0,
@@ -564,9 +566,9 @@ PLAN = {
                 {
                     "position": 3,
                     "role": "trunk",
-                    "trains": "adapters",
-                    "precision": "nf4",
-                    "trunk_lora": {
+                    "trains": "adapters",  # line 27
+                    "precision": "nf4",  # line 24
+                    "trunk_lora": {  # line 24
                         "rank": 8,
                         "alpha": 16.0,
                         "dropout": 0.0,
@@ -578,42 +580,42 @@ PLAN = {
             "init": "random",
             "init_from": None,
             "cache": "off",
-            "lr": 0.0001,
-            "adapter_lr": 0.0001,
-            "embedding_lr": 0.0001,
+            "lr": 0.0001,  # line 27
+            "adapter_lr": 0.0001,  # line 27
+            "embedding_lr": 0.0001,  # line 27
             "train_input": False,
             "train_head": False,
-            "merge_adapters": False,
+            "merge_adapters": False,  # default
         },
     ],
-    "data": {
-        "source": {"kind": "Stdlib"},
-        "tokenizer": {"kind": "Bytes"},
-        "batch": 16,
-        "seq_len": 64,
-        "validation": 0.05,
+    "data": {  # line 29
+        "source": {"kind": "Stdlib"},  # line 29
+        "tokenizer": {"kind": "Bytes"},  # line 29
+        "batch": 16,  # line 29
+        "seq_len": 64,  # default
+        "validation": 0.05,  # default
     },
-    "optimizer": {
+    "optimizer": {  # line 30
         "kind": "adamw",
-        "betas": [0.9, 0.999],
-        "eps": 1e-08,
+        "betas": [0.9, 0.999],  # default
+        "eps": 1e-08,  # default
         "momentum": 0.0,
         "nesterov": False,
-        "weight_decay": 0.1,
-        "warmup": 20,
-        "schedule": "cosine",
-        "min_lr": 0.0,
-        "clip": 1.0,
-        "accumulate": 1,
+        "weight_decay": 0.1,  # line 30
+        "warmup": 20,  # line 30
+        "schedule": "cosine",  # default
+        "min_lr": 0.0,  # default
+        "clip": 1.0,  # line 30
+        "accumulate": 1,  # default
     },
-    "run": {
-        "seed": 0,
-        "device": "auto",
-        "dir": "runs/diffusion",
-        "log_every": 10,
-        "eval_every": 50,
-        "eval_batches": 8,
-        "checkpoint_every": 100,
+    "run": {  # line 31
+        "seed": 0,  # line 31
+        "device": "auto",  # default
+        "dir": "runs/diffusion",  # default
+        "log_every": 10,  # line 31
+        "eval_every": 50,  # line 31
+        "eval_batches": 8,  # default
+        "checkpoint_every": 100,  # line 31
     },
 }
 
@@ -621,27 +623,6 @@ PLAN = {
 # --- the code: stackwise-dsl's runtime, the parts this spec needs --------------------------
 
 __version__ = "0.1.0"
-
-
-def ratio_at(s: Schedule, where: float) -> float:
-    """The mask ratio at position `where` in [0, 1]."""
-    where = min(max(where, 0.0), 1.0)
-    if s.shape == "list":
-        return _interpolate(s.values, where)
-    a, b = s.start, s.end
-    if s.shape == "cosine":
-        return a + (b - a) * (1 - math.cos(math.pi * where)) / 2
-    if s.shape == "exponential":
-        return a * (b / a) ** where
-    return a + (b - a) * where
-
-
-def _interpolate(values: tuple[float, ...], where: float) -> float:
-    if len(values) == 1:
-        return values[0]
-    x = where * (len(values) - 1)
-    i = min(int(x), len(values) - 2)
-    return values[i] + (values[i + 1] - values[i]) * (x - i)
 
 
 def cpu_bf16() -> bool | None:
@@ -656,15 +637,6 @@ def cpu_bf16() -> bool | None:
     except OSError:
         return None
     return None
-
-
-def cache_dir() -> Path | None:
-    """`$XDG_CACHE_HOME/stackwise-dsl` (default `~/.cache/stackwise-dsl`), or None when there
-    is no home to put it in."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    if not base or base.startswith("~"):
-        return None
-    return Path(base) / "stackwise-dsl"
 
 
 SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
@@ -1008,6 +980,81 @@ class Plan:
         return self.data.batch * self.data.seq_len * self.optimizer.accumulate
 
 
+class NotCompiled(LookupError):
+    """A table lookup for a key the program has no entry for: a compiled script whose plan
+    was edited to use something its spec did not."""
+
+
+def pick(table: dict, key: str, what: str):
+    """`table[key]`, or a message saying the program was compiled without it."""
+    try:
+        return table[key]
+    except KeyError:
+        raise NotCompiled(
+            f"this program has no {what} `{key}`: it was compiled from a spec that does not "
+            "use it; compile the spec that does"
+        ) from None
+
+
+def attention_key(a: AttentionPlan) -> str:
+    """ATTENTIONS: dense (MHA, GQA, MQA), latent (MLA), kernel, or latent_kernel (both)."""
+    latent, kernel = a.q_rank is not None, a.kernel is not None
+    return {(False, False): "dense", (True, False): "latent", (False, True): "kernel",
+            (True, True): "latent_kernel"}[(latent, kernel)]  # fmt: skip
+
+
+def ffn_key(b: BlockPlan) -> str:
+    """FFNS: swiglu or gelu."""
+    return b.ffn
+
+
+def time_key(m: Model) -> str:
+    """TIME_EMBEDDERS (only when the model has a time input): sinusoidal or learned."""
+    return m.time_embedding.value
+
+
+def frozen_key(precision: Precision) -> str:
+    """FROZEN_LINEARS: the compact layer a frozen stack's linear layers become (quantized
+    formats; bf16 where the CPU would emulate bf16 matmuls)."""
+    return precision.value
+
+
+def noise_key(o: Objective) -> str:
+    """NOISES: how a step's noise is drawn: mlm, clm, or masked diffusion with time as
+    depth or as input."""
+    return o.kind if o.time is None else f"{o.kind}/{o.time}"
+
+
+def adapter_key(lora: Lora) -> str:
+    """ADAPTERS: every adapter is a LoRA."""
+    return "lora"
+
+
+def merge_key(stage: Stage) -> str | None:
+    """MERGES: a stage that folds trained adapters into the masters first; None if not."""
+    return "lora" if stage.merge_adapters else None
+
+
+def source_key(source) -> str:
+    """SOURCES: stdlib, synthetic, textfiles or jsonl."""
+    return type(source).__name__.lower()
+
+
+def tokenizer_key(tokenizer) -> str:
+    """TOKENIZERS: bytes, chars, bpe or tokenizerfile."""
+    return type(tokenizer).__name__.lower()
+
+
+def optimizer_key(o: Optimizer) -> str:
+    """OPTIMIZERS: adamw, sgd or adamw8bit."""
+    return o.kind
+
+
+def cache_key(stage: Stage) -> str | None:
+    """CACHES: memory or disk; None for a stage without an activation cache."""
+    return None if stage.cache is Cache.OFF else stage.cache.value
+
+
 def to_json(obj: Any) -> Any:
     """Plan objects as JSON-ready values (dicts, lists, strings, numbers, None)."""
     if dataclasses.is_dataclass(type(obj)):
@@ -1076,23 +1123,17 @@ _STDLIB_SKIP = {
 }  # fmt: skip
 
 
-_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+*"
-
-
 def documents(source: Stdlib | Synthetic | TextFiles | Jsonl, seed: int) -> list[str]:
     """Every document of a source, in a fixed order."""
-    if isinstance(source, Stdlib):
-        docs = [_read(path) for path in stdlib_files()]
-    elif isinstance(source, Synthetic):
-        docs = synthetic(source.task, source.symbols, source.samples, seed)
-    elif isinstance(source, TextFiles):
-        docs = [_read(path) for path in expand(source.files)]
-    else:
-        docs = [doc for path in expand(source.files) for doc in _jsonl(path, source.field)]
+    docs = pick(SOURCES, source_key(source), "data source")(source, seed)
     docs = [d for d in docs if d]
     if not docs:
         raise DataError(f"the data source holds no text ({_describe(source)})")
     return docs
+
+
+def _stdlib(source: Stdlib, seed: int) -> list[str]:
+    return [_read(path) for path in stdlib_files()]
 
 
 def stdlib_files() -> list[str]:
@@ -1103,21 +1144,6 @@ def stdlib_files() -> list[str]:
         dirs[:] = sorted(d for d in dirs if d not in _STDLIB_SKIP)
         found += [os.path.join(directory, f) for f in sorted(files) if f.endswith(".py")]
     return found
-
-
-def expand(patterns: tuple[str, ...]) -> list[str]:
-    """Files named by paths or globs, each pattern's matches sorted; none may come up empty."""
-    out: list[str] = []
-    for pattern in patterns:
-        matches = (
-            sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        )
-        matches = [m for m in matches if os.path.isfile(m)]
-        if not matches:
-            what = "no file matches" if glob.has_magic(pattern) else "there is no file"
-            raise DataError(f"{what} {pattern}")
-        out += [m for m in matches if m not in out]
-    return out
 
 
 def _read(path: str) -> str:
@@ -1134,44 +1160,15 @@ def _read(path: str) -> str:
         ) from None
 
 
-def _jsonl(path: str, field: str) -> list[str]:
-    out = []
-    for number, line in enumerate(_read(path).split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{number}: not JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get(field), str):
-            raise DataError(f'{path}:{number}: no text field "{field}"')
-        out.append(record[field])
-    return out
-
-
-def synthetic(task: Task, symbols: int, samples: int, seed: int) -> list[str]:
-    """`samples` problems written as text, `question=answer`, drawn with `seed`."""
-    rng = random.Random(f"synthetic/{task.value}/{symbols}/{seed}")
-    alphabet = _ALPHABET[: max(2, min(symbols, len(_ALPHABET) - 2))]
-    docs = []
-    for _ in range(samples):
-        if task is Task.ARITHMETIC:
-            a, b = rng.randrange(10 ** rng.randint(1, 3)), rng.randrange(10 ** rng.randint(1, 3))
-            docs.append(f"{a}+{b}={a + b}")
-            continue
-        word = "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 12)))
-        answer = {Task.COPY: word, Task.REVERSE: word[::-1], Task.SORT: "".join(sorted(word))}[task]
-        docs.append(f"{word}={answer}")
-    return docs
-
-
 def _describe(source) -> str:
     if isinstance(source, TextFiles | Jsonl):
         return ", ".join(source.files)
     return type(source).__name__.lower()
 
 
-MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)
+SOURCES = {
+    "stdlib": _stdlib,
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1181,7 +1178,22 @@ class Specials:
     eos: int
 
 
-class ByteTokenizer:
+class Tokenizer:
+    """What a run reads of a tokenizer: its size, its specials, how many ids are ordinary
+    tokens (random replacements draw below it), and encode/decode."""
+
+    vocab_size: int
+    specials: Specials
+    ordinary: int
+
+    def encode(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+
+class ByteTokenizer(Tokenizer):
     """UTF-8 bytes: ids 0-255, then the specials."""
 
     vocab_size = 256 + len(SPECIAL_TOKENS)
@@ -1195,130 +1207,21 @@ class ByteTokenizer:
         return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
 
 
-class CharTokenizer:
-    """The corpus's characters, sorted by code point; then the specials."""
-
-    def __init__(self, chars: str) -> None:
-        self.chars = chars
-        self.codes = np.array([ord(c) for c in chars], dtype=np.int64)
-        self.ordinary = len(chars)
-        self.vocab_size = len(chars) + len(SPECIAL_TOKENS)
-        n = len(chars)
-        self.specials = Specials(pad=n, mask=n + 1, eos=n + 2)
-
-    @classmethod
-    def of(cls, docs: list[str]) -> CharTokenizer:
-        return cls("".join(sorted(set().union(*map(set, docs)))))
-
-    def encode(self, text: str) -> np.ndarray:
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        ids = np.searchsorted(self.codes, codes)
-        unknown = (ids >= len(self.codes)) | (
-            self.codes[np.minimum(ids, len(self.codes) - 1)] != codes
-        )
-        if unknown.any():
-            raise DataError(
-                f"character {chr(int(codes[unknown.argmax()]))!r} is not in the vocabulary"
-            )
-        return ids
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(i)] for i in ids if int(i) < self.ordinary)
-
-
-class HfTokenizer:
-    """A `tokenizers` model (a trained BPE, or a tokenizer.json) with the specials added."""
-
-    def __init__(self, tok) -> None:
-        tok.add_special_tokens(list(SPECIAL_TOKENS))
-        self.tok = tok
-        self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
-        ids = [tok.token_to_id(s) for s in SPECIAL_TOKENS]
-        self.specials = Specials(pad=ids[0], mask=ids[1], eos=ids[2])
-        self.ordinary = min(ids)
-
-    def encode(self, text: str) -> np.ndarray:
-        return np.array(self.tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
-
-    def decode(self, ids) -> str:
-        return self.tok.decode([int(i) for i in ids])
-
-
-Tokenizer = ByteTokenizer | CharTokenizer | HfTokenizer
-
-
 def build_tokenizer(
     spec: Bytes | Chars | Bpe | TokenizerFile,
     docs: list[str],
 ) -> Tokenizer:
     """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
-    if isinstance(spec, Bytes):
-        return ByteTokenizer()
-    if isinstance(spec, Chars):
-        return CharTokenizer.of(docs)
-    if isinstance(spec, Bpe):
-        return HfTokenizer(_bpe(docs, spec.vocab))
-    return HfTokenizer(_load(spec.path))
+    return pick(TOKENIZERS, tokenizer_key(spec), "tokenizer")(spec, docs)
 
 
-def _load(path: str):
-    from tokenizers import Tokenizer as HfModel
-
-    try:
-        return HfModel.from_file(path)
-    except Exception as e:  # the library raises plain Exceptions for bad files
-        raise DataError(f"cannot load the tokenizer {path}: {e}") from None
+def _bytes(spec: Bytes, docs: list[str]) -> Tokenizer:
+    return ByteTokenizer()
 
 
-def _bpe(docs: list[str], vocab: int):
-    """A byte-level BPE of `vocab` tokens trained on `docs`; trained once per corpus and size,
-    then loaded from the user's cache."""
-    if vocab < MIN_BPE_VOCAB:
-        raise DataError(f"a byte-level BPE needs at least {MIN_BPE_VOCAB} tokens; got {vocab}")
-    import tokenizers
-
-    digest = hashlib.sha256(f"{tokenizers.__version__}\0{vocab}".encode())
-    for d in docs:
-        digest.update(d.encode("utf-8", errors="surrogatepass") + b"\0")
-    base = cache_dir()
-    path = base / "bpe" / f"{digest.hexdigest()[:32]}.json" if base else None
-    if path is not None and path.exists():
-        try:
-            return tokenizers.Tokenizer.from_file(str(path))
-        except Exception:  # a damaged cache entry: train again
-            pass
-    tok = _train_bpe(docs, vocab)
-    if path is not None:
-        _save(tok, path)
-    return tok
-
-
-def _train_bpe(docs: list[str], vocab: int):
-    from tokenizers import Tokenizer as HfModel
-    from tokenizers import decoders, models, pre_tokenizers, trainers
-
-    tok = HfModel(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(docs, trainer=trainer)
-    return tok
-
-
-def _save(tok, path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json")
-        os.close(fd)
-        tok.save(tmp)
-        os.replace(tmp, path)
-    except OSError:
-        pass
+TOKENIZERS = {
+    "bytes": _bytes,
+}
 
 
 _PHI = 0.6180339887498949
@@ -1416,19 +1319,10 @@ class SwiGlu(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
-class Gelu(nn.Module):
-    """down(gelu(up(x)))"""
-
-    def __init__(self, d_model: int, hidden: int) -> None:
-        super().__init__()
-        self.up = nn.Linear(d_model, hidden, bias=False)
-        self.down = nn.Linear(hidden, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x)))
-
-
 class Attention(nn.Module):
+    """Dense attention: MHA, GQA and MQA (kv_heads < heads share key/value heads), through
+    scaled_dot_product_attention."""
+
     def __init__(
         self,
         a: AttentionPlan,
@@ -1439,31 +1333,23 @@ class Attention(nn.Module):
         super().__init__()
         self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim
         self.causal = a.mode is Mode.CAUSAL
-        inner, kv = a.heads * a.head_dim, a.kv_heads * a.head_dim
-        if a.q_rank is not None:
-            self.q_down = nn.Linear(d_model, a.q_rank, bias=False)
-            self.q = nn.Linear(a.q_rank, inner, bias=False)
-            self.kv_down = nn.Linear(d_model, a.kv_rank, bias=False)
-            self.k = nn.Linear(a.kv_rank, kv, bias=False)
-            self.v = nn.Linear(a.kv_rank, kv, bias=False)
-        else:
-            self.q = nn.Linear(d_model, inner, bias=False)
-            self.k = nn.Linear(d_model, kv, bias=False)
-            self.v = nn.Linear(d_model, kv, bias=False)
-        self.o = nn.Linear(inner, d_model, bias=False)
-        self.latent = a.q_rank is not None
-        self.kernel = a.kernel
-        if a.kernel is not None and a.kernel is not KernelKind.LINEAR:
-            w, b = random_features(a.kernel, a.head_dim, a.kernel_dim, features)
-            self.register_buffer("feature_w", w)  # (hd, D): fixed, seeded, saved with the model
-            self.register_buffer("feature_b", b)  # (D,)
+        self._projections(a, d_model, a.heads * a.head_dim, a.kv_heads * a.head_dim)
+        self.o = nn.Linear(a.heads * a.head_dim, d_model, bias=False)
+
+    def _projections(self, a: AttentionPlan, d_model: int, inner: int, kv: int) -> None:
+        self.q = nn.Linear(d_model, inner, bias=False)
+        self.k = nn.Linear(d_model, kv, bias=False)
+        self.v = nn.Linear(d_model, kv, bias=False)
+
+    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the query and the key/value projections read."""
+        return x, x
 
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
     ) -> torch.Tensor:
         bsz, t, _ = x.shape
-        q_in = self.q_down(x) if self.latent else x
-        kv_in = self.kv_down(x) if self.latent else x
+        q_in, kv_in = self._inputs(x)
         q = self.q(q_in).view(bsz, t, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = (
             self.k(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
@@ -1471,63 +1357,34 @@ class Attention(nn.Module):
         v = self.v(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        if self.kernel is None:
-            y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
-            )
-        else:
-            y = self._kernel(q, k, v)
+        y = self._mix(q, k, v)
         return self.o(y.transpose(1, 2).reshape(bsz, t, self.heads * self.head_dim))
 
-    def _kernel(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        if self.kv_heads != self.heads:
-            repeat = self.heads // self.kv_heads
-            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
-        fq, fk = self._features(q), self._features(k)  # (B, H, T, D)
-        return kernel_average(fq, fk, v, causal=self.causal)
-
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
-        """φ(x): the identity for the linear kernel (scaled by hd^-1/4 so φ(q)·φ(k) = q·k/√hd),
-        else sqrt(2/D) cos(xW + b) on x scaled by hd^-1/4."""
-        x = x * self.head_dim**-0.25
-        if self.kernel is KernelKind.LINEAR:
-            return x
-        d = self.feature_w.shape[1]
-        return math.sqrt(2.0 / d) * torch.cos(x @ self.feature_w + self.feature_b)
+    def _mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
+        )
 
 
-def kernel_average(
-    fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, *, causal: bool
-) -> torch.Tensor:
-    """y_i = mean over attended j of (φ(q_i)·φ(k_j)) v_j, computed as φ(q_i)ᵀ(Σ_j φ(k_j) v_jᵀ)
-    in time linear in the sequence length. (B, H, T, D) x2, (B, H, T, hd) → (B, H, T, hd)."""
-    t = fq.shape[-2]
-    if not causal:
-        state = fk.transpose(-2, -1) @ v  # (B, H, D, hd)
-        return (fq @ state) / t
-    outer = fk.unsqueeze(-1) * v.unsqueeze(-2)  # (B, H, T, D, hd)
-    prefix = outer.cumsum(dim=-3)  # Σ_{j<=i} φ(k_j) v_jᵀ
-    y = (fq.unsqueeze(-2) @ prefix).squeeze(-2)  # (B, H, T, hd)
-    counts = torch.arange(1, t + 1, device=y.device, dtype=y.dtype).view(t, 1)
-    return y / counts
+ATTENTIONS = {
+    "dense": Attention,
+}
 
 
-def random_features(kind: KernelKind, head_dim: int, count: int, gen: torch.Generator | None):
-    """Frequencies W (hd, D) and phases b (D,) of random Fourier features: normal W for the
-    gaussian kernel, Cauchy W for the laplacian, uniform W (unit variance) for the sinc-shaped
-    'uniform' kernel; b ~ U(0, 2π)."""
-    shape = (head_dim, count)
-    if kind is KernelKind.GAUSSIAN:
-        w = torch.randn(shape, generator=gen)
-    elif kind is KernelKind.LAPLACIAN:
-        w = torch.tan(math.pi * (torch.rand(shape, generator=gen) - 0.5))
-    else:
-        w = (torch.rand(shape, generator=gen) * 2 - 1) * math.sqrt(3.0)
-    b = torch.rand(count, generator=gen) * 2 * math.pi
-    return w, b
+def make_attention(
+    a: AttentionPlan, d_model: int, *, features: torch.Generator | None
+) -> Attention:
+    """The attention module of a block, by kind (see `attention_key`)."""
+    kind = pick(ATTENTIONS, attention_key(a), "attention kind")
+    return kind(a, d_model, features=features)
 
 
 INIT_STD = 0.02
+
+
+FFNS = {
+    "swiglu": SwiGlu,
+}
 
 
 class Block(nn.Module):
@@ -1536,9 +1393,9 @@ class Block(nn.Module):
     def __init__(self, b: BlockPlan, m: Model, *, features: torch.Generator) -> None:
         super().__init__()
         self.norm1 = make_norm(m.norm, m.d_model)
-        self.attn = Attention(b.attention, m.d_model, features=features)
+        self.attn = make_attention(b.attention, m.d_model, features=features)
         self.norm2 = make_norm(m.norm, m.d_model)
-        self.ffn = SwiGlu(m.d_model, b.hidden) if b.ffn == "swiglu" else Gelu(m.d_model, b.hidden)
+        self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.hidden)
         self.gain = b.residual_gain
         self.drop = nn.Dropout(m.dropout)
         self.frozen_up = b.freeze_up_proj
@@ -1565,30 +1422,7 @@ class Stack(nn.Module):
         return x
 
 
-class TimeEmbedder(nn.Module):
-    """t in (0, 1] → a d_model vector: sinusoidal features through a trained MLP, or a
-    learned table over `steps` discrete levels."""
-
-    def __init__(self, kind: TimeEmbedding, d_model: int, steps: int | None) -> None:
-        super().__init__()
-        self.kind, self.d_model, self.steps = kind, d_model, steps or 1000
-        if kind is TimeEmbedding.LEARNED:
-            self.table = nn.Embedding(self.steps, d_model)
-        else:
-            self.fc1 = nn.Linear(d_model, d_model, bias=False)
-            self.fc2 = nn.Linear(d_model, d_model, bias=False)
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:  # (B,) → (B, d)
-        if self.kind is TimeEmbedding.LEARNED:
-            index = (t * self.steps).ceil().long().clamp(1, self.steps) - 1
-            return self.table(index)
-        half = self.d_model // 2
-        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device) / half)
-        angles = (t * 1000.0)[:, None] * freqs[None, :]
-        feats = torch.cat([angles.sin(), angles.cos()], dim=-1)
-        if feats.shape[-1] < self.d_model:
-            feats = nn.functional.pad(feats, (0, self.d_model - feats.shape[-1]))
-        return self.fc2(nn.functional.silu(self.fc1(feats)))
+TIME_EMBEDDERS = {}
 
 
 class Rack(nn.Module):
@@ -1605,7 +1439,8 @@ class Rack(nn.Module):
         self.positions = nn.Embedding(m.context, m.d_model) if m.position == "learned" else None
         self.time = None
         if m.time_embedding is not None:
-            self.time = TimeEmbedder(m.time_embedding, m.d_model, m.num_time_steps)
+            embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
+            self.time = embedder(m.d_model, m.num_time_steps)
         self.drop = nn.Dropout(m.dropout)
         self.stacks = nn.ModuleDict()
         self.norm = make_norm(m.norm, m.d_model)
@@ -1696,97 +1531,6 @@ def _init_stack(stack: Stack, g: torch.Generator, depth: int) -> None:
             nn.init.normal_(param, 0.0, std, generator=g)
 
 
-BLOCK = 16
-
-
-E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
-
-
-_MIDPOINTS = (E2M1[1:] + E2M1[:-1]) / 2
-
-
-E4M3_MAX = 448.0
-
-
-def quantize(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(codes uint8 (rows, cols/2), block scales float8_e4m3fn (rows, cols/16), tensor scale)
-    for a 2-D weight whose columns are a multiple of 16."""
-    w = w.float()
-    rows, cols = w.shape
-    if cols % BLOCK:
-        raise ValueError(f"NVFP4 needs a multiple of {BLOCK} columns; got {cols}")
-    amax = w.abs().max()
-    tensor_scale = (amax / (6.0 * E4M3_MAX)).clamp_min(torch.finfo(torch.float32).tiny)
-    blocks = w.view(rows, cols // BLOCK, BLOCK)
-    block_scale = (blocks.abs().amax(dim=-1) / 6.0 / tensor_scale).to(torch.float8_e4m3fn)
-    scale = block_scale.float() * tensor_scale  # (rows, cols/16)
-    scaled = blocks / scale.clamp_min(torch.finfo(torch.float32).tiny).unsqueeze(-1)
-    magnitude = torch.bucketize(scaled.abs().clamp(max=6.0), _MIDPOINTS)  # 0..7: nearest E2M1
-    codes = (magnitude | ((scaled < 0).to(torch.int64) << 3)).to(torch.uint8).view(rows, cols)
-    packed = codes[:, 0::2] | (codes[:, 1::2] << 4)
-    return packed, block_scale, tensor_scale.reshape(())
-
-
-def dequantize(packed: torch.Tensor, block_scale: torch.Tensor, tensor_scale: torch.Tensor,
-               dtype: torch.dtype = torch.float32) -> torch.Tensor:  # fmt: skip
-    """The weight (rows, cols) the codes stand for: each byte looks up its two values (low
-    nibble first) in a 256-entry table, then each block of 16 is scaled."""
-    rows = packed.shape[0]
-    values = _pair_table(packed.device)[packed.int()].view(rows, -1, BLOCK)
-    scale = block_scale.float() * tensor_scale.float()
-    return (values * scale.unsqueeze(-1)).view(rows, -1).to(dtype)
-
-
-_PAIRS: dict[torch.device, torch.Tensor] = {}
-
-
-def _pair_table(device: torch.device) -> torch.Tensor:
-    """(256, 2): the E2M1 values of a byte's low and high nibble."""
-    if device not in _PAIRS:
-        byte = torch.arange(256)
-        _PAIRS[device] = torch.stack([decode_e2m1(byte & 0x0F), decode_e2m1(byte >> 4)], -1).to(
-            device
-        )
-    return _PAIRS[device]
-
-
-def decode_e2m1(codes: torch.Tensor) -> torch.Tensor:
-    codes = codes.long()
-    return E2M1[codes & 0x7] * (1 - 2 * (codes >> 3)).float()
-
-
-class NVFP4Linear(nn.Linear):
-    """A frozen linear layer held in NVFP4 and dequantized in its forward pass.
-
-    It is an nn.Linear (so adapters wrap it like any linear layer) whose weight parameter is
-    replaced by packed buffers; input columns are zero-padded to a multiple of 16.
-    """
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        out_features, in_features = weight.shape
-        super().__init__(in_features, out_features, bias=False, device="meta")
-        del self.weight
-        padded = -in_features % BLOCK
-        codes, block_scale, tensor_scale = quantize(F.pad(weight.detach().float(), (0, padded)))
-        self.register_buffer("codes", codes)
-        self.register_buffer("block_scale", block_scale)
-        self.register_buffer("tensor_scale", tensor_scale)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantized weight (out, in); computed on every access, never stored."""
-        w = dequantize(self.codes, self.block_scale, self.tensor_scale)
-        return w[:, : self.in_features]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dequantized_linear(x, self)
-
-    def storage_bytes(self) -> int:
-        return sum(
-            b.numel() * b.element_size() for b in (self.codes, self.block_scale, self.tensor_scale)
-        )
-
-
 DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
 
@@ -1815,8 +1559,10 @@ def autocast(precision: Precision, device: torch.device, *, frozen: bool = False
 
 
 def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -> None:
-    """Hold a frozen module's linear layers (or all its weights) in `precision`, in place."""
-    if precision.quantized:
+    """Hold a frozen module's linear layers (or all its weights) in `precision`, in place:
+    quantized formats and bf16 on a CPU without native bf16 as compact layers
+    (FROZEN_LINEARS), other float precisions by casting the linear layers."""
+    if precision.quantized or (precision is Precision.BF16 and emulated_bf16(device)):
         for name, linear in list(module.named_modules()):
             if type(linear) is nn.Linear:
                 parent, _, leaf = name.rpartition(".")
@@ -1824,13 +1570,6 @@ def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -
                 setattr(owner, leaf, quantized_linear(linear, precision, device))
         return
     dtype = compute_dtype(precision, device)
-    if dtype is torch.bfloat16 and emulated_bf16(device):  # stored in bf16, computed in fp32
-        for name, linear in list(module.named_modules()):
-            if type(linear) is nn.Linear:
-                parent, _, leaf = name.rpartition(".")
-                owner = module.get_submodule(parent) if parent else module
-                setattr(owner, leaf, StoredBf16Linear(linear.weight.detach()))
-        return
     if dtype is not None:  # the linear layers hold almost every weight; norms stay fp32
         for linear in module.modules():
             if isinstance(linear, nn.Linear):
@@ -1838,12 +1577,13 @@ def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -
 
 
 def quantized_linear(linear: nn.Linear, precision: Precision, device: torch.device) -> nn.Module:
-    weight = linear.weight.detach().float()
-    if precision is Precision.NVFP4:
-        return NVFP4Linear(weight).to(device)
-    if precision is Precision.INT8:
-        return _int8(weight, device)
-    return _bnb_4bit(weight, "nf4" if precision is Precision.NF4 else "fp4", device)
+    """The compact frozen layer holding `linear`'s weight in `precision`."""
+    make = pick(FROZEN_LINEARS, frozen_key(precision), "frozen precision")
+    return make(linear.weight.detach().float(), device)
+
+
+def _nf4(weight: torch.Tensor, device: torch.device) -> nn.Module:
+    return _bnb_4bit(weight, "nf4", device)
 
 
 def _bnb_4bit(weight: torch.Tensor, quant_type: str, device: torch.device) -> nn.Module:
@@ -1859,74 +1599,9 @@ def _bnb_4bit(weight: torch.Tensor, quant_type: str, device: torch.device) -> nn
     return layer.to(device)
 
 
-def _int8(weight: torch.Tensor, device: torch.device) -> nn.Module:
-    if device.type == "cuda":
-        import bitsandbytes as bnb
-
-        out_features, in_features = weight.shape
-        layer = bnb.nn.Linear8bitLt(in_features, out_features, bias=False, has_fp16_weights=False)
-        layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
-        return layer.to(device)
-    return RowInt8Linear(weight).to(device)
-
-
-class _Dequantized(torch.autograd.Function):
-    """y = x Wᵀ with W rebuilt from its stored form in the forward pass and again in the
-    backward pass, so autograd keeps no full-precision copy of a frozen weight alive between
-    them (the gradient flows to x only; frozen weights get none)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-        ctx.layer = layer
-        return F.linear(x, layer.weight.to(x.dtype))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad @ ctx.layer.weight.to(grad.dtype), None
-
-
-def dequantized_linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-    """A frozen layer whose `weight` property rebuilds the weight from compact storage."""
-    if not torch.is_grad_enabled() or not x.requires_grad:
-        return F.linear(x, layer.weight.to(x.dtype))
-    return _Dequantized.apply(x, layer)
-
-
-class StoredBf16Linear(nn.Linear):
-    """A frozen linear layer stored in bf16 and computed in fp32 (for CPUs that would
-    emulate bf16 matmuls): half the memory of fp32, fp32 speed, bf16-rounded weights."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        out_features, in_features = weight.shape
-        super().__init__(in_features, out_features, bias=False, device="meta")
-        del self.weight
-        self.register_buffer("stored", weight.to(torch.bfloat16))
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.stored.float()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dequantized_linear(x, self)
-
-
-class RowInt8Linear(nn.Linear):
-    """Weight-only int8 with one fp32 scale per output row (the CPU stand-in for LLM.int8)."""
-
-    def __init__(self, weight: torch.Tensor) -> None:
-        out_features, in_features = weight.shape
-        super().__init__(in_features, out_features, bias=False, device="meta")
-        del self.weight
-        scale = (weight.abs().amax(dim=1, keepdim=True) / 127.0).clamp_min(1e-12)
-        self.register_buffer("qweight", torch.round(weight / scale).to(torch.int8))
-        self.register_buffer("scale", scale)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        return self.qweight.float() * self.scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dequantized_linear(x, self)
+FROZEN_LINEARS = {
+    "nf4": _nf4,
+}
 
 
 class LossScaler:
@@ -1999,17 +1674,29 @@ def attach(stack: nn.Module, lora: Lora, name: str, *, seed: int, position: int)
     activate(stack)
 
 
-def lora_layers(stack: nn.Module) -> dict[str, nn.Module]:
-    from peft.tuners.lora import LoraLayer
+ADAPTERS = {
+    "lora": attach,
+}
 
-    return {n: m for n, m in stack.named_modules() if isinstance(m, LoraLayer)}
+
+def _lora_layer_class() -> type | None:
+    """peft's LoraLayer, if peft is loaded. Only `attach` loads it: before, no layer can be
+    a LoRA layer, and a run (or a compiled script) without adapters never needs peft."""
+    lora = sys.modules.get("peft.tuners.lora")
+    return getattr(lora, "LoraLayer", None)
+
+
+def lora_layers(stack: nn.Module) -> dict[str, nn.Module]:
+    kind = _lora_layer_class()
+    if kind is None:
+        return {}
+    return {n: m for n, m in stack.named_modules() if isinstance(m, kind)}
 
 
 def base_of(layer: nn.Module) -> nn.Module:
     """The layer an adapter wraps, or the layer itself."""
-    from peft.tuners.lora import LoraLayer
-
-    return layer.get_base_layer() if isinstance(layer, LoraLayer) else layer
+    kind = _lora_layer_class()
+    return layer.get_base_layer() if kind is not None and isinstance(layer, kind) else layer
 
 
 def activate(stack: nn.Module) -> None:
@@ -2292,60 +1979,6 @@ def _prune(root: Path, keep: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-class MergeError(Exception):
-    """Adapters that cannot be folded into the weights, with the reason."""
-
-
-def lora_of(plan: Plan, position: int, name: str, upto_stage: int) -> Lora:
-    """The configuration an adapter was last attached with, up to stage `upto_stage`."""
-    if name == "stack":
-        lora = plan.stacks[position].stack_lora
-    else:
-        lora = None
-        for stage in plan.stages[:upto_stage]:
-            for part in stage.parts:
-                if part.position == position and part.trunk_lora is not None:
-                    lora = part.trunk_lora
-    if lora is None:
-        raise MergeError(f"the plan has no `{name}` LoRA for stack {position}")
-    return lora
-
-
-def merged(
-    master: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor], scale: float
-) -> dict[str, torch.Tensor]:
-    """A master with W + scale · B A for every layer the adapter wraps (new tensors)."""
-    out = dict(master)
-    for key_a in sorted(k for k in adapter if ".lora_A." in k):
-        layer = key_a.split(".lora_A.")[0]
-        key_b = key_a.replace(".lora_A.", ".lora_B.")
-        base = f"{layer}.weight"
-        if base not in out:
-            raise MergeError(
-                f"`{layer}` has no plain weight to merge into (spectral_norm keeps its weight "
-                "as a parametrization, and a normalized weight plus an update is not linear)"
-            )
-        delta = adapter[key_b].double() @ adapter[key_a].double()
-        out[base] = (out[base].double() + scale * delta).to(out[base].dtype)
-    return out
-
-
-def merge_store(store: Store, plan: Plan, upto_stage: int) -> list[tuple[int, str]]:
-    """Fold every adapter that has trained into its stack's master and drop it from the
-    store. Returns the (position, adapter name) pairs merged."""
-    done = []
-    for (position, name), adapter in sorted(store.adapters.items()):
-        if not any(bool(v.any()) for k, v in adapter.items() if ".lora_B." in k):
-            continue  # never trained: exactly zero
-        lora = lora_of(plan, position, name, upto_stage)
-        master = dict(store.stacks[position].items())
-        store.stacks[position] = merged(master, adapter, lora.alpha / lora.rank)
-        done.append((position, name))
-    for key in list(store.adapters):
-        del store.adapters[key]
-    return done
-
-
 _M_MMAP_THRESHOLD = -3  # malloc.h
 
 
@@ -2426,23 +2059,23 @@ class Vocabulary:
 
 def noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
     """(mask ratio, t) for one step of a stage; t only for time as input."""
-    o = stage.objective
-    if o.kind == "mlm":
-        return o.ratio, None
-    if o.kind == "clm":
-        return None, None
-    if o.time == "depth":
-        if stage.mask_ratio is not None:
-            return stage.mask_ratio, None
-        ratios = [part.mask_ratio for part in stage.parts]
-        pick = torch.randint(
-            len(ratios), (1,), generator=generator(plan.run.seed, "depth", stage.number, step)
-        )
-        return ratios[int(pick)], None
-    u = torch.rand(1, generator=generator(plan.run.seed, "time", stage.number, step)).item()
-    steps = plan.model.num_time_steps
-    t = (int(u * steps) + 1) / steps if steps else 1.0 - u  # in (0, 1]
-    return ratio_at(o.schedule, 1.0 - t), t
+    return pick(NOISES, noise_key(stage.objective), "objective")(stage, plan, step)
+
+
+def _depth_noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
+    """The stage's depth ratio; in a fuse stage, one of the rack's ratios per step."""
+    if stage.mask_ratio is not None:
+        return stage.mask_ratio, None
+    ratios = [part.mask_ratio for part in stage.parts]
+    chosen = torch.randint(
+        len(ratios), (1,), generator=generator(plan.run.seed, "depth", stage.number, step)
+    )
+    return ratios[int(chosen)], None
+
+
+NOISES = {
+    "masked_diffusion/depth": _depth_noise,
+}
 
 
 def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, ratio, t, *,
@@ -2478,69 +2111,6 @@ def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float(), targets[chosen])
 
 
-SHARD = 512  # windows per disk shard
-
-
-class ActivationCache:
-    def __init__(self, directory: Path | None) -> None:
-        self.directory = directory
-        self.memory: dict[int, torch.Tensor] = {}
-        self.pending: dict[int, torch.Tensor] = {}
-        self.shard_of: dict[int, Path] = {}
-        self.computed = 0
-        if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            for old in directory.glob("*.safetensors"):
-                old.unlink()
-
-    def get(self, ids: np.ndarray, compute: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
-        """Trunk outputs (B, T, d) for `ids`, computing (once) those not cached yet."""
-        missing = np.array(
-            [i for i in dict.fromkeys(ids.tolist()) if not self._has(i)], dtype=np.int64
-        )
-        if len(missing):
-            fresh = compute(missing)
-            self.computed += len(missing)
-            for i, h in zip(missing.tolist(), fresh, strict=True):
-                self._put(i, h.detach())
-        return torch.stack([self._get(i) for i in ids.tolist()])
-
-    def _has(self, i: int) -> bool:
-        return i in self.memory or i in self.pending or i in self.shard_of
-
-    def _put(self, i: int, h: torch.Tensor) -> None:
-        if self.directory is None:
-            self.memory[i] = h
-            return
-        self.pending[i] = h.cpu().contiguous()
-        if len(self.pending) >= SHARD:
-            self.flush()
-
-    def _get(self, i: int) -> torch.Tensor:
-        if i in self.memory:
-            return self.memory[i]
-        if i in self.pending:
-            return self.pending[i]
-        from safetensors import safe_open
-
-        with safe_open(str(self.shard_of[i]), framework="pt") as f:
-            return f.get_tensor(str(i))
-
-    def flush(self) -> None:
-        """Write pending outputs as one shard (atomically: temp file, then rename)."""
-        if not self.pending:
-            return
-        from safetensors.torch import save_file
-
-        path = self.directory / f"shard-{len(set(self.shard_of.values())):05d}.safetensors"
-        tmp = path.with_suffix(".tmp")
-        save_file({str(i): h for i, h in self.pending.items()}, str(tmp))
-        os.replace(tmp, path)
-        for i in self.pending:
-            self.shard_of[i] = path
-        self.pending = {}
-
-
 class Metrics:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -2574,8 +2144,12 @@ def read(path: Path) -> list[dict]:
 
 def plot(metrics_path: Path, out: Path) -> None:
     """Training loss per global step, one colour per stage, dashed lines at stage boundaries,
-    validation loss as markers."""
-    import matplotlib
+    validation loss as markers. Without matplotlib (a compiled script's machine may lack
+    it) there is no plot; `sw run` always has it."""
+    try:
+        import matplotlib
+    except ImportError:
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -2635,15 +2209,16 @@ def build(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
     groups = [g for g in groups if g["params"]]
     for g in groups:
         g["base_lr"] = g["lr"]
-    if o.kind == "sgd":
-        return torch.optim.SGD(
-            groups, lr=groups[0]["lr"], momentum=o.momentum, nesterov=o.nesterov and o.momentum > 0
-        )
-    if o.kind == "adamw8bit":
-        import bitsandbytes as bnb
+    return pick(OPTIMIZERS, optimizer_key(o), "optimizer")(o, groups)
 
-        return bnb.optim.AdamW8bit(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps)
+
+def _adamw(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps, foreach=False)
+
+
+OPTIMIZERS = {
+    "adamw": _adamw,
+}
 
 
 def set_lr(opt: torch.optim.Optimizer, o: Optimizer, step: int, steps: int) -> float:
@@ -2710,6 +2285,7 @@ class StageModel(nn.Module):
                 stored = store.adapters.get((part.position, name))
                 if lora is None or not (trains or (stored is not None and _nonzero(stored))):
                     continue
+                attach = pick(ADAPTERS, adapter_key(lora), "adapter")
                 attach(stack, lora, name, seed=seed, position=part.position)
                 if stored is not None:
                     load_adapter(stack, name, stored)
@@ -2849,6 +2425,8 @@ class Trainer:
     rng_after_build: torch.Tensor | None = None  # a mid-stage checkpoint's RNG state
     scaler_state: dict | None = None  # a mid-stage checkpoint's loss scale (fp16 on CUDA)
     scaler: LossScaler = dataclasses.field(default_factory=lambda: LossScaler(enabled=False))
+    resume_at: tuple[int, int, dict | None] = (1, 0, None)  # (stage, step, optimizer state)
+    summaries: list[StageSummary] = dataclasses.field(default_factory=list)
     stream: Stream = dataclasses.field(init=False)
     metrics: Metrics = dataclasses.field(init=False)
 
@@ -2859,14 +2437,26 @@ class Trainer:
     # --- the run ---
 
     def run(self, resume_from: Path | None = None) -> list[StageSummary]:
-        start_stage, start_step, opt_state = 1, 0, None
+        """Every stage of the plan (from a checkpoint's point when resuming)."""
         if resume_from is not None:
-            start_stage, start_step, opt_state = self._restore(resume_from)
-        summaries = []
-        for stage in self.plan.stages[start_stage - 1 :]:
-            resume = (start_step, opt_state) if stage.number == start_stage else (0, None)
-            summaries.append(self.train_stage(stage, *resume))
-        return summaries
+            self.restore(resume_from)
+        for stage in self.plan.stages:
+            self.stage(stage.number)
+        return self.summaries
+
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at `path`: the stages before its point are done."""
+        self.resume_at = self._restore(path)
+
+    def stage(self, number: int) -> StageSummary | None:
+        """Train stage `number` (1-based), or nothing if a resumed run is past it."""
+        start_stage, start_step, opt_state = self.resume_at
+        if number < start_stage:
+            return None
+        resume = (start_step, opt_state) if number == start_stage else (0, None)
+        summary = self.train_stage(self.plan.stages[number - 1], *resume)
+        self.summaries.append(summary)
+        return summary
 
     def _restore(self, path: Path) -> tuple[int, int, dict | None]:
         """Continue from a checkpoint. Its RNG state is restored where it was saved: before
@@ -2890,8 +2480,10 @@ class Trainer:
         self, stage: Stage, start_step: int = 0, opt_state: dict | None = None
     ) -> StageSummary:
         merged: set[int] = set()
-        if stage.merge_adapters and start_step == 0:  # mid-stage, the store is merged already
-            merged = {pos for pos, _ in merge_store(self.store, self.plan, stage.number - 1)}
+        key = merge_key(stage)
+        if key is not None and start_step == 0:  # mid-stage, the store is merged already
+            merge = pick(MERGES, key, "adapter merge")
+            merged = {pos for pos, _ in merge(self.store, self.plan, stage.number - 1)}
         with building():
             model = StageModel(self.plan, stage, self.store, self.device).train()
         self._offload_unchanging(stage, keep=merged)
@@ -3005,15 +2597,10 @@ class Trainer:
             h = model.run(cache.get(b.ids, trunk_output), new)
         return loss_of(model.logits, h, targets)
 
-    def _cache(self, stage: Stage) -> ActivationCache | None:
-        if stage.cache is Cache.OFF:
-            return None
-        directory = (
-            self.run_dir / "cache" / f"stage{stage.number:03d}"
-            if stage.cache is Cache.DISK
-            else None
-        )
-        return ActivationCache(directory)
+    def _cache(self, stage: Stage):
+        """The stage's activation cache (CACHES), or None."""
+        key = cache_key(stage)
+        return None if key is None else pick(CACHES, key, "activation cache")(self.run_dir, stage)
 
     # --- evaluation, records, checkpoints ---
 
@@ -3113,6 +2700,12 @@ class Trainer:
         return Vocabulary(mask=tok.specials.mask, ordinary=tok.ordinary)
 
 
+MERGES = {}
+
+
+CACHES = {}
+
+
 class Diverged(RunError):
     """Training produced a non-finite loss or non-finite weights."""
 
@@ -3148,9 +2741,8 @@ class _Window:
         return self.total_tokens / max(time.perf_counter() - self.started, 1e-9)
 
 
-def run(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
-        progress: Progress | None = None) -> list[StageSummary]:  # fmt: skip
-    """Train a plan from the start in `run_dir` (which must not hold another run)."""
+def create(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None) -> Path:
+    """A new run directory holding the spec, the plan and what started it (run.json)."""
     run_dir = Path(run_dir)
     if (run_dir / "plan.json").exists():
         raise RunError(
@@ -3163,13 +2755,11 @@ def run(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = N
     (run_dir / "run.json").write_text(
         json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
     )
-    return _go(plan, run_dir, None, progress)
+    return run_dir
 
 
-def resume(
-    run_dir: Path, *, progress: Progress | None = None, device: Device | None = None
-) -> list[StageSummary]:
-    """Continue the run in `run_dir` from its latest checkpoint, with its own plan."""
+def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[Plan, Path]:
+    """The plan a run was started with (on `device` when given) and its latest checkpoint."""
     run_dir = Path(run_dir)
     plan = load_plan(run_dir)
     if device is not None:
@@ -3177,7 +2767,7 @@ def resume(
     last = latest(run_dir)
     if last is None:
         raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
-    return _go(plan, run_dir, last, progress)
+    return plan, last
 
 
 def load_plan(run_dir: Path) -> Plan:
@@ -3188,7 +2778,10 @@ def load_plan(run_dir: Path) -> Plan:
         raise RunError(f"{run_dir} holds no run (its plan.json: {e.__class__.__name__})") from None
 
 
-def _go(plan: Plan, run_dir: Path, resume_from: Path | None, progress) -> list[StageSummary]:
+def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
+          progress: Progress | None = None) -> Trainer:  # fmt: skip
+    """What comes before the first stage: the device, the seed, the data (read, tokenized,
+    windowed and split), and the trainer, restored from `resume_from` when given."""
     device = _device(plan.run.device)
     torch.manual_seed(derive(plan.run.seed, "global"))
     try:
@@ -3203,8 +2796,18 @@ def _go(plan: Plan, run_dir: Path, resume_from: Path | None, progress) -> list[S
     trainer = Trainer(
         plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
     )
+    if resume_from is not None:
+        trainer.restore(resume_from)
+    return trainer
+
+
+@contextlib.contextmanager
+def finishing(trainer: Trainer):
+    """Around the stages: draw loss.png whatever happens, write summary.json when every
+    stage is done, and turn a diverged run into a message naming its last good checkpoint."""
+    run_dir = trainer.run_dir
     try:
-        summaries = trainer.run(resume_from)
+        yield trainer
     except Diverged as e:
         last = latest(run_dir)
         where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
@@ -3212,9 +2815,8 @@ def _go(plan: Plan, run_dir: Path, resume_from: Path | None, progress) -> list[S
     finally:
         if (run_dir / "metrics.jsonl").exists():
             plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    summary = json.dumps([dataclasses.asdict(x) for x in summaries], indent=1)
+    summary = json.dumps([dataclasses.asdict(x) for x in trainer.summaries], indent=1)
     (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
-    return summaries
 
 
 def _device(device: Device) -> torch.device:
@@ -3239,11 +2841,15 @@ def main() -> None:
     args = parser.parse_args()
     device = Device(args.device) if args.device else None
     try:
-        if args.resume is not None:
-            summaries = resume(args.resume, device=device)
+        if args.resume is not None:  # the run's own plan, from its latest checkpoint
             where = args.resume
+            plan, resume_from = reopen(where, device=device)
+            if len(plan.stages) != len(PLAN["stages"]):
+                ours, theirs = len(PLAN["stages"]), len(plan.stages)
+                raise RunError(f"{where} holds a run of {theirs} stages; this script trains "
+                               f"{ours}: resume it with what started it")  # fmt: skip
         else:
-            plan = from_json(PLAN)
+            plan, resume_from = from_json(PLAN), None
             if args.max_steps is not None:
                 cap = args.max_steps
                 stages = tuple(dataclasses.replace(s, steps=min(s.steps, cap)) for s in plan.stages)
@@ -3253,10 +2859,36 @@ def main() -> None:
             where = args.run_dir if args.run_dir is not None else Path(plan.run.dir)
             info = {"spec": SPEC_FILE, "overrides": OVERRIDES, "max_steps": args.max_steps,
                     "compiled": SPEC_SHA256}  # fmt: skip
-            summaries = run(plan, where, spec_text=SPEC_TEXT, info=info)
-    except RunError as e:
+            create(plan, where, spec_text=SPEC_TEXT, info=info)
+        trainer = start(plan, where, resume_from)
+        with finishing(trainer):
+            # Stage 1 of 5: grow, 150 steps, masked diffusion (time as depth), lr 0.001
+            #   stack 3 (s): new, fp32, random init, LoRA r16 stack, mask 0.15
+            trainer.stage(1)
+            # Stage 2 of 5: grow, 150 steps, masked diffusion (time as depth), lr 0.001
+            #   stack 2 (s): new, fp32, copy init, LoRA r16 stack, mask 0.40
+            #   stack 3 (s): trunk, nf4, frozen, LoRA r16 stack + r8 trunk, mask 0.15
+            trainer.stage(2)
+            # Stage 3 of 5: grow, 150 steps, masked diffusion (time as depth), lr 0.001
+            #   stack 1 (s): new, fp32, copy init, LoRA r16 stack, mask 0.65
+            #   stack 2 (s): trunk, nf4, frozen, LoRA r16 stack + r4 trunk, mask 0.40
+            #   stack 3 (s): trunk, nf4, frozen, LoRA r16 stack + r8 trunk, mask 0.15
+            trainer.stage(3)
+            # Stage 4 of 5: grow, 150 steps, masked diffusion (time as depth), lr 0.001
+            #   stack 0 (s): new, fp32, copy init, LoRA r16 stack, mask 0.90
+            #   stack 1 (s): trunk, nf4, frozen, LoRA r16 stack + r2 trunk, mask 0.65
+            #   stack 2 (s): trunk, nf4, frozen, LoRA r16 stack + r4 trunk, mask 0.40
+            #   stack 3 (s): trunk, nf4, frozen, LoRA r16 stack + r8 trunk, mask 0.15
+            trainer.stage(4)
+            # Stage 5 of 5: fuse, 100 steps, masked diffusion (time as depth), lr 0.0001
+            #   stack 0 (s): trunk, nf4, adapters train, LoRA r16 stack + r1 trunk, mask 0.90
+            #   stack 1 (s): trunk, nf4, adapters train, LoRA r16 stack + r2 trunk, mask 0.65
+            #   stack 2 (s): trunk, nf4, adapters train, LoRA r16 stack + r4 trunk, mask 0.40
+            #   stack 3 (s): trunk, nf4, adapters train, LoRA r16 stack + r8 trunk, mask 0.15
+            trainer.stage(5)
+    except (RunError, NotCompiled) as e:
         raise SystemExit(f"error: {e}") from None
-    for s in summaries:
+    for s in trainer.summaries:
         print(f"stage {s.stage} ({s.kind}): {s.steps} steps, train loss {s.train_loss:.4f}, "
               f"val loss {s.val_loss:.4f}, {s.seconds:.1f} s")  # fmt: skip
     print(f"run written to {where}")

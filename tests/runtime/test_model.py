@@ -11,7 +11,7 @@ from stackwise_dsl.frontend import check_file
 from stackwise_dsl.ir.enums import Init, KernelKind, Mode
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower import to_plan
-from stackwise_dsl.runtime.attention import Attention, kernel_average
+from stackwise_dsl.runtime.attention import kernel_average, make_attention
 from stackwise_dsl.runtime.model import Rack
 from tests.conftest import SPECS
 from tests.runtime.helpers import plan_of, spec_with
@@ -75,7 +75,7 @@ def _attention(heads, kv_heads, kernel=None, kernel_dim=None, mode=Mode.BIDIRECT
     a = p.AttentionPlan(heads=heads, kv_heads=kv_heads, head_dim=8, mode=mode, q_rank=None,
                     kv_rank=None, kernel=kernel, kernel_dim=kernel_dim)  # fmt: skip
     torch.manual_seed(1)
-    return Attention(a, heads * 8, features=torch.Generator().manual_seed(2))
+    return make_attention(a, heads * 8, features=torch.Generator().manual_seed(2))
 
 
 @pytest.mark.parametrize("mode", [Mode.BIDIRECTIONAL, Mode.CAUSAL])

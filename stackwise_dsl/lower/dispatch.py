@@ -1,0 +1,124 @@
+"""The keys of the runtime's dispatch tables, computed from a plan without torch.
+
+Where the runtime has several implementations of one thing (attention kinds, ffns, time
+embeddings, compact formats of a frozen stack, noise draws, adapters, merging, data
+sources, tokenizers, optimizers, the activation cache), it keeps them in a module-level
+table, a dict literal from a key to the implementation, and looks one up with
+`pick(TABLE, key, what)`. The key functions below are the only ones that compute those
+keys, and `needs(plan)` applies the same functions to every object of a plan: `sw compile`
+keeps just those entries of each table (and, transitively, just the code they use), so a
+compiled script holds the model classes and data code its spec needs and no others, while
+`sw run` picks from full tables.
+"""
+
+from __future__ import annotations
+
+from stackwise_dsl.ir.enums import Cache, Precision
+from stackwise_dsl.lower import plan as p
+
+
+class NotCompiled(LookupError):
+    """A table lookup for a key the program has no entry for: a compiled script whose plan
+    was edited to use something its spec did not."""
+
+
+def pick(table: dict, key: str, what: str):
+    """`table[key]`, or a message saying the program was compiled without it."""
+    try:
+        return table[key]
+    except KeyError:
+        raise NotCompiled(
+            f"this program has no {what} `{key}`: it was compiled from a spec that does not "
+            "use it; compile the spec that does"
+        ) from None
+
+
+def attention_key(a: p.AttentionPlan) -> str:
+    """ATTENTIONS: dense (MHA, GQA, MQA), latent (MLA), kernel, or latent_kernel (both)."""
+    latent, kernel = a.q_rank is not None, a.kernel is not None
+    return {(False, False): "dense", (True, False): "latent", (False, True): "kernel",
+            (True, True): "latent_kernel"}[(latent, kernel)]  # fmt: skip
+
+
+def ffn_key(b: p.BlockPlan) -> str:
+    """FFNS: swiglu or gelu."""
+    return b.ffn
+
+
+def time_key(m: p.Model) -> str:
+    """TIME_EMBEDDERS (only when the model has a time input): sinusoidal or learned."""
+    return m.time_embedding.value
+
+
+def frozen_key(precision: Precision) -> str:
+    """FROZEN_LINEARS: the compact layer a frozen stack's linear layers become (quantized
+    formats; bf16 where the CPU would emulate bf16 matmuls)."""
+    return precision.value
+
+
+def compact(part: p.Part) -> bool:
+    """Whether a stack is held in a compact format in its stage (it does not train fully and
+    its precision is quantized or bf16)."""
+    return part.trains is not p.Trains.FULL and (
+        part.precision.quantized or part.precision is Precision.BF16
+    )
+
+
+def noise_key(o: p.Objective) -> str:
+    """NOISES: how a step's noise is drawn: mlm, clm, or masked diffusion with time as
+    depth or as input."""
+    return o.kind if o.time is None else f"{o.kind}/{o.time}"
+
+
+def adapter_key(lora: p.Lora) -> str:
+    """ADAPTERS: every adapter is a LoRA."""
+    return "lora"
+
+
+def merge_key(stage: p.Stage) -> str | None:
+    """MERGES: a stage that folds trained adapters into the masters first; None if not."""
+    return "lora" if stage.merge_adapters else None
+
+
+def source_key(source) -> str:
+    """SOURCES: stdlib, synthetic, textfiles or jsonl."""
+    return type(source).__name__.lower()
+
+
+def tokenizer_key(tokenizer) -> str:
+    """TOKENIZERS: bytes, chars, bpe or tokenizerfile."""
+    return type(tokenizer).__name__.lower()
+
+
+def optimizer_key(o: p.Optimizer) -> str:
+    """OPTIMIZERS: adamw, sgd or adamw8bit."""
+    return o.kind
+
+
+def cache_key(stage: p.Stage) -> str | None:
+    """CACHES: memory or disk; None for a stage without an activation cache."""
+    return None if stage.cache is Cache.OFF else stage.cache.value
+
+
+def needs(plan: p.Plan) -> dict[str, frozenset[str]]:
+    """Per table, the keys the runtime looks up when it runs `plan`."""
+    blocks = [b for s in plan.stacks for b in s.blocks]
+    parts = [part for stage in plan.stages for part in stage.parts]
+    caches = {cache_key(stage) for stage in plan.stages} - {None}
+    merges = {merge_key(stage) for stage in plan.stages} - {None}
+    loras = [s.stack_lora for s in plan.stacks] + [x.trunk_lora for x in parts]
+    return {
+        "ATTENTIONS": frozenset(attention_key(b.attention) for b in blocks),
+        "FFNS": frozenset(ffn_key(b) for b in blocks),
+        "TIME_EMBEDDERS": frozenset(
+            [time_key(plan.model)] if plan.model.time_embedding is not None else []
+        ),
+        "FROZEN_LINEARS": frozenset(frozen_key(x.precision) for x in parts if compact(x)),
+        "NOISES": frozenset(noise_key(stage.objective) for stage in plan.stages),
+        "ADAPTERS": frozenset(adapter_key(lora) for lora in loras if lora is not None),
+        "MERGES": frozenset(merges),
+        "SOURCES": frozenset([source_key(plan.data.source)]),
+        "TOKENIZERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
+        "OPTIMIZERS": frozenset([optimizer_key(plan.optimizer)]),
+        "CACHES": frozenset(caches),
+    }
