@@ -277,6 +277,9 @@ def run(
                     plan_, Path(plan_.run.dir), spec_text=text, info=info, progress=view
                 )
             where = plan_.run.dir
+    except runtime.Complete as e:  # nothing to resume: say so, change nothing
+        typer.echo(str(e))
+        raise typer.Exit(OK) from None
     except runtime.RunError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(PROBLEMS) from None
@@ -324,9 +327,6 @@ def _report_run(summaries, where, quiet: bool, format: Format) -> None:
 
     if format is Format.json:
         _Output().json({"run_dir": str(where), "stages": [attrs.asdict(s) for s in summaries]})
-        raise typer.Exit(OK)
-    if not summaries:
-        typer.echo(f"the run in {where} is already complete")
         raise typer.Exit(OK)
     if not quiet:
         from rich.console import Console

@@ -46,8 +46,10 @@ def test_run_json_summary_and_refusing_to_overwrite(tmp_path):
     assert all(s["train_loss"] > 0 and s["trainable"] > 0 for s in summary["stages"])
     again = run("run", TINY, "--run-dir", tmp_path, "--max-steps", "3", "--quiet")
     assert again.exit_code == 1 and "already holds a run" in again.output
+    before = (tmp_path / "summary.json").read_bytes()
     finished = run("run", "--resume", tmp_path)
     assert finished.exit_code == 0 and "already complete" in finished.output
+    assert (tmp_path / "summary.json").read_bytes() == before  # nothing rewritten
 
 
 def test_running_a_spec_again_keeps_the_earlier_run(tmp_path, monkeypatch):

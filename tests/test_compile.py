@@ -190,3 +190,38 @@ def test_hostile_strings_anywhere_in_a_spec_never_become_code():
     with_benign_lists = render(_with_strings(plan, lambda: "s"), spec_text="x", spec_file="x",
                                overrides=["x"] * len(HOSTILE))  # fmt: skip
     assert _shape(hostile) == _shape(with_benign_lists)  # the same statements, only data differ
+
+
+def test_a_script_resumes_a_run_stage_by_stage_and_knows_when_it_is_complete(tmp_path):
+    """A tiny.sw run written by its script, rewound to the end of stage 1 (as if it had been
+    stopped there), resumes with the script: stage 1 is skipped, stage 2 logs what the
+    uninterrupted run logged, and summary.json holds both stages. Resuming a finished run
+    says so and changes nothing."""
+    import shutil
+
+    script = tmp_path / "train.py"
+    _compile(ROOT / "specs" / "tiny.sw", script)
+    whole = tmp_path / "whole"
+    command = [sys.executable, str(script), "--max-steps", "4"]
+    assert subprocess.run([*command, "--run-dir", str(whole)], capture_output=True).returncode == 0
+    cut = tmp_path / "cut"
+    shutil.copytree(whole, cut)
+    shutil.rmtree(cut / "checkpoints" / "stage002-step0000004")
+    (cut / "checkpoints" / "latest.json").write_text('{"checkpoint": "stage001-step0000004"}')
+    (cut / "summary.json").unlink()
+    resumed = subprocess.run([sys.executable, str(script), "--resume", str(cut)],
+                             capture_output=True, text=True)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "stage 1 (grow)" in resumed.stdout and "stage 2 (grow)" in resumed.stdout
+    assert _records(cut) == _records(whole)
+    done, again = (
+        json.loads((whole / "summary.json").read_text()),
+        json.loads((cut / "summary.json").read_text()),
+    )
+    assert [s["stage"] for s in again] == [1, 2]
+    assert [s["train_loss"] for s in again] == [s["train_loss"] for s in done]
+    before = (cut / "summary.json").read_bytes()
+    finished = subprocess.run([sys.executable, str(script), "--resume", str(cut)],
+                              capture_output=True, text=True)  # fmt: skip
+    assert finished.returncode == 0 and "is already complete" in finished.stdout
+    assert (cut / "summary.json").read_bytes() == before

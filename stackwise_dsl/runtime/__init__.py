@@ -25,8 +25,8 @@ from stackwise_dsl.runtime.seeds import derive
 from stackwise_dsl.runtime.train import Diverged, Progress, RunError, StageSummary, Trainer
 
 __all__ = [
-    "Progress", "RunError", "StageSummary", "create", "finishing", "load_plan", "reopen",
-    "resume", "run", "start",
+    "Complete", "Progress", "RunError", "StageSummary", "create", "finishing", "load_plan",
+    "reopen", "resume", "run", "start",
 ]  # fmt: skip
 
 
@@ -57,7 +57,9 @@ def create(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | Non
 def resume(
     run_dir: Path, *, progress: Progress | None = None, device: Device | None = None
 ) -> list[StageSummary]:
-    """Continue the run in `run_dir` from its latest checkpoint, with its own plan."""
+    """Continue the run in `run_dir` from its latest checkpoint, with its own plan; the
+    summaries of every stage, those done before the interruption included. Raises
+    `Complete` for a run with nothing left to do (and changes nothing in it)."""
     plan, last = reopen(run_dir, device=device)
     return _go(plan, Path(run_dir), last, progress)
 
@@ -71,7 +73,14 @@ def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[p.Plan, Path
     last = checkpoint.latest(run_dir)
     if last is None:
         raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
+    state = checkpoint.state_of(last)
+    if state.get("stage_done") and state.get("stage", 0) >= len(plan.stages):
+        raise Complete(f"the run in {run_dir} is already complete")
     return plan, last
+
+
+class Complete(RunError):
+    """A run asked to resume has finished its last stage: nothing is left to do."""
 
 
 def load_plan(run_dir: Path) -> p.Plan:

@@ -68,10 +68,16 @@ def latest(run_dir: Path) -> Path | None:
 
 
 def is_stage_end(path: Path) -> bool:
+    return bool(state_of(path).get("stage_done", False))
+
+
+def state_of(path: Path) -> dict:
+    """A checkpoint's state.json ({} when it cannot be read)."""
     try:
-        return bool(json.loads((path / "state.json").read_text()).get("stage_done", False))
+        state = json.loads((path / "state.json").read_text())
     except (OSError, ValueError):
-        return False
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def load(path: Path) -> tuple[Store, dict | None, dict, torch.Tensor]:

@@ -77,6 +77,7 @@ class Trainer:
     scaler_state: dict | None = None  # a mid-stage checkpoint's loss scale (fp16 on CUDA)
     scaler: LossScaler = attrs.field(factory=lambda: LossScaler(enabled=False))
     resume_at: tuple[int, int, dict | None] = (1, 0, None)  # (stage, step, optimizer state)
+    # the summaries of the stages done, in order (a resumed run's from its checkpoint)
     summaries: list[StageSummary] = attrs.field(factory=list)
     stream: Stream = attrs.field(init=False)
     metrics: Metrics = attrs.field(init=False)
@@ -105,9 +106,7 @@ class Trainer:
         if number < start_stage:
             return None
         resume = (start_step, opt_state) if number == start_stage else (0, None)
-        summary = self.train_stage(self.plan.stages[number - 1], *resume)
-        self.summaries.append(summary)
-        return summary
+        return self.train_stage(self.plan.stages[number - 1], *resume)
 
     def _restore(self, path: Path) -> tuple[int, int, dict | None]:
         """Continue from a checkpoint. Its RNG state is restored where it was saved: before
@@ -118,6 +117,7 @@ class Trainer:
         self.stream.restore(state["stream"])
         self.global_step = state["global_step"]
         self.metrics.truncate(state["metrics_lines"])
+        self.summaries = [StageSummary(**x) for x in state.get("summaries", [])]
         if state["stage_done"]:
             torch.set_rng_state(rng)
             return state["stage"] + 1, 0, None
@@ -167,13 +167,14 @@ class Trainer:
         val = self._evaluate(model, stage)
         self._record_eval(stage, stage.steps, val)
         model.capture(self.store)
-        self._save(None, stage, stage.steps, done=True)
         summary = StageSummary(
             stage=stage.number, kind=stage.kind.value, steps=stage.steps,
             train_loss=window.last_loss if window.last_loss is not None else loss, val_loss=val,
             seconds=time.perf_counter() - started, trainable=sum(x.numel() for x in trainable),
             tokens_per_s=window.overall_rate(),
         )  # fmt: skip
+        self.summaries.append(summary)
+        self._save(None, stage, stage.steps, done=True)
         self.progress.stage_finished(summary)
         return summary
 
@@ -302,6 +303,7 @@ class Trainer:
             "stage": stage.number, "step": step, "stage_done": done,
             "global_step": self.global_step, "stream": self.stream.state(),
             "metrics_lines": self.metrics.lines, "scaler": self.scaler.state(),
+            "summaries": [attrs.asdict(x) for x in self.summaries],
         }  # fmt: skip
         name = f"stage{stage.number:03d}-step{step:07d}"
         checkpoint.save(self.run_dir, name, self.store, None if done else opt, state)

@@ -1456,10 +1456,16 @@ def latest(run_dir: Path) -> Path | None:
 
 
 def is_stage_end(path: Path) -> bool:
+    return bool(state_of(path).get("stage_done", False))
+
+
+def state_of(path: Path) -> dict:
+    """A checkpoint's state.json ({} when it cannot be read)."""
     try:
-        return bool(json.loads((path / "state.json").read_text()).get("stage_done", False))
+        state = json.loads((path / "state.json").read_text())
     except (OSError, ValueError):
-        return False
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def load(path: Path) -> tuple[Store, dict | None, dict, torch.Tensor]:
@@ -1986,6 +1992,7 @@ class Trainer:
     scaler_state: dict | None = None  # a mid-stage checkpoint's loss scale (fp16 on CUDA)
     scaler: LossScaler = dataclasses.field(default_factory=lambda: LossScaler(enabled=False))
     resume_at: tuple[int, int, dict | None] = (1, 0, None)  # (stage, step, optimizer state)
+    # the summaries of the stages done, in order (a resumed run's from its checkpoint)
     summaries: list[StageSummary] = dataclasses.field(default_factory=list)
     stream: Stream = dataclasses.field(init=False)
     metrics: Metrics = dataclasses.field(init=False)
@@ -2014,9 +2021,7 @@ class Trainer:
         if number < start_stage:
             return None
         resume = (start_step, opt_state) if number == start_stage else (0, None)
-        summary = self.train_stage(self.plan.stages[number - 1], *resume)
-        self.summaries.append(summary)
-        return summary
+        return self.train_stage(self.plan.stages[number - 1], *resume)
 
     def _restore(self, path: Path) -> tuple[int, int, dict | None]:
         """Continue from a checkpoint. Its RNG state is restored where it was saved: before
@@ -2027,6 +2032,7 @@ class Trainer:
         self.stream.restore(state["stream"])
         self.global_step = state["global_step"]
         self.metrics.truncate(state["metrics_lines"])
+        self.summaries = [StageSummary(**x) for x in state.get("summaries", [])]
         if state["stage_done"]:
             torch.set_rng_state(rng)
             return state["stage"] + 1, 0, None
@@ -2076,13 +2082,14 @@ class Trainer:
         val = self._evaluate(model, stage)
         self._record_eval(stage, stage.steps, val)
         model.capture(self.store)
-        self._save(None, stage, stage.steps, done=True)
         summary = StageSummary(
             stage=stage.number, kind=stage.kind.value, steps=stage.steps,
             train_loss=window.last_loss if window.last_loss is not None else loss, val_loss=val,
             seconds=time.perf_counter() - started, trainable=sum(x.numel() for x in trainable),
             tokens_per_s=window.overall_rate(),
         )  # fmt: skip
+        self.summaries.append(summary)
+        self._save(None, stage, stage.steps, done=True)
         self.progress.stage_finished(summary)
         return summary
 
@@ -2211,6 +2218,7 @@ class Trainer:
             "stage": stage.number, "step": step, "stage_done": done,
             "global_step": self.global_step, "stream": self.stream.state(),
             "metrics_lines": self.metrics.lines, "scaler": self.scaler.state(),
+            "summaries": [dataclasses.asdict(x) for x in self.summaries],
         }  # fmt: skip
         name = f"stage{stage.number:03d}-step{step:07d}"
         save(self.run_dir, name, self.store, None if done else opt, state)
@@ -2327,7 +2335,14 @@ def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[Plan, Path]:
     last = latest(run_dir)
     if last is None:
         raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
+    state = state_of(last)
+    if state.get("stage_done") and state.get("stage", 0) >= len(plan.stages):
+        raise Complete(f"the run in {run_dir} is already complete")
     return plan, last
+
+
+class Complete(RunError):
+    """A run asked to resume has finished its last stage: nothing is left to do."""
 
 
 def load_plan(run_dir: Path) -> Plan:
@@ -2429,6 +2444,9 @@ def main() -> None:
             #   stack 0 (s): trunk, fp32, frozen
             #   stack 1 (s): new, fp32, random init
             trainer.stage(2)
+    except Complete as e:  # nothing to resume
+        print(e)
+        return
     except (RunError, NotCompiled) as e:
         raise SystemExit(f"error: {e}") from None
     for s in trainer.summaries:
