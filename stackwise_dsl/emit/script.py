@@ -30,6 +30,7 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
     from stackwise_dsl.lower.serialize import to_json
 
     code = runtime_code(needs(plan))
+    digest = hashlib.sha256(spec_text.encode("utf-8")).hexdigest()
     body = "\n\n\n".join(src for _, _, src in code.definitions)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_templates())),
@@ -44,7 +45,9 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
             [*code.imports, "import argparse", "import dataclasses", "from pathlib import Path"]
         ),
         spec_file=literal(spec_file),
-        spec_sha256=literal(hashlib.sha256(spec_text.encode("utf-8")).hexdigest()),
+        spec_sha256=literal(digest),
+        header_spec=_in_docstring(spec_file, width=28),
+        header_sha256=digest,
         spec_text=text_block(spec_text, used=len("SPEC_TEXT = ")),
         overrides=pretty(list(overrides), used=len("OVERRIDES = ")),
         plan=pretty(to_json(_portable(plan)), used=len("PLAN = "), comments=origins),
@@ -161,6 +164,13 @@ def _portable(plan):
     except ValueError:
         return plan
     return attrs.evolve(plan, run=attrs.evolve(plan.run, dir=relative.as_posix()))
+
+
+def _in_docstring(text: str, *, width: int) -> str:
+    """Text safe inside the script's docstring: printable ASCII without quotes or
+    backslashes (each written `?`), cut to `width`."""
+    safe = comment_text(text, width=width)
+    return safe.replace("\\", "?").replace('"', "?")
 
 
 def _plain(name: str) -> str:

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""A standalone training script compiled by stackwise-dsl 0.1.0.
+"""Train specs/tiny.sw stage by stage: a script compiled by stackwise-dsl 0.1.0.
 
-It trains exactly what `sw run` trains for the spec in SPEC_TEXT below, stage by stage, and
-writes the same run directory: spec.sw, plan.json, metrics.jsonl, checkpoints/ (safetensors
-weights and JSON state), summary.json and loss.png.
+Spec SHA-256: 02a9f2286ca24706abac0cc896fe7ca775216d125ed5fd9181afcb074a503d60
+
+It trains exactly what `sw run` trains for that spec (its text is SPEC_TEXT below) and
+writes the same run directory: spec.sw, plan.json, run.json, metrics.jsonl, checkpoints/
+(safetensors weights and JSON state), summary.json and, with matplotlib, loss.png.
 
     python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
 
