@@ -225,3 +225,25 @@ def test_a_script_resumes_a_run_stage_by_stage_and_knows_when_it_is_complete(tmp
                               capture_output=True, text=True)  # fmt: skip
     assert finished.returncode == 0 and "is already complete" in finished.stdout
     assert (cut / "summary.json").read_bytes() == before
+
+
+def test_main_describes_each_stage_and_groups_wide_racks():
+    from stackwise_dsl.emit.script import _describe, _ranges
+    from stackwise_dsl.frontend import check_file
+    from stackwise_dsl.lower import to_plan
+
+    assert _ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8" and _ranges([4]) == "4"
+    plan = to_plan(check_file(ROOT / "specs" / "llama70b.sw", []).spec, name="llama70b")
+    assert _describe(plan, plan.stages[-1]) == [
+        "Stage 81 of 81: fuse, 4,883 steps, clm, lr 0.0001",
+        "  stacks 0-79: trunk, nf4, adapters train, LoRA r16 trunk",
+    ]
+    assert _describe(plan, plan.stages[9])[1:] == [  # more than 8 stacks: grouped
+        "  stacks 0-8: trunk, nf4, frozen",
+        "  stack 9: new, bf16, random init",
+    ]
+    assert _describe(plan, plan.stages[2])[1:] == [  # a stack per line
+        "  stack 0 (layer): trunk, nf4, frozen",
+        "  stack 1 (layer): trunk, nf4, frozen",
+        "  stack 2 (layer): new, bf16, random init",
+    ]

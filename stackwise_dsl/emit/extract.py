@@ -21,6 +21,8 @@ from pathlib import Path
 
 import attrs
 
+from stackwise_dsl.emit.literals import literal
+
 PACKAGE = "stackwise_dsl"
 
 
@@ -164,18 +166,12 @@ def _table_text(node: ast.Assign) -> str:
     """A pruned table as ruff formats it: one entry per line (`{}` when none is left),
     checked against its syntax tree."""
     name = node.targets[0].id
-    entries = [f"    {_literal_key(k.value)}: {v.id},\n" for k, v in
+    entries = [f"    {literal(k.value)}: {v.id},\n" for k, v in
                zip(node.value.keys, node.value.values, strict=True)]  # fmt: skip
     text = f"{name} = {{\n{''.join(entries)}}}" if entries else f"{name} = {{}}"
     if ast.dump(ast.parse(text).body[0]) != ast.dump(ast.parse(ast.unparse(node)).body[0]):
         raise ExtractError(f"writing the table {name} changed it")
     return text
-
-
-def _literal_key(key: str) -> str:
-    from stackwise_dsl.emit.literals import literal
-
-    return literal(key)
 
 
 # --- reading a module ---------------------------------------------------------------------

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
+from stackwise_dsl.elaborate.registry import hints
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.facts import Facts
+from stackwise_dsl.lower import _stack_lora_of, _time_input, _trunk_loras
 from stackwise_dsl.source import SET_SOURCE
 
 Path_ = tuple  # a path into the plan's JSON: keys and list indices
@@ -31,12 +33,15 @@ def origins(spec: n.Spec, plan, spec_file: str) -> dict[Path_, str]:
             return f"line {span.line}"
         return f"{PurePath(span.source).name}:{span.line}"
 
-    def fields(node, path: Path_, keys, *, default: bool = True) -> None:
-        """Each plan key that is a field of `node`: where it was written, else `default`."""
-        for key in keys:
-            if node is not None and key in getattr(node, "spans", {}):
+    def fields(node, path: Path_, keys=None) -> None:
+        """Each plan key that is a field of `node` (all its knobs when `keys` is None): where
+        it was written, else `default`."""
+        if node is None:
+            return
+        for key in hints(type(node)) if keys is None else keys:
+            if key in node.spans:
                 out[(*path, key)] = at(node.spans[key])
-            elif default and node is not None and hasattr(node, key):
+            elif hasattr(node, key):
                 out[(*path, key)] = "default"
 
     def opening(path: Path_, node, field: str | None = None, owner=None) -> None:
@@ -77,6 +82,9 @@ def origins(spec: n.Spec, plan, spec_file: str) -> dict[Path_, str]:
             fields(a.kernel, (*bpath, "attention"), ["kernel", "kernel_dim"])
             out[(*bpath, "ffn")] = at(block.spans.get("ffn")) or "default"
             out[(*bpath, "hidden")] = at(block.ffn.spans.get("hidden")) or "default"
+        lora = _stack_lora_of(facts, position)
+        if lora is not None:
+            out[(*path, "stack_lora")] = at(lora.span)
     # the stages
     optimizer = spec.optimizer
     trunk_loras = _trunk_loras(facts)
@@ -107,10 +115,6 @@ def origins(spec: n.Spec, plan, spec_file: str) -> dict[Path_, str]:
                 out[(*ppath, "trains")] = at(policy.spans.get("strategy")) or "default"
             if part.trunk_lora is not None and part.position in trunk_loras:
                 out[(*ppath, "trunk_lora")] = at(trunk_loras[part.position][1].span)
-    for position in range(len(plan.stacks)):
-        lora = _stack_lora_of(facts, position)
-        if lora is not None:
-            out[("stacks", position, "stack_lora")] = at(lora.span)
     # data, optimizer, run
     d = spec.data
     opening(("data",), d)
@@ -118,29 +122,9 @@ def origins(spec: n.Spec, plan, spec_file: str) -> dict[Path_, str]:
     for key in ("source", "tokenizer"):
         node = getattr(d, key)
         opening(("data", key), node, key, d)
-        fields(node, ("data", key), [a.name for a in type(node).__attrs_attrs__
-                                     if a.name not in ("span", "spans")])  # fmt: skip
+        fields(node, ("data", key))
     opening(("optimizer",), optimizer)
-    fields(optimizer, ("optimizer",), [a.name for a in type(optimizer).__attrs_attrs__])
+    fields(optimizer, ("optimizer",))
     opening(("run",), spec.run)
-    fields(spec.run, ("run",), [a.name for a in type(spec.run).__attrs_attrs__])
+    fields(spec.run, ("run",))
     return {k: v for k, v in out.items() if v is not None}
-
-
-def _time_input(spec: n.Spec):
-    """The time-as-input setting the plan's model takes (as lowering finds it)."""
-    from stackwise_dsl.lower import _time_input as find
-
-    return find(spec)
-
-
-def _trunk_loras(facts: Facts):
-    from stackwise_dsl.lower import _trunk_loras as find
-
-    return find(facts)
-
-
-def _stack_lora_of(facts: Facts, position: int):
-    from stackwise_dsl.lower import _stack_lora_of as find
-
-    return find(facts, position)

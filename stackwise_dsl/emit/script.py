@@ -15,7 +15,9 @@ from stackwise_dsl.emit import RUNTIME_MODULES
 from stackwise_dsl.emit.extract import Extracted, extract, import_block, source_file
 from stackwise_dsl.emit.literals import comment_text, literal, pretty, text_block
 
-ROOTS = ("create", "reopen", "start", "finishing", "from_json", "Device", "RunError", "NotCompiled")
+# what `main` names (codegen/script.py.j2)
+ROOTS = ("create", "reopen", "start", "finishing", "from_json", "Device", "RunError", "Complete",
+         "NotCompiled")  # fmt: skip
 TEMPLATE = "script.py.j2"
 
 
@@ -123,7 +125,7 @@ def _describe(plan, stage) -> list[str]:
             trains = {p.Trains.FULL: "trains", p.Trains.ADAPTERS: "adapters train",
                       p.Trains.NOTHING: "frozen"}[part.trains]  # fmt: skip
             words = ["trunk", part.precision.value, trains]
-        loras = [f"r{lora.rank} {what}" for what, lora in
+        loras = [f"r{lora.rank} {kind}" for kind, lora in
                  (("stack", plan.stacks[part.position].stack_lora), ("trunk", part.trunk_lora))
                  if lora is not None]  # fmt: skip
         if loras:

@@ -2445,17 +2445,11 @@ class Trainer:
 
     # --- the run ---
 
-    def run(self, resume_from: Path | None = None) -> list[StageSummary]:
-        """Every stage of the plan (from a checkpoint's point when resuming)."""
-        if resume_from is not None:
-            self.restore(resume_from)
+    def run(self) -> list[StageSummary]:
+        """Every stage of the plan not done yet (see `restore`)."""
         for stage in self.plan.stages:
             self.stage(stage.number)
         return self.summaries
-
-    def restore(self, path: Path) -> None:
-        """Continue from the checkpoint at `path`: the stages before its point are done."""
-        self.resume_at = self._restore(path)
 
     def stage(self, number: int) -> StageSummary | None:
         """Train stage `number` (1-based), or nothing if a resumed run is past it."""
@@ -2465,10 +2459,11 @@ class Trainer:
         resume = (start_step, opt_state) if number == start_stage else (0, None)
         return self.train_stage(self.plan.stages[number - 1], *resume)
 
-    def _restore(self, path: Path) -> tuple[int, int, dict | None]:
-        """Continue from a checkpoint. Its RNG state is restored where it was saved: before
-        the next stage's model is built (stage end) or after this stage's is (mid-stage),
-        since building a model draws from torch's generator."""
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at `path`: the stages before its point are done. Its
+        RNG state is restored where it was saved: before the next stage's model is built
+        (stage end) or after this stage's is (mid-stage), since building a model draws from
+        torch's generator."""
         store, opt_state, state, rng = load(path)
         self.store = store
         self.stream.restore(state["stream"])
@@ -2477,10 +2472,11 @@ class Trainer:
         self.summaries = [StageSummary(**x) for x in state.get("summaries", [])]
         if state["stage_done"]:
             torch.set_rng_state(rng)
-            return state["stage"] + 1, 0, None
+            self.resume_at = (state["stage"] + 1, 0, None)
+            return
         self.rng_after_build = rng
         self.scaler_state = state.get("scaler")
-        return state["stage"], state["step"], opt_state
+        self.resume_at = (state["stage"], state["step"], opt_state)
 
     # --- one stage ---
 
