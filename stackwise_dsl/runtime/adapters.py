@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.runtime.precision import quiet_bitsandbytes
 from stackwise_dsl.runtime.seeds import generator
 
 NAMES = ("stack", "trunk")
@@ -23,6 +24,7 @@ NAMES = ("stack", "trunk")
 
 def attach(stack: nn.Module, lora: p.Lora, name: str, *, seed: int, position: int) -> None:
     """Inject a LoRA adapter called `name` into the stack's targeted linear layers."""
+    quiet_bitsandbytes()  # peft imports bitsandbytes
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(

@@ -9,6 +9,7 @@ import torch
 from stackwise_dsl.ir.enums import LrSchedule
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import optimizer_key, pick
+from stackwise_dsl.runtime.precision import import_bitsandbytes
 
 
 def lr_factor(o: p.Optimizer, step: int, steps: int) -> float:
@@ -46,8 +47,7 @@ def _sgd(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
 
 
 def _adamw8bit(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
-    import bitsandbytes as bnb
-
+    bnb = import_bitsandbytes()
     return bnb.optim.AdamW8bit(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps)
 
 

@@ -7,7 +7,8 @@
 - int8 (frozen): bitsandbytes LLM.int8 on CUDA; on the CPU a weight-only int8 with one scale
   per output row, dequantized on the fly (documented fallback: bitsandbytes' int8 matmul is
   CUDA-only).
-- nf4 / fp4 (frozen): bitsandbytes Linear4bit (runs on the CPU); nf4 with double quantization.
+- nf4 / fp4 (frozen): bitsandbytes' 4-bit formats (nf4 with double quantization), dequantized
+  on the fly by Packed4bitLinear on every device and CPU kind.
 - nvfp4 (frozen): NVFP4Linear (runtime/nvfp4.py).
 fp16 needs CUDA: on the CPU it runs in fp32 (`sw check` warns, SW402).
 """
@@ -15,6 +16,7 @@ fp16 needs CUDA: on the CPU it runs in fp32 (`sw check` warns, SW402).
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
 import torch.nn.functional as F
@@ -91,21 +93,27 @@ def _fp4(weight: torch.Tensor, device: torch.device) -> nn.Module:
 
 
 def _bnb_4bit(weight: torch.Tensor, quant_type: str, device: torch.device) -> nn.Module:
-    import bitsandbytes as bnb
+    return Packed4bitLinear(weight.to(device), quant_type)
 
-    out_features, in_features = weight.shape
-    layer = bnb.nn.Linear4bit(
-        in_features, out_features, bias=False, quant_type=quant_type,
-        compress_statistics=quant_type == "nf4", compute_dtype=torch.float32,
-    )  # fmt: skip
-    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=quant_type,
-                                     compress_statistics=quant_type == "nf4")  # fmt: skip
-    return layer.to(device)
+
+def quiet_bitsandbytes() -> None:
+    """Keep bitsandbytes' warnings off the terminal, before it is imported (by us or by peft).
+    On CPUs with AVX-512 BF16 it logs at import that the optional `kernels` package is missing,
+    for a GEMV kernel this runtime never uses (see Packed4bitLinear). Its errors still show."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def import_bitsandbytes():
+    """bitsandbytes, imported quietly."""
+    quiet_bitsandbytes()
+    import bitsandbytes
+
+    return bitsandbytes
 
 
 def _int8(weight: torch.Tensor, device: torch.device) -> nn.Module:
     if device.type == "cuda":
-        import bitsandbytes as bnb
+        bnb = import_bitsandbytes()
 
         out_features, in_features = weight.shape
         layer = bnb.nn.Linear8bitLt(in_features, out_features, bias=False, has_fp16_weights=False)
@@ -177,6 +185,43 @@ class RowInt8Linear(nn.Linear):
         return dequantized_linear(x, self)
 
 
+class Packed4bitLinear(nn.Linear):
+    """A frozen linear layer in bitsandbytes' 4-bit formats (nf4 with double quantization,
+    fp4; absmax per 64 values), dequantized on the fly like the other compact layers.
+
+    It quantizes and dequantizes with bitsandbytes' functions but does not run its Linear4bit:
+    on CPUs with AVX-512 BF16, Linear4bit repacks its weight at the first forward in eval mode
+    for a bf16 GEMV kernel that passes no gradient to its input, computes about 0.3% away from
+    the dequantized weight, and fails on widths that are not multiples of 64 (inputs) and 32
+    (outputs). Here every CPU and CUDA takes one path: any width, the same weights in training
+    and evaluation, and the gradient of the dequantized weight."""
+
+    def __init__(self, weight: torch.Tensor, quant_type: str) -> None:
+        out_features, in_features = weight.shape
+        super().__init__(in_features, out_features, bias=False, device="meta")
+        del self.weight
+        functional = import_bitsandbytes().functional
+        packed, state = functional.quantize_4bit(
+            weight.float().contiguous(), blocksize=64, quant_type=quant_type,
+            compress_statistics=quant_type == "nf4",
+        )  # fmt: skip
+        self.register_buffer("packed", packed)
+        self.quant_state = state
+
+    @property
+    def weight(self) -> torch.Tensor:
+        functional = import_bitsandbytes().functional
+        return functional.dequantize_4bit(self.packed, self.quant_state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dequantized_linear(x, self)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.quant_state.to(self.packed.device)  # its tensors are not buffers
+        return self
+
+
 FROZEN_LINEARS = {
     "bf16": _bf16,
     "int8": _int8,
@@ -187,18 +232,17 @@ FROZEN_LINEARS = {
 
 
 def storage_bytes(module: nn.Module) -> int:
-    """Bytes a module's weights occupy as stored: parameters and buffers, and for
-    bitsandbytes 4-bit weights their quantization state (absmax per 64-value block; with
-    double quantization an 8-bit absmax plus an fp32 absmax per 256 blocks, the code tables
-    and an offset). Tensors shared between layers count once."""
-    seen: set[int] = set()
-    tensors = []
-    for tensor in [*module.parameters(), *module.buffers()]:
-        tensors.append(tensor)
-        state = getattr(tensor, "quant_state", None)
+    """Bytes a module's weights occupy as stored: parameters and buffers, and for 4-bit
+    weights their quantization state (absmax per 64-value block; with double quantization
+    an 8-bit absmax plus an fp32 absmax per 256 blocks, the code tables and an offset).
+    Tensors shared between layers count once."""
+    tensors = [*module.parameters(), *module.buffers()]
+    for layer in module.modules():
+        state = layer.quant_state if isinstance(layer, Packed4bitLinear) else None
         while state is not None:
-            tensors += [getattr(state, k, None) for k in ("absmax", "code", "offset")]
-            state = getattr(state, "state2", None) if getattr(state, "nested", False) else None
+            tensors += [state.absmax, state.code, state.offset]
+            state = state.state2 if state.nested else None
+    seen: set[int] = set()
     total = 0
     for tensor in tensors:
         if isinstance(tensor, torch.Tensor) and id(tensor) not in seen:

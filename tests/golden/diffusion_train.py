@@ -1589,16 +1589,78 @@ def _nf4(weight: torch.Tensor, device: torch.device) -> nn.Module:
 
 
 def _bnb_4bit(weight: torch.Tensor, quant_type: str, device: torch.device) -> nn.Module:
-    import bitsandbytes as bnb
+    return Packed4bitLinear(weight.to(device), quant_type)
 
-    out_features, in_features = weight.shape
-    layer = bnb.nn.Linear4bit(
-        in_features, out_features, bias=False, quant_type=quant_type,
-        compress_statistics=quant_type == "nf4", compute_dtype=torch.float32,
-    )  # fmt: skip
-    layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, quant_type=quant_type,
-                                     compress_statistics=quant_type == "nf4")  # fmt: skip
-    return layer.to(device)
+
+def import_bitsandbytes():
+    """bitsandbytes, imported without its noise. On CPUs with AVX-512 BF16 it logs, at import,
+    that the optional `kernels` package is missing for a GEMV kernel this runtime never uses
+    (see Packed4bitLinear); its warnings are silenced, its errors still raise."""
+    import logging
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    import bitsandbytes
+
+    return bitsandbytes
+
+
+class _Dequantized(torch.autograd.Function):
+    """y = x Wᵀ with W rebuilt from its stored form in the forward pass and again in the
+    backward pass, so autograd keeps no full-precision copy of a frozen weight alive between
+    them (the gradient flows to x only; frozen weights get none)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.weight.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad @ ctx.layer.weight.to(grad.dtype), None
+
+
+def dequantized_linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """A frozen layer whose `weight` property rebuilds the weight from compact storage."""
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return F.linear(x, layer.weight.to(x.dtype))
+    return _Dequantized.apply(x, layer)
+
+
+class Packed4bitLinear(nn.Linear):
+    """A frozen linear layer in bitsandbytes' 4-bit formats (nf4 with double quantization,
+    fp4; absmax per 64 values), dequantized on the fly like the other compact layers.
+
+    It quantizes and dequantizes with bitsandbytes' functions but does not run its Linear4bit:
+    on CPUs with AVX-512 BF16, Linear4bit repacks its weight at the first forward in eval mode
+    for a bf16 GEMV kernel that passes no gradient to its input, computes about 0.3% away from
+    the dequantized weight, and fails on widths that are not multiples of 64 (inputs) and 32
+    (outputs). Here every CPU and CUDA takes one path: any width, the same weights in training
+    and evaluation, and the gradient of the dequantized weight."""
+
+    def __init__(self, weight: torch.Tensor, quant_type: str) -> None:
+        out_features, in_features = weight.shape
+        super().__init__(in_features, out_features, bias=False, device="meta")
+        del self.weight
+        functional = import_bitsandbytes().functional
+        packed, state = functional.quantize_4bit(
+            weight.float().contiguous(), blocksize=64, quant_type=quant_type,
+            compress_statistics=quant_type == "nf4",
+        )  # fmt: skip
+        self.register_buffer("packed", packed)
+        self.quant_state = state
+
+    @property
+    def weight(self) -> torch.Tensor:
+        functional = import_bitsandbytes().functional
+        return functional.dequantize_4bit(self.packed, self.quant_state)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dequantized_linear(x, self)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.quant_state.to(self.packed.device)  # its tensors are not buffers
+        return self
 
 
 FROZEN_LINEARS = {
