@@ -135,6 +135,7 @@ def test_a_prepend_run_over_a_4bit_suffix_is_the_same_on_either_cpu_kind(tmp_pat
         monkeypatch.setattr(bitsandbytes.nn.modules, "has_avx512bf16", lambda k=kind: k)
         monkeypatch.setattr(bitsandbytes.functional, "has_avx512bf16", lambda k=kind: k)
         runs[kind] = _prepend_run(tmp_path, f"avx512bf16-{kind}")
+
     def losses(rows):
         return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in rows]
 
