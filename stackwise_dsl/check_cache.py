@@ -18,10 +18,12 @@ import functools
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from stackwise_dsl import __version__
+from stackwise_dsl.source import MAX_FILE_BYTES
 from stackwise_dsl.userdirs import cache_dir
 
 FORMAT = 1
@@ -49,8 +51,13 @@ def _entry_path(path: str, overrides: Sequence[str], host: list) -> Path | None:
 
 
 def digest(file: str) -> str | None:
-    """SHA-256 of a file's bytes, or None when it cannot be read."""
+    """SHA-256 of a file's bytes, or None when it cannot be read. A file that is not regular
+    (a device, a FIFO: reading it could hang or never end) or larger than a spec may be is
+    known by its kind, size and time instead; checks refuse to read it."""
     try:
+        info = os.stat(file)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_BYTES:
+            return f"unread:{stat.S_IFMT(info.st_mode)}:{info.st_size}:{info.st_mtime_ns}"
         with open(file, "rb") as f:
             return hashlib.sha256(f.read()).hexdigest()
     except (OSError, ValueError):

@@ -69,7 +69,8 @@ CODES: dict[str, Code] = {
         Code(
             code="SW004", severity=E, title="file cannot be read",
             explanation="A spec, or a file it includes or extends, does not exist, is a "
-            "directory, is not UTF-8 or cannot be read.",
+            "directory, a device, a FIFO or a socket, is larger than 1 MiB, is not UTF-8 or "
+            "cannot be read.",
             example='include "no/such/file.sw"\n' + _BASE,
             fix="Fix the path; `include` and `extends` paths are relative to the file that "
             "names them.",
@@ -88,6 +89,19 @@ CODES: dict[str, Code] = {
             overrides=("model.d_model",),
             fix="Write `--set model.d_model=512`, `--set d=512` for a let, or "
             "`--set grow.stage.2.steps=500`.",
+        ),
+        Code(
+            code="SW007", severity=E, title="limit exceeded",
+            explanation="Elaboration has limits, so that no spec can hang `sw check` or exhaust "
+            "its memory: include and extends chains of at most 32 files, lets nested at most "
+            "100 deep, computed strings of at most 65,536 characters and integers of at most "
+            "10^18. (Files over 1 MiB, devices and FIFOs are SW004; sequences of more than "
+            "100,000 names are SW109.)",
+            example='let s0 = "0123456789abcdef"\n'
+            + "".join(f"let s{i + 1} = s{i} + s{i}\n" for i in range(13))
+            + _BASE.replace("grow append", 'run { dir = s13 }\ngrow append'),
+            fix="Compute the value from fewer steps, or write it out; flatten deep include "
+            "chains by including the shared files from one spec.",
         ),
         Code(
             code="SW101", severity=E, title="unknown field",

@@ -7,12 +7,13 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import attrs
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.elaborate.load import describe_read_error
-from stackwise_dsl.source import Source
+from stackwise_dsl.elaborate.load import NotASpecFile, describe_read_error, read_text
+from stackwise_dsl.source import MAX_FILE_BYTES, Source
 from stackwise_dsl.syntax.format import format_document
 from stackwise_dsl.syntax.parser import parse
 
@@ -58,13 +59,18 @@ def format_path(path: str) -> FormatResult:
     """Format a file (or stdin for `-`) without writing anything."""
     try:
         if path == "-":
-            text = sys.stdin.read()
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+            if len(data) > MAX_FILE_BYTES:
+                raise NotASpecFile(f"is longer than {MAX_FILE_BYTES:,} bytes (1 MiB)")
+            text = data.decode("utf-8")
         else:
-            with open(path, "rb") as f:
-                text = f.read().decode("utf-8")
+            text = read_text(Path(path))
     except (OSError, UnicodeDecodeError) as e:
         return FormatResult(
-            path=path, original="", formatted="", error=describe_read_error(path, e)
+            path=path,
+            original="",
+            formatted="",
+            error=describe_read_error("standard input" if path == "-" else path, e),
         )
     return format_text(text, path)
 

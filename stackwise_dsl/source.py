@@ -11,6 +11,7 @@ from __future__ import annotations
 import attrs
 
 SET_SOURCE = "--set"
+MAX_FILE_BYTES = 1 << 20  # a spec file, or one it includes or extends: 1 MiB
 
 
 @attrs.frozen(kw_only=True)

@@ -160,3 +160,27 @@ def test_front_end_never_imports_torch_or_the_runtime():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "light\n"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("command", ["check", "fmt", "plan", "compile"])
+def test_commands_refuse_devices_and_fifos_without_reading_them(command, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.sw")
+    for target in ("/dev/zero", str(tmp_path / "pipe.sw")):
+        result = subprocess.run(
+            [sys.executable, "-m", "stackwise_dsl", command, target],
+            capture_output=True, text=True, cwd=ROOT, timeout=60, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        said = result.stdout + result.stderr
+        assert result.returncode == 2, said
+        assert f"{target} is not a regular file (a device, FIFO or socket)" in said
+        assert "Traceback" not in said
+
+
+def test_fmt_reads_at_most_a_spec_file_from_stdin():
+    result = _module("fmt", "-", stdin="#" * (1 << 20) + "\n")
+    assert result.returncode == 2
+    said = result.stdout + result.stderr
+    assert said == "error: standard input is longer than 1,048,576 bytes (1 MiB)\n"

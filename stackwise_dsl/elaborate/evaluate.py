@@ -30,7 +30,10 @@ from stackwise_dsl.elaborate.values import (
 )
 from stackwise_dsl.syntax import tree as t
 
-MAX_REPEAT = 100_000
+MAX_REPEAT = 100_000  # names in a sequence (`n x name`, `a + b`)
+MAX_LET_DEPTH = 100  # lets whose values use lets whose values use lets...
+MAX_STRING = 65_536  # characters in a computed string
+MAX_INT = 10**18  # magnitude of a computed integer
 _LEFT_ASSOC = ("+", "-", "*", "/", "//")
 Report = Callable[[diag.Diagnostic], None]
 
@@ -84,6 +87,12 @@ class Evaluator:
             cycle = " -> ".join([*self.lets.active[self.lets.active.index(name) :], name])
             self.report(diag.error("SW108", f"let cycle: {cycle}", let.name.span))
             return Invalid(span=let.span)
+        if len(self.lets.active) >= MAX_LET_DEPTH:
+            self.report(diag.error(
+                "SW007", f"`{name}` is reached through more than {MAX_LET_DEPTH} nested lets",
+                let.name.span, hint="compute it from fewer intermediate lets",
+            ))  # fmt: skip
+            return Invalid(span=let.span)
         self.lets.active.append(name)
         try:
             return self.expr(let.value)
@@ -118,8 +127,17 @@ class Evaluator:
         if op == "x":
             return self._repeat(left, right, span)
         if op == "+" and _is_names(left) and _is_names(right):
+            if not self._sequence(len(_refs(left)) + len(_refs(right)), span):
+                return Invalid(span=span)
             return Seq(refs=_refs(left) + _refs(right), span=span)
         if op == "+" and isinstance(left, Str) and isinstance(right, Str):
+            if len(left.value) + len(right.value) > MAX_STRING:
+                length = len(left.value) + len(right.value)
+                self.report(diag.error(
+                    "SW007", f"a string of {length:,} characters is longer than {MAX_STRING:,}",
+                    span,
+                ))  # fmt: skip
+                return Invalid(span=span)
             return Str(value=left.value + right.value, span=span)
         return self._arithmetic(op, left, right, span)
 
@@ -135,13 +153,16 @@ class Evaluator:
             return Invalid(span=span)
         if not _is_names(item):
             return self._arith_error("repeat", item, span, hint="write `2 x denoiser`")
-        refs = _refs(item) * count.value
-        if len(refs) > MAX_REPEAT:
-            self.report(
-                diag.error("SW109", f"{len(refs)} repeated names is more than {MAX_REPEAT}", span)
-            )
+        if not self._sequence(len(_refs(item)) * count.value, span):  # before building it
             return Invalid(span=span)
-        return Seq(refs=refs, span=span)
+        return Seq(refs=_refs(item) * count.value, span=span)
+
+    def _sequence(self, length: int, span) -> bool:
+        """A sequence of `length` names is within MAX_REPEAT, or SW109 says it is not."""
+        if length <= MAX_REPEAT:
+            return True
+        self.report(diag.error("SW109", f"{length} repeated names is more than {MAX_REPEAT}", span))
+        return False
 
     def _arithmetic(self, op: str, left: Value, right: Value, span) -> Value:
         for v in (left, right):
@@ -154,6 +175,9 @@ class Evaluator:
         result = _OPS[op](a, b)
         if isinstance(result, float) and not math.isfinite(result):
             self.report(diag.error("SW109", f"{a} {op} {b} is not a finite number", span))
+            return Invalid(span=span)
+        if isinstance(result, int) and abs(result) > MAX_INT:
+            self.report(diag.error("SW007", f"{a} {op} {b} is larger than 10^18", span))
             return Invalid(span=span)
         return Num(value=result, span=span)
 

@@ -8,13 +8,14 @@ or through others, is a cycle (SW005).
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.source import Source, Span
+from stackwise_dsl.source import MAX_FILE_BYTES, Source, Span
 from stackwise_dsl.syntax import tree as t
 from stackwise_dsl.syntax.parser import parse
 
@@ -30,9 +31,30 @@ class Unit:
     includes: tuple[Unit, ...]
 
 
+MAX_DEPTH = 32  # files in an include or extends chain
+
+
+class NotASpecFile(OSError):
+    """A path that is not a regular file of a spec's size (a device, a FIFO, a huge file);
+    the message is what is wrong, after the path."""
+
+
 def read_text(path: Path) -> str:
-    """A file's text as UTF-8; raises OSError or UnicodeDecodeError with the cause."""
-    data = path.read_bytes()
+    """A regular file's text as UTF-8, up to MAX_FILE_BYTES; raises OSError (NotASpecFile for
+    devices, FIFOs, sockets and files over the cap: reading them could hang or exhaust memory)
+    or UnicodeDecodeError with the cause."""
+    info = path.stat()
+    if stat.S_ISDIR(info.st_mode):
+        raise IsADirectoryError(str(path))
+    if not stat.S_ISREG(info.st_mode):
+        raise NotASpecFile("is not a regular file (a device, FIFO or socket)")
+    if info.st_size > MAX_FILE_BYTES:
+        raise NotASpecFile(f"is {info.st_size:,} bytes; spec files are read up to "
+                           f"{MAX_FILE_BYTES:,} bytes (1 MiB)")  # fmt: skip
+    with path.open("rb") as f:
+        data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:  # grew since stat
+        raise NotASpecFile(f"is larger than {MAX_FILE_BYTES:,} bytes (1 MiB)")
     return data.decode("utf-8")
 
 
@@ -43,6 +65,8 @@ def describe_read_error(path: str, e: Exception) -> str:
         return f"{path} does not exist"
     if isinstance(e, IsADirectoryError):
         return f"{path} is a directory, not a spec file"
+    if isinstance(e, NotASpecFile):
+        return f"{path} {e}"
     if isinstance(e, PermissionError):
         return f"{path} cannot be read (permission denied)"
     return f"{path} cannot be read ({e.__class__.__name__}: {e})"
@@ -110,6 +134,12 @@ class Loader:
             return None
         if kind == "include" and resolved in self.loaded:
             return None  # already part of this spec (a diamond): read once
+        if len(chain) >= MAX_DEPTH:
+            self.report(diag.error(
+                "SW007", f"{kind} chain deeper than {MAX_DEPTH} files", path.span,
+                hint="flatten the chain: include the shared files from one spec",
+            ))  # fmt: skip
+            return None
         return self.load_file(Path(target), target, chain, via=path.span)
 
     def _cycle(self, path: t.String, target: str, resolved: Path, chain, kind: str) -> None:

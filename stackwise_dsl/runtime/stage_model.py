@@ -131,7 +131,7 @@ class StageModel(nn.Module):
         for position in positions:
             stack = self.stack(position)
             with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
-                h = stack(h, self.rack._rope(stack, h.device)).float()
+                h = stack(h, self.rack.ropes(h.device)).float()
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

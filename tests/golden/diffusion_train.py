@@ -25,6 +25,7 @@ import enum
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -1407,7 +1408,8 @@ class Block(nn.Module):
                     parent, _, leaf = name.rpartition(".")
                     setattr(self.get_submodule(parent), leaf, spectral_norm(layer))
 
-    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+        rope = None if ropes is None else ropes[self.attn.head_dim]
         x = x + self.gain * self.drop(self.attn(self.norm1(x), rope))
         return x + self.gain * self.drop(self.ffn(self.norm2(x)))
 
@@ -1418,9 +1420,10 @@ class Stack(nn.Module):
         features = generator(seed, "features", s.position)
         self.blocks = nn.ModuleList(Block(b, m, features=features) for b in s.blocks)
 
-    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
         for block in self.blocks:
-            x = block(x, rope)
+            x = block(x, ropes)
         return x
 
 
@@ -1492,7 +1495,7 @@ class Rack(nn.Module):
     def run_stacks(self, h: torch.Tensor, positions) -> torch.Tensor:
         for position in positions:
             stack = self.stacks[str(position)]
-            h = stack(h, self._rope(stack, h.device))
+            h = stack(h, self.ropes(h.device))
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -1500,14 +1503,14 @@ class Rack(nn.Module):
         weight = self.embed.weight if self.head is None else self.head.weight
         return h @ weight.t()
 
-    def _rope(self, stack: Stack, device):
+    def ropes(self, device: torch.device) -> dict | None:
+        """The RoPE tables (cos, sin) for every head width in the model, on `device`."""
         if self.rope is None:
             return None
-        hd = stack.blocks[0].attn.head_dim
-        cos, sin = self.rope[hd]
-        if cos.device != device:
-            self.rope[hd] = (cos.to(device), sin.to(device))
-        return self.rope[hd]
+        for hd, (cos, sin) in self.rope.items():
+            if cos.device != device:
+                self.rope[hd] = (cos.to(device), sin.to(device))
+        return self.rope
 
 
 def _depth(plan: Plan) -> int:
@@ -1592,13 +1595,16 @@ def _bnb_4bit(weight: torch.Tensor, quant_type: str, device: torch.device) -> nn
     return Packed4bitLinear(weight.to(device), quant_type)
 
 
-def import_bitsandbytes():
-    """bitsandbytes, imported without its noise. On CPUs with AVX-512 BF16 it logs, at import,
-    that the optional `kernels` package is missing for a GEMV kernel this runtime never uses
-    (see Packed4bitLinear); its warnings are silenced, its errors still raise."""
-    import logging
-
+def quiet_bitsandbytes() -> None:
+    """Keep bitsandbytes' warnings off the terminal, before it is imported (by us or by peft).
+    On CPUs with AVX-512 BF16 it logs at import that the optional `kernels` package is missing,
+    for a GEMV kernel this runtime never uses (see Packed4bitLinear). Its errors still show."""
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def import_bitsandbytes():
+    """bitsandbytes, imported quietly."""
+    quiet_bitsandbytes()
     import bitsandbytes
 
     return bitsandbytes
@@ -1713,6 +1719,7 @@ NAMES = ("stack", "trunk")
 
 def attach(stack: nn.Module, lora: Lora, name: str, *, seed: int, position: int) -> None:
     """Inject a LoRA adapter called `name` into the stack's targeted linear layers."""
+    quiet_bitsandbytes()  # peft imports bitsandbytes
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(
@@ -2404,7 +2411,7 @@ class StageModel(nn.Module):
         for position in positions:
             stack = self.stack(position)
             with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
-                h = stack(h, self.rack._rope(stack, h.device)).float()
+                h = stack(h, self.rack.ropes(h.device)).float()
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

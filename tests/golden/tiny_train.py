@@ -1029,7 +1029,8 @@ class Block(nn.Module):
                     parent, _, leaf = name.rpartition(".")
                     setattr(self.get_submodule(parent), leaf, spectral_norm(layer))
 
-    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+        rope = None if ropes is None else ropes[self.attn.head_dim]
         x = x + self.gain * self.drop(self.attn(self.norm1(x), rope))
         return x + self.gain * self.drop(self.ffn(self.norm2(x)))
 
@@ -1040,9 +1041,10 @@ class Stack(nn.Module):
         features = generator(seed, "features", s.position)
         self.blocks = nn.ModuleList(Block(b, m, features=features) for b in s.blocks)
 
-    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
         for block in self.blocks:
-            x = block(x, rope)
+            x = block(x, ropes)
         return x
 
 
@@ -1114,7 +1116,7 @@ class Rack(nn.Module):
     def run_stacks(self, h: torch.Tensor, positions) -> torch.Tensor:
         for position in positions:
             stack = self.stacks[str(position)]
-            h = stack(h, self._rope(stack, h.device))
+            h = stack(h, self.ropes(h.device))
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -1122,14 +1124,14 @@ class Rack(nn.Module):
         weight = self.embed.weight if self.head is None else self.head.weight
         return h @ weight.t()
 
-    def _rope(self, stack: Stack, device):
+    def ropes(self, device: torch.device) -> dict | None:
+        """The RoPE tables (cos, sin) for every head width in the model, on `device`."""
         if self.rope is None:
             return None
-        hd = stack.blocks[0].attn.head_dim
-        cos, sin = self.rope[hd]
-        if cos.device != device:
-            self.rope[hd] = (cos.to(device), sin.to(device))
-        return self.rope[hd]
+        for hd, (cos, sin) in self.rope.items():
+            if cos.device != device:
+                self.rope[hd] = (cos.to(device), sin.to(device))
+        return self.rope
 
 
 def _depth(plan: Plan) -> int:
@@ -1902,7 +1904,7 @@ class StageModel(nn.Module):
         for position in positions:
             stack = self.stack(position)
             with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
-                h = stack(h, self.rack._rope(stack, h.device)).float()
+                h = stack(h, self.rack.ropes(h.device)).float()
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

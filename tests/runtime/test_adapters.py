@@ -149,13 +149,13 @@ def test_merged_weights_compute_what_the_adapters_computed(tmp_path):
     h = torch.randn(2, 16, 32, generator=torch.Generator().manual_seed(0))
     stack = with_adapters.stack(0)
     with torch.no_grad():
-        reference = stack(h, with_adapters.rack._rope(stack, CPU))
+        reference = stack(h, with_adapters.rack.ropes(CPU))
         for layer in adapters.lora_layers(stack).values():
             layer.lora_B["trunk"].weight.zero_()  # the adapter off, its product folded in
         folded = {f"{n}.base_layer.weight": master[f"{n}.weight"]
                   for n in adapters.lora_layers(stack)}  # fmt: skip
         stack.load_state_dict(folded, strict=False)
-        out = stack(h, with_adapters.rack._rope(stack, CPU))
+        out = stack(h, with_adapters.rack.ropes(CPU))
     assert torch.allclose(out, reference, rtol=1e-5, atol=1e-5)
 
 

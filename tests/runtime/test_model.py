@@ -12,6 +12,7 @@ from stackwise_dsl.ir.enums import Init, KernelKind, Mode
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower import to_plan
 from stackwise_dsl.runtime.attention import kernel_average, make_attention
+from stackwise_dsl.runtime.layers import rope_tables
 from stackwise_dsl.runtime.model import Rack
 from tests.conftest import SPECS
 from tests.runtime.helpers import plan_of, spec_with
@@ -197,3 +198,34 @@ def test_parameter_counts_match_the_estimate(path):
     for s in plan.stacks:
         rack.add_stack(s.position, Init.RANDOM)
     assert sum(x.numel() for x in rack.parameters()) == estimate.final_params(plan)
+
+
+def test_blocks_of_different_head_widths_each_get_their_own_rope():
+    """gqa(heads = 32, kv_heads = 8) (head width 4) beside mha(heads = 2) (width 64) in one
+    stack and across stacks: each block rotates with the tables of its own width, so a block
+    gives the output it gives in a model of its width alone."""
+    text = (
+        "model { d_model = 128, context = 16, vocab = 300 }\n"
+        "block narrow { attention = gqa(heads = 32, kv_heads = 8), ffn = swiglu(hidden = 64) }\n"
+        "block wide { attention = mha(heads = 2), ffn = swiglu(hidden = 64) }\n"
+        "stack s = narrow + wide\nstack t = 1 x wide\nobjective = mlm\n"
+        "grow append s + t { steps = 1 }\n"
+    )
+    plan = plan_of(text)
+    torch.manual_seed(0)
+    rack = Rack(plan)
+    for position in range(len(plan.stacks)):
+        rack.add_stack(position, Init.RANDOM)
+    rack.eval()
+    tables = rack.ropes(torch.device("cpu"))
+    assert sorted(tables) == [4, 64]
+    for width in (4, 64):
+        expected = rope_tables(16, width, plan.model.rope_theta)
+        assert all(torch.equal(a, b) for a, b in zip(tables[width], expected, strict=True))
+    h = rack.embed_tokens(torch.randint(0, 256, (2, 16)))
+    with torch.no_grad():
+        out = rack.run_stacks(h, range(2))
+        narrow, wide = rack.stacks["0"].blocks
+        by_hand = rack.stacks["1"].blocks[0](wide(narrow(h, tables), tables), tables)
+    assert out.shape == (2, 16, 128) and torch.isfinite(out).all()
+    assert torch.equal(out, by_hand)
