@@ -64,7 +64,7 @@ def masked_scores(plan, run_dir: Path) -> dict[str, float]:
     from stackwise_dsl.runtime.objectives import Vocabulary, loss_of, make_batch
     from stackwise_dsl.runtime.stage_model import StageModel
 
-    store = checkpoint.load(checkpoint.latest(run_dir))[0]
+    store = checkpoint.load(checkpoint.latest(run_dir), plan)[0]
     stage = plan.stages[-1]
     model = StageModel(plan, stage, store, torch.device("cpu")).eval()
     data = prepare(plan.data, plan.run.seed)

@@ -249,7 +249,7 @@ def run(
         None, "--resume", help="Continue the run in this directory."
     ),
     device: DeviceChoice | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or tables."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines or tables."),
     format: Format = typer.Option(Format.text, "--format", help="json: a summary for scripts."),
 ) -> None:
     """Train a spec stage by stage (or continue a run with --resume)."""
@@ -287,14 +287,16 @@ def run(
 
 
 def _view(plan_, show: bool):
-    """Progress bars when someone is watching; otherwise nothing (a context yielding None)."""
+    """Progress bars on a terminal; a flushed plain line per logged step when stdout is a file
+    or a pipe (nohup, a batch scheduler, `| tee`); nothing when not showing (-q, --format
+    json: a context yielding None)."""
     import contextlib
 
     if not show:
         return contextlib.nullcontext(None)
-    from stackwise_dsl.run_view import RichProgress
+    from stackwise_dsl.run_view import PlainProgress, RichProgress
 
-    return RichProgress(plan_)
+    return RichProgress(plan_) if sys.stdout.isatty() else PlainProgress(plan_, sys.stdout)
 
 
 def _adjust(plan_, max_steps, run_dir, device):
@@ -329,11 +331,9 @@ def _report_run(summaries, where, quiet: bool, format: Format) -> None:
         _Output().json({"run_dir": str(where), "stages": [attrs.asdict(s) for s in summaries]})
         raise typer.Exit(OK)
     if not quiet:
-        from rich.console import Console
+        from stackwise_dsl.run_view import print_summary
 
-        from stackwise_dsl.run_view import summary_table
-
-        Console().print(summary_table(summaries))
+        print_summary(summaries, sys.stdout)
     typer.echo(f"run written to {where}")
     raise typer.Exit(OK)
 

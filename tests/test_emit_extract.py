@@ -135,4 +135,11 @@ def test_a_module_alias_that_a_local_name_would_shadow_is_refused(tmp_path, monk
     real = ex.source_file
     monkeypatch.setattr(ex, "source_file", lambda m: fake if m == "stackwise_dsl.fake" else real(m))
     with pytest.raises(ExtractError, match="also a local name"):
-        extract(["stackwise_dsl.fake", "stackwise_dsl.runtime.checkpoint"], ["f"])
+        extract(
+            [
+                "stackwise_dsl.fake",
+                "stackwise_dsl.runtime.errors",
+                "stackwise_dsl.runtime.checkpoint",
+            ],
+            ["f"],
+        )

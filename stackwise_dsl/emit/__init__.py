@@ -20,6 +20,7 @@ RUNTIME_MODULES = (
     "stackwise_dsl.data.corpus",
     "stackwise_dsl.data.tokenizer",
     "stackwise_dsl.data",
+    "stackwise_dsl.runtime.errors",
     "stackwise_dsl.runtime.seeds",
     "stackwise_dsl.runtime.layers",
     "stackwise_dsl.runtime.attention",

@@ -31,34 +31,75 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
+class PlanFormatError(ValueError):
+    """JSON that is not a plan `to_json` could have written; the message says where."""
+
+
 def from_json(data: Any, cls: type = p.Plan) -> Any:
-    """The plan object of type `cls` that `to_json` wrote."""
-    return _decode(data, cls)
+    """The plan object of type `cls` that `to_json` wrote; PlanFormatError naming the first
+    value of the wrong type or shape (a plan.json edited by hand, or damaged)."""
+    return _decode(data, cls, "plan")
 
 
-def _decode(data: Any, hint: Any) -> Any:
+def _decode(data: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if data is None:
             return None
         if len(options) == 1:
-            return _decode(data, options[0])
+            return _decode(data, options[0], where)
         by_name = {o.__name__: o for o in options}
-        return _decode(data, by_name[data["kind"]])
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if kind not in by_name:
+            raise PlanFormatError(f"{where} is not one of {', '.join(by_name)}")
+        return _decode(data, by_name[kind], where)
     if origin is tuple:
+        if not isinstance(data, list):
+            raise PlanFormatError(f"{where} is {_shown(data)}, not a list")
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(x, args[0]) for x in data)
-        return tuple(_decode(x, a) for x, a in zip(data, args, strict=True))
+            return tuple(_decode(x, args[0], f"{where}[{i}]") for i, x in enumerate(data))
+        if len(data) != len(args):
+            raise PlanFormatError(f"{where} has {len(data)} items, not {len(args)}")
+        return tuple(
+            _decode(x, a, f"{where}[{i}]") for i, (x, a) in enumerate(zip(data, args, strict=True))
+        )
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint(data)
+        try:
+            return hint(data)
+        except ValueError:
+            raise PlanFormatError(f"{where} is {_shown(data)}, not a {hint.__name__}") from None
     if attrs.has(hint):
+        if not isinstance(data, dict):
+            raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
         fields = _hints(hint)
-        return hint(**{name: _decode(data[name], h) for name, h in fields.items()})
-    if hint is float and isinstance(data, int):
+        missing = [name for name in fields if name not in data]
+        if missing:
+            raise PlanFormatError(f"{where} has no `{missing[0]}`")
+        return hint(
+            **{name: _decode(data[name], h, f"{where}.{name}") for name, h in fields.items()}
+        )
+    return _scalar(data, hint, where)
+
+
+_SCALARS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _scalar(data: Any, hint: Any, where: str) -> Any:
+    """A JSON value of the plan's scalar type (ints are accepted as floats, never bools)."""
+    if hint is float and isinstance(data, int) and not isinstance(data, bool):
         return float(data)
+    if hint in _SCALARS and (
+        not isinstance(data, hint) or (hint is not bool and isinstance(data, bool))
+    ):
+        raise PlanFormatError(f"{where} is {_shown(data)}, not {_SCALARS[hint]}")
     return data
+
+
+def _shown(data: Any) -> str:
+    text = repr(data)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @functools.cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from pathlib import Path
 
 import attrs
@@ -18,8 +19,9 @@ from stackwise_dsl import __version__
 from stackwise_dsl.data import DataError, prepare
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.lower.serialize import from_json, to_json
+from stackwise_dsl.lower.serialize import PlanFormatError, from_json, to_json
 from stackwise_dsl.runtime import checkpoint
+from stackwise_dsl.runtime.errors import Damaged
 from stackwise_dsl.runtime.metrics import plot
 from stackwise_dsl.runtime.seeds import derive
 from stackwise_dsl.runtime.train import Diverged, Progress, RunError, StageSummary, Trainer
@@ -45,12 +47,21 @@ def create(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | Non
             f"{run_dir} already holds a run: resume it with --resume {run_dir}, "
             "or pick another --run-dir"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
-    (run_dir / "plan.json").write_text(json.dumps(to_json(plan), indent=1) + "\n", encoding="utf-8")
-    (run_dir / "run.json").write_text(
-        json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
-    )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a directory: pick another --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create the run directory {run_dir} ({e.strerror})") from None
+    try:
+        (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
+        (run_dir / "run.json").write_text(
+            json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
+        )
+        plan_text = json.dumps(to_json(plan), indent=1) + "\n"
+        (run_dir / "plan.json").write_text(plan_text, encoding="utf-8")  # last: marks a run
+    except OSError as e:
+        raise RunError(f"cannot write the run directory {run_dir} ({e.strerror})") from None
     return run_dir
 
 
@@ -64,17 +75,18 @@ def resume(
     return _go(plan, Path(run_dir), last, progress)
 
 
-def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[p.Plan, Path]:
-    """The plan a run was started with (on `device` when given) and its latest checkpoint."""
+def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[p.Plan, Path | None]:
+    """The plan a run was started with (on `device` when given) and its latest checkpoint
+    (None for a run stopped before its first: resuming it starts it again)."""
     run_dir = Path(run_dir)
     plan = load_plan(run_dir)
     if device is not None:
         plan = attrs.evolve(plan, run=attrs.evolve(plan.run, device=device))
     last = checkpoint.latest(run_dir)
-    if last is None:
-        raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
-    state = checkpoint.state_of(last)
-    if state.get("stage_done") and state.get("stage", 0) >= len(plan.stages):
+    if last is None:  # killed before its first checkpoint: it starts again, from its plan
+        return plan, None
+    state = checkpoint.read_state(last, plan)
+    if state["stage_done"] and state["stage"] >= len(plan.stages):
         raise Complete(f"the run in {run_dir} is already complete")
     return plan, last
 
@@ -85,10 +97,16 @@ class Complete(RunError):
 
 def load_plan(run_dir: Path) -> p.Plan:
     """The plan a run was started with (its plan.json)."""
+    file = Path(run_dir) / "plan.json"
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
+    if not file.exists():
+        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
     try:
-        return from_json(json.loads((Path(run_dir) / "plan.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(f"{run_dir} holds no run (its plan.json: {e.__class__.__name__})") from None
+        return from_json(checkpoint.read_json(file))
+    except PlanFormatError as e:
+        raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
+                      "so restore it or start the run again") from None  # fmt: skip
 
 
 def _go(plan: p.Plan, run_dir: Path, resume_from: Path | None, progress) -> list[StageSummary]:
@@ -119,6 +137,8 @@ def start(plan: p.Plan, run_dir: Path, resume_from: Path | None = None,
     )
     if resume_from is not None:
         trainer.restore(resume_from)
+    else:  # from the start, in a new directory or one whose run never reached a checkpoint
+        trainer.metrics.truncate(0)
     return trainer
 
 
@@ -135,9 +155,22 @@ def finishing(trainer: Trainer):
         raise RunError(f"{e}; {where}") from None
     finally:
         if (run_dir / "metrics.jsonl").exists():
-            plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
+            _plot(run_dir)
     summary = json.dumps([attrs.asdict(x) for x in trainer.summaries], indent=1)
-    (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
+    try:
+        (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
+    except OSError as e:
+        raise RunError(f"cannot write {run_dir / 'summary.json'} ({e.strerror})") from None
+
+
+def _plot(run_dir: Path) -> None:
+    """loss.png from metrics.jsonl; a failure to write it is reported unless the run is
+    already stopping for another reason (which it would hide)."""
+    try:
+        plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    except OSError as e:
+        if sys.exc_info()[0] is None:
+            raise RunError(f"cannot write {run_dir / 'loss.png'} ({e.strerror})") from None
 
 
 def _device(device: Device) -> torch.device:

@@ -35,7 +35,12 @@ class Stream:
         return {"epoch": self.epoch, "offset": self.offset}
 
     def restore(self, state: dict) -> None:
-        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        """Continue where `state` left off; ValueError for an offset past the epoch's end."""
+        epoch, offset = int(state["epoch"]), int(state["offset"])
+        if not 0 <= offset < len(self.train) or epoch < 0:
+            raise ValueError(f"the data stream position {state} lies outside the "
+                             f"{len(self.train):,} training windows")  # fmt: skip
+        self.epoch, self.offset = epoch, offset
         self._order = self._permutation(self.epoch)
 
 

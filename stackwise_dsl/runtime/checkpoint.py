@@ -19,7 +19,10 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
+from stackwise_dsl.lower import plan as p
+from stackwise_dsl.runtime.errors import Damaged, RunError
 from stackwise_dsl.runtime.weights import OnDisk, Store
 
 LATEST = "latest.json"
@@ -29,11 +32,38 @@ KEEP_STEP_CHECKPOINTS = 2
 def save(
     run_dir: Path, name: str, store: Store, optimizer: torch.optim.Optimizer | None, state: dict
 ) -> Path:
+    """Write checkpoint `name` and make it current. If it cannot be written (a full disk, a
+    read-only directory), nothing of it is left and the previous checkpoint stays current."""
+    root = run_dir / "checkpoints"
+    tmp = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+        _write(tmp, store, optimizer, state, root)
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_json(run_dir / "checkpoints" / LATEST, {"checkpoint": name})
+    except (OSError, SafetensorError) as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        last = latest(run_dir)
+        kept = (
+            f"the last good checkpoint, {last.name}, is still current"
+            if last
+            else ("no checkpoint was written yet")
+        )
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise RunError(f"cannot write checkpoint {name} in {root} ({why}); {kept}") from None
+    _prune(root, keep=name)
+    return final
+
+
+def _write(tmp: Path, store: Store, optimizer, state: dict, root: Path) -> None:
+    """A checkpoint's files, into the temporary directory `tmp`."""
     from safetensors.torch import save_file
 
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     save_file(store.flat(), str(tmp / "model.safetensors"))
     opt_meta = None
     if optimizer is not None:
@@ -47,24 +77,49 @@ def save(
     }
     _write_json(tmp / "state.json", full)
     _fsync_dir(tmp)
-    final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _write_json(run_dir / "checkpoints" / LATEST, {"checkpoint": name})
-    _prune(root, keep=name)
-    return final
 
 
 def latest(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    pointer = run_dir / "checkpoints" / LATEST
-    try:
-        name = json.loads(pointer.read_text())["checkpoint"]
-    except (OSError, ValueError, KeyError):
+    """The newest complete checkpoint, or None when the run has written none. A latest.json
+    that cannot be read, or names anything but a complete checkpoint of this run, is
+    `Damaged` (it is only ever replaced whole, so that is damage, not a run in progress)."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / LATEST
+    if not pointer.exists():
         return None
-    path = run_dir / "checkpoints" / name
-    return path if (path / "state.json").exists() else None
+    try:
+        name = read_json(pointer).get("checkpoint")
+    except Damaged as e:
+        raise Damaged(f"{e}; {_choices(root)}") from None
+    if isinstance(name, str) and _plain_name(name) and (root / name / "state.json").is_file():
+        return root / name
+    raise Damaged(
+        f"{pointer} names {name!r}, which is not a complete checkpoint of this run; "
+        + _choices(root)
+    )
+
+
+def _plain_name(name: str) -> bool:
+    """A checkpoint's directory name: one path component, not hidden."""
+    return (
+        name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and (not name.startswith("."))
+    )
+
+
+def _choices(root: Path) -> str:
+    """What a person can do about a damaged latest.json."""
+    names = sorted(
+        c.name for c in root.iterdir() if _plain_name(c.name) and (c / "state.json").is_file()
+    )
+    if not names:
+        return "there is no complete checkpoint to resume from: start the run again"
+    return (
+        f"complete checkpoints: {', '.join(names)}; to resume from the newest, write "
+        f'{{"checkpoint": "{names[-1]}"}} into {root / LATEST}'
+    )
 
 
 def is_stage_end(path: Path) -> bool:
@@ -72,27 +127,212 @@ def is_stage_end(path: Path) -> bool:
 
 
 def state_of(path: Path) -> dict:
-    """A checkpoint's state.json ({} when it cannot be read)."""
+    """A checkpoint's state.json ({} when it cannot be read; `load` says why)."""
     try:
-        state = json.loads((path / "state.json").read_text())
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return state if isinstance(state, dict) else {}
 
 
-def load(path: Path) -> tuple[Store, dict | None, dict, torch.Tensor]:
-    """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint."""
+def read_json(path: Path) -> dict:
+    """A JSON object from a run directory's file, or `Damaged` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Damaged(f"{path} is missing") from None
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError among them
+        raise Damaged(f"{path} cannot be read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise Damaged(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+# state.json: each field and what it must hold
+_COUNTS = ("stage", "step", "global_step", "metrics_lines")
+_SUMMARY = {"stage": int, "kind": str, "steps": int, "train_loss": float, "val_loss": float,
+            "seconds": float, "trainable": int, "tokens_per_s": float}  # fmt: skip
+
+
+def read_state(path: Path, plan: p.Plan) -> dict:
+    """A checkpoint's state.json, every field checked against what `save` writes and the
+    run's plan, or `Damaged` naming the first field that is wrong."""
+    file = path / "state.json"
+    state = read_json(file)
+
+    def wrong(what: str) -> Damaged:
+        return Damaged(f"{file} is damaged: {what}; resume from another checkpoint "
+                       f"(point {path.parent / LATEST} at it) or start the run again")  # fmt: skip
+
+    for key in (*_COUNTS, "stage_done", "stream", "rng", "stacks_on_disk"):
+        if key not in state:
+            raise wrong(f"it has no `{key}`")
+    for key, default in (("summaries", []), ("optimizer", None), ("scaler", None),
+                         ("window", None)):  # fmt: skip
+        state.setdefault(key, default)  # runs written before these were kept
+    for key in _COUNTS:
+        if not _count(state[key]):
+            raise wrong(f"`{key}` is {state[key]!r}, not a whole number >= 0")
+    if not 1 <= state["stage"] <= len(plan.stages):
+        raise wrong(f"`stage` is {state['stage']}, but the plan has {len(plan.stages)} stages")
+    if state["step"] > plan.stages[state["stage"] - 1].steps:
+        raise wrong(f"`step` is {state['step']}, past the end of stage {state['stage']}")
+    if not isinstance(state["stage_done"], bool):
+        raise wrong(f"`stage_done` is {state['stage_done']!r}, not true or false")
+    stream = state["stream"]
+    if not (isinstance(stream, dict) and set(stream) == {"epoch", "offset"}
+            and all(_count(v) for v in stream.values())):  # fmt: skip
+        raise wrong(f"`stream` is {stream!r}, not {{epoch, offset}} whole numbers >= 0")
+    if not (isinstance(state["summaries"], list) and all(map(_summary, state["summaries"]))):
+        raise wrong("`summaries` is not a list of stage summaries")
+    _check_optional(state, wrong)
+    _check_on_disk(state["stacks_on_disk"], path, plan, wrong)
+    state["rng"] = _rng(state["rng"], wrong)
+    return state
+
+
+def _check_optional(state: dict, wrong) -> None:
+    """The fields only some checkpoints fill: optimizer and scaler state, the log window."""
+    for key in ("optimizer", "scaler", "window"):
+        if not isinstance(state[key], dict | None):
+            raise wrong(f"`{key}` is {state[key]!r}, not an object or null")
+    optimizer, window = state["optimizer"], state["window"]
+    if optimizer is not None and not (
+        isinstance(optimizer.get("param_groups"), list)
+        and isinstance(optimizer.get("scalars"), dict)
+    ):
+        raise wrong("`optimizer` lacks its param_groups or scalars")
+    if window is not None and not (
+        set(window) == {"losses", "tokens"} and _count(window["tokens"])
+        and isinstance(window["losses"], list)
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in window["losses"])
+    ):  # fmt: skip
+        raise wrong("`window` is not the losses and tokens since the last log")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _summary(entry) -> bool:
+    if not (isinstance(entry, dict) and set(entry) == set(_SUMMARY)):
+        return False
+    for key, kind in _SUMMARY.items():
+        value = entry[key]
+        if key == "val_loss" and value is None:
+            continue
+        ok = isinstance(value, int | float) if kind is float else isinstance(value, kind)
+        if not ok or isinstance(value, bool):
+            return False
+    return True
+
+
+def _check_on_disk(on_disk, path: Path, plan: p.Plan, wrong) -> None:
+    """`stacks_on_disk` maps stack positions of the plan to model files of this run's other
+    checkpoints: never a path that leaves the run's checkpoints directory."""
+    if not isinstance(on_disk, dict):
+        raise wrong(f"`stacks_on_disk` is {on_disk!r}, not an object")
+    root = path.parent.resolve()
+    for position, file in on_disk.items():
+        if not (position.isdigit() and int(position) < len(plan.stacks)):
+            raise wrong(f"`stacks_on_disk` names stack {position!r}, which the plan has not")
+        if not isinstance(file, str):
+            raise wrong(f"`stacks_on_disk` gives {file!r} for stack {position}, not a path")
+        target = (path.parent / file).resolve()
+        if not target.is_relative_to(root) or target.name != "model.safetensors":
+            raise wrong(f"`stacks_on_disk` points outside this run's checkpoints ({file})")
+        if not target.is_file():
+            raise wrong(f"`stacks_on_disk` names {file}, which does not exist")
+
+
+def _rng(text, wrong) -> torch.Tensor:
+    """The torch RNG state saved as base64: exactly as many bytes as this torch's state."""
+    try:
+        data = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+    except ValueError:
+        data = None
+    size = torch.get_rng_state().numel()
+    if data is None or len(data) != size:
+        raise wrong(f"`rng` is not the base64 of a {size}-byte torch RNG state")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+def load(path: Path, plan: p.Plan) -> tuple[Store, dict | None, dict, torch.Tensor]:
+    """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint, each
+    file checked before anything uses it; `Damaged` names the first that is wrong."""
+    state = read_state(path, plan)
+    try:
+        store = Store.from_flat(_tensors(path / "model.safetensors"))
+    except ValueError as e:
+        raise Damaged(f"{path / 'model.safetensors'} is not a checkpoint's model: {e}") from None
+    for position, file in state["stacks_on_disk"].items():
+        try:
+            store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
+        except (OSError, KeyError, SafetensorError) as e:
+            raise Damaged(f"{path.parent / file} (which {path / 'state.json'} refers to) "
+                          f"cannot be read: {e}") from None  # fmt: skip
+    verify(store, plan, path / "model.safetensors")
+    optimizer = None
+    if state["optimizer"] is not None:
+        tensors = _tensors(path / "optimizer.safetensors")
+        try:
+            optimizer = _join(tensors, state["optimizer"])
+        except (ValueError, KeyError, IndexError) as e:
+            raise Damaged(f"{path / 'optimizer.safetensors'} does not match the optimizer "
+                          f"state in {path / 'state.json'} ({e})") from None  # fmt: skip
+    return store, optimizer, state, state["rng"]
+
+
+def _tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or `Damaged` naming it."""
     from safetensors.torch import load_file
 
-    state = json.loads((path / "state.json").read_text())
-    store = Store.from_flat(load_file(str(path / "model.safetensors")))
-    for position, file in state.get("stacks_on_disk", {}).items():
-        store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
-    optimizer = None
-    if state.get("optimizer") is not None:
-        optimizer = _join(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
-    rng = torch.frombuffer(bytearray(base64.b64decode(state["rng"])), dtype=torch.uint8).clone()
-    return store, optimizer, state, rng
+    try:
+        tensors = load_file(str(file))
+    except FileNotFoundError:
+        raise Damaged(f"{file} is missing; resume from another checkpoint or start the run "
+                      "again") from None  # fmt: skip
+    except (OSError, SafetensorError) as e:
+        raise Damaged(f"{file} is damaged ({e}); resume from another checkpoint or start the "
+                      "run again") from None  # fmt: skip
+    return tensors
+
+
+def verify(store: Store, plan: p.Plan, file: Path) -> None:
+    """Every stored tensor is one the plan's model has, with its shape, and every stack and
+    shared weight the model needs is there (checked on the meta device: nothing allocated)."""
+    from stackwise_dsl.runtime.model import Rack, Stack
+
+    with torch.device("meta"):
+        shared = {k: v.shape for k, v in Rack(plan).state_dict().items()}
+        wanted = {f"shared/{k}": v for k, v in shared.items()}
+        for position in store.stacks:
+            if not 0 <= position < len(plan.stacks):
+                raise Damaged(f"{file} holds stack {position}, which the plan has not")
+            stack = Stack(plan.stacks[position], plan.model, plan.run.seed)
+            wanted |= {f"stack/{position}/{k}": v.shape for k, v in stack.state_dict().items()}
+    held = {f"shared/{k}": v.shape for k, v in store.shared.items()}
+    for position, state in store.stacks.items():
+        held |= {f"stack/{position}/{k}": _shape(state, k) for k in state}
+    for key in sorted(set(held) | set(wanted)):
+        if key not in wanted:
+            raise Damaged(f"{file} holds `{key}`, which the plan's model has not: the "
+                          "checkpoint is damaged or from another spec")  # fmt: skip
+        if key not in held:
+            raise Damaged(f"{file} lacks `{key}`: the checkpoint is damaged")
+        if tuple(held[key]) != tuple(wanted[key]):
+            raise Damaged(f"{file} holds `{key}` of shape {tuple(held[key])}, but the plan's "
+                          f"model has {tuple(wanted[key])}: the checkpoint is damaged or from "
+                          "another spec")  # fmt: skip
+    for (position, name), _ in store.adapters.items():
+        if not (0 <= position < len(plan.stacks) and name in ("stack", "trunk")):
+            raise Damaged(f"{file} holds an adapter `{name}` for stack {position}, which the "
+                          "plan has not")  # fmt: skip
+
+
+def _shape(state, key: str) -> tuple[int, ...]:
+    """A stored tensor's shape, without reading it when it lies on disk."""
+    return tuple(state.shape_of(key)) if isinstance(state, OnDisk) else tuple(state[key].shape)
 
 
 def _relative(file: Path, root: Path) -> str:

@@ -75,6 +75,7 @@ def merge_store(store: Store, plan: p.Plan, upto_stage: int) -> list[tuple[int, 
 def export(run_dir: Path, out: Path) -> dict:
     """Write the latest checkpoint's model with its adapters merged, as one safetensors file
     of plain weights (`shared/...`, `stack/N/...`). Returns what was written."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     from stackwise_dsl.lower.serialize import to_json
@@ -84,11 +85,20 @@ def export(run_dir: Path, out: Path) -> dict:
     last = checkpoint.latest(Path(run_dir))
     if last is None:
         raise MergeError(f"{run_dir} has no checkpoint to export")
-    store, _, state, _ = checkpoint.load(last)
+    store, _, state, _ = checkpoint.load(last, plan)
     adapters = merge_store(store, plan, state["stage"])
     tensors = store.flat(with_on_disk=True)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.is_dir():
+        raise MergeError(
+            f"{out} is a directory: give the file to write, e.g. {out / 'model.safetensors'}"
+        )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MergeError(
+            f"cannot write {out}: its folder {out.parent} cannot be made ({e.strerror})"
+        ) from None
     tmp = out.with_name(out.name + ".tmp")
     info = {
         "checkpoint": last.name,
@@ -98,6 +108,10 @@ def export(run_dir: Path, out: Path) -> dict:
         "parameters": sum(t.numel() for t in tensors.values()),
     }
     metadata = {"plan": json.dumps(to_json(plan)), "export": json.dumps(info)}
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(out)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.replace(out)
+    except (OSError, SafetensorError) as e:
+        tmp.unlink(missing_ok=True)
+        raise MergeError(f"cannot write {out} ({e})") from None
     return {"file": str(out), **info}

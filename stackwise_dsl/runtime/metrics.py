@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
+
+from stackwise_dsl.runtime.errors import RunError
 
 
 class Metrics:
@@ -15,8 +18,11 @@ class Metrics:
             self.lines = sum(1 for _ in path.open(encoding="utf-8"))
 
     def write(self, record: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise RunError(f"cannot write {self.path} ({e.strerror})") from None
         self.lines += 1
 
     def truncate(self, lines: int) -> None:
@@ -27,8 +33,13 @@ class Metrics:
             else []
         )
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise RunError(f"cannot write {self.path} ({e.strerror})") from None
         self.lines = len(kept)
 
 
@@ -53,6 +64,8 @@ def plot(metrics_path: Path, out: Path) -> None:
     records = read(metrics_path)
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
+    if not train:  # stopped before its first log line: nothing to draw
+        return
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     stages = sorted({r["stage"] for r in train})
     for stage in stages:

@@ -22,6 +22,7 @@ from stackwise_dsl.lower.dispatch import cache_key, merge_key, pick
 from stackwise_dsl.runtime import adapters, checkpoint, heap, optim
 from stackwise_dsl.runtime.batches import Stream, eval_ids
 from stackwise_dsl.runtime.cache import ActivationCache
+from stackwise_dsl.runtime.errors import Damaged, RunError
 from stackwise_dsl.runtime.merge import merge_store
 from stackwise_dsl.runtime.metrics import Metrics
 from stackwise_dsl.runtime.objectives import Batch, Vocabulary, loss_of, make_batch, noise
@@ -33,10 +34,6 @@ from stackwise_dsl.runtime.stage_model import (
     input_parameters,
 )
 from stackwise_dsl.runtime.weights import Store
-
-
-class RunError(Exception):
-    """A run that cannot go on, with a message for the person who started it."""
 
 
 @attrs.frozen(kw_only=True)
@@ -75,6 +72,7 @@ class Trainer:
     trunk_forwards: int = 0  # windows the cache had to run the trunk for (tests read it)
     rng_after_build: torch.Tensor | None = None  # a mid-stage checkpoint's RNG state
     scaler_state: dict | None = None  # a mid-stage checkpoint's loss scale (fp16 on CUDA)
+    window_state: dict | None = None  # a mid-stage checkpoint's losses since its last log
     scaler: LossScaler = attrs.field(factory=lambda: LossScaler(enabled=False))
     resume_at: tuple[int, int, dict | None] = (1, 0, None)  # (stage, step, optimizer state)
     # the summaries of the stages done, in order (a resumed run's from its checkpoint)
@@ -107,18 +105,22 @@ class Trainer:
         RNG state is restored where it was saved: before the next stage's model is built
         (stage end) or after this stage's is (mid-stage), since building a model draws from
         torch's generator."""
-        store, opt_state, state, rng = checkpoint.load(path)
+        store, opt_state, state, rng = checkpoint.load(path, self.plan)
+        try:
+            self.stream.restore(state["stream"])
+        except ValueError as e:
+            raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
         self.store = store
-        self.stream.restore(state["stream"])
         self.global_step = state["global_step"]
         self.metrics.truncate(state["metrics_lines"])
-        self.summaries = [StageSummary(**x) for x in state.get("summaries", [])]
+        self.summaries = [StageSummary(**x) for x in state["summaries"]]
         if state["stage_done"]:
             torch.set_rng_state(rng)
             self.resume_at = (state["stage"] + 1, 0, None)
             return
         self.rng_after_build = rng
-        self.scaler_state = state.get("scaler")
+        self.scaler_state = state["scaler"]
+        self.window_state = state["window"]
         self.resume_at = (state["stage"], state["step"], opt_state)
 
     # --- one stage ---
@@ -137,8 +139,14 @@ class Trainer:
         opt = optim.build(self.plan.optimizer, self._groups(model, stage))
         self.scaler = LossScaler.for_stage(stage.parts, self.device)
         if opt_state is not None:
-            opt.load_state_dict(opt_state)
-            self.scaler.restore(self.scaler_state)
+            try:
+                opt.load_state_dict(opt_state)
+                self.scaler.restore(self.scaler_state)
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise Damaged(
+                    f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
+                    f"optimizer ({e}); resume from a stage-end checkpoint or start again"
+                ) from None
         if self.rng_after_build is not None:
             torch.set_rng_state(self.rng_after_build)
             self.rng_after_build = None
@@ -146,6 +154,9 @@ class Trainer:
         cache = self._cache(stage)
         self.progress.stage_started(stage, start_step)
         started, window = time.perf_counter(), _Window()
+        if start_step > 0 and self.window_state is not None:
+            window.resume(self.window_state)  # the next log line averages the same steps
+            self.window_state = None
         loss = math.nan
         for step in range(start_step + 1, stage.steps + 1):
             optim.set_lr(opt, self.plan.optimizer, step, stage.steps)
@@ -205,7 +216,7 @@ class Trainer:
             self._record_eval(stage, step, self._evaluate(model, stage))
         if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
             model.capture(self.store)
-            self._save(opt, stage, step, done=False)
+            self._save(opt, stage, step, done=False, window=window.state())
 
     def _step(self, model: StageModel, stage: p.Stage, step: int, cache) -> float:
         accumulate = self.plan.optimizer.accumulate
@@ -285,7 +296,7 @@ class Trainer:
                 "global_step": self.global_step, "val_loss": val,
             })  # fmt: skip
 
-    def _save(self, opt, stage: p.Stage, step: int, *, done: bool) -> None:
+    def _save(self, opt, stage: p.Stage, step: int, *, done: bool, window=None) -> None:
         """Checkpoint the store, which must be finite: a loss is measured before the update
         that may break the weights, so weights are checked too before they are kept."""
         flat = self.store.flat()
@@ -299,7 +310,7 @@ class Trainer:
             "stage": stage.number, "step": step, "stage_done": done,
             "global_step": self.global_step, "stream": self.stream.state(),
             "metrics_lines": self.metrics.lines, "scaler": self.scaler.state(),
-            "summaries": [attrs.asdict(x) for x in self.summaries],
+            "summaries": [attrs.asdict(x) for x in self.summaries], "window": window,
         }  # fmt: skip
         name = f"stage{stage.number:03d}-step{step:07d}"
         checkpoint.save(self.run_dir, name, self.store, None if done else opt, state)
@@ -390,6 +401,13 @@ class _Window:
         self.losses.append(loss)
         self.tokens += tokens
         self.total_tokens += tokens
+
+    def state(self) -> dict:
+        """What a mid-stage checkpoint keeps: the losses and tokens since the last log."""
+        return {"losses": list(self.losses), "tokens": self.tokens}
+
+    def resume(self, state: dict) -> None:
+        self.losses, self.tokens = list(state["losses"]), state["tokens"]
 
     def flush(self) -> tuple[float, float]:
         now = time.perf_counter()

@@ -49,6 +49,13 @@ class OnDisk(Mapping):
     def __len__(self) -> int:
         return len(self._keys)
 
+    def shape_of(self, key: str) -> list[int]:
+        """A tensor's shape, read from the file's header alone."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.file), framework="pt") as f:
+            return f.get_slice(self.prefix + key).get_shape()
+
     def items(self):  # one open of the file for all of them
         return self._read(self._keys).items()
 
@@ -91,18 +98,20 @@ class Store:
 
     @classmethod
     def from_flat(cls, tensors: dict[str, torch.Tensor]) -> Store:
+        """The store `flat` wrote; ValueError for a key it never writes."""
         store = cls()
         for key, value in tensors.items():
             kind, _, rest = key.partition("/")
-            if kind == "shared":
+            position, _, name = rest.partition("/")
+            if kind == "shared" and rest:
                 store.shared[rest] = value
-            elif kind == "stack":
-                position, _, name = rest.partition("/")
+            elif kind == "stack" and position.isdigit() and name:
                 store.stacks.setdefault(int(position), {})[name] = value
-            else:
-                position, _, rest = rest.partition("/")
-                adapter, _, name = rest.partition("/")
+            elif kind == "adapter" and position.isdigit() and "/" in name:
+                adapter, _, name = name.partition("/")
                 store.adapters.setdefault((int(position), adapter), {})[name] = value
+            else:
+                raise ValueError(f"`{key}` is not a shared, stack or adapter weight")
         return store
 
 

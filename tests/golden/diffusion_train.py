@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -1071,34 +1072,75 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
+class PlanFormatError(ValueError):
+    """JSON that is not a plan `to_json` could have written; the message says where."""
+
+
 def from_json(data: Any, cls: type = Plan) -> Any:
-    """The plan object of type `cls` that `to_json` wrote."""
-    return _decode(data, cls)
+    """The plan object of type `cls` that `to_json` wrote; PlanFormatError naming the first
+    value of the wrong type or shape (a plan.json edited by hand, or damaged)."""
+    return _decode(data, cls, "plan")
 
 
-def _decode(data: Any, hint: Any) -> Any:
+def _decode(data: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if data is None:
             return None
         if len(options) == 1:
-            return _decode(data, options[0])
+            return _decode(data, options[0], where)
         by_name = {o.__name__: o for o in options}
-        return _decode(data, by_name[data["kind"]])
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if kind not in by_name:
+            raise PlanFormatError(f"{where} is not one of {', '.join(by_name)}")
+        return _decode(data, by_name[kind], where)
     if origin is tuple:
+        if not isinstance(data, list):
+            raise PlanFormatError(f"{where} is {_shown(data)}, not a list")
         args = typing.get_args(hint)
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(x, args[0]) for x in data)
-        return tuple(_decode(x, a) for x, a in zip(data, args, strict=True))
+            return tuple(_decode(x, args[0], f"{where}[{i}]") for i, x in enumerate(data))
+        if len(data) != len(args):
+            raise PlanFormatError(f"{where} has {len(data)} items, not {len(args)}")
+        return tuple(
+            _decode(x, a, f"{where}[{i}]") for i, (x, a) in enumerate(zip(data, args, strict=True))
+        )
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint(data)
+        try:
+            return hint(data)
+        except ValueError:
+            raise PlanFormatError(f"{where} is {_shown(data)}, not a {hint.__name__}") from None
     if dataclasses.is_dataclass(hint):
+        if not isinstance(data, dict):
+            raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
         fields = _hints(hint)
-        return hint(**{name: _decode(data[name], h) for name, h in fields.items()})
-    if hint is float and isinstance(data, int):
+        missing = [name for name in fields if name not in data]
+        if missing:
+            raise PlanFormatError(f"{where} has no `{missing[0]}`")
+        return hint(
+            **{name: _decode(data[name], h, f"{where}.{name}") for name, h in fields.items()}
+        )
+    return _scalar(data, hint, where)
+
+
+_SCALARS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _scalar(data: Any, hint: Any, where: str) -> Any:
+    """A JSON value of the plan's scalar type (ints are accepted as floats, never bools)."""
+    if hint is float and isinstance(data, int) and not isinstance(data, bool):
         return float(data)
+    if hint in _SCALARS and (
+        not isinstance(data, hint) or (hint is not bool and isinstance(data, bool))
+    ):
+        raise PlanFormatError(f"{where} is {_shown(data)}, not {_SCALARS[hint]}")
     return data
+
+
+def _shown(data: Any) -> str:
+    text = repr(data)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @functools.cache
@@ -1275,6 +1317,15 @@ def split(count: int, validation: float) -> tuple[np.ndarray, np.ndarray]:
             f"of {validation} and still train"
         )
     return ids[~held], ids[held]
+
+
+class RunError(Exception):
+    """A run that cannot go on, with a message for the person who started it."""
+
+
+class Damaged(RunError):
+    """A file of a run directory that cannot be used as it is; the message names the file,
+    what is wrong with it and what to do. Nothing has been changed when it is raised."""
 
 
 def derive(seed: int, *names) -> int:
@@ -1815,6 +1866,13 @@ class OnDisk(Mapping):
     def __len__(self) -> int:
         return len(self._keys)
 
+    def shape_of(self, key: str) -> list[int]:
+        """A tensor's shape, read from the file's header alone."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.file), framework="pt") as f:
+            return f.get_slice(self.prefix + key).get_shape()
+
     def items(self):  # one open of the file for all of them
         return self._read(self._keys).items()
 
@@ -1857,18 +1915,20 @@ class Store:
 
     @classmethod
     def from_flat(cls, tensors: dict[str, torch.Tensor]) -> Store:
+        """The store `flat` wrote; ValueError for a key it never writes."""
         store = cls()
         for key, value in tensors.items():
             kind, _, rest = key.partition("/")
-            if kind == "shared":
+            position, _, name = rest.partition("/")
+            if kind == "shared" and rest:
                 store.shared[rest] = value
-            elif kind == "stack":
-                position, _, name = rest.partition("/")
+            elif kind == "stack" and position.isdigit() and name:
                 store.stacks.setdefault(int(position), {})[name] = value
-            else:
-                position, _, rest = rest.partition("/")
-                adapter, _, name = rest.partition("/")
+            elif kind == "adapter" and position.isdigit() and "/" in name:
+                adapter, _, name = name.partition("/")
                 store.adapters.setdefault((int(position), adapter), {})[name] = value
+            else:
+                raise ValueError(f"`{key}` is not a shared, stack or adapter weight")
         return store
 
 
@@ -1921,11 +1981,38 @@ KEEP_STEP_CHECKPOINTS = 2
 def save(
     run_dir: Path, name: str, store: Store, optimizer: torch.optim.Optimizer | None, state: dict
 ) -> Path:
+    """Write checkpoint `name` and make it current. If it cannot be written (a full disk, a
+    read-only directory), nothing of it is left and the previous checkpoint stays current."""
+    root = run_dir / "checkpoints"
+    tmp = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+        _write(tmp, store, optimizer, state, root)
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_json(run_dir / "checkpoints" / LATEST, {"checkpoint": name})
+    except (OSError, SafetensorError) as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        last = latest(run_dir)
+        kept = (
+            f"the last good checkpoint, {last.name}, is still current"
+            if last
+            else ("no checkpoint was written yet")
+        )
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise RunError(f"cannot write checkpoint {name} in {root} ({why}); {kept}") from None
+    _prune(root, keep=name)
+    return final
+
+
+def _write(tmp: Path, store: Store, optimizer, state: dict, root: Path) -> None:
+    """A checkpoint's files, into the temporary directory `tmp`."""
     from safetensors.torch import save_file
 
-    root = run_dir / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
     save_file(store.flat(), str(tmp / "model.safetensors"))
     opt_meta = None
     if optimizer is not None:
@@ -1939,24 +2026,49 @@ def save(
     }
     _write_json(tmp / "state.json", full)
     _fsync_dir(tmp)
-    final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _write_json(run_dir / "checkpoints" / LATEST, {"checkpoint": name})
-    _prune(root, keep=name)
-    return final
 
 
 def latest(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint, or None."""
-    pointer = run_dir / "checkpoints" / LATEST
-    try:
-        name = json.loads(pointer.read_text())["checkpoint"]
-    except (OSError, ValueError, KeyError):
+    """The newest complete checkpoint, or None when the run has written none. A latest.json
+    that cannot be read, or names anything but a complete checkpoint of this run, is
+    `Damaged` (it is only ever replaced whole, so that is damage, not a run in progress)."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / LATEST
+    if not pointer.exists():
         return None
-    path = run_dir / "checkpoints" / name
-    return path if (path / "state.json").exists() else None
+    try:
+        name = read_json(pointer).get("checkpoint")
+    except Damaged as e:
+        raise Damaged(f"{e}; {_choices(root)}") from None
+    if isinstance(name, str) and _plain_name(name) and (root / name / "state.json").is_file():
+        return root / name
+    raise Damaged(
+        f"{pointer} names {name!r}, which is not a complete checkpoint of this run; "
+        + _choices(root)
+    )
+
+
+def _plain_name(name: str) -> bool:
+    """A checkpoint's directory name: one path component, not hidden."""
+    return (
+        name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and (not name.startswith("."))
+    )
+
+
+def _choices(root: Path) -> str:
+    """What a person can do about a damaged latest.json."""
+    names = sorted(
+        c.name for c in root.iterdir() if _plain_name(c.name) and (c / "state.json").is_file()
+    )
+    if not names:
+        return "there is no complete checkpoint to resume from: start the run again"
+    return (
+        f"complete checkpoints: {', '.join(names)}; to resume from the newest, write "
+        f'{{"checkpoint": "{names[-1]}"}} into {root / LATEST}'
+    )
 
 
 def is_stage_end(path: Path) -> bool:
@@ -1964,27 +2076,212 @@ def is_stage_end(path: Path) -> bool:
 
 
 def state_of(path: Path) -> dict:
-    """A checkpoint's state.json ({} when it cannot be read)."""
+    """A checkpoint's state.json ({} when it cannot be read; `load` says why)."""
     try:
-        state = json.loads((path / "state.json").read_text())
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return state if isinstance(state, dict) else {}
 
 
-def load(path: Path) -> tuple[Store, dict | None, dict, torch.Tensor]:
-    """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint."""
+def read_json(path: Path) -> dict:
+    """A JSON object from a run directory's file, or `Damaged` naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Damaged(f"{path} is missing") from None
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError among them
+        raise Damaged(f"{path} cannot be read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise Damaged(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+_COUNTS = ("stage", "step", "global_step", "metrics_lines")
+
+
+_SUMMARY = {"stage": int, "kind": str, "steps": int, "train_loss": float, "val_loss": float,
+            "seconds": float, "trainable": int, "tokens_per_s": float}  # fmt: skip
+
+
+def read_state(path: Path, plan: Plan) -> dict:
+    """A checkpoint's state.json, every field checked against what `save` writes and the
+    run's plan, or `Damaged` naming the first field that is wrong."""
+    file = path / "state.json"
+    state = read_json(file)
+
+    def wrong(what: str) -> Damaged:
+        return Damaged(f"{file} is damaged: {what}; resume from another checkpoint "
+                       f"(point {path.parent / LATEST} at it) or start the run again")  # fmt: skip
+
+    for key in (*_COUNTS, "stage_done", "stream", "rng", "stacks_on_disk"):
+        if key not in state:
+            raise wrong(f"it has no `{key}`")
+    for key, default in (("summaries", []), ("optimizer", None), ("scaler", None),
+                         ("window", None)):  # fmt: skip
+        state.setdefault(key, default)  # runs written before these were kept
+    for key in _COUNTS:
+        if not _count(state[key]):
+            raise wrong(f"`{key}` is {state[key]!r}, not a whole number >= 0")
+    if not 1 <= state["stage"] <= len(plan.stages):
+        raise wrong(f"`stage` is {state['stage']}, but the plan has {len(plan.stages)} stages")
+    if state["step"] > plan.stages[state["stage"] - 1].steps:
+        raise wrong(f"`step` is {state['step']}, past the end of stage {state['stage']}")
+    if not isinstance(state["stage_done"], bool):
+        raise wrong(f"`stage_done` is {state['stage_done']!r}, not true or false")
+    stream = state["stream"]
+    if not (isinstance(stream, dict) and set(stream) == {"epoch", "offset"}
+            and all(_count(v) for v in stream.values())):  # fmt: skip
+        raise wrong(f"`stream` is {stream!r}, not {{epoch, offset}} whole numbers >= 0")
+    if not (isinstance(state["summaries"], list) and all(map(_summary, state["summaries"]))):
+        raise wrong("`summaries` is not a list of stage summaries")
+    _check_optional(state, wrong)
+    _check_on_disk(state["stacks_on_disk"], path, plan, wrong)
+    state["rng"] = _rng(state["rng"], wrong)
+    return state
+
+
+def _check_optional(state: dict, wrong) -> None:
+    """The fields only some checkpoints fill: optimizer and scaler state, the log window."""
+    for key in ("optimizer", "scaler", "window"):
+        if not isinstance(state[key], dict | None):
+            raise wrong(f"`{key}` is {state[key]!r}, not an object or null")
+    optimizer, window = state["optimizer"], state["window"]
+    if optimizer is not None and not (
+        isinstance(optimizer.get("param_groups"), list)
+        and isinstance(optimizer.get("scalars"), dict)
+    ):
+        raise wrong("`optimizer` lacks its param_groups or scalars")
+    if window is not None and not (
+        set(window) == {"losses", "tokens"} and _count(window["tokens"])
+        and isinstance(window["losses"], list)
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in window["losses"])
+    ):  # fmt: skip
+        raise wrong("`window` is not the losses and tokens since the last log")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _summary(entry) -> bool:
+    if not (isinstance(entry, dict) and set(entry) == set(_SUMMARY)):
+        return False
+    for key, kind in _SUMMARY.items():
+        value = entry[key]
+        if key == "val_loss" and value is None:
+            continue
+        ok = isinstance(value, int | float) if kind is float else isinstance(value, kind)
+        if not ok or isinstance(value, bool):
+            return False
+    return True
+
+
+def _check_on_disk(on_disk, path: Path, plan: Plan, wrong) -> None:
+    """`stacks_on_disk` maps stack positions of the plan to model files of this run's other
+    checkpoints: never a path that leaves the run's checkpoints directory."""
+    if not isinstance(on_disk, dict):
+        raise wrong(f"`stacks_on_disk` is {on_disk!r}, not an object")
+    root = path.parent.resolve()
+    for position, file in on_disk.items():
+        if not (position.isdigit() and int(position) < len(plan.stacks)):
+            raise wrong(f"`stacks_on_disk` names stack {position!r}, which the plan has not")
+        if not isinstance(file, str):
+            raise wrong(f"`stacks_on_disk` gives {file!r} for stack {position}, not a path")
+        target = (path.parent / file).resolve()
+        if not target.is_relative_to(root) or target.name != "model.safetensors":
+            raise wrong(f"`stacks_on_disk` points outside this run's checkpoints ({file})")
+        if not target.is_file():
+            raise wrong(f"`stacks_on_disk` names {file}, which does not exist")
+
+
+def _rng(text, wrong) -> torch.Tensor:
+    """The torch RNG state saved as base64: exactly as many bytes as this torch's state."""
+    try:
+        data = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+    except ValueError:
+        data = None
+    size = torch.get_rng_state().numel()
+    if data is None or len(data) != size:
+        raise wrong(f"`rng` is not the base64 of a {size}-byte torch RNG state")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+def load(path: Path, plan: Plan) -> tuple[Store, dict | None, dict, torch.Tensor]:
+    """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint, each
+    file checked before anything uses it; `Damaged` names the first that is wrong."""
+    state = read_state(path, plan)
+    try:
+        store = Store.from_flat(_tensors(path / "model.safetensors"))
+    except ValueError as e:
+        raise Damaged(f"{path / 'model.safetensors'} is not a checkpoint's model: {e}") from None
+    for position, file in state["stacks_on_disk"].items():
+        try:
+            store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
+        except (OSError, KeyError, SafetensorError) as e:
+            raise Damaged(f"{path.parent / file} (which {path / 'state.json'} refers to) "
+                          f"cannot be read: {e}") from None  # fmt: skip
+    verify(store, plan, path / "model.safetensors")
+    optimizer = None
+    if state["optimizer"] is not None:
+        tensors = _tensors(path / "optimizer.safetensors")
+        try:
+            optimizer = _join(tensors, state["optimizer"])
+        except (ValueError, KeyError, IndexError) as e:
+            raise Damaged(f"{path / 'optimizer.safetensors'} does not match the optimizer "
+                          f"state in {path / 'state.json'} ({e})") from None  # fmt: skip
+    return store, optimizer, state, state["rng"]
+
+
+def _tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or `Damaged` naming it."""
     from safetensors.torch import load_file
 
-    state = json.loads((path / "state.json").read_text())
-    store = Store.from_flat(load_file(str(path / "model.safetensors")))
-    for position, file in state.get("stacks_on_disk", {}).items():
-        store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
-    optimizer = None
-    if state.get("optimizer") is not None:
-        optimizer = _join(load_file(str(path / "optimizer.safetensors")), state["optimizer"])
-    rng = torch.frombuffer(bytearray(base64.b64decode(state["rng"])), dtype=torch.uint8).clone()
-    return store, optimizer, state, rng
+    try:
+        tensors = load_file(str(file))
+    except FileNotFoundError:
+        raise Damaged(f"{file} is missing; resume from another checkpoint or start the run "
+                      "again") from None  # fmt: skip
+    except (OSError, SafetensorError) as e:
+        raise Damaged(f"{file} is damaged ({e}); resume from another checkpoint or start the "
+                      "run again") from None  # fmt: skip
+    return tensors
+
+
+def verify(store: Store, plan: Plan, file: Path) -> None:
+    """Every stored tensor is one the plan's model has, with its shape, and every stack and
+    shared weight the model needs is there (checked on the meta device: nothing allocated)."""
+
+    with torch.device("meta"):
+        shared = {k: v.shape for k, v in Rack(plan).state_dict().items()}
+        wanted = {f"shared/{k}": v for k, v in shared.items()}
+        for position in store.stacks:
+            if not 0 <= position < len(plan.stacks):
+                raise Damaged(f"{file} holds stack {position}, which the plan has not")
+            stack = Stack(plan.stacks[position], plan.model, plan.run.seed)
+            wanted |= {f"stack/{position}/{k}": v.shape for k, v in stack.state_dict().items()}
+    held = {f"shared/{k}": v.shape for k, v in store.shared.items()}
+    for position, state in store.stacks.items():
+        held |= {f"stack/{position}/{k}": _shape(state, k) for k in state}
+    for key in sorted(set(held) | set(wanted)):
+        if key not in wanted:
+            raise Damaged(f"{file} holds `{key}`, which the plan's model has not: the "
+                          "checkpoint is damaged or from another spec")  # fmt: skip
+        if key not in held:
+            raise Damaged(f"{file} lacks `{key}`: the checkpoint is damaged")
+        if tuple(held[key]) != tuple(wanted[key]):
+            raise Damaged(f"{file} holds `{key}` of shape {tuple(held[key])}, but the plan's "
+                          f"model has {tuple(wanted[key])}: the checkpoint is damaged or from "
+                          "another spec")  # fmt: skip
+    for (position, name), _ in store.adapters.items():
+        if not (0 <= position < len(plan.stacks) and name in ("stack", "trunk")):
+            raise Damaged(f"{file} holds an adapter `{name}` for stack {position}, which the "
+                          "plan has not")  # fmt: skip
+
+
+def _shape(state, key: str) -> tuple[int, ...]:
+    """A stored tensor's shape, without reading it when it lies on disk."""
+    return tuple(state.shape_of(key)) if isinstance(state, OnDisk) else tuple(state[key].shape)
 
 
 def _relative(file: Path, root: Path) -> str:
@@ -2103,7 +2400,12 @@ class Stream:
         return {"epoch": self.epoch, "offset": self.offset}
 
     def restore(self, state: dict) -> None:
-        self.epoch, self.offset = int(state["epoch"]), int(state["offset"])
+        """Continue where `state` left off; ValueError for an offset past the epoch's end."""
+        epoch, offset = int(state["epoch"]), int(state["offset"])
+        if not 0 <= offset < len(self.train) or epoch < 0:
+            raise ValueError(f"the data stream position {state} lies outside the "
+                             f"{len(self.train):,} training windows")  # fmt: skip
+        self.epoch, self.offset = epoch, offset
         self._order = self._permutation(self.epoch)
 
 
@@ -2196,8 +2498,11 @@ class Metrics:
             self.lines = sum(1 for _ in path.open(encoding="utf-8"))
 
     def write(self, record: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise RunError(f"cannot write {self.path} ({e.strerror})") from None
         self.lines += 1
 
     def truncate(self, lines: int) -> None:
@@ -2208,8 +2513,13 @@ class Metrics:
             else []
         )
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        try:
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise RunError(f"cannot write {self.path} ({e.strerror})") from None
         self.lines = len(kept)
 
 
@@ -2234,6 +2544,8 @@ def plot(metrics_path: Path, out: Path) -> None:
     records = read(metrics_path)
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
+    if not train:  # stopped before its first log line: nothing to draw
+        return
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
     stages = sorted({r["stage"] for r in train})
     for stage in stages:
@@ -2461,10 +2773,6 @@ def head_parameters(rack: Rack) -> list[nn.Parameter]:
     return [x for m in parts for x in m.parameters()]
 
 
-class RunError(Exception):
-    """A run that cannot go on, with a message for the person who started it."""
-
-
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StageSummary:
     stage: int
@@ -2501,6 +2809,7 @@ class Trainer:
     trunk_forwards: int = 0  # windows the cache had to run the trunk for (tests read it)
     rng_after_build: torch.Tensor | None = None  # a mid-stage checkpoint's RNG state
     scaler_state: dict | None = None  # a mid-stage checkpoint's loss scale (fp16 on CUDA)
+    window_state: dict | None = None  # a mid-stage checkpoint's losses since its last log
     scaler: LossScaler = dataclasses.field(default_factory=lambda: LossScaler(enabled=False))
     resume_at: tuple[int, int, dict | None] = (1, 0, None)  # (stage, step, optimizer state)
     # the summaries of the stages done, in order (a resumed run's from its checkpoint)
@@ -2533,18 +2842,22 @@ class Trainer:
         RNG state is restored where it was saved: before the next stage's model is built
         (stage end) or after this stage's is (mid-stage), since building a model draws from
         torch's generator."""
-        store, opt_state, state, rng = load(path)
+        store, opt_state, state, rng = load(path, self.plan)
+        try:
+            self.stream.restore(state["stream"])
+        except ValueError as e:
+            raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
         self.store = store
-        self.stream.restore(state["stream"])
         self.global_step = state["global_step"]
         self.metrics.truncate(state["metrics_lines"])
-        self.summaries = [StageSummary(**x) for x in state.get("summaries", [])]
+        self.summaries = [StageSummary(**x) for x in state["summaries"]]
         if state["stage_done"]:
             torch.set_rng_state(rng)
             self.resume_at = (state["stage"] + 1, 0, None)
             return
         self.rng_after_build = rng
-        self.scaler_state = state.get("scaler")
+        self.scaler_state = state["scaler"]
+        self.window_state = state["window"]
         self.resume_at = (state["stage"], state["step"], opt_state)
 
     # --- one stage ---
@@ -2563,8 +2876,14 @@ class Trainer:
         opt = build(self.plan.optimizer, self._groups(model, stage))
         self.scaler = LossScaler.for_stage(stage.parts, self.device)
         if opt_state is not None:
-            opt.load_state_dict(opt_state)
-            self.scaler.restore(self.scaler_state)
+            try:
+                opt.load_state_dict(opt_state)
+                self.scaler.restore(self.scaler_state)
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise Damaged(
+                    f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
+                    f"optimizer ({e}); resume from a stage-end checkpoint or start again"
+                ) from None
         if self.rng_after_build is not None:
             torch.set_rng_state(self.rng_after_build)
             self.rng_after_build = None
@@ -2572,6 +2891,9 @@ class Trainer:
         cache = self._cache(stage)
         self.progress.stage_started(stage, start_step)
         started, window = time.perf_counter(), _Window()
+        if start_step > 0 and self.window_state is not None:
+            window.resume(self.window_state)  # the next log line averages the same steps
+            self.window_state = None
         loss = math.nan
         for step in range(start_step + 1, stage.steps + 1):
             set_lr(opt, self.plan.optimizer, step, stage.steps)
@@ -2631,7 +2953,7 @@ class Trainer:
             self._record_eval(stage, step, self._evaluate(model, stage))
         if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
             model.capture(self.store)
-            self._save(opt, stage, step, done=False)
+            self._save(opt, stage, step, done=False, window=window.state())
 
     def _step(self, model: StageModel, stage: Stage, step: int, cache) -> float:
         accumulate = self.plan.optimizer.accumulate
@@ -2711,7 +3033,7 @@ class Trainer:
                 "global_step": self.global_step, "val_loss": val,
             })  # fmt: skip
 
-    def _save(self, opt, stage: Stage, step: int, *, done: bool) -> None:
+    def _save(self, opt, stage: Stage, step: int, *, done: bool, window=None) -> None:
         """Checkpoint the store, which must be finite: a loss is measured before the update
         that may break the weights, so weights are checked too before they are kept."""
         flat = self.store.flat()
@@ -2725,7 +3047,7 @@ class Trainer:
             "stage": stage.number, "step": step, "stage_done": done,
             "global_step": self.global_step, "stream": self.stream.state(),
             "metrics_lines": self.metrics.lines, "scaler": self.scaler.state(),
-            "summaries": [dataclasses.asdict(x) for x in self.summaries],
+            "summaries": [dataclasses.asdict(x) for x in self.summaries], "window": window,
         }  # fmt: skip
         name = f"stage{stage.number:03d}-step{step:07d}"
         save(self.run_dir, name, self.store, None if done else opt, state)
@@ -2805,6 +3127,13 @@ class _Window:
         self.tokens += tokens
         self.total_tokens += tokens
 
+    def state(self) -> dict:
+        """What a mid-stage checkpoint keeps: the losses and tokens since the last log."""
+        return {"losses": list(self.losses), "tokens": self.tokens}
+
+    def resume(self, state: dict) -> None:
+        self.losses, self.tokens = list(state["losses"]), state["tokens"]
+
     def flush(self) -> tuple[float, float]:
         now = time.perf_counter()
         loss = float(np.mean(self.losses))
@@ -2824,26 +3153,36 @@ def create(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None 
             f"{run_dir} already holds a run: resume it with --resume {run_dir}, "
             "or pick another --run-dir"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
-    (run_dir / "plan.json").write_text(json.dumps(to_json(plan), indent=1) + "\n", encoding="utf-8")
-    (run_dir / "run.json").write_text(
-        json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
-    )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a directory: pick another --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create the run directory {run_dir} ({e.strerror})") from None
+    try:
+        (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
+        (run_dir / "run.json").write_text(
+            json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
+        )
+        plan_text = json.dumps(to_json(plan), indent=1) + "\n"
+        (run_dir / "plan.json").write_text(plan_text, encoding="utf-8")  # last: marks a run
+    except OSError as e:
+        raise RunError(f"cannot write the run directory {run_dir} ({e.strerror})") from None
     return run_dir
 
 
-def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[Plan, Path]:
-    """The plan a run was started with (on `device` when given) and its latest checkpoint."""
+def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[Plan, Path | None]:
+    """The plan a run was started with (on `device` when given) and its latest checkpoint
+    (None for a run stopped before its first: resuming it starts it again)."""
     run_dir = Path(run_dir)
     plan = load_plan(run_dir)
     if device is not None:
         plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
     last = latest(run_dir)
-    if last is None:
-        raise RunError(f"{run_dir} has no checkpoint yet; start it again instead")
-    state = state_of(last)
-    if state.get("stage_done") and state.get("stage", 0) >= len(plan.stages):
+    if last is None:  # killed before its first checkpoint: it starts again, from its plan
+        return plan, None
+    state = read_state(last, plan)
+    if state["stage_done"] and state["stage"] >= len(plan.stages):
         raise Complete(f"the run in {run_dir} is already complete")
     return plan, last
 
@@ -2854,10 +3193,16 @@ class Complete(RunError):
 
 def load_plan(run_dir: Path) -> Plan:
     """The plan a run was started with (its plan.json)."""
+    file = Path(run_dir) / "plan.json"
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
+    if not file.exists():
+        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
     try:
-        return from_json(json.loads((Path(run_dir) / "plan.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise RunError(f"{run_dir} holds no run (its plan.json: {e.__class__.__name__})") from None
+        return from_json(read_json(file))
+    except PlanFormatError as e:
+        raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
+                      "so restore it or start the run again") from None  # fmt: skip
 
 
 def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
@@ -2880,6 +3225,8 @@ def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
     )
     if resume_from is not None:
         trainer.restore(resume_from)
+    else:  # from the start, in a new directory or one whose run never reached a checkpoint
+        trainer.metrics.truncate(0)
     return trainer
 
 
@@ -2896,9 +3243,22 @@ def finishing(trainer: Trainer):
         raise RunError(f"{e}; {where}") from None
     finally:
         if (run_dir / "metrics.jsonl").exists():
-            plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
+            _plot(run_dir)
     summary = json.dumps([dataclasses.asdict(x) for x in trainer.summaries], indent=1)
-    (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
+    try:
+        (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
+    except OSError as e:
+        raise RunError(f"cannot write {run_dir / 'summary.json'} ({e.strerror})") from None
+
+
+def _plot(run_dir: Path) -> None:
+    """loss.png from metrics.jsonl; a failure to write it is reported unless the run is
+    already stopping for another reason (which it would hide)."""
+    try:
+        plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    except OSError as e:
+        if sys.exc_info()[0] is None:
+            raise RunError(f"cannot write {run_dir / 'loss.png'} ({e.strerror})") from None
 
 
 def _device(device: Device) -> torch.device:

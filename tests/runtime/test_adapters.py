@@ -232,5 +232,5 @@ def test_frozen_masters_stay_on_disk_and_checkpoints_refer_to_them(tmp_path):
 
     with safe_open(str(last / "model.safetensors"), framework="pt") as f:
         assert {k.split("/")[1] for k in f.keys() if k.startswith("stack/")} == {"2"}  # noqa: SIM118
-    store, *_ = checkpoint.load(last)
+    store, *_ = checkpoint.load(last, trainer.plan)
     assert _equal(_copy(store.stacks[0]), _copy(trainer.store.stacks[0]))

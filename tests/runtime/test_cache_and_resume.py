@@ -136,7 +136,7 @@ def test_a_half_written_checkpoint_never_becomes_current(tmp_path):
     junk.mkdir()
     (junk / "model.safetensors").write_bytes(b"\x00\x01 truncated")
     assert checkpoint.latest(tmp_path) == good
-    _, opt, state, rng = checkpoint.load(good)
+    _, opt, state, rng = checkpoint.load(good, plan)
     assert state["stage_done"] and opt is None and rng.dtype == torch.uint8
 
 

@@ -1,0 +1,254 @@
+"""Damaged run directories: `sw run --resume` and `sw export` say which file is wrong and
+what to do, never with a traceback, and change nothing. Each case damages a copy of one
+small real run whose latest checkpoint is the end of stage 1 (so resuming has work to do)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from stackwise_dsl.cli import app
+from tests.conftest import ROOT
+
+runner = CliRunner()
+STAGE1 = "stage001-step0000004"
+
+
+@pytest.fixture(scope="module")
+def finished_stage(tmp_path_factory) -> Path:
+    """tiny.sw, 4 steps a stage, checkpoints every 2: stage 1 done, resumable from there."""
+    run_dir = tmp_path_factory.mktemp("damaged") / "base"
+    result = runner.invoke(app, [
+        "run", str(ROOT / "specs" / "tiny.sw"), "--max-steps", "4", "-s",
+        "run.checkpoint_every=2", "--run-dir", str(run_dir), "-q",
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run_dir / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": STAGE1}))
+    return run_dir
+
+
+def _state(run: Path) -> Path:
+    return run / "checkpoints" / STAGE1 / "state.json"
+
+
+def _model(run: Path) -> Path:
+    return run / "checkpoints" / STAGE1 / "model.safetensors"
+
+
+def _edit_state(**changes):
+    def damage(run: Path) -> None:
+        state = json.loads(_state(run).read_text())
+        state.update(changes)
+        _state(run).write_text(json.dumps(state))
+
+    return damage
+
+
+def _write(path_of, data: bytes):
+    def damage(run: Path) -> None:
+        path_of(run).write_bytes(data)
+
+    return damage
+
+
+def _truncate(path_of):
+    def damage(run: Path) -> None:
+        data = path_of(run).read_bytes()
+        path_of(run).write_bytes(data[: len(data) // 2])
+
+    return damage
+
+
+def _edit_plan(edit):
+    def damage(run: Path) -> None:
+        plan = json.loads((run / "plan.json").read_text())
+        edit(plan)
+        (run / "plan.json").write_text(json.dumps(plan))
+
+    return damage
+
+
+def _set_model_width(plan):
+    plan["model"]["d_model"] = "wide"
+
+
+def _drop_model_key(plan):
+    del plan["model"]["context"]
+
+
+def _latest(name):
+    def damage(run: Path) -> None:
+        (run / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": name}))
+
+    return damage
+
+
+def _replace_model_with_other_shapes(run: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(_model(run)))
+    key = next(k for k in tensors if k.startswith("stack/0/") and tensors[k].dim() == 2)
+    tensors[key] = tensors[key][:, :-1].contiguous()
+    save_file(tensors, str(_model(run)))
+
+
+def _drop_a_tensor(run: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(_model(run)))
+    del tensors[next(k for k in tensors if k.startswith("shared/"))]
+    save_file(tensors, str(_model(run)))
+
+
+def _add_a_stranger(run: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(_model(run)))
+    tensors["elsewhere/x"] = torch.zeros(2)
+    save_file(tensors, str(_model(run)))
+
+
+def _outside(run: Path) -> None:
+    state = json.loads(_state(run).read_text())
+    state["stacks_on_disk"] = {"0": "../../../../../../../etc/passwd"}
+    _state(run).write_text(json.dumps(state))
+
+
+def _model_is_a_directory(run: Path) -> None:
+    _model(run).unlink()
+    _model(run).mkdir()
+
+
+CASES = {
+    "model-truncated": (_truncate(_model), "model.safetensors"),
+    "model-empty": (_write(_model, b""), "model.safetensors"),
+    "model-garbage": (_write(_model, b"\x00garbage" * 100), "model.safetensors"),
+    "model-missing": (lambda run: _model(run).unlink(), "model.safetensors"),
+    "model-directory": (_model_is_a_directory, "model.safetensors"),
+    "model-other-shapes": (_replace_model_with_other_shapes, "model.safetensors"),
+    "model-missing-tensor": (_drop_a_tensor, "model.safetensors"),
+    "model-stranger-tensor": (_add_a_stranger, "model.safetensors"),
+    "state-invalid-json": (_write(_state, b"{not json"), "state.json"),
+    "state-truncated": (_truncate(_state), "state.json"),
+    "state-empty": (_write(_state, b""), "state.json"),
+    "state-not-object": (_write(_state, b"[1, 2]"), "state.json"),
+    "state-not-utf8": (_write(_state, b'{"stage": "\xff"}'), "state.json"),
+    "state-stage-string": (_edit_state(stage="one"), "state.json"),
+    "state-stage-beyond": (_edit_state(stage=99), "state.json"),
+    "state-step-negative": (_edit_state(step=-1), "state.json"),
+    "state-done-string": (_edit_state(stage_done="yes"), "state.json"),
+    "state-global-null": (_edit_state(global_step=None), "state.json"),
+    "state-missing-key": (lambda run: _edit_state()(run) or _drop_state_key(run), "state.json"),
+    "state-rng-not-base64": (_edit_state(rng="!!! not base64 !!!"), "state.json"),
+    "state-rng-short": (_edit_state(rng="AAAA"), "state.json"),
+    "state-stream-string": (_edit_state(stream="bad"), "state.json"),
+    "state-stream-wrong": (_edit_state(stream={"epoch": "x", "offset": -5}), "state.json"),
+    "state-metrics-lines": (_edit_state(metrics_lines="many"), "state.json"),
+    "state-summaries": (_edit_state(summaries=[1, 2]), "state.json"),
+    "state-optimizer": (_edit_state(optimizer="adam"), "state.json"),
+    "state-on-disk-outside": (_outside, "state.json"),
+    "state-on-disk-type": (_edit_state(stacks_on_disk=[1]), "state.json"),
+    "latest-garbage": (
+        lambda run: (run / "checkpoints" / "latest.json").write_text("}{"),
+        "latest.json",
+    ),
+    "latest-outside": (_latest("../../../../../../etc"), "latest.json"),
+    "latest-missing-checkpoint": (_latest("stage009-step0000001"), "latest.json"),
+    "plan-string-number": (_edit_plan(_set_model_width), "plan.json"),
+    "plan-missing-key": (_edit_plan(_drop_model_key), "plan.json"),
+    "plan-garbage": (lambda run: (run / "plan.json").write_text("{"), "plan.json"),
+}
+
+
+def _drop_state_key(run: Path) -> None:
+    state = json.loads(_state(run).read_text())
+    del state["global_step"]
+    _state(run).write_text(json.dumps(state))
+
+
+def _snapshot(run: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(run)): (p.read_bytes() if p.is_file() else b"<dir>")
+        for p in sorted(run.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("command", ["resume", "export"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_damaged_run_is_named_not_a_traceback(case, command, finished_stage, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_stage, run)
+    damage, culprit = CASES[case]
+    damage(run)
+    before = _snapshot(run)
+    if command == "resume":
+        result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+    else:
+        result = runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "out.safetensors")])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"{type(result.exception).__name__}: {result.exception}"
+    )
+    assert result.exit_code == 1, result.output
+    assert culprit in result.output, result.output
+    assert "Traceback" not in result.output
+    assert _snapshot(run) == before  # nothing changed, nothing lost
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_run_dir_that_is_a_file_is_refused(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    result = runner.invoke(app, ["run", str(ROOT / "specs" / "tiny.sw"), "--run-dir", str(target)])
+    assert result.exit_code == 1
+    assert result.output == f"error: {target} is a file, not a directory: pick another --run-dir\n"
+    assert target.read_text() == "keep me"
+
+
+def test_run_dir_under_a_file_is_refused(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    result = runner.invoke(
+        app, ["run", str(ROOT / "specs" / "tiny.sw"), "--run-dir", str(target / "run")]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: cannot create the run directory {target / 'run'}")
+
+
+@pytest.mark.parametrize("what", ["missing", "file"])
+def test_resuming_what_is_not_a_run_directory(tmp_path, what):
+    target = tmp_path / "run"
+    if what == "file":
+        target.write_text("x")
+    result = runner.invoke(app, ["run", "--resume", str(target)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {target} is not a run directory (there is no such directory)\n"
+    )
+
+
+def test_export_to_a_directory_is_refused_and_leaves_nothing(finished_stage, tmp_path):
+    out = tmp_path / "exported"
+    out.mkdir()
+    result = runner.invoke(app, ["export", str(finished_stage), "-o", str(out)])
+    assert result.exit_code == 1
+    assert result.output == (
+        f"error: {out} is a directory: give the file to write, e.g. {out / 'model.safetensors'}\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exported"]
+    assert list(out.iterdir()) == []
+
+
+def test_export_under_a_file_is_refused_and_leaves_nothing(finished_stage, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = runner.invoke(
+        app, ["export", str(finished_stage), "-o", str(blocker / "m.safetensors")]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith(f"error: cannot write {blocker / 'm.safetensors'}: its folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
