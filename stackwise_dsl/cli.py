@@ -210,14 +210,21 @@ def compile(
     raise typer.Exit(OK)
 
 
-def _lower_or_exit(file: Path, overrides: list[str], *, with_spec: bool = False):
+def _lower_or_exit(
+    file: Path, overrides: list[str], *, with_spec: bool = False, data: bool = False
+):
     """Check the spec (diagnostics and exit 1 on errors) and lower it to a plan (with the
-    spec's IR first when `with_spec`)."""
+    spec's IR first when `with_spec`). The files its data names are looked at only for a
+    run (`data`): a plan or a script may be made where the data is not."""
+    import attrs
+
     from stackwise_dsl.data import DataError
     from stackwise_dsl.frontend import check_file
+    from stackwise_dsl.host import Host
     from stackwise_dsl.lower import plan_spec
 
-    report = check_file(file, overrides)
+    host = Host.detect() if data else attrs.evolve(Host.detect(), data=())
+    report = check_file(file, overrides, host=host)
     if not report.ok:
         _print_diagnostics(_Output(), report.diagnostics, report.sources)
         raise typer.Exit(USAGE if report.unreadable else PROBLEMS)
@@ -269,7 +276,8 @@ def run(
             where = resume
         else:
             _require_valid_overrides(overrides)
-            plan_ = _adjust(_lower_or_exit(file, overrides), max_steps, run_dir, chosen)
+            plan_ = _lower_or_exit(file, overrides, data=True)
+            plan_ = _adjust(plan_, max_steps, run_dir, chosen)
             info = {"spec": str(file), "overrides": overrides, "max_steps": max_steps}
             text = Path(file).read_text(encoding="utf-8")
             with _view(plan_, show) as view:
@@ -378,7 +386,10 @@ def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. SW201.
 
     found = lookup(code)
     if found is None:
-        hint = did_you_mean(code.upper(), CODES) or "codes run SW001-SW507; see docs/diagnostics.md"
+        hint = (
+            did_you_mean(code.upper(), CODES)
+            or f"codes run {min(CODES)}-{max(CODES)}; see docs/diagnostics.md"
+        )
         typer.echo(f"error: no diagnostic code {code!r} ({hint})", err=True)
         raise typer.Exit(USAGE)
     typer.echo(explain_text(found))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import attrs
 
 from stackwise_dsl.diagnostics import Severity
-from stackwise_dsl.host import CPU_ONLY, Host
+from stackwise_dsl.host import CPU_ONLY, DataFile, FileKind, Host, Record
 
 
 @attrs.frozen(kw_only=True)
@@ -362,6 +362,21 @@ CODES: dict[str, Code] = {
             host=Host(cuda=False, cpu_bf16=False),
         ),
         Code(
+            code="SW416", severity=E, title="merge with spectral norm",
+            explanation="`fuse { merge = true }` adds each trained adapter's update to the "
+            "plain weight it wraps. A spectrally normalised layer keeps its weight as a "
+            "parametrization instead, and a normalised weight plus an update is not linear, so "
+            "the merge would fail after every growth stage had trained. The error is given "
+            "when a stack with `spectral_norm` blocks has adapters that train before the fuse "
+            "stage (where it is trunk and the trunk is not frozen); adapters that never trained "
+            "are zero and are not merged.",
+            example=_with("ffn = swiglu }", "ffn = swiglu, spectral_norm = true }").replace(
+                "{ steps = 10 }", "{ steps = 10, new { lora(rank = 4) }, trunk { adapters } }"
+            ) + "fuse { steps = 5, merge = true }\n",
+            fix="Drop `merge = true` (the fuse stage then trains with the adapters as they "
+            "are), or drop `spectral_norm` from the blocks.",
+        ),
+        Code(
             code="SW501", severity=E, title="clm with bidirectional attention",
             explanation="Next-token prediction with bidirectional attention lets each "
             "position see the token it must predict.",
@@ -413,6 +428,42 @@ CODES: dict[str, Code] = {
                 "grow append", "grow end_to_end"
             ),
             fix="Grow with prepend or append, or use `time = input`.",
+        ),
+        Code(
+            code="SW601", severity=E, title="data file cannot be read",
+            explanation="A file a run reads (a path of a `text` or `jsonl` source, or a "
+            "tokenizer `file`) does not exist, is a directory, a FIFO, a device or a socket, or "
+            "cannot be read; or a glob matches no regular file. Paths are resolved as the run "
+            "resolves them: relative to the file that names them, and a `--set` path relative "
+            "to the working directory. `sw check` looks with `os.stat` only and never opens "
+            "anything but a regular file, so the result depends on the machine it runs on.",
+            example=_BASE + 'data { source = text("train.txt") }  # no train.txt here\n',
+            host=Host(cuda=False, data=(DataFile(written="train.txt", kind=FileKind.MISSING),)),
+            fix="Fix the path, or give one on the command line: `--set "
+            "data.source.files=path/to/train.txt`; name the files of a directory with a glob, "
+            'such as `text("corpus/*.txt")`.',
+        ),
+        Code(
+            code="SW602", severity=E, title="jsonl records without the field",
+            explanation="A `jsonl` source reads the text of each record from its `field` "
+            "(default `text`); one of the first records of a file (up to 8, in its first 64 "
+            "KiB) is not a JSON object, or holds no string under that field. The example is "
+            "checked as if corpus.jsonl began with `{\"title\": \"...\", \"body\": \"...\"}`.",
+            example=_BASE + 'data { source = jsonl("corpus.jsonl") }\n',
+            fix="Set `field` to the key that holds the text, or write one JSON object per line.",
+            host=Host(cuda=False, data=(DataFile(
+                written="corpus.jsonl", first="corpus.jsonl",
+                records=(Record(line=1, text_fields=("body", "title")),),
+            ),)),
+        ),
+        Code(
+            code="SW603", severity=W, title="device cuda without a GPU",
+            explanation="`run { device = cuda }` on a machine with no CUDA GPU: `sw run` "
+            "would refuse to start. `sw check` tells by the NVIDIA driver's list of GPUs, "
+            "without loading torch, so the warning depends on the machine it runs on.",
+            example=_BASE + "run { device = cuda }\n",
+            fix="Run on a GPU machine, or here with `sw run --device cpu`; `device = auto` "
+            "takes a GPU where there is one.",
         ),
     )
 }  # fmt: skip

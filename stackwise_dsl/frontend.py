@@ -6,6 +6,7 @@ whose `spec` is None when the spec could not be built. Nothing here imports torc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import attrs
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.checks import Host, run_checks
 from stackwise_dsl.elaborate import Elaborated, elaborate_file, elaborate_text
+from stackwise_dsl.host import watched_paths
 from stackwise_dsl.ir.nodes import Spec
 from stackwise_dsl.source import Source
 
@@ -67,12 +69,15 @@ def check_bytes(
 
 def _report(name: str, result: Elaborated, host: Host | None) -> Report:
     found = list(result.diagnostics)
+    files = result.files
     if result.spec is not None and result.complete:
-        found += run_checks(result.spec, host or Host.detect())
+        host = (host or Host.detect()).knowing_data(result.spec)
+        found += run_checks(result.spec, host)
+        files += tuple(os.path.abspath(f) for f in watched_paths(result.spec))
     return Report(
         name=name,
         spec=result.spec,
         diagnostics=diag.dedupe(found),
         sources=result.sources,
-        files=result.files,
+        files=files,
     )

@@ -1,22 +1,194 @@
-"""What the machine running the checks has: the facts a check may depend on beyond the spec."""
+"""What the machine running the checks has: the facts a check may depend on beyond the spec.
+
+A GPU and native bf16 are probed once (probe.py). The files a spec's data names are looked at
+per spec (`look_at_data`), resolved exactly as the run resolves them, by `os.stat` alone:
+nothing but a regular file is opened, and of a jsonl file at most the first 64 KiB are read.
+Checks read these facts and do no I/O themselves.
+"""
 
 from __future__ import annotations
 
+import enum
+import glob
+import json
+import os
+import stat
+from collections.abc import Iterator
+
 import attrs
 
+from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.probe import cpu_bf16, cuda_present
+
+HEAD_BYTES = 64 * 1024  # of a jsonl file, read for its first records
+HEAD_RECORDS = 8
+
+
+class FileKind(enum.Enum):
+    """What is at a data path, as `os.stat` tells it (for a glob: whether a file matches)."""
+
+    FILE = "a regular file"
+    MISSING = "missing"
+    DIRECTORY = "a directory"
+    FIFO = "a FIFO"
+    DEVICE = "a device"
+    SOCKET = "a socket"
+    OTHER = "not a regular file"
+    UNREADABLE = "unreadable"
+
+
+@attrs.frozen(kw_only=True)
+class Record:
+    """One of the first records of a jsonl file: its line, and the keys holding a string."""
+
+    line: int
+    text_fields: tuple[str, ...] | None  # None: the line is not a JSON object
+
+
+@attrs.frozen(kw_only=True)
+class DataFile:
+    """What the run will find for one path or glob that the spec's data names."""
+
+    written: str  # as the spec writes it
+    glob: bool = False
+    kind: FileKind = FileKind.FILE  # for a glob: FILE when it matches a regular file
+    first: str | None = None  # a file the run reads for it, in the spec's terms
+    records: tuple[Record, ...] = ()  # jsonl: the first records of `first`
 
 
 @attrs.frozen
 class Host:
-    """The host as far as checks care: an NVIDIA GPU? native bf16 on the CPU?"""
+    """The host as far as checks care: an NVIDIA GPU? native bf16 on the CPU? the data?"""
 
     cuda: bool
     cpu_bf16: bool | None = None  # None: cannot tell (then no warning is given)
+    # None: look at this machine's files, per spec; a tuple: these facts (() for none, as
+    # `sw plan` and `sw compile` check: the data may live on the machine that trains)
+    data: tuple[DataFile, ...] | None = None
 
     @classmethod
     def detect(cls) -> Host:
         return cls(cuda=cuda_present(), cpu_bf16=cpu_bf16())
 
+    def knowing_data(self, spec: n.Spec) -> Host:
+        """This host with the files `spec` names looked at, unless they were given."""
+        return self if self.data is not None else attrs.evolve(self, data=look_at_data(spec))
 
-CPU_ONLY = Host(cuda=False)
+
+CPU_ONLY = Host(cuda=False, data=())  # a stated CPU machine; the spec's data is not looked at
+
+
+DataNode = n.TextFiles | n.Jsonl | n.TokenizerFile
+
+
+def data_paths(spec: n.Spec) -> Iterator[tuple[DataNode, str, str]]:
+    """(node, field, path as written) for each file a run reads: the paths and globs of a
+    text or jsonl source, and a tokenizer file."""
+    source, tokenizer = spec.data.source, spec.data.tokenizer
+    if isinstance(source, n.TextFiles | n.Jsonl):
+        for written in source.files:
+            yield source, "files", written
+    if isinstance(tokenizer, n.TokenizerFile):
+        yield tokenizer, "path", tokenizer.path
+
+
+def look_at_data(spec: n.Spec) -> tuple[DataFile, ...]:
+    """What this machine has at each path of `data_paths(spec)`."""
+    from stackwise_dsl.lower import _absolute  # the run's resolution; lower imports this module
+
+    found = []
+    for node, field, written in data_paths(spec):
+        path = _absolute(written, node, field)
+        is_glob = field == "files" and glob.has_magic(path)  # as data/corpus.py expands them
+        first = _first_match(path) if is_glob else path
+        kind = (FileKind.FILE if first else FileKind.MISSING) if is_glob else _kind(path)
+        jsonl = isinstance(node, n.Jsonl) and kind is FileKind.FILE
+        shown = _relative(first, written, _absolute(".", node, field)) if is_glob else written
+        found.append(DataFile(
+            written=written, glob=is_glob, kind=kind, first=shown,
+            records=_first_records(first) if jsonl and first else (),
+        ))  # fmt: skip
+    return tuple(found)
+
+
+def watched_paths(spec: n.Spec) -> tuple[str, ...]:
+    """The paths whose change can change what the data checks say (for the memo of check
+    results): each data file, and for a glob the folder it lists and the file it found."""
+    from stackwise_dsl.lower import _absolute
+
+    out = []
+    for node, field, written in data_paths(spec):
+        path = _absolute(written, node, field)
+        if field == "files" and glob.has_magic(path):
+            parts = path.split(os.sep)
+            fixed = parts[: next(i for i, part in enumerate(parts) if glob.has_magic(part))]
+            out += [os.sep.join(fixed) or os.sep, *filter(None, [_first_match(path)])]
+        else:
+            out.append(path)
+    return tuple(out)
+
+
+def _kind(path: str) -> FileKind:
+    try:
+        mode = os.stat(path).st_mode
+    except PermissionError:
+        return FileKind.UNREADABLE
+    except (OSError, ValueError):  # missing, a file as a directory, a NUL in the name
+        return FileKind.MISSING
+    if stat.S_ISREG(mode):
+        return FileKind.FILE if os.access(path, os.R_OK) else FileKind.UNREADABLE
+    if stat.S_ISDIR(mode):
+        return FileKind.DIRECTORY
+    if stat.S_ISFIFO(mode):
+        return FileKind.FIFO
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return FileKind.DEVICE
+    return FileKind.SOCKET if stat.S_ISSOCK(mode) else FileKind.OTHER
+
+
+def _first_match(pattern: str) -> str | None:
+    """A regular file the glob matches (the first found: any of them is read by the run)."""
+    try:
+        return next((m for m in glob.iglob(pattern, recursive=True) if os.path.isfile(m)), None)
+    except (OSError, ValueError):
+        return None
+
+
+def _relative(path: str | None, written: str, base: str) -> str | None:
+    """A glob's match as the spec would write it: relative to `base` when the glob is."""
+    if path is None or os.path.isabs(os.path.expanduser(written)):
+        return path
+    return os.path.relpath(path, base)
+
+
+def _first_records(path: str) -> tuple[Record, ...]:
+    """The first records of a jsonl file, from at most its first HEAD_BYTES bytes."""
+    try:  # not blocking, in case it became a FIFO since it was looked at
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return ()
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ()
+        head = f.read(HEAD_BYTES + 1)
+    lines = head.split(b"\n")
+    if len(head) > HEAD_BYTES:
+        lines.pop()  # cut off
+    records = []
+    for number, line in enumerate(lines, start=1):
+        text = line.decode("utf-8", errors="replace")
+        if text.strip():
+            records.append(Record(line=number, text_fields=_text_fields(text)))
+        if len(records) == HEAD_RECORDS:
+            break
+    return tuple(records)
+
+
+def _text_fields(line: str) -> tuple[str, ...] | None:
+    try:
+        record = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    return tuple(sorted(k for k, v in record.items() if isinstance(v, str)))

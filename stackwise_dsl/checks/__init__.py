@@ -2,8 +2,9 @@
 
 Each check is a pure function `(facts) -> Iterator[Diagnostic]` with a one-line docstring;
 `Facts` (ir/facts.py) is the spec with its lookups precomputed once, so every check stays
-linear in the size of the spec. `run_checks` runs them all and returns every diagnostic,
-deduplicated and sorted.
+linear in the size of the spec. `run_checks` looks at the files the spec's data names (unless
+the host already says what they are: host.py), runs every check, and returns every
+diagnostic, deduplicated and sorted.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.checks.adapters import check_lora_rank, check_lora_tables, check_lora_targets
+from stackwise_dsl.checks.adapters import (
+    check_lora_rank,
+    check_lora_tables,
+    check_lora_targets,
+    check_merge_spectral_norm,
+)
 from stackwise_dsl.checks.attention import (
     check_head_divisibility,
     check_kernel_dim,
@@ -41,6 +47,7 @@ from stackwise_dsl.checks.precision import (
     check_quantized_trainable,
 )
 from stackwise_dsl.checks.ranges import check_ranges
+from stackwise_dsl.checks.runnable import check_cuda_device, check_data_files, check_jsonl_field
 from stackwise_dsl.host import CPU_ONLY, Host
 from stackwise_dsl.ir.facts import Facts
 from stackwise_dsl.ir.nodes import Spec
@@ -72,9 +79,13 @@ CHECKS: tuple[Check, ...] = (
     check_lora_rank,
     check_lora_targets,
     check_lora_tables,
+    check_merge_spectral_norm,
     check_objective_mode,
     check_depth_schedule,
     check_time_input,
+    check_data_files,
+    check_jsonl_field,
+    check_cuda_device,
 )
 
 __all__ = ["CHECKS", "CPU_ONLY", "Host", "run_checks"]
@@ -82,5 +93,5 @@ __all__ = ["CHECKS", "CPU_ONLY", "Host", "run_checks"]
 
 def run_checks(spec: Spec, host: Host = CPU_ONLY) -> tuple[diag.Diagnostic, ...]:
     """Every check's diagnostics: the same code at the same place once, sorted by place."""
-    facts = Facts.of(spec, host)
+    facts = Facts.of(spec, host.knowing_data(spec))
     return diag.dedupe(d for check in CHECKS for d in check(facts))

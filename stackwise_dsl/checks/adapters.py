@@ -1,4 +1,5 @@
-"""LoRA adapters: ranks fit the layers they adapt, targets exist, tables cover the stacks."""
+"""LoRA adapters: ranks fit the layers they adapt, targets exist, tables cover the stacks,
+and a merge has plain weights to fold them into."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.enums import Strategy
 from stackwise_dsl.ir.facts import Facts
 from stackwise_dsl.ir.walk import layer_shapes, lora_rank
 
@@ -106,6 +108,55 @@ def check_lora_tables(facts: Facts) -> Iterator[diag.Diagnostic]:
                     n.at(lora, field),
                     hint="list one value per stack, in the order the stacks are created",
                 )
+
+
+def check_merge_spectral_norm(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """`fuse { merge = true }` adds trained adapters to plain weights; spectral norm has none."""
+    fuse = facts.spec.fuse
+    if fuse is None or not fuse.merge:
+        return
+    normalised: dict[str, tuple[n.Block, int]] = {}
+    for position in _trained_before_fuse(facts):
+        for block in facts.blocks[position]:
+            if block.spectral_norm:
+                normalised.setdefault(block.name, (block, position))
+    if not normalised:
+        return
+    block, position = next(iter(normalised.values()))
+    yield diag.error(
+        "SW416",
+        f"`merge = true` folds the adapters trained on `{facts.spec.grow.stacks[position].name}` "
+        f"into its weights, but its block `{block.name}` is spectrally normalised: a normalised "
+        "weight has no plain matrix to add an update to",
+        n.at(fuse, "merge"),
+        hint="drop `merge = true` (the fuse stage then trains with the adapters as they are), "
+        "or drop `spectral_norm`",
+        notes=tuple(
+            diag.Note(message=f"`{b.name}` is spectrally normalised here",
+                      span=n.at(b, "spectral_norm"))
+            for b, _ in normalised.values()
+        ),
+    )  # fmt: skip
+
+
+def _trained_before_fuse(facts: Facts) -> list[int]:
+    """Rack positions whose adapters train in a growth stage, so that a merge finds them
+    trained: an adapter trains where its stack is trunk and the trunk is not frozen (the
+    stack LoRA from its creation on, the trunk LoRA from the first stage that asks for it)."""
+    stack_lora = {p: v.settings.new.lora for v in facts.stages if not v.fuse for p in v.new}
+    trunk_lora: set[int] = set()
+    found: dict[int, None] = {}
+    for view in facts.stages:
+        if view.fuse:
+            break
+        trunk = view.settings.trunk
+        if trunk.lora is not None:
+            trunk_lora.update(view.trunk)
+        if trunk.strategy is not Strategy.FROZEN:
+            for p in view.trunk:
+                if stack_lora.get(p) is not None or p in trunk_lora:
+                    found.setdefault(p)
+    return list(found)
 
 
 def _ordinal(k: int) -> str:
