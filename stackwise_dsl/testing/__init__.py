@@ -11,7 +11,9 @@
         assert testing.errors(spec) == []
 
 `specs()` draws whole valid specs; `variants()` varies a spec of your own along the axes you
-choose, everywhere that axis appears; `errors()` and `diagnostics()` run the checks.
+choose, everywhere that axis appears; `errors()` and `diagnostics()` run the checks;
+`on_small_data()` and `one_step_per_stage()` train a drawn spec briefly (what `sw check`
+passes, `sw run` runs).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.checks import CPU_ONLY, Host, run_checks
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Mode, Precision
+from stackwise_dsl.testing.runs import on_small_data, one_step_per_stage
 from stackwise_dsl.testing.strategies import (
     attentions,
     blocks,
@@ -49,6 +52,8 @@ __all__ = [
     "load",
     "loras",
     "objectives",
+    "on_small_data",
+    "one_step_per_stage",
     "raw_specs",
     "schedules",
     "spec_texts",

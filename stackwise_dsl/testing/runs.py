@@ -1,0 +1,46 @@
+"""Running drawn specs: the property "what `sw check` passes, `sw run` runs".
+
+`on_small_data` keeps a spec's model, growth, objective and optimizer as they are and swaps
+its data for a small synthetic task, so any spec trains in seconds on a CPU;
+`one_step_per_stage` lowers it and runs every stage for one step. Both import torch only
+when a run starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.enums import Device, Task
+
+SMALL_DATA = n.Data(
+    source=n.Synthetic(task=Task.COPY, symbols=8, samples=256),
+    tokenizer=n.Bytes(),
+    batch=2,
+)
+
+
+def on_small_data(spec: n.Spec) -> n.Spec:
+    """The spec on SMALL_DATA with windows of at most 16 tokens (its validation fraction
+    kept), the vocabulary its tokenizer gives, at most two micro-batches a step, one
+    evaluation batch, on the CPU."""
+    seq_len = min(16, spec.model.context)
+    data = attrs.evolve(SMALL_DATA, seq_len=seq_len, validation=spec.data.validation)
+    optimizer = attrs.evolve(spec.optimizer, accumulate=min(spec.optimizer.accumulate, 2))
+    run = attrs.evolve(spec.run, device=Device.CPU, eval_batches=1, dir=None)
+    model = attrs.evolve(spec.model, vocab=None)
+    return attrs.evolve(spec, model=model, data=data, optimizer=optimizer, run=run)
+
+
+def one_step_per_stage(spec: n.Spec, run_dir: Path, name: str = "fuzz") -> list:
+    """Lower `spec` and train every stage for one step in `run_dir`; the stage summaries.
+    Raises what the run raises (a RunError for a problem a person could fix)."""
+    from stackwise_dsl import runtime
+    from stackwise_dsl.lower import to_plan
+
+    plan = to_plan(spec, name=name)
+    stages = tuple(attrs.evolve(s, steps=1) for s in plan.stages)
+    plan = attrs.evolve(plan, stages=stages, run=attrs.evolve(plan.run, dir=str(run_dir)))
+    return runtime.run(plan, Path(run_dir))
