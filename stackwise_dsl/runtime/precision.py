@@ -201,17 +201,20 @@ class Packed4bitLinear(nn.Linear):
         super().__init__(in_features, out_features, bias=False, device="meta")
         del self.weight
         functional = import_bitsandbytes().functional
+        # bitsandbytes' CPU kernel dequantizes rows of even length; for odd ones it falls
+        # back to code it compiles with torch.compile per shape (seconds, and dynamo's
+        # warnings), so an odd row gets a zero column, dropped again in `weight`.
+        stored = F.pad(weight.float(), (0, in_features % 2)).contiguous()
         packed, state = functional.quantize_4bit(
-            weight.float().contiguous(), blocksize=64, quant_type=quant_type,
-            compress_statistics=quant_type == "nf4",
-        )  # fmt: skip
+            stored, blocksize=64, quant_type=quant_type, compress_statistics=quant_type == "nf4"
+        )
         self.register_buffer("packed", packed)
         self.quant_state = state
 
     @property
     def weight(self) -> torch.Tensor:
         functional = import_bitsandbytes().functional
-        return functional.dequantize_4bit(self.packed, self.quant_state)
+        return functional.dequantize_4bit(self.packed, self.quant_state)[:, : self.in_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dequantized_linear(x, self)

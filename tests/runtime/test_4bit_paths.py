@@ -93,9 +93,10 @@ def _by_hand(layer: Packed4bitLinear) -> torch.Tensor:
         inner = state.state2
         blocks = torch.arange(absmax.numel()) // inner.blocksize
         absmax = inner.code[absmax.long()] * inner.absmax[blocks] + state.offset
-    n = layer.in_features * layer.out_features
+    rows, cols = state.shape  # an odd row is stored with a zero column after it
+    n = rows * cols
     values = state.code[codes[:n]] * absmax[torch.arange(n) // state.blocksize]
-    return values.view(layer.out_features, layer.in_features)
+    return values.view(rows, cols)[:, : layer.in_features]
 
 
 @pytest.mark.parametrize("widths", WIDTHS, ids=lambda w: f"{w[0]}x{w[1]}")
@@ -103,6 +104,22 @@ def _by_hand(layer: Packed4bitLinear) -> torch.Tensor:
 def test_the_weight_computed_with_is_the_format_read_by_hand(precision, widths):
     layer = _layer(precision, *widths)
     torch.testing.assert_close(layer.weight, _by_hand(layer), rtol=1e-6, atol=0)
+
+
+def test_odd_rows_never_reach_bitsandbytes_compiled_fallback(monkeypatch):
+    """Its CPU kernel takes rows of even length; an odd one would be dequantized by code
+    bitsandbytes compiles with torch.compile, per shape."""
+    import bitsandbytes.backends.default.ops as fallback
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the compiled fallback ran")
+
+    monkeypatch.setattr(fallback, "_dequantize_4bit_compute", refuse)
+    layer = _layer(Precision.NF4, 33, 17)
+    assert layer.quant_state.shape == (17, 34)
+    x = torch.randn(2, 33, generator=torch.Generator().manual_seed(1))
+    _, grad = _input_grad(layer, x)
+    torch.testing.assert_close(grad, torch.ones(2, 17) @ _by_hand(layer), rtol=1e-6, atol=1e-6)
 
 
 def test_moving_a_layer_moves_its_quantization_state():
@@ -193,3 +210,22 @@ def test_bitsandbytes_says_nothing_on_a_cpu_with_avx512bf16():
     assert ours.returncode == 0, ours.stderr
     assert ours.stdout.strip() == "ok"
     assert ours.stderr == ""
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("widths", WIDTHS, ids=lambda w: f"{w[0]}x{w[1]}")
+@pytest.mark.parametrize("precision", FOURBIT, ids=lambda x: x.value)
+def test_every_width_runs_on_cuda_with_the_cpu_weights(precision, widths):
+    """The same layer on CUDA: any width, the weight the CPU computes with, its gradient."""
+    cuda = torch.device("cuda")
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(widths[1], widths[0], generator=g) * widths[0] ** -0.5
+    on_cpu = Packed4bitLinear(weight, precision.value)
+    on_gpu = Packed4bitLinear(weight.to(cuda), precision.value)
+    torch.testing.assert_close(on_gpu.weight.cpu(), on_cpu.weight, rtol=0, atol=0)
+    x = torch.randn(3, 5, widths[0], generator=torch.Generator().manual_seed(1))
+    out, grad = _input_grad(on_gpu.train(), x.to(cuda))
+    torch.testing.assert_close(out.cpu(), x @ on_cpu.weight.t(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(grad.cpu(), torch.ones(3, 5, widths[1]) @ on_cpu.weight,
+                               rtol=1e-5, atol=1e-5)  # fmt: skip
