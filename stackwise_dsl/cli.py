@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -124,6 +125,7 @@ def fmt(
 ) -> None:
     """Rewrite specs in the one canonical style; comments are kept."""
     from stackwise_dsl import formatting
+    from stackwise_dsl.outputs import OutputError
 
     out = _Output()
     write = not (check or diff)
@@ -144,7 +146,12 @@ def fmt(
             if check:
                 status = max(status, PROBLEMS)
             if write:
-                formatting.write_atomically(r.path, r.formatted)
+                try:
+                    formatting.write_atomically(r.path, r.formatted)
+                except (OSError, OutputError) as e:
+                    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                    out.line(((f"error: cannot write {r.path}: {why}", "bold red"),))
+                    status = max(status, USAGE)
     if not (write and [r.path for r in results] == ["-"]):
         out.line(((formatting.summary(results, write=write), "bold"),))
     raise typer.Exit(status)
@@ -196,15 +203,20 @@ def compile(
         script_name=out.name if out is not None else "train.py",
         origins=origins(spec, plan_, str(file)),
     )
-    if out is None:
+    if out is None or str(out) == "-":
         sys.stdout.write(text)
         raise typer.Exit(OK)
     from stackwise_dsl.formatting import write_atomically
+    from stackwise_dsl.outputs import OutputError
 
+    if os.path.realpath(out) == os.path.realpath(file):
+        typer.echo(f"error: {out} is the spec being compiled: name another file", err=True)
+        raise typer.Exit(USAGE)
     try:
         write_atomically(str(out), text, new_mode=0o755)  # a script: executable
-    except OSError as e:
-        typer.echo(f"error: cannot write {out}: {e.strerror or e}", err=True)
+    except (OSError, OutputError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        typer.echo(f"error: cannot write {out}: {why}", err=True)
         raise typer.Exit(USAGE) from None
     typer.echo(f"{out}: a training script for {file} ({len(text.splitlines()):,} lines)")
     raise typer.Exit(OK)
@@ -249,12 +261,10 @@ def run(
     max_steps: int | None = typer.Option(
         None, "--max-steps", min=1, help="Cap every stage at N steps."
     ),
-    run_dir: Path | None = typer.Option(
+    run_dir: str | None = typer.Option(
         None, "--run-dir", help="Where the run writes (default runs/<spec>)."
     ),
-    resume: Path | None = typer.Option(
-        None, "--resume", help="Continue the run in this directory."
-    ),
+    resume: str | None = typer.Option(None, "--resume", help="Continue the run in this directory."),
     device: DeviceChoice | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines or tables."),
     format: Format = typer.Option(Format.text, "--format", help="json: a summary for scripts."),
@@ -263,6 +273,15 @@ def run(
     if (file is None) == (resume is None):
         typer.echo("error: give a spec to run, or --resume RUN_DIR (not both)", err=True)
         raise typer.Exit(USAGE)
+    if resume is not None and (overrides or max_steps is not None):
+        given = "--set" if overrides else "--max-steps"
+        typer.echo(f"error: {given} cannot change a run being resumed: it goes on with the "
+                   "plan it was started with", err=True)  # fmt: skip
+        raise typer.Exit(USAGE)
+    for given, path in (("--run-dir", run_dir), ("--resume", resume)):
+        if path is not None and not str(path).strip():
+            typer.echo(f"error: {given} is empty: name a directory", err=True)
+            raise typer.Exit(USAGE)
     from stackwise_dsl import runtime
     from stackwise_dsl.ir.enums import Device
 

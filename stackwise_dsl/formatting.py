@@ -13,6 +13,7 @@ import attrs
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate.load import NotASpecFile, describe_read_error, read_text
+from stackwise_dsl.outputs import output_target
 from stackwise_dsl.source import MAX_FILE_BYTES, Source
 from stackwise_dsl.syntax.format import format_document
 from stackwise_dsl.syntax.parser import parse
@@ -77,8 +78,10 @@ def format_path(path: str) -> FormatResult:
 
 def write_atomically(path: str, text: str, *, new_mode: int = 0o644) -> None:
     """Replace a file's contents in one step, keeping its permissions (a new file gets
-    `new_mode`, less the umask)."""
-    directory = os.path.dirname(os.path.abspath(path))
+    `new_mode`, less the umask). A symlink is followed (the file it names is written, the
+    link stays); a path naming a device, FIFO or directory is an OutputError."""
+    path = output_target(path)
+    directory = os.path.dirname(path)
     try:
         mode = os.stat(path).st_mode & 0o7777
     except FileNotFoundError:

@@ -206,3 +206,13 @@ def test_fmt_reads_at_most_a_spec_file_from_stdin():
     assert result.returncode == 2
     said = result.stdout + result.stderr
     assert said == "error: standard input is longer than 1,048,576 bytes (1 MiB)\n"
+
+
+def test_fmt_through_a_symlink_formats_the_file_it_names(tmp_path):
+    real = tmp_path / "real.sw"
+    real.write_text("run {seed=1}\n")
+    link = tmp_path / "link.sw"
+    link.symlink_to(real)
+    result = run("fmt", link)
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and real.read_text() == "run { seed = 1 }\n"

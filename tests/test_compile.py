@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -247,3 +249,40 @@ def test_main_describes_each_stage_and_groups_wide_racks():
         "  stack 1 (layer): trunk, nf4, frozen",
         "  stack 2 (layer): new, bf16, random init",
     ]
+
+
+def test_compile_never_replaces_its_spec_a_fifo_or_a_symlink(tmp_path):
+    spec = tmp_path / "tiny.sw"
+    spec.write_text((ROOT / "specs" / "tiny.sw").read_text())
+    result = runner.invoke(app, ["compile", str(spec), "-o", str(spec)])
+    assert result.exit_code == 2
+    assert result.output == f"error: {spec} is the spec being compiled: name another file\n"
+    assert spec.read_text() == (ROOT / "specs" / "tiny.sw").read_text()
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = runner.invoke(app, ["compile", str(spec), "-o", str(fifo)])
+    assert result.exit_code == 2 and "is a FIFO, not a file" in result.output
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    target, link = tmp_path / "real.py", tmp_path / "link.py"
+    target.write_text("")
+    link.symlink_to(target)
+    assert runner.invoke(app, ["compile", str(spec), "-o", str(link)]).exit_code == 0
+    assert link.is_symlink() and target.read_text().startswith("#!/usr/bin/env python")
+
+
+def test_compile_to_dash_writes_standard_output(tmp_path):
+    result = runner.invoke(app, ["compile", str(ROOT / "specs" / "tiny.sw"), "-o", "-"])
+    assert result.exit_code == 0 and result.output.startswith("#!/usr/bin/env python")
+    assert not (ROOT / "-").exists()
+
+
+@pytest.mark.parametrize("steps", ["0", "-3", "x"])
+def test_a_script_refuses_a_cap_below_one_step(steps, tmp_path):
+    script = tmp_path / "train.py"
+    _compile(ROOT / "specs" / "tiny.sw", script)
+    result = subprocess.run([sys.executable, str(script), "--max-steps", steps,
+                             "--run-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2
+    assert f"expected a whole number of at least 1, got {steps!r}" in result.stderr
+    assert not (tmp_path / "run").exists()

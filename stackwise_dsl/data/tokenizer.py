@@ -138,7 +138,10 @@ def _load(path: str):
     try:
         return HfModel.from_file(path)
     except Exception as e:  # the library raises plain Exceptions for bad files
-        raise DataError(f"cannot load the tokenizer {path}: {e}") from None
+        raise DataError(
+            f"cannot load the tokenizer {path}: it is not a tokenizer file the `tokenizers` "
+            f"library wrote (it says: {e})"
+        ) from None
 
 
 def _bpe(docs: list[str], vocab: int):

@@ -16,7 +16,7 @@ from stackwise_dsl.emit.extract import Extracted, extract, import_block, source_
 from stackwise_dsl.emit.literals import comment_text, literal, pretty, text_block
 
 # what `main` names (codegen/script.py.j2)
-ROOTS = ("create", "reopen", "start", "finishing", "from_json", "Device", "RunError", "Complete",
+ROOTS = ("begin", "reopen", "start", "finishing", "from_json", "Device", "RunError", "Complete",
          "NotCompiled")  # fmt: skip
 TEMPLATE = "script.py.j2"
 

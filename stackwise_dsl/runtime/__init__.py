@@ -27,7 +27,7 @@ from stackwise_dsl.runtime.seeds import derive
 from stackwise_dsl.runtime.train import Diverged, Progress, RunError, StageSummary, Trainer
 
 __all__ = [
-    "Complete", "Progress", "RunError", "StageSummary", "create", "finishing", "load_plan",
+    "Complete", "Progress", "RunError", "StageSummary", "begin", "create", "finishing", "load_plan",
     "reopen", "resume", "run", "start",
 ]  # fmt: skip
 
@@ -35,8 +35,27 @@ __all__ = [
 def run(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
         progress: Progress | None = None) -> list[StageSummary]:  # fmt: skip
     """Train a plan from the start in `run_dir` (which must not hold another run)."""
-    run_dir = create(plan, run_dir, spec_text=spec_text, info=info)
-    return _go(plan, run_dir, None, progress)
+    trainer = begin(plan, run_dir, spec_text=spec_text, info=info, progress=progress)
+    return _train(plan, trainer)
+
+
+def begin(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
+          progress: Progress | None = None) -> Trainer:  # fmt: skip
+    """A new run: its directory (`create`) and its trainer (`start`). If it cannot start (no
+    such device, data that cannot be read), what `create` wrote is removed again, so the
+    same command can be run again once the cause is fixed."""
+    run_dir = Path(run_dir)
+    existed = run_dir.exists()
+    create(plan, run_dir, spec_text=spec_text, info=info)
+    try:
+        return start(plan, run_dir, None, progress)
+    except RunError:
+        for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):  # plan.json first
+            (run_dir / name).unlink(missing_ok=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if nothing else came to be in it
+        raise
 
 
 def create(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None) -> Path:
@@ -72,7 +91,7 @@ def resume(
     summaries of every stage, those done before the interruption included. Raises
     `Complete` for a run with nothing left to do (and changes nothing in it)."""
     plan, last = reopen(run_dir, device=device)
-    return _go(plan, Path(run_dir), last, progress)
+    return _train(plan, start(plan, Path(run_dir), last, progress))
 
 
 def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[p.Plan, Path | None]:
@@ -109,8 +128,7 @@ def load_plan(run_dir: Path) -> p.Plan:
                       "so restore it or start the run again") from None  # fmt: skip
 
 
-def _go(plan: p.Plan, run_dir: Path, resume_from: Path | None, progress) -> list[StageSummary]:
-    trainer = start(plan, run_dir, resume_from, progress)
+def _train(plan: p.Plan, trainer: Trainer) -> list[StageSummary]:
     with finishing(trainer):
         for stage in plan.stages:
             trainer.stage(stage.number)
@@ -150,9 +168,13 @@ def finishing(trainer: Trainer):
     try:
         yield trainer
     except Diverged as e:
-        last = checkpoint.latest(run_dir)
-        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-        raise RunError(f"{e}; {where}") from None
+        raise RunError(f"{e}; {_last_good(run_dir)}") from None
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        raise _out_of_memory(e, run_dir) from None
+    except RuntimeError as e:  # the CPU allocator's way of saying it
+        if "can't allocate memory" not in str(e):
+            raise
+        raise _out_of_memory(e, run_dir) from None
     finally:
         if (run_dir / "metrics.jsonl").exists():
             _plot(run_dir)
@@ -161,6 +183,19 @@ def finishing(trainer: Trainer):
         (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
     except OSError as e:
         raise RunError(f"cannot write {run_dir / 'summary.json'} ({e.strerror})") from None
+
+
+def _last_good(run_dir: Path) -> str:
+    last = checkpoint.latest(run_dir)
+    return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+
+
+def _out_of_memory(e: Exception, run_dir: Path) -> RunError:
+    said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return RunError(
+        f"out of memory ({said[:200]}): `sw plan` shows what each stage holds; make the "
+        f"model or the batch smaller, or hold the trunk in fewer bits; {_last_good(run_dir)}"
+    )
 
 
 def _plot(run_dir: Path) -> None:

@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -135,8 +136,28 @@ def state_of(path: Path) -> dict:
     return state if isinstance(state, dict) else {}
 
 
+MAX_JSON_BYTES = 64 << 20  # a run's JSON files are kilobytes; anything this big is not one
+
+
+def _regular(path: Path, limit: int | None = None) -> None:
+    """A file of the run is a regular file (never a device or FIFO, which could hang a read
+    or never end), of at most `limit` bytes; else `Damaged`. A missing file passes (its
+    reader says so)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise Damaged(f"{path} cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise Damaged(f"{path} is not a regular file (a directory, device or FIFO)")
+    if limit is not None and info.st_size > limit:
+        raise Damaged(f"{path} is {info.st_size:,} bytes, too large to be what a run writes")
+
+
 def read_json(path: Path) -> dict:
     """A JSON object from a run directory's file, or `Damaged` naming the file."""
+    _regular(path, MAX_JSON_BYTES)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -197,6 +218,8 @@ def _check_optional(state: dict, wrong) -> None:
         if not isinstance(state[key], dict | None):
             raise wrong(f"`{key}` is {state[key]!r}, not an object or null")
     optimizer, window = state["optimizer"], state["window"]
+    if optimizer is None and not state["stage_done"]:
+        raise wrong("it was written in the middle of a stage, but holds no optimizer state")
     if optimizer is not None and not (
         isinstance(optimizer.get("param_groups"), list)
         and isinstance(optimizer.get("scalars"), dict)
@@ -257,9 +280,12 @@ def _rng(text, wrong) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
 
 
-def load(path: Path, plan: p.Plan) -> tuple[Store, dict | None, dict, torch.Tensor]:
+def load(
+    path: Path, plan: p.Plan, *, optimizer: bool = True
+) -> tuple[Store, dict | None, dict, torch.Tensor]:
     """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint, each
-    file checked before anything uses it; `Damaged` names the first that is wrong."""
+    file checked before anything uses it; `Damaged` names the first that is wrong. Without
+    `optimizer` (an export needs only the weights) its state is neither read nor given."""
     state = read_state(path, plan)
     try:
         store = Store.from_flat(_tensors(path / "model.safetensors"))
@@ -272,21 +298,22 @@ def load(path: Path, plan: p.Plan) -> tuple[Store, dict | None, dict, torch.Tens
             raise Damaged(f"{path.parent / file} (which {path / 'state.json'} refers to) "
                           f"cannot be read: {e}") from None  # fmt: skip
     verify(store, plan, path / "model.safetensors")
-    optimizer = None
-    if state["optimizer"] is not None:
+    opt_state = None
+    if optimizer and state["optimizer"] is not None:
         tensors = _tensors(path / "optimizer.safetensors")
         try:
-            optimizer = _join(tensors, state["optimizer"])
+            opt_state = _join(tensors, state["optimizer"])
         except (ValueError, KeyError, IndexError) as e:
             raise Damaged(f"{path / 'optimizer.safetensors'} does not match the optimizer "
                           f"state in {path / 'state.json'} ({e})") from None  # fmt: skip
-    return store, optimizer, state, state["rng"]
+    return store, opt_state, state, state["rng"]
 
 
 def _tensors(file: Path) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors, or `Damaged` naming it."""
     from safetensors.torch import load_file
 
+    _regular(file)
     try:
         tensors = load_file(str(file))
     except FileNotFoundError:

@@ -72,6 +72,26 @@ def merge_store(store: Store, plan: p.Plan, upto_stage: int) -> list[tuple[int, 
     return done
 
 
+RUN_FILES = ("plan.json", "run.json", "spec.sw", "metrics.jsonl", "summary.json", "loss.png")
+
+
+def _export_target(run_dir: Path, out: Path) -> Path:
+    """The file an export writes: `out`, through its symlinks; never a device or FIFO, and
+    never one of the run's own files or anything under its checkpoints."""
+    from stackwise_dsl.outputs import OutputError, output_target
+
+    if out.is_dir():
+        return out  # said in export's own words
+    try:
+        target = Path(output_target(out))
+    except OutputError as e:
+        raise MergeError(str(e)) from None
+    run = run_dir.resolve()
+    if target.is_relative_to(run / "checkpoints") or target in {run / n for n in RUN_FILES}:
+        raise MergeError(f"{out} is a file of the run being exported: name another file")
+    return target
+
+
 def export(run_dir: Path, out: Path) -> dict:
     """Write the latest checkpoint's model with its adapters merged, as one safetensors file
     of plain weights (`shared/...`, `stack/N/...`). Returns what was written."""
@@ -85,10 +105,10 @@ def export(run_dir: Path, out: Path) -> dict:
     last = checkpoint.latest(Path(run_dir))
     if last is None:
         raise MergeError(f"{run_dir} has no checkpoint to export")
-    store, _, state, _ = checkpoint.load(last, plan)
+    store, _, state, _ = checkpoint.load(last, plan, optimizer=False)
     adapters = merge_store(store, plan, state["stage"])
     tensors = store.flat(with_on_disk=True)
-    out = Path(out)
+    out = _export_target(Path(run_dir), Path(out))
     if out.is_dir():
         raise MergeError(
             f"{out} is a directory: give the file to write, e.g. {out / 'model.safetensors'}"

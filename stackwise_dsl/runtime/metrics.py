@@ -7,15 +7,13 @@ import json
 import os
 from pathlib import Path
 
-from stackwise_dsl.runtime.errors import RunError
+from stackwise_dsl.runtime.errors import Damaged, RunError
 
 
 class Metrics:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lines = 0
-        if path.exists():
-            self.lines = sum(1 for _ in path.open(encoding="utf-8"))
+        self.lines = 0  # records written; a run sets it with `truncate` before it logs
 
     def write(self, record: dict) -> None:
         try:
@@ -26,12 +24,9 @@ class Metrics:
         self.lines += 1
 
     def truncate(self, lines: int) -> None:
-        """Keep the first `lines` records (a resumed run rewrites what came after)."""
-        kept = (
-            self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
-            if self.path.exists()
-            else []
-        )
+        """Keep the first `lines` records (a resumed run rewrites what came after). A line
+        cut short by a kill, or one that is not a record, is dropped."""
+        kept = [x for x in _complete_lines(self.path)[:lines] if _record(x) is not None]
         tmp = self.path.with_suffix(".tmp")
         try:
             tmp.write_text("".join(kept), encoding="utf-8")
@@ -43,10 +38,31 @@ class Metrics:
         self.lines = len(kept)
 
 
+def _complete_lines(path: Path) -> list[str]:
+    """The newline-terminated lines of a metrics file ([] when there is none). Anything but
+    a regular file there (a directory, a FIFO, a device) is `Damaged`: never read."""
+    if not path.exists():
+        return []
+    if not path.is_file():
+        raise Damaged(f"{path} is not a regular file: move it away, and the run goes on")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise Damaged(f"{path} cannot be read ({e.strerror})") from None
+    return [line for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+def _record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read(path: Path) -> list[dict]:
-    return [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    """The records of a metrics file (lines that are not records are left out)."""
+    return [r for r in map(_record, _complete_lines(path)) if r is not None]
 
 
 def plot(metrics_path: Path, out: Path) -> None:
@@ -62,8 +78,8 @@ def plot(metrics_path: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     records = read(metrics_path)
-    train = [r for r in records if r["kind"] == "train"]
-    evals = [r for r in records if r["kind"] == "eval"]
+    train = [r for r in records if r.get("kind") == "train" and _plottable(r, "loss")]
+    evals = [r for r in records if r.get("kind") == "eval" and _plottable(r, "val_loss")]
     if not train:  # stopped before its first log line: nothing to draw
         return
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
@@ -94,3 +110,11 @@ def plot(metrics_path: Path, out: Path) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, out)
+
+
+def _plottable(record: dict, value: str) -> bool:
+    """A record the plot can place: whole stage, step and global step numbers, and a value."""
+    numbers = [record.get(k) for k in ("stage", "step", "global_step")]
+    return all(isinstance(x, int) and not isinstance(x, bool) for x in numbers) and isinstance(
+        record.get(value), int | float
+    )

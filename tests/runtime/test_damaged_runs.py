@@ -5,7 +5,9 @@ small real run whose latest checkpoint is the end of stage 1 (so resuming has wo
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -250,5 +252,146 @@ def test_export_under_a_file_is_refused_and_leaves_nothing(finished_stage, tmp_p
         app, ["export", str(finished_stage), "-o", str(blocker / "m.safetensors")]
     )
     assert result.exit_code == 1
-    assert result.output.startswith(f"error: cannot write {blocker / 'm.safetensors'}: its folder")
+    assert (
+        result.output == f"error: {blocker / 'm.safetensors'} cannot be written (Not a directory)\n"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def _latest_to_zero(run: Path) -> None:
+    pointer = run / "checkpoints" / "latest.json"
+    pointer.unlink()
+    pointer.symlink_to("/dev/zero")
+
+
+def _optimizer_null_mid_stage(run: Path) -> None:
+    (run / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": MID}))
+    state_file = run / "checkpoints" / MID / "state.json"
+    state = json.loads(state_file.read_text())
+    state["optimizer"] = None
+    state_file.write_text(json.dumps(state))
+
+
+def _metrics_directory(run: Path) -> None:
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+
+
+MID = "stage002-step0000002"
+MORE = {
+    "latest-symlink-to-dev-zero": (_latest_to_zero, "latest.json"),
+    "state-mid-stage-without-optimizer": (_optimizer_null_mid_stage, "state.json"),
+    "metrics-a-directory": (_metrics_directory, "metrics.jsonl"),
+}
+
+
+@pytest.mark.parametrize("case", list(MORE))
+def test_more_damage_is_named_and_nothing_hangs(case, finished_stage, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_stage, run)
+    damage, culprit = MORE[case]
+    damage(run)
+    before = _snapshot(run)
+    result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+    assert result.exit_code == 1, result.output
+    assert culprit in result.output and "Traceback" not in result.output
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda text: text[: len(text) // 2],  # cut mid-line by a kill
+        lambda text: "not json\n" + text,
+        lambda text: "[1, 2, 3]\n" + text,
+        lambda text: '{"no": "kind"}\n' + text,
+    ],
+    ids=["cut", "not-json", "a-list", "no-kind"],
+)
+def test_a_damaged_metrics_file_does_not_stop_a_resume(damage, finished_stage, tmp_path):
+    """Lines that are not records are dropped; the run goes on and finishes its summary."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_stage, run)
+    metrics = run / "metrics.jsonl"
+    metrics.write_text(damage(metrics.read_text()))
+    result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((run / "summary.json").read_text())) == 2
+    for line in metrics.read_text().splitlines():
+        assert isinstance(json.loads(line), dict)  # nothing appended onto a cut line
+
+
+def test_export_needs_no_optimizer_state(finished_stage, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(finished_stage, run)
+    (run / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": MID}))
+    (run / "checkpoints" / MID / "optimizer.safetensors").unlink()
+    result = runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "m.safetensors")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.safetensors").stat().st_size > 0
+
+
+def test_export_never_replaces_a_fifo_or_a_file_of_the_run(finished_stage, tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    result = runner.invoke(app, ["export", str(finished_stage), "-o", str(fifo)])
+    assert result.exit_code == 1
+    assert result.output == f"error: {fifo} is a FIFO, not a file: name a file to write\n"
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    pointer = finished_stage / "checkpoints" / "latest.json"
+    before = pointer.read_bytes()
+    result = runner.invoke(app, ["export", str(finished_stage), "-o", str(pointer)])
+    assert result.exit_code == 1
+    assert "is a file of the run being exported" in result.output
+    assert pointer.read_bytes() == before
+
+
+def test_export_through_a_symlink_writes_the_file_it_names(finished_stage, tmp_path):
+    target = tmp_path / "real.safetensors"
+    target.write_text("old")
+    link = tmp_path / "link.safetensors"
+    link.symlink_to(target)
+    result = runner.invoke(app, ["export", str(finished_stage), "-o", str(link)])
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and target.stat().st_size > 100
+
+
+@pytest.mark.parametrize("flag", [["-s", "optimizer.lr=1"], ["--max-steps", "2"]])
+def test_a_resumed_run_takes_no_changes(flag, finished_stage):
+    result = runner.invoke(app, ["run", "--resume", str(finished_stage), *flag])
+    assert result.exit_code == 2
+    assert "cannot change a run being resumed" in result.output
+
+
+def test_an_empty_run_dir_is_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["run", str(ROOT / "specs" / "tiny.sw"), "--run-dir", ""])
+    assert (result.exit_code, result.output) == (2, "error: --run-dir is empty: name a directory\n")
+
+
+def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path):
+    """Its data cannot be read: the same command runs once the data is fixed."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("")
+    command = ["run", str(ROOT / "specs" / "tiny.sw"), "--max-steps", "2", "-q",
+               "--run-dir", str(tmp_path / "run"), "-s", f'data.source=text("{corpus}")']  # fmt: skip
+    failed = runner.invoke(app, command)
+    assert failed.exit_code == 1 and "Traceback" not in failed.output
+    assert not (tmp_path / "run").exists()
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    assert runner.invoke(app, command).exit_code == 0
+
+
+def test_running_out_of_memory_is_a_clear_error(tmp_path, monkeypatch):
+    from stackwise_dsl.runtime import stage_model
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 1024000000000000 bytes")  # fmt: skip
+
+    monkeypatch.setattr(stage_model.StageModel, "__init__", no_memory)
+    result = runner.invoke(
+        app, ["run", str(ROOT / "specs" / "tiny.sw"), "--run-dir", str(tmp_path / "r"), "-q"]
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith("error: out of memory ([enforce fail at alloc_cpu.cpp:117] ")
+    assert result.output.endswith("no checkpoint was written yet\n")
