@@ -29,6 +29,7 @@ import math
 import os
 import random
 import shutil
+import stat
 import sys
 import tempfile
 import time
@@ -1584,8 +1585,28 @@ def state_of(path: Path) -> dict:
     return state if isinstance(state, dict) else {}
 
 
+MAX_JSON_BYTES = 64 << 20  # a run's JSON files are kilobytes; anything this big is not one
+
+
+def _regular(path: Path, limit: int | None = None) -> None:
+    """A file of the run is a regular file (never a device or FIFO, which could hang a read
+    or never end), of at most `limit` bytes; else `Damaged`. A missing file passes (its
+    reader says so)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise Damaged(f"{path} cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise Damaged(f"{path} is not a regular file (a directory, device or FIFO)")
+    if limit is not None and info.st_size > limit:
+        raise Damaged(f"{path} is {info.st_size:,} bytes, too large to be what a run writes")
+
+
 def read_json(path: Path) -> dict:
     """A JSON object from a run directory's file, or `Damaged` naming the file."""
+    _regular(path, MAX_JSON_BYTES)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -1647,6 +1668,8 @@ def _check_optional(state: dict, wrong) -> None:
         if not isinstance(state[key], dict | None):
             raise wrong(f"`{key}` is {state[key]!r}, not an object or null")
     optimizer, window = state["optimizer"], state["window"]
+    if optimizer is None and not state["stage_done"]:
+        raise wrong("it was written in the middle of a stage, but holds no optimizer state")
     if optimizer is not None and not (
         isinstance(optimizer.get("param_groups"), list)
         and isinstance(optimizer.get("scalars"), dict)
@@ -1707,9 +1730,12 @@ def _rng(text, wrong) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
 
 
-def load(path: Path, plan: Plan) -> tuple[Store, dict | None, dict, torch.Tensor]:
+def load(
+    path: Path, plan: Plan, *, optimizer: bool = True
+) -> tuple[Store, dict | None, dict, torch.Tensor]:
     """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint, each
-    file checked before anything uses it; `Damaged` names the first that is wrong."""
+    file checked before anything uses it; `Damaged` names the first that is wrong. Without
+    `optimizer` (an export needs only the weights) its state is neither read nor given."""
     state = read_state(path, plan)
     try:
         store = Store.from_flat(_tensors(path / "model.safetensors"))
@@ -1722,21 +1748,22 @@ def load(path: Path, plan: Plan) -> tuple[Store, dict | None, dict, torch.Tensor
             raise Damaged(f"{path.parent / file} (which {path / 'state.json'} refers to) "
                           f"cannot be read: {e}") from None  # fmt: skip
     verify(store, plan, path / "model.safetensors")
-    optimizer = None
-    if state["optimizer"] is not None:
+    opt_state = None
+    if optimizer and state["optimizer"] is not None:
         tensors = _tensors(path / "optimizer.safetensors")
         try:
-            optimizer = _join(tensors, state["optimizer"])
+            opt_state = _join(tensors, state["optimizer"])
         except (ValueError, KeyError, IndexError) as e:
             raise Damaged(f"{path / 'optimizer.safetensors'} does not match the optimizer "
                           f"state in {path / 'state.json'} ({e})") from None  # fmt: skip
-    return store, optimizer, state, state["rng"]
+    return store, opt_state, state, state["rng"]
 
 
 def _tensors(file: Path) -> dict[str, torch.Tensor]:
     """A safetensors file's tensors, or `Damaged` naming it."""
     from safetensors.torch import load_file
 
+    _regular(file)
     try:
         tensors = load_file(str(file))
     except FileNotFoundError:
@@ -1986,9 +2013,7 @@ def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 class Metrics:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.lines = 0
-        if path.exists():
-            self.lines = sum(1 for _ in path.open(encoding="utf-8"))
+        self.lines = 0  # records written; a run sets it with `truncate` before it logs
 
     def write(self, record: dict) -> None:
         try:
@@ -1999,12 +2024,9 @@ class Metrics:
         self.lines += 1
 
     def truncate(self, lines: int) -> None:
-        """Keep the first `lines` records (a resumed run rewrites what came after)."""
-        kept = (
-            self.path.read_text(encoding="utf-8").splitlines(keepends=True)[:lines]
-            if self.path.exists()
-            else []
-        )
+        """Keep the first `lines` records (a resumed run rewrites what came after). A line
+        cut short by a kill, or one that is not a record, is dropped."""
+        kept = [x for x in _complete_lines(self.path)[:lines] if _record(x) is not None]
         tmp = self.path.with_suffix(".tmp")
         try:
             tmp.write_text("".join(kept), encoding="utf-8")
@@ -2016,10 +2038,31 @@ class Metrics:
         self.lines = len(kept)
 
 
+def _complete_lines(path: Path) -> list[str]:
+    """The newline-terminated lines of a metrics file ([] when there is none). Anything but
+    a regular file there (a directory, a FIFO, a device) is `Damaged`: never read."""
+    if not path.exists():
+        return []
+    if not path.is_file():
+        raise Damaged(f"{path} is not a regular file: move it away, and the run goes on")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise Damaged(f"{path} cannot be read ({e.strerror})") from None
+    return [line for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+def _record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def read(path: Path) -> list[dict]:
-    return [
-        json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    """The records of a metrics file (lines that are not records are left out)."""
+    return [r for r in map(_record, _complete_lines(path)) if r is not None]
 
 
 def plot(metrics_path: Path, out: Path) -> None:
@@ -2035,8 +2078,8 @@ def plot(metrics_path: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     records = read(metrics_path)
-    train = [r for r in records if r["kind"] == "train"]
-    evals = [r for r in records if r["kind"] == "eval"]
+    train = [r for r in records if r.get("kind") == "train" and _plottable(r, "loss")]
+    evals = [r for r in records if r.get("kind") == "eval" and _plottable(r, "val_loss")]
     if not train:  # stopped before its first log line: nothing to draw
         return
     fig, ax = plt.subplots(figsize=(9, 4.5), dpi=110)
@@ -2067,6 +2110,14 @@ def plot(metrics_path: Path, out: Path) -> None:
     fig.savefig(tmp)
     plt.close(fig)
     os.replace(tmp, out)
+
+
+def _plottable(record: dict, value: str) -> bool:
+    """A record the plot can place: whole stage, step and global step numbers, and a value."""
+    numbers = [record.get(k) for k in ("stage", "step", "global_step")]
+    return all(isinstance(x, int) and not isinstance(x, bool) for x in numbers) and isinstance(
+        record.get(value), int | float
+    )
 
 
 def lr_factor(o: Optimizer, step: int, steps: int) -> float:
@@ -2638,6 +2689,25 @@ class _Window:
         return self.total_tokens / max(time.perf_counter() - self.started, 1e-9)
 
 
+def begin(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
+          progress: Progress | None = None) -> Trainer:  # fmt: skip
+    """A new run: its directory (`create`) and its trainer (`start`). If it cannot start (no
+    such device, data that cannot be read), what `create` wrote is removed again, so the
+    same command can be run again once the cause is fixed."""
+    run_dir = Path(run_dir)
+    existed = run_dir.exists()
+    create(plan, run_dir, spec_text=spec_text, info=info)
+    try:
+        return start(plan, run_dir, None, progress)
+    except RunError:
+        for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):  # plan.json first
+            (run_dir / name).unlink(missing_ok=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only if nothing else came to be in it
+        raise
+
+
 def create(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None) -> Path:
     """A new run directory holding the spec, the plan and what started it (run.json)."""
     run_dir = Path(run_dir)
@@ -2731,9 +2801,13 @@ def finishing(trainer: Trainer):
     try:
         yield trainer
     except Diverged as e:
-        last = latest(run_dir)
-        where = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-        raise RunError(f"{e}; {where}") from None
+        raise RunError(f"{e}; {_last_good(run_dir)}") from None
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        raise _out_of_memory(e, run_dir) from None
+    except RuntimeError as e:  # the CPU allocator's way of saying it
+        if "can't allocate memory" not in str(e):
+            raise
+        raise _out_of_memory(e, run_dir) from None
     finally:
         if (run_dir / "metrics.jsonl").exists():
             _plot(run_dir)
@@ -2742,6 +2816,19 @@ def finishing(trainer: Trainer):
         (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
     except OSError as e:
         raise RunError(f"cannot write {run_dir / 'summary.json'} ({e.strerror})") from None
+
+
+def _last_good(run_dir: Path) -> str:
+    last = latest(run_dir)
+    return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+
+
+def _out_of_memory(e: Exception, run_dir: Path) -> RunError:
+    said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return RunError(
+        f"out of memory ({said[:200]}): `sw plan` shows what each stage holds; make the "
+        f"model or the batch smaller, or hold the trunk in fewer bits; {_last_good(run_dir)}"
+    )
 
 
 def _plot(run_dir: Path) -> None:
@@ -2767,10 +2854,17 @@ def _device(device: Device) -> torch.device:
 # --- main ----------------------------------------------------------------------------------
 
 
+def _positive(text: str) -> int:
+    """A whole number of at least 1 (argparse shows the message)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, help="where the run writes")
-    parser.add_argument("--max-steps", type=int, help="cap every stage at N steps")
+    parser.add_argument("--max-steps", type=_positive, help="cap every stage at N steps")
     parser.add_argument("--resume", type=Path, help="continue the run in this directory")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
@@ -2794,8 +2888,10 @@ def main() -> None:
             where = args.run_dir if args.run_dir is not None else Path(plan.run.dir)
             info = {"spec": SPEC_FILE, "overrides": OVERRIDES, "max_steps": args.max_steps,
                     "compiled": SPEC_SHA256}  # fmt: skip
-            create(plan, where, spec_text=SPEC_TEXT, info=info)
-        trainer = start(plan, where, resume_from)
+        if args.resume is None:
+            trainer = begin(plan, where, spec_text=SPEC_TEXT, info=info)
+        else:
+            trainer = start(plan, where, resume_from)
         with finishing(trainer):
             # Stage 1 of 2: grow, 150 steps, clm, lr 0.003
             #   stack 0 (s): new, fp32, random init

@@ -21,6 +21,7 @@ from torch import nn
 
 from stackwise_dsl.ir.enums import Precision
 from stackwise_dsl.runtime.precision import Packed4bitLinear, quantized_linear
+from tests.conftest import ROOT
 from tests.runtime.helpers import small, trainer_for
 
 CPU = torch.device("cpu")
@@ -161,24 +162,7 @@ def test_a_prepend_run_over_a_4bit_suffix_is_the_same_on_either_cpu_kind(tmp_pat
     assert len(evals) >= 6  # evaluations between steps in every stage
 
 
-FORCE_AVX512BF16 = """
-import importlib.abc, importlib.machinery, sys
-
-class AsIfAvx512Bf16(importlib.abc.MetaPathFinder):
-    # bitsandbytes asks has_avx512bf16() while it imports its CPU backend
-    def find_spec(self, name, path, target=None):
-        if name != "bitsandbytes.functional":
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        run = spec.loader.exec_module
-        def exec_module(module):
-            run(module)
-            module.has_avx512bf16 = lambda: True
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, AsIfAvx512Bf16())
-"""
+FORCE_AVX512BF16 = "import tests.as_avx512bf16\n"  # before bitsandbytes
 
 QUANTIZE_AND_ADAPT = """
 import torch
@@ -199,7 +183,7 @@ print("ok")
 def _stderr_of(code: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=env, timeout=120)  # fmt: skip
+                          env=env, cwd=ROOT, timeout=120)  # fmt: skip
 
 
 def test_bitsandbytes_says_nothing_on_a_cpu_with_avx512bf16():
