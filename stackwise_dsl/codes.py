@@ -62,15 +62,16 @@ CODES: dict[str, Code] = {
         Code(
             code="SW003", severity=E, title="invalid escape in a string",
             explanation="Strings accept the escapes \\\\ \\\" \\n \\t \\r \\0 \\uXXXX and "
-            "\\UXXXXXXXX.",
+            "\\UXXXXXXXX. A \\u or \\U escape names one character: not a UTF-16 surrogate "
+            "(D800 to DFFF, which JSON pairs up) and nothing past 10FFFF.",
             example=_BASE + 'data { source = text("C:\\data\\train.txt") }\n',
             fix="Double the backslash (`\\\\`) or use forward slashes.",
         ),
         Code(
             code="SW004", severity=E, title="file cannot be read",
             explanation="A spec, or a file it includes or extends, does not exist, is a "
-            "directory, a device, a FIFO or a socket, is larger than 1 MiB, is not UTF-8 or "
-            "cannot be read.",
+            "directory, a device, a FIFO or a socket, is a loop of symbolic links, is larger "
+            "than 1 MiB, is not UTF-8 or cannot be read.",
             example='include "no/such/file.sw"\n' + _BASE,
             fix="Fix the path; `include` and `extends` paths are relative to the file that "
             "names them.",
@@ -84,7 +85,10 @@ CODES: dict[str, Code] = {
         Code(
             code="SW006", severity=E, title="malformed --set",
             explanation="A command-line override is not `PATH=VALUE`, or its path runs into a "
-            "plain value.",
+            "plain value, names a block or a stage without a field, or a stage by something "
+            "other than a number or a range, or has more than 32 parts. A stage number below 1 "
+            "is SW104 and a backwards range SW109, as in a file; a bad literal in the value is "
+            "its own code, as in a file (SW003, SW007).",
             example=_BASE,
             overrides=("model.d_model",),
             fix="Write `--set model.d_model=512`, `--set d=512` for a let, or "
@@ -94,9 +98,9 @@ CODES: dict[str, Code] = {
             code="SW007", severity=E, title="limit exceeded",
             explanation="Elaboration has limits, so that no spec can hang `sw check` or exhaust "
             "its memory: include and extends chains of at most 32 files, lets nested at most "
-            "100 deep, computed strings of at most 65,536 characters and integers of at most "
-            "10^18. (Files over 1 MiB, devices and FIFOs are SW004; sequences of more than "
-            "100,000 names are SW109.)",
+            "100 deep, computed strings of at most 65,536 characters and integers, written or "
+            "computed, of at most 10^18. (Files over 1 MiB, devices and FIFOs are SW004; "
+            "sequences of more than 100,000 names are SW109.)",
             example='let s0 = "0123456789abcdef"\n'
             + "".join(f"let s{i + 1} = s{i} + s{i}\n" for i in range(13))
             + _BASE.replace("grow append", 'run { dir = s13 }\ngrow append'),
@@ -127,7 +131,9 @@ CODES: dict[str, Code] = {
         Code(
             code="SW104", severity=E, title="wrong type",
             explanation="A value of the wrong kind: a string where a number goes, a fraction "
-            "where a whole number goes, a value where a section goes.",
+            "where a whole number goes, a value where a section goes, a path (a data file, "
+            "the tokenizer file, the run folder) holding a NUL character, which no file name "
+            "can.",
             example=_with("d_model = 64", 'd_model = "64"'),
             fix="Write the value in the expected kind; `//` divides to a whole number.",
         ),
@@ -440,8 +446,9 @@ CODES: dict[str, Code] = {
             example=_BASE + 'data { source = text("train.txt") }  # no train.txt here\n',
             host=Host(cuda=False, data=(DataFile(written="train.txt", kind=FileKind.MISSING),)),
             fix="Fix the path, or give one on the command line: `--set "
-            "data.source.files=path/to/train.txt`; name the files of a directory with a glob, "
-            'such as `text("corpus/*.txt")`.',
+            "data.source.files=path/to/train.txt` (`--set data.tokenizer.path=...` for a "
+            "tokenizer); name the files of a directory with a glob, such as "
+            '`text("corpus/*.txt")`.',
         ),
         Code(
             code="SW602", severity=E, title="jsonl records without the field",

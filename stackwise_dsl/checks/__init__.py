@@ -41,6 +41,7 @@ from stackwise_dsl.checks.objective import (
     check_objective_mode,
     check_time_input,
 )
+from stackwise_dsl.checks.paths import check_path_characters
 from stackwise_dsl.checks.precision import (
     check_bf16_cpu,
     check_fp16_device,
@@ -83,6 +84,7 @@ CHECKS: tuple[Check, ...] = (
     check_objective_mode,
     check_depth_schedule,
     check_time_input,
+    check_path_characters,
     check_data_files,
     check_jsonl_field,
     check_cuda_device,

@@ -24,6 +24,8 @@ def check_data_files(facts: Facts) -> Iterator[diag.Diagnostic]:
     problems: dict[str, list] = {}  # per field (the source's files, the tokenizer's path)
     for node, field, written in data_paths(facts.spec):
         fact = known.get(written)
+        if "\0" in written:  # no file can have that name: check_path_characters says so
+            continue
         if fact is not None and fact.kind is not FileKind.FILE:
             problems.setdefault(field, []).append((node, fact))
     for field, found in problems.items():
@@ -39,7 +41,8 @@ def _unusable(fact: DataFile, node: DataNode) -> tuple[str, str]:
     path, kind = fact.written, fact.kind
     if kind is FileKind.MISSING:
         what = "no file matches" if fact.glob else "there is no file"
-        return f"{what} {path}", "fix the path, or give it with `--set data.source.files=PATH`"
+        where = "data.tokenizer.path" if isinstance(node, n.TokenizerFile) else "data.source.files"
+        return f"{what} {path}", f"fix the path, or give it with `--set {where}=PATH`"
     if kind is FileKind.DIRECTORY:
         if isinstance(node, n.TokenizerFile):
             return f"{path} is a directory", "name the tokenizer.json inside it"

@@ -16,7 +16,13 @@ import attrs
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate.evaluate import Evaluator, Lets
 from stackwise_dsl.elaborate.load import Loader, Unit
-from stackwise_dsl.elaborate.merge import override, path_segments, set_path, split_path, union
+from stackwise_dsl.elaborate.merge import (
+    override,
+    path_segments,
+    resolve_set_path,
+    set_path,
+    union,
+)
 from stackwise_dsl.elaborate.schema import Converter
 from stackwise_dsl.elaborate.spec import build_spec
 from stackwise_dsl.elaborate.values import Record
@@ -65,11 +71,13 @@ def parse_override(text: str) -> SetOverride | diag.Diagnostic:
             "or `--set grow.stage.2.steps=500`",
         )
     offset = len(text) - len(raw)
-    expr, _ = parse_expr(" " * offset + raw, name)
+    expr, problems = parse_expr(" " * offset + raw, name)
     if expr is None or _looks_like_path(expr):
         start = offset + len(raw) - len(raw.lstrip())
         span = source.span(start, len(text.rstrip()))
         expr = t.String(value=raw.strip(), text=raw.strip(), span=span)
+    elif problems:  # an expression with a problem of its own: an escape, a number past 10^18
+        return problems[0]
     return SetOverride(path=path, value=expr, source=source)
 
 
@@ -82,10 +90,15 @@ def _valid_path(path: str) -> bool:
 
 
 def _looks_like_path(e: t.Expr) -> bool:
-    if isinstance(e, t.Binary):
-        if e.op in ("/", "//") and isinstance(e.left, t.Name | t.Binary):
-            return True
-        return _looks_like_path(e.left) or _looks_like_path(e.right)
+    """A division of a name (`runs/exp1`) anywhere in the value; walked with a list, not
+    recursion, as a value may be a chain of thousands of terms."""
+    todo = [e]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, t.Binary):
+            if node.op in ("/", "//") and isinstance(node.left, t.Name | t.Binary):
+                return True
+            todo += [node.left, node.right]
     return False
 
 
@@ -183,7 +196,11 @@ def _apply_let_sets(sets: list[SetOverride], lets: Lets) -> list[SetOverride]:
 
 def _apply_set(root: Record, s: SetOverride, ev: Evaluator, report) -> Record:
     key_span = s.source.span(0, len(s.path))
-    updated = set_path(root, split_path(s.path), ev.expr(s.value), key_span)
+    path = resolve_set_path(s.path, s.source.span)
+    if isinstance(path, diag.Diagnostic):
+        report(path)
+        return root
+    updated = set_path(root, path, ev.expr(s.value), key_span)
     if isinstance(updated, str):
         report(diag.error("SW006", f"cannot apply `--set {s.source.text}`: {updated}", key_span))
         return root

@@ -29,11 +29,11 @@ from stackwise_dsl.elaborate.values import (
     describe,
 )
 from stackwise_dsl.syntax import tree as t
+from stackwise_dsl.syntax.lexing import MAX_INT  # the same for written and computed integers
 
 MAX_REPEAT = 100_000  # names in a sequence (`n x name`, `a + b`)
 MAX_LET_DEPTH = 100  # lets whose values use lets whose values use lets...
 MAX_STRING = 65_536  # characters in a computed string
-MAX_INT = 10**18  # magnitude of a computed integer
 _LEFT_ASSOC = ("+", "-", "*", "/", "//")
 Report = Callable[[diag.Diagnostic], None]
 
@@ -280,7 +280,8 @@ class Evaluator:
         if first is None or last is None:
             return []
         if last < first:
-            self.report(diag.error("SW109", f"stage range {first}..{last} runs backwards", where))
+            message = f"stage range {first}..{last} runs backwards"
+            self.report(diag.error("SW109", message, where, hint=f"write `{last}..{first}`"))
             return []
         label = str(first) if first == last else f"{first}..{last}"
         body = self.record("stage", it.body.items, where)
@@ -293,7 +294,10 @@ class Evaluator:
         if not isinstance(v, Invalid):
             self.report(
                 diag.error(
-                    "SW104", f"a stage number is an integer from 1; got {describe(v)}", e.span
+                    "SW104",
+                    f"a stage number is an integer from 1; got {describe(v)}",
+                    e.span,
+                    hint="stages are numbered from 1, the first stack grown",
                 )
             )
         return None

@@ -7,6 +7,7 @@ or through others, is a cycle (SW005).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -17,6 +18,7 @@ import attrs
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.source import MAX_FILE_BYTES, Source, Span
 from stackwise_dsl.syntax import tree as t
+from stackwise_dsl.syntax.lexing import without_bom
 from stackwise_dsl.syntax.parser import parse
 
 Report = Callable[[diag.Diagnostic], None]
@@ -67,6 +69,8 @@ def describe_read_error(path: str, e: Exception) -> str:
         return f"{path} is a directory, not a spec file"
     if isinstance(e, NotASpecFile):
         return f"{path} {e}"
+    if getattr(e, "errno", None) == errno.ELOOP:
+        return f"{path} is a loop of symbolic links that never reaches a file"
     if isinstance(e, PermissionError):
         return f"{path} cannot be read (permission denied)"
     return f"{path} cannot be read ({e.__class__.__name__}: {e})"
@@ -83,7 +87,7 @@ class Loader:
 
     def load_text(self, text: str, name: str, chain: tuple = ()) -> Unit | None:
         result = parse(text, name)
-        self.sources[name] = Source(name, text)
+        self.sources[name] = Source(name, without_bom(text))  # the text the spans are of
         for d in result.diagnostics:
             self.report(d)
         if result.document is None:
@@ -95,10 +99,13 @@ class Loader:
         try:
             text = read_text(path)
         except (OSError, UnicodeDecodeError, ValueError) as e:
-            self.report(diag.error("SW004", describe_read_error(name, e), via))
+            loop = getattr(e, "errno", None) == errno.ELOOP
+            hint = "point the links at the spec file, or name the file itself" if loop else None
+            self.report(diag.error("SW004", describe_read_error(name, e), via, hint=hint))
             return None
-        self.loaded.add(path.resolve())
-        return self.load_text(text, name, (*chain, (path.resolve(), name)))
+        real = _real_path(path)
+        self.loaded.add(real)
+        return self.load_text(text, name, (*chain, (real, name)))
 
     def _unit(self, doc: t.Document, name: str, chain: tuple) -> Unit | None:
         base = None
@@ -128,7 +135,7 @@ class Loader:
             self.report(diag.error("SW004", f"the {kind} path {what}", path.span))
             return None
         target = _relative_to(name, path.value)
-        resolved = Path(target).resolve()
+        resolved = _real_path(Path(target))
         if resolved in (p for p, _ in chain):
             self._cycle(path, target, resolved, chain, kind)
             return None
@@ -154,6 +161,13 @@ class Loader:
                 hint=f"remove this {kind} or the one that leads back here",
             )
         )
+
+
+def _real_path(path: Path) -> Path:
+    """The absolute path with every symbolic link followed: the identity of a file, for
+    cycles and diamonds. os.path.realpath, not Path.resolve, which raises RuntimeError on a
+    loop of links; such a path is reported when it is read (SW004)."""
+    return Path(os.path.realpath(path))
 
 
 def _relative_to(including: str, target: str) -> str:

@@ -6,17 +6,20 @@
   replaces the whole value.
 - `union(a, b)`: the same recursion, but a field set on both sides is an error (SW102):
   included files add to a spec, they never silently change it.
-- `set_path(root, path, value)`: one `--set a.b.c=v`, creating sections that are missing.
+- `set_path(root, path, value)`: one `--set a.b.c=v`, creating sections that are missing,
+  along a path `resolve_set_path` has checked.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import attrs
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate.values import Entry, Record, Sym, Value
+from stackwise_dsl.source import Span
 
 Report = Callable[[diag.Diagnostic], None]
 LABELLED = ("block", "stack", "stage")
@@ -80,8 +83,6 @@ def _conflict(kept: Entry, other: Entry) -> diag.Diagnostic:
 
 def path_segments(path: str) -> list[str]:
     """`grow.stage.2..3.steps` → [grow, stage, 2..3, steps]: a stage range keeps its dots."""
-    import re
-
     return re.findall(r"\d+\.\.\d+|[^.]+", path)
 
 
@@ -98,6 +99,71 @@ def split_path(path: str) -> list[tuple[str, str | None]]:
             out.append((parts[i], None))
             i += 1
     return out
+
+
+MAX_SET_SEGMENTS = 32  # far deeper than any field; bounds the recursion of set_path
+_STAGES = re.compile(r"(\d{1,18})(?:\.\.(\d{1,18}))?")
+SetPath = list[tuple[str, str | None]]
+
+
+def resolve_set_path(path: str, span: Callable[[int, int], Span]) -> SetPath | diag.Diagnostic:
+    """`split_path(path)` with stage labels as a file writes them (`2..2` → `2`), or why no
+    `--set` can take that path; `span(start, end)` locates a part of it."""
+    parts = path_segments(path)
+    if len(parts) > MAX_SET_SEGMENTS:
+        message = f"the path has {len(parts):,} parts; no field lies {MAX_SET_SEGMENTS} deep"
+        hint = "a path names a field, as in `--set block.b.attention.heads=8`"
+        return diag.error("SW006", message, span(0, len(path)), hint=hint)
+    out: SetPath = []
+    start = 0
+    for key, label in split_path(path):
+        label_start = start + len(key) + 1
+        end = label_start + len(label) if label is not None else start + len(key)
+        problem = _set_step_problem(out, key, label, last=end == len(path))
+        if problem is not None:
+            code, message, hint, on_label = problem
+            at = span(label_start, end) if on_label else span(start, end)
+            return diag.error(code, message, at, hint=hint)
+        out.append((key, _stage_label(label) if key == "stage" else label))
+        start = end + 1
+    return out
+
+
+def _set_step_problem(before: SetPath, key: str, label: str | None, last: bool):
+    """(code, message, hint, whether it is the label's fault) for one step of a `--set` path
+    that cannot be taken; the same codes as the file form (`stage 0`, `stage 3..2`)."""
+    written = ".".join([*(f"{k}.{v}" if v else k for k, v in before), key])
+    if key == "stage" and [k for k, _ in before] != ["grow"]:
+        return "SW110", "`stage` overrides belong inside `grow`", _STAGE_EXAMPLE, False
+    if key in LABELLED and label is None:
+        what = "a stage number" if key == "stage" else "a name"
+        example = _STAGE_EXAMPLE if key == "stage" else f"write `--set {key}.NAME.FIELD=VALUE`"
+        return "SW006", f"`{written}` needs {what} after it", example, False
+    if key == "stage":
+        found = _STAGES.fullmatch(label)
+        if found is None:
+            return "SW006", f"`{label}` is not a stage number or range", _STAGE_EXAMPLE, True
+        first, last_stage = int(found[1]), int(found[2] or found[1])
+        if first < 1:
+            message = f"a stage number is an integer from 1; got the number {first}"
+            return "SW104", message, "stages are numbered from 1, the first stack grown", True
+        if last_stage < first:
+            message = f"stage range {first}..{last_stage} runs backwards"
+            return "SW109", message, f"write `{last_stage}..{first}`", True
+    if last and key in ("block", "stage"):
+        message = f"`{written}.{label}` is a section: set one of its fields"
+        return "SW006", message, f"write `--set {written}.{label}.FIELD=VALUE`", False
+    return None
+
+
+_STAGE_EXAMPLE = "write `--set grow.stage.2.steps=500` or `--set grow.stage.2..3.lr=1e-4`"
+
+
+def _stage_label(label: str) -> str:
+    """A stage label as the file form writes it: `02` → `2`, `2..2` → `2`."""
+    first, _, last = label.partition("..")
+    first, last = str(int(first)), str(int(last or first))
+    return first if first == last else f"{first}..{last}"
 
 
 def set_path(root: Record, path: list[tuple[str, str | None]], value: Value, span) -> Record | str:

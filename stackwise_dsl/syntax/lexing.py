@@ -5,34 +5,59 @@ from __future__ import annotations
 import math
 import re
 
+import attrs
 from lark.exceptions import UnexpectedInput
 
 from stackwise_dsl.source import Source
 from stackwise_dsl.syntax.tree import Comment
 
 _SUFFIX = {"k": 1_000, "M": 1_000_000, "B": 1_000_000_000}
+MAX_INT = 10**18  # magnitude of an integer, written or computed
+BOM = "\ufeff"
 _ESCAPES = {"\\": "\\", '"': '"', "n": "\n", "t": "\t", "r": "\r", "0": "\0"}
 _OPEN = "{(["
 _CLOSE = "})]"
 
 
-def number_value(text: str) -> int | float:
-    """`300` → 300, `3e-4` → 0.0003, `2k` → 2000, `1.5M` → 1500000 (exact, via Decimal)."""
+def without_bom(text: str) -> str:
+    """`text` without a leading UTF-8 byte-order mark, which some Windows editors write: it
+    is not part of the spec (and `sw fmt` drops it)."""
+    return text[1:] if text.startswith(BOM) else text
+
+
+def number_value(text: str) -> int | float | None:
+    """`300` → 300, `3e-4` → 0.0003, `2k` → 2000, `1.5M` → 1500000 (exact, via Decimal).
+
+    None for an integer beyond MAX_INT: its digits are never converted (Python refuses to
+    convert more than 4,300), and no field takes such a number."""
     scale = _SUFFIX.get(text[-1], 1)
     digits = text[:-1] if scale != 1 else text
+    if scale == 1 and digits.isdigit():
+        too_long = len(digits.lstrip("0")) > len(str(MAX_INT))  # looked at before int()
+        return None if too_long or int(digits) > MAX_INT else int(digits)
     if scale == 1:
-        return int(digits) if digits.isdigit() else float(digits)
+        return float(digits)
     from decimal import Decimal, DecimalException
 
     try:
         value = Decimal(digits) * scale
-        return int(value) if value == value.to_integral_value() else float(value)
+        if value != value.to_integral_value():
+            return float(value)
+        return int(value) if value <= MAX_INT else None
     except (DecimalException, OverflowError):
         return math.inf
 
 
-def decode_string(text: str) -> tuple[str, str | None]:
-    """The value of a quoted literal, and a problem description if an escape is invalid."""
+@attrs.frozen
+class EscapeProblem:
+    """Why an escape in a string literal is invalid, and what to write instead."""
+
+    message: str
+    hint: str
+
+
+def decode_string(text: str) -> tuple[str, EscapeProblem | None]:
+    """The value of a quoted literal, and the problem with its first invalid escape."""
     body = text[1:-1]
     out: list[str] = []
     i = 0
@@ -50,13 +75,40 @@ def decode_string(text: str) -> tuple[str, str | None]:
         width = {"u": 4, "U": 8}.get(nxt)
         code = body[i + 2 : i + 2 + width] if width else ""
         if width and len(code) == width and all(c in "0123456789abcdefABCDEF" for c in code):
-            if int(code, 16) > 0x10FFFF:
-                return "".join(out), f"\\{nxt}{code} is beyond the last Unicode code point"
+            problem = _code_point_problem(body, i)
+            if problem is not None:
+                return "".join(out), problem
             out.append(chr(int(code, 16)))
             i += 2 + width
             continue
-        return "".join(out), f"invalid escape \\{nxt} in a string"
+        problem = EscapeProblem(f"invalid escape \\{nxt} in a string", _BACKSLASH_HINT)
+        return "".join(out), problem
     return "".join(out), None
+
+
+_BACKSLASH_HINT = 'write a backslash as "\\\\"'
+_HEX_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8}))")
+
+
+def _code_point_problem(body: str, i: int) -> EscapeProblem | None:
+    """A `\\u`/`\\U` escape at body[i] that names no character: past U+10FFFF, or a UTF-16
+    surrogate (no file name, no UTF-8 text can hold one alone)."""
+    m = _HEX_ESCAPE.match(body, i)
+    value = int(m[1] or m[2], 16)
+    written = m[0]
+    if value > 0x10FFFF:
+        message = f"{written} is beyond the last Unicode code point"
+        return EscapeProblem(message, "code points run up to `\\U0010FFFF`")
+    if not 0xD800 <= value <= 0xDFFF:
+        return None
+    hint = "write the character itself, or its code point as `\\UXXXXXXXX`"
+    low = _HEX_ESCAPE.match(body, m.end())
+    low_value = int(low[1] or low[2], 16) if low else 0
+    if value <= 0xDBFF and 0xDC00 <= low_value <= 0xDFFF:  # a UTF-16 pair, as JSON writes it
+        joined = 0x10000 + ((value - 0xD800) << 10) + (low_value - 0xDC00)
+        hint = f"write the pair {written}{low[0]} as one escape: `\\U{joined:08X}`"
+    message = f"{written} is a UTF-16 surrogate, not a character"
+    return EscapeProblem(message, hint)
 
 
 def scan_comments(source: Source) -> tuple[Comment, ...]:

@@ -23,6 +23,7 @@ from stackwise_dsl.syntax.lexing import (
     deepest_nesting,
     number_value,
     scan_comments,
+    without_bom,
 )
 
 MAX_SYNTAX_ERRORS = 25
@@ -39,7 +40,9 @@ class ParseResult:
 
 
 def parse(text: str, name: str) -> ParseResult:
-    """Parse one file's text; `name` is the path shown in diagnostics."""
+    """Parse one file's text; `name` is the path shown in diagnostics. A leading byte-order
+    mark is dropped (`without_bom`): the document and its spans are of the text after it."""
+    text = without_bom(text)
     source = Source(name, text)
     too_deep = _nesting_problem(source)
     if too_deep is not None:
@@ -76,14 +79,19 @@ def _nesting_problem(source: Source) -> diag.Diagnostic | None:
 
 
 def parse_expr(text: str, name: str) -> tuple[t.Expr | None, tuple[diag.Diagnostic, ...]]:
-    """Parse a lone expression (the value of a `--set` override)."""
+    """Parse a lone expression (the value of a `--set` override): the expression and the
+    problems in it (an invalid escape, a number too large), or None and the syntax error
+    when the text is not an expression or nests too deeply to be one."""
     source = Source(name, text)
+    too_deep = _nesting_problem(source)
+    if too_deep is not None:
+        return None, (too_deep,)
     builder = _ToTree(source)
     try:
         expr = _parser(builder).parse(text, start="expr")
     except lark.exceptions.UnexpectedInput as e:
         return None, (describe_syntax_error(e, source, text),)
-    return (None, tuple(builder.problems)) if builder.problems else (expr, ())
+    return expr, tuple(builder.problems)
 
 
 def _parser(builder: _ToTree) -> lark.Lark:
@@ -109,6 +117,13 @@ def _span(source: str, first, last=None) -> Span:
         end_line=b.end_line,
         end_column=b.end_column,
     )
+
+
+def _abbreviated(literal: str) -> str:
+    """A literal for a message: whole when short, else its start and its length."""
+    if len(literal) <= 40:
+        return literal
+    return f"{literal[:20]}... ({len(literal):,} characters)"
 
 
 def _token_span(source: str, tok: Token) -> Span:
@@ -241,8 +256,15 @@ class _ToTree(Transformer):
     def number(self, c):
         value = number_value(str(c[0]))
         span = self._s(c[0])
-        if isinstance(value, float) and not math.isfinite(value):
-            self.problems.append(diag.error("SW109", f"the number {c[0]} is too large", span))
+        if value is None:
+            shown = _abbreviated(str(c[0]))
+            message = f"the number {shown} is larger than 10^18"
+            hint = "no field takes a whole number that large"
+            self.problems.append(diag.error("SW007", message, span, hint=hint))
+            value = 0
+        elif isinstance(value, float) and not math.isfinite(value):
+            message = f"the number {_abbreviated(str(c[0]))} is too large"
+            self.problems.append(diag.error("SW109", message, span))
             value = 0
         return t.Number(text=str(c[0]), value=value, span=span)
 
@@ -250,9 +272,7 @@ class _ToTree(Transformer):
         span = self._s(c[0])
         value, problem = decode_string(str(c[0]))
         if problem is not None:
-            self.problems.append(
-                diag.error("SW003", problem, span, hint='write a backslash as "\\\\"')
-            )
+            self.problems.append(diag.error("SW003", problem.message, span, hint=problem.hint))
         return t.String(value=value, text=str(c[0]), span=span)
 
     def name(self, c):

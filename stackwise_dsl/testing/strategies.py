@@ -39,6 +39,7 @@ from stackwise_dsl.ir.walk import layer_shapes
 RESERVED = frozenset({"let", "include", "extends", "block", "stack", "grow", "stage", "x", "every"})
 names = st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True).filter(lambda s: s not in RESERVED)
 ratios = st.floats(0.01, 1.0)
+paths = st.text(alphabet=st.characters(exclude_characters="\x00"), min_size=1, max_size=12)
 fractions = st.floats(0.0, 0.9)
 rates = st.floats(1e-6, 0.1)
 
@@ -230,7 +231,7 @@ def _fuse(draw, block_list, d_model, stacks) -> n.Fuse:
 
 @st.composite
 def _data(draw, context: int) -> n.Data:
-    files = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=3).map(tuple)
+    files = st.lists(paths, min_size=1, max_size=3).map(tuple)
     source = draw(
         st.sampled_from([n.Stdlib()])
         | st.builds(
@@ -245,7 +246,7 @@ def _data(draw, context: int) -> n.Data:
     tokenizer = draw(
         st.sampled_from([n.Bytes(), n.Chars()])
         | st.builds(n.Bpe, vocab=st.integers(16, 65_536))
-        | st.builds(n.TokenizerFile, path=st.text(min_size=1, max_size=12))
+        | st.builds(n.TokenizerFile, path=paths)
     )
     return n.Data(
         source=source,
@@ -335,7 +336,9 @@ def _run(draw) -> n.Run:
     return n.Run(
         seed=draw(st.integers(0, 2**31)),
         device=draw(st.sampled_from([Device.AUTO, Device.CPU])),  # cuda warns without a GPU
-        dir=draw(st.none() | st.text(max_size=16)),
+        dir=draw(
+            st.none() | st.text(alphabet=st.characters(exclude_characters="\x00"), max_size=16)
+        ),
         log_every=draw(st.integers(1, 1000)),
         eval_every=draw(st.none() | st.integers(1, 1000)),
         eval_batches=draw(st.integers(1, 64)),

@@ -21,7 +21,7 @@ def _errors(result) -> list[tuple[str, str]]:
     return [(d.code, d.message) for d in result.diagnostics if d.is_error]
 
 
-@pytest.mark.parametrize("count", ["99999999999999999999", "200000000", "100001"])
+@pytest.mark.parametrize("count", ["999999999999999999", "200000000", "100001"])
 def test_a_huge_repeat_is_refused_before_anything_is_built(count):
     started = time.perf_counter()
     r = elaborate_text(BASE.replace("stack s = 1 x b", f"stack s = {count} x b"), "t.sw")

@@ -26,6 +26,16 @@ def test_number_values_and_suffixes(text, value):
     assert type(v) is type(value)
 
 
+@pytest.mark.parametrize("text", ["1000000000000000001", "9" * 5000, "1000000001B", "2e18k"])
+def test_integers_past_10_to_the_18_have_no_value(text):
+    assert number_value(text) is None
+
+
+def test_integers_up_to_10_to_the_18_keep_their_value():
+    assert number_value("1" + "0" * 18) == 10**18 == number_value("0" * 30 + "1" + "0" * 18)
+    assert number_value("1000000000B") == 10**18
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [(r'"plain"', "plain"), (r'"a\"b"', 'a"b'), (r'"a\\b"', "a\\b"), (r'"t\tn\n"', "t\tn\n"),
@@ -36,9 +46,23 @@ def test_string_escapes_decode(text, value):
 
 
 def test_invalid_escapes_are_reported():
-    assert decode_string(r'"C:\data"')[1] == "invalid escape \\d in a string"
-    assert decode_string(r'"\uZZZZ"')[1] == "invalid escape \\u in a string"
-    assert "beyond the last Unicode code point" in decode_string(r'"\UFFFFFFFF"')[1]
+    assert decode_string(r'"C:\data"')[1].message == "invalid escape \\d in a string"
+    assert decode_string(r'"\uZZZZ"')[1].message == "invalid escape \\u in a string"
+    assert "beyond the last Unicode code point" in decode_string(r'"\UFFFFFFFF"')[1].message
+    assert "beyond the last Unicode code point" in decode_string(r'"\U00110000"')[1].message
+    assert decode_string(r'"\U0010FFFF"') == ("\U0010ffff", None)
+
+
+@pytest.mark.parametrize("escape", [r"\ud800", r"\udfff", r"\uDC00", r"\U0000D800", r"\ud800x"])
+def test_surrogate_escapes_are_reported(escape):
+    """A lone surrogate is no character: no file name or UTF-8 output can hold one."""
+    value, problem = decode_string(f'"a{escape}"')
+    assert value == "a" and "surrogate" in problem.message
+
+
+def test_a_surrogate_pair_is_named_as_one_escape():
+    _, problem = decode_string(r'"\ud83d\ude00"')
+    assert "\\U0001F600" in problem.hint
 
 
 def test_items_and_spans():
