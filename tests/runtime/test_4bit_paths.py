@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -127,6 +128,39 @@ def test_moving_a_layer_moves_its_quantization_state():
     layer = _layer(Precision.NF4, 96, 32).to(torch.float32).to("cpu")
     assert layer.quant_state.absmax.device == layer.packed.device
     torch.testing.assert_close(layer.weight, _by_hand(layer), rtol=1e-6, atol=0)
+
+
+def _records(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "tokens_per_s"} for x in lines]
+
+
+def test_a_resumed_run_over_a_4bit_suffix_on_an_avx512bf16_cpu_equals_a_straight_one(
+    tmp_path, cpu_kind
+):
+    """Stopped mid-stage after evaluations and resumed: frozen nf4 layers are rebuilt from
+    their masters and give the gradients, so the losses, of a run that never stopped."""
+    from stackwise_dsl import runtime
+    from stackwise_dsl.runtime import checkpoint
+    from tests.runtime.helpers import plan_of
+
+    text = small(
+        "masked_diffusion(time = depth, mask = linear(0.8 -> 0.2))",
+        grow="prepend 2 x s",
+        stage="trunk { frozen, precision = nf4, lora(rank = 2) }",
+    ).replace(
+        "log every 2 steps", "log every 1 steps, eval every 2 steps, checkpoint every 3 steps"
+    )
+    straight = tmp_path / "straight"
+    runtime.run(plan_of(text), straight)
+    resumed = tmp_path / "resumed"
+    shutil.copytree(straight, resumed)
+    mid = "stage002-step0000003"  # after the evaluation at step 2 of stage 2
+    assert not json.loads((resumed / "checkpoints" / mid / "state.json").read_text())["stage_done"]
+    (resumed / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": mid}))
+    assert checkpoint.latest(resumed).name == mid
+    runtime.resume(resumed)
+    assert _records(resumed) == _records(straight)
 
 
 def _prepend_run(tmp_path: Path, name: str) -> list[dict]:
