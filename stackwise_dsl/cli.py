@@ -223,22 +223,27 @@ def compile(
 
 
 def _lower_or_exit(
-    file: Path, overrides: list[str], *, with_spec: bool = False, data: bool = False
+    file: Path, overrides: list[str], *, with_spec: bool = False, for_run: bool = False
 ):
     """Check the spec (diagnostics and exit 1 on errors) and lower it to a plan (with the
     spec's IR first when `with_spec`). The files its data names are looked at only for a
-    run (`data`): a plan or a script may be made where the data is not."""
+    run (`for_run`), which also refuses the warnings a run cannot start with (SW604: its
+    data is not here); a plan or a script may be made where the data is not."""
     import attrs
 
+    from stackwise_dsl.codes import CODES
     from stackwise_dsl.data import DataError
     from stackwise_dsl.frontend import check_file
     from stackwise_dsl.host import Host
     from stackwise_dsl.lower import plan_spec
 
-    host = Host.detect() if data else attrs.evolve(Host.detect(), data=())
+    host = Host.detect() if for_run else attrs.evolve(Host.detect(), data=())
     report = check_file(file, overrides, host=host)
-    if not report.ok:
+    refused = for_run and any(CODES[d.code].run_refuses for d in report.diagnostics)
+    if not report.ok or refused:
         _print_diagnostics(_Output(), report.diagnostics, report.sources)
+        if report.ok:
+            typer.echo("error: the run cannot start without the data named above", err=True)
         raise typer.Exit(USAGE if report.unreadable else PROBLEMS)
     try:
         plan_ = plan_spec(report.spec, name=Path(file).stem)
@@ -295,7 +300,7 @@ def run(
             where = resume
         else:
             _require_valid_overrides(overrides)
-            plan_ = _lower_or_exit(file, overrides, data=True)
+            plan_ = _lower_or_exit(file, overrides, for_run=True)
             plan_ = _adjust(plan_, max_steps, run_dir, chosen)
             info = {"spec": str(file), "overrides": overrides, "max_steps": max_steps}
             text = Path(file).read_text(encoding="utf-8")

@@ -23,6 +23,9 @@ class Code:
     overrides: tuple[str, ...] = ()
     also: tuple[str, ...] = ()  # other codes the example rightly produces too
     host: Host = CPU_ONLY  # the machine the example is checked as if on
+    # a warning about this machine that `sw run` refuses to start with (the others are facts
+    # the run can get past, such as `--device cpu` for SW603)
+    run_refuses: bool = False
 
 
 _BASE = """model { d_model = 64, context = 32 }
@@ -438,16 +441,14 @@ CODES: dict[str, Code] = {
         Code(
             code="SW601", severity=E, title="data file cannot be read",
             explanation="A file a run reads (a path of a `text` or `jsonl` source, or a "
-            "tokenizer `file`) does not exist, is a directory, a FIFO, a device or a socket, or "
-            "cannot be read; or a glob matches no regular file. Paths are resolved as the run "
-            "resolves them: relative to the file that names them, and a `--set` path relative "
-            "to the working directory. `sw check` looks with `os.stat` only and never opens "
-            "anything but a regular file, so the result depends on the machine it runs on.",
-            example=_BASE + 'data { source = text("train.txt") }  # no train.txt here\n',
-            host=Host(cuda=False, data=(DataFile(written="train.txt", kind=FileKind.MISSING),)),
-            fix="Fix the path, or give one on the command line: `--set "
-            "data.source.files=path/to/train.txt` (`--set data.tokenizer.path=...` for a "
-            "tokenizer); name the files of a directory with a glob, such as "
+            "tokenizer `file`) is here but is a directory, a FIFO, a device or a socket, or "
+            "cannot be read. Paths are resolved as the run resolves them: relative to the file "
+            "that names them, and a `--set` path relative to the working directory. `sw check` "
+            "looks with `os.stat` only and never opens anything but a regular file, so the "
+            "result depends on the machine it runs on. (A path with nothing at it is SW604.)",
+            example=_BASE + 'data { source = text("corpus") }  # a directory here\n',
+            host=Host(cuda=False, data=(DataFile(written="corpus", kind=FileKind.DIRECTORY),)),
+            fix="Name regular files: the files of a directory with a glob, such as "
             '`text("corpus/*.txt")`.',
         ),
         Code(
@@ -471,6 +472,19 @@ CODES: dict[str, Code] = {
             example=_BASE + "run { device = cuda }\n",
             fix="Run on a GPU machine, or here with `sw run --device cpu`; `device = auto` "
             "takes a GPU where there is one.",
+        ),
+        Code(
+            code="SW604", severity=W, title="data file not on this machine",
+            explanation="A file a run reads does not exist here, or a glob matches no regular "
+            "file. The data may live on the machine that will train, so `sw check` warns; "
+            "`sw run` refuses to start without it (and `sw plan` and `sw compile` do not "
+            "look). Paths are resolved as for SW601.",
+            example=_BASE + 'data { source = text("train.txt") }  # no train.txt here\n',
+            host=Host(cuda=False, data=(DataFile(written="train.txt", kind=FileKind.MISSING),)),
+            fix="Fix the path, or give one on the command line: `--set "
+            "data.source.files=path/to/train.txt` (`--set data.tokenizer.path=...` for a "
+            "tokenizer).",
+            run_refuses=True,
         ),
     )
 }  # fmt: skip

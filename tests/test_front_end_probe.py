@@ -237,7 +237,7 @@ def test_a_missing_tokenizer_file_names_its_own_override(spec, tmp_path):
     path = spec(BASE + 'data { source = text("train.txt"), tokenizer = file("tok.json") }\n')
     report = check_text(path.read_text(), str(path), host=Host(cuda=False))
     (d,) = report.diagnostics
-    assert d.code == "SW601" and "`--set data.tokenizer.path=PATH`" in d.hint
+    assert d.code == "SW604" and "`--set data.tokenizer.path=PATH`" in d.hint
     assert "source" not in d.hint
     (tmp_path / "other.json").write_text("{}")
     fixed = check_text(

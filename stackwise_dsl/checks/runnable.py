@@ -19,21 +19,25 @@ from stackwise_dsl.ir.facts import Facts
 
 
 def check_data_files(facts: Facts) -> Iterator[diag.Diagnostic]:
-    """Each file the run reads is a readable regular file, and each glob matches one."""
+    """Each file the run reads is a readable regular file, and each glob matches one: one
+    diagnostic per field, the other paths as notes. A path that is not on this machine is a
+    warning (SW604: the data may live where the run will run, and `sw run` refuses to start
+    without it); one that is here but cannot be read is an error (SW601)."""
     known = {f.written: f for f in facts.host.data or ()}
-    problems: dict[str, list] = {}  # per field (the source's files, the tokenizer's path)
+    problems: dict[tuple[str, bool], list] = {}  # (field, missing) -> [(node, fact)]
     for node, field, written in data_paths(facts.spec):
         fact = known.get(written)
         if "\0" in written:  # no file can have that name: check_path_characters says so
             continue
         if fact is not None and fact.kind is not FileKind.FILE:
-            problems.setdefault(field, []).append((node, fact))
-    for field, found in problems.items():
+            problems.setdefault((field, fact.kind is FileKind.MISSING), []).append((node, fact))
+    for (field, missing), found in problems.items():
         node, first = found[0]
         message, hint = _unusable(first, node)
         also = tuple(diag.Note(message="also: " + _unusable(f, node)[0]) for _, f in found[1:])
         notes = also + _relative_to(node, field, [f.written for _, f in found])
-        yield diag.error("SW601", message, n.at(node, field), hint=hint, notes=notes)
+        make, code = (diag.warning, "SW604") if missing else (diag.error, "SW601")
+        yield make(code, message, n.at(node, field), hint=hint, notes=notes)
 
 
 def _unusable(fact: DataFile, node: DataNode) -> tuple[str, str]:

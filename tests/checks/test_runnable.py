@@ -100,13 +100,12 @@ def test_missing_file_directory_and_empty_glob(tmp_path):
     (tmp_path / "corpus").mkdir()
     spec = _spec(tmp_path, _data('text(["missing.txt", "corpus", "corpus/*.txt"])'))
     report = check_file(spec, host=LOOKING)
-    assert _found(report) == [("SW601", 6, 22)]  # at the files: one error, the rest as notes
-    d = report.diagnostics[0]
-    assert "missing.txt" in d.message
-    assert [n.message for n in d.notes][:2] == [
-        "also: corpus is a directory, not a file",
-        "also: no file matches corpus/*.txt",
-    ]
+    # at the files: the directory is an error; what is not here, one warning, the rest as notes
+    assert _found(report) == [("SW601", 6, 22), ("SW604", 6, 22)]
+    here, absent = sorted(report.diagnostics, key=lambda d: d.code)
+    assert here.is_error and here.message == "corpus is a directory, not a file"
+    assert not absent.is_error and absent.message == "there is no file missing.txt"
+    assert [n.message for n in absent.notes][:1] == ["also: no file matches corpus/*.txt"]
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
@@ -127,7 +126,7 @@ def test_a_device_is_not_a_data_file(tmp_path):
 
 def test_tokenizer_file_is_looked_at_too(tmp_path):
     spec = _spec(tmp_path, BASE + 'data { tokenizer = file("tokenizer.json") }\n')
-    assert _found(check_file(spec, host=LOOKING)) == [("SW601", 6, 25)]
+    assert _found(check_file(spec, host=LOOKING)) == [("SW604", 6, 25)]
     (tmp_path / "tokenizer.json").write_text("{}")
     assert check_file(spec, host=LOOKING).diagnostics == ()
 
@@ -145,7 +144,7 @@ def test_paths_resolve_as_the_run_resolves_them(tmp_path, monkeypatch):
     plan = to_plan(report.spec, name="spec")
     assert plan.data.source.files == (str(tmp_path / "specs" / "a.txt"),)
     moved = check_file("specs/spec.sw", ["data.source.files=a.txt"], host=LOOKING)
-    assert [d.code for d in moved.diagnostics] == ["SW601"]  # no a.txt in the working dir
+    assert [d.code for d in moved.diagnostics] == ["SW604"]  # no a.txt in the working dir
     assert moved.diagnostics[0].span.source == "<--set data.source.files>"
     assert "working directory" in moved.diagnostics[0].notes[-1].message
     assert check_file(spec, ["data.source.files=b.txt"], host=LOOKING).diagnostics == ()
@@ -237,4 +236,4 @@ def test_looking_at_data_imports_neither_torch_nor_numpy(tmp_path):
         [sys.executable, "-c", code, str(spec)], capture_output=True, text=True, cwd=ROOT
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "['SW601']\n"  # the tokenizer file; the jsonl file is fine
+    assert result.stdout == "['SW604']\n"  # the tokenizer file; the jsonl file is fine
