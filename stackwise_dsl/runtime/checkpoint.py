@@ -50,11 +50,9 @@ def save(
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         last = latest(run_dir)
-        kept = (
-            f"the last good checkpoint, {last.name}, is still current"
-            if last
-            else ("no checkpoint was written yet")
-        )
+        kept = "no checkpoint was written yet"
+        if last is not None:
+            kept = f"the last good checkpoint, {last.name}, is still current"
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise RunError(f"cannot write checkpoint {name} in {root} ({why}); {kept}") from None
     _prune(root, keep=name)
