@@ -1651,7 +1651,9 @@ def quiet_bitsandbytes() -> None:
     """Keep bitsandbytes' warnings off the terminal, before it is imported (by us or by peft).
     On CPUs with AVX-512 BF16 it logs at import that the optional `kernels` package is missing,
     for a GEMV kernel this runtime never uses (see Packed4bitLinear). Its errors still show."""
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    logger = logging.getLogger("bitsandbytes")
+    if logger.level < logging.ERROR:  # setLevel clears every logger's cache: only once
+        logger.setLevel(logging.ERROR)
 
 
 def import_bitsandbytes():
