@@ -58,6 +58,7 @@ def train(plan, run_dir: Path) -> tuple[list, float]:
 def masked_scores(plan, run_dir: Path) -> dict[str, float]:
     """Masked-token cross-entropy of a run's final model at fixed mask ratios."""
     from stackwise_dsl.data import prepare
+    from stackwise_dsl.lower import plan as p
     from stackwise_dsl.lower.schedule import ratio_at
     from stackwise_dsl.runtime import checkpoint
     from stackwise_dsl.runtime.batches import eval_ids
@@ -73,14 +74,12 @@ def masked_scores(plan, run_dir: Path) -> dict[str, float]:
     scores = {}
     for ratio in RATIOS:
         t = None
-        if stage.objective.time == "input":  # the t whose scheduled ratio is closest
+        if isinstance(
+            getattr(stage.objective, "time", None), p.InputTime
+        ):  # the t whose scheduled ratio is closest
             grid = np.linspace(1e-3, 1.0, 1000)
             t = float(
-                grid[
-                    np.argmin(
-                        [abs(ratio_at(stage.objective.schedule, 1 - g) - ratio) for g in grid]
-                    )
-                ]
+                grid[np.argmin([abs(ratio_at(stage.objective.mask, 1 - g) - ratio) for g in grid])]
             )
         losses = []
         with torch.no_grad():

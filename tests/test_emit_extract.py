@@ -100,7 +100,9 @@ def test_the_runtime_and_the_plan_emit_together_without_clashes():
                "stackwise_dsl.runtime.attention", "stackwise_dsl.runtime.model"]  # fmt: skip
     e = extract(modules, ["Rack", "Plan"])
     names = [name for _, name, _ in e.definitions]
-    assert {"Rack", "Stack", "Block", "Attention", "StackPlan", "Plan"} <= set(names)
+    assert {"Rack", "BlockStack", "TransformerBlock", "SelfAttention", "Stack", "Plan"} <= set(
+        names
+    )
     assert len(names) == len(set(names))
     compile("from __future__ import annotations\n" + e.source, "emitted.py", "exec")
 

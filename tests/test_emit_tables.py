@@ -53,15 +53,15 @@ def test_extract_keeps_only_the_table_entries_asked_for_and_the_code_they_use():
     every = extract(MODEL, ["make_attention"])
     dense = extract(MODEL, ["make_attention"], {"ATTENTIONS": {"dense"}})
     names = {name for _, name, _ in dense.definitions}
-    assert {"Attention", "make_attention", "attention_key", "pick"} <= names
+    assert {"SelfAttention", "make_attention", "attention_key", "pick"} <= names
     gone = {"LatentAttention", "KernelAttention", "LatentKernelAttention", "random_features",
             "kernel_average"}  # fmt: skip
     assert not names & gone and gone <= {name for _, name, _ in every.definitions}
     (table,) = [src for _, name, src in dense.definitions if name == "ATTENTIONS"]
-    assert table == 'ATTENTIONS = {\n    "dense": Attention,\n}'
+    assert table == 'ATTENTIONS = {\n    "dense": SelfAttention,\n}'
     kernel = extract(MODEL, ["make_attention"], {"ATTENTIONS": {"kernel"}})
     names = {name for _, name, _ in kernel.definitions}
-    assert {"KernelAttention", "Attention", "random_features", "kernel_average"} <= names
+    assert {"KernelAttention", "SelfAttention", "random_features", "kernel_average"} <= names
     assert "LatentAttention" not in names
     empty = extract(MODEL, ["make_attention"], {"ATTENTIONS": set()})
     assert ("stackwise_dsl.runtime.attention", "ATTENTIONS", "ATTENTIONS = {}") in empty.definitions
@@ -124,7 +124,7 @@ def test_scripts_hold_the_implementations_their_spec_uses_and_no_others(tmp_path
     tiny, diffusion = _script("tiny", tmp_path), _script("diffusion", tmp_path)
     for absent in ["class LatentAttention", "class KernelAttention", "def random_features",
                    "class NVFP4Linear", "class RowInt8Linear", "def _bnb_4bit", "def attach(",
-                   "from peft", "import bitsandbytes", "class Gelu", "class SinusoidalTime",
+                   "from peft", "import bitsandbytes", "class GeluFfn", "class SinusoidalTime",
                    "def merge_store", "class ActivationCache", "class HfTokenizer",
                    "def stdlib_files", "def _input_noise", "def ratio_at"]:  # fmt: skip
         assert absent not in tiny, absent
@@ -140,7 +140,13 @@ def test_scripts_hold_the_implementations_their_spec_uses_and_no_others(tmp_path
 
 
 def test_a_script_whose_plan_asks_for_what_it_was_not_compiled_with_says_so(tmp_path):
-    text = _script("tiny", tmp_path).replace('"kind": "adamw",', '"kind": "sgd",', 1)
+    adamw = (
+        '"kind": "AdamW",\n            "betas": [0.9, 0.999],  # default\n            "eps": 1e-08,'
+    )
+    sgd = '"kind": "Sgd",\n            "momentum": 0.0,\n            "nesterov": False,'
+    text = _script("tiny", tmp_path)
+    assert adamw in text
+    text = text.replace(adamw, sgd, 1)
     script = tmp_path / "edited.py"
     script.write_text(text)
     result = subprocess.run([sys.executable, str(script), "--max-steps", "1", "--run-dir",

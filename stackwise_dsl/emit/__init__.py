@@ -38,6 +38,7 @@ RUNTIME_MODULES = (
     "stackwise_dsl.runtime.metrics",
     "stackwise_dsl.runtime.optim",
     "stackwise_dsl.runtime.stage_model",
+    "stackwise_dsl.runtime.loop",
     "stackwise_dsl.runtime.train",
     "stackwise_dsl.runtime",
 )

@@ -59,11 +59,11 @@ def origins(spec: n.Spec, plan, spec_file: str) -> dict[Path_, str]:
     if "vocab" not in m.spans and plan.model.vocab is not None:
         out[("model", "vocab")] = "the tokenizer's"
     if isinstance(m.position, n.Rope):
-        out[("model", "rope_theta")] = at(m.position.spans.get("theta")) or "default"
+        out[("model", "position", "theta")] = at(m.position.spans.get("theta")) or "default"
     time = _time_input(spec)
     if time is not None:
-        fields(time, ("model",), ["num_time_steps"])
-        out[("model", "time_embedding")] = at(time.spans.get("embedding")) or "default"
+        fields(time, ("model", "time"), ["num_time_steps"])
+        out[("model", "time", "embedding")] = at(time.spans.get("embedding")) or "default"
     # the stacks and their blocks
     for position in range(len(plan.stacks)):
         path = ("stacks", position)
@@ -78,10 +78,10 @@ def origins(spec: n.Spec, plan, spec_file: str) -> dict[Path_, str]:
             opening((*bpath, "attention"), block.attention, "attention", block)
             a = block.attention
             fields(a, (*bpath, "attention"), ["heads", "kv_heads", "mode"])
-            fields(a.latent, (*bpath, "attention"), ["q_rank", "kv_rank"])
-            fields(a.kernel, (*bpath, "attention"), ["kernel", "kernel_dim"])
+            fields(a.latent, (*bpath, "attention", "latent"), ["q_rank", "kv_rank"])
+            fields(a.kernel, (*bpath, "attention", "kernel"), ["kernel", "kernel_dim"])
             out[(*bpath, "ffn")] = at(block.spans.get("ffn")) or "default"
-            out[(*bpath, "hidden")] = at(block.ffn.spans.get("hidden")) or "default"
+            out[(*bpath, "ffn", "hidden")] = at(block.ffn.spans.get("hidden")) or "default"
         lora = _stack_lora_of(facts, position)
         if lora is not None:
             out[(*path, "stack_lora")] = at(lora.span)
@@ -125,6 +125,7 @@ def origins(spec: n.Spec, plan, spec_file: str) -> dict[Path_, str]:
         fields(node, ("data", key))
     opening(("optimizer",), optimizer)
     fields(optimizer, ("optimizer",))
+    fields(optimizer, ("optimizer", "method"), ["betas", "eps", "momentum", "nesterov"])
     opening(("run",), spec.run)
     fields(spec.run, ("run",))
     return {k: v for k, v in out.items() if v is not None}

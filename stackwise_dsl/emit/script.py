@@ -111,7 +111,9 @@ def _describe(plan, stage) -> list[str]:
     from stackwise_dsl.lower import plan as p
 
     o = stage.objective
-    what = o.kind.replace("_", " ") + (f" (time as {o.time})" if o.time else "")
+    what = {p.Clm: "clm", p.Mlm: "mlm", p.MaskedDiffusion: "masked diffusion"}[type(o)]
+    if isinstance(o, p.MaskedDiffusion):
+        what += " (time as depth)" if isinstance(o.time, p.DepthTime) else " (time as input)"
     head = (f"Stage {stage.number} of {len(plan.stages)}: {stage.kind.value}, "
             f"{stage.steps:,} steps, {what}, lr {stage.lr:g}")  # fmt: skip
     if stage.merge_adapters:

@@ -16,33 +16,35 @@ from stackwise_dsl.ir.enums import Head, TimeEmbedding
 from stackwise_dsl.lower import plan as p
 
 
-def shapes(b: p.BlockPlan, d_model: int) -> dict[str, tuple[int, int]]:
+def shapes(b: p.Block, d_model: int) -> dict[str, tuple[int, int]]:
     """(in, out) of every linear layer of a block, by the name the runtime gives it."""
     a = b.attention
     inner, kv = a.heads * a.head_dim, a.kv_heads * a.head_dim
     out: dict[str, tuple[int, int]] = {}
-    if a.q_rank is not None:
-        out |= {"q_down": (d_model, a.q_rank), "q": (a.q_rank, inner)}
-        out |= {"kv_down": (d_model, a.kv_rank), "k": (a.kv_rank, kv), "v": (a.kv_rank, kv)}
+    if a.latent is not None:
+        q_rank, kv_rank = a.latent.q_rank, a.latent.kv_rank
+        out |= {"q_down": (d_model, q_rank), "q": (q_rank, inner)}
+        out |= {"kv_down": (d_model, kv_rank), "k": (kv_rank, kv), "v": (kv_rank, kv)}
     else:
         out |= {"q": (d_model, inner), "k": (d_model, kv), "v": (d_model, kv)}
     out["o"] = (inner, d_model)
-    if b.ffn == "swiglu":
-        out["gate"] = (d_model, b.hidden)
-    out |= {"up": (d_model, b.hidden), "down": (b.hidden, d_model)}
+    hidden = b.ffn.hidden
+    if isinstance(b.ffn, p.SwiGlu):
+        out["gate"] = (d_model, hidden)
+    out |= {"up": (d_model, hidden), "down": (hidden, d_model)}
     return out
 
 
-def block_params(b: p.BlockPlan, d_model: int) -> int:
+def block_params(b: p.Block, d_model: int) -> int:
     """Weights of one block: its linear layers and two norms."""
     return sum(i * o for i, o in shapes(b, d_model).values()) + 2 * d_model
 
 
-def stack_params(s: p.StackPlan, d_model: int) -> int:
+def stack_params(s: p.Stack, d_model: int) -> int:
     return sum(block_params(b, d_model) for b in s.blocks)
 
 
-def lora_params(lora: p.Lora, s: p.StackPlan, d_model: int) -> int:
+def lora_params(lora: p.Lora, s: p.Stack, d_model: int) -> int:
     """A LoRA adapter over the stack's targeted layers: rank x (in + out) each."""
     names = {t.value for t in lora.targets}
     total = 0
@@ -57,12 +59,13 @@ def shared_params(m: p.Model) -> dict[str, int]:
     out = {"embedding": m.vocab * m.embed_dim}
     if m.embed_dim != m.d_model:
         out["embedding"] += m.embed_dim * m.d_model
-    if m.position == "learned":
+    if isinstance(m.position, p.LearnedPosition):
         out["positions"] = m.context * m.d_model
-    if m.time_embedding is TimeEmbedding.SINUSOIDAL:
+    embedding = m.time.embedding if m.time is not None else None
+    if embedding is TimeEmbedding.SINUSOIDAL:
         out["time"] = 2 * m.d_model * m.d_model
-    elif m.time_embedding is TimeEmbedding.LEARNED:
-        out["time"] = (m.num_time_steps or 1000) * m.d_model
+    elif embedding is TimeEmbedding.LEARNED:
+        out["time"] = (m.time.num_time_steps or 1000) * m.d_model
     out["final_norm"] = m.d_model
     if m.head is Head.UNTIED:
         out["head"] = m.d_model * m.vocab
@@ -115,7 +118,7 @@ def stage_count(plan: p.Plan, stage: p.Stage) -> StageCount:
     )
 
 
-def _adapters(stack: p.StackPlan, part: p.Part, d_model: int) -> int:
+def _adapters(stack: p.Stack, part: p.Part, d_model: int) -> int:
     total = lora_params(stack.stack_lora, stack, d_model) if stack.stack_lora else 0
     if part.trunk_lora is not None:
         total += lora_params(part.trunk_lora, stack, d_model)

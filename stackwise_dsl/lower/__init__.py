@@ -63,19 +63,35 @@ def _model(spec: n.Spec, vocab: int | None) -> p.Model:
             f"the {spec.data.tokenizer.sw_name} tokenizer's vocabulary comes from the data; "
             "build the tokenizer first (stackwise_dsl.data.vocab_size) or set `model.vocab`"
         )
-    time = _time_input(spec)
     return p.Model(
         vocab=resolved,
         d_model=m.d_model,
         context=m.context,
         embed_dim=m.embed_dim or m.d_model,
         norm=m.norm,
-        position=m.position.sw_name,
-        rope_theta=m.position.theta if isinstance(m.position, n.Rope) else n.Rope().theta,
+        position=_position(m.position),
         head=m.head,
         dropout=m.dropout,
-        time_embedding=time.embedding if time else None,
-        num_time_steps=(time.num_time_steps or _listed_steps(spec)) if time else None,
+        time=_input_time(spec),
+    )
+
+
+def _position(position: n.Position) -> p.Rope | p.LearnedPosition | p.NoPosition:
+    if isinstance(position, n.Rope):
+        return p.Rope(theta=position.theta)
+    if isinstance(position, n.LearnedPosition):
+        return p.LearnedPosition()
+    return p.NoPosition()
+
+
+def _input_time(spec: n.Spec) -> p.InputTime | None:
+    """The model's time input: that of the first objective with time as input (the checks
+    make every such objective agree), its levels those of a listed schedule when not given."""
+    time = _time_input(spec)
+    if time is None:
+        return None
+    return p.InputTime(
+        embedding=time.embedding, num_time_steps=time.num_time_steps or _listed_steps(spec)
     )
 
 
@@ -103,10 +119,10 @@ def _objectives(spec: n.Spec):
             yield s.objective
 
 
-def _stack(facts: Facts, position: int) -> p.StackPlan:
+def _stack(facts: Facts, position: int) -> p.Stack:
     spec = facts.spec
     lora = _stack_lora_of(facts, position)
-    return p.StackPlan(
+    return p.Stack(
         position=position,
         name=spec.grow.stacks[position].name,
         blocks=tuple(_block(b, spec.model.d_model) for b in facts.blocks[position]),
@@ -122,26 +138,28 @@ def _created_in(facts: Facts, position: int) -> int:
     return facts.created[position]
 
 
-def _block(b: n.Block, d_model: int) -> p.BlockPlan:
+def _block(b: n.Block, d_model: int) -> p.Block:
     a = b.attention
-    return p.BlockPlan(
+    ffn = p.SwiGlu if isinstance(b.ffn, n.SwiGlu) else p.Gelu
+    return p.Block(
         name=b.name,
-        attention=p.AttentionPlan(
+        attention=p.Attention(
             heads=a.heads,
             kv_heads=a.kv_heads,
             head_dim=d_model // a.heads,
             mode=a.mode,
-            q_rank=a.latent.q_rank if a.latent else None,
-            kv_rank=a.latent.kv_rank if a.latent else None,
-            kernel=a.kernel.kernel if a.kernel else None,
-            kernel_dim=a.kernel.kernel_dim if a.kernel else None,
+            latent=p.Latent(q_rank=a.latent.q_rank, kv_rank=a.latent.kv_rank) if a.latent else None,
+            kernel=_kernel(a.kernel),
         ),
-        ffn=b.ffn.sw_name,
-        hidden=ffn_hidden(b.ffn, d_model),
+        ffn=ffn(hidden=ffn_hidden(b.ffn, d_model)),
         residual_gain=1.0 if b.residual_gain is None else b.residual_gain,
         spectral_norm=b.spectral_norm,
         freeze_up_proj=b.freeze_up_proj,
     )
+
+
+def _kernel(k: n.KernelFeatures | None) -> p.KernelFeatures | None:
+    return None if k is None else p.KernelFeatures(kernel=k.kernel, kernel_dim=k.kernel_dim)
 
 
 def _lora(lora: n.Lora, k: int) -> p.Lora:
@@ -188,7 +206,7 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int) -> 
         kind=kind,
         steps=s.steps if s.steps is not None else math.ceil(s.tokens / tokens_per_step),
         tokens=s.tokens,
-        objective=_objective(objective),
+        objective=_objective(objective, spec),
         mask_ratio=_stage_ratio(facts, view, objective),
         parts=parts,
         init=init,
@@ -273,18 +291,13 @@ def _train_embeddings(spec: n.Spec, view: StageView) -> bool:
 # --- objectives and noise levels --------------------------------------------------------------
 
 
-def _objective(o: n.Objective) -> p.Objective:
+def _objective(o: n.Objective, spec: n.Spec) -> p.Clm | p.Mlm | p.MaskedDiffusion:
     if isinstance(o, n.Mlm):
-        return p.Objective(kind="mlm", ratio=o.ratio, bert_mix=o.bert_mix, time=None, schedule=None)
+        return p.Mlm(ratio=o.ratio, bert_mix=o.bert_mix)
     if isinstance(o, n.Clm):
-        return p.Objective(kind="clm", ratio=None, bert_mix=False, time=None, schedule=None)
-    return p.Objective(
-        kind="masked_diffusion",
-        ratio=None,
-        bert_mix=False,
-        time="depth" if isinstance(o.time, n.DepthTime) else "input",
-        schedule=schedule_of(o.mask),
-    )
+        return p.Clm()
+    time = p.DepthTime() if isinstance(o.time, n.DepthTime) else _input_time(spec)
+    return p.MaskedDiffusion(time=time, mask=schedule_of(o.mask))
 
 
 def _depth(objective: n.Objective) -> bool:
@@ -358,13 +371,12 @@ def _absolute(path: str, node, field: str) -> str:
 
 
 def _optimizer(o: n.Optimizer) -> p.Optimizer:
-    adam = isinstance(o, n.AdamW | n.AdamW8bit)
+    if isinstance(o, n.Sgd):
+        method = p.Sgd(momentum=o.momentum, nesterov=o.nesterov)
+    else:
+        method = (p.AdamW if isinstance(o, n.AdamW) else p.AdamW8bit)(betas=o.betas, eps=o.eps)
     return p.Optimizer(
-        kind=o.sw_name,
-        betas=o.betas if adam else (0.9, 0.999),
-        eps=o.eps if adam else 1e-8,
-        momentum=0.0 if adam else o.momentum,
-        nesterov=False if adam else o.nesterov,
+        method=method,
         weight_decay=o.weight_decay,
         warmup=o.warmup,
         schedule=o.schedule,

@@ -33,21 +33,21 @@ def pick(table: dict, key: str, what: str):
         ) from None
 
 
-def attention_key(a: p.AttentionPlan) -> str:
+def attention_key(a: p.Attention) -> str:
     """ATTENTIONS: dense (MHA, GQA, MQA), latent (MLA), kernel, or latent_kernel (both)."""
-    latent, kernel = a.q_rank is not None, a.kernel is not None
+    latent, kernel = a.latent is not None, a.kernel is not None
     return {(False, False): "dense", (True, False): "latent", (False, True): "kernel",
             (True, True): "latent_kernel"}[(latent, kernel)]  # fmt: skip
 
 
-def ffn_key(b: p.BlockPlan) -> str:
+def ffn_key(b: p.Block) -> str:
     """FFNS: swiglu or gelu."""
-    return b.ffn
+    return type(b.ffn).__name__.lower()
 
 
 def time_key(m: p.Model) -> str:
     """TIME_EMBEDDERS (only when the model has a time input): sinusoidal or learned."""
-    return m.time_embedding.value
+    return m.time.embedding.value
 
 
 def frozen_key(precision: Precision) -> str:
@@ -65,9 +65,11 @@ def compact(part: p.Part) -> bool:
 
 
 def noise_key(o: p.Objective) -> str:
-    """NOISES: how a step's noise is drawn: mlm, clm, or masked diffusion with time as
+    """NOISES: how a step's noise is drawn: clm, mlm, or masked diffusion with time as
     depth or as input."""
-    return o.kind if o.time is None else f"{o.kind}/{o.time}"
+    if isinstance(o, p.MaskedDiffusion):
+        return "masked_diffusion/" + ("depth" if isinstance(o.time, p.DepthTime) else "input")
+    return "mlm" if isinstance(o, p.Mlm) else "clm"
 
 
 def adapter_key(lora: p.Lora) -> str:
@@ -91,8 +93,8 @@ def tokenizer_key(tokenizer) -> str:
 
 
 def optimizer_key(o: p.Optimizer) -> str:
-    """OPTIMIZERS: adamw, sgd or adamw8bit."""
-    return o.kind
+    """OPTIMIZERS: adamw, adamw8bit or sgd."""
+    return type(o.method).__name__.lower()
 
 
 def cache_key(stage: p.Stage) -> str | None:
@@ -110,9 +112,7 @@ def needs(plan: p.Plan) -> dict[str, frozenset[str]]:
     return {
         "ATTENTIONS": frozenset(attention_key(b.attention) for b in blocks),
         "FFNS": frozenset(ffn_key(b) for b in blocks),
-        "TIME_EMBEDDERS": frozenset(
-            [time_key(plan.model)] if plan.model.time_embedding is not None else []
-        ),
+        "TIME_EMBEDDERS": frozenset([time_key(plan.model)] if plan.model.time is not None else []),
         "FROZEN_LINEARS": frozenset(frozen_key(x.precision) for x in parts if compact(x)),
         "NOISES": frozenset(noise_key(stage.objective) for stage in plan.stages),
         "ADAPTERS": frozenset(adapter_key(lora) for lora in loras if lora is not None),

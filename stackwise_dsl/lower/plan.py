@@ -3,6 +3,11 @@ means "inherit": what the runtime and the emitted script read, and all they read
 
 Per stage, each existing stack has a `Part`: its role (new or trunk), what of it trains, its
 precision and adapters, and (time as depth) its mask ratio.
+
+Plan classes carry the IR's names for the same constructs (`Attention`, `Block`, `Stack`,
+`MaskedDiffusion`, ...), without spans. A choice between variants is a union of classes (the
+objective, the positions, a schedule, the optimizer's method, the data source) or an enum,
+never a string: code dispatches on the type.
 """
 
 from __future__ import annotations
@@ -60,37 +65,83 @@ class Lora:
 
 
 @plan_node
-class AttentionPlan:
+class Latent:
+    """MLA: queries through a q_rank bottleneck, keys and values through one kv_rank latent."""
+
+    q_rank: int
+    kv_rank: int
+
+
+@plan_node
+class KernelFeatures:
+    """Kernel attention in linear time: φ(q)·φ(k) in place of softmax."""
+
+    kernel: KernelKind
+    kernel_dim: int
+
+
+@plan_node
+class Attention:
     heads: int
     kv_heads: int
     head_dim: int
     mode: Mode
-    q_rank: int | None  # MLA
-    kv_rank: int | None  # MLA
-    kernel: KernelKind | None  # kernel attention
-    kernel_dim: int | None
+    latent: Latent | None
+    kernel: KernelFeatures | None
 
 
 @plan_node
-class BlockPlan:
-    name: str
-    attention: AttentionPlan
-    ffn: str  # "swiglu" or "gelu"
+class SwiGlu:
     hidden: int
+
+
+@plan_node
+class Gelu:
+    hidden: int
+
+
+@plan_node
+class Block:
+    name: str
+    attention: Attention
+    ffn: SwiGlu | Gelu
     residual_gain: float
     spectral_norm: bool
     freeze_up_proj: bool
 
 
 @plan_node
-class StackPlan:
+class Stack:
     """The stack at one rack position (0 = input side)."""
 
     position: int
     name: str
-    blocks: tuple[BlockPlan, ...]
+    blocks: tuple[Block, ...]
     created_in: int  # the stage that creates it
     stack_lora: Lora | None  # attached when it is created
+
+
+@plan_node
+class Rope:
+    theta: float
+
+
+@plan_node
+class LearnedPosition:
+    pass
+
+
+@plan_node
+class NoPosition:
+    pass
+
+
+@plan_node
+class InputTime:
+    """Time as input: the model embeds t (over num_time_steps levels when given)."""
+
+    embedding: TimeEmbedding
+    num_time_steps: int | None
 
 
 @plan_node
@@ -100,34 +151,65 @@ class Model:
     context: int
     embed_dim: int
     norm: Norm
-    position: str  # "rope", "learned" or "none"
-    rope_theta: float
+    position: Rope | LearnedPosition | NoPosition
     head: Head
     dropout: float
-    time_embedding: TimeEmbedding | None  # time-as-input diffusion
-    num_time_steps: int | None
+    time: InputTime | None  # the time input of time-as-input diffusion
 
 
 # --- objectives and stages ---------------------------------------------------------------------
+# A schedule gives the mask ratio at p in [0, 1] (0 = input side / t = 1, 1 = head / t = 0).
 
 
 @plan_node
-class Schedule:
-    """Mask ratio as a function of p in [0, 1] (0 = input side / t = 1, 1 = head / t = 0)."""
-
-    shape: str  # "linear", "cosine", "exponential" or "list"
+class LinearSchedule:
     start: float
     end: float
-    values: tuple[float, ...]  # for "list"
 
 
 @plan_node
-class Objective:
-    kind: str  # "mlm", "clm" or "masked_diffusion"
-    ratio: float | None  # mlm
+class CosineSchedule:
+    start: float
+    end: float
+
+
+@plan_node
+class ExponentialSchedule:
+    start: float
+    end: float
+
+
+@plan_node
+class ExplicitSchedule:
+    values: tuple[float, ...]
+
+
+Schedule = LinearSchedule | CosineSchedule | ExponentialSchedule | ExplicitSchedule
+
+
+@plan_node
+class Clm:
+    pass
+
+
+@plan_node
+class Mlm:
+    ratio: float
     bert_mix: bool
-    time: str | None  # masked_diffusion: "depth" or "input"
-    schedule: Schedule | None  # masked_diffusion
+
+
+@plan_node
+class DepthTime:
+    pass
+
+
+@plan_node
+class MaskedDiffusion:
+    time: DepthTime | InputTime
+    mask: Schedule
+
+
+Objective = Clm | Mlm | MaskedDiffusion
 
 
 @plan_node
@@ -222,12 +304,26 @@ class Data:
 
 
 @plan_node
-class Optimizer:
-    kind: str  # "adamw", "adamw8bit" or "sgd"
+class AdamW:
     betas: tuple[float, float]
     eps: float
+
+
+@plan_node
+class AdamW8bit:
+    betas: tuple[float, float]
+    eps: float
+
+
+@plan_node
+class Sgd:
     momentum: float
     nesterov: bool
+
+
+@plan_node
+class Optimizer:
+    method: AdamW | AdamW8bit | Sgd
     weight_decay: float
     warmup: int
     schedule: LrSchedule
@@ -251,7 +347,7 @@ class Run:
 class Plan:
     name: str
     model: Model
-    stacks: tuple[StackPlan, ...]
+    stacks: tuple[Stack, ...]
     stages: tuple[Stage, ...]
     data: Data
     optimizer: Optimizer

@@ -17,22 +17,22 @@ from stackwise_dsl.lower import plan as p
 
 def schedule_of(mask: n.Schedule) -> p.Schedule:
     if isinstance(mask, n.ExplicitSchedule):
-        return p.Schedule(
-            shape="list", start=mask.values[0], end=mask.values[-1], values=mask.values
-        )
+        return p.ExplicitSchedule(values=mask.values)
     start, end = mask.range
-    return p.Schedule(shape=mask.sw_name, start=start, end=end, values=())
+    shape = {n.LinearSchedule: p.LinearSchedule, n.CosineSchedule: p.CosineSchedule,
+             n.ExponentialSchedule: p.ExponentialSchedule}[type(mask)]  # fmt: skip
+    return shape(start=start, end=end)
 
 
 def ratio_at(s: p.Schedule, where: float) -> float:
     """The mask ratio at position `where` in [0, 1]."""
     where = min(max(where, 0.0), 1.0)
-    if s.shape == "list":
+    if isinstance(s, p.ExplicitSchedule):
         return _interpolate(s.values, where)
     a, b = s.start, s.end
-    if s.shape == "cosine":
+    if isinstance(s, p.CosineSchedule):
         return a + (b - a) * (1 - math.cos(math.pi * where)) / 2
-    if s.shape == "exponential":
+    if isinstance(s, p.ExponentialSchedule):
         return a * (b / a) ** where
     return a + (b - a) * where
 

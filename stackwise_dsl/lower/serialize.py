@@ -108,10 +108,26 @@ def _hints(cls: type) -> dict[str, Any]:
     return {f.name: resolved[f.name] for f in attrs.fields(cls)}
 
 
-_UNION_MEMBERS = {
-    p.Stdlib, p.Synthetic, p.TextFiles, p.Jsonl, p.Bytes, p.Chars, p.Bpe, p.TokenizerFile,
-}  # fmt: skip
-
-
 def _in_union(cls: type) -> bool:
-    return cls in _UNION_MEMBERS
+    """Whether `cls` is one of several classes a plan field may hold (so JSON names it)."""
+    return cls in _union_members(p.Plan)
+
+
+@functools.cache
+def _union_members(cls: type) -> frozenset:
+    """The classes that share a union with another class anywhere under `cls`."""
+    found: set[type] = set()
+    todo, seen = [cls], set()
+    while todo:
+        hint = todo.pop()
+        if hint in seen:
+            continue
+        seen.add(hint)
+        if attrs.has(hint):
+            todo += _hints(hint).values()
+            continue
+        args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) > 1:
+            found.update(args)
+        todo += args
+    return frozenset(found)

@@ -21,10 +21,11 @@ from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import PlanFormatError, from_json, to_json
 from stackwise_dsl.runtime import checkpoint
-from stackwise_dsl.runtime.errors import Damaged
+from stackwise_dsl.runtime.errors import Damaged, RunError
+from stackwise_dsl.runtime.loop import Diverged
 from stackwise_dsl.runtime.metrics import plot
 from stackwise_dsl.runtime.seeds import derive
-from stackwise_dsl.runtime.train import Diverged, Progress, RunError, StageSummary, Trainer
+from stackwise_dsl.runtime.train import Progress, StageSummary, Trainer
 
 __all__ = [
     "Complete", "Progress", "RunError", "StageSummary", "begin", "create", "finishing", "load_plan",

@@ -18,13 +18,13 @@ from stackwise_dsl.lower.dispatch import attention_key, pick
 from stackwise_dsl.runtime.layers import apply_rope
 
 
-class Attention(nn.Module):
+class SelfAttention(nn.Module):
     """Dense attention: MHA, GQA and MQA (kv_heads < heads share key/value heads), through
     scaled_dot_product_attention."""
 
     def __init__(
         self,
-        a: p.AttentionPlan,
+        a: p.Attention,
         d_model: int,
         *,
         features: torch.Generator | None,
@@ -35,7 +35,7 @@ class Attention(nn.Module):
         self._projections(a, d_model, a.heads * a.head_dim, a.kv_heads * a.head_dim)
         self.o = nn.Linear(a.heads * a.head_dim, d_model, bias=False)
 
-    def _projections(self, a: p.AttentionPlan, d_model: int, inner: int, kv: int) -> None:
+    def _projections(self, a: p.Attention, d_model: int, inner: int, kv: int) -> None:
         self.q = nn.Linear(d_model, inner, bias=False)
         self.k = nn.Linear(d_model, kv, bias=False)
         self.v = nn.Linear(d_model, kv, bias=False)
@@ -65,37 +65,38 @@ class Attention(nn.Module):
         )
 
 
-class LatentAttention(Attention):
+class LatentAttention(SelfAttention):
     """MLA: queries from a low-rank latent of x (q_down, q_rank wide), keys and values from
     one shared latent (kv_down, kv_rank wide)."""
 
-    def _projections(self, a: p.AttentionPlan, d_model: int, inner: int, kv: int) -> None:
-        self.q_down = nn.Linear(d_model, a.q_rank, bias=False)
-        self.q = nn.Linear(a.q_rank, inner, bias=False)
-        self.kv_down = nn.Linear(d_model, a.kv_rank, bias=False)
-        self.k = nn.Linear(a.kv_rank, kv, bias=False)
-        self.v = nn.Linear(a.kv_rank, kv, bias=False)
+    def _projections(self, a: p.Attention, d_model: int, inner: int, kv: int) -> None:
+        q_rank, kv_rank = a.latent.q_rank, a.latent.kv_rank
+        self.q_down = nn.Linear(d_model, q_rank, bias=False)
+        self.q = nn.Linear(q_rank, inner, bias=False)
+        self.kv_down = nn.Linear(d_model, kv_rank, bias=False)
+        self.k = nn.Linear(kv_rank, kv, bias=False)
+        self.v = nn.Linear(kv_rank, kv, bias=False)
 
     def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.q_down(x), self.kv_down(x)
 
 
-class KernelAttention(Attention):
+class KernelAttention(SelfAttention):
     """softmax(q·k) replaced by a kernel φ(q)·φ(k), in time linear in the sequence length:
     the linear kernel, or random Fourier features of a gaussian, laplacian or uniform
     kernel (drawn from the stack's seeded generator and saved with the model)."""
 
     def __init__(
         self,
-        a: p.AttentionPlan,
+        a: p.Attention,
         d_model: int,
         *,
         features: torch.Generator | None,
     ) -> None:
         super().__init__(a, d_model, features=features)
-        self.kernel = a.kernel
-        if a.kernel is not KernelKind.LINEAR:
-            w, b = random_features(a.kernel, a.head_dim, a.kernel_dim, features)
+        self.kernel = a.kernel.kernel
+        if self.kernel is not KernelKind.LINEAR:
+            w, b = random_features(self.kernel, a.head_dim, a.kernel.kernel_dim, features)
             self.register_buffer("feature_w", w)  # (hd, D): fixed, seeded, saved with the model
             self.register_buffer("feature_b", b)  # (D,)
 
@@ -121,7 +122,7 @@ class LatentKernelAttention(KernelAttention, LatentAttention):
 
 
 ATTENTIONS = {
-    "dense": Attention,
+    "dense": SelfAttention,
     "latent": LatentAttention,
     "kernel": KernelAttention,
     "latent_kernel": LatentKernelAttention,
@@ -129,8 +130,8 @@ ATTENTIONS = {
 
 
 def make_attention(
-    a: p.AttentionPlan, d_model: int, *, features: torch.Generator | None
-) -> Attention:
+    a: p.Attention, d_model: int, *, features: torch.Generator | None
+) -> SelfAttention:
     """The attention module of a block, by kind (see `attention_key`)."""
     kind = pick(ATTENTIONS, attention_key(a), "attention kind")
     return kind(a, d_model, features=features)

@@ -42,6 +42,19 @@ class ActivationCache:
                 self._put(i, h.detach())
         return torch.stack([self._get(i) for i in ids.tolist()])
 
+    def hidden(self, model, inputs: torch.Tensor, ids: np.ndarray) -> torch.Tensor:
+        """A stage model's hidden states for windows `ids` (B, T): its last stack (the new
+        one, appended) over the trunk's cached output."""
+        trunk, new = model.positions[:-1], model.positions[-1:]
+        rows = {int(i): r for r, i in enumerate(ids.tolist())}
+
+        def trunk_output(missing: np.ndarray) -> torch.Tensor:
+            chosen = torch.tensor([rows[int(i)] for i in missing], device=inputs.device)
+            with torch.no_grad():
+                return model.hidden(inputs[chosen], None, positions=trunk)
+
+        return model.run(self.get(ids, trunk_output), new)
+
     def _has(self, i: int) -> bool:
         return i in self.memory or i in self.pending or i in self.shard_of
 

@@ -30,9 +30,7 @@ LATEST = "latest.json"
 KEEP_STEP_CHECKPOINTS = 2
 
 
-def save(
-    run_dir: Path, name: str, store: Store, optimizer: torch.optim.Optimizer | None, state: dict
-) -> Path:
+def save(run_dir: Path, name: str, store: Store, optimizer: dict | None, state: dict) -> Path:
     """Write checkpoint `name` and make it current. If it cannot be written (a full disk, a
     read-only directory), nothing of it is left and the previous checkpoint stays current."""
     root = run_dir / "checkpoints"
@@ -66,7 +64,7 @@ def _write(tmp: Path, store: Store, optimizer, state: dict, root: Path) -> None:
     save_file(store.flat(), str(tmp / "model.safetensors"))
     opt_meta = None
     if optimizer is not None:
-        tensors, opt_meta = _split(optimizer.state_dict())
+        tensors, opt_meta = _split(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
     full = {
         **state,
@@ -326,7 +324,7 @@ def _tensors(file: Path) -> dict[str, torch.Tensor]:
 def verify(store: Store, plan: p.Plan, file: Path) -> None:
     """Every stored tensor is one the plan's model has, with its shape, and every stack and
     shared weight the model needs is there (checked on the meta device: nothing allocated)."""
-    from stackwise_dsl.runtime.model import Rack, Stack
+    from stackwise_dsl.runtime.model import BlockStack, Rack
 
     with torch.device("meta"):
         shared = {k: v.shape for k, v in Rack(plan).state_dict().items()}
@@ -334,7 +332,7 @@ def verify(store: Store, plan: p.Plan, file: Path) -> None:
         for position in store.stacks:
             if not 0 <= position < len(plan.stacks):
                 raise Damaged(f"{file} holds stack {position}, which the plan has not")
-            stack = Stack(plan.stacks[position], plan.model, plan.run.seed)
+            stack = BlockStack(plan.stacks[position], plan.model, plan.run.seed)
             wanted |= {f"stack/{position}/{k}": v.shape for k, v in stack.state_dict().items()}
     held = {f"shared/{k}": v.shape for k, v in store.shared.items()}
     for position, state in store.stacks.items():

@@ -31,7 +31,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos[:t].to(x.dtype) + rotated * sin[:t].to(x.dtype)
 
 
-class SwiGlu(nn.Module):
+class SwiGluFfn(nn.Module):
     """down(silu(gate(x)) * up(x))"""
 
     def __init__(self, d_model: int, hidden: int) -> None:
@@ -44,7 +44,7 @@ class SwiGlu(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
-class Gelu(nn.Module):
+class GeluFfn(nn.Module):
     """down(gelu(up(x)))"""
 
     def __init__(self, d_model: int, hidden: int) -> None:

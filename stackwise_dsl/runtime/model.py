@@ -18,26 +18,26 @@ from stackwise_dsl.ir.enums import Head, Init
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import ffn_key, pick, time_key
 from stackwise_dsl.runtime.attention import make_attention
-from stackwise_dsl.runtime.layers import Gelu, SwiGlu, make_norm, rope_tables
+from stackwise_dsl.runtime.layers import GeluFfn, SwiGluFfn, make_norm, rope_tables
 from stackwise_dsl.runtime.seeds import generator
 
 INIT_STD = 0.02
 
 FFNS = {
-    "swiglu": SwiGlu,
-    "gelu": Gelu,
+    "swiglu": SwiGluFfn,
+    "gelu": GeluFfn,
 }
 
 
-class Block(nn.Module):
+class TransformerBlock(nn.Module):
     """x + γ·attn(norm(x)), then x + γ·ffn(norm(x))."""
 
-    def __init__(self, b: p.BlockPlan, m: p.Model, *, features: torch.Generator) -> None:
+    def __init__(self, b: p.Block, m: p.Model, *, features: torch.Generator) -> None:
         super().__init__()
         self.norm1 = make_norm(m.norm, m.d_model)
         self.attn = make_attention(b.attention, m.d_model, features=features)
         self.norm2 = make_norm(m.norm, m.d_model)
-        self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.hidden)
+        self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.ffn.hidden)
         self.gain = b.residual_gain
         self.drop = nn.Dropout(m.dropout)
         self.frozen_up = b.freeze_up_proj
@@ -53,11 +53,11 @@ class Block(nn.Module):
         return x + self.gain * self.drop(self.ffn(self.norm2(x)))
 
 
-class Stack(nn.Module):
-    def __init__(self, s: p.StackPlan, m: p.Model, seed: int) -> None:
+class BlockStack(nn.Module):
+    def __init__(self, s: p.Stack, m: p.Model, seed: int) -> None:
         super().__init__()
         features = generator(seed, "features", s.position)
-        self.blocks = nn.ModuleList(Block(b, m, features=features) for b in s.blocks)
+        self.blocks = nn.ModuleList(TransformerBlock(b, m, features=features) for b in s.blocks)
 
     def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
         """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
@@ -70,7 +70,7 @@ class SinusoidalTime(nn.Module):
     """t in (0, 1] → a d_model vector: sinusoidal features of 1000·t through a trained
     two-layer MLP."""
 
-    def __init__(self, d_model: int, steps: int | None) -> None:
+    def __init__(self, d_model: int, time: p.InputTime) -> None:
         super().__init__()
         self.d_model = d_model
         self.fc1 = nn.Linear(d_model, d_model, bias=False)
@@ -89,9 +89,9 @@ class SinusoidalTime(nn.Module):
 class LearnedTime(nn.Module):
     """t in (0, 1] → a learned d_model vector per level, over `steps` discrete levels."""
 
-    def __init__(self, d_model: int, steps: int | None) -> None:
+    def __init__(self, d_model: int, time: p.InputTime) -> None:
         super().__init__()
-        self.steps = steps or 1000
+        self.steps = time.num_time_steps or 1000
         self.table = nn.Embedding(self.steps, d_model)
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:  # (B,) → (B, d)
@@ -116,19 +116,20 @@ class Rack(nn.Module):
         self.embed = nn.Embedding(m.vocab, m.embed_dim)
         factorized = m.embed_dim != m.d_model
         self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
-        self.positions = nn.Embedding(m.context, m.d_model) if m.position == "learned" else None
+        learned = isinstance(m.position, p.LearnedPosition)
+        self.positions = nn.Embedding(m.context, m.d_model) if learned else None
         self.time = None
-        if m.time_embedding is not None:
+        if m.time is not None:
             embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
-            self.time = embedder(m.d_model, m.num_time_steps)
+            self.time = embedder(m.d_model, m.time)
         self.drop = nn.Dropout(m.dropout)
         self.stacks = nn.ModuleDict()
         self.norm = make_norm(m.norm, m.d_model)
         self.head = nn.Linear(m.d_model, m.vocab, bias=False) if m.head is Head.UNTIED else None
         self.rope = None
-        if m.position == "rope":
+        if isinstance(m.position, p.Rope):
             head_dims = {b.attention.head_dim for s in plan.stacks for b in s.blocks}
-            self.rope = {hd: rope_tables(m.context, hd, m.rope_theta) for hd in head_dims}
+            self.rope = {hd: rope_tables(m.context, hd, m.position.theta) for hd in head_dims}
         self._init_shared()
 
     # --- building ---
@@ -139,11 +140,11 @@ class Rack(nn.Module):
             if param.dim() >= 2:
                 nn.init.normal_(param, 0.0, INIT_STD, generator=g)
 
-    def add_stack(self, position: int, init: Init, copy_of: Mapping | None = None) -> Stack:
+    def add_stack(self, position: int, init: Init, copy_of: Mapping | None = None) -> BlockStack:
         """Create the stack at `position`: random, the identity, or (`copy`) a copy of the
         full-precision weights `copy_of` (its neighbour's master, never a quantized copy)."""
         s = self.plan.stacks[position]
-        stack = Stack(s, self.model, self.seed)
+        stack = BlockStack(s, self.model, self.seed)
         _init_stack(stack, generator(self.seed, "stack", position), _depth(self.plan))
         if init is Init.COPY and copy_of is not None:
             stack.load_state_dict(dict(copy_of.items()))
@@ -199,7 +200,7 @@ def weight_of(linear: nn.Linear) -> nn.Parameter:
     return linear.weight
 
 
-def _init_stack(stack: Stack, g: torch.Generator, depth: int) -> None:
+def _init_stack(stack: BlockStack, g: torch.Generator, depth: int) -> None:
     """N(0, 0.02) for every matrix; output projections (o, down) scaled by 1/sqrt(2·depth)."""
     outputs = {id(weight_of(b.attn.o)) for b in stack.blocks} | {
         id(weight_of(b.ffn.down)) for b in stack.blocks

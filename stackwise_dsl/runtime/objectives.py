@@ -48,7 +48,7 @@ def noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None, float 
 
 
 def _mlm_noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None, float | None]:
-    return stage.objective.ratio, None
+    return stage.objective.ratio, None  # an Mlm
 
 
 def _clm_noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None, float | None]:
@@ -69,9 +69,9 @@ def _depth_noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None,
 def _input_noise(stage: p.Stage, plan: p.Plan, step: int) -> tuple[float | None, float | None]:
     """t ~ U(0, 1] (on the model's time steps when it has them), and r = schedule(t)."""
     u = torch.rand(1, generator=generator(plan.run.seed, "time", stage.number, step)).item()
-    steps = plan.model.num_time_steps
+    steps = stage.objective.time.num_time_steps
     t = (int(u * steps) + 1) / steps if steps else 1.0 - u  # in (0, 1]
-    return ratio_at(stage.objective.schedule, 1.0 - t), t
+    return ratio_at(stage.objective.mask, 1.0 - t), t
 
 
 NOISES = {
@@ -85,7 +85,7 @@ NOISES = {
 def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: p.Objective, ratio, t, *,
                seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
     """The model's inputs and targets for windows (B, seq_len + 1)."""
-    if objective.kind == "clm":
+    if isinstance(objective, p.Clm):
         return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
     x = windows[:, :-1]
     draws = torch.stack(
@@ -95,7 +95,7 @@ def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: p.Objective, r
     selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
     targets = torch.where(selected, x, IGNORE)
     inputs = torch.where(selected, vocab.mask, x)
-    if objective.kind == "mlm" and objective.bert_mix:
+    if isinstance(objective, p.Mlm) and objective.bert_mix:
         random_ids = (draws[:, 2] * vocab.ordinary).long()
         inputs = torch.where(
             selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs

@@ -38,17 +38,20 @@ def build(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
 
 
 def _adamw(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps, foreach=False)
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.method.betas, eps=o.method.eps,
+                             foreach=False)  # fmt: skip
 
 
 def _sgd(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
-    nesterov = o.nesterov and o.momentum > 0
-    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=o.momentum, nesterov=nesterov)
+    sgd = o.method
+    nesterov = sgd.nesterov and sgd.momentum > 0
+    return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=sgd.momentum, nesterov=nesterov)
 
 
 def _adamw8bit(o: p.Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
     bnb = import_bitsandbytes()
-    return bnb.optim.AdamW8bit(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps)
+    return bnb.optim.AdamW8bit(groups, lr=groups[0]["lr"], betas=o.method.betas,
+                                eps=o.method.eps)  # fmt: skip
 
 
 OPTIMIZERS = {

@@ -16,7 +16,7 @@ from torch import nn
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import adapter_key, pick
 from stackwise_dsl.runtime import adapters
-from stackwise_dsl.runtime.model import Rack, Stack, weight_of
+from stackwise_dsl.runtime.model import BlockStack, Rack, weight_of
 from stackwise_dsl.runtime.precision import autocast, freeze_into
 from stackwise_dsl.runtime.weights import (
     Store,
@@ -52,7 +52,9 @@ class StageModel(nn.Module):
         in fp32 beyond those that train."""
         for part in self.stage.parts:
             if part.position in store.stacks:
-                stack = Stack(self.plan.stacks[part.position], self.plan.model, self.plan.run.seed)
+                stack = BlockStack(
+                    self.plan.stacks[part.position], self.plan.model, self.plan.run.seed
+                )
                 stack.load_state_dict(dict(store.stacks[part.position].items()))
                 self.rack.stacks[str(part.position)] = stack
                 if part.trains is not p.Trains.FULL:
@@ -110,7 +112,7 @@ class StageModel(nn.Module):
 
     # --- running ---
 
-    def stack(self, position: int) -> Stack:
+    def stack(self, position: int) -> BlockStack:
         return self.rack.stacks[str(position)]
 
     def train(self, mode: bool = True) -> StageModel:
@@ -159,11 +161,11 @@ def _nonzero(state: dict[str, torch.Tensor]) -> bool:
     return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
 
 
-def _has(stack: Stack, name: str) -> bool:
+def _has(stack: BlockStack, name: str) -> bool:
     return bool(adapters.adapter_parameters(stack, name))
 
 
-def base_parameters(stack: Stack) -> list[nn.Parameter]:
+def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
     """A stack's own weights (not its adapters)."""
     lora = {id(x) for x in adapters.adapter_parameters(stack)}
     return [x for x in stack.parameters() if id(x) not in lora]

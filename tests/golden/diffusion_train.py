@@ -37,7 +37,7 @@ import time
 import types
 import typing
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,12 +99,13 @@ PLAN = {
         "context": 64,  # line 9
         "embed_dim": 128,  # default
         "norm": "rmsnorm",  # line 9
-        "position": "rope",  # line 9
-        "rope_theta": 10000.0,  # line 9
+        "position": {  # line 9
+            "kind": "Rope",
+            "theta": 10000.0,  # line 9
+        },
         "head": "tied",  # line 9
         "dropout": 0.0,  # default
-        "time_embedding": None,
-        "num_time_steps": None,
+        "time": None,
     },
     "stacks": [
         {  # line 16
@@ -118,13 +119,13 @@ PLAN = {
                         "kv_heads": 2,  # line 12
                         "head_dim": 32,
                         "mode": "bidirectional",  # line 12
-                        "q_rank": None,
-                        "kv_rank": None,
+                        "latent": None,
                         "kernel": None,
-                        "kernel_dim": None,
                     },
-                    "ffn": "swiglu",  # line 13
-                    "hidden": 512,  # line 13
+                    "ffn": {  # line 13
+                        "kind": "SwiGlu",
+                        "hidden": 512,  # line 13
+                    },
                     "residual_gain": 1.0,  # default
                     "spectral_norm": False,  # default
                     "freeze_up_proj": False,  # default
@@ -136,13 +137,13 @@ PLAN = {
                         "kv_heads": 2,  # line 12
                         "head_dim": 32,
                         "mode": "bidirectional",  # line 12
-                        "q_rank": None,
-                        "kv_rank": None,
+                        "latent": None,
                         "kernel": None,
-                        "kernel_dim": None,
                     },
-                    "ffn": "swiglu",  # line 13
-                    "hidden": 512,  # line 13
+                    "ffn": {  # line 13
+                        "kind": "SwiGlu",
+                        "hidden": 512,  # line 13
+                    },
                     "residual_gain": 1.0,  # default
                     "spectral_norm": False,  # default
                     "freeze_up_proj": False,  # default
@@ -167,13 +168,13 @@ PLAN = {
                         "kv_heads": 2,  # line 12
                         "head_dim": 32,
                         "mode": "bidirectional",  # line 12
-                        "q_rank": None,
-                        "kv_rank": None,
+                        "latent": None,
                         "kernel": None,
-                        "kernel_dim": None,
                     },
-                    "ffn": "swiglu",  # line 13
-                    "hidden": 512,  # line 13
+                    "ffn": {  # line 13
+                        "kind": "SwiGlu",
+                        "hidden": 512,  # line 13
+                    },
                     "residual_gain": 1.0,  # default
                     "spectral_norm": False,  # default
                     "freeze_up_proj": False,  # default
@@ -185,13 +186,13 @@ PLAN = {
                         "kv_heads": 2,  # line 12
                         "head_dim": 32,
                         "mode": "bidirectional",  # line 12
-                        "q_rank": None,
-                        "kv_rank": None,
+                        "latent": None,
                         "kernel": None,
-                        "kernel_dim": None,
                     },
-                    "ffn": "swiglu",  # line 13
-                    "hidden": 512,  # line 13
+                    "ffn": {  # line 13
+                        "kind": "SwiGlu",
+                        "hidden": 512,  # line 13
+                    },
                     "residual_gain": 1.0,  # default
                     "spectral_norm": False,  # default
                     "freeze_up_proj": False,  # default
@@ -216,13 +217,13 @@ PLAN = {
                         "kv_heads": 2,  # line 12
                         "head_dim": 32,
                         "mode": "bidirectional",  # line 12
-                        "q_rank": None,
-                        "kv_rank": None,
+                        "latent": None,
                         "kernel": None,
-                        "kernel_dim": None,
                     },
-                    "ffn": "swiglu",  # line 13
-                    "hidden": 512,  # line 13
+                    "ffn": {  # line 13
+                        "kind": "SwiGlu",
+                        "hidden": 512,  # line 13
+                    },
                     "residual_gain": 1.0,  # default
                     "spectral_norm": False,  # default
                     "freeze_up_proj": False,  # default
@@ -234,13 +235,13 @@ PLAN = {
                         "kv_heads": 2,  # line 12
                         "head_dim": 32,
                         "mode": "bidirectional",  # line 12
-                        "q_rank": None,
-                        "kv_rank": None,
+                        "latent": None,
                         "kernel": None,
-                        "kernel_dim": None,
                     },
-                    "ffn": "swiglu",  # line 13
-                    "hidden": 512,  # line 13
+                    "ffn": {  # line 13
+                        "kind": "SwiGlu",
+                        "hidden": 512,  # line 13
+                    },
                     "residual_gain": 1.0,  # default
                     "spectral_norm": False,  # default
                     "freeze_up_proj": False,  # default
@@ -265,13 +266,13 @@ PLAN = {
                         "kv_heads": 2,  # line 12
                         "head_dim": 32,
                         "mode": "bidirectional",  # line 12
-                        "q_rank": None,
-                        "kv_rank": None,
+                        "latent": None,
                         "kernel": None,
-                        "kernel_dim": None,
                     },
-                    "ffn": "swiglu",  # line 13
-                    "hidden": 512,  # line 13
+                    "ffn": {  # line 13
+                        "kind": "SwiGlu",
+                        "hidden": 512,  # line 13
+                    },
                     "residual_gain": 1.0,  # default
                     "spectral_norm": False,  # default
                     "freeze_up_proj": False,  # default
@@ -283,13 +284,13 @@ PLAN = {
                         "kv_heads": 2,  # line 12
                         "head_dim": 32,
                         "mode": "bidirectional",  # line 12
-                        "q_rank": None,
-                        "kv_rank": None,
+                        "latent": None,
                         "kernel": None,
-                        "kernel_dim": None,
                     },
-                    "ffn": "swiglu",  # line 13
-                    "hidden": 512,  # line 13
+                    "ffn": {  # line 13
+                        "kind": "SwiGlu",
+                        "hidden": 512,  # line 13
+                    },
                     "residual_gain": 1.0,  # default
                     "spectral_norm": False,  # default
                     "freeze_up_proj": False,  # default
@@ -311,11 +312,9 @@ PLAN = {
             "steps": 150,  # line 21
             "tokens": None,  # default
             "objective": {  # line 18
-                "kind": "masked_diffusion",
-                "ratio": None,
-                "bert_mix": False,
-                "time": "depth",
-                "schedule": {"shape": "linear", "start": 0.9, "end": 0.15, "values": []},
+                "kind": "MaskedDiffusion",
+                "time": {"kind": "DepthTime"},
+                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
             },
             "mask_ratio": 0.15000000000000002,
             "parts": [
@@ -344,11 +343,9 @@ PLAN = {
             "steps": 150,  # line 21
             "tokens": None,  # default
             "objective": {  # line 18
-                "kind": "masked_diffusion",
-                "ratio": None,
-                "bert_mix": False,
-                "time": "depth",
-                "schedule": {"shape": "linear", "start": 0.9, "end": 0.15, "values": []},
+                "kind": "MaskedDiffusion",
+                "time": {"kind": "DepthTime"},
+                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
             },
             "mask_ratio": 0.4,
             "parts": [
@@ -390,11 +387,9 @@ PLAN = {
             "steps": 150,  # line 21
             "tokens": None,  # default
             "objective": {  # line 18
-                "kind": "masked_diffusion",
-                "ratio": None,
-                "bert_mix": False,
-                "time": "depth",
-                "schedule": {"shape": "linear", "start": 0.9, "end": 0.15, "values": []},
+                "kind": "MaskedDiffusion",
+                "time": {"kind": "DepthTime"},
+                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
             },
             "mask_ratio": 0.65,
             "parts": [
@@ -449,11 +444,9 @@ PLAN = {
             "steps": 150,  # line 21
             "tokens": None,  # default
             "objective": {  # line 18
-                "kind": "masked_diffusion",
-                "ratio": None,
-                "bert_mix": False,
-                "time": "depth",
-                "schedule": {"shape": "linear", "start": 0.9, "end": 0.15, "values": []},
+                "kind": "MaskedDiffusion",
+                "time": {"kind": "DepthTime"},
+                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
             },
             "mask_ratio": 0.9,
             "parts": [
@@ -521,11 +514,9 @@ PLAN = {
             "steps": 100,  # line 27
             "tokens": None,  # default
             "objective": {  # line 18
-                "kind": "masked_diffusion",
-                "ratio": None,
-                "bert_mix": False,
-                "time": "depth",
-                "schedule": {"shape": "linear", "start": 0.9, "end": 0.15, "values": []},
+                "kind": "MaskedDiffusion",
+                "time": {"kind": "DepthTime"},
+                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
             },
             "mask_ratio": None,
             "parts": [
@@ -601,11 +592,11 @@ PLAN = {
         "validation": 0.05,  # default
     },
     "optimizer": {  # line 30
-        "kind": "adamw",
-        "betas": [0.9, 0.999],  # default
-        "eps": 1e-08,  # default
-        "momentum": 0.0,
-        "nesterov": False,
+        "method": {
+            "kind": "AdamW",
+            "betas": [0.9, 0.999],  # default
+            "eps": 1e-08,  # default
+        },
         "weight_decay": 0.1,  # line 30
         "warmup": 20,  # line 30
         "schedule": "cosine",  # default
@@ -789,37 +780,83 @@ class Lora:
 
 
 @plan_node
-class AttentionPlan:
+class Latent:
+    """MLA: queries through a q_rank bottleneck, keys and values through one kv_rank latent."""
+
+    q_rank: int
+    kv_rank: int
+
+
+@plan_node
+class KernelFeatures:
+    """Kernel attention in linear time: φ(q)·φ(k) in place of softmax."""
+
+    kernel: KernelKind
+    kernel_dim: int
+
+
+@plan_node
+class Attention:
     heads: int
     kv_heads: int
     head_dim: int
     mode: Mode
-    q_rank: int | None  # MLA
-    kv_rank: int | None  # MLA
-    kernel: KernelKind | None  # kernel attention
-    kernel_dim: int | None
+    latent: Latent | None
+    kernel: KernelFeatures | None
 
 
 @plan_node
-class BlockPlan:
-    name: str
-    attention: AttentionPlan
-    ffn: str  # "swiglu" or "gelu"
+class SwiGlu:
     hidden: int
+
+
+@plan_node
+class Gelu:
+    hidden: int
+
+
+@plan_node
+class Block:
+    name: str
+    attention: Attention
+    ffn: SwiGlu | Gelu
     residual_gain: float
     spectral_norm: bool
     freeze_up_proj: bool
 
 
 @plan_node
-class StackPlan:
+class Stack:
     """The stack at one rack position (0 = input side)."""
 
     position: int
     name: str
-    blocks: tuple[BlockPlan, ...]
+    blocks: tuple[Block, ...]
     created_in: int  # the stage that creates it
     stack_lora: Lora | None  # attached when it is created
+
+
+@plan_node
+class Rope:
+    theta: float
+
+
+@plan_node
+class LearnedPosition:
+    pass
+
+
+@plan_node
+class NoPosition:
+    pass
+
+
+@plan_node
+class InputTime:
+    """Time as input: the model embeds t (over num_time_steps levels when given)."""
+
+    embedding: TimeEmbedding
+    num_time_steps: int | None
 
 
 @plan_node
@@ -829,31 +866,61 @@ class Model:
     context: int
     embed_dim: int
     norm: Norm
-    position: str  # "rope", "learned" or "none"
-    rope_theta: float
+    position: Rope | LearnedPosition | NoPosition
     head: Head
     dropout: float
-    time_embedding: TimeEmbedding | None  # time-as-input diffusion
-    num_time_steps: int | None
+    time: InputTime | None  # the time input of time-as-input diffusion
 
 
 @plan_node
-class Schedule:
-    """Mask ratio as a function of p in [0, 1] (0 = input side / t = 1, 1 = head / t = 0)."""
-
-    shape: str  # "linear", "cosine", "exponential" or "list"
+class LinearSchedule:
     start: float
     end: float
-    values: tuple[float, ...]  # for "list"
 
 
 @plan_node
-class Objective:
-    kind: str  # "mlm", "clm" or "masked_diffusion"
-    ratio: float | None  # mlm
+class CosineSchedule:
+    start: float
+    end: float
+
+
+@plan_node
+class ExponentialSchedule:
+    start: float
+    end: float
+
+
+@plan_node
+class ExplicitSchedule:
+    values: tuple[float, ...]
+
+
+Schedule = LinearSchedule | CosineSchedule | ExponentialSchedule | ExplicitSchedule
+
+
+@plan_node
+class Clm:
+    pass
+
+
+@plan_node
+class Mlm:
+    ratio: float
     bert_mix: bool
-    time: str | None  # masked_diffusion: "depth" or "input"
-    schedule: Schedule | None  # masked_diffusion
+
+
+@plan_node
+class DepthTime:
+    pass
+
+
+@plan_node
+class MaskedDiffusion:
+    time: DepthTime | InputTime
+    mask: Schedule
+
+
+Objective = Clm | Mlm | MaskedDiffusion
 
 
 @plan_node
@@ -945,12 +1012,26 @@ class Data:
 
 
 @plan_node
-class Optimizer:
-    kind: str  # "adamw", "adamw8bit" or "sgd"
+class AdamW:
     betas: tuple[float, float]
     eps: float
+
+
+@plan_node
+class AdamW8bit:
+    betas: tuple[float, float]
+    eps: float
+
+
+@plan_node
+class Sgd:
     momentum: float
     nesterov: bool
+
+
+@plan_node
+class Optimizer:
+    method: AdamW | AdamW8bit | Sgd
     weight_decay: float
     warmup: int
     schedule: LrSchedule
@@ -974,7 +1055,7 @@ class Run:
 class Plan:
     name: str
     model: Model
-    stacks: tuple[StackPlan, ...]
+    stacks: tuple[Stack, ...]
     stages: tuple[Stage, ...]
     data: Data
     optimizer: Optimizer
@@ -1001,21 +1082,21 @@ def pick(table: dict, key: str, what: str):
         ) from None
 
 
-def attention_key(a: AttentionPlan) -> str:
+def attention_key(a: Attention) -> str:
     """ATTENTIONS: dense (MHA, GQA, MQA), latent (MLA), kernel, or latent_kernel (both)."""
-    latent, kernel = a.q_rank is not None, a.kernel is not None
+    latent, kernel = a.latent is not None, a.kernel is not None
     return {(False, False): "dense", (True, False): "latent", (False, True): "kernel",
             (True, True): "latent_kernel"}[(latent, kernel)]  # fmt: skip
 
 
-def ffn_key(b: BlockPlan) -> str:
+def ffn_key(b: Block) -> str:
     """FFNS: swiglu or gelu."""
-    return b.ffn
+    return type(b.ffn).__name__.lower()
 
 
 def time_key(m: Model) -> str:
     """TIME_EMBEDDERS (only when the model has a time input): sinusoidal or learned."""
-    return m.time_embedding.value
+    return m.time.embedding.value
 
 
 def frozen_key(precision: Precision) -> str:
@@ -1025,9 +1106,11 @@ def frozen_key(precision: Precision) -> str:
 
 
 def noise_key(o: Objective) -> str:
-    """NOISES: how a step's noise is drawn: mlm, clm, or masked diffusion with time as
+    """NOISES: how a step's noise is drawn: clm, mlm, or masked diffusion with time as
     depth or as input."""
-    return o.kind if o.time is None else f"{o.kind}/{o.time}"
+    if isinstance(o, MaskedDiffusion):
+        return "masked_diffusion/" + ("depth" if isinstance(o.time, DepthTime) else "input")
+    return "mlm" if isinstance(o, Mlm) else "clm"
 
 
 def adapter_key(lora: Lora) -> str:
@@ -1051,8 +1134,8 @@ def tokenizer_key(tokenizer) -> str:
 
 
 def optimizer_key(o: Optimizer) -> str:
-    """OPTIMIZERS: adamw, sgd or adamw8bit."""
-    return o.kind
+    """OPTIMIZERS: adamw, adamw8bit or sgd."""
+    return type(o.method).__name__.lower()
 
 
 def cache_key(stage: Stage) -> str | None:
@@ -1150,13 +1233,29 @@ def _hints(cls: type) -> dict[str, Any]:
     return {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
 
 
-_UNION_MEMBERS = {
-    Stdlib, Synthetic, TextFiles, Jsonl, Bytes, Chars, Bpe, TokenizerFile,
-}  # fmt: skip
-
-
 def _in_union(cls: type) -> bool:
-    return cls in _UNION_MEMBERS
+    """Whether `cls` is one of several classes a plan field may hold (so JSON names it)."""
+    return cls in _union_members(Plan)
+
+
+@functools.cache
+def _union_members(cls: type) -> frozenset:
+    """The classes that share a union with another class anywhere under `cls`."""
+    found: set[type] = set()
+    todo, seen = [cls], set()
+    while todo:
+        hint = todo.pop()
+        if hint in seen:
+            continue
+        seen.add(hint)
+        if dataclasses.is_dataclass(hint):
+            todo += _hints(hint).values()
+            continue
+        args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) > 1:
+            found.update(args)
+        todo += args
+    return frozenset(found)
 
 
 class DataError(Exception):
@@ -1361,7 +1460,7 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos[:t].to(x.dtype) + rotated * sin[:t].to(x.dtype)
 
 
-class SwiGlu(nn.Module):
+class SwiGluFfn(nn.Module):
     """down(silu(gate(x)) * up(x))"""
 
     def __init__(self, d_model: int, hidden: int) -> None:
@@ -1374,13 +1473,13 @@ class SwiGlu(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
-class Attention(nn.Module):
+class SelfAttention(nn.Module):
     """Dense attention: MHA, GQA and MQA (kv_heads < heads share key/value heads), through
     scaled_dot_product_attention."""
 
     def __init__(
         self,
-        a: AttentionPlan,
+        a: Attention,
         d_model: int,
         *,
         features: torch.Generator | None,
@@ -1391,7 +1490,7 @@ class Attention(nn.Module):
         self._projections(a, d_model, a.heads * a.head_dim, a.kv_heads * a.head_dim)
         self.o = nn.Linear(a.heads * a.head_dim, d_model, bias=False)
 
-    def _projections(self, a: AttentionPlan, d_model: int, inner: int, kv: int) -> None:
+    def _projections(self, a: Attention, d_model: int, inner: int, kv: int) -> None:
         self.q = nn.Linear(d_model, inner, bias=False)
         self.k = nn.Linear(d_model, kv, bias=False)
         self.v = nn.Linear(d_model, kv, bias=False)
@@ -1422,13 +1521,13 @@ class Attention(nn.Module):
 
 
 ATTENTIONS = {
-    "dense": Attention,
+    "dense": SelfAttention,
 }
 
 
 def make_attention(
-    a: AttentionPlan, d_model: int, *, features: torch.Generator | None
-) -> Attention:
+    a: Attention, d_model: int, *, features: torch.Generator | None
+) -> SelfAttention:
     """The attention module of a block, by kind (see `attention_key`)."""
     kind = pick(ATTENTIONS, attention_key(a), "attention kind")
     return kind(a, d_model, features=features)
@@ -1438,19 +1537,19 @@ INIT_STD = 0.02
 
 
 FFNS = {
-    "swiglu": SwiGlu,
+    "swiglu": SwiGluFfn,
 }
 
 
-class Block(nn.Module):
+class TransformerBlock(nn.Module):
     """x + γ·attn(norm(x)), then x + γ·ffn(norm(x))."""
 
-    def __init__(self, b: BlockPlan, m: Model, *, features: torch.Generator) -> None:
+    def __init__(self, b: Block, m: Model, *, features: torch.Generator) -> None:
         super().__init__()
         self.norm1 = make_norm(m.norm, m.d_model)
         self.attn = make_attention(b.attention, m.d_model, features=features)
         self.norm2 = make_norm(m.norm, m.d_model)
-        self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.hidden)
+        self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.ffn.hidden)
         self.gain = b.residual_gain
         self.drop = nn.Dropout(m.dropout)
         self.frozen_up = b.freeze_up_proj
@@ -1466,11 +1565,11 @@ class Block(nn.Module):
         return x + self.gain * self.drop(self.ffn(self.norm2(x)))
 
 
-class Stack(nn.Module):
-    def __init__(self, s: StackPlan, m: Model, seed: int) -> None:
+class BlockStack(nn.Module):
+    def __init__(self, s: Stack, m: Model, seed: int) -> None:
         super().__init__()
         features = generator(seed, "features", s.position)
-        self.blocks = nn.ModuleList(Block(b, m, features=features) for b in s.blocks)
+        self.blocks = nn.ModuleList(TransformerBlock(b, m, features=features) for b in s.blocks)
 
     def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
         """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
@@ -1493,19 +1592,20 @@ class Rack(nn.Module):
         self.embed = nn.Embedding(m.vocab, m.embed_dim)
         factorized = m.embed_dim != m.d_model
         self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
-        self.positions = nn.Embedding(m.context, m.d_model) if m.position == "learned" else None
+        learned = isinstance(m.position, LearnedPosition)
+        self.positions = nn.Embedding(m.context, m.d_model) if learned else None
         self.time = None
-        if m.time_embedding is not None:
+        if m.time is not None:
             embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
-            self.time = embedder(m.d_model, m.num_time_steps)
+            self.time = embedder(m.d_model, m.time)
         self.drop = nn.Dropout(m.dropout)
         self.stacks = nn.ModuleDict()
         self.norm = make_norm(m.norm, m.d_model)
         self.head = nn.Linear(m.d_model, m.vocab, bias=False) if m.head is Head.UNTIED else None
         self.rope = None
-        if m.position == "rope":
+        if isinstance(m.position, Rope):
             head_dims = {b.attention.head_dim for s in plan.stacks for b in s.blocks}
-            self.rope = {hd: rope_tables(m.context, hd, m.rope_theta) for hd in head_dims}
+            self.rope = {hd: rope_tables(m.context, hd, m.position.theta) for hd in head_dims}
         self._init_shared()
 
     # --- building ---
@@ -1516,11 +1616,11 @@ class Rack(nn.Module):
             if param.dim() >= 2:
                 nn.init.normal_(param, 0.0, INIT_STD, generator=g)
 
-    def add_stack(self, position: int, init: Init, copy_of: Mapping | None = None) -> Stack:
+    def add_stack(self, position: int, init: Init, copy_of: Mapping | None = None) -> BlockStack:
         """Create the stack at `position`: random, the identity, or (`copy`) a copy of the
         full-precision weights `copy_of` (its neighbour's master, never a quantized copy)."""
         s = self.plan.stacks[position]
-        stack = Stack(s, self.model, self.seed)
+        stack = BlockStack(s, self.model, self.seed)
         _init_stack(stack, generator(self.seed, "stack", position), _depth(self.plan))
         if init is Init.COPY and copy_of is not None:
             stack.load_state_dict(dict(copy_of.items()))
@@ -1576,7 +1676,7 @@ def weight_of(linear: nn.Linear) -> nn.Parameter:
     return linear.weight
 
 
-def _init_stack(stack: Stack, g: torch.Generator, depth: int) -> None:
+def _init_stack(stack: BlockStack, g: torch.Generator, depth: int) -> None:
     """N(0, 0.02) for every matrix; output projections (o, down) scaled by 1/sqrt(2·depth)."""
     outputs = {id(weight_of(b.attn.o)) for b in stack.blocks} | {
         id(weight_of(b.ffn.down)) for b in stack.blocks
@@ -1984,9 +2084,7 @@ LATEST = "latest.json"
 KEEP_STEP_CHECKPOINTS = 2
 
 
-def save(
-    run_dir: Path, name: str, store: Store, optimizer: torch.optim.Optimizer | None, state: dict
-) -> Path:
+def save(run_dir: Path, name: str, store: Store, optimizer: dict | None, state: dict) -> Path:
     """Write checkpoint `name` and make it current. If it cannot be written (a full disk, a
     read-only directory), nothing of it is left and the previous checkpoint stays current."""
     root = run_dir / "checkpoints"
@@ -2020,7 +2118,7 @@ def _write(tmp: Path, store: Store, optimizer, state: dict, root: Path) -> None:
     save_file(store.flat(), str(tmp / "model.safetensors"))
     opt_meta = None
     if optimizer is not None:
-        tensors, opt_meta = _split(optimizer.state_dict())
+        tensors, opt_meta = _split(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
     full = {
         **state,
@@ -2288,7 +2386,7 @@ def verify(store: Store, plan: Plan, file: Path) -> None:
         for position in store.stacks:
             if not 0 <= position < len(plan.stacks):
                 raise Damaged(f"{file} holds stack {position}, which the plan has not")
-            stack = Stack(plan.stacks[position], plan.model, plan.run.seed)
+            stack = BlockStack(plan.stacks[position], plan.model, plan.run.seed)
             wanted |= {f"stack/{position}/{k}": v.shape for k, v in stack.state_dict().items()}
     held = {f"shared/{k}": v.shape for k, v in store.shared.items()}
     for position, state in store.stacks.items():
@@ -2490,7 +2588,7 @@ NOISES = {
 def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, ratio, t, *,
                seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
     """The model's inputs and targets for windows (B, seq_len + 1)."""
-    if objective.kind == "clm":
+    if isinstance(objective, Clm):
         return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
     x = windows[:, :-1]
     draws = torch.stack(
@@ -2500,7 +2598,7 @@ def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, rat
     selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
     targets = torch.where(selected, x, IGNORE)
     inputs = torch.where(selected, vocab.mask, x)
-    if objective.kind == "mlm" and objective.bert_mix:
+    if isinstance(objective, Mlm) and objective.bert_mix:
         random_ids = (draws[:, 2] * vocab.ordinary).long()
         inputs = torch.where(
             selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
@@ -2656,7 +2754,8 @@ def build(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
 
 
 def _adamw(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.betas, eps=o.eps, foreach=False)
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.method.betas, eps=o.method.eps,
+                             foreach=False)  # fmt: skip
 
 
 OPTIMIZERS = {
@@ -2698,7 +2797,9 @@ class StageModel(nn.Module):
         in fp32 beyond those that train."""
         for part in self.stage.parts:
             if part.position in store.stacks:
-                stack = Stack(self.plan.stacks[part.position], self.plan.model, self.plan.run.seed)
+                stack = BlockStack(
+                    self.plan.stacks[part.position], self.plan.model, self.plan.run.seed
+                )
                 stack.load_state_dict(dict(store.stacks[part.position].items()))
                 self.rack.stacks[str(part.position)] = stack
                 if part.trains is not Trains.FULL:
@@ -2756,7 +2857,7 @@ class StageModel(nn.Module):
 
     # --- running ---
 
-    def stack(self, position: int) -> Stack:
+    def stack(self, position: int) -> BlockStack:
         return self.rack.stacks[str(position)]
 
     def train(self, mode: bool = True) -> StageModel:
@@ -2805,11 +2906,11 @@ def _nonzero(state: dict[str, torch.Tensor]) -> bool:
     return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
 
 
-def _has(stack: Stack, name: str) -> bool:
+def _has(stack: BlockStack, name: str) -> bool:
     return bool(adapter_parameters(stack, name))
 
 
-def base_parameters(stack: Stack) -> list[nn.Parameter]:
+def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
     """A stack's own weights (not its adapters)."""
     lora = {id(x) for x in adapter_parameters(stack)}
     return [x for x in stack.parameters() if id(x) not in lora]
@@ -2825,6 +2926,154 @@ def head_parameters(rack: Rack) -> list[nn.Parameter]:
     """The final norm and the head (a tied head is the input embedding)."""
     parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
     return [x for m in parts for x in m.parameters()]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunState:
+    """Where a run is, beyond its weights: what a checkpoint keeps and a resume starts from.
+    Mid-stage (`step` > 0) it also holds what the stage's loop had: its optimizer and loss
+    scale, and torch's RNG (restored once the stage's model is built, since building draws)."""
+
+    stage: int = 1  # the stage in progress (1-based)
+    step: int = 0  # the steps of it done
+    global_step: int = 0  # the steps of the whole run done
+    # the data position (batches.Stream)
+    stream: dict = dataclasses.field(default_factory=lambda: {"epoch": 0, "offset": 0})
+    rng: torch.Tensor | None = None
+    optimizer: dict | None = None
+    scaler: dict | None = None
+    window: dict | None = None  # the harness's: losses since its last log line
+
+    def starting(self, stage: int) -> RunState:
+        """The state at the start of `stage`: the run's step count and data position go on."""
+        return RunState(stage=stage, global_step=self.global_step, stream=self.stream)
+
+
+OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
+
+
+def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
+                state: RunState, *, cache=None,
+                on_step: OnStep | None = None) -> tuple[RunState, float]:  # fmt: skip
+    """Train `stage` from `state` to its last step: (the state there, the last step's loss).
+    `cache`: the stage's activation cache (runtime/cache.py), if it has one."""
+    o = plan.optimizer
+    opt = build(o, param_groups(model, stage, o))
+    scaler = LossScaler.for_stage(stage.parts, model.device)
+    if state.optimizer is not None:  # resumed mid-stage
+        try:
+            opt.load_state_dict(state.optimizer)
+            scaler.restore(state.scaler)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise Damaged(
+                f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
+                f"optimizer ({e}); resume from a stage-end checkpoint or start again"
+            ) from None
+    if state.rng is not None:
+        torch.set_rng_state(state.rng)
+    stream = Stream(data.train, plan.run.seed)
+    stream.restore(state.stream)
+    trainable = [x for g in opt.param_groups for x in g["params"]]
+
+    def snapshot() -> RunState:
+        return dataclasses.replace(state, optimizer=opt.state_dict(), scaler=scaler.state(),
+                            rng=torch.get_rng_state())  # fmt: skip
+
+    loss = math.nan
+    for step in range(state.step + 1, stage.steps + 1):
+        set_lr(opt, o, step, stage.steps)
+        loss = 0.0
+        for micro in range(o.accumulate):
+            ids = stream.take(plan.data.batch)
+            batch = batch_for(plan, stage, data, ids, draw=(step - 1) * o.accumulate + micro)
+            part = stage_loss(model, batch, cache) / o.accumulate
+            scaler.backward(part)
+            loss += part.item()
+        if not math.isfinite(loss):
+            raise Diverged(stage.number, step, f"the loss became {loss}")
+        if o.clip is not None:
+            scaler.unscale(opt)
+            torch.nn.utils.clip_grad_norm_(trainable, o.clip)
+        scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
+        state = RunState(stage=stage.number, step=step, global_step=state.global_step + 1,
+                         stream=stream.state())  # fmt: skip
+        if on_step is not None:
+            on_step(state, loss, opt.param_groups[0]["lr"], snapshot)
+    return state, loss
+
+
+def batch_for(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, draw: int) -> Batch:
+    """The batch of windows `ids` for the `draw`-th micro-batch of a stage, corrupted for its
+    objective (the noise level depends on the draw, the masks on the windows)."""
+    ratio, t = noise(stage, plan, draw)
+    return _batch(plan, stage, data, ids, ratio, t)
+
+
+def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
+    """The model's loss on a batch; with an activation cache, the hidden states come through
+    it (runtime/cache.py: the frozen trunk runs once per window)."""
+    device = model.device
+    inputs, targets = b.inputs.to(device), b.targets.to(device)
+    t = b.t.to(device) if b.t is not None else None
+    h = model.hidden(inputs, t) if cache is None else cache.hidden(model, inputs, b.ids)
+    return loss_of(model.logits, h, targets)
+
+
+def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared) -> float | None:
+    """Mean loss over the validation batches (None without validation data). They see the
+    same noise at every evaluation, and cycle through the rack's ratios in a fuse stage with
+    time as depth."""
+    batches = eval_ids(data.val, plan.data.batch, plan.run.eval_batches)
+    if not batches:
+        return None
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for i, ids in enumerate(batches):
+            ratio, t = noise(stage, plan, -1 - i)
+            if stage.mask_ratio is None and stage.parts[0].mask_ratio is not None:
+                ratio = stage.parts[i % len(stage.parts)].mask_ratio  # time as depth, fuse
+            losses.append(stage_loss(model, _batch(plan, stage, data, ids, ratio, t)).item())
+    model.train()
+    return float(np.mean(losses))
+
+
+def _batch(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, ratio, t) -> Batch:
+    windows = torch.from_numpy(data.windows[ids])
+    vocab = Vocabulary(mask=data.tokenizer.specials.mask, ordinary=data.tokenizer.ordinary)
+    return make_batch(windows, ids, stage.objective, ratio, t, seed=plan.run.seed, vocab=vocab)
+
+
+def param_groups(model: StageModel, stage: Stage, o: Optimizer) -> list[dict]:
+    """Stack weights at the stage's lr, adapters at adapter_lr, embeddings and head at
+    embedding_lr; weight decay on matrices only."""
+    stacks, lora = [], []
+    for part in stage.parts:
+        stack = model.stack(part.position)
+        stacks += [x for x in base_parameters(stack) if x.requires_grad]
+        lora += [x for x in adapter_parameters(stack) if x.requires_grad]
+    rack = model.rack
+    shared = [x for x in [*input_parameters(rack), *head_parameters(rack)] if x.requires_grad]
+    shared = list({id(x): x for x in shared}.values())
+    groups = []
+    for name, params, lr in (("stacks", stacks, stage.lr), ("adapters", lora, stage.adapter_lr),
+                             ("embeddings", shared, stage.embedding_lr)):  # fmt: skip
+        matrices = [x for x in params if x.dim() >= 2]
+        others = [x for x in params if x.dim() < 2]
+        groups.append({"name": name, "params": matrices, "lr": lr, "weight_decay": o.weight_decay})
+        groups.append({"name": name + "/no_decay", "params": others, "lr": lr, "weight_decay": 0.0})
+    if not any(g["params"] for g in groups):
+        raise RunError(f"stage {stage.number} trains nothing")
+    return groups
+
+
+class Diverged(RunError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+    def __init__(self, stage: int, step: int, what: str) -> None:
+        super().__init__(f"{what} in stage {stage} at step {step}")
+        self.stage, self.step = stage, step
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -2853,29 +3102,23 @@ class Progress:
 
 @dataclasses.dataclass
 class Trainer:
+    """The harness around the loop: it builds each stage's model from the weight store (merging
+    adapters first where a fuse stage asks), offloads what the stage does not change, runs
+    `loop.train_stage`, and around it writes metrics, evaluations and checkpoints on the run's
+    cadence; `restore` continues a run from a checkpoint."""
+
     plan: Plan
     data: Prepared
     run_dir: Path
     device: torch.device
     progress: Progress = dataclasses.field(default_factory=Progress)
     store: Store = dataclasses.field(default_factory=Store)
-    global_step: int = 0
-    trunk_forwards: int = 0  # windows the cache had to run the trunk for (tests read it)
-    rng_after_build: torch.Tensor | None = None  # a mid-stage checkpoint's RNG state
-    scaler_state: dict | None = None  # a mid-stage checkpoint's loss scale (fp16 on CUDA)
-    window_state: dict | None = None  # a mid-stage checkpoint's losses since its last log
-    scaler: LossScaler = dataclasses.field(default_factory=lambda: LossScaler(enabled=False))
-    resume_at: tuple[int, int, dict | None] = (1, 0, None)  # (stage, step, optimizer state)
-    # the summaries of the stages done, in order (a resumed run's from its checkpoint)
-    summaries: list[StageSummary] = dataclasses.field(default_factory=list)
-    stream: Stream = dataclasses.field(init=False)
+    state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
+    summaries: list[StageSummary] = dataclasses.field(default_factory=list)  # the stages done
     metrics: Metrics = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        self.stream = Stream(self.data.train, self.plan.run.seed)
         self.metrics = Metrics(self.run_dir / "metrics.jsonl")
-
-    # --- the run ---
 
     def run(self) -> list[StageSummary]:
         """Every stage of the plan not done yet (see `restore`)."""
@@ -2885,94 +3128,71 @@ class Trainer:
 
     def stage(self, number: int) -> StageSummary | None:
         """Train stage `number` (1-based), or nothing if a resumed run is past it."""
-        start_stage, start_step, opt_state = self.resume_at
-        if number < start_stage:
+        if number < self.state.stage:
             return None
-        resume = (start_step, opt_state) if number == start_stage else (0, None)
-        return self.train_stage(self.plan.stages[number - 1], *resume)
+        return self.train_stage(self.plan.stages[number - 1])
 
     def restore(self, path: Path) -> None:
-        """Continue from the checkpoint at `path`: the stages before its point are done. Its
-        RNG state is restored where it was saved: before the next stage's model is built
-        (stage end) or after this stage's is (mid-stage), since building a model draws from
-        torch's generator."""
-        store, opt_state, state, rng = load(path, self.plan)
+        """Continue from the checkpoint at `path`. Its RNG state is restored where it was
+        saved: before the next stage's model is built (at a stage's end) or after this
+        stage's is (mid-stage), since building a model draws from torch's generator."""
+        store, opt_state, saved, rng = load(path, self.plan)
         try:
-            self.stream.restore(state["stream"])
+            Stream(self.data.train, self.plan.run.seed).restore(saved["stream"])
         except ValueError as e:
             raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
         self.store = store
-        self.global_step = state["global_step"]
-        self.metrics.truncate(state["metrics_lines"])
-        self.summaries = [StageSummary(**x) for x in state["summaries"]]
-        if state["stage_done"]:
+        self.metrics.truncate(saved["metrics_lines"])
+        self.summaries = [StageSummary(**x) for x in saved["summaries"]]
+        where = {"global_step": saved["global_step"], "stream": saved["stream"]}
+        if saved["stage_done"]:
             torch.set_rng_state(rng)
-            self.resume_at = (state["stage"] + 1, 0, None)
-            return
-        self.rng_after_build = rng
-        self.scaler_state = state["scaler"]
-        self.window_state = state["window"]
-        self.resume_at = (state["stage"], state["step"], opt_state)
+            self.state = RunState(stage=saved["stage"] + 1, **where)
+        else:
+            self.state = RunState(stage=saved["stage"], step=saved["step"], rng=rng,
+                                  optimizer=opt_state, scaler=saved["scaler"],
+                                  window=saved["window"], **where)  # fmt: skip
 
-    # --- one stage ---
-
-    def train_stage(
-        self, stage: Stage, start_step: int = 0, opt_state: dict | None = None
-    ) -> StageSummary:
+    def train_stage(self, stage: Stage) -> StageSummary:
+        """Build the stage's model, train it from where the run is, evaluate, write back."""
+        state = self.state
+        if state.stage != stage.number:  # a stage trained out of order (tests)
+            state = state.starting(stage.number)
         merged: set[int] = set()
         key = merge_key(stage)
-        if key is not None and start_step == 0:  # mid-stage, the store is merged already
+        if key is not None and state.step == 0:  # mid-stage, the store is merged already
             merge = pick(MERGES, key, "adapter merge")
             merged = {pos for pos, _ in merge(self.store, self.plan, stage.number - 1)}
         with building():
             model = StageModel(self.plan, stage, self.store, self.device).train()
         self._offload_unchanging(stage, keep=merged)
-        opt = build(self.plan.optimizer, self._groups(model, stage))
-        self.scaler = LossScaler.for_stage(stage.parts, self.device)
-        if opt_state is not None:
-            try:
-                opt.load_state_dict(opt_state)
-                self.scaler.restore(self.scaler_state)
-            except (ValueError, KeyError, RuntimeError) as e:
-                raise Damaged(
-                    f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
-                    f"optimizer ({e}); resume from a stage-end checkpoint or start again"
-                ) from None
-        if self.rng_after_build is not None:
-            torch.set_rng_state(self.rng_after_build)
-            self.rng_after_build = None
-        trainable = [x for g in opt.param_groups for x in g["params"]]
-        cache = self._cache(stage)
-        self.progress.stage_started(stage, start_step)
-        started, window = time.perf_counter(), _Window()
-        if start_step > 0 and self.window_state is not None:
-            window.resume(self.window_state)  # the next log line averages the same steps
-            self.window_state = None
-        loss = math.nan
-        for step in range(start_step + 1, stage.steps + 1):
-            set_lr(opt, self.plan.optimizer, step, stage.steps)
-            loss = self._step(model, stage, step, cache)
-            if self.plan.optimizer.clip is not None:
-                self.scaler.unscale(opt)
-                torch.nn.utils.clip_grad_norm_(trainable, self.plan.optimizer.clip)
-            self.scaler.step(opt)
-            opt.zero_grad(set_to_none=True)
-            self.global_step += 1
+        cache = _cache(self.run_dir, stage)
+        window = _Window()
+        if state.window is not None:
+            window.resume(state.window)  # the next log line averages the same steps
+        self.progress.stage_started(stage, state.step)
+        started = time.perf_counter()
+
+        def on_step(now: RunState, loss: float, lr: float, snapshot) -> None:
             window.add(loss, self.plan.tokens_per_step)
-            self._after_step(model, opt, stage, step, window)
+            self._after_step(model, stage, now, lr, window, snapshot)
+
+        self.state, loss = train_stage(self.plan, stage, model, self.data, state,
+                                            cache=cache, on_step=on_step)  # fmt: skip
         if cache is not None and cache.directory is not None:
             cache.flush()
-        val = self._evaluate(model, stage)
+        val = evaluate(model, self.plan, stage, self.data)
         self._record_eval(stage, stage.steps, val)
         model.capture(self.store)
         summary = StageSummary(
             stage=stage.number, kind=stage.kind.value, steps=stage.steps,
             train_loss=window.last_loss if window.last_loss is not None else loss, val_loss=val,
-            seconds=time.perf_counter() - started, trainable=sum(x.numel() for x in trainable),
+            seconds=time.perf_counter() - started, trainable=_trainable(model, stage, self.plan),
             tokens_per_s=window.overall_rate(),
         )  # fmt: skip
         self.summaries.append(summary)
-        self._save(None, stage, stage.steps, done=True)
+        self._save(stage, self.state, done=True)
+        self.state = self.state.starting(stage.number + 1)
         self.progress.stage_finished(summary)
         return summary
 
@@ -2990,179 +3210,73 @@ class Trainer:
         ]
         self.store.offload(fixed, last / "model.safetensors")
 
-    def _after_step(self, model, opt, stage: Stage, step: int, window: _Window) -> None:
-        run = self.plan.run
+    def _after_step(self, model, stage: Stage, now: RunState, lr: float, window: _Window,
+                    snapshot) -> None:  # fmt: skip
+        run, step = self.plan.run, now.step
         last = step == stage.steps
         if step % run.log_every == 0 or last:
             loss, rate = window.flush()
             self.metrics.write({
                 "kind": "train", "stage": stage.number, "step": step,
-                "global_step": self.global_step, "loss": loss,
-                "lr": opt.param_groups[0]["lr"], "tokens_per_s": rate,
+                "global_step": now.global_step, "loss": loss, "lr": lr, "tokens_per_s": rate,
             })  # fmt: skip
             self.progress.stepped(stage, step, loss, rate)
         else:
             self.progress.stepped(stage, step, None, None)
         if run.eval_every and step % run.eval_every == 0 and not last:
-            self._record_eval(stage, step, self._evaluate(model, stage))
+            self._record_eval(stage, step, evaluate(model, self.plan, stage, self.data),
+                              global_step=now.global_step)  # fmt: skip
         if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
             model.capture(self.store)
-            self._save(opt, stage, step, done=False, window=window.state())
+            self._save(stage, dataclasses.replace(snapshot(), window=window.state()), done=False)
 
-    def _step(self, model: StageModel, stage: Stage, step: int, cache) -> float:
-        accumulate = self.plan.optimizer.accumulate
-        total = 0.0
-        for micro in range(accumulate):
-            ids = self.stream.take(self.plan.data.batch)
-            batch = self._batch(stage, ids, (step - 1) * accumulate + micro)
-            loss = self._loss(model, stage, batch, cache) / accumulate
-            self.scaler.backward(loss)
-            total += loss.item()
-        if not math.isfinite(total):
-            raise Diverged(stage.number, step, f"the loss became {total}")
-        return total
+    # --- records and checkpoints ---
 
-    def _batch(self, stage: Stage, ids: np.ndarray, draw: int) -> Batch:
-        ratio, t = noise(stage, self.plan, draw)
-        windows = torch.from_numpy(self.data.windows[ids])
-        return make_batch(
-            windows, ids, stage.objective, ratio, t, seed=self.plan.run.seed, vocab=self._vocab()
-        )
-
-    def _loss(self, model: StageModel, stage: Stage, b: Batch, cache) -> torch.Tensor:
-        inputs, targets = b.inputs.to(self.device), b.targets.to(self.device)
-        t = b.t.to(self.device) if b.t is not None else None
-        if cache is None:
-            h = model.hidden(inputs, t)
-        else:  # append: the new stack is last; everything before it is the cached trunk
-            trunk, new = model.positions[:-1], model.positions[-1:]
-            rows = {int(i): r for r, i in enumerate(b.ids.tolist())}
-
-            def trunk_output(missing: np.ndarray) -> torch.Tensor:
-                self.trunk_forwards += len(missing)
-                sel = torch.tensor([rows[int(i)] for i in missing], device=self.device)
-                with torch.no_grad():
-                    return model.hidden(inputs[sel], None, positions=trunk)
-
-            h = model.run(cache.get(b.ids, trunk_output), new)
-        return loss_of(model.logits, h, targets)
-
-    def _cache(self, stage: Stage):
-        """The stage's activation cache (CACHES), or None."""
-        key = cache_key(stage)
-        return None if key is None else pick(CACHES, key, "activation cache")(self.run_dir, stage)
-
-    # --- evaluation, records, checkpoints ---
-
-    def _evaluate(self, model: StageModel, stage: Stage) -> float | None:
-        batches = eval_ids(self.data.val, self.plan.data.batch, self.plan.run.eval_batches)
-        if not batches:
-            return None
-        model.eval()
-        losses = []
-        with torch.no_grad():
-            for i, ids in enumerate(batches):
-                b = self._eval_batch(stage, ids, i)
-                t = b.t.to(self.device) if b.t is not None else None
-                h = model.hidden(b.inputs.to(self.device), t)
-                losses.append(loss_of(model.logits, h, b.targets.to(self.device)).item())
-        model.train()
-        return float(np.mean(losses))
-
-    def _eval_batch(self, stage: Stage, ids: np.ndarray, i: int) -> Batch:
-        """Validation batches see the same noise at every evaluation (and cycle through the
-        rack's ratios in a depth-time fuse stage)."""
-        ratio, t = noise(stage, self.plan, -1 - i)
-        if stage.objective.time == "depth" and stage.mask_ratio is None:
-            ratio = stage.parts[i % len(stage.parts)].mask_ratio
-        windows = torch.from_numpy(self.data.windows[ids])
-        return make_batch(
-            windows, ids, stage.objective, ratio, t, seed=self.plan.run.seed, vocab=self._vocab()
-        )
-
-    def _record_eval(self, stage: Stage, step: int, val: float | None) -> None:
+    def _record_eval(self, stage: Stage, step: int, val: float | None, *,
+                     global_step: int | None = None) -> None:  # fmt: skip
         if val is not None:
             self.metrics.write({
                 "kind": "eval", "stage": stage.number, "step": step,
-                "global_step": self.global_step, "val_loss": val,
+                "global_step": self.state.global_step if global_step is None else global_step,
+                "val_loss": val,
             })  # fmt: skip
 
-    def _save(self, opt, stage: Stage, step: int, *, done: bool, window=None) -> None:
-        """Checkpoint the store, which must be finite: a loss is measured before the update
-        that may break the weights, so weights are checked too before they are kept."""
+    def _save(self, stage: Stage, state: RunState, *, done: bool) -> None:
+        """Checkpoint the store at `state`. The store must be finite: a loss is measured
+        before the update that may break the weights, so weights are checked too before they
+        are kept."""
         flat = self.store.flat()
         broken = next(
             (k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()),
             None,
         )
         if broken is not None:
-            raise Diverged(stage.number, step, f"the weights became non-finite ({broken})")
-        state = {
-            "stage": stage.number, "step": step, "stage_done": done,
-            "global_step": self.global_step, "stream": self.stream.state(),
-            "metrics_lines": self.metrics.lines, "scaler": self.scaler.state(),
-            "summaries": [dataclasses.asdict(x) for x in self.summaries], "window": window,
+            raise Diverged(stage.number, state.step, f"the weights became non-finite ({broken})")
+        saved = {
+            "stage": stage.number, "step": state.step, "stage_done": done,
+            "global_step": state.global_step, "stream": state.stream,
+            "metrics_lines": self.metrics.lines, "scaler": state.scaler,
+            "summaries": [dataclasses.asdict(x) for x in self.summaries], "window": state.window,
         }  # fmt: skip
-        name = f"stage{stage.number:03d}-step{step:07d}"
-        save(self.run_dir, name, self.store, None if done else opt, state)
+        name = f"stage{stage.number:03d}-step{state.step:07d}"
+        save(self.run_dir, name, self.store, state.optimizer, saved)
 
-    # --- optimizer groups ---
 
-    def _groups(self, model: StageModel, stage: Stage) -> list[dict]:
-        """Stack weights at the stage's lr, adapters at adapter_lr, embeddings and head at
-        embedding_lr; weight decay on matrices only."""
-        stacks, lora = [], []
-        for part in stage.parts:
-            stack = model.stack(part.position)
-            stacks += [x for x in base_parameters(stack) if x.requires_grad]
-            lora += [x for x in adapter_parameters(stack) if x.requires_grad]
-        shared = [
-            x
-            for x in [*input_parameters(model.rack), *head_parameters(model.rack)]
-            if x.requires_grad
-        ]
-        shared = list({id(x): x for x in shared}.values())
-        decay = self.plan.optimizer.weight_decay
-        groups = []
-        for name, params, lr in (("stacks", stacks, stage.lr), ("adapters", lora, stage.adapter_lr),
-                                 ("embeddings", shared, stage.embedding_lr)):  # fmt: skip
-            groups.append(
-                {
-                    "name": name,
-                    "params": [x for x in params if x.dim() >= 2],
-                    "lr": lr,
-                    "weight_decay": decay,
-                }
-            )
-            groups.append(
-                {
-                    "name": name + "/no_decay",
-                    "params": [x for x in params if x.dim() < 2],
-                    "lr": lr,
-                    "weight_decay": 0.0,
-                }
-            )
-        if not any(g["params"] for g in groups):
-            raise RunError(f"stage {stage.number} trains nothing")
-        return groups
+def _trainable(model: StageModel, stage: Stage, plan: Plan) -> int:
+    return sum(x.numel() for g in param_groups(model, stage, plan.optimizer)
+               for x in g["params"])  # fmt: skip
 
-    def _vocab(self) -> Vocabulary:
-        tok = self.data.tokenizer
-        return Vocabulary(mask=tok.specials.mask, ordinary=tok.ordinary)
+
+def _cache(run_dir: Path, stage: Stage):
+    """The stage's activation cache (CACHES), or None."""
+    key = cache_key(stage)
+    return None if key is None else pick(CACHES, key, "activation cache")(run_dir, stage)
 
 
 MERGES = {}
 
 
 CACHES = {}
-
-
-class Diverged(RunError):
-    """Training produced a non-finite loss or non-finite weights."""
-
-    def __init__(self, stage: int, step: int, what: str) -> None:
-        super().__init__(f"{what} in stage {stage} at step {step}")
-        self.stage, self.step = stage, step
 
 
 @dataclasses.dataclass

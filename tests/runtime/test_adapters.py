@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from stackwise_dsl.runtime import adapters, checkpoint, optim
+from stackwise_dsl.runtime import adapters, checkpoint, loop, optim
 from stackwise_dsl.runtime.merge import export, lora_of, merged
 from stackwise_dsl.runtime.stage_model import StageModel
 from stackwise_dsl.runtime.weights import OnDisk
@@ -97,7 +97,9 @@ def test_learning_rates_per_group_reach_the_optimizer(tmp_path):
     trainer.train_stage(trainer.plan.stages[0])
     stage2 = trainer.plan.stages[1]
     model = StageModel(trainer.plan, stage2, trainer.store, CPU)
-    opt = optim.build(trainer.plan.optimizer, trainer._groups(model, stage2))
+    opt = optim.build(
+        trainer.plan.optimizer, loop.param_groups(model, stage2, trainer.plan.optimizer)
+    )
     optim.set_lr(opt, trainer.plan.optimizer, 1, stage2.steps)
     lr_of = {id(x): g["lr"] for g in opt.param_groups for x in g["params"]}
     lora = adapters.adapter_parameters(model.stack(0))
@@ -118,9 +120,10 @@ def test_adamw8bit_trains_the_tiny_spec(tmp_path):
     probe = trainer_for(text, tmp_path / "probe")
     first = probe.plan.stages[0]
     model = StageModel(probe.plan, first, probe.store, CPU).train()
-    opt = optim.build(probe.plan.optimizer, probe._groups(model, first))
+    opt = optim.build(probe.plan.optimizer, loop.param_groups(model, first, probe.plan.optimizer))
     assert type(opt).__name__ == "AdamW8bit"
-    probe._step(model, first, 1, None)
+    ids = probe.data.train[: probe.plan.data.batch]
+    loop.stage_loss(model, loop.batch_for(probe.plan, first, probe.data, ids, draw=0)).backward()
     opt.step()
     state = [v for s in opt.state.values() for v in s.values()]
     assert any(isinstance(v, torch.Tensor) and v.dtype == torch.uint8 for v in state)  # 8-bit

@@ -15,8 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 from stackwise_dsl import runtime
-from stackwise_dsl.runtime import checkpoint
+from stackwise_dsl.runtime import checkpoint, loop
 from stackwise_dsl.runtime.batches import Stream
+from stackwise_dsl.runtime.cache import ActivationCache
+from stackwise_dsl.runtime.stage_model import StageModel
 from tests.conftest import ROOT
 from tests.runtime.helpers import plan_of, small, trainer_for
 
@@ -37,11 +39,13 @@ def test_the_trunk_runs_once_per_window(tmp_path):
     stage1, stage2 = trainer.plan.stages
     trainer.train_stage(stage1)
     before = Stream(trainer.data.train, 0)
-    before.restore(trainer.stream.state())
+    before.restore(trainer.state.stream)
     seen = np.concatenate([before.take(4) for _ in range(stage2.steps)])
-    trainer.train_stage(stage2)
+    model = StageModel(trainer.plan, stage2, trainer.store, torch.device("cpu")).train()
+    cache = ActivationCache(None)
+    loop.train_stage(trainer.plan, stage2, model, trainer.data, trainer.state, cache=cache)
     assert len(seen) == 120 and len(set(seen.tolist())) < len(seen)  # windows come back
-    assert trainer.trunk_forwards == len(set(seen.tolist()))  # ...and the trunk ran once for each
+    assert cache.computed == len(set(seen.tolist()))  # ...and the trunk ran once for each
 
 
 @pytest.mark.parametrize("kind", ["memory", "disk"])
@@ -74,17 +78,16 @@ def test_resume_mid_stage_is_bitwise_identical(tmp_path, monkeypatch, optimizer)
     runtime.run(plan, tmp_path / "straight")
     stop_at = {"global": 9}  # stage 2, step 3: after the step-2 checkpoint, before the next
 
-    original = runtime.train.Trainer._after_step
+    class Interrupting(runtime.Progress):
+        steps = 0
 
-    def interrupted(self, *args):
-        original(self, *args)
-        if self.global_step == stop_at["global"]:
-            raise KeyboardInterrupt
+        def stepped(self, *args) -> None:  # after a step's log line, before its checkpoint
+            self.steps += 1
+            if self.steps == stop_at["global"]:
+                raise KeyboardInterrupt
 
-    monkeypatch.setattr(runtime.train.Trainer, "_after_step", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        runtime.run(plan, tmp_path / "resumed")
-    monkeypatch.setattr(runtime.train.Trainer, "_after_step", original)
+        runtime.run(plan, tmp_path / "resumed", progress=Interrupting())
     assert (
         json.loads((checkpoint.latest(tmp_path / "resumed") / "state.json").read_text())["step"]
         == 2

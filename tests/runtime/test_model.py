@@ -73,8 +73,9 @@ def test_bidirectional_mode_sees_the_future(kind):
 
 
 def _attention(heads, kv_heads, kernel=None, kernel_dim=None, mode=Mode.BIDIRECTIONAL):
-    a = p.AttentionPlan(heads=heads, kv_heads=kv_heads, head_dim=8, mode=mode, q_rank=None,
-                    kv_rank=None, kernel=kernel, kernel_dim=kernel_dim)  # fmt: skip
+    features = None if kernel is None else p.KernelFeatures(kernel=kernel, kernel_dim=kernel_dim)
+    a = p.Attention(heads=heads, kv_heads=kv_heads, head_dim=8, mode=mode, latent=None,
+                    kernel=features)  # fmt: skip
     torch.manual_seed(1)
     return make_attention(a, heads * 8, features=torch.Generator().manual_seed(2))
 
@@ -220,7 +221,7 @@ def test_blocks_of_different_head_widths_each_get_their_own_rope():
     tables = rack.ropes(torch.device("cpu"))
     assert sorted(tables) == [4, 64]
     for width in (4, 64):
-        expected = rope_tables(16, width, plan.model.rope_theta)
+        expected = rope_tables(16, width, plan.model.position.theta)
         assert all(torch.equal(a, b) for a, b in zip(tables[width], expected, strict=True))
     h = rack.embed_tokens(torch.randint(0, 256, (2, 16)))
     with torch.no_grad():

@@ -12,9 +12,8 @@ from stackwise_dsl.runtime.objectives import IGNORE, Vocabulary, loss_of, make_b
 from tests.runtime.helpers import plan_of, small, trainer_for
 
 VOCAB = Vocabulary(mask=257, ordinary=256)
-MLM = p.Objective(kind="mlm", ratio=0.15, bert_mix=True, time=None, schedule=None)
-DIFFUSION = p.Objective(kind="masked_diffusion", ratio=None, bert_mix=False, time="depth",
-                        schedule=p.Schedule(shape="linear", start=0.9, end=0.15, values=()))  # fmt: skip
+MLM = p.Mlm(ratio=0.15, bert_mix=True)
+DIFFUSION = p.MaskedDiffusion(time=p.DepthTime(), mask=p.LinearSchedule(start=0.9, end=0.15))
 
 
 def _windows(n: int, width: int = 65) -> tuple[torch.Tensor, np.ndarray]:
@@ -24,7 +23,7 @@ def _windows(n: int, width: int = 65) -> tuple[torch.Tensor, np.ndarray]:
 
 def test_clm_predicts_the_next_token():
     w, ids = _windows(3)
-    b = make_batch(w, ids, p.Objective(kind="clm", ratio=None, bert_mix=False, time=None, schedule=None),
+    b = make_batch(w, ids, p.Clm(),
                    None, None, seed=0, vocab=VOCAB)  # fmt: skip
     assert torch.equal(b.inputs, w[:, :-1]) and torch.equal(b.targets, w[:, 1:])
 
@@ -98,7 +97,7 @@ def test_time_as_input_draws_t_per_batch_and_trains_its_embedding(tmp_path):
     assert all(0 < t <= 1 for t in ts) and len(set(ts)) == 200
     from stackwise_dsl.lower.schedule import ratio_at
 
-    assert all(r == pytest.approx(ratio_at(stage.objective.schedule, 1 - t)) for r, t in draws)
+    assert all(r == pytest.approx(ratio_at(stage.objective.mask, 1 - t)) for r, t in draws)
     trainer.train_stage(stage)
     trained = trainer.store.shared
     from stackwise_dsl.runtime.stage_model import StageModel

@@ -12,8 +12,14 @@ from torch import nn
 
 from stackwise_dsl.ir.enums import Precision
 from stackwise_dsl.runtime import nvfp4
-from stackwise_dsl.runtime.model import Stack
-from stackwise_dsl.runtime.precision import autocast, freeze_into, quantized_linear, storage_bytes
+from stackwise_dsl.runtime.model import BlockStack
+from stackwise_dsl.runtime.precision import (
+    LossScaler,
+    autocast,
+    freeze_into,
+    quantized_linear,
+    storage_bytes,
+)
 from tests.runtime.helpers import plan_of
 
 CPU = torch.device("cpu")
@@ -128,7 +134,7 @@ TOLERANCE = {Precision.BF16: 0.0056, Precision.FP16: 0.0, Precision.INT8: 0.0125
 @pytest.mark.parametrize("precision", list(TOLERANCE), ids=lambda x: x.value)
 def test_a_quantized_stack_stays_close_to_its_fp32_forward(precision, attention):
     plan = plan_of(STACK.format(attention=attention))
-    stack = Stack(plan.stacks[0], plan.model, seed=0).eval()
+    stack = BlockStack(plan.stacks[0], plan.model, seed=0).eval()
     for module in stack.modules():  # weights at a trained scale, not the 0.02 init
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=module.in_features**-0.5)
@@ -163,7 +169,8 @@ def test_fp16_on_the_cpu_is_fp32_exactly_without_a_loss_scaler(tmp_path):
     for prec in ("fp16", "fp32"):
         trainer = trainer_for(FP16_SPEC.replace("PREC", prec), tmp_path / prec)
         trainer.run()
-        assert not trainer.scaler.enabled
+        cpu = torch.device("cpu")
+        assert not any(LossScaler.for_stage(x.parts, cpu).enabled for x in trainer.plan.stages)
         records = [
             json.loads(x) for x in (tmp_path / prec / "metrics.jsonl").read_text().split("\n") if x
         ]
@@ -183,11 +190,16 @@ def test_fp16_on_cuda_trains_with_a_loss_scaler(tmp_path):
     from stackwise_dsl.runtime.train import Trainer
     from tests.runtime.helpers import plan_of
 
-    plan = plan_of(FP16_SPEC.replace("PREC", "fp16"))
+    spec = FP16_SPEC.replace("PREC", "fp16").replace(
+        "log every 1 steps", "checkpoint every 4 steps"
+    )
+    plan = plan_of(spec)
     trainer = Trainer(plan=plan, data=prepare(plan.data, 0), run_dir=tmp_path,
                       device=torch.device("cuda"))  # fmt: skip
     summaries = trainer.run()
-    assert trainer.scaler.enabled and trainer.scaler.state()["scale"] > 0
+    assert LossScaler.for_stage(plan.stages[0].parts, torch.device("cuda")).enabled
+    mid = json.loads((tmp_path / "checkpoints" / "stage002-step0000004" / "state.json").read_text())
+    assert mid["scaler"]["scale"] > 0  # the scale a mid-stage checkpoint keeps
     assert all(s.val_loss < 5.0 for s in summaries)  # below ln 259: it trained
     assert all(torch.isfinite(v).all() for v in trainer.store.flat().values())
 
@@ -206,7 +218,7 @@ def test_quantized_layers_on_cuda_match_their_cpu_forward(precision):
 
 def test_a_frozen_bf16_stack_holds_two_bytes_per_linear_weight():
     plan = plan_of(STACK.format(attention="mha(heads = 4)"))
-    stack = Stack(plan.stacks[0], plan.model, seed=0)
+    stack = BlockStack(plan.stacks[0], plan.model, seed=0)
     linear = sum(m.weight.numel() for m in stack.modules() if isinstance(m, nn.Linear))
     rest = sum(x.numel() for x in stack.parameters()) - linear  # norms stay fp32
     freeze_into(stack, Precision.BF16, CPU)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.runtime import loop
 from stackwise_dsl.runtime.stage_model import StageModel
 from tests.runtime.helpers import small, trainer_for
 
@@ -52,8 +53,8 @@ def test_prepend_trains_the_new_stack_through_the_frozen_suffix(tmp_path):
         (0, p.Role.NEW, p.Trains.FULL), (1, p.Role.TRUNK, p.Trains.NOTHING),
     ]  # fmt: skip
     model = StageModel(plan, stage, trainer.store, torch.device("cpu")).train()
-    batch = trainer._batch(stage, trainer.data.train[:4], 0)
-    loss = trainer._loss(model, stage, batch, None)
+    batch = loop.batch_for(plan, stage, trainer.data, trainer.data.train[:4], draw=0)
+    loss = loop.stage_loss(model, batch)
     loss.backward()
     new_grads = [x.grad for x in model.stack(0).parameters()]
     assert all(g is not None and g.abs().sum() > 0 for g in new_grads)  # reached through stack 1
@@ -79,9 +80,9 @@ def test_the_trained_head_is_the_evaluated_head(tmp_path):
     assert not torch.equal(initial, trained)  # the head trained
     model = StageModel(trainer.plan, stage, trainer.store, torch.device("cpu"))
     assert torch.equal(model.rack.head.weight, trained)
-    val = trainer._evaluate(model, stage)
+    val = loop.evaluate(model, trainer.plan, stage, trainer.data)
     last_eval = [r for r in trainer.metrics.path.read_text().splitlines() if '"eval"' in r][-1]
     assert f'"val_loss": {val}' in last_eval  # the run's own evaluation used this head
     trainer.store.shared["head.weight"] = trained + 1.0
     moved = StageModel(trainer.plan, stage, trainer.store, torch.device("cpu"))
-    assert trainer._evaluate(moved, stage) != val
+    assert loop.evaluate(moved, trainer.plan, stage, trainer.data) != val

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stackwise_dsl import estimate
+from stackwise_dsl.runtime import loop
 from stackwise_dsl.runtime.stage_model import StageModel
 from tests.runtime.helpers import small, trainer_for
 
@@ -24,7 +25,7 @@ def test_optimizer_params_equal_plan_counts(case, tmp_path):
     trainer = trainer_for(CASES[case], tmp_path)
     for stage in trainer.plan.stages:
         model = StageModel(trainer.plan, stage, trainer.store, torch.device("cpu"))
-        groups = trainer._groups(model, stage)
+        groups = loop.param_groups(model, stage, trainer.plan.optimizer)
         in_optimizer = sum(x.numel() for g in groups for x in g["params"])
         requires_grad = sum(x.numel() for x in model.parameters() if x.requires_grad)
         assert (
