@@ -32,8 +32,8 @@ SCORE_BATCHES = 8
 
 
 def plan_of(spec: str, overrides: list[str], max_steps: int | None):
+    from stackwise_dsl.data import plan_spec
     from stackwise_dsl.frontend import check_file
-    from stackwise_dsl.lower import plan_spec
 
     report = check_file(ROOT / "specs" / spec, overrides)
     assert report.ok, [d.message for d in report.diagnostics]

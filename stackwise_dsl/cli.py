@@ -232,10 +232,9 @@ def _lower_or_exit(
     import attrs
 
     from stackwise_dsl.codes import CODES
-    from stackwise_dsl.data import DataError
+    from stackwise_dsl.data import DataError, plan_spec
     from stackwise_dsl.frontend import check_file
     from stackwise_dsl.host import Host
-    from stackwise_dsl.lower import plan_spec
 
     host = Host.detect() if for_run else attrs.evolve(Host.detect(), data=())
     report = check_file(file, overrides, host=host)

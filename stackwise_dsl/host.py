@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import attrs
 
 from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.paths import resolve
 from stackwise_dsl.probe import cpu_bf16, cuda_present
 
 HEAD_BYTES = 64 * 1024  # of a jsonl file, read for its first records
@@ -94,16 +95,14 @@ def data_paths(spec: n.Spec) -> Iterator[tuple[DataNode, str, str]]:
 
 def look_at_data(spec: n.Spec) -> tuple[DataFile, ...]:
     """What this machine has at each path of `data_paths(spec)`."""
-    from stackwise_dsl.lower import _absolute  # the run's resolution; lower imports this module
-
     found = []
     for node, field, written in data_paths(spec):
-        path = _absolute(written, node, field)
+        path = resolve(written, node, field)
         is_glob = field == "files" and glob.has_magic(path)  # as data/corpus.py expands them
         first = _first_match(path) if is_glob else path
         kind = (FileKind.FILE if first else FileKind.MISSING) if is_glob else _kind(path)
         jsonl = isinstance(node, n.Jsonl) and kind is FileKind.FILE
-        shown = _relative(first, written, _absolute(".", node, field)) if is_glob else written
+        shown = _relative(first, written, resolve(".", node, field)) if is_glob else written
         found.append(DataFile(
             written=written, glob=is_glob, kind=kind, first=shown,
             records=_first_records(first) if jsonl and first else (),
@@ -114,11 +113,9 @@ def look_at_data(spec: n.Spec) -> tuple[DataFile, ...]:
 def watched_paths(spec: n.Spec) -> tuple[str, ...]:
     """The paths whose change can change what the data checks say (for the memo of check
     results): each data file, and for a glob the folder it lists and the file it found."""
-    from stackwise_dsl.lower import _absolute
-
     out = []
     for node, field, written in data_paths(spec):
-        path = _absolute(written, node, field)
+        path = resolve(written, node, field)
         if field == "files" and glob.has_magic(path):
             parts = path.split(os.sep)
             fixed = parts[: next(i for i, part in enumerate(parts) if glob.has_magic(part))]

@@ -13,7 +13,7 @@ import attrs
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate.suggest import closest, did_you_mean, one_of
-from stackwise_dsl.elaborate.values import Record, Sym, Value
+from stackwise_dsl.elaborate.values import INVALID, Record, Sym, Value
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import KernelKind, Mode
 
@@ -98,8 +98,6 @@ _TYPES = {
 
 def build_attention(v: Value, conv, where: str) -> Any:
     """An `ir.Attention` from a constructor call, or INVALID (reported)."""
-    from stackwise_dsl.elaborate.schema import INVALID
-
     if not isinstance(v, Record | Sym):
         return conv._type_error(
             v, f"an attention such as {one_of(['mha(...)', 'gqa(...)'])}", where

@@ -19,8 +19,10 @@ import attrs
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate import registry
+from stackwise_dsl.elaborate.attention import build_attention
 from stackwise_dsl.elaborate.suggest import closest, did_you_mean, one_of
 from stackwise_dsl.elaborate.values import (
+    INVALID,
     Arrow,
     Entry,
     Invalid,
@@ -35,7 +37,6 @@ from stackwise_dsl.elaborate.values import (
 )
 from stackwise_dsl.ir import nodes as n
 
-INVALID: Any = Invalid()
 Report = Callable[[diag.Diagnostic], None]
 
 _TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
@@ -59,8 +60,6 @@ class Converter:
         if isinstance(hint, type) and issubclass(hint, enum.Enum):
             return self._enum(v, hint, where)
         if hint is n.Attention:
-            from stackwise_dsl.elaborate.attention import build_attention
-
             return build_attention(v, self, where)
         if hint is n.Ref:
             return self._ref(v, where)

@@ -8,6 +8,8 @@ mistake yields one diagnostic.
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 from stackwise_dsl.source import Span, span_field
@@ -61,6 +63,10 @@ class Seq:
 @value
 class Invalid:
     span: Span | None = span_field()
+
+
+# What elaboration returns for a value it has reported as wrong (elaboration goes on).
+INVALID: Any = Invalid()
 
 
 @value

@@ -25,6 +25,7 @@ RUNTIME_MODULES = (
     "stackwise_dsl.runtime.layers",
     "stackwise_dsl.runtime.attention",
     "stackwise_dsl.runtime.model",
+    "stackwise_dsl.runtime.dequantized",
     "stackwise_dsl.runtime.nvfp4",
     "stackwise_dsl.runtime.precision",
     "stackwise_dsl.runtime.adapters",

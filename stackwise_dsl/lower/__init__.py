@@ -13,6 +13,7 @@ import os
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Cache, Direction, Embeddings, Head, Init, Strategy
 from stackwise_dsl.ir.facts import Facts, StageView
+from stackwise_dsl.ir.paths import resolve
 from stackwise_dsl.ir.walk import ffn_hidden, lora_alpha, lora_rank, tokenizer_vocab
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.schedule import ratio_at, schedule_of
@@ -22,21 +23,10 @@ class LoweringError(ValueError):
     """The spec cannot be lowered as asked (e.g. a vocabulary the data must decide)."""
 
 
-def plan_spec(spec: n.Spec, name: str) -> p.Plan:
-    """The plan, reading the data for the vocabulary when the tokenizer needs it (chars, a
-    tokenizer file). Raises `stackwise_dsl.data.DataError` for data that cannot be used."""
-    vocab = None
-    if spec.model.vocab is None and tokenizer_vocab(spec.data.tokenizer) is None:
-        from stackwise_dsl.data import vocab_size
-
-        vocab = vocab_size(_data(spec), spec.run.seed)
-    return to_plan(spec, vocab=vocab, name=name)
-
-
 def to_plan(spec: n.Spec, *, vocab: int | None = None, name: str = "spec") -> p.Plan:
     """The plan of a spec that passed the checks; `vocab` when the data decides it."""
     facts = Facts.of(spec)
-    data = _data(spec)
+    data = data_of(spec)
     tokens_per_step = data.batch * data.seq_len * spec.optimizer.accumulate
     stacks = tuple(_stack(facts, position) for position in range(len(spec.grow.stacks)))
     trunk_loras = _trunk_loras(facts)
@@ -324,7 +314,8 @@ def _stage_ratio(facts: Facts, view: StageView, objective: n.Objective) -> float
 # --- data, optimizer, run ----------------------------------------------------------------------
 
 
-def _data(spec: n.Spec) -> p.Data:
+def data_of(spec: n.Spec) -> p.Data:
+    """The plan of a spec's data section."""
     d = spec.data
     return p.Data(
         source=_source(d.source),
@@ -340,7 +331,7 @@ def _source(s: n.DataSource):
         return p.Stdlib()
     if isinstance(s, n.Synthetic):
         return p.Synthetic(task=s.task, symbols=s.symbols, samples=s.samples)
-    files = tuple(_absolute(f, s, "files") for f in s.files)
+    files = tuple(resolve(f, s, "files") for f in s.files)
     if isinstance(s, n.TextFiles):
         return p.TextFiles(files=files)
     return p.Jsonl(files=files, field=s.field)
@@ -353,21 +344,7 @@ def _tokenizer(t: n.Tokenizer):
         return p.Chars()
     if isinstance(t, n.Bpe):
         return p.Bpe(vocab=t.vocab)
-    return p.TokenizerFile(path=_absolute(t.path, t, "path"))
-
-
-def _absolute(path: str, node, field: str) -> str:
-    """A path relative to the spec file that wrote it (or to the working directory, for a
-    `--set` or text given in memory)."""
-    path = os.path.expanduser(path)
-    if os.path.isabs(path):
-        return os.path.normpath(path)
-    span = node.spans.get(field) or node.span
-    written_in = span.source if span is not None else "<unknown>"
-    base = (
-        os.getcwd() if written_in.startswith("<") else os.path.dirname(os.path.abspath(written_in))
-    )
-    return os.path.normpath(os.path.join(base, path))
+    return p.TokenizerFile(path=resolve(t.path, t, "path"))
 
 
 def _optimizer(o: n.Optimizer) -> p.Optimizer:

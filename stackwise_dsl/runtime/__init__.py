@@ -19,9 +19,10 @@ from stackwise_dsl import __version__
 from stackwise_dsl.data import DataError, prepare
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.lower.serialize import PlanFormatError, from_json, to_json
+from stackwise_dsl.lower.serialize import to_json
 from stackwise_dsl.runtime import checkpoint
-from stackwise_dsl.runtime.errors import Damaged, RunError
+from stackwise_dsl.runtime.checkpoint import load_plan
+from stackwise_dsl.runtime.errors import RunError
 from stackwise_dsl.runtime.loop import Diverged
 from stackwise_dsl.runtime.metrics import plot
 from stackwise_dsl.runtime.seeds import derive
@@ -113,20 +114,6 @@ def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[p.Plan, Path
 
 class Complete(RunError):
     """A run asked to resume has finished its last stage: nothing is left to do."""
-
-
-def load_plan(run_dir: Path) -> p.Plan:
-    """The plan a run was started with (its plan.json)."""
-    file = Path(run_dir) / "plan.json"
-    if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
-    if not file.exists():
-        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
-    try:
-        return from_json(checkpoint.read_json(file))
-    except PlanFormatError as e:
-        raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
-                      "so restore it or start the run again") from None  # fmt: skip
 
 
 def _train(plan: p.Plan, trainer: Trainer) -> list[StageSummary]:

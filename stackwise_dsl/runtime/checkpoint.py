@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError
 
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.serialize import PlanFormatError, from_json
 from stackwise_dsl.runtime.errors import Damaged, RunError
 from stackwise_dsl.runtime.weights import OnDisk, Store
 
@@ -425,3 +426,17 @@ def _prune(root: Path, keep: str) -> None:
             steps.append(child)
     for old in sorted(steps)[: max(0, len(steps) - (KEEP_STEP_CHECKPOINTS - 1))]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def load_plan(run_dir: Path) -> p.Plan:
+    """The plan a run was started with (its plan.json)."""
+    file = Path(run_dir) / "plan.json"
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
+    if not file.exists():
+        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
+    try:
+        return from_json(read_json(file))
+    except PlanFormatError as e:
+        raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
+                      "so restore it or start the run again") from None  # fmt: skip

@@ -99,9 +99,8 @@ def export(run_dir: Path, out: Path) -> dict:
     from safetensors.torch import save_file
 
     from stackwise_dsl.lower.serialize import to_json
-    from stackwise_dsl.runtime import load_plan
 
-    plan = load_plan(run_dir)
+    plan = checkpoint.load_plan(run_dir)
     last = checkpoint.latest(Path(run_dir))
     if last is None:
         raise MergeError(f"{run_dir} has no checkpoint to export")

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stackwise_dsl.runtime.dequantized import dequantized_linear
+
 BLOCK = 16
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 _MIDPOINTS = (E2M1[1:] + E2M1[:-1]) / 2
@@ -97,8 +99,6 @@ class NVFP4Linear(nn.Linear):
         return w[:, : self.in_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from stackwise_dsl.runtime.precision import dequantized_linear
-
         return dequantized_linear(x, self)
 
     def storage_bytes(self) -> int:

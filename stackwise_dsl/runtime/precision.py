@@ -25,6 +25,8 @@ from torch import nn
 from stackwise_dsl.ir.enums import Precision
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import frozen_key, pick
+from stackwise_dsl.runtime.dequantized import dequantized_linear
+from stackwise_dsl.runtime.nvfp4 import NVFP4Linear
 
 DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
@@ -79,8 +81,6 @@ def quantized_linear(linear: nn.Linear, precision: Precision, device: torch.devi
 
 
 def _nvfp4(weight: torch.Tensor, device: torch.device) -> nn.Module:
-    from stackwise_dsl.runtime.nvfp4 import NVFP4Linear
-
     return NVFP4Linear(weight).to(device)
 
 
@@ -126,28 +126,6 @@ def _int8(weight: torch.Tensor, device: torch.device) -> nn.Module:
 
 def _bf16(weight: torch.Tensor, device: torch.device) -> nn.Module:
     return StoredBf16Linear(weight).to(device)
-
-
-class _Dequantized(torch.autograd.Function):
-    """y = x Wᵀ with W rebuilt from its stored form in the forward pass and again in the
-    backward pass, so autograd keeps no full-precision copy of a frozen weight alive between
-    them (the gradient flows to x only; frozen weights get none)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-        ctx.layer = layer
-        return F.linear(x, layer.weight.to(x.dtype))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad @ ctx.layer.weight.to(grad.dtype), None
-
-
-def dequantized_linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-    """A frozen layer whose `weight` property rebuilds the weight from compact storage."""
-    if not torch.is_grad_enabled() or not x.requires_grad:
-        return F.linear(x, layer.weight.to(x.dtype))
-    return _Dequantized.apply(x, layer)
 
 
 class StoredBf16Linear(nn.Linear):

@@ -1688,6 +1688,28 @@ def _init_stack(stack: BlockStack, g: torch.Generator, depth: int) -> None:
             nn.init.normal_(param, 0.0, std, generator=g)
 
 
+class _Dequantized(torch.autograd.Function):
+    """y = x Wᵀ with W rebuilt from its stored form in the forward pass and again in the
+    backward pass, so autograd keeps no full-precision copy of a frozen weight alive between
+    them (the gradient flows to x only; frozen weights get none)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+        ctx.layer = layer
+        return F.linear(x, layer.weight.to(x.dtype))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad @ ctx.layer.weight.to(grad.dtype), None
+
+
+def dequantized_linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
+    """A frozen layer whose `weight` property rebuilds the weight from compact storage."""
+    if not torch.is_grad_enabled() or not x.requires_grad:
+        return F.linear(x, layer.weight.to(x.dtype))
+    return _Dequantized.apply(x, layer)
+
+
 DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
 
@@ -1762,28 +1784,6 @@ def import_bitsandbytes():
     import bitsandbytes
 
     return bitsandbytes
-
-
-class _Dequantized(torch.autograd.Function):
-    """y = x Wᵀ with W rebuilt from its stored form in the forward pass and again in the
-    backward pass, so autograd keeps no full-precision copy of a frozen weight alive between
-    them (the gradient flows to x only; frozen weights get none)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-        ctx.layer = layer
-        return F.linear(x, layer.weight.to(x.dtype))
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad @ ctx.layer.weight.to(grad.dtype), None
-
-
-def dequantized_linear(x: torch.Tensor, layer: nn.Module) -> torch.Tensor:
-    """A frozen layer whose `weight` property rebuilds the weight from compact storage."""
-    if not torch.is_grad_enabled() or not x.requires_grad:
-        return F.linear(x, layer.weight.to(x.dtype))
-    return _Dequantized.apply(x, layer)
 
 
 class Packed4bitLinear(nn.Linear):
@@ -2479,6 +2479,20 @@ def _prune(root: Path, keep: str) -> None:
             steps.append(child)
     for old in sorted(steps)[: max(0, len(steps) - (KEEP_STEP_CHECKPOINTS - 1))]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def load_plan(run_dir: Path) -> Plan:
+    """The plan a run was started with (its plan.json)."""
+    file = Path(run_dir) / "plan.json"
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
+    if not file.exists():
+        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
+    try:
+        return from_json(read_json(file))
+    except PlanFormatError as e:
+        raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
+                      "so restore it or start the run again") from None  # fmt: skip
 
 
 _M_MMAP_THRESHOLD = -3  # malloc.h
@@ -3376,20 +3390,6 @@ def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[Plan, Path |
 
 class Complete(RunError):
     """A run asked to resume has finished its last stage: nothing is left to do."""
-
-
-def load_plan(run_dir: Path) -> Plan:
-    """The plan a run was started with (its plan.json)."""
-    file = Path(run_dir) / "plan.json"
-    if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
-    if not file.exists():
-        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
-    try:
-        return from_json(read_json(file))
-    except PlanFormatError as e:
-        raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
-                      "so restore it or start the run again") from None  # fmt: skip
 
 
 def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,

@@ -1974,6 +1974,20 @@ def _prune(root: Path, keep: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def load_plan(run_dir: Path) -> Plan:
+    """The plan a run was started with (its plan.json)."""
+    file = Path(run_dir) / "plan.json"
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
+    if not file.exists():
+        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
+    try:
+        return from_json(read_json(file))
+    except PlanFormatError as e:
+        raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
+                      "so restore it or start the run again") from None  # fmt: skip
+
+
 _M_MMAP_THRESHOLD = -3  # malloc.h
 
 
@@ -2862,20 +2876,6 @@ def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[Plan, Path |
 
 class Complete(RunError):
     """A run asked to resume has finished its last stage: nothing is left to do."""
-
-
-def load_plan(run_dir: Path) -> Plan:
-    """The plan a run was started with (its plan.json)."""
-    file = Path(run_dir) / "plan.json"
-    if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
-    if not file.exists():
-        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
-    try:
-        return from_json(read_json(file))
-    except PlanFormatError as e:
-        raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
-                      "so restore it or start the run again") from None  # fmt: skip
 
 
 def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
