@@ -190,18 +190,17 @@ def compile(
     ),
 ) -> None:
     """Emit a standalone training script that trains what `sw run` trains."""
-    from stackwise_dsl.emit.origins import origins
     from stackwise_dsl.emit.script import render
 
     _require_valid_overrides(overrides)
-    spec, plan_ = _lower_or_exit(file, overrides, with_spec=True)
+    lowered = _lower_or_exit(file, overrides, lowered=True)
     text = render(
-        plan_,
+        lowered.plan,
         spec_text=Path(file).read_text(encoding="utf-8"),
         spec_file=str(file),
         overrides=overrides,
         script_name=out.name if out is not None else "train.py",
-        origins=origins(spec, plan_, str(file)),
+        origins={k: v.describe(str(file)) for k, v in lowered.origins.items()},
     )
     if out is None or str(out) == "-":
         sys.stdout.write(text)
@@ -223,16 +222,16 @@ def compile(
 
 
 def _lower_or_exit(
-    file: Path, overrides: list[str], *, with_spec: bool = False, for_run: bool = False
+    file: Path, overrides: list[str], *, lowered: bool = False, for_run: bool = False
 ):
-    """Check the spec (diagnostics and exit 1 on errors) and lower it to a plan (with the
-    spec's IR first when `with_spec`). The files its data names are looked at only for a
-    run (`for_run`), which also refuses the warnings a run cannot start with (SW604: its
-    data is not here); a plan or a script may be made where the data is not."""
+    """Check the spec (diagnostics and exit 1 on errors) and lower it to a plan (with where
+    its values came from when `lowered`: a `lower.Lowered`). The files its data names are
+    looked at only for a run (`for_run`), which also refuses the warnings a run cannot start
+    with (SW604: its data is not here); a plan or a script may be made where the data is not."""
     import attrs
 
     from stackwise_dsl.codes import CODES
-    from stackwise_dsl.data import DataError, plan_spec
+    from stackwise_dsl.data import DataError, lower_spec
     from stackwise_dsl.frontend import check_file
     from stackwise_dsl.host import Host
 
@@ -245,11 +244,11 @@ def _lower_or_exit(
             typer.echo("error: the run cannot start without the data named above", err=True)
         raise typer.Exit(USAGE if report.unreadable else PROBLEMS)
     try:
-        plan_ = plan_spec(report.spec, name=Path(file).stem)
+        result = lower_spec(report.spec, name=Path(file).stem)
     except DataError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(PROBLEMS) from None
-    return (report.spec, plan_) if with_spec else plan_
+    return result if lowered else result.plan
 
 
 class DeviceChoice(str, enum.Enum):

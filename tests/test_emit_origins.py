@@ -32,10 +32,11 @@ def test_values_name_the_spec_line_that_set_them(monkeypatch):
         '    "model": {  # line 4',
         '        "d_model": 32,  # line 4',
         '        "dropout": 0.0,  # default',
-        '        "vocab": 259,  # the tokenizer\'s',
+        '        "vocab": 259,  # derived: the tokenizer\'s',
         '                        "heads": 2,  # line 6',
         '                        "mode": "causal",  # line 6',
-        '                        "head_dim": 16,',  # derived: no comment
+        '                        "head_dim": 16,  # derived: d_model / heads',
+        '                        "kv_heads": 2,  # derived: = heads',  # mha: not a default
         '                        "hidden": 64,  # line 6',
         '            "name": "s",  # line 12',
         "        {  # line 12",
@@ -90,3 +91,39 @@ def test_pretty_with_comments_expands_only_what_holds_one_and_keeps_the_value():
     assert ast.literal_eval(text) == value
     long = {"k": "v" * 90}
     assert pretty(long, comments={("k",): "line 1"}) == '{\n    "k": "' + "v" * 90 + '",\n}'
+
+
+def test_an_override_names_itself_not_the_line_it_replaced(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    block = _plan_block(_compile("specs/tiny.sw", "--set", "optimizer.warmup=5"))
+    assert '        "warmup": 5,  # --set optimizer.warmup' in block
+    assert '        "weight_decay": 0.0,  # default' in block
+
+
+def _paths(value, at=()):
+    """Every path into a plan's JSON but the tags naming a union member's class (`"kind":
+    "Rope"`; a stage's own `kind` is a lowercase word) and the items of lists of numbers or
+    words, which are one value."""
+    yield at
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not (k == "kind" and v[:1].isupper()):
+                yield from _paths(v, (*at, k))
+    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+            yield from _paths(v, (*at, i))
+
+
+def test_the_lowering_gives_every_value_of_every_shipped_plan_an_origin():
+    from stackwise_dsl.frontend import check_file
+    from stackwise_dsl.lower import lower
+    from stackwise_dsl.lower.origins import Kind
+    from stackwise_dsl.lower.serialize import to_json
+
+    for file in sorted((ROOT / "specs").glob("*.sw")):
+        report = check_file(file)
+        lowered = lower(report.spec, vocab=100, name=file.stem)  # vocab: no data is read
+        paths = set(_paths(to_json(lowered.plan))) - {()}
+        assert paths == set(lowered.origins), file.name
+        kinds = {o.kind for o in lowered.origins.values()}
+        assert {Kind.WRITTEN, Kind.DEFAULT, Kind.DERIVED} <= kinds, file.name

@@ -16,10 +16,10 @@ from stackwise_dsl.data.corpus import DataError
 from stackwise_dsl.data.tokenizer import ByteTokenizer, Tokenizer, build_tokenizer
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.walk import tokenizer_vocab
-from stackwise_dsl.lower import data_of, to_plan
+from stackwise_dsl.lower import Lowered, data_of, lower
 from stackwise_dsl.lower import plan as p
 
-__all__ = ["DataError", "Prepared", "plan_spec", "prepare", "vocab_size"]
+__all__ = ["DataError", "Prepared", "lower_spec", "plan_spec", "prepare", "vocab_size"]
 
 _PHI = 0.6180339887498949
 
@@ -35,10 +35,15 @@ class Prepared:
 def plan_spec(spec: n.Spec, name: str) -> p.Plan:
     """A spec's plan, reading the data for the vocabulary when the tokenizer needs it (chars, a
     tokenizer file). Raises `DataError` for data that cannot be used."""
+    return lower_spec(spec, name).plan
+
+
+def lower_spec(spec: n.Spec, name: str) -> Lowered:
+    """`plan_spec`, with where each of the plan's values came from."""
     vocab = None
     if spec.model.vocab is None and tokenizer_vocab(spec.data.tokenizer) is None:
         vocab = vocab_size(data_of(spec), spec.run.seed)
-    return to_plan(spec, vocab=vocab, name=name)
+    return lower(spec, vocab=vocab, name=name)
 
 
 def vocab_size(data: p.Data, seed: int) -> int:

@@ -24,7 +24,7 @@ TEMPLATE = "script.py.j2"
 def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
            script_name: str = "train.py", origins: dict | None = None) -> str:  # fmt: skip
     """The script for `plan` (lowered from `spec_text`, read from `spec_file`); `origins`
-    (emit/origins.py) become comments on the plan's values."""
+    (path → text, from `lower.lower`) become comments on the plan's values."""
     import jinja2
 
     from stackwise_dsl import __version__

@@ -3,6 +3,8 @@
 `to_plan(spec, vocab=...)` is pure: the only fact it cannot know from the spec is the size of
 a vocabulary that the data decides (chars, a tokenizer file); the caller passes it (see
 `stackwise_dsl.data.vocab_size`). Paths are made absolute, relative to the file that named them.
+`lower(...)` gives the plan with where each of its values came from (lower/origins.py),
+recorded as it is built.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import math
 import os
 
+import attrs
+
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Cache, Direction, Embeddings, Head, Init, Strategy
 from stackwise_dsl.ir.facts import Facts, StageView
 from stackwise_dsl.ir.paths import resolve
 from stackwise_dsl.ir.walk import ffn_hidden, lora_alpha, lora_rank, tokenizer_vocab
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.origins import DEFAULT, Origin, Origins, derived
 from stackwise_dsl.lower.schedule import ratio_at, schedule_of
 
 
@@ -23,29 +28,45 @@ class LoweringError(ValueError):
     """The spec cannot be lowered as asked (e.g. a vocabulary the data must decide)."""
 
 
+@attrs.frozen
+class Lowered:
+    plan: p.Plan
+    origins: dict  # path into the plan's JSON → Origin
+
+
 def to_plan(spec: n.Spec, *, vocab: int | None = None, name: str = "spec") -> p.Plan:
     """The plan of a spec that passed the checks; `vocab` when the data decides it."""
+    return lower(spec, vocab=vocab, name=name).plan
+
+
+def lower(spec: n.Spec, *, vocab: int | None = None, name: str = "spec") -> Lowered:
+    """The plan of a spec that passed the checks, and where each of its values came from."""
+    o = Origins()
     facts = Facts.of(spec)
-    data = data_of(spec)
+    data = _data(spec, o)
     tokens_per_step = data.batch * data.seq_len * spec.optimizer.accumulate
-    stacks = tuple(_stack(facts, position) for position in range(len(spec.grow.stacks)))
+    stacks = tuple(_stack(facts, position, o) for position in range(len(spec.grow.stacks)))
     trunk_loras = _trunk_loras(facts)
-    stages = tuple(_stage(facts, view, trunk_loras, tokens_per_step) for view in facts.stages)
-    return p.Plan(
+    stages = tuple(_stage(facts, view, trunk_loras, tokens_per_step, o) for view in facts.stages)
+    plan = p.Plan(
         name=name,
-        model=_model(spec, vocab),
+        model=_model(spec, vocab, o),
         stacks=stacks,
         stages=stages,
         data=data,
-        optimizer=_optimizer(spec.optimizer),
-        run=_run(spec.run, name),
+        optimizer=_optimizer(spec.optimizer, o),
+        run=_run(spec.run, name, o),
     )
+    o.set(("name",), derived("the spec's file name"))
+    o.set(("stacks",), derived())
+    o.set(("stages",), derived())
+    return Lowered(plan=plan, origins=o.table)
 
 
 # --- the model ---------------------------------------------------------------------------------
 
 
-def _model(spec: n.Spec, vocab: int | None) -> p.Model:
+def _model(spec: n.Spec, vocab: int | None, o: Origins) -> p.Model:
     m = spec.model
     resolved = m.vocab or tokenizer_vocab(spec.data.tokenizer) or vocab
     if resolved is None:
@@ -53,36 +74,45 @@ def _model(spec: n.Spec, vocab: int | None) -> p.Model:
             f"the {spec.data.tokenizer.sw_name} tokenizer's vocabulary comes from the data; "
             "build the tokenizer first (stackwise_dsl.data.vocab_size) or set `model.vocab`"
         )
-    return p.Model(
+    model = p.Model(
         vocab=resolved,
         d_model=m.d_model,
         context=m.context,
         embed_dim=m.embed_dim or m.d_model,
         norm=m.norm,
-        position=_position(m.position),
+        position=_position(m, o),
         head=m.head,
         dropout=m.dropout,
-        time=_input_time(spec),
+        time=_input_time(spec, o, ("model", "time")),
     )
+    vocab = Origin.at(m.spans.get("vocab"), None if m.vocab else derived("the tokenizer's"))
+    fields = {"vocab": vocab, "time": derived("the objective's time"),
+              "embed_dim": Origin.at(m.spans.get("embed_dim"), derived("= d_model"))}  # fmt: skip
+    return o.record(("model",), model, m, fields=fields)
 
 
-def _position(position: n.Position) -> p.Rope | p.LearnedPosition | p.NoPosition:
+def _position(m: n.Model, o: Origins) -> p.Rope | p.LearnedPosition | p.NoPosition:
+    position = m.position
     if isinstance(position, n.Rope):
-        return p.Rope(theta=position.theta)
-    if isinstance(position, n.LearnedPosition):
-        return p.LearnedPosition()
-    return p.NoPosition()
+        made = p.Rope(theta=position.theta)
+    elif isinstance(position, n.LearnedPosition):
+        made = p.LearnedPosition()
+    else:
+        made = p.NoPosition()
+    return o.record(("model", "position"), made, position, span=m.spans.get("position"))
 
 
-def _input_time(spec: n.Spec) -> p.InputTime | None:
+def _input_time(spec: n.Spec, o: Origins, path: tuple) -> p.InputTime | None:
     """The model's time input: that of the first objective with time as input (the checks
     make every such objective agree), its levels those of a listed schedule when not given."""
     time = _time_input(spec)
     if time is None:
         return None
-    return p.InputTime(
-        embedding=time.embedding, num_time_steps=time.num_time_steps or _listed_steps(spec)
-    )
+    steps = time.num_time_steps or _listed_steps(spec)
+    made = p.InputTime(embedding=time.embedding, num_time_steps=steps)
+    listed = time.num_time_steps is None and steps is not None
+    fields = {"num_time_steps": derived("the listed ratios")} if listed else {}
+    return o.record(path, made, time, fields=fields)
 
 
 def _time_input(spec: n.Spec) -> n.InputTime | None:
@@ -109,16 +139,26 @@ def _objectives(spec: n.Spec):
             yield s.objective
 
 
-def _stack(facts: Facts, position: int) -> p.Stack:
+def _stack(facts: Facts, position: int, o: Origins) -> p.Stack:
     spec = facts.spec
     lora = _stack_lora_of(facts, position)
-    return p.Stack(
+    path = ("stacks", position)
+    d = spec.model.d_model
+    blocks = [_block(b, d, o, (*path, "blocks", i)) for i, b in enumerate(facts.blocks[position])]
+    if lora is not None:
+        lora = _lora(lora, facts.created[position], o, (*path, "stack_lora"))
+    made = p.Stack(
         position=position,
         name=spec.grow.stacks[position].name,
-        blocks=tuple(_block(b, spec.model.d_model) for b in facts.blocks[position]),
+        blocks=tuple(blocks),
         created_in=_created_in(facts, position),
-        stack_lora=_lora(lora, facts.created[position]) if lora is not None else None,
+        stack_lora=lora,
     )
+    ref = spec.grow.stacks[position]
+    o.set((*path, "blocks"), derived())
+    return o.record(path, made, facts.stacks[position], fields={
+        "name": Origin.at(ref.span, derived()), "position": derived(),
+        "created_in": derived(), "stack_lora": DEFAULT})  # fmt: skip
 
 
 def _created_in(facts: Facts, position: int) -> int:
@@ -128,38 +168,52 @@ def _created_in(facts: Facts, position: int) -> int:
     return facts.created[position]
 
 
-def _block(b: n.Block, d_model: int) -> p.Block:
+def _block(b: n.Block, d_model: int, o: Origins, path: tuple) -> p.Block:
     a = b.attention
-    ffn = p.SwiGlu if isinstance(b.ffn, n.SwiGlu) else p.Gelu
-    return p.Block(
+    apath = (*path, "attention")
+    latent = kernel = None
+    if a.latent is not None:
+        latent = p.Latent(q_rank=a.latent.q_rank, kv_rank=a.latent.kv_rank)
+        o.record((*apath, "latent"), latent, a.latent)
+    if a.kernel is not None:
+        kernel = p.KernelFeatures(kernel=a.kernel.kernel, kernel_dim=a.kernel.kernel_dim)
+        o.record((*apath, "kernel"), kernel, a.kernel)
+    attention = p.Attention(heads=a.heads, kv_heads=a.kv_heads, head_dim=d_model // a.heads,
+                            mode=a.mode, latent=latent, kernel=kernel)  # fmt: skip
+    shared = derived("= heads") if a.kv_heads == a.heads else derived()
+    kv_heads = Origin.at(a.spans.get("kv_heads"), shared)
+    fields = {"head_dim": derived("d_model / heads"), "kv_heads": kv_heads}
+    o.record(apath, attention, a, span=b.spans.get("attention"), fields=fields)
+    ffn = (p.SwiGlu if isinstance(b.ffn, n.SwiGlu) else p.Gelu)(hidden=ffn_hidden(b.ffn, d_model))
+    o.record((*path, "ffn"), ffn, b.ffn, span=b.spans.get("ffn"), container=DEFAULT)
+    made = p.Block(
         name=b.name,
-        attention=p.Attention(
-            heads=a.heads,
-            kv_heads=a.kv_heads,
-            head_dim=d_model // a.heads,
-            mode=a.mode,
-            latent=p.Latent(q_rank=a.latent.q_rank, kv_rank=a.latent.kv_rank) if a.latent else None,
-            kernel=_kernel(a.kernel),
-        ),
-        ffn=ffn(hidden=ffn_hidden(b.ffn, d_model)),
+        attention=attention,
+        ffn=ffn,
         residual_gain=1.0 if b.residual_gain is None else b.residual_gain,
         spectral_norm=b.spectral_norm,
         freeze_up_proj=b.freeze_up_proj,
     )
+    gain = Origin.at(b.spans.get("residual_gain"))
+    return o.record(path, made, b, fields={"residual_gain": gain, "name": Origin.at(b.span)})
 
 
-def _kernel(k: n.KernelFeatures | None) -> p.KernelFeatures | None:
-    return None if k is None else p.KernelFeatures(kernel=k.kernel, kernel_dim=k.kernel_dim)
-
-
-def _lora(lora: n.Lora, k: int) -> p.Lora:
+def _lora(lora: n.Lora, k: int, o: Origins | None = None, path: tuple = ()) -> p.Lora:
     """The adapter of the k-th stack created."""
-    return p.Lora(
+    made = p.Lora(
         rank=lora_rank(lora, k),
         alpha=lora_alpha(lora, k),
         dropout=lora.dropout,
         targets=lora.targets,
     )
+    if o is not None:
+        by_pattern = (
+            {}
+            if made.rank == lora.rank
+            else {"rank": derived("the rank pattern"), "alpha": derived("the rank pattern")}
+        )
+        o.record(path, made, lora, fields=by_pattern)  # fmt: skip
+    return made
 
 
 def _trunk_loras(facts: Facts) -> dict[int, tuple[int, n.Lora]]:
@@ -178,25 +232,28 @@ def _trunk_loras(facts: Facts) -> dict[int, tuple[int, n.Lora]]:
 # --- stages ------------------------------------------------------------------------------------
 
 
-def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int) -> p.Stage:
+def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int,
+           o: Origins) -> p.Stage:  # fmt: skip
     spec = facts.spec
     s = view.settings
+    path = ("stages", view.number - 1)
     objective = s.objective or spec.objective
     kind = _kind(spec, view)
     parts = tuple(
-        _part(facts, view, position, trunk_loras, objective)
-        for position in sorted((*view.trunk, *view.new))
+        _part(facts, view, position, trunk_loras, objective, o, (*path, "parts", k))
+        for k, position in enumerate(sorted((*view.trunk, *view.new)))
     )
     init, init_from = _init(spec, view)
     lr = s.lr or spec.optimizer.lr
     cache = Cache.OFF if view.fuse or not view.existing else s.cache
     embeddings = _train_embeddings(spec, view)
-    return p.Stage(
+    where = s.spans.get("objective") or objective.span
+    made = p.Stage(
         number=view.number,
         kind=kind,
         steps=s.steps if s.steps is not None else math.ceil(s.tokens / tokens_per_step),
         tokens=s.tokens,
-        objective=_objective(objective, spec),
+        objective=_objective(objective, spec, o, (*path, "objective"), where),
         mask_ratio=_stage_ratio(facts, view, objective),
         parts=parts,
         init=init,
@@ -209,6 +266,29 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int) -> 
         train_head=embeddings and (cache is Cache.OFF or spec.model.head is Head.UNTIED),
         merge_adapters=view.fuse and s.merge,
     )
+    opt = spec.optimizer.spans
+    lr_at = Origin.at(s.spans.get("lr") or opt.get("lr"))
+    chosen = Origin.at(s.spans.get("embeddings"), derived("the stage's kind and cache"))
+    fields = {
+        "number": derived(), "kind": derived(), "mask_ratio": derived("the mask schedule"),
+        "steps": Origin.at(s.spans.get("steps"), derived("tokens / tokens per step")),
+        "init": _overruled(s, "init", made.init), "init_from": derived(),
+        "cache": _overruled(s, "cache", made.cache), "lr": lr_at,
+        "adapter_lr": Origin.at(s.spans.get("adapter_lr") or opt.get("adapter_lr"), lr_at),
+        "embedding_lr": Origin.at(s.spans.get("embedding_lr") or opt.get("embedding_lr"), lr_at),
+        "train_input": chosen, "train_head": chosen,
+        "merge_adapters": Origin.at(s.spans.get("merge")) if view.fuse else derived(),
+    }  # fmt: skip
+    o.set((*path, "parts"), derived())
+    return o.record(path, made, s, span=(spec.fuse if view.fuse else spec.grow).span,
+                    fields=fields)  # fmt: skip
+
+
+def _overruled(s, key: str, value) -> Origin:
+    """A stage setting the lowering may overrule (no copy in stage 1, no cache in fuse)."""
+    if getattr(s, key, None) != value:
+        return derived() if hasattr(s, key) else DEFAULT
+    return Origin.at(s.spans.get(key))
 
 
 def _kind(spec: n.Spec, view: StageView) -> p.StageKind:
@@ -219,14 +299,17 @@ def _kind(spec: n.Spec, view: StageView) -> p.StageKind:
     return p.StageKind.GROW
 
 
-def _part(facts: Facts, view: StageView, position: int, trunk_loras, objective) -> p.Part:
+def _part(facts: Facts, view: StageView, position: int, trunk_loras, objective, o: Origins,
+          path: tuple) -> p.Part:  # fmt: skip
     s = view.settings
     new = position in view.new
     attached = trunk_loras.get(position)
     trunk_lora = None
     if attached is not None and attached[0] <= view.number:
-        trunk_lora = _lora(attached[1], facts.created[position])
-    return p.Part(
+        trunk_lora = _lora(attached[1], facts.created[position], o, (*path, "trunk_lora"))
+    policy = s.new if new else s.trunk
+    trains = derived("new stacks train") if new else Origin.at(policy.spans.get("strategy"))
+    made = p.Part(
         position=position,
         role=p.Role.NEW if new else p.Role.TRUNK,
         trains=p.Trains.FULL
@@ -236,6 +319,9 @@ def _part(facts: Facts, view: StageView, position: int, trunk_loras, objective) 
         trunk_lora=trunk_lora,
         mask_ratio=_position_ratio(facts, objective, position),
     )
+    return o.record(path, made, policy, container=derived(), fields={
+        "position": derived(), "role": derived(), "trains": trains,
+        "trunk_lora": DEFAULT, "mask_ratio": derived("the mask schedule")})  # fmt: skip
 
 
 def _trunk_trains(facts: Facts, strategy: Strategy, position: int, trunk_lora) -> p.Trains:
@@ -281,13 +367,21 @@ def _train_embeddings(spec: n.Spec, view: StageView) -> bool:
 # --- objectives and noise levels --------------------------------------------------------------
 
 
-def _objective(o: n.Objective, spec: n.Spec) -> p.Clm | p.Mlm | p.MaskedDiffusion:
-    if isinstance(o, n.Mlm):
-        return p.Mlm(ratio=o.ratio, bert_mix=o.bert_mix)
-    if isinstance(o, n.Clm):
-        return p.Clm()
-    time = p.DepthTime() if isinstance(o.time, n.DepthTime) else _input_time(spec)
-    return p.MaskedDiffusion(time=time, mask=schedule_of(o.mask))
+def _objective(objective: n.Objective, spec: n.Spec, o: Origins, path: tuple,
+               where) -> p.Objective:  # fmt: skip
+    if isinstance(objective, n.Mlm):
+        made = p.Mlm(ratio=objective.ratio, bert_mix=objective.bert_mix)
+    elif isinstance(objective, n.Clm):
+        made = p.Clm()
+    else:
+        if isinstance(objective.time, n.DepthTime):
+            time = o.record((*path, "time"), p.DepthTime(), objective.time)
+        else:
+            time = _input_time(spec, o, (*path, "time"))
+        mask = schedule_of(objective.mask)
+        o.record((*path, "mask"), mask, objective.mask, spans={"start": "range", "end": "range"})
+        made = p.MaskedDiffusion(time=time, mask=mask)
+    return o.record(path, made, objective, span=where)
 
 
 def _depth(objective: n.Objective) -> bool:
@@ -316,14 +410,23 @@ def _stage_ratio(facts: Facts, view: StageView, objective: n.Objective) -> float
 
 def data_of(spec: n.Spec) -> p.Data:
     """The plan of a spec's data section."""
+    return _data(spec, Origins())
+
+
+def _data(spec: n.Spec, o: Origins) -> p.Data:
     d = spec.data
-    return p.Data(
-        source=_source(d.source),
-        tokenizer=_tokenizer(d.tokenizer),
+    source, tokenizer = _source(d.source), _tokenizer(d.tokenizer)
+    o.record(("data", "source"), source, d.source, span=d.spans.get("source"))
+    o.record(("data", "tokenizer"), tokenizer, d.tokenizer, span=d.spans.get("tokenizer"))
+    made = p.Data(
+        source=source,
+        tokenizer=tokenizer,
         batch=d.batch,
         seq_len=d.seq_len or spec.model.context,
         validation=d.validation,
     )
+    seq_len = Origin.at(d.spans.get("seq_len"), derived("= context"))
+    return o.record(("data",), made, d, fields={"seq_len": seq_len})
 
 
 def _source(s: n.DataSource):
@@ -347,24 +450,27 @@ def _tokenizer(t: n.Tokenizer):
     return p.TokenizerFile(path=resolve(t.path, t, "path"))
 
 
-def _optimizer(o: n.Optimizer) -> p.Optimizer:
-    if isinstance(o, n.Sgd):
-        method = p.Sgd(momentum=o.momentum, nesterov=o.nesterov)
+def _optimizer(opt: n.Optimizer, o: Origins) -> p.Optimizer:
+    if isinstance(opt, n.Sgd):
+        method = p.Sgd(momentum=opt.momentum, nesterov=opt.nesterov)
     else:
-        method = (p.AdamW if isinstance(o, n.AdamW) else p.AdamW8bit)(betas=o.betas, eps=o.eps)
-    return p.Optimizer(
+        method = (p.AdamW if isinstance(opt, n.AdamW) else p.AdamW8bit)(betas=opt.betas,
+                                                                         eps=opt.eps)  # fmt: skip
+    o.record(("optimizer", "method"), method, opt)
+    made = p.Optimizer(
         method=method,
-        weight_decay=o.weight_decay,
-        warmup=o.warmup,
-        schedule=o.schedule,
-        min_lr=o.min_lr,
-        clip=o.clip,
-        accumulate=o.accumulate,
+        weight_decay=opt.weight_decay,
+        warmup=opt.warmup,
+        schedule=opt.schedule,
+        min_lr=opt.min_lr,
+        clip=opt.clip,
+        accumulate=opt.accumulate,
     )
+    return o.record(("optimizer",), made, opt)
 
 
-def _run(r: n.Run, name: str) -> p.Run:
-    return p.Run(
+def _run(r: n.Run, name: str, o: Origins) -> p.Run:
+    made = p.Run(
         seed=r.seed,
         device=r.device,
         dir=os.path.abspath(r.dir if r.dir is not None else os.path.join("runs", name)),
@@ -373,3 +479,5 @@ def _run(r: n.Run, name: str) -> p.Run:
         eval_batches=r.eval_batches,
         checkpoint_every=r.checkpoint_every,
     )
+    return o.record(("run",), made, r, fields={
+        "dir": Origin.at(r.spans.get("dir"), derived("runs/ and the spec's name"))})  # fmt: skip

@@ -89,15 +89,15 @@ SPEC_TEXT = (
 OVERRIDES = []
 
 # The resolved plan: every default filled in (what `sw plan` shows). A comment names the line
-# of SPEC_TEXT that set a value, `--set NAME` for an override, `default` for the language's default;
-# values without one are derived (head_dim, the parts of each stage, ...).
+# of SPEC_TEXT that set a value, `--set NAME` for an override, `default` for the language's
+# default, or `derived` for a value computed from others (head_dim, the parts of a stage, ...).
 PLAN = {
-    "name": "diffusion",
+    "name": "diffusion",  # derived: the spec's file name
     "model": {  # line 9
-        "vocab": 259,  # the tokenizer's
+        "vocab": 259,  # derived: the tokenizer's
         "d_model": 128,  # line 9
         "context": 64,  # line 9
-        "embed_dim": 128,  # default
+        "embed_dim": 128,  # derived: = d_model
         "norm": "rmsnorm",  # line 9
         "position": {  # line 9
             "kind": "Rope",
@@ -105,22 +105,22 @@ PLAN = {
         },
         "head": "tied",  # line 9
         "dropout": 0.0,  # default
-        "time": None,
+        "time": None,  # derived
     },
-    "stacks": [
+    "stacks": [  # derived
         {  # line 16
-            "position": 0,
+            "position": 0,  # derived
             "name": "s",  # line 20
-            "blocks": [
+            "blocks": [  # derived
                 {  # line 11
-                    "name": "denoiser",
+                    "name": "denoiser",  # line 11
                     "attention": {  # line 12
                         "heads": 4,  # line 12
                         "kv_heads": 2,  # line 12
-                        "head_dim": 32,
+                        "head_dim": 32,  # derived: d_model / heads
                         "mode": "bidirectional",  # line 12
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 13
                         "kind": "SwiGlu",
@@ -131,14 +131,14 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
                 {  # line 11
-                    "name": "denoiser",
+                    "name": "denoiser",  # line 11
                     "attention": {  # line 12
                         "heads": 4,  # line 12
                         "kv_heads": 2,  # line 12
-                        "head_dim": 32,
+                        "head_dim": 32,  # derived: d_model / heads
                         "mode": "bidirectional",  # line 12
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 13
                         "kind": "SwiGlu",
@@ -149,27 +149,27 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
             ],
-            "created_in": 4,
+            "created_in": 4,  # derived
             "stack_lora": {  # line 23
-                "rank": 16,
-                "alpha": 32.0,
-                "dropout": 0.0,
-                "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                "rank": 16,  # line 23
+                "alpha": 32.0,  # line 23
+                "dropout": 0.0,  # default
+                "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
             },
         },
         {  # line 16
-            "position": 1,
+            "position": 1,  # derived
             "name": "s",  # line 20
-            "blocks": [
+            "blocks": [  # derived
                 {  # line 11
-                    "name": "denoiser",
+                    "name": "denoiser",  # line 11
                     "attention": {  # line 12
                         "heads": 4,  # line 12
                         "kv_heads": 2,  # line 12
-                        "head_dim": 32,
+                        "head_dim": 32,  # derived: d_model / heads
                         "mode": "bidirectional",  # line 12
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 13
                         "kind": "SwiGlu",
@@ -180,14 +180,14 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
                 {  # line 11
-                    "name": "denoiser",
+                    "name": "denoiser",  # line 11
                     "attention": {  # line 12
                         "heads": 4,  # line 12
                         "kv_heads": 2,  # line 12
-                        "head_dim": 32,
+                        "head_dim": 32,  # derived: d_model / heads
                         "mode": "bidirectional",  # line 12
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 13
                         "kind": "SwiGlu",
@@ -198,27 +198,27 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
             ],
-            "created_in": 3,
+            "created_in": 3,  # derived
             "stack_lora": {  # line 23
-                "rank": 16,
-                "alpha": 32.0,
-                "dropout": 0.0,
-                "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                "rank": 16,  # line 23
+                "alpha": 32.0,  # line 23
+                "dropout": 0.0,  # default
+                "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
             },
         },
         {  # line 16
-            "position": 2,
+            "position": 2,  # derived
             "name": "s",  # line 20
-            "blocks": [
+            "blocks": [  # derived
                 {  # line 11
-                    "name": "denoiser",
+                    "name": "denoiser",  # line 11
                     "attention": {  # line 12
                         "heads": 4,  # line 12
                         "kv_heads": 2,  # line 12
-                        "head_dim": 32,
+                        "head_dim": 32,  # derived: d_model / heads
                         "mode": "bidirectional",  # line 12
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 13
                         "kind": "SwiGlu",
@@ -229,14 +229,14 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
                 {  # line 11
-                    "name": "denoiser",
+                    "name": "denoiser",  # line 11
                     "attention": {  # line 12
                         "heads": 4,  # line 12
                         "kv_heads": 2,  # line 12
-                        "head_dim": 32,
+                        "head_dim": 32,  # derived: d_model / heads
                         "mode": "bidirectional",  # line 12
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 13
                         "kind": "SwiGlu",
@@ -247,27 +247,27 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
             ],
-            "created_in": 2,
+            "created_in": 2,  # derived
             "stack_lora": {  # line 23
-                "rank": 16,
-                "alpha": 32.0,
-                "dropout": 0.0,
-                "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                "rank": 16,  # line 23
+                "alpha": 32.0,  # line 23
+                "dropout": 0.0,  # default
+                "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
             },
         },
         {  # line 16
-            "position": 3,
+            "position": 3,  # derived
             "name": "s",  # line 20
-            "blocks": [
+            "blocks": [  # derived
                 {  # line 11
-                    "name": "denoiser",
+                    "name": "denoiser",  # line 11
                     "attention": {  # line 12
                         "heads": 4,  # line 12
                         "kv_heads": 2,  # line 12
-                        "head_dim": 32,
+                        "head_dim": 32,  # derived: d_model / heads
                         "mode": "bidirectional",  # line 12
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 13
                         "kind": "SwiGlu",
@@ -278,14 +278,14 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
                 {  # line 11
-                    "name": "denoiser",
+                    "name": "denoiser",  # line 11
                     "attention": {  # line 12
                         "heads": 4,  # line 12
                         "kv_heads": 2,  # line 12
-                        "head_dim": 32,
+                        "head_dim": 32,  # derived: d_model / heads
                         "mode": "bidirectional",  # line 12
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 13
                         "kind": "SwiGlu",
@@ -296,291 +296,311 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
             ],
-            "created_in": 1,
+            "created_in": 1,  # derived
             "stack_lora": {  # line 23
-                "rank": 16,
-                "alpha": 32.0,
-                "dropout": 0.0,
-                "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                "rank": 16,  # line 23
+                "alpha": 32.0,  # line 23
+                "dropout": 0.0,  # default
+                "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
             },
         },
     ],
-    "stages": [
+    "stages": [  # derived
         {  # line 20
-            "number": 1,
-            "kind": "grow",
+            "number": 1,  # derived
+            "kind": "grow",  # derived
             "steps": 150,  # line 21
             "tokens": None,  # default
             "objective": {  # line 18
                 "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},
-                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
+                "time": {"kind": "DepthTime"},  # line 18
+                "mask": {  # line 18
+                    "kind": "LinearSchedule",
+                    "start": 0.9,  # line 18
+                    "end": 0.15,  # line 18
+                },
             },
-            "mask_ratio": 0.15000000000000002,
-            "parts": [
-                {
-                    "position": 3,
-                    "role": "new",
-                    "trains": "full",
+            "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
+            "parts": [  # derived
+                {  # line 23
+                    "position": 3,  # derived
+                    "role": "new",  # derived
+                    "trains": "full",  # derived: new stacks train
                     "precision": "fp32",  # line 23
-                    "trunk_lora": None,
-                    "mask_ratio": 0.15000000000000002,
+                    "trunk_lora": None,  # default
+                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
                 },
             ],
-            "init": "random",
-            "init_from": None,
+            "init": "random",  # derived
+            "init_from": None,  # derived
             "cache": "off",  # default
             "lr": 0.001,  # line 30
             "adapter_lr": 0.001,  # line 30
             "embedding_lr": 0.001,  # line 30
-            "train_input": True,
-            "train_head": True,
-            "merge_adapters": False,
+            "train_input": True,  # derived: the stage's kind and cache
+            "train_head": True,  # derived: the stage's kind and cache
+            "merge_adapters": False,  # derived
         },
         {  # line 20
-            "number": 2,
-            "kind": "grow",
+            "number": 2,  # derived
+            "kind": "grow",  # derived
             "steps": 150,  # line 21
             "tokens": None,  # default
             "objective": {  # line 18
                 "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},
-                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
-            },
-            "mask_ratio": 0.4,
-            "parts": [
-                {
-                    "position": 2,
-                    "role": "new",
-                    "trains": "full",
-                    "precision": "fp32",  # line 23
-                    "trunk_lora": None,
-                    "mask_ratio": 0.4,
+                "time": {"kind": "DepthTime"},  # line 18
+                "mask": {  # line 18
+                    "kind": "LinearSchedule",
+                    "start": 0.9,  # line 18
+                    "end": 0.15,  # line 18
                 },
-                {
-                    "position": 3,
-                    "role": "trunk",
+            },
+            "mask_ratio": 0.4,  # derived: the mask schedule
+            "parts": [  # derived
+                {  # line 23
+                    "position": 2,  # derived
+                    "role": "new",  # derived
+                    "trains": "full",  # derived: new stacks train
+                    "precision": "fp32",  # line 23
+                    "trunk_lora": None,  # default
+                    "mask_ratio": 0.4,  # derived: the mask schedule
+                },
+                {  # line 24
+                    "position": 3,  # derived
+                    "role": "trunk",  # derived
                     "trains": "nothing",  # line 24
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 8,
-                        "alpha": 16.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 8,  # line 24
+                        "alpha": 16.0,  # line 24
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.15000000000000002,
+                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
                 },
             ],
             "init": "copy",  # line 22
-            "init_from": 3,
+            "init_from": 3,  # derived
             "cache": "off",  # default
             "lr": 0.001,  # line 30
             "adapter_lr": 0.001,  # line 30
             "embedding_lr": 0.001,  # line 30
-            "train_input": False,
-            "train_head": False,
-            "merge_adapters": False,
+            "train_input": False,  # derived: the stage's kind and cache
+            "train_head": False,  # derived: the stage's kind and cache
+            "merge_adapters": False,  # derived
         },
         {  # line 20
-            "number": 3,
-            "kind": "grow",
+            "number": 3,  # derived
+            "kind": "grow",  # derived
             "steps": 150,  # line 21
             "tokens": None,  # default
             "objective": {  # line 18
                 "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},
-                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
+                "time": {"kind": "DepthTime"},  # line 18
+                "mask": {  # line 18
+                    "kind": "LinearSchedule",
+                    "start": 0.9,  # line 18
+                    "end": 0.15,  # line 18
+                },
             },
-            "mask_ratio": 0.65,
-            "parts": [
-                {
-                    "position": 1,
-                    "role": "new",
-                    "trains": "full",
+            "mask_ratio": 0.65,  # derived: the mask schedule
+            "parts": [  # derived
+                {  # line 23
+                    "position": 1,  # derived
+                    "role": "new",  # derived
+                    "trains": "full",  # derived: new stacks train
                     "precision": "fp32",  # line 23
-                    "trunk_lora": None,
-                    "mask_ratio": 0.65,
+                    "trunk_lora": None,  # default
+                    "mask_ratio": 0.65,  # derived: the mask schedule
                 },
-                {
-                    "position": 2,
-                    "role": "trunk",
+                {  # line 24
+                    "position": 2,  # derived
+                    "role": "trunk",  # derived
                     "trains": "nothing",  # line 24
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 4,
-                        "alpha": 8.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 4,  # derived: the rank pattern
+                        "alpha": 8.0,  # derived: the rank pattern
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.4,
+                    "mask_ratio": 0.4,  # derived: the mask schedule
                 },
-                {
-                    "position": 3,
-                    "role": "trunk",
+                {  # line 24
+                    "position": 3,  # derived
+                    "role": "trunk",  # derived
                     "trains": "nothing",  # line 24
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 8,
-                        "alpha": 16.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 8,  # line 24
+                        "alpha": 16.0,  # line 24
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.15000000000000002,
+                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
                 },
             ],
             "init": "copy",  # line 22
-            "init_from": 2,
+            "init_from": 2,  # derived
             "cache": "off",  # default
             "lr": 0.001,  # line 30
             "adapter_lr": 0.001,  # line 30
             "embedding_lr": 0.001,  # line 30
-            "train_input": False,
-            "train_head": False,
-            "merge_adapters": False,
+            "train_input": False,  # derived: the stage's kind and cache
+            "train_head": False,  # derived: the stage's kind and cache
+            "merge_adapters": False,  # derived
         },
         {  # line 20
-            "number": 4,
-            "kind": "grow",
+            "number": 4,  # derived
+            "kind": "grow",  # derived
             "steps": 150,  # line 21
             "tokens": None,  # default
             "objective": {  # line 18
                 "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},
-                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
+                "time": {"kind": "DepthTime"},  # line 18
+                "mask": {  # line 18
+                    "kind": "LinearSchedule",
+                    "start": 0.9,  # line 18
+                    "end": 0.15,  # line 18
+                },
             },
-            "mask_ratio": 0.9,
-            "parts": [
-                {
-                    "position": 0,
-                    "role": "new",
-                    "trains": "full",
+            "mask_ratio": 0.9,  # derived: the mask schedule
+            "parts": [  # derived
+                {  # line 23
+                    "position": 0,  # derived
+                    "role": "new",  # derived
+                    "trains": "full",  # derived: new stacks train
                     "precision": "fp32",  # line 23
-                    "trunk_lora": None,
-                    "mask_ratio": 0.9,
+                    "trunk_lora": None,  # default
+                    "mask_ratio": 0.9,  # derived: the mask schedule
                 },
-                {
-                    "position": 1,
-                    "role": "trunk",
+                {  # line 24
+                    "position": 1,  # derived
+                    "role": "trunk",  # derived
                     "trains": "nothing",  # line 24
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 2,
-                        "alpha": 4.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 2,  # derived: the rank pattern
+                        "alpha": 4.0,  # derived: the rank pattern
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.65,
+                    "mask_ratio": 0.65,  # derived: the mask schedule
                 },
-                {
-                    "position": 2,
-                    "role": "trunk",
+                {  # line 24
+                    "position": 2,  # derived
+                    "role": "trunk",  # derived
                     "trains": "nothing",  # line 24
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 4,
-                        "alpha": 8.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 4,  # derived: the rank pattern
+                        "alpha": 8.0,  # derived: the rank pattern
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.4,
+                    "mask_ratio": 0.4,  # derived: the mask schedule
                 },
-                {
-                    "position": 3,
-                    "role": "trunk",
+                {  # line 24
+                    "position": 3,  # derived
+                    "role": "trunk",  # derived
                     "trains": "nothing",  # line 24
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 8,
-                        "alpha": 16.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 8,  # line 24
+                        "alpha": 16.0,  # line 24
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.15000000000000002,
+                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
                 },
             ],
             "init": "copy",  # line 22
-            "init_from": 1,
+            "init_from": 1,  # derived
             "cache": "off",  # default
             "lr": 0.001,  # line 30
             "adapter_lr": 0.001,  # line 30
             "embedding_lr": 0.001,  # line 30
-            "train_input": False,
-            "train_head": False,
-            "merge_adapters": False,
+            "train_input": False,  # derived: the stage's kind and cache
+            "train_head": False,  # derived: the stage's kind and cache
+            "merge_adapters": False,  # derived
         },
         {  # line 27
-            "number": 5,
-            "kind": "fuse",
+            "number": 5,  # derived
+            "kind": "fuse",  # derived
             "steps": 100,  # line 27
             "tokens": None,  # default
             "objective": {  # line 18
                 "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},
-                "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},
+                "time": {"kind": "DepthTime"},  # line 18
+                "mask": {  # line 18
+                    "kind": "LinearSchedule",
+                    "start": 0.9,  # line 18
+                    "end": 0.15,  # line 18
+                },
             },
-            "mask_ratio": None,
-            "parts": [
-                {
-                    "position": 0,
-                    "role": "trunk",
+            "mask_ratio": None,  # derived
+            "parts": [  # derived
+                {  # line 27
+                    "position": 0,  # derived
+                    "role": "trunk",  # derived
                     "trains": "adapters",  # line 27
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 1,
-                        "alpha": 2.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 1,  # derived: the rank pattern
+                        "alpha": 2.0,  # derived: the rank pattern
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.9,
+                    "mask_ratio": 0.9,  # derived: the mask schedule
                 },
-                {
-                    "position": 1,
-                    "role": "trunk",
+                {  # line 27
+                    "position": 1,  # derived
+                    "role": "trunk",  # derived
                     "trains": "adapters",  # line 27
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 2,
-                        "alpha": 4.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 2,  # derived: the rank pattern
+                        "alpha": 4.0,  # derived: the rank pattern
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.65,
+                    "mask_ratio": 0.65,  # derived: the mask schedule
                 },
-                {
-                    "position": 2,
-                    "role": "trunk",
+                {  # line 27
+                    "position": 2,  # derived
+                    "role": "trunk",  # derived
                     "trains": "adapters",  # line 27
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 4,
-                        "alpha": 8.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 4,  # derived: the rank pattern
+                        "alpha": 8.0,  # derived: the rank pattern
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.4,
+                    "mask_ratio": 0.4,  # derived: the mask schedule
                 },
-                {
-                    "position": 3,
-                    "role": "trunk",
+                {  # line 27
+                    "position": 3,  # derived
+                    "role": "trunk",  # derived
                     "trains": "adapters",  # line 27
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 8,
-                        "alpha": 16.0,
-                        "dropout": 0.0,
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],
+                        "rank": 8,  # line 24
+                        "alpha": 16.0,  # line 24
+                        "dropout": 0.0,  # default
+                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.15000000000000002,
+                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
                 },
             ],
-            "init": "random",
-            "init_from": None,
-            "cache": "off",
+            "init": "random",  # default
+            "init_from": None,  # derived
+            "cache": "off",  # default
             "lr": 0.0001,  # line 27
             "adapter_lr": 0.0001,  # line 27
             "embedding_lr": 0.0001,  # line 27
-            "train_input": False,
-            "train_head": False,
+            "train_input": False,  # derived: the stage's kind and cache
+            "train_head": False,  # derived: the stage's kind and cache
             "merge_adapters": False,  # default
         },
     ],
@@ -588,11 +608,11 @@ PLAN = {
         "source": {"kind": "Stdlib"},  # line 29
         "tokenizer": {"kind": "Bytes"},  # line 29
         "batch": 16,  # line 29
-        "seq_len": 64,  # default
+        "seq_len": 64,  # derived: = context
         "validation": 0.05,  # default
     },
     "optimizer": {  # line 30
-        "method": {
+        "method": {  # line 30
             "kind": "AdamW",
             "betas": [0.9, 0.999],  # default
             "eps": 1e-08,  # default
@@ -607,7 +627,7 @@ PLAN = {
     "run": {  # line 31
         "seed": 0,  # line 31
         "device": "auto",  # default
-        "dir": "runs/diffusion",  # default
+        "dir": "runs/diffusion",  # derived: runs/ and the spec's name
         "log_every": 10,  # line 31
         "eval_every": 50,  # line 31
         "eval_batches": 8,  # default

@@ -73,15 +73,15 @@ SPEC_TEXT = (
 OVERRIDES = []
 
 # The resolved plan: every default filled in (what `sw plan` shows). A comment names the line
-# of SPEC_TEXT that set a value, `--set NAME` for an override, `default` for the language's default;
-# values without one are derived (head_dim, the parts of each stage, ...).
+# of SPEC_TEXT that set a value, `--set NAME` for an override, `default` for the language's
+# default, or `derived` for a value computed from others (head_dim, the parts of a stage, ...).
 PLAN = {
-    "name": "tiny",
+    "name": "tiny",  # derived: the spec's file name
     "model": {  # line 4
-        "vocab": 259,  # the tokenizer's
+        "vocab": 259,  # derived: the tokenizer's
         "d_model": 32,  # line 4
         "context": 32,  # line 4
-        "embed_dim": 32,  # default
+        "embed_dim": 32,  # derived: = d_model
         "norm": "rmsnorm",  # default
         "position": {  # default
             "kind": "Rope",
@@ -89,22 +89,22 @@ PLAN = {
         },
         "head": "tied",  # default
         "dropout": 0.0,  # default
-        "time": None,
+        "time": None,  # derived
     },
-    "stacks": [
+    "stacks": [  # derived
         {  # line 8
-            "position": 0,
+            "position": 0,  # derived
             "name": "s",  # line 12
-            "blocks": [
+            "blocks": [  # derived
                 {  # line 6
-                    "name": "b",
+                    "name": "b",  # line 6
                     "attention": {  # line 6
                         "heads": 2,  # line 6
-                        "kv_heads": 2,  # default
-                        "head_dim": 16,
+                        "kv_heads": 2,  # derived: = heads
+                        "head_dim": 16,  # derived: d_model / heads
                         "mode": "causal",  # line 6
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 6
                         "kind": "SwiGlu",
@@ -115,22 +115,22 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
             ],
-            "created_in": 1,
-            "stack_lora": None,
+            "created_in": 1,  # derived
+            "stack_lora": None,  # default
         },
         {  # line 8
-            "position": 1,
+            "position": 1,  # derived
             "name": "s",  # line 12
-            "blocks": [
+            "blocks": [  # derived
                 {  # line 6
-                    "name": "b",
+                    "name": "b",  # line 6
                     "attention": {  # line 6
                         "heads": 2,  # line 6
-                        "kv_heads": 2,  # default
-                        "head_dim": 16,
+                        "kv_heads": 2,  # derived: = heads
+                        "head_dim": 16,  # derived: d_model / heads
                         "mode": "causal",  # line 6
-                        "latent": None,
-                        "kernel": None,
+                        "latent": None,  # default
+                        "kernel": None,  # default
                     },
                     "ffn": {  # line 6
                         "kind": "SwiGlu",
@@ -141,72 +141,72 @@ PLAN = {
                     "freeze_up_proj": False,  # default
                 },
             ],
-            "created_in": 2,
-            "stack_lora": None,
+            "created_in": 2,  # derived
+            "stack_lora": None,  # default
         },
     ],
-    "stages": [
+    "stages": [  # derived
         {  # line 12
-            "number": 1,
-            "kind": "grow",
+            "number": 1,  # derived
+            "kind": "grow",  # derived
             "steps": 150,  # line 12
             "tokens": None,  # default
             "objective": {"kind": "Clm"},  # line 10
-            "mask_ratio": None,
-            "parts": [
-                {
-                    "position": 0,
-                    "role": "new",
-                    "trains": "full",
+            "mask_ratio": None,  # derived
+            "parts": [  # derived
+                {  # derived
+                    "position": 0,  # derived
+                    "role": "new",  # derived
+                    "trains": "full",  # derived: new stacks train
                     "precision": "fp32",  # default
-                    "trunk_lora": None,
-                    "mask_ratio": None,
+                    "trunk_lora": None,  # default
+                    "mask_ratio": None,  # derived
                 },
             ],
             "init": "random",  # default
-            "init_from": None,
+            "init_from": None,  # derived
             "cache": "off",  # default
             "lr": 0.003,  # line 15
             "adapter_lr": 0.003,  # line 15
             "embedding_lr": 0.003,  # line 15
-            "train_input": True,
-            "train_head": True,
-            "merge_adapters": False,
+            "train_input": True,  # derived: the stage's kind and cache
+            "train_head": True,  # derived: the stage's kind and cache
+            "merge_adapters": False,  # derived
         },
         {  # line 12
-            "number": 2,
-            "kind": "grow",
+            "number": 2,  # derived
+            "kind": "grow",  # derived
             "steps": 150,  # line 12
             "tokens": None,  # default
             "objective": {"kind": "Clm"},  # line 10
-            "mask_ratio": None,
-            "parts": [
-                {
-                    "position": 0,
-                    "role": "trunk",
+            "mask_ratio": None,  # derived
+            "parts": [  # derived
+                {  # derived
+                    "position": 0,  # derived
+                    "role": "trunk",  # derived
                     "trains": "nothing",  # default
                     "precision": "fp32",  # default
-                    "trunk_lora": None,
-                    "mask_ratio": None,
+                    "trunk_lora": None,  # default
+                    "mask_ratio": None,  # derived
                 },
-                {
-                    "position": 1,
-                    "role": "new",
-                    "trains": "full",
+                {  # derived
+                    "position": 1,  # derived
+                    "role": "new",  # derived
+                    "trains": "full",  # derived: new stacks train
                     "precision": "fp32",  # default
-                    "trunk_lora": None,
-                    "mask_ratio": None,
+                    "trunk_lora": None,  # default
+                    "mask_ratio": None,  # derived
                 },
             ],
             "init": "random",  # default
-            "init_from": None,
+            "init_from": None,  # derived
             "cache": "off",  # default
             "lr": 0.003,  # line 15
             "adapter_lr": 0.003,  # line 15
             "embedding_lr": 0.003,  # line 15
-            "train_input": True,
-            "train_head": True,
-            "merge_adapters": False,
+            "train_input": True,  # derived: the stage's kind and cache
+            "train_head": True,  # derived: the stage's kind and cache
+            "merge_adapters": False,  # derived
         },
     ],
     "data": {  # line 14
@@ -216,13 +216,13 @@ PLAN = {
             "symbols": 16,  # line 14
             "samples": 512,  # line 14
         },
-        "tokenizer": {"kind": "Bytes"},
+        "tokenizer": {"kind": "Bytes"},  # default
         "batch": 8,  # line 14
-        "seq_len": 32,  # default
+        "seq_len": 32,  # derived: = context
         "validation": 0.05,  # default
     },
     "optimizer": {  # line 15
-        "method": {
+        "method": {  # line 15
             "kind": "AdamW",
             "betas": [0.9, 0.999],  # default
             "eps": 1e-08,  # default
@@ -237,7 +237,7 @@ PLAN = {
     "run": {  # line 16
         "seed": 0,  # line 16
         "device": "auto",  # default
-        "dir": "runs/tiny",  # default
+        "dir": "runs/tiny",  # derived: runs/ and the spec's name
         "log_every": 25,  # line 16
         "eval_every": None,  # default
         "eval_batches": 8,  # default
