@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 from stackwise_dsl import testing
 from stackwise_dsl.checks import run_checks
-from stackwise_dsl.host import Host
 from stackwise_dsl.ir.printer import print_spec
+from stackwise_dsl.machine.host import Host
 
 
 def main() -> int:

@@ -57,13 +57,13 @@ def train(plan, run_dir: Path) -> tuple[list, float]:
 
 def masked_scores(plan, run_dir: Path) -> dict[str, float]:
     """Masked-token cross-entropy of a run's final model at fixed mask ratios."""
+    from stackwise_dsl.core.batches import eval_ids
+    from stackwise_dsl.core.objectives import Vocabulary, loss_of, make_batch
+    from stackwise_dsl.core.stage_model import StageModel
     from stackwise_dsl.data import prepare
     from stackwise_dsl.lower import plan as p
     from stackwise_dsl.lower.schedule import ratio_at
     from stackwise_dsl.runtime import checkpoint
-    from stackwise_dsl.runtime.batches import eval_ids
-    from stackwise_dsl.runtime.objectives import Vocabulary, loss_of, make_batch
-    from stackwise_dsl.runtime.stage_model import StageModel
 
     store = checkpoint.load(checkpoint.latest(run_dir), plan)[0]
     stage = plan.stages[-1]

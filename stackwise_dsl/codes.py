@@ -9,7 +9,7 @@ from __future__ import annotations
 import attrs
 
 from stackwise_dsl.diagnostics import Severity
-from stackwise_dsl.host import CPU_ONLY, DataFile, FileKind, Host, Record
+from stackwise_dsl.machine.host import CPU_ONLY, DataFile, FileKind, Host, Record
 
 
 @attrs.frozen(kw_only=True)
@@ -306,7 +306,7 @@ CODES: dict[str, Code] = {
             explanation="Two `stage` overrides cover the same stage.",
             example=_with("{ steps = 10 }",
                           "{ steps = 10, stage 1 { steps = 5 }, stage 1..2 { steps = 7 } }"),
-            fix="Merge them, or make the ranges disjoint.",
+            fix="Combine them into one, or make the ranges disjoint.",
         ),
         Code(
             code="SW409", severity=E, title="table length",

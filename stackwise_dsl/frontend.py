@@ -15,8 +15,8 @@ import attrs
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.checks import Host, run_checks
 from stackwise_dsl.elaborate import Elaborated, elaborate_file, elaborate_text
-from stackwise_dsl.host import watched_paths
 from stackwise_dsl.ir.nodes import Spec
+from stackwise_dsl.machine.host import watched_paths
 from stackwise_dsl.source import Source
 
 

@@ -6,7 +6,7 @@ built. Imported before bitsandbytes, this module makes every such answer "yes":
 
     pytest -p tests.as_avx512bf16 tests/runtime      # the runtime's tests on that path
 
-The runtime never calls the GEMV kernel itself (runtime/precision.py, Packed4bitLinear), so
+The runtime never calls the GEMV kernel itself (core/precision.py, Packed4bitLinear), so
 this runs on CPUs without the instructions too."""
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ def test_check_clean_specs_exit_zero():
 
 
 def _has_cuda() -> bool:
-    from stackwise_dsl.probe import cuda_present
+    from stackwise_dsl.machine.probe import cuda_present
 
     return cuda_present()
 
@@ -195,7 +195,7 @@ def test_front_end_never_imports_torch_or_the_runtime():
         "r = CliRunner()\n"
         "assert r.invoke(app, ['check', *sys.argv[1:]]).exit_code == 0\n"
         "assert r.invoke(app, ['fmt', '--check', *sys.argv[1:]]).exit_code == 0\n"
-        "import stackwise_dsl.testing, stackwise_dsl.ir.printer, stackwise_dsl.explain\n"
+        "import stackwise_dsl.testing, stackwise_dsl.ir.printer, stackwise_dsl.cli.explain\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'peft', 'bitsandbytes',"
         " 'numpy') or m.startswith('stackwise_dsl.runtime')]\n"
         "assert not heavy, heavy\n"

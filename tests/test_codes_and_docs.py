@@ -8,9 +8,9 @@ import attrs
 import pytest
 
 from stackwise_dsl import codes
+from stackwise_dsl.cli.explain import diagnostics_page
 from stackwise_dsl.elaborate.attention import CONSTRUCTORS
 from stackwise_dsl.elaborate.registry import ALL_NODES, hints
-from stackwise_dsl.explain import diagnostics_page
 from stackwise_dsl.frontend import check_file
 from tests.conftest import ROOT
 

@@ -10,8 +10,8 @@ import pytest
 
 from stackwise_dsl.emit.extract import ExtractError, extract
 
-NVFP4 = ["stackwise_dsl.ir.enums", "stackwise_dsl.runtime.dequantized", "stackwise_dsl.runtime.nvfp4",
-         "stackwise_dsl.runtime.precision"]  # fmt: skip
+NVFP4 = ["stackwise_dsl.ir.enums", "stackwise_dsl.core.dequantized", "stackwise_dsl.core.nvfp4",
+         "stackwise_dsl.core.precision"]  # fmt: skip
 
 
 def test_the_closure_of_what_is_asked_and_nothing_else():
@@ -39,7 +39,7 @@ def test_extraction_is_deterministic_and_imports_nothing_heavy():
 def test_extracted_code_computes_what_the_package_computes():
     import torch
 
-    from stackwise_dsl.runtime import nvfp4
+    from stackwise_dsl.core import nvfp4
 
     e = extract(NVFP4, ["NVFP4Linear"])
     namespace: dict = {}
@@ -58,7 +58,7 @@ def test_names_defined_twice_must_be_named_with_their_module():
     with pytest.raises(ExtractError, match="defined in 2"):
         extract(modules, ["__all__"])
     with pytest.raises(ExtractError, match="not given"):
-        extract(["stackwise_dsl.runtime.nvfp4"], ["NVFP4Linear"])  # needs precision.py too
+        extract(["stackwise_dsl.core.nvfp4"], ["NVFP4Linear"])  # needs precision.py too
 
 
 def test_attrs_classes_become_equivalent_dataclasses():
@@ -97,8 +97,8 @@ def test_attrs_factories_map_to_dataclass_default_factories():
 def test_the_runtime_and_the_plan_emit_together_without_clashes():
     """The whole model side of a script: plan classes and the modules that read them."""
     modules = ["stackwise_dsl.ir.enums", "stackwise_dsl.lower.plan", "stackwise_dsl.lower.dispatch",
-               "stackwise_dsl.runtime.seeds", "stackwise_dsl.runtime.layers",
-               "stackwise_dsl.runtime.attention", "stackwise_dsl.runtime.model"]  # fmt: skip
+               "stackwise_dsl.core.seeds", "stackwise_dsl.core.layers",
+               "stackwise_dsl.core.attention", "stackwise_dsl.core.model"]  # fmt: skip
     e = extract(modules, ["Rack", "Plan"])
     names = [name for _, name, _ in e.definitions]
     assert {"Rack", "BlockStack", "TransformerBlock", "SelfAttention", "Stack", "Plan"} <= set(
@@ -141,7 +141,7 @@ def test_a_module_alias_that_a_local_name_would_shadow_is_refused(tmp_path, monk
         extract(
             [
                 "stackwise_dsl.fake",
-                "stackwise_dsl.runtime.errors",
+                "stackwise_dsl.core.errors",
                 "stackwise_dsl.runtime.checkpoint",
             ],
             ["f"],

@@ -19,22 +19,15 @@ from tests.conftest import ROOT
 
 runner = CliRunner()
 MODEL = ["stackwise_dsl.ir.enums", "stackwise_dsl.lower.plan", "stackwise_dsl.lower.dispatch",
-         "stackwise_dsl.runtime.seeds", "stackwise_dsl.runtime.layers",
-         "stackwise_dsl.runtime.attention"]  # fmt: skip
+         "stackwise_dsl.core.seeds", "stackwise_dsl.core.layers",
+         "stackwise_dsl.core.attention"]  # fmt: skip
 
 
 def _tables() -> dict[str, dict]:
     """Every dispatch table of the runtime, as `sw run` uses it."""
+    from stackwise_dsl.core import adapters, attention, model, objectives, optim, precision
     from stackwise_dsl.data import corpus, tokenizer
-    from stackwise_dsl.runtime import (
-        adapters,
-        attention,
-        model,
-        objectives,
-        optim,
-        precision,
-        train,
-    )
+    from stackwise_dsl.runtime import train
 
     return {
         "ATTENTIONS": attention.ATTENTIONS, "FFNS": model.FFNS,
@@ -64,7 +57,7 @@ def test_extract_keeps_only_the_table_entries_asked_for_and_the_code_they_use():
     assert {"KernelAttention", "SelfAttention", "random_features", "kernel_average"} <= names
     assert "LatentAttention" not in names
     empty = extract(MODEL, ["make_attention"], {"ATTENTIONS": set()})
-    assert ("stackwise_dsl.runtime.attention", "ATTENTIONS", "ATTENTIONS = {}") in empty.definitions
+    assert ("stackwise_dsl.core.attention", "ATTENTIONS", "ATTENTIONS = {}") in empty.definitions
     compile(dense.source, "dense.py", "exec")
 
 
@@ -72,7 +65,7 @@ def test_extract_ignores_unknown_keys_and_refuses_tables_that_are_not_dict_liter
     unknown = extract(MODEL, ["make_attention"], {"ATTENTIONS": {"sparse", '"); import os'}})
     assert "ATTENTIONS = {}" in unknown.source  # selects nothing; the lookup says so at run time
     with pytest.raises(ExtractError, match="not a dict literal"):
-        extract([*MODEL, "stackwise_dsl.runtime.model"], ["Rack"], {"INIT_STD": set()})
+        extract([*MODEL, "stackwise_dsl.core.model"], ["Rack"], {"INIT_STD": set()})
     with pytest.raises(ExtractError, match="0 of the modules define a table NOWHERE"):
         extract(MODEL, ["make_attention"], {"NOWHERE": set()})
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from stackwise_dsl.cli import app
 from stackwise_dsl.elaborate import elaborate_text
 from stackwise_dsl.frontend import check_text
-from stackwise_dsl.host import DataFile, FileKind, Host
+from stackwise_dsl.machine.host import DataFile, FileKind, Host
 from tests.elaborate.helpers import BASE
 
 runner = CliRunner()

@@ -89,3 +89,24 @@ def test_no_module_imports_itself_through_others():
 def test_the_cycle_finder_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_the_core_stands_alone_and_only_the_cli_is_the_cli():
+    """The core (model, objectives, the loop) needs nothing of the harness, the emitter or the
+    command line; the harness needs nothing of the command line; nothing but the command line
+    (and `python -m stackwise_dsl`) imports it."""
+    modules = _modules()
+    graph = {m: _imports(f, modules) for m, f in modules.items()}
+
+    def under(name: str, package: str) -> bool:
+        return name == f"stackwise_dsl.{package}" or name.startswith(f"stackwise_dsl.{package}.")
+
+    wrong = [
+        (m, x)
+        for m, targets in graph.items()
+        for x in targets
+        if (under(m, "core") and any(under(x, pkg) for pkg in ("runtime", "emit", "cli")))
+        or (under(m, "runtime") and under(x, "cli"))
+        or (under(x, "cli") and not under(m, "cli") and m != "stackwise_dsl.__main__")
+    ]
+    assert not wrong, wrong

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from stackwise_dsl.cli import app
-from stackwise_dsl.run_view import print_summary
+from stackwise_dsl.cli.run_view import print_summary
 from stackwise_dsl.runtime import StageSummary
 from tests.conftest import ROOT
 

@@ -49,9 +49,9 @@ from stackwise_dsl.checks.precision import (
 )
 from stackwise_dsl.checks.ranges import check_ranges
 from stackwise_dsl.checks.runnable import check_cuda_device, check_data_files, check_jsonl_field
-from stackwise_dsl.host import CPU_ONLY, Host
 from stackwise_dsl.ir.facts import Facts
 from stackwise_dsl.ir.nodes import Spec
+from stackwise_dsl.machine.host import CPU_ONLY, Host
 
 Check = Callable[[Facts], Iterator[diag.Diagnostic]]
 

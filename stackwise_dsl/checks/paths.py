@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.host import data_paths
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.facts import Facts
+from stackwise_dsl.machine.host import data_paths
 from stackwise_dsl.syntax.format import format_string
 
 

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate.suggest import closest
-from stackwise_dsl.host import DataFile, DataNode, FileKind, Record, data_paths
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.ir.facts import Facts
+from stackwise_dsl.machine.host import DataFile, DataNode, FileKind, Record, data_paths
 
 
 def check_data_files(facts: Facts) -> Iterator[diag.Diagnostic]:

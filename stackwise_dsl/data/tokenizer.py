@@ -1,4 +1,4 @@
-"""Tokenizers: bytes, characters, a BPE trained locally (cached), or a local tokenizer.json.
+"""Tokenizers: bytes, characters, a BPE trained locally (remembered), or a local tokenizer.json.
 
 Every tokenizer has the three special tokens `<pad>`, `<mask>` and `<eos>`, after its
 ordinary vocabulary for bytes and chars, wherever the trained or loaded model put them for
@@ -18,7 +18,7 @@ from stackwise_dsl.data.corpus import DataError
 from stackwise_dsl.ir.walk import SPECIAL_TOKENS
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import pick, tokenizer_key
-from stackwise_dsl.userdirs import cache_dir
+from stackwise_dsl.machine.userdirs import memo_dir
 
 MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)
 
@@ -154,12 +154,12 @@ def _bpe(docs: list[str], vocab: int):
     digest = hashlib.sha256(f"{tokenizers.__version__}\0{vocab}".encode())
     for d in docs:
         digest.update(d.encode("utf-8", errors="surrogatepass") + b"\0")
-    base = cache_dir()
+    base = memo_dir()
     path = base / "bpe" / f"{digest.hexdigest()[:32]}.json" if base else None
     if path is not None and path.exists():
         try:
             return tokenizers.Tokenizer.from_file(str(path))
-        except Exception:  # a damaged cache entry: train again
+        except Exception:  # a damaged memo: train again
             pass
     tok = _train_bpe(docs, vocab)
     if path is not None:

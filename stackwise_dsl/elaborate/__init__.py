@@ -14,15 +14,15 @@ from pathlib import Path
 import attrs
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.elaborate.evaluate import Evaluator, Lets
-from stackwise_dsl.elaborate.load import Loader, Unit
-from stackwise_dsl.elaborate.merge import (
+from stackwise_dsl.elaborate.combine import (
     override,
     path_segments,
     resolve_set_path,
     set_path,
     union,
 )
+from stackwise_dsl.elaborate.evaluate import Evaluator, Lets
+from stackwise_dsl.elaborate.load import Loader, Unit
 from stackwise_dsl.elaborate.schema import Converter
 from stackwise_dsl.elaborate.spec import build_spec
 from stackwise_dsl.elaborate.values import Record

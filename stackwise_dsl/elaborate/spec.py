@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.elaborate.merge import override
+from stackwise_dsl.elaborate.combine import override
 from stackwise_dsl.elaborate.schema import INVALID, Converter
 from stackwise_dsl.elaborate.suggest import did_you_mean, one_of
 from stackwise_dsl.elaborate.values import Entry, Record, Sym, Value
@@ -139,8 +139,8 @@ def build_growth(v: Value, conv: Converter) -> Any:
 
 def _override(e: Entry, base: Record, conv: Converter) -> Any:
     first, _, last = e.label.partition("..")
-    merged = override(base, e.value)
-    settings = conv.build(n.StageSettings, merged, f"stage {e.label}")
+    combined = override(base, e.value)
+    settings = conv.build(n.StageSettings, combined, f"stage {e.label}")
     if settings is INVALID:
         return INVALID
     return n.StageOverride(

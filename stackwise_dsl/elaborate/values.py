@@ -1,7 +1,7 @@
 """Evaluated values: the syntax tree with `let`s substituted and arithmetic done.
 
 A spec evaluates to a tree of `Record`s (sections, calls, definitions) holding `Entry`s. This
-generic tree is what includes, `extends` and `--set` merge over; schema.py then turns it into
+generic tree is what includes, `extends` and `--set` combine over; schema.py then turns it into
 typed IR nodes. `Invalid` stands in for a value whose error was already reported, so that one
 mistake yields one diagnostic.
 """

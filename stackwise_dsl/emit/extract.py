@@ -3,7 +3,7 @@
 `extract(modules, roots)` returns the top-level definitions `roots` need from `modules` (the
 definitions they name, transitively, and no others), as the exact text of our modules, in
 the order the modules are given and, within a module, in file order. Imports between our
-modules disappear: `from stackwise_dsl.runtime.layers import GeluFfn` is dropped (GeluFfn is
+modules disappear: `from stackwise_dsl.core.layers import GeluFfn` is dropped (GeluFfn is
 emitted itself), and a module alias `p.Stage` is written `Stage`. Imports of other packages
 (torch, math, ...) that the definitions use are gathered at the top. Every definition's
 rewritten text is parsed back and compared, node for node, with the original put through the

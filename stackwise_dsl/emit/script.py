@@ -60,20 +60,21 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
 
 def runtime_code(keep: dict[str, frozenset[str]] | None = None) -> Extracted:
     """The runtime's code for a script whose plan looks up the `keep` entries of each
-    dispatch table (all entries of a table not named), remembered in the user cache under a
-    hash of every source file it is cut from (and of the extractor), so it is never stale."""
+    dispatch table (all entries of a table not named), remembered among the memos
+    (machine/userdirs.py) under a hash of every source file it is cut from (and of the
+    extractor), so it is never stale."""
     import json
 
     keep = {name: sorted(keys) for name, keys in sorted((keep or {}).items())}
 
-    from stackwise_dsl.userdirs import cache_dir
+    from stackwise_dsl.machine.userdirs import memo_dir
 
     extractor = ("stackwise_dsl.emit.extract", "stackwise_dsl.emit.literals")
     files = [source_file(m) for m in (*RUNTIME_MODULES, *extractor)]
     digest = hashlib.sha256(repr((ROOTS, keep)).encode())
     for path in files:
         digest.update(path.read_bytes())
-    root = cache_dir()
+    root = memo_dir()
     cached = root / "emit" / f"runtime-{digest.hexdigest()[:32]}.json" if root else None
     if cached is not None and cached.is_file():
         try:
@@ -90,7 +91,7 @@ def runtime_code(keep: dict[str, frozenset[str]] | None = None) -> Extracted:
             tmp.write_text(json.dumps({"imports": code.imports, "definitions": code.definitions}))
             os.replace(tmp, cached)
         except OSError:
-            pass  # no cache: slower, still correct
+            pass  # no memo: slower, still correct
     return code
 
 
@@ -185,8 +186,6 @@ def _plain(name: str) -> str:
 
 def _templates() -> Path:
     """codegen/ in a checkout, or stackwise_dsl/codegen/ in an installed wheel."""
-    here = Path(__file__).resolve().parent.parent
-    for path in (here / "codegen", here.parent / "codegen"):
-        if (path / TEMPLATE).is_file():
-            return path
-    raise FileNotFoundError(f"the template {TEMPLATE} is not installed")
+    from stackwise_dsl.machine.resources import resource_dir
+
+    return resource_dir("codegen")

@@ -11,9 +11,9 @@ from typing import Any
 
 import attrs
 
-from stackwise_dsl.host import CPU_ONLY, Host
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Direction
+from stackwise_dsl.machine.host import CPU_ONLY, Host
 
 
 @attrs.frozen(kw_only=True)

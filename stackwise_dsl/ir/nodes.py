@@ -480,7 +480,7 @@ class Chars:
 
 @node
 class Bpe:
-    """A byte-level BPE trained locally on the data source (tokenizers library), then cached."""
+    """A byte-level BPE trained locally on the data source (tokenizers library), then remembered."""
 
     sw_name: ClassVar[str] = "bpe"
     vocab: int = knob(4096, range=POSITIVE)

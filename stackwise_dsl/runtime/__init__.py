@@ -16,16 +16,16 @@ import attrs
 import torch
 
 from stackwise_dsl import __version__
+from stackwise_dsl.core.errors import RunError
+from stackwise_dsl.core.loop import Diverged
+from stackwise_dsl.core.seeds import derive
 from stackwise_dsl.data import DataError, prepare
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import to_json
 from stackwise_dsl.runtime import checkpoint
 from stackwise_dsl.runtime.checkpoint import load_plan
-from stackwise_dsl.runtime.errors import RunError
-from stackwise_dsl.runtime.loop import Diverged
 from stackwise_dsl.runtime.metrics import plot
-from stackwise_dsl.runtime.seeds import derive
 from stackwise_dsl.runtime.train import Progress, StageSummary, Trainer
 
 __all__ = [

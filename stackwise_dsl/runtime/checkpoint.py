@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 
+from stackwise_dsl.core.errors import Damaged, RunError
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import PlanFormatError, from_json
-from stackwise_dsl.runtime.errors import Damaged, RunError
 from stackwise_dsl.runtime.weights import OnDisk, Store
 
 LATEST = "latest.json"
@@ -325,7 +325,7 @@ def _tensors(file: Path) -> dict[str, torch.Tensor]:
 def verify(store: Store, plan: p.Plan, file: Path) -> None:
     """Every stored tensor is one the plan's model has, with its shape, and every stack and
     shared weight the model needs is there (checked on the meta device: nothing allocated)."""
-    from stackwise_dsl.runtime.model import BlockStack, Rack
+    from stackwise_dsl.core.model import BlockStack, Rack
 
     with torch.device("meta"):
         shared = {k: v.shape for k, v in Rack(plan).state_dict().items()}

@@ -78,7 +78,7 @@ RUN_FILES = ("plan.json", "run.json", "spec.sw", "metrics.jsonl", "summary.json"
 def _export_target(run_dir: Path, out: Path) -> Path:
     """The file an export writes: `out`, through its symlinks; never a device or FIFO, and
     never one of the run's own files or anything under its checkpoints."""
-    from stackwise_dsl.outputs import OutputError, output_target
+    from stackwise_dsl.machine.outputs import OutputError, output_target
 
     if out.is_dir():
         return out  # said in export's own words

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from stackwise_dsl.runtime.errors import Damaged, RunError
+from stackwise_dsl.core.errors import Damaged, RunError
 
 
 class Metrics:

@@ -1,4 +1,4 @@
-"""The harness: what `sw run` adds around one stage's loop (runtime/loop.py).
+"""The harness: what `sw run` adds around one stage's loop (core/loop.py).
 
 Per stage: merge trained adapters into their masters where a fuse stage asks, build the
 stage's model from the weight store, offload the masters it does not change, open its
@@ -16,17 +16,18 @@ import attrs
 import numpy as np
 import torch
 
+from stackwise_dsl.core import loop
+from stackwise_dsl.core.batches import Stream
+from stackwise_dsl.core.errors import Damaged
+from stackwise_dsl.core.loop import Diverged, RunState
+from stackwise_dsl.core.stage_model import StageModel
 from stackwise_dsl.data import Prepared
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import cache_key, merge_key, pick
-from stackwise_dsl.runtime import checkpoint, heap, loop
-from stackwise_dsl.runtime.batches import Stream
+from stackwise_dsl.runtime import checkpoint, heap
 from stackwise_dsl.runtime.cache import ActivationCache
-from stackwise_dsl.runtime.errors import Damaged
-from stackwise_dsl.runtime.loop import Diverged, RunState
 from stackwise_dsl.runtime.merge import merge_store
 from stackwise_dsl.runtime.metrics import Metrics
-from stackwise_dsl.runtime.stage_model import StageModel
 from stackwise_dsl.runtime.weights import Store
 
 

@@ -19,10 +19,6 @@ from pathlib import Path
 
 import attrs
 import torch
-from torch import nn
-
-_BASE = ".base_layer"
-
 
 Tensors = dict[str, torch.Tensor]  # a state dict: name → tensor
 
@@ -113,43 +109,3 @@ class Store:
             else:
                 raise ValueError(f"`{key}` is not a shared, stack or adapter weight")
         return store
-
-
-def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
-    """A live stack's base weights under plain-module names (adapters left out), in fp32."""
-    out = {}
-    for key, value in stack.state_dict().items():
-        if ".lora_" in key:
-            continue
-        out[key.replace(_BASE, "")] = value.detach().float().clone()
-    return out
-
-
-def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """One adapter's weights of a live stack, under plain-module names."""
-    marker = {f".lora_A.{name}.", f".lora_B.{name}."}
-    out = {}
-    for key, value in stack.state_dict().items():
-        if any(m in key for m in marker):
-            out[key.replace(_BASE, "")] = value.detach().float().clone()
-    return out
-
-
-def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
-    """Put stored adapter weights back into a live (peft-wrapped) stack."""
-    live = {
-        k.replace(_BASE, ""): k for k in stack.state_dict() if f".{name}." in k and ".lora_" in k
-    }
-    missing = set(live) ^ set(state)
-    if missing:
-        raise KeyError(f"stored adapter `{name}` does not fit this stack: {sorted(missing)[:3]}")
-    stack.load_state_dict({live[k]: v for k, v in state.items()}, strict=False)
-
-
-def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
-    """The rack's own weights (everything but its stacks)."""
-    return {
-        k: v.detach().float().clone()
-        for k, v in rack.state_dict().items()
-        if not k.startswith("stacks.")
-    }

@@ -1,9 +1,9 @@
-"""The LALR tables for grammars/sw.lark, built once and kept as JSON in the user's cache.
+"""The LALR tables for grammars/sw.lark, built once and kept as JSON among the memos.
 
 Building the tables takes ~50 ms, more than the rest of `sw check`; loading them from JSON
-takes ~3 ms. The cache file is named by a hash of the grammar, lark's version and this file's
+takes ~3 ms. The memo file is named by a hash of the grammar, lark's version and this file's
 format, written atomically, and never trusted blindly: anything unreadable is rebuilt. JSON,
-not pickle, so a cache file can never run code.
+not pickle, so a memo file can never run code.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import lark
 
-from stackwise_dsl.resources import grammar_path
-from stackwise_dsl.userdirs import cache_dir
+from stackwise_dsl.machine.resources import grammar_path
+from stackwise_dsl.machine.userdirs import memo_dir
 
 _FORMAT = 1
 _OPTIONS = {
@@ -36,8 +36,8 @@ def grammar_text() -> str:
 
 @functools.cache
 def tables() -> dict:
-    """The serialized parser (`{"data": ..., "memo": ...}`), from the cache or freshly built."""
-    path = _cache_path()
+    """The serialized parser (`{"data": ..., "memo": ...}`), from its memo or freshly built."""
+    path = _memo_path()
     if path is not None:
         cached = _read(path)
         if cached is not None:
@@ -49,7 +49,7 @@ def tables() -> dict:
 
 
 def build_parser(transformer: lark.Transformer | None = None) -> lark.Lark:
-    """A parser over the cached tables; `transformer` runs inline as the parse proceeds."""
+    """A parser over the remembered tables; `transformer` runs inline as the parse proceeds."""
     data = tables()
     try:
         return lark.Lark._load_from_dict(data["data"], data["memo"], transformer=transformer)
@@ -74,8 +74,8 @@ def _build() -> dict:
     return {"data": data, "memo": memo}
 
 
-def _cache_path() -> Path | None:
-    base = cache_dir()
+def _memo_path() -> Path | None:
+    base = memo_dir()
     if base is None:
         return None
     key = f"{grammar_text()}\0{lark.__version__}\0{_FORMAT}\0{sorted(_OPTIONS.items())}".encode()

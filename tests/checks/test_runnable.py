@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from stackwise_dsl.frontend import check_file, check_text
-from stackwise_dsl.host import HEAD_BYTES, DataFile, FileKind, Host, look_at_data
 from stackwise_dsl.lower import to_plan
+from stackwise_dsl.machine.host import HEAD_BYTES, DataFile, FileKind, Host, look_at_data
 from tests.conftest import ROOT
 from tests.elaborate.helpers import BASE
 

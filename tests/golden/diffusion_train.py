@@ -1278,167 +1278,6 @@ def _union_members(cls: type) -> frozenset:
     return frozenset(found)
 
 
-class DataError(Exception):
-    """Data that cannot be used, with a message that says which file, line or byte."""
-
-
-_STDLIB_SKIP = {
-    "test", "tests", "idlelib", "site-packages", "dist-packages", "__pycache__", "lib2to3",
-    "tkinter", "turtledemo", "ensurepip", "pydoc_data",
-}  # fmt: skip
-
-
-def documents(source: Stdlib | Synthetic | TextFiles | Jsonl, seed: int) -> list[str]:
-    """Every document of a source, in a fixed order."""
-    docs = pick(SOURCES, source_key(source), "data source")(source, seed)
-    docs = [d for d in docs if d]
-    if not docs:
-        raise DataError(f"the data source holds no text ({_describe(source)})")
-    return docs
-
-
-def _stdlib(source: Stdlib, seed: int) -> list[str]:
-    return [_read(path) for path in stdlib_files()]
-
-
-def stdlib_files() -> list[str]:
-    """The standard library's .py files, sorted, without tests and GUI demos."""
-    root = sysconfig.get_paths()["stdlib"]
-    found = []
-    for directory, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in _STDLIB_SKIP)
-        found += [os.path.join(directory, f) for f in sorted(files) if f.endswith(".py")]
-    return found
-
-
-def _read(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"{path} is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start}"
-        ) from None
-
-
-def _describe(source) -> str:
-    if isinstance(source, TextFiles | Jsonl):
-        return ", ".join(source.files)
-    return type(source).__name__.lower()
-
-
-SOURCES = {
-    "stdlib": _stdlib,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Specials:
-    pad: int
-    mask: int
-    eos: int
-
-
-class Tokenizer:
-    """What a run reads of a tokenizer: its size, its specials, how many ids are ordinary
-    tokens (random replacements draw below it), and encode/decode."""
-
-    vocab_size: int
-    specials: Specials
-    ordinary: int
-
-    def encode(self, text: str) -> np.ndarray:
-        raise NotImplementedError
-
-    def decode(self, ids) -> str:
-        raise NotImplementedError
-
-
-class ByteTokenizer(Tokenizer):
-    """UTF-8 bytes: ids 0-255, then the specials."""
-
-    vocab_size = 256 + len(SPECIAL_TOKENS)
-    specials = Specials(pad=256, mask=257, eos=258)
-    ordinary = 256  # ids below this are ordinary tokens (random replacements draw from them)
-
-    def encode(self, text: str) -> np.ndarray:
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
-
-    def decode(self, ids) -> str:
-        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
-
-
-def build_tokenizer(
-    spec: Bytes | Chars | Bpe | TokenizerFile,
-    docs: list[str],
-) -> Tokenizer:
-    """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
-    return pick(TOKENIZERS, tokenizer_key(spec), "tokenizer")(spec, docs)
-
-
-def _bytes(spec: Bytes, docs: list[str]) -> Tokenizer:
-    return ByteTokenizer()
-
-
-TOKENIZERS = {
-    "bytes": _bytes,
-}
-
-
-_PHI = 0.6180339887498949
-
-
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    tokenizer: Tokenizer
-    windows: np.ndarray  # (n, seq_len + 1) int64
-    train: np.ndarray  # window ids for training
-    val: np.ndarray  # window ids held out
-
-
-def prepare(data: Data, seed: int) -> Prepared:
-    """Read, tokenize, window and split the data of a plan."""
-    docs = documents(data.source, seed)
-    tokenizer = build_tokenizer(data.tokenizer, docs)
-    stream = _stream(tokenizer, docs)
-    width = data.seq_len + 1
-    count = len(stream) // width
-    if count == 0:
-        raise DataError(
-            f"the data has {len(stream)} tokens, fewer than one sequence of {width} "
-            f"(seq_len {data.seq_len} + 1): use more text or a shorter seq_len"
-        )
-    windows = stream[: count * width].reshape(count, width)
-    train, val = split(count, data.validation)
-    return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val)
-
-
-def _stream(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
-    eos = np.array([tokenizer.specials.eos], dtype=np.int64)
-    parts = []
-    for doc in docs:
-        parts += [tokenizer.encode(doc), eos]
-    return np.concatenate(parts)
-
-
-def split(count: int, validation: float) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation window ids; each non-empty when validation > 0."""
-    ids = np.arange(count)
-    held = np.modf(ids * _PHI)[0] < validation
-    if validation > 0 and not held.any():
-        held[-1] = True
-    if validation > 0 and held.all():
-        raise DataError(
-            f"the data makes {count} sequence(s): too few to hold out a validation fraction "
-            f"of {validation} and still train"
-        )
-    return ids[~held], ids[held]
-
-
 class RunError(Exception):
     """A run that cannot go on, with a message for the person who started it."""
 
@@ -1964,7 +1803,673 @@ def adapter_parameters(stack: nn.Module, name: str | None = None) -> list[nn.Par
     return out
 
 
-_BASE = ".base_layer"
+class StageModel(nn.Module):
+    """A rack arranged for one stage, built from `store` (runtime/weights.py: the run's fp32
+    masters, adapters and shared weights, as plain state dicts)."""
+
+    def __init__(self, plan: Plan, stage: Stage, store, device: torch.device) -> None:
+        super().__init__()
+        self.plan, self.stage, self.device = plan, stage, device
+        self.rack = Rack(plan)
+        if store.shared:
+            self.rack.load_state_dict(store.shared, strict=False)
+        self._build_stacks(store)
+        self.rack.to(device)
+        self._attach_adapters(store)
+        self._mark_trainable()
+        self.positions = tuple(part.position for part in stage.parts)
+        self.precision = {part.position: part.precision for part in stage.parts}
+        self.frozen = {part.position: part.trains is not Trains.FULL for part in stage.parts}
+
+    # --- building ---
+
+    def _build_stacks(self, store) -> None:
+        """One stack at a time: its master is loaded (from memory or from disk) and, if it
+        does not train fully, held in its precision at once, so at most one stack is ever
+        in fp32 beyond those that train."""
+        for part in self.stage.parts:
+            if part.position in store.stacks:
+                stack = BlockStack(
+                    self.plan.stacks[part.position], self.plan.model, self.plan.run.seed
+                )
+                stack.load_state_dict(dict(store.stacks[part.position].items()))
+                self.rack.stacks[str(part.position)] = stack
+                if part.trains is not Trains.FULL:
+                    freeze_into(stack.to(self.device), part.precision, self.device)
+        for position in self.stage.new:
+            if position not in store.stacks:
+                source = self.stage.init_from
+                copy_of = store.stacks[source] if source is not None else None
+                self.rack.add_stack(position, self.stage.init, copy_of)
+                store.stacks[position] = master_state(self.rack.stacks[str(position)])
+        if not store.shared:
+            store.shared.update(shared_state(self.rack))
+
+    def _attach_adapters(self, store) -> None:
+        """Inject the adapters that train this stage or hold trained weights. An adapter that
+        has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
+        the cost; its initial weights derive from the seed, whenever it is attached."""
+        seed = self.plan.run.seed
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            trains = part.role is Role.TRUNK and part.trains is not Trains.NOTHING
+            loras = (
+                ("stack", self.plan.stacks[part.position].stack_lora),
+                ("trunk", part.trunk_lora),
+            )
+            for name, lora in loras:
+                stored = store.adapters.get((part.position, name))
+                if lora is None or not (trains or (stored is not None and _nonzero(stored))):
+                    continue
+                attach = pick(ADAPTERS, adapter_key(lora), "adapter")
+                attach(stack, lora, name, seed=seed, position=part.position)
+                if stored is not None:
+                    load_adapter(stack, name, stored)
+                stack.to(self.device)
+
+    def _mark_trainable(self) -> None:
+        self.requires_grad_(False)
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            if part.trains is Trains.FULL and part.role is Role.TRUNK:
+                stack.requires_grad_(True)
+            elif part.role is Role.NEW:
+                for param in base_parameters(stack):
+                    param.requires_grad_(True)
+            if part.trains is not Trains.NOTHING and part.role is Role.TRUNK:
+                for param in adapter_parameters(stack):
+                    param.requires_grad_(True)
+            for block in stack.blocks:
+                if block.frozen_up:
+                    weight_of(base_of(block.ffn.up)).requires_grad_(False)
+        for param in input_parameters(self.rack):
+            param.requires_grad_(self.stage.train_input)
+        for param in head_parameters(self.rack):
+            param.requires_grad_(self.stage.train_head or param.requires_grad)
+
+    # --- running ---
+
+    def stack(self, position: int) -> BlockStack:
+        return self.rack.stacks[str(position)]
+
+    def train(self, mode: bool = True) -> StageModel:
+        """Training mode where something trains: frozen stacks (and a frozen input side) stay
+        in eval mode, so dropout never touches what is not learning."""
+        super().train(mode)
+        for part in self.stage.parts:
+            self.stack(part.position).train(mode and part.trains is not Trains.NOTHING)
+        self.rack.drop.train(mode and self.stage.train_input)
+        return self
+
+    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None) -> torch.Tensor:
+        """Hidden states after the given stacks (default: all of this stage's)."""
+        h = self.rack.embed_tokens(inputs, t)
+        return self.run(h, self.positions if positions is None else positions)
+
+    def run(self, h: torch.Tensor, positions) -> torch.Tensor:
+        for position in positions:
+            stack = self.stack(position)
+            with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
+                h = stack(h, self.rack.ropes(h.device)).float()
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.rack.logits(h)
+
+    # --- writing back ---
+
+    def capture(self, store) -> None:
+        """Write what this stage trains back into the store (fp32)."""
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            if part.trains is Trains.FULL:
+                store.stacks[part.position] = master_state(stack)
+            if part.trains is not Trains.NOTHING:
+                for name in NAMES:
+                    if _has(stack, name):
+                        store.adapters[(part.position, name)] = adapter_state(stack, name)
+        if self.stage.train_input or self.stage.train_head:
+            store.shared.clear()
+            store.shared.update(shared_state(self.rack))
+
+
+def _nonzero(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a stored adapter has ever changed its output (some lora_B entry is not zero)."""
+    return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
+
+
+def _has(stack: BlockStack, name: str) -> bool:
+    return bool(adapter_parameters(stack, name))
+
+
+def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
+    """A stack's own weights (not its adapters)."""
+    lora = {id(x) for x in adapter_parameters(stack)}
+    return [x for x in stack.parameters() if id(x) not in lora]
+
+
+def input_parameters(rack: Rack) -> list[nn.Parameter]:
+    """Token embedding (with its projection), learned positions, time embedding."""
+    parts = [rack.embed, rack.embed_proj, rack.positions, rack.time]
+    return [x for m in parts if m is not None for x in m.parameters()]
+
+
+def head_parameters(rack: Rack) -> list[nn.Parameter]:
+    """The final norm and the head (a tied head is the input embedding)."""
+    parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
+    return [x for m in parts for x in m.parameters()]
+
+
+_BASE = ".base_layer"  # peft's wrapping of a layer with adapters
+
+
+def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
+    """A live stack's base weights under plain-module names (adapters left out), in fp32."""
+    out = {}
+    for key, value in stack.state_dict().items():
+        if ".lora_" in key:
+            continue
+        out[key.replace(_BASE, "")] = value.detach().float().clone()
+    return out
+
+
+def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """One adapter's weights of a live stack, under plain-module names."""
+    marker = {f".lora_A.{name}.", f".lora_B.{name}."}
+    out = {}
+    for key, value in stack.state_dict().items():
+        if any(m in key for m in marker):
+            out[key.replace(_BASE, "")] = value.detach().float().clone()
+    return out
+
+
+def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
+    """Put stored adapter weights back into a live (peft-wrapped) stack."""
+    live = {
+        k.replace(_BASE, ""): k for k in stack.state_dict() if f".{name}." in k and ".lora_" in k
+    }
+    missing = set(live) ^ set(state)
+    if missing:
+        raise KeyError(f"stored adapter `{name}` does not fit this stack: {sorted(missing)[:3]}")
+    stack.load_state_dict({live[k]: v for k, v in state.items()}, strict=False)
+
+
+def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
+    """The rack's own weights (everything but its stacks)."""
+    return {
+        k: v.detach().float().clone()
+        for k, v in rack.state_dict().items()
+        if not k.startswith("stacks.")
+    }
+
+
+IGNORE = -100
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    inputs: torch.Tensor  # (B, T) token ids the model reads
+    targets: torch.Tensor  # (B, T) ids to predict, IGNORE elsewhere
+    t: torch.Tensor | None  # (B,) time as input, else None
+    ids: np.ndarray  # (B,) window ids
+    ratio: float | None  # the mask ratio used (masked objectives)
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    mask: int
+    ordinary: int  # random replacements draw ids below this
+
+
+def noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
+    """(mask ratio, t) for one step of a stage; t only for time as input."""
+    return pick(NOISES, noise_key(stage.objective), "objective")(stage, plan, step)
+
+
+def _depth_noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
+    """The stage's depth ratio; in a fuse stage, one of the rack's ratios per step."""
+    if stage.mask_ratio is not None:
+        return stage.mask_ratio, None
+    ratios = [part.mask_ratio for part in stage.parts]
+    chosen = torch.randint(
+        len(ratios), (1,), generator=generator(plan.run.seed, "depth", stage.number, step)
+    )
+    return ratios[int(chosen)], None
+
+
+NOISES = {
+    "masked_diffusion/depth": _depth_noise,
+}
+
+
+def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, ratio, t, *,
+               seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
+    """The model's inputs and targets for windows (B, seq_len + 1)."""
+    if isinstance(objective, Clm):
+        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
+    x = windows[:, :-1]
+    draws = torch.stack(
+        [torch.rand((3, x.shape[1]), generator=generator(seed, "mask", int(i))) for i in ids]
+    )
+    selected = draws[:, 0] < ratio
+    selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
+    targets = torch.where(selected, x, IGNORE)
+    inputs = torch.where(selected, vocab.mask, x)
+    if isinstance(objective, Mlm) and objective.bert_mix:
+        random_ids = (draws[:, 2] * vocab.ordinary).long()
+        inputs = torch.where(
+            selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
+        )
+        inputs = torch.where(selected & (draws[:, 1] >= 0.9), x, inputs)
+    times = None if t is None else torch.full((len(ids),), float(t))
+    return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
+
+
+def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the predicted positions, computing logits only there."""
+    chosen = targets != IGNORE
+    if bool(chosen.all()):
+        logits = logits_fn(h.reshape(-1, h.shape[-1]))
+        return F.cross_entropy(logits.float(), targets.reshape(-1))
+    logits = logits_fn(h[chosen])
+    return F.cross_entropy(logits.float(), targets[chosen])
+
+
+class DataError(Exception):
+    """Data that cannot be used, with a message that says which file, line or byte."""
+
+
+_STDLIB_SKIP = {
+    "test", "tests", "idlelib", "site-packages", "dist-packages", "__pycache__", "lib2to3",
+    "tkinter", "turtledemo", "ensurepip", "pydoc_data",
+}  # fmt: skip
+
+
+def documents(source: Stdlib | Synthetic | TextFiles | Jsonl, seed: int) -> list[str]:
+    """Every document of a source, in a fixed order."""
+    docs = pick(SOURCES, source_key(source), "data source")(source, seed)
+    docs = [d for d in docs if d]
+    if not docs:
+        raise DataError(f"the data source holds no text ({_describe(source)})")
+    return docs
+
+
+def _stdlib(source: Stdlib, seed: int) -> list[str]:
+    return [_read(path) for path in stdlib_files()]
+
+
+def stdlib_files() -> list[str]:
+    """The standard library's .py files, sorted, without tests and GUI demos."""
+    root = sysconfig.get_paths()["stdlib"]
+    found = []
+    for directory, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _STDLIB_SKIP)
+        found += [os.path.join(directory, f) for f in sorted(files) if f.endswith(".py")]
+    return found
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(
+            f"{path} is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start}"
+        ) from None
+
+
+def _describe(source) -> str:
+    if isinstance(source, TextFiles | Jsonl):
+        return ", ".join(source.files)
+    return type(source).__name__.lower()
+
+
+SOURCES = {
+    "stdlib": _stdlib,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Specials:
+    pad: int
+    mask: int
+    eos: int
+
+
+class Tokenizer:
+    """What a run reads of a tokenizer: its size, its specials, how many ids are ordinary
+    tokens (random replacements draw below it), and encode/decode."""
+
+    vocab_size: int
+    specials: Specials
+    ordinary: int
+
+    def encode(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes: ids 0-255, then the specials."""
+
+    vocab_size = 256 + len(SPECIAL_TOKENS)
+    specials = Specials(pad=256, mask=257, eos=258)
+    ordinary = 256  # ids below this are ordinary tokens (random replacements draw from them)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+
+    def decode(self, ids) -> str:
+        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
+
+
+def build_tokenizer(
+    spec: Bytes | Chars | Bpe | TokenizerFile,
+    docs: list[str],
+) -> Tokenizer:
+    """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
+    return pick(TOKENIZERS, tokenizer_key(spec), "tokenizer")(spec, docs)
+
+
+def _bytes(spec: Bytes, docs: list[str]) -> Tokenizer:
+    return ByteTokenizer()
+
+
+TOKENIZERS = {
+    "bytes": _bytes,
+}
+
+
+_PHI = 0.6180339887498949
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    tokenizer: Tokenizer
+    windows: np.ndarray  # (n, seq_len + 1) int64
+    train: np.ndarray  # window ids for training
+    val: np.ndarray  # window ids held out
+
+
+def prepare(data: Data, seed: int) -> Prepared:
+    """Read, tokenize, window and split the data of a plan."""
+    docs = documents(data.source, seed)
+    tokenizer = build_tokenizer(data.tokenizer, docs)
+    stream = _stream(tokenizer, docs)
+    width = data.seq_len + 1
+    count = len(stream) // width
+    if count == 0:
+        raise DataError(
+            f"the data has {len(stream)} tokens, fewer than one sequence of {width} "
+            f"(seq_len {data.seq_len} + 1): use more text or a shorter seq_len"
+        )
+    windows = stream[: count * width].reshape(count, width)
+    train, val = split(count, data.validation)
+    return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val)
+
+
+def _stream(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
+    eos = np.array([tokenizer.specials.eos], dtype=np.int64)
+    parts = []
+    for doc in docs:
+        parts += [tokenizer.encode(doc), eos]
+    return np.concatenate(parts)
+
+
+def split(count: int, validation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation window ids; each non-empty when validation > 0."""
+    ids = np.arange(count)
+    held = np.modf(ids * _PHI)[0] < validation
+    if validation > 0 and not held.any():
+        held[-1] = True
+    if validation > 0 and held.all():
+        raise DataError(
+            f"the data makes {count} sequence(s): too few to hold out a validation fraction "
+            f"of {validation} and still train"
+        )
+    return ids[~held], ids[held]
+
+
+class Stream:
+    def __init__(self, train: np.ndarray, seed: int) -> None:
+        self.train, self.seed = train, seed
+        self.epoch, self.offset = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return self.train[np.random.default_rng([self.seed, epoch]).permutation(len(self.train))]
+
+    def take(self, count: int) -> np.ndarray:
+        """The next `count` window ids, moving into the next epoch when this one runs out."""
+        out = []
+        while count > 0:
+            chunk = self._order[self.offset : self.offset + count]
+            out.append(chunk)
+            count -= len(chunk)
+            self.offset += len(chunk)
+            if self.offset >= len(self._order):
+                self.epoch, self.offset = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+        return np.concatenate(out)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def restore(self, state: dict) -> None:
+        """Continue where `state` left off; ValueError for an offset past the epoch's end."""
+        epoch, offset = int(state["epoch"]), int(state["offset"])
+        if not 0 <= offset < len(self.train) or epoch < 0:
+            raise ValueError(f"the data stream position {state} lies outside the "
+                             f"{len(self.train):,} training windows")  # fmt: skip
+        self.epoch, self.offset = epoch, offset
+        self._order = self._permutation(self.epoch)
+
+
+def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
+    """The validation batches: the same windows, in the same order, at every evaluation."""
+    if len(val) == 0:
+        return []
+    count = batch * batches
+    ids = np.resize(val, max(count, 1))[:count]
+    return [ids[i : i + batch] for i in range(0, count, batch)]
+
+
+def lr_factor(o: Optimizer, step: int, steps: int) -> float:
+    """Multiplier of the base rates at `step` (1-based) of a stage of `steps`: linear warmup,
+    then cosine or linear decay to min_lr (as a fraction of each group's rate), or constant."""
+    warmup = min(o.warmup, steps)
+    if step <= warmup:
+        return step / warmup
+    if o.schedule is LrSchedule.CONSTANT or steps == warmup:
+        return 1.0
+    progress = (step - warmup) / (steps - warmup)
+    shape = (
+        0.5 * (1 + math.cos(math.pi * progress))
+        if o.schedule is LrSchedule.COSINE
+        else 1 - progress
+    )
+    return shape
+
+
+def build(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
+    """The optimizer over `groups` (dicts of params, lr, weight_decay, name)."""
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    return pick(OPTIMIZERS, optimizer_key(o), "optimizer")(o, groups)
+
+
+def _adamw(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.method.betas, eps=o.method.eps,
+                             foreach=False)  # fmt: skip
+
+
+OPTIMIZERS = {
+    "adamw": _adamw,
+}
+
+
+def set_lr(opt: torch.optim.Optimizer, o: Optimizer, step: int, steps: int) -> float:
+    """Apply the schedule; returns the factor (the logged lr is the first group's)."""
+    factor = lr_factor(o, step, steps)
+    for g in opt.param_groups:
+        floor = min(o.min_lr, g["base_lr"])
+        g["lr"] = floor + (g["base_lr"] - floor) * factor
+    return factor
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunState:
+    """Where a run is, beyond its weights: what a checkpoint keeps and a resume starts from.
+    Mid-stage (`step` > 0) it also holds what the stage's loop had: its optimizer and loss
+    scale, and torch's RNG (restored once the stage's model is built, since building draws)."""
+
+    stage: int = 1  # the stage in progress (1-based)
+    step: int = 0  # the steps of it done
+    global_step: int = 0  # the steps of the whole run done
+    # the data position (batches.Stream)
+    stream: dict = dataclasses.field(default_factory=lambda: {"epoch": 0, "offset": 0})
+    rng: torch.Tensor | None = None
+    optimizer: dict | None = None
+    scaler: dict | None = None
+    window: dict | None = None  # the harness's: losses since its last log line
+
+    def starting(self, stage: int) -> RunState:
+        """The state at the start of `stage`: the run's step count and data position go on."""
+        return RunState(stage=stage, global_step=self.global_step, stream=self.stream)
+
+
+OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
+
+
+def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
+                state: RunState, *, cache=None,
+                on_step: OnStep | None = None) -> tuple[RunState, float]:  # fmt: skip
+    """Train `stage` from `state` to its last step: (the state there, the last step's loss).
+    `cache`: the stage's activation cache (runtime/cache.py), if it has one."""
+    o = plan.optimizer
+    opt = build(o, param_groups(model, stage, o))
+    scaler = LossScaler.for_stage(stage.parts, model.device)
+    if state.optimizer is not None:  # resumed mid-stage
+        try:
+            opt.load_state_dict(state.optimizer)
+            scaler.restore(state.scaler)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise Damaged(
+                f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
+                f"optimizer ({e}); resume from a stage-end checkpoint or start again"
+            ) from None
+    if state.rng is not None:
+        torch.set_rng_state(state.rng)
+    stream = Stream(data.train, plan.run.seed)
+    stream.restore(state.stream)
+    trainable = [x for g in opt.param_groups for x in g["params"]]
+
+    def snapshot() -> RunState:
+        return dataclasses.replace(state, optimizer=opt.state_dict(), scaler=scaler.state(),
+                            rng=torch.get_rng_state())  # fmt: skip
+
+    loss = math.nan
+    for step in range(state.step + 1, stage.steps + 1):
+        set_lr(opt, o, step, stage.steps)
+        loss = 0.0
+        for micro in range(o.accumulate):
+            ids = stream.take(plan.data.batch)
+            batch = batch_for(plan, stage, data, ids, draw=(step - 1) * o.accumulate + micro)
+            part = stage_loss(model, batch, cache) / o.accumulate
+            scaler.backward(part)
+            loss += part.item()
+        if not math.isfinite(loss):
+            raise Diverged(stage.number, step, f"the loss became {loss}")
+        if o.clip is not None:
+            scaler.unscale(opt)
+            torch.nn.utils.clip_grad_norm_(trainable, o.clip)
+        scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
+        state = RunState(stage=stage.number, step=step, global_step=state.global_step + 1,
+                         stream=stream.state())  # fmt: skip
+        if on_step is not None:
+            on_step(state, loss, opt.param_groups[0]["lr"], snapshot)
+    return state, loss
+
+
+def batch_for(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, draw: int) -> Batch:
+    """The batch of windows `ids` for the `draw`-th micro-batch of a stage, corrupted for its
+    objective (the noise level depends on the draw, the masks on the windows)."""
+    ratio, t = noise(stage, plan, draw)
+    return _batch(plan, stage, data, ids, ratio, t)
+
+
+def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
+    """The model's loss on a batch; with an activation cache, the hidden states come through
+    it (runtime/cache.py: the frozen trunk runs once per window)."""
+    device = model.device
+    inputs, targets = b.inputs.to(device), b.targets.to(device)
+    t = b.t.to(device) if b.t is not None else None
+    h = model.hidden(inputs, t) if cache is None else cache.hidden(model, inputs, b.ids)
+    return loss_of(model.logits, h, targets)
+
+
+def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared) -> float | None:
+    """Mean loss over the validation batches (None without validation data). They see the
+    same noise at every evaluation, and cycle through the rack's ratios in a fuse stage with
+    time as depth."""
+    batches = eval_ids(data.val, plan.data.batch, plan.run.eval_batches)
+    if not batches:
+        return None
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for i, ids in enumerate(batches):
+            ratio, t = noise(stage, plan, -1 - i)
+            if stage.mask_ratio is None and stage.parts[0].mask_ratio is not None:
+                ratio = stage.parts[i % len(stage.parts)].mask_ratio  # time as depth, fuse
+            losses.append(stage_loss(model, _batch(plan, stage, data, ids, ratio, t)).item())
+    model.train()
+    return float(np.mean(losses))
+
+
+def _batch(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, ratio, t) -> Batch:
+    windows = torch.from_numpy(data.windows[ids])
+    vocab = Vocabulary(mask=data.tokenizer.specials.mask, ordinary=data.tokenizer.ordinary)
+    return make_batch(windows, ids, stage.objective, ratio, t, seed=plan.run.seed, vocab=vocab)
+
+
+def param_groups(model: StageModel, stage: Stage, o: Optimizer) -> list[dict]:
+    """Stack weights at the stage's lr, adapters at adapter_lr, embeddings and head at
+    embedding_lr; weight decay on matrices only."""
+    stacks, lora = [], []
+    for part in stage.parts:
+        stack = model.stack(part.position)
+        stacks += [x for x in base_parameters(stack) if x.requires_grad]
+        lora += [x for x in adapter_parameters(stack) if x.requires_grad]
+    rack = model.rack
+    shared = [x for x in [*input_parameters(rack), *head_parameters(rack)] if x.requires_grad]
+    shared = list({id(x): x for x in shared}.values())
+    groups = []
+    for name, params, lr in (("stacks", stacks, stage.lr), ("adapters", lora, stage.adapter_lr),
+                             ("embeddings", shared, stage.embedding_lr)):  # fmt: skip
+        matrices = [x for x in params if x.dim() >= 2]
+        others = [x for x in params if x.dim() < 2]
+        groups.append({"name": name, "params": matrices, "lr": lr, "weight_decay": o.weight_decay})
+        groups.append({"name": name + "/no_decay", "params": others, "lr": lr, "weight_decay": 0.0})
+    if not any(g["params"] for g in groups):
+        raise RunError(f"stage {stage.number} trains nothing")
+    return groups
+
+
+class Diverged(RunError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+    def __init__(self, stage: int, step: int, what: str) -> None:
+        super().__init__(f"{what} in stage {stage} at step {step}")
+        self.stage, self.step = stage, step
 
 
 Tensors = dict[str, torch.Tensor]  # a state dict: name → tensor
@@ -2056,46 +2561,6 @@ class Store:
             else:
                 raise ValueError(f"`{key}` is not a shared, stack or adapter weight")
         return store
-
-
-def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
-    """A live stack's base weights under plain-module names (adapters left out), in fp32."""
-    out = {}
-    for key, value in stack.state_dict().items():
-        if ".lora_" in key:
-            continue
-        out[key.replace(_BASE, "")] = value.detach().float().clone()
-    return out
-
-
-def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """One adapter's weights of a live stack, under plain-module names."""
-    marker = {f".lora_A.{name}.", f".lora_B.{name}."}
-    out = {}
-    for key, value in stack.state_dict().items():
-        if any(m in key for m in marker):
-            out[key.replace(_BASE, "")] = value.detach().float().clone()
-    return out
-
-
-def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
-    """Put stored adapter weights back into a live (peft-wrapped) stack."""
-    live = {
-        k.replace(_BASE, ""): k for k in stack.state_dict() if f".{name}." in k and ".lora_" in k
-    }
-    missing = set(live) ^ set(state)
-    if missing:
-        raise KeyError(f"stored adapter `{name}` does not fit this stack: {sorted(missing)[:3]}")
-    stack.load_state_dict({live[k]: v for k, v in state.items()}, strict=False)
-
-
-def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
-    """The rack's own weights (everything but its stacks)."""
-    return {
-        k: v.detach().float().clone()
-        for k, v in rack.state_dict().items()
-        if not k.startswith("stacks.")
-    }
 
 
 LATEST = "latest.json"
@@ -2536,122 +3001,6 @@ def building():
         _set_threshold(32 << 20)
 
 
-class Stream:
-    def __init__(self, train: np.ndarray, seed: int) -> None:
-        self.train, self.seed = train, seed
-        self.epoch, self.offset = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return self.train[np.random.default_rng([self.seed, epoch]).permutation(len(self.train))]
-
-    def take(self, count: int) -> np.ndarray:
-        """The next `count` window ids, moving into the next epoch when this one runs out."""
-        out = []
-        while count > 0:
-            chunk = self._order[self.offset : self.offset + count]
-            out.append(chunk)
-            count -= len(chunk)
-            self.offset += len(chunk)
-            if self.offset >= len(self._order):
-                self.epoch, self.offset = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-        return np.concatenate(out)
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-    def restore(self, state: dict) -> None:
-        """Continue where `state` left off; ValueError for an offset past the epoch's end."""
-        epoch, offset = int(state["epoch"]), int(state["offset"])
-        if not 0 <= offset < len(self.train) or epoch < 0:
-            raise ValueError(f"the data stream position {state} lies outside the "
-                             f"{len(self.train):,} training windows")  # fmt: skip
-        self.epoch, self.offset = epoch, offset
-        self._order = self._permutation(self.epoch)
-
-
-def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
-    """The validation batches: the same windows, in the same order, at every evaluation."""
-    if len(val) == 0:
-        return []
-    count = batch * batches
-    ids = np.resize(val, max(count, 1))[:count]
-    return [ids[i : i + batch] for i in range(0, count, batch)]
-
-
-IGNORE = -100
-
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    inputs: torch.Tensor  # (B, T) token ids the model reads
-    targets: torch.Tensor  # (B, T) ids to predict, IGNORE elsewhere
-    t: torch.Tensor | None  # (B,) time as input, else None
-    ids: np.ndarray  # (B,) window ids
-    ratio: float | None  # the mask ratio used (masked objectives)
-
-
-@dataclasses.dataclass(frozen=True)
-class Vocabulary:
-    mask: int
-    ordinary: int  # random replacements draw ids below this
-
-
-def noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
-    """(mask ratio, t) for one step of a stage; t only for time as input."""
-    return pick(NOISES, noise_key(stage.objective), "objective")(stage, plan, step)
-
-
-def _depth_noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
-    """The stage's depth ratio; in a fuse stage, one of the rack's ratios per step."""
-    if stage.mask_ratio is not None:
-        return stage.mask_ratio, None
-    ratios = [part.mask_ratio for part in stage.parts]
-    chosen = torch.randint(
-        len(ratios), (1,), generator=generator(plan.run.seed, "depth", stage.number, step)
-    )
-    return ratios[int(chosen)], None
-
-
-NOISES = {
-    "masked_diffusion/depth": _depth_noise,
-}
-
-
-def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, ratio, t, *,
-               seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
-    """The model's inputs and targets for windows (B, seq_len + 1)."""
-    if isinstance(objective, Clm):
-        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
-    x = windows[:, :-1]
-    draws = torch.stack(
-        [torch.rand((3, x.shape[1]), generator=generator(seed, "mask", int(i))) for i in ids]
-    )
-    selected = draws[:, 0] < ratio
-    selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
-    targets = torch.where(selected, x, IGNORE)
-    inputs = torch.where(selected, vocab.mask, x)
-    if isinstance(objective, Mlm) and objective.bert_mix:
-        random_ids = (draws[:, 2] * vocab.ordinary).long()
-        inputs = torch.where(
-            selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
-        )
-        inputs = torch.where(selected & (draws[:, 1] >= 0.9), x, inputs)
-    times = None if t is None else torch.full((len(ids),), float(t))
-    return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
-
-
-def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the predicted positions, computing logits only there."""
-    chosen = targets != IGNORE
-    if bool(chosen.all()):
-        logits = logits_fn(h.reshape(-1, h.shape[-1]))
-        return F.cross_entropy(logits.float(), targets.reshape(-1))
-    logits = logits_fn(h[chosen])
-    return F.cross_entropy(logits.float(), targets[chosen])
-
-
 class Metrics:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -2760,354 +3109,6 @@ def _plottable(record: dict, value: str) -> bool:
     return all(isinstance(x, int) and not isinstance(x, bool) for x in numbers) and isinstance(
         record.get(value), int | float
     )
-
-
-def lr_factor(o: Optimizer, step: int, steps: int) -> float:
-    """Multiplier of the base rates at `step` (1-based) of a stage of `steps`: linear warmup,
-    then cosine or linear decay to min_lr (as a fraction of each group's rate), or constant."""
-    warmup = min(o.warmup, steps)
-    if step <= warmup:
-        return step / warmup
-    if o.schedule is LrSchedule.CONSTANT or steps == warmup:
-        return 1.0
-    progress = (step - warmup) / (steps - warmup)
-    shape = (
-        0.5 * (1 + math.cos(math.pi * progress))
-        if o.schedule is LrSchedule.COSINE
-        else 1 - progress
-    )
-    return shape
-
-
-def build(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
-    """The optimizer over `groups` (dicts of params, lr, weight_decay, name)."""
-    groups = [g for g in groups if g["params"]]
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    return pick(OPTIMIZERS, optimizer_key(o), "optimizer")(o, groups)
-
-
-def _adamw(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.method.betas, eps=o.method.eps,
-                             foreach=False)  # fmt: skip
-
-
-OPTIMIZERS = {
-    "adamw": _adamw,
-}
-
-
-def set_lr(opt: torch.optim.Optimizer, o: Optimizer, step: int, steps: int) -> float:
-    """Apply the schedule; returns the factor (the logged lr is the first group's)."""
-    factor = lr_factor(o, step, steps)
-    for g in opt.param_groups:
-        floor = min(o.min_lr, g["base_lr"])
-        g["lr"] = floor + (g["base_lr"] - floor) * factor
-    return factor
-
-
-class StageModel(nn.Module):
-    """A rack arranged for one stage."""
-
-    def __init__(self, plan: Plan, stage: Stage, store: Store, device: torch.device) -> None:
-        super().__init__()
-        self.plan, self.stage, self.device = plan, stage, device
-        self.rack = Rack(plan)
-        if store.shared:
-            self.rack.load_state_dict(store.shared, strict=False)
-        self._build_stacks(store)
-        self.rack.to(device)
-        self._attach_adapters(store)
-        self._mark_trainable()
-        self.positions = tuple(part.position for part in stage.parts)
-        self.precision = {part.position: part.precision for part in stage.parts}
-        self.frozen = {part.position: part.trains is not Trains.FULL for part in stage.parts}
-
-    # --- building ---
-
-    def _build_stacks(self, store: Store) -> None:
-        """One stack at a time: its master is loaded (from memory or from disk) and, if it
-        does not train fully, held in its precision at once, so at most one stack is ever
-        in fp32 beyond those that train."""
-        for part in self.stage.parts:
-            if part.position in store.stacks:
-                stack = BlockStack(
-                    self.plan.stacks[part.position], self.plan.model, self.plan.run.seed
-                )
-                stack.load_state_dict(dict(store.stacks[part.position].items()))
-                self.rack.stacks[str(part.position)] = stack
-                if part.trains is not Trains.FULL:
-                    freeze_into(stack.to(self.device), part.precision, self.device)
-        for position in self.stage.new:
-            if position not in store.stacks:
-                source = self.stage.init_from
-                copy_of = store.stacks[source] if source is not None else None
-                self.rack.add_stack(position, self.stage.init, copy_of)
-                store.stacks[position] = master_state(self.rack.stacks[str(position)])
-        if not store.shared:
-            store.shared.update(shared_state(self.rack))
-
-    def _attach_adapters(self, store: Store) -> None:
-        """Inject the adapters that train this stage or hold trained weights. An adapter that
-        has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
-        the cost; its initial weights derive from the seed, whenever it is attached."""
-        seed = self.plan.run.seed
-        for part in self.stage.parts:
-            stack = self.stack(part.position)
-            trains = part.role is Role.TRUNK and part.trains is not Trains.NOTHING
-            loras = (
-                ("stack", self.plan.stacks[part.position].stack_lora),
-                ("trunk", part.trunk_lora),
-            )
-            for name, lora in loras:
-                stored = store.adapters.get((part.position, name))
-                if lora is None or not (trains or (stored is not None and _nonzero(stored))):
-                    continue
-                attach = pick(ADAPTERS, adapter_key(lora), "adapter")
-                attach(stack, lora, name, seed=seed, position=part.position)
-                if stored is not None:
-                    load_adapter(stack, name, stored)
-                stack.to(self.device)
-
-    def _mark_trainable(self) -> None:
-        self.requires_grad_(False)
-        for part in self.stage.parts:
-            stack = self.stack(part.position)
-            if part.trains is Trains.FULL and part.role is Role.TRUNK:
-                stack.requires_grad_(True)
-            elif part.role is Role.NEW:
-                for param in base_parameters(stack):
-                    param.requires_grad_(True)
-            if part.trains is not Trains.NOTHING and part.role is Role.TRUNK:
-                for param in adapter_parameters(stack):
-                    param.requires_grad_(True)
-            for block in stack.blocks:
-                if block.frozen_up:
-                    weight_of(base_of(block.ffn.up)).requires_grad_(False)
-        for param in input_parameters(self.rack):
-            param.requires_grad_(self.stage.train_input)
-        for param in head_parameters(self.rack):
-            param.requires_grad_(self.stage.train_head or param.requires_grad)
-
-    # --- running ---
-
-    def stack(self, position: int) -> BlockStack:
-        return self.rack.stacks[str(position)]
-
-    def train(self, mode: bool = True) -> StageModel:
-        """Training mode where something trains: frozen stacks (and a frozen input side) stay
-        in eval mode, so dropout never touches what is not learning."""
-        super().train(mode)
-        for part in self.stage.parts:
-            self.stack(part.position).train(mode and part.trains is not Trains.NOTHING)
-        self.rack.drop.train(mode and self.stage.train_input)
-        return self
-
-    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None) -> torch.Tensor:
-        """Hidden states after the given stacks (default: all of this stage's)."""
-        h = self.rack.embed_tokens(inputs, t)
-        return self.run(h, self.positions if positions is None else positions)
-
-    def run(self, h: torch.Tensor, positions) -> torch.Tensor:
-        for position in positions:
-            stack = self.stack(position)
-            with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
-                h = stack(h, self.rack.ropes(h.device)).float()
-        return h
-
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.rack.logits(h)
-
-    # --- writing back ---
-
-    def capture(self, store: Store) -> None:
-        """Write what this stage trains back into the store (fp32)."""
-        for part in self.stage.parts:
-            stack = self.stack(part.position)
-            if part.trains is Trains.FULL:
-                store.stacks[part.position] = master_state(stack)
-            if part.trains is not Trains.NOTHING:
-                for name in NAMES:
-                    if _has(stack, name):
-                        store.adapters[(part.position, name)] = adapter_state(stack, name)
-        if self.stage.train_input or self.stage.train_head:
-            store.shared.clear()
-            store.shared.update(shared_state(self.rack))
-
-
-def _nonzero(state: dict[str, torch.Tensor]) -> bool:
-    """Whether a stored adapter has ever changed its output (some lora_B entry is not zero)."""
-    return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
-
-
-def _has(stack: BlockStack, name: str) -> bool:
-    return bool(adapter_parameters(stack, name))
-
-
-def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
-    """A stack's own weights (not its adapters)."""
-    lora = {id(x) for x in adapter_parameters(stack)}
-    return [x for x in stack.parameters() if id(x) not in lora]
-
-
-def input_parameters(rack: Rack) -> list[nn.Parameter]:
-    """Token embedding (with its projection), learned positions, time embedding."""
-    parts = [rack.embed, rack.embed_proj, rack.positions, rack.time]
-    return [x for m in parts if m is not None for x in m.parameters()]
-
-
-def head_parameters(rack: Rack) -> list[nn.Parameter]:
-    """The final norm and the head (a tied head is the input embedding)."""
-    parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
-    return [x for m in parts for x in m.parameters()]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RunState:
-    """Where a run is, beyond its weights: what a checkpoint keeps and a resume starts from.
-    Mid-stage (`step` > 0) it also holds what the stage's loop had: its optimizer and loss
-    scale, and torch's RNG (restored once the stage's model is built, since building draws)."""
-
-    stage: int = 1  # the stage in progress (1-based)
-    step: int = 0  # the steps of it done
-    global_step: int = 0  # the steps of the whole run done
-    # the data position (batches.Stream)
-    stream: dict = dataclasses.field(default_factory=lambda: {"epoch": 0, "offset": 0})
-    rng: torch.Tensor | None = None
-    optimizer: dict | None = None
-    scaler: dict | None = None
-    window: dict | None = None  # the harness's: losses since its last log line
-
-    def starting(self, stage: int) -> RunState:
-        """The state at the start of `stage`: the run's step count and data position go on."""
-        return RunState(stage=stage, global_step=self.global_step, stream=self.stream)
-
-
-OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
-
-
-def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
-                state: RunState, *, cache=None,
-                on_step: OnStep | None = None) -> tuple[RunState, float]:  # fmt: skip
-    """Train `stage` from `state` to its last step: (the state there, the last step's loss).
-    `cache`: the stage's activation cache (runtime/cache.py), if it has one."""
-    o = plan.optimizer
-    opt = build(o, param_groups(model, stage, o))
-    scaler = LossScaler.for_stage(stage.parts, model.device)
-    if state.optimizer is not None:  # resumed mid-stage
-        try:
-            opt.load_state_dict(state.optimizer)
-            scaler.restore(state.scaler)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise Damaged(
-                f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
-                f"optimizer ({e}); resume from a stage-end checkpoint or start again"
-            ) from None
-    if state.rng is not None:
-        torch.set_rng_state(state.rng)
-    stream = Stream(data.train, plan.run.seed)
-    stream.restore(state.stream)
-    trainable = [x for g in opt.param_groups for x in g["params"]]
-
-    def snapshot() -> RunState:
-        return dataclasses.replace(state, optimizer=opt.state_dict(), scaler=scaler.state(),
-                            rng=torch.get_rng_state())  # fmt: skip
-
-    loss = math.nan
-    for step in range(state.step + 1, stage.steps + 1):
-        set_lr(opt, o, step, stage.steps)
-        loss = 0.0
-        for micro in range(o.accumulate):
-            ids = stream.take(plan.data.batch)
-            batch = batch_for(plan, stage, data, ids, draw=(step - 1) * o.accumulate + micro)
-            part = stage_loss(model, batch, cache) / o.accumulate
-            scaler.backward(part)
-            loss += part.item()
-        if not math.isfinite(loss):
-            raise Diverged(stage.number, step, f"the loss became {loss}")
-        if o.clip is not None:
-            scaler.unscale(opt)
-            torch.nn.utils.clip_grad_norm_(trainable, o.clip)
-        scaler.step(opt)
-        opt.zero_grad(set_to_none=True)
-        state = RunState(stage=stage.number, step=step, global_step=state.global_step + 1,
-                         stream=stream.state())  # fmt: skip
-        if on_step is not None:
-            on_step(state, loss, opt.param_groups[0]["lr"], snapshot)
-    return state, loss
-
-
-def batch_for(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, draw: int) -> Batch:
-    """The batch of windows `ids` for the `draw`-th micro-batch of a stage, corrupted for its
-    objective (the noise level depends on the draw, the masks on the windows)."""
-    ratio, t = noise(stage, plan, draw)
-    return _batch(plan, stage, data, ids, ratio, t)
-
-
-def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
-    """The model's loss on a batch; with an activation cache, the hidden states come through
-    it (runtime/cache.py: the frozen trunk runs once per window)."""
-    device = model.device
-    inputs, targets = b.inputs.to(device), b.targets.to(device)
-    t = b.t.to(device) if b.t is not None else None
-    h = model.hidden(inputs, t) if cache is None else cache.hidden(model, inputs, b.ids)
-    return loss_of(model.logits, h, targets)
-
-
-def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared) -> float | None:
-    """Mean loss over the validation batches (None without validation data). They see the
-    same noise at every evaluation, and cycle through the rack's ratios in a fuse stage with
-    time as depth."""
-    batches = eval_ids(data.val, plan.data.batch, plan.run.eval_batches)
-    if not batches:
-        return None
-    model.eval()
-    losses = []
-    with torch.no_grad():
-        for i, ids in enumerate(batches):
-            ratio, t = noise(stage, plan, -1 - i)
-            if stage.mask_ratio is None and stage.parts[0].mask_ratio is not None:
-                ratio = stage.parts[i % len(stage.parts)].mask_ratio  # time as depth, fuse
-            losses.append(stage_loss(model, _batch(plan, stage, data, ids, ratio, t)).item())
-    model.train()
-    return float(np.mean(losses))
-
-
-def _batch(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, ratio, t) -> Batch:
-    windows = torch.from_numpy(data.windows[ids])
-    vocab = Vocabulary(mask=data.tokenizer.specials.mask, ordinary=data.tokenizer.ordinary)
-    return make_batch(windows, ids, stage.objective, ratio, t, seed=plan.run.seed, vocab=vocab)
-
-
-def param_groups(model: StageModel, stage: Stage, o: Optimizer) -> list[dict]:
-    """Stack weights at the stage's lr, adapters at adapter_lr, embeddings and head at
-    embedding_lr; weight decay on matrices only."""
-    stacks, lora = [], []
-    for part in stage.parts:
-        stack = model.stack(part.position)
-        stacks += [x for x in base_parameters(stack) if x.requires_grad]
-        lora += [x for x in adapter_parameters(stack) if x.requires_grad]
-    rack = model.rack
-    shared = [x for x in [*input_parameters(rack), *head_parameters(rack)] if x.requires_grad]
-    shared = list({id(x): x for x in shared}.values())
-    groups = []
-    for name, params, lr in (("stacks", stacks, stage.lr), ("adapters", lora, stage.adapter_lr),
-                             ("embeddings", shared, stage.embedding_lr)):  # fmt: skip
-        matrices = [x for x in params if x.dim() >= 2]
-        others = [x for x in params if x.dim() < 2]
-        groups.append({"name": name, "params": matrices, "lr": lr, "weight_decay": o.weight_decay})
-        groups.append({"name": name + "/no_decay", "params": others, "lr": lr, "weight_decay": 0.0})
-    if not any(g["params"] for g in groups):
-        raise RunError(f"stage {stage.number} trains nothing")
-    return groups
-
-
-class Diverged(RunError):
-    """Training produced a non-finite loss or non-finite weights."""
-
-    def __init__(self, stage: int, step: int, what: str) -> None:
-        super().__init__(f"{what} in stage {stage} at step {step}")
-        self.stage, self.step = stage, step
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

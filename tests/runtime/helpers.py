@@ -44,8 +44,8 @@ def trainer_for(text: str, run_dir, name: str = "t"):
     """A Trainer over a freshly lowered plan and its prepared data (CPU)."""
     import torch
 
+    from stackwise_dsl.core.seeds import derive
     from stackwise_dsl.data import prepare
-    from stackwise_dsl.runtime.seeds import derive
     from stackwise_dsl.runtime.train import Trainer
 
     plan = plan_of(text, name)

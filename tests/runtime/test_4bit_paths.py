@@ -20,8 +20,8 @@ import pytest
 import torch
 from torch import nn
 
+from stackwise_dsl.core.precision import Packed4bitLinear, quantized_linear
 from stackwise_dsl.ir.enums import Precision
-from stackwise_dsl.runtime.precision import Packed4bitLinear, quantized_linear
 from tests.conftest import ROOT
 from tests.runtime.helpers import small, trainer_for
 
@@ -204,8 +204,8 @@ from torch import nn
 from stackwise_dsl.ir.enums import Precision
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.ir.enums import Target
-from stackwise_dsl.runtime import adapters
-from stackwise_dsl.runtime.precision import quantized_linear
+from stackwise_dsl.core import adapters
+from stackwise_dsl.core.precision import quantized_linear
 layer = quantized_linear(nn.Linear(96, 32, bias=False), Precision.NF4, torch.device("cpu"))
 stack = nn.ModuleDict({"q": nn.Linear(8, 8)})
 adapters.attach(stack, p.Lora(rank=2, alpha=2.0, dropout=0.0, targets=(Target.Q,)),

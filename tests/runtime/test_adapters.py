@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from stackwise_dsl.runtime import adapters, checkpoint, loop, optim
+from stackwise_dsl.core import adapters, loop, optim
+from stackwise_dsl.core.stage_model import StageModel
+from stackwise_dsl.runtime import checkpoint
 from stackwise_dsl.runtime.merge import export, lora_of, merged
-from stackwise_dsl.runtime.stage_model import StageModel
 from stackwise_dsl.runtime.weights import OnDisk
 from tests.runtime.helpers import small, trainer_for
 

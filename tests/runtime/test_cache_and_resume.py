@@ -15,10 +15,11 @@ import torch
 from safetensors.torch import load_file
 
 from stackwise_dsl import runtime
-from stackwise_dsl.runtime import checkpoint, loop
-from stackwise_dsl.runtime.batches import Stream
+from stackwise_dsl.core import loop
+from stackwise_dsl.core.batches import Stream
+from stackwise_dsl.core.stage_model import StageModel
+from stackwise_dsl.runtime import checkpoint
 from stackwise_dsl.runtime.cache import ActivationCache
-from stackwise_dsl.runtime.stage_model import StageModel
 from tests.conftest import ROOT
 from tests.runtime.helpers import plan_of, small, trainer_for
 

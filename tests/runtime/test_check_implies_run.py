@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 
 from stackwise_dsl import testing
 from stackwise_dsl.checks import run_checks
-from stackwise_dsl.host import Host
+from stackwise_dsl.machine.host import Host
 
 HOST = Host(cuda=False, data=())  # the data is the synthetic task
 

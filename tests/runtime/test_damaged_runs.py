@@ -382,7 +382,7 @@ def test_a_run_that_cannot_start_leaves_nothing_behind(tmp_path):
 
 
 def test_running_out_of_memory_is_a_clear_error(tmp_path, monkeypatch):
-    from stackwise_dsl.runtime import stage_model
+    from stackwise_dsl.core import stage_model
 
     def no_memory(*args, **kwargs):
         raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't "

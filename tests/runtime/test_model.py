@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from stackwise_dsl import estimate
+from stackwise_dsl.core.attention import kernel_average, make_attention
+from stackwise_dsl.core.layers import rope_tables
+from stackwise_dsl.core.model import Rack
 from stackwise_dsl.frontend import check_file
 from stackwise_dsl.ir.enums import Init, KernelKind, Mode
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower import to_plan
-from stackwise_dsl.runtime.attention import kernel_average, make_attention
-from stackwise_dsl.runtime.layers import rope_tables
-from stackwise_dsl.runtime.model import Rack
 from tests.conftest import SPECS
 from tests.runtime.helpers import plan_of, spec_with
 
@@ -122,7 +122,7 @@ def test_linear_kernel_matches_the_explicit_quadratic_form(causal):
 
 def test_random_feature_kernels_approximate_their_kernels():
     """With many features, φ(q)·φ(k) ≈ exp(-|q-k|²/2) (gaussian) and exp(-|q-k|₁) (laplacian)."""
-    from stackwise_dsl.runtime.attention import random_features
+    from stackwise_dsl.core.attention import random_features
 
     g = torch.Generator().manual_seed(3)
     q, k = (

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from stackwise_dsl.core.objectives import IGNORE, Vocabulary, loss_of, make_batch, noise
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.runtime.objectives import IGNORE, Vocabulary, loss_of, make_batch, noise
 from tests.runtime.helpers import plan_of, small, trainer_for
 
 VOCAB = Vocabulary(mask=257, ordinary=256)
@@ -100,7 +100,7 @@ def test_time_as_input_draws_t_per_batch_and_trains_its_embedding(tmp_path):
     assert all(r == pytest.approx(ratio_at(stage.objective.mask, 1 - t)) for r, t in draws)
     trainer.train_stage(stage)
     trained = trainer.store.shared
-    from stackwise_dsl.runtime.stage_model import StageModel
+    from stackwise_dsl.core.stage_model import StageModel
 
     fresh = StageModel(trainer.plan, stage, type(trainer.store)(), torch.device("cpu"))
     assert not torch.equal(fresh.rack.time.fc1.weight, trained["time.fc1.weight"])

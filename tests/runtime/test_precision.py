@@ -10,16 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from stackwise_dsl.ir.enums import Precision
-from stackwise_dsl.runtime import nvfp4
-from stackwise_dsl.runtime.model import BlockStack
-from stackwise_dsl.runtime.precision import (
+from stackwise_dsl.core import nvfp4
+from stackwise_dsl.core.model import BlockStack
+from stackwise_dsl.core.precision import (
     LossScaler,
     autocast,
     freeze_into,
     quantized_linear,
     storage_bytes,
 )
+from stackwise_dsl.ir.enums import Precision
 from tests.runtime.helpers import plan_of
 
 CPU = torch.device("cpu")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from stackwise_dsl.core import loop
+from stackwise_dsl.core.stage_model import StageModel
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.runtime import loop
-from stackwise_dsl.runtime.stage_model import StageModel
 from tests.runtime.helpers import small, trainer_for
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from stackwise_dsl import estimate
-from stackwise_dsl.runtime import loop
-from stackwise_dsl.runtime.stage_model import StageModel
+from stackwise_dsl.core import loop
+from stackwise_dsl.core.stage_model import StageModel
 from tests.runtime.helpers import small, trainer_for
 
 CASES = {

@@ -7,8 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from stackwise_dsl import check_cache
-from stackwise_dsl.cli import app
+from stackwise_dsl.cli import app, check_memo
 from tests.elaborate.helpers import BASE
 
 runner = CliRunner()
@@ -65,9 +64,9 @@ def test_overrides_are_part_of_the_key(tmp_path, cache):
     assert len(entries(cache)) == 2
 
 
-def test_no_cache_stores_nothing_and_corrupt_entries_are_ignored(tmp_path, cache):
+def test_no_memo_stores_nothing_and_corrupt_entries_are_ignored(tmp_path, cache):
     (tmp_path / "s.sw").write_text(BASE)
-    assert check("s.sw", "--no-cache").exit_code == 0
+    assert check("s.sw", "--no-memo").exit_code == 0
     assert entries(cache) == []
     assert check("s.sw").exit_code == 0
     (entry,) = entries(cache)
@@ -77,8 +76,8 @@ def test_no_cache_stores_nothing_and_corrupt_entries_are_ignored(tmp_path, cache
 
 
 def test_digest_of_a_missing_file_is_none(tmp_path):
-    assert check_cache.digest(str(tmp_path / "nope")) is None
+    assert check_memo.digest(str(tmp_path / "nope")) is None
     (tmp_path / "f").write_bytes(b"abc")
-    assert check_cache.digest(str(tmp_path / "f")) == (
+    assert check_memo.digest(str(tmp_path / "f")) == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )

@@ -6,10 +6,10 @@ import math
 
 import torch
 
+from stackwise_dsl.core.precision import import_bitsandbytes
 from stackwise_dsl.ir.enums import LrSchedule
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import optimizer_key, pick
-from stackwise_dsl.runtime.precision import import_bitsandbytes
 
 
 def lr_factor(o: p.Optimizer, step: int, steps: int) -> float:

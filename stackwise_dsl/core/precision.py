@@ -9,7 +9,7 @@
   CUDA-only).
 - nf4 / fp4 (frozen): bitsandbytes' 4-bit formats (nf4 with double quantization), dequantized
   on the fly by Packed4bitLinear on every device and CPU kind.
-- nvfp4 (frozen): NVFP4Linear (runtime/nvfp4.py).
+- nvfp4 (frozen): NVFP4Linear (core/nvfp4.py).
 fp16 needs CUDA: on the CPU it runs in fp32 (`sw check` warns, SW402).
 """
 
@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stackwise_dsl.core.dequantized import dequantized_linear
+from stackwise_dsl.core.nvfp4 import NVFP4Linear
 from stackwise_dsl.ir.enums import Precision
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import frozen_key, pick
-from stackwise_dsl.runtime.dequantized import dequantized_linear
-from stackwise_dsl.runtime.nvfp4 import NVFP4Linear
 
 DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
 
@@ -40,7 +40,7 @@ def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype | N
 
 def emulated_bf16(device: torch.device) -> bool:
     """A CPU without native bf16: bf16 matmuls there are emulated, tens of times slower."""
-    from stackwise_dsl.probe import cpu_bf16
+    from stackwise_dsl.machine.probe import cpu_bf16
 
     return device.type == "cpu" and cpu_bf16() is False
 

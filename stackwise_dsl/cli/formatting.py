@@ -13,7 +13,7 @@ import attrs
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate.load import NotASpecFile, describe_read_error, read_text
-from stackwise_dsl.outputs import output_target
+from stackwise_dsl.machine.outputs import output_target
 from stackwise_dsl.source import MAX_FILE_BYTES, Source
 from stackwise_dsl.syntax.format import format_document
 from stackwise_dsl.syntax.parser import parse

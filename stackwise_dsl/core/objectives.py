@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from stackwise_dsl.core.seeds import generator
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import noise_key, pick
 from stackwise_dsl.lower.schedule import ratio_at
-from stackwise_dsl.runtime.seeds import generator
 
 IGNORE = -100
 

@@ -19,7 +19,7 @@ import attrs
 
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.paths import resolve
-from stackwise_dsl.probe import cpu_bf16, cuda_present
+from stackwise_dsl.machine.probe import cpu_bf16, cuda_present
 
 HEAD_BYTES = 64 * 1024  # of a jsonl file, read for its first records
 HEAD_RECORDS = 8

@@ -56,21 +56,21 @@ def check(
     files: list[Path] = typer.Argument(..., help="Spec files to check."),
     overrides: list[str] = SetOption,
     format: Format = typer.Option(Format.text, "--format", help="text for people, json for tools."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Check afresh; remember nothing."),
+    no_memo: bool = typer.Option(False, "--no-memo", help="Check afresh; remember nothing."),
 ) -> None:
     """Report every problem in each spec: syntax, names, types, shapes, schedules."""
-    from stackwise_dsl import check_cache
-    from stackwise_dsl.probe import host_key
+    from stackwise_dsl.cli import check_memo
+    from stackwise_dsl.machine.probe import host_key
 
     host = host_key()
     results = []
     for f in files:
-        result = None if no_cache else check_cache.lookup(str(f), overrides, host)
+        result = None if no_memo else check_memo.lookup(str(f), overrides, host)
         if result is None:
             _require_valid_overrides(overrides)
             result, read = _check_afresh(f, overrides, host)
-            if not (no_cache or result["unreadable"]):
-                check_cache.store(str(f), overrides, host, read, result)
+            if not (no_memo or result["unreadable"]):
+                check_memo.store(str(f), overrides, host, read, result)
         results.append(result)
     out = _Output()
     if format is Format.json:
@@ -90,10 +90,10 @@ _JSON_KEYS = ("file", "ok", "errors", "warnings", "diagnostics")
 
 
 def _check_afresh(path: Path, overrides: list[str], host: list) -> tuple[dict, tuple[str, ...]]:
-    """Run the front end; the result in the form the cache keeps and the CLI prints."""
+    """Run the front end; the result in the form the memo keeps and the CLI prints."""
     from stackwise_dsl import diagnostics as diag
     from stackwise_dsl.frontend import check_file
-    from stackwise_dsl.host import Host
+    from stackwise_dsl.machine.host import Host
 
     report = check_file(path, overrides, host=Host(cuda=host[0], cpu_bf16=host[1]))
     lines = []
@@ -124,8 +124,8 @@ def fmt(
     ),
 ) -> None:
     """Rewrite specs in the one canonical style; comments are kept."""
-    from stackwise_dsl import formatting
-    from stackwise_dsl.outputs import OutputError
+    from stackwise_dsl.cli import formatting
+    from stackwise_dsl.machine.outputs import OutputError
 
     out = _Output()
     write = not (check or diff)
@@ -205,8 +205,8 @@ def compile(
     if out is None or str(out) == "-":
         sys.stdout.write(text)
         raise typer.Exit(OK)
-    from stackwise_dsl.formatting import write_atomically
-    from stackwise_dsl.outputs import OutputError
+    from stackwise_dsl.cli.formatting import write_atomically
+    from stackwise_dsl.machine.outputs import OutputError
 
     if os.path.realpath(out) == os.path.realpath(file):
         typer.echo(f"error: {out} is the spec being compiled: name another file", err=True)
@@ -233,7 +233,7 @@ def _lower_or_exit(
     from stackwise_dsl.codes import CODES
     from stackwise_dsl.data import DataError, lower_spec
     from stackwise_dsl.frontend import check_file
-    from stackwise_dsl.host import Host
+    from stackwise_dsl.machine.host import Host
 
     host = Host.detect() if for_run else attrs.evolve(Host.detect(), data=())
     report = check_file(file, overrides, host=host)
@@ -324,7 +324,7 @@ def _view(plan_, show: bool):
 
     if not show:
         return contextlib.nullcontext(None)
-    from stackwise_dsl.run_view import PlainProgress, RichProgress
+    from stackwise_dsl.cli.run_view import PlainProgress, RichProgress
 
     return RichProgress(plan_) if sys.stdout.isatty() else PlainProgress(plan_, sys.stdout)
 
@@ -361,7 +361,7 @@ def _report_run(summaries, where, quiet: bool, format: Format) -> None:
         _Output().json({"run_dir": str(where), "stages": [attrs.asdict(s) for s in summaries]})
         raise typer.Exit(OK)
     if not quiet:
-        from stackwise_dsl.run_view import print_summary
+        from stackwise_dsl.cli.run_view import print_summary
 
         print_summary(summaries, sys.stdout)
     typer.echo(f"run written to {where}")
@@ -402,9 +402,9 @@ def export(
 @app.command()
 def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. SW201.")) -> None:
     """Explain a diagnostic code, with an example and its fix."""
+    from stackwise_dsl.cli.explain import explain_text
     from stackwise_dsl.codes import CODES, lookup
     from stackwise_dsl.elaborate.suggest import did_you_mean
-    from stackwise_dsl.explain import explain_text
 
     found = lookup(code)
     if found is None:

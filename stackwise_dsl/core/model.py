@@ -14,12 +14,12 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from stackwise_dsl.core.attention import make_attention
+from stackwise_dsl.core.layers import GeluFfn, SwiGluFfn, make_norm, rope_tables
+from stackwise_dsl.core.seeds import generator
 from stackwise_dsl.ir.enums import Head, Init
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import ffn_key, pick, time_key
-from stackwise_dsl.runtime.attention import make_attention
-from stackwise_dsl.runtime.layers import GeluFfn, SwiGluFfn, make_norm, rope_tables
-from stackwise_dsl.runtime.seeds import generator
 
 INIT_STD = 0.02
 

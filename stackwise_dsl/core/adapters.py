@@ -15,9 +15,9 @@ import warnings
 import torch
 from torch import nn
 
+from stackwise_dsl.core.precision import quiet_bitsandbytes
+from stackwise_dsl.core.seeds import generator
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.runtime.precision import quiet_bitsandbytes
-from stackwise_dsl.runtime.seeds import generator
 
 NAMES = ("stack", "trunk")
 

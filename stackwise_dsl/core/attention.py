@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stackwise_dsl.core.layers import apply_rope
 from stackwise_dsl.ir.enums import KernelKind, Mode
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import attention_key, pick
-from stackwise_dsl.runtime.layers import apply_rope
 
 
 class SelfAttention(nn.Module):

@@ -1,7 +1,7 @@
 """Combining records: `extends` overrides, `include` unions, `--set` paths.
 
 - `override(base, child)`: the child's entries replace the base's; a section or call of the
-  same name is merged field by field, so `optimizer = adamw(lr = 1e-3)` in a child changes
+  same name is combined field by field, so `optimizer = adamw(lr = 1e-3)` in a child changes
   only the learning rate. A different constructor, or a growth in another direction,
   replaces the whole value.
 - `union(a, b)`: the same recursion, but a field set on both sides is an error (SW102):
@@ -52,15 +52,15 @@ def union(a: Record, b: Record, report: Report) -> Record:
             index[e.ident] = len(entries)
             entries.append(e)
         elif _same_record(entries[i].value, e.value):
-            merged = union(entries[i].value, e.value, report)
-            entries[i] = attrs.evolve(entries[i], value=merged)
+            combined = union(entries[i].value, e.value, report)
+            entries[i] = attrs.evolve(entries[i], value=combined)
         else:
             report(_conflict(entries[i], e))
     return attrs.evolve(a, entries=tuple(entries))
 
 
 def _same_record(a: Value, b: Value) -> bool:
-    """Records merge when they are the same section or constructor; a growth only when its
+    """Records combine when they are the same section or constructor; a growth only when its
     direction is unchanged (a new direction means a new schedule, so it replaces)."""
     if not (isinstance(a, Record) and isinstance(b, Record) and a.name == b.name):
         return False

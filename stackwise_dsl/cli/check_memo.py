@@ -23,19 +23,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from stackwise_dsl import __version__
+from stackwise_dsl.machine.resources import grammar_path
+from stackwise_dsl.machine.userdirs import memo_dir
 from stackwise_dsl.source import MAX_FILE_BYTES
-from stackwise_dsl.userdirs import cache_dir
 
 FORMAT = 1
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # all of stackwise_dsl/
 
 
 @functools.cache
 def code_fingerprint() -> str:
     """The installed code: the version, and every module's and grammar's size and mtime."""
     h = hashlib.sha256(f"{FORMAT}\0{__version__}".encode())
-    from stackwise_dsl.resources import grammar_path
-
     for path in sorted([*_PACKAGE.rglob("*.py"), grammar_path()]):
         st = path.stat()
         h.update(f"\0{path}\0{st.st_size}\0{st.st_mtime_ns}".encode())
@@ -43,7 +42,7 @@ def code_fingerprint() -> str:
 
 
 def _entry_path(path: str, overrides: Sequence[str], host: list) -> Path | None:
-    base = cache_dir()
+    base = memo_dir()
     if base is None:
         return None
     key = json.dumps([code_fingerprint(), os.getcwd(), path, list(overrides), host])
@@ -82,7 +81,7 @@ def lookup(path: str, overrides: Sequence[str], host: list) -> dict | None:
 def store(
     path: str, overrides: Sequence[str], host: list, files: Sequence[str], result: dict
 ) -> None:
-    """Remember a result (quietly does nothing when the cache cannot be written)."""
+    """Remember a result (quietly does nothing when the memo cannot be written)."""
     entry_path = _entry_path(path, overrides, host)
     if entry_path is None or not files:
         return

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stackwise_dsl.runtime.dequantized import dequantized_linear
+from stackwise_dsl.core.dequantized import dequantized_linear
 
 BLOCK = 16
 E2M1 = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])

@@ -13,24 +13,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stackwise_dsl.core import adapters
+from stackwise_dsl.core.model import BlockStack, Rack, weight_of
+from stackwise_dsl.core.precision import autocast, freeze_into
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import adapter_key, pick
-from stackwise_dsl.runtime import adapters
-from stackwise_dsl.runtime.model import BlockStack, Rack, weight_of
-from stackwise_dsl.runtime.precision import autocast, freeze_into
-from stackwise_dsl.runtime.weights import (
-    Store,
-    adapter_state,
-    load_adapter,
-    master_state,
-    shared_state,
-)
 
 
 class StageModel(nn.Module):
-    """A rack arranged for one stage."""
+    """A rack arranged for one stage, built from `store` (runtime/weights.py: the run's fp32
+    masters, adapters and shared weights, as plain state dicts)."""
 
-    def __init__(self, plan: p.Plan, stage: p.Stage, store: Store, device: torch.device) -> None:
+    def __init__(self, plan: p.Plan, stage: p.Stage, store, device: torch.device) -> None:
         super().__init__()
         self.plan, self.stage, self.device = plan, stage, device
         self.rack = Rack(plan)
@@ -46,7 +40,7 @@ class StageModel(nn.Module):
 
     # --- building ---
 
-    def _build_stacks(self, store: Store) -> None:
+    def _build_stacks(self, store) -> None:
         """One stack at a time: its master is loaded (from memory or from disk) and, if it
         does not train fully, held in its precision at once, so at most one stack is ever
         in fp32 beyond those that train."""
@@ -68,7 +62,7 @@ class StageModel(nn.Module):
         if not store.shared:
             store.shared.update(shared_state(self.rack))
 
-    def _attach_adapters(self, store: Store) -> None:
+    def _attach_adapters(self, store) -> None:
         """Inject the adapters that train this stage or hold trained weights. An adapter that
         has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
         the cost; its initial weights derive from the seed, whenever it is attached."""
@@ -141,7 +135,7 @@ class StageModel(nn.Module):
 
     # --- writing back ---
 
-    def capture(self, store: Store) -> None:
+    def capture(self, store) -> None:
         """Write what this stage trains back into the store (fp32)."""
         for part in self.stage.parts:
             stack = self.stack(part.position)
@@ -181,3 +175,48 @@ def head_parameters(rack: Rack) -> list[nn.Parameter]:
     """The final norm and the head (a tied head is the input embedding)."""
     parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
     return [x for m in parts for x in m.parameters()]
+
+
+# --- live modules and plain state dicts (what the weight store holds) ---
+
+_BASE = ".base_layer"  # peft's wrapping of a layer with adapters
+
+
+def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
+    """A live stack's base weights under plain-module names (adapters left out), in fp32."""
+    out = {}
+    for key, value in stack.state_dict().items():
+        if ".lora_" in key:
+            continue
+        out[key.replace(_BASE, "")] = value.detach().float().clone()
+    return out
+
+
+def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """One adapter's weights of a live stack, under plain-module names."""
+    marker = {f".lora_A.{name}.", f".lora_B.{name}."}
+    out = {}
+    for key, value in stack.state_dict().items():
+        if any(m in key for m in marker):
+            out[key.replace(_BASE, "")] = value.detach().float().clone()
+    return out
+
+
+def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
+    """Put stored adapter weights back into a live (peft-wrapped) stack."""
+    live = {
+        k.replace(_BASE, ""): k for k in stack.state_dict() if f".{name}." in k and ".lora_" in k
+    }
+    missing = set(live) ^ set(state)
+    if missing:
+        raise KeyError(f"stored adapter `{name}` does not fit this stack: {sorted(missing)[:3]}")
+    stack.load_state_dict({live[k]: v for k, v in state.items()}, strict=False)
+
+
+def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
+    """The rack's own weights (everything but its stacks)."""
+    return {
+        k: v.detach().float().clone()
+        for k, v in rack.state_dict().items()
+        if not k.startswith("stacks.")
+    }

@@ -20,19 +20,19 @@ import attrs
 import numpy as np
 import torch
 
-from stackwise_dsl.data import Prepared
-from stackwise_dsl.lower import plan as p
-from stackwise_dsl.runtime import adapters, optim
-from stackwise_dsl.runtime.batches import Stream, eval_ids
-from stackwise_dsl.runtime.errors import Damaged, RunError
-from stackwise_dsl.runtime.objectives import Batch, Vocabulary, loss_of, make_batch, noise
-from stackwise_dsl.runtime.precision import LossScaler
-from stackwise_dsl.runtime.stage_model import (
+from stackwise_dsl.core import adapters, optim
+from stackwise_dsl.core.batches import Stream, eval_ids
+from stackwise_dsl.core.errors import Damaged, RunError
+from stackwise_dsl.core.objectives import Batch, Vocabulary, loss_of, make_batch, noise
+from stackwise_dsl.core.precision import LossScaler
+from stackwise_dsl.core.stage_model import (
     StageModel,
     base_parameters,
     head_parameters,
     input_parameters,
 )
+from stackwise_dsl.data import Prepared
+from stackwise_dsl.lower import plan as p
 
 
 @attrs.frozen(kw_only=True)

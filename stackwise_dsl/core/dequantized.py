@@ -1,5 +1,5 @@
-"""Frozen layers computed from weights rebuilt out of compact storage (runtime/precision.py,
-runtime/nvfp4.py), without keeping a full-precision copy alive for the backward pass."""
+"""Frozen layers computed from weights rebuilt out of compact storage (core/precision.py,
+core/nvfp4.py), without keeping a full-precision copy alive for the backward pass."""
 
 from __future__ import annotations
 
