@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parent.parent
 GOALS = {"tiny": 700, "gpt": 900, "diffusion": 1200}
 MODEL_BEFORE = 250
 MARKS = {
-    "configuration": r"^(PLAN|SPEC_TEXT) = ",
-    "model": r"^class \w+\(nn\.Module\)",
-    "objective": r"^def make_batch\(",
-    "loop": r"^def train_stage\(",
-    "harness": r"^class Trainer\b",
+    "configuration": r"^# --- configuration",
+    "model": r"^class \w+\(nn\.Module\)",  # the first module class
+    "objective and data": r"^# --- the objective and the data",
+    "loop": r"^# --- the loop",
+    "harness": r"^# --- the harness",
     "main": r"^def main\(",
 }
 

@@ -160,13 +160,18 @@ def _with_strings(obj, make):
 
 
 def _shape(source: str) -> str:
-    """The script's syntax tree with every string constant blanked out."""
+    """The script's syntax tree with every string constant blanked out, and the names of the
+    configuration's constants (`BLOCK_<name>` takes a block's name, made an identifier)
+    written alike."""
     import ast
+    import re
 
     tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str):
             node.value = ""
+        if isinstance(node, ast.Name) and re.fullmatch(r"BLOCK_[A-Z0-9_]*", node.id):
+            node.id = "BLOCK_"
     return ast.dump(tree)
 
 
@@ -189,8 +194,9 @@ def test_hostile_strings_anywhere_in_a_spec_never_become_code():
                      overrides=[f"run.dir={h}" for h in HOSTILE], script_name="".join(HOSTILE))  # fmt: skip
     for raw in ("\u2028", "\u2029", "\x85", "\x00", "\r", "é"):
         assert raw not in hostile  # escaped, never written raw
-    with_benign_lists = render(_with_strings(plan, lambda: "s"), spec_text="x", spec_file="x",
-                               overrides=["x"] * len(HOSTILE))  # fmt: skip
+    benign = itertools.cycle([f"s{i}" for i in range(len(HOSTILE))])  # equal where hostile is
+    with_benign_lists = render(_with_strings(plan, lambda: next(benign)), spec_text="x",
+                               spec_file="x", overrides=["x"] * len(HOSTILE))  # fmt: skip
     assert _shape(hostile) == _shape(with_benign_lists)  # the same statements, only data differ
 
 
@@ -230,21 +236,21 @@ def test_a_script_resumes_a_run_stage_by_stage_and_knows_when_it_is_complete(tmp
 
 
 def test_main_describes_each_stage_and_groups_wide_racks():
-    from stackwise_dsl.emit.script import _describe, _ranges
+    from stackwise_dsl.emit.script import describe_stage, position_ranges
     from stackwise_dsl.frontend import check_file
     from stackwise_dsl.lower import to_plan
 
-    assert _ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8" and _ranges([4]) == "4"
+    assert position_ranges([0, 1, 2, 5, 7, 8]) == "0-2, 5, 7-8" and position_ranges([4]) == "4"
     plan = to_plan(check_file(ROOT / "specs" / "llama70b.sw", []).spec, name="llama70b")
-    assert _describe(plan, plan.stages[-1]) == [
+    assert describe_stage(plan, plan.stages[-1]) == [
         "Stage 81 of 81: fuse, 4,883 steps, clm, lr 0.0001",
         "  stacks 0-79: trunk, nf4, adapters train, LoRA r16 trunk",
     ]
-    assert _describe(plan, plan.stages[9])[1:] == [  # more than 8 stacks: grouped
+    assert describe_stage(plan, plan.stages[9])[1:] == [  # more than 8 stacks: grouped
         "  stacks 0-8: trunk, nf4, frozen",
         "  stack 9: new, bf16, random init",
     ]
-    assert _describe(plan, plan.stages[2])[1:] == [  # a stack per line
+    assert describe_stage(plan, plan.stages[2])[1:] == [  # a stack per line
         "  stack 0 (layer): trunk, nf4, frozen",
         "  stack 1 (layer): trunk, nf4, frozen",
         "  stack 2 (layer): new, bf16, random init",

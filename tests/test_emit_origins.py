@@ -15,8 +15,7 @@ runner = CliRunner()
 
 def _plan_block(script: str) -> list[str]:
     lines = script.splitlines()
-    start = lines.index("PLAN = {")
-    return lines[start : lines.index("}", start) + 1]
+    return lines[lines.index("# fmt: off") + 1 : lines.index("# fmt: on")]
 
 
 def _compile(*args: str) -> str:
@@ -29,27 +28,25 @@ def test_values_name_the_spec_line_that_set_them(monkeypatch):
     monkeypatch.chdir(ROOT)
     block = "\n".join(_plan_block(_compile("specs/tiny.sw")))
     for line in [
+        "BLOCK_B = {  # line 6",  # a block both stacks have, written once
+        '    "attention": {"heads": 2, "kv_heads": 2, "head_dim": 16, "mode": "causal"},  # line 6',
+        '    "residual_gain": 1.0, "spectral_norm": False, "freeze_up_proj": False,  # default',
+        '    "name": "tiny",  # derived: the spec\'s file name',
         '    "model": {  # line 4',
-        '        "d_model": 32,  # line 4',
-        '        "dropout": 0.0,  # default',
-        '        "vocab": 259,  # derived: the tokenizer\'s',
-        '                        "heads": 2,  # line 6',
-        '                        "mode": "causal",  # line 6',
-        '                        "head_dim": 16,  # derived: d_model / heads',
-        '                        "kv_heads": 2,  # derived: = heads',  # mha: not a default
-        '                        "hidden": 64,  # line 6',
+        '        "vocab": 259, "embed_dim": 32,  # derived',
+        '        "d_model": 32, "context": 32,  # line 4',
+        '        "head": "tied", "dropout": 0.0,  # default',
+        '            "position": 0, "blocks": [BLOCK_B], "created_in": 1,  # derived',
         '            "name": "s",  # line 12',
         "        {  # line 12",
         '            "steps": 150,  # line 12',
-        '            "lr": 0.003,  # line 15',
+        '            "lr": 0.003, "adapter_lr": 0.003, "embedding_lr": 0.003,  # line 15',
         '            "objective": {"kind": "Clm"},  # line 10',
-        '        "source": {  # line 14',
-        '            "task": "copy",  # line 14',
-        '            "samples": 512,  # line 14',
+        '        "source": {"kind": "Synthetic", "task": "copy", "symbols": 16, "samples": 512},  # line 14',
+        '        "seq_len": 32,  # derived: = context',
+        '        "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 15',
         '        "warmup": 10,  # line 15',
-        '            "eps": 1e-08,  # default',
-        '        "seed": 0,  # line 16',
-        '        "log_every": 25,  # line 16',
+        '        "seed": 0, "log_every": 25,  # line 16',
     ]:
         assert f"\n{line}\n" in f"\n{block}\n", line
 
@@ -65,8 +62,11 @@ def test_overrides_and_included_files_are_named(tmp_path, monkeypatch):
     (tmp_path / "main.sw").write_text(spec)
     monkeypatch.chdir(tmp_path)
     block = _plan_block(_compile("main.sw", "--set", "optimizer.lr=0.01"))
-    assert '        "d_model": 32,  # model.sw:3' in block
-    assert '            "lr": 0.01,  # --set optimizer.lr' in block  # each stage's lr
+    assert '        "d_model": 32, "context": 32,  # model.sw:3' in block
+    assert (
+        '            "lr": 0.01, "adapter_lr": 0.01, "embedding_lr": 0.01,  # --set optimizer.lr'
+        in block
+    )
 
 
 def test_comments_are_one_line_of_printable_ascii():
@@ -97,7 +97,10 @@ def test_an_override_names_itself_not_the_line_it_replaced(monkeypatch):
     monkeypatch.chdir(ROOT)
     block = _plan_block(_compile("specs/tiny.sw", "--set", "optimizer.warmup=5"))
     assert '        "warmup": 5,  # --set optimizer.warmup' in block
-    assert '        "weight_decay": 0.0,  # default' in block
+    assert (
+        '        "weight_decay": 0.0, "schedule": "cosine", "min_lr": 0.0, "clip": 1.0,  # default'
+        in block
+    )
 
 
 def _paths(value, at=()):
@@ -127,3 +130,48 @@ def test_the_lowering_gives_every_value_of_every_shipped_plan_an_origin():
         assert paths == set(lowered.origins), file.name
         kinds = {o.kind for o in lowered.origins.values()}
         assert {Kind.WRITTEN, Kind.DEFAULT, Kind.DERIVED} <= kinds, file.name
+
+
+def test_grouped_packs_by_origin_names_repeats_and_reads_back_as_the_value():
+    from stackwise_dsl.emit.literals import grouped
+
+    block = {"name": "b", "heads": 4, "mode": "causal", "gain": 1.0, "lora": None}
+    value = {"model": {"d": 32, "context": 16, "dropout": 0.0, "time": None},
+             "blocks": [block, block, dict(block, name="c")], "seed": 0}  # fmt: skip
+    comments = {("model",): "line 1", ("model", "d"): "line 1", ("model", "context"): "line 1",
+                ("model", "dropout"): "default", ("model", "time"): "derived",
+                ("seed",): "line 9"}  # fmt: skip
+    for i in range(3):
+        comments |= {("blocks", i): "line 2", ("blocks", i, "heads"): "line 2",
+                     ("blocks", i, "mode"): "line 3", ("blocks", i, "gain"): "default"}  # fmt: skip
+    text = grouped("PLAN", value, comments=comments, width=60)
+    assert text == (
+        "BLOCK_B = {  # line 2\n"
+        '    "name": "b",\n'
+        '    "heads": 4,  # line 2\n'
+        '    "mode": "causal",  # line 3\n'
+        '    "gain": 1.0,  # default\n'
+        "}\n"
+        "PLAN = {\n"
+        '    "model": {  # line 1\n'
+        '        "d": 32, "context": 16,  # line 1\n'
+        '        "dropout": 0.0,  # default\n'
+        "    },\n"
+        '    "blocks": [\n'
+        "        BLOCK_B, BLOCK_B,\n"
+        "        {  # line 2\n"
+        '            "name": "c",\n'
+        '            "heads": 4,  # line 2\n'
+        '            "mode": "causal",  # line 3\n'
+        '            "gain": 1.0,  # default\n'
+        "        },\n"
+        "    ],\n"
+        '    "seed": 0,  # line 9\n'
+        "}"
+    )  # (None without a comment of its own is left out: lora, time)
+    scope: dict = {}
+    exec(text, scope)
+    plain = {k: v for k, v in block.items() if k != "lora"}
+    assert scope["PLAN"] == {"model": {"d": 32, "context": 16, "dropout": 0.0}, "seed": 0,
+                             "blocks": [plain, plain, dict(plain, name="c")]}  # fmt: skip
+    assert max(len(line) for line in text.splitlines()) <= 60

@@ -133,10 +133,8 @@ def test_scripts_hold_the_implementations_their_spec_uses_and_no_others(tmp_path
 
 
 def test_a_script_whose_plan_asks_for_what_it_was_not_compiled_with_says_so(tmp_path):
-    adamw = (
-        '"kind": "AdamW",\n            "betas": [0.9, 0.999],  # default\n            "eps": 1e-08,'
-    )
-    sgd = '"kind": "Sgd",\n            "momentum": 0.0,\n            "nesterov": False,'
+    adamw = '"method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08}'
+    sgd = '"method": {"kind": "Sgd", "momentum": 0.0, "nesterov": False}'
     text = _script("tiny", tmp_path)
     assert adamw in text
     text = text.replace(adamw, sgd, 1)

@@ -170,3 +170,164 @@ def text_block(text: str, *, used: int = 0, width: int = 100, indent: int = 0) -
                 piece = piece[cut:]
         pieces.append(piece + end)
     return "(\n" + "".join(f"{inner}{literal(x)}\n" for x in pieces) + " " * indent + ")"
+
+
+def grouped(name: str, value: dict, *, comments: dict | None = None, width: int = 100,
+            hoist: int = 2) -> str:  # fmt: skip
+    """`name = value` (a JSON-like dict) laid out compactly, for a block under `# fmt: off`:
+    plain entries of an object that share a comment are packed on lines together, that
+    comment after each line (a list keeps its order: only neighbours are packed); an object
+    that fits on a line is written on one when every comment inside it is `default`,
+    `derived` or its own; a key whose value is None, with no comment but `default` or
+    `derived`, is left out (whoever reads the value takes a missing optional field as None).
+    An object of more than 40 characters that occurs `hoist` times or more, with the same
+    comments inside, is written once before `name` as a constant and named where it stands
+    (`BLOCK_DENOISER`, `STACK_LORA`, ...)."""
+    comments = comments or {}
+    constants, stands = _repeats(value, comments, hoist)
+    # where a constant stands, the comments are those of its own definition
+    shown = {k: v for k, v in comments.items() if not any(k[: len(c)] == c for c in stands)}
+    out = []
+    for constant, item, inner, inner_stands in reversed(constants):  # parts before wholes
+        text = _grouped(item, (), inner, 0, len(constant) + 3, width, inner_stands)
+        out.append(f"{constant} = {text}")
+    out.append(
+        f"{identifier(name)} = {_grouped(value, (), shown, 0, len(name) + 3, width, stands)}"
+    )
+    return "\n".join(out)
+
+
+def _plain_inside(comments: dict, path: tuple) -> bool:
+    """Whether the object at `path` may be written on one line under its own comment: every
+    comment inside it is `default`, `derived` (with what from), or that same comment."""
+    own = comments.get(path)
+    return all(note == own or note == "default" or note.startswith("derived")
+               for note in _inside(comments, path).values())  # fmt: skip
+
+
+def _inside(comments: dict, path: tuple) -> dict:
+    n = len(path)
+    return {k[n:]: v for k, v in comments.items() if k[:n] == path and len(k) > n}
+
+
+def _repeats(value, comments: dict, hoist: int) -> tuple[list[tuple], dict[tuple, str]]:
+    """The objects to hoist, wholes first, as (constant, object, its comments, where other
+    constants stand inside it), and where each constant stands in `value`. An occurrence
+    inside a hoisted whole counts once, not once per copy of the whole."""
+    places: dict[str, list[tuple]] = {}
+
+    def walk(v, at):
+        if isinstance(v, dict) and len(literal(v)) > 40:
+            key = literal(v) + repr(sorted(_inside(comments, at).items()))
+            places.setdefault(key, []).append((v, at))
+        items = v.items() if isinstance(v, dict) else enumerate(v) if isinstance(v, list) else ()
+        for k, item in items:
+            walk(item, (*at, k))
+
+    walk(value, ())
+    chosen: list[tuple] = []
+    stands: dict[tuple, str] = {}
+    copies: list[tuple] = []  # where a hoisted object stands, but for its first place
+    for key in sorted(places, key=lambda k: -len(literal(places[k][0][0]))):
+        live = [(v, at) for v, at in places[key]
+                if not any(at[: len(c)] == c and at != c for c in copies)]  # fmt: skip
+        if len(live) < hoist:
+            continue
+        item, first = live[0]
+        block = str(item.get("name", "")) if first[-2:-1] == ("blocks",) else ""
+        stem = f"block_{block}" if block else next(
+            (str(x) for x in reversed(first) if isinstance(x, str)), "value")  # fmt: skip
+        stem = re.sub(r"[^A-Za-z0-9_]", "_", stem).upper() or "VALUE"
+        names = {c for c, *_ in chosen}
+        constant, count = stem, 1
+        while constant in names or keyword.iskeyword(constant) or not _IDENTIFIER.match(constant):
+            count += 1
+            constant = f"{stem}_{count}"
+        own = {(): comments[first]} if first in comments else {}
+        chosen.append((constant, item, {**own, **_inside(comments, first)}, first))
+        for _, at in live:
+            stands[at] = constant
+        copies += [at for _, at in live[1:]]
+    # inside each constant's definition: the constants standing within its first occurrence
+    out = []
+    for constant, item, inner, first in chosen:
+        n = len(first)
+        within = {at[n:]: c for at, c in stands.items() if at[:n] == first and at != first}
+        own = {k: v for k, v in inner.items() if not any(k[: len(w)] == w for w in within)}
+        out.append((constant, item, own, within))
+    return out, stands
+
+
+def _omitted(item, note) -> bool:
+    """An optional field left out: None, and nothing but `default` or `derived` to say."""
+    return item is None and note in (None, "default", "derived")
+
+
+def _inline(value, path, comments, stands) -> str:
+    """`value` on one line: constants by name, optional fields left out."""
+    if path in stands:
+        return stands[path]
+    if isinstance(value, dict):
+        kept = [(k, v) for k, v in value.items() if not _omitted(v, comments.get((*path, k)))]
+        inner = [f"{literal(k)}: {_inline(v, (*path, k), comments, stands)}" for k, v in kept]
+        return "{" + ", ".join(inner) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_inline(v, (*path, i), comments, stands)
+                               for i, v in enumerate(value)) + "]"  # fmt: skip
+    return literal(value)
+
+
+def _grouped(value, path, comments, indent, used, width, stands) -> str:
+    if path in stands:
+        return stands[path]
+    if not isinstance(value, dict | list) or not value:
+        return literal(value)
+    one = _inline(value, path, comments, stands)
+    note = comments.get(path)
+    tail = 1 + (len(f"  # {comment_text(note)}") if note else 0)  # its comma and comment
+    if used + len(one) + tail <= width and _plain_inside(comments, path):
+        return one
+    pad = " " * (indent + 4)
+    is_dict = isinstance(value, dict)
+    first = _with_comment("{" if is_dict else "[", comments.get(path), used, width)
+    runs: list[tuple[str | None, list[str]] | str] = []  # packed runs, or whole lines
+    by_note: dict[str | None, tuple] = {}
+    for k, item in value.items() if is_dict else enumerate(value):
+        here = (*path, k)
+        note = None if here in stands else comments.get(here)
+        if is_dict and _omitted(item, note):
+            continue
+        prefix = f"{literal(k)}: " if is_dict else ""
+        text = _grouped(item, here, comments, indent + 4, indent + 4 + len(prefix), width,
+                        stands)  # fmt: skip
+        if "\n" not in text and _plain_inside(comments, here) and len(prefix + text) <= 60:
+            if is_dict:  # derived values share a line, whatever they were derived from
+                group = "derived" if note and note.startswith("derived") else note
+                if group not in by_note:
+                    by_note[group] = (group, [], set())
+                    runs.append(by_note[group])
+                by_note[group][1].append(prefix + text)
+                by_note[group][2].add(note)
+            elif runs and isinstance(runs[-1], tuple) and runs[-1][0] == note:
+                runs[-1][1].append(text)
+            else:
+                runs.append((note, [text], {note}))
+            continue
+        line = f"{pad}{prefix}{text},"
+        runs.append(_with_comment(line, note, 0, width) if "\n" not in text else line)
+    lines = [first]
+    for run in runs:
+        if isinstance(run, str):
+            lines.append(run)
+            continue
+        note, entries, notes = run
+        note = notes.pop() if len(notes) == 1 else note  # one note said in full
+        room = width - len(pad) - (len(f"  # {comment_text(note)}") if note else 0)
+        current = ""
+        for entry in entries:
+            if current and len(current) + len(entry) + 1 > room:
+                lines.append(_with_comment(pad + current.rstrip(), note, 0, width))
+                current = ""
+            current += entry + ", "
+        lines.append(_with_comment(pad + current.rstrip(), note, 0, width))
+    return "\n".join([*lines, " " * indent + ("}" if is_dict else "]")])

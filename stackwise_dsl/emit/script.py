@@ -11,9 +11,9 @@ import hashlib
 import os
 from pathlib import Path
 
-from stackwise_dsl.emit import RUNTIME_MODULES
+from stackwise_dsl.emit import RUNTIME_MODULES, SECTIONS
 from stackwise_dsl.emit.extract import Extracted, extract, import_block, source_file
-from stackwise_dsl.emit.literals import comment_text, literal, pretty, text_block
+from stackwise_dsl.emit.literals import comment_text, grouped, literal, pretty, text_block
 
 # what `main` names (codegen/script.py.j2)
 ROOTS = ("begin", "reopen", "start", "finishing", "from_json", "Device", "RunError", "Complete",
@@ -33,7 +33,7 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
 
     code = runtime_code(needs(plan))
     digest = hashlib.sha256(spec_text.encode("utf-8")).hexdigest()
-    body = "\n\n\n".join(src for _, _, src in code.definitions)
+    body = _sections(code.definitions)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(_templates())),
         undefined=jinja2.StrictUndefined,
@@ -52,7 +52,7 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
         header_sha256=digest,
         spec_text=text_block(spec_text, used=len("SPEC_TEXT = ")),
         overrides=pretty(list(overrides), used=len("OVERRIDES = ")),
-        plan=pretty(to_json(_portable(plan)), used=len("PLAN = "), comments=origins),
+        plan=grouped("PLAN", to_json(_portable(plan)), comments=origins),
         runtime=body,
         stages=_stages(plan),
     )
@@ -95,19 +95,37 @@ def runtime_code(keep: dict[str, frozenset[str]] | None = None) -> Extracted:
     return code
 
 
+def _sections(definitions) -> str:
+    """The definitions, each section under a banner (emit/__init__.py's SECTIONS)."""
+    title_of = {m: title for title, modules in SECTIONS for m in modules}
+    out, current = [], None
+    for module, _, source in definitions:
+        title = title_of[module]
+        if title != current:
+            current = title
+            out.append(_banner(title) + "\n\n\n" + source)
+        else:
+            out.append(source)
+    return "\n\n\n".join(out)
+
+
+def _banner(title: str) -> str:
+    return f"# --- {title} ".ljust(99, "-")
+
+
 def _stages(plan) -> str:
     """The body of `main`'s stage loop, written out: per stage a comment saying what it
     trains (from the plan) and the call that trains it."""
     pad = " " * 12
     out = []
     for stage in plan.stages:
-        lines = _describe(plan, stage)
+        lines = describe_stage(plan, stage)
         out += [f"{pad}# {comment_text(line, width=100 - len(pad) - 2)}" for line in lines]
         out.append(f"{pad}trainer.stage({int(stage.number)})")
     return "\n".join(out)
 
 
-def _describe(plan, stage) -> list[str]:
+def describe_stage(plan, stage) -> list[str]:
     """What a stage trains, in a few words per stack (grouped when the rack is wide)."""
     from stackwise_dsl.lower import plan as p
 
@@ -141,11 +159,11 @@ def _describe(plan, stage) -> list[str]:
     groups: dict[str, list[int]] = {}
     for part, (_, words) in zip(stage.parts, rows, strict=True):
         groups.setdefault(words, []).append(part.position)
-    return [head, *(f"  {'stack' if len(at) == 1 else 'stacks'} {_ranges(at)}: {words}"
+    return [head, *(f"  {'stack' if len(at) == 1 else 'stacks'} {position_ranges(at)}: {words}"
                     for words, at in groups.items())]  # fmt: skip
 
 
-def _ranges(positions: list[int]) -> str:
+def position_ranges(positions: list[int]) -> str:
     """[0, 1, 2, 5] → "0-2, 5"."""
     out, first = [], None
     for i, x in enumerate(positions):

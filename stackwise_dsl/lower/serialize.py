@@ -2,7 +2,8 @@
 
 A run directory keeps its plan as plan.json, and a resumed run reads it back rather than
 lowering the spec again (the working directory, and so relative paths, may have changed).
-Members of a union carry their class name under "kind".
+Members of a union carry their class name under "kind". A field that may be None may be
+left out (compiled scripts write their plan so).
 """
 
 from __future__ import annotations
@@ -74,13 +75,19 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
         if not isinstance(data, dict):
             raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
         fields = _hints(hint)
-        missing = [name for name in fields if name not in data]
+        missing = [name for name in fields if name not in data and not _optional(fields[name])]
         if missing:
             raise PlanFormatError(f"{where} has no `{missing[0]}`")
-        return hint(
-            **{name: _decode(data[name], h, f"{where}.{name}") for name, h in fields.items()}
-        )
+        return hint(**{name: _decode(data.get(name), h, f"{where}.{name}")
+                       for name, h in fields.items()})  # fmt: skip
     return _scalar(data, hint, where)
+
+
+def _optional(hint: Any) -> bool:
+    """A field that may be None, and so may be left out (a compiled script's plan does)."""
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in (
+        typing.get_args(hint)
+    )
 
 
 _SCALARS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}

@@ -3,15 +3,12 @@
 
 Spec SHA-256: c4a609430cec17b6e42a074f1ff6eb7cad9693216c1bc07801f04119429f1e8d
 
-It trains exactly what `sw run` trains for that spec (its text is SPEC_TEXT below) and
-writes the same run directory: spec.sw, plan.json, run.json, metrics.jsonl, checkpoints/
-(safetensors weights and JSON state), summary.json and, with matplotlib, loss.png.
+It trains exactly what `sw run` trains for that spec and writes the same run directory.
 
     python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
 
-Below: the spec and its resolved plan (each value commented with the spec line that set
-it), then the code this spec needs and no other (taken from stackwise-dsl's own runtime),
-then `main`, which trains the stages one after another.
+Top to bottom: the configuration (the resolved plan), the model, the objective and the data, the
+loop, the harness, then `main`; the code is stackwise-dsl's own, the parts this spec needs.
 """
 
 from __future__ import annotations
@@ -50,1286 +47,203 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 # --- configuration -------------------------------------------------------------------------
 
-SPEC_FILE = "specs/diffusion.sw"
-SPEC_SHA256 = "c4a609430cec17b6e42a074f1ff6eb7cad9693216c1bc07801f04119429f1e8d"
-SPEC_TEXT = (
-    "# Right-to-left masked diffusion with time as depth: the README's main job.\n"
-    "#\n"
-    "# The first stack trained sits next to the head and sees the least noise; each later stack\n"
-    "# is inserted at the input side and trained, through the frozen suffix, at a higher mask\n"
-    '# ratio. The trunk is held in 4-bit NF4 with a small trunk LoRA ("progressive QLoRA"), each\n'
-    "# new stack gets its own stack LoRA, and a fuse stage trains all the adapters together.\n"
-    "let d = 128\n"
-    "\n"
-    "model { d_model = d, context = 64, norm = rmsnorm, position = rope(theta = 10000), head = "
-    "tied }\n"
-    "\n"
-    "block denoiser {\n"
-    "  attention = gqa(heads = 4, kv_heads = 2, mode = bidirectional)\n"
-    "  ffn = swiglu(hidden = 4 * d)\n"
-    "}\n"
-    "\n"
-    "stack s = 2 x denoiser\n"
-    "\n"
-    "objective = masked_diffusion(time = depth, mask = linear(0.9 -> 0.15))\n"
-    "\n"
-    "grow prepend 4 x s {\n"
-    "  steps = 150\n"
-    "  init = copy  # a new stack starts as a copy of its neighbour in the trunk\n"
-    "  new { precision = fp32, lora(rank = 16, alpha = 32) }  # bf16 where the hardware has it\n"
-    "  trunk { frozen, precision = nf4, lora(rank = 8, alpha = 16, pattern = decreasing) }\n"
-    "}\n"
-    "\n"
-    "fuse { steps = 100, lr = 1e-4, trunk { adapters } }\n"
-    "\n"
-    "data { source = stdlib, tokenizer = bytes, batch = 16 }\n"
-    "optimizer = adamw(lr = 1e-3, weight_decay = 0.1, warmup = 20, clip = 1.0)\n"
-    "run { seed = 0, log every 10 steps, eval every 50 steps, checkpoint every 100 steps }\n"
-)
-OVERRIDES = []
-
-# The resolved plan: every default filled in (what `sw plan` shows). A comment names the line
-# of SPEC_TEXT that set a value, `--set NAME` for an override, `default` for the language's
-# default, or `derived` for a value computed from others (head_dim, the parts of a stage, ...).
+# The resolved plan (what `sw plan` shows). A comment says where the values on its line came from:
+# a line of SPEC_TEXT, `--set NAME`, a `default`, or `derived`. Left out means None.
+# fmt: off
+TRUNK_LORA_3 = {  # line 24
+    "rank": 2, "alpha": 4.0,  # derived: the rank pattern
+    "dropout": 0.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
+}
+TRUNK_LORA_2 = {  # line 24
+    "rank": 4, "alpha": 8.0,  # derived: the rank pattern
+    "dropout": 0.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
+}
+TRUNK_LORA = {  # line 24
+    "rank": 8, "alpha": 16.0,  # line 24
+    "dropout": 0.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
+}
+STACK_LORA = {  # line 23
+    "rank": 16, "alpha": 32.0,  # line 23
+    "dropout": 0.0, "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
+}
+OBJECTIVE = {  # line 18
+    "kind": "MaskedDiffusion",
+    "time": {"kind": "DepthTime"},  # line 18
+    "mask": {"kind": "LinearSchedule", "start": 0.9, "end": 0.15},  # line 18
+}
+PARTS_2 = {  # line 24
+    "position": 2, "role": "trunk", "mask_ratio": 0.4,  # derived
+    "trains": "nothing", "precision": "nf4",  # line 24
+    "trunk_lora": TRUNK_LORA_2,
+}
+PARTS = {  # line 24
+    "position": 3, "role": "trunk", "mask_ratio": 0.15000000000000002,  # derived
+    "trains": "nothing", "precision": "nf4",  # line 24
+    "trunk_lora": TRUNK_LORA,
+}
+BLOCK_DENOISER = {  # line 11
+    "name": "denoiser",  # line 11
+    "attention": {"heads": 4, "kv_heads": 2, "head_dim": 32, "mode": "bidirectional"},  # line 12
+    "ffn": {"kind": "SwiGlu", "hidden": 512},  # line 13
+    "residual_gain": 1.0, "spectral_norm": False, "freeze_up_proj": False,  # default
+}
 PLAN = {
     "name": "diffusion",  # derived: the spec's file name
     "model": {  # line 9
-        "vocab": 259,  # derived: the tokenizer's
-        "d_model": 128,  # line 9
-        "context": 64,  # line 9
-        "embed_dim": 128,  # derived: = d_model
-        "norm": "rmsnorm",  # line 9
-        "position": {  # line 9
-            "kind": "Rope",
-            "theta": 10000.0,  # line 9
-        },
-        "head": "tied",  # line 9
+        "vocab": 259, "embed_dim": 128,  # derived
+        "d_model": 128, "context": 64, "norm": "rmsnorm",  # line 9
+        "position": {"kind": "Rope", "theta": 10000.0}, "head": "tied",  # line 9
         "dropout": 0.0,  # default
-        "time": None,  # derived
     },
     "stacks": [  # derived
         {  # line 16
-            "position": 0,  # derived
+            "position": 0, "blocks": [BLOCK_DENOISER, BLOCK_DENOISER], "created_in": 4,  # derived
             "name": "s",  # line 20
-            "blocks": [  # derived
-                {  # line 11
-                    "name": "denoiser",  # line 11
-                    "attention": {  # line 12
-                        "heads": 4,  # line 12
-                        "kv_heads": 2,  # line 12
-                        "head_dim": 32,  # derived: d_model / heads
-                        "mode": "bidirectional",  # line 12
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 13
-                        "kind": "SwiGlu",
-                        "hidden": 512,  # line 13
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-                {  # line 11
-                    "name": "denoiser",  # line 11
-                    "attention": {  # line 12
-                        "heads": 4,  # line 12
-                        "kv_heads": 2,  # line 12
-                        "head_dim": 32,  # derived: d_model / heads
-                        "mode": "bidirectional",  # line 12
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 13
-                        "kind": "SwiGlu",
-                        "hidden": 512,  # line 13
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-            ],
-            "created_in": 4,  # derived
-            "stack_lora": {  # line 23
-                "rank": 16,  # line 23
-                "alpha": 32.0,  # line 23
-                "dropout": 0.0,  # default
-                "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-            },
+            "stack_lora": STACK_LORA,
         },
         {  # line 16
-            "position": 1,  # derived
+            "position": 1, "blocks": [BLOCK_DENOISER, BLOCK_DENOISER], "created_in": 3,  # derived
             "name": "s",  # line 20
-            "blocks": [  # derived
-                {  # line 11
-                    "name": "denoiser",  # line 11
-                    "attention": {  # line 12
-                        "heads": 4,  # line 12
-                        "kv_heads": 2,  # line 12
-                        "head_dim": 32,  # derived: d_model / heads
-                        "mode": "bidirectional",  # line 12
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 13
-                        "kind": "SwiGlu",
-                        "hidden": 512,  # line 13
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-                {  # line 11
-                    "name": "denoiser",  # line 11
-                    "attention": {  # line 12
-                        "heads": 4,  # line 12
-                        "kv_heads": 2,  # line 12
-                        "head_dim": 32,  # derived: d_model / heads
-                        "mode": "bidirectional",  # line 12
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 13
-                        "kind": "SwiGlu",
-                        "hidden": 512,  # line 13
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-            ],
-            "created_in": 3,  # derived
-            "stack_lora": {  # line 23
-                "rank": 16,  # line 23
-                "alpha": 32.0,  # line 23
-                "dropout": 0.0,  # default
-                "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-            },
+            "stack_lora": STACK_LORA,
         },
         {  # line 16
-            "position": 2,  # derived
+            "position": 2, "blocks": [BLOCK_DENOISER, BLOCK_DENOISER], "created_in": 2,  # derived
             "name": "s",  # line 20
-            "blocks": [  # derived
-                {  # line 11
-                    "name": "denoiser",  # line 11
-                    "attention": {  # line 12
-                        "heads": 4,  # line 12
-                        "kv_heads": 2,  # line 12
-                        "head_dim": 32,  # derived: d_model / heads
-                        "mode": "bidirectional",  # line 12
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 13
-                        "kind": "SwiGlu",
-                        "hidden": 512,  # line 13
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-                {  # line 11
-                    "name": "denoiser",  # line 11
-                    "attention": {  # line 12
-                        "heads": 4,  # line 12
-                        "kv_heads": 2,  # line 12
-                        "head_dim": 32,  # derived: d_model / heads
-                        "mode": "bidirectional",  # line 12
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 13
-                        "kind": "SwiGlu",
-                        "hidden": 512,  # line 13
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-            ],
-            "created_in": 2,  # derived
-            "stack_lora": {  # line 23
-                "rank": 16,  # line 23
-                "alpha": 32.0,  # line 23
-                "dropout": 0.0,  # default
-                "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-            },
+            "stack_lora": STACK_LORA,
         },
         {  # line 16
-            "position": 3,  # derived
+            "position": 3, "blocks": [BLOCK_DENOISER, BLOCK_DENOISER], "created_in": 1,  # derived
             "name": "s",  # line 20
-            "blocks": [  # derived
-                {  # line 11
-                    "name": "denoiser",  # line 11
-                    "attention": {  # line 12
-                        "heads": 4,  # line 12
-                        "kv_heads": 2,  # line 12
-                        "head_dim": 32,  # derived: d_model / heads
-                        "mode": "bidirectional",  # line 12
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 13
-                        "kind": "SwiGlu",
-                        "hidden": 512,  # line 13
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-                {  # line 11
-                    "name": "denoiser",  # line 11
-                    "attention": {  # line 12
-                        "heads": 4,  # line 12
-                        "kv_heads": 2,  # line 12
-                        "head_dim": 32,  # derived: d_model / heads
-                        "mode": "bidirectional",  # line 12
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 13
-                        "kind": "SwiGlu",
-                        "hidden": 512,  # line 13
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-            ],
-            "created_in": 1,  # derived
-            "stack_lora": {  # line 23
-                "rank": 16,  # line 23
-                "alpha": 32.0,  # line 23
-                "dropout": 0.0,  # default
-                "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-            },
+            "stack_lora": STACK_LORA,
         },
     ],
     "stages": [  # derived
         {  # line 20
-            "number": 1,  # derived
-            "kind": "grow",  # derived
+            "number": 1, "kind": "grow", "mask_ratio": 0.15000000000000002,  # derived
+            "init": "random", "train_input": True, "train_head": True,  # derived
+            "merge_adapters": False,  # derived
             "steps": 150,  # line 21
-            "tokens": None,  # default
-            "objective": {  # line 18
-                "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},  # line 18
-                "mask": {  # line 18
-                    "kind": "LinearSchedule",
-                    "start": 0.9,  # line 18
-                    "end": 0.15,  # line 18
-                },
-            },
-            "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
+            "objective": OBJECTIVE,
             "parts": [  # derived
                 {  # line 23
-                    "position": 3,  # derived
-                    "role": "new",  # derived
-                    "trains": "full",  # derived: new stacks train
+                    "position": 3, "role": "new", "trains": "full",  # derived
+                    "mask_ratio": 0.15000000000000002,  # derived
                     "precision": "fp32",  # line 23
-                    "trunk_lora": None,  # default
-                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
                 },
             ],
-            "init": "random",  # derived
-            "init_from": None,  # derived
             "cache": "off",  # default
-            "lr": 0.001,  # line 30
-            "adapter_lr": 0.001,  # line 30
-            "embedding_lr": 0.001,  # line 30
-            "train_input": True,  # derived: the stage's kind and cache
-            "train_head": True,  # derived: the stage's kind and cache
-            "merge_adapters": False,  # derived
+            "lr": 0.001, "adapter_lr": 0.001, "embedding_lr": 0.001,  # line 30
         },
         {  # line 20
-            "number": 2,  # derived
-            "kind": "grow",  # derived
+            "number": 2, "kind": "grow", "mask_ratio": 0.4, "init_from": 3,  # derived
+            "train_input": False, "train_head": False, "merge_adapters": False,  # derived
             "steps": 150,  # line 21
-            "tokens": None,  # default
-            "objective": {  # line 18
-                "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},  # line 18
-                "mask": {  # line 18
-                    "kind": "LinearSchedule",
-                    "start": 0.9,  # line 18
-                    "end": 0.15,  # line 18
-                },
-            },
-            "mask_ratio": 0.4,  # derived: the mask schedule
+            "objective": OBJECTIVE,
             "parts": [  # derived
                 {  # line 23
-                    "position": 2,  # derived
-                    "role": "new",  # derived
-                    "trains": "full",  # derived: new stacks train
+                    "position": 2, "role": "new", "trains": "full", "mask_ratio": 0.4,  # derived
                     "precision": "fp32",  # line 23
-                    "trunk_lora": None,  # default
-                    "mask_ratio": 0.4,  # derived: the mask schedule
                 },
-                {  # line 24
-                    "position": 3,  # derived
-                    "role": "trunk",  # derived
-                    "trains": "nothing",  # line 24
-                    "precision": "nf4",  # line 24
-                    "trunk_lora": {  # line 24
-                        "rank": 8,  # line 24
-                        "alpha": 16.0,  # line 24
-                        "dropout": 0.0,  # default
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-                    },
-                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
-                },
+                PARTS,
             ],
             "init": "copy",  # line 22
-            "init_from": 3,  # derived
             "cache": "off",  # default
-            "lr": 0.001,  # line 30
-            "adapter_lr": 0.001,  # line 30
-            "embedding_lr": 0.001,  # line 30
-            "train_input": False,  # derived: the stage's kind and cache
-            "train_head": False,  # derived: the stage's kind and cache
-            "merge_adapters": False,  # derived
+            "lr": 0.001, "adapter_lr": 0.001, "embedding_lr": 0.001,  # line 30
         },
         {  # line 20
-            "number": 3,  # derived
-            "kind": "grow",  # derived
+            "number": 3, "kind": "grow", "mask_ratio": 0.65, "init_from": 2,  # derived
+            "train_input": False, "train_head": False, "merge_adapters": False,  # derived
             "steps": 150,  # line 21
-            "tokens": None,  # default
-            "objective": {  # line 18
-                "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},  # line 18
-                "mask": {  # line 18
-                    "kind": "LinearSchedule",
-                    "start": 0.9,  # line 18
-                    "end": 0.15,  # line 18
-                },
-            },
-            "mask_ratio": 0.65,  # derived: the mask schedule
+            "objective": OBJECTIVE,
             "parts": [  # derived
                 {  # line 23
-                    "position": 1,  # derived
-                    "role": "new",  # derived
-                    "trains": "full",  # derived: new stacks train
+                    "position": 1, "role": "new", "trains": "full", "mask_ratio": 0.65,  # derived
                     "precision": "fp32",  # line 23
-                    "trunk_lora": None,  # default
-                    "mask_ratio": 0.65,  # derived: the mask schedule
                 },
-                {  # line 24
-                    "position": 2,  # derived
-                    "role": "trunk",  # derived
-                    "trains": "nothing",  # line 24
-                    "precision": "nf4",  # line 24
-                    "trunk_lora": {  # line 24
-                        "rank": 4,  # derived: the rank pattern
-                        "alpha": 8.0,  # derived: the rank pattern
-                        "dropout": 0.0,  # default
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-                    },
-                    "mask_ratio": 0.4,  # derived: the mask schedule
-                },
-                {  # line 24
-                    "position": 3,  # derived
-                    "role": "trunk",  # derived
-                    "trains": "nothing",  # line 24
-                    "precision": "nf4",  # line 24
-                    "trunk_lora": {  # line 24
-                        "rank": 8,  # line 24
-                        "alpha": 16.0,  # line 24
-                        "dropout": 0.0,  # default
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-                    },
-                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
-                },
+                PARTS_2, PARTS,
             ],
             "init": "copy",  # line 22
-            "init_from": 2,  # derived
             "cache": "off",  # default
-            "lr": 0.001,  # line 30
-            "adapter_lr": 0.001,  # line 30
-            "embedding_lr": 0.001,  # line 30
-            "train_input": False,  # derived: the stage's kind and cache
-            "train_head": False,  # derived: the stage's kind and cache
-            "merge_adapters": False,  # derived
+            "lr": 0.001, "adapter_lr": 0.001, "embedding_lr": 0.001,  # line 30
         },
         {  # line 20
-            "number": 4,  # derived
-            "kind": "grow",  # derived
+            "number": 4, "kind": "grow", "mask_ratio": 0.9, "init_from": 1,  # derived
+            "train_input": False, "train_head": False, "merge_adapters": False,  # derived
             "steps": 150,  # line 21
-            "tokens": None,  # default
-            "objective": {  # line 18
-                "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},  # line 18
-                "mask": {  # line 18
-                    "kind": "LinearSchedule",
-                    "start": 0.9,  # line 18
-                    "end": 0.15,  # line 18
-                },
-            },
-            "mask_ratio": 0.9,  # derived: the mask schedule
+            "objective": OBJECTIVE,
             "parts": [  # derived
                 {  # line 23
-                    "position": 0,  # derived
-                    "role": "new",  # derived
-                    "trains": "full",  # derived: new stacks train
+                    "position": 0, "role": "new", "trains": "full", "mask_ratio": 0.9,  # derived
                     "precision": "fp32",  # line 23
-                    "trunk_lora": None,  # default
-                    "mask_ratio": 0.9,  # derived: the mask schedule
                 },
                 {  # line 24
-                    "position": 1,  # derived
-                    "role": "trunk",  # derived
-                    "trains": "nothing",  # line 24
-                    "precision": "nf4",  # line 24
-                    "trunk_lora": {  # line 24
-                        "rank": 2,  # derived: the rank pattern
-                        "alpha": 4.0,  # derived: the rank pattern
-                        "dropout": 0.0,  # default
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-                    },
-                    "mask_ratio": 0.65,  # derived: the mask schedule
+                    "position": 1, "role": "trunk", "mask_ratio": 0.65,  # derived
+                    "trains": "nothing", "precision": "nf4",  # line 24
+                    "trunk_lora": TRUNK_LORA_3,
                 },
-                {  # line 24
-                    "position": 2,  # derived
-                    "role": "trunk",  # derived
-                    "trains": "nothing",  # line 24
-                    "precision": "nf4",  # line 24
-                    "trunk_lora": {  # line 24
-                        "rank": 4,  # derived: the rank pattern
-                        "alpha": 8.0,  # derived: the rank pattern
-                        "dropout": 0.0,  # default
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-                    },
-                    "mask_ratio": 0.4,  # derived: the mask schedule
-                },
-                {  # line 24
-                    "position": 3,  # derived
-                    "role": "trunk",  # derived
-                    "trains": "nothing",  # line 24
-                    "precision": "nf4",  # line 24
-                    "trunk_lora": {  # line 24
-                        "rank": 8,  # line 24
-                        "alpha": 16.0,  # line 24
-                        "dropout": 0.0,  # default
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-                    },
-                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
-                },
+                PARTS_2, PARTS,
             ],
             "init": "copy",  # line 22
-            "init_from": 1,  # derived
             "cache": "off",  # default
-            "lr": 0.001,  # line 30
-            "adapter_lr": 0.001,  # line 30
-            "embedding_lr": 0.001,  # line 30
-            "train_input": False,  # derived: the stage's kind and cache
-            "train_head": False,  # derived: the stage's kind and cache
-            "merge_adapters": False,  # derived
+            "lr": 0.001, "adapter_lr": 0.001, "embedding_lr": 0.001,  # line 30
         },
         {  # line 27
-            "number": 5,  # derived
-            "kind": "fuse",  # derived
-            "steps": 100,  # line 27
-            "tokens": None,  # default
-            "objective": {  # line 18
-                "kind": "MaskedDiffusion",
-                "time": {"kind": "DepthTime"},  # line 18
-                "mask": {  # line 18
-                    "kind": "LinearSchedule",
-                    "start": 0.9,  # line 18
-                    "end": 0.15,  # line 18
-                },
-            },
-            "mask_ratio": None,  # derived
+            "number": 5, "kind": "fuse", "train_input": False, "train_head": False,  # derived
+            "steps": 100, "lr": 0.0001, "adapter_lr": 0.0001, "embedding_lr": 0.0001,  # line 27
+            "objective": OBJECTIVE,
             "parts": [  # derived
                 {  # line 27
-                    "position": 0,  # derived
-                    "role": "trunk",  # derived
+                    "position": 0, "role": "trunk", "mask_ratio": 0.9,  # derived
                     "trains": "adapters",  # line 27
                     "precision": "nf4",  # line 24
                     "trunk_lora": {  # line 24
-                        "rank": 1,  # derived: the rank pattern
-                        "alpha": 2.0,  # derived: the rank pattern
+                        "rank": 1, "alpha": 2.0,  # derived: the rank pattern
                         "dropout": 0.0,  # default
                         "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
                     },
-                    "mask_ratio": 0.9,  # derived: the mask schedule
                 },
                 {  # line 27
-                    "position": 1,  # derived
-                    "role": "trunk",  # derived
+                    "position": 1, "role": "trunk", "mask_ratio": 0.65,  # derived
                     "trains": "adapters",  # line 27
                     "precision": "nf4",  # line 24
-                    "trunk_lora": {  # line 24
-                        "rank": 2,  # derived: the rank pattern
-                        "alpha": 4.0,  # derived: the rank pattern
-                        "dropout": 0.0,  # default
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-                    },
-                    "mask_ratio": 0.65,  # derived: the mask schedule
+                    "trunk_lora": TRUNK_LORA_3,
                 },
                 {  # line 27
-                    "position": 2,  # derived
-                    "role": "trunk",  # derived
+                    "position": 2, "role": "trunk", "mask_ratio": 0.4,  # derived
                     "trains": "adapters",  # line 27
                     "precision": "nf4",  # line 24
-                    "trunk_lora": {  # line 24
-                        "rank": 4,  # derived: the rank pattern
-                        "alpha": 8.0,  # derived: the rank pattern
-                        "dropout": 0.0,  # default
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-                    },
-                    "mask_ratio": 0.4,  # derived: the mask schedule
+                    "trunk_lora": TRUNK_LORA_2,
                 },
                 {  # line 27
-                    "position": 3,  # derived
-                    "role": "trunk",  # derived
+                    "position": 3, "role": "trunk", "mask_ratio": 0.15000000000000002,  # derived
                     "trains": "adapters",  # line 27
                     "precision": "nf4",  # line 24
-                    "trunk_lora": {  # line 24
-                        "rank": 8,  # line 24
-                        "alpha": 16.0,  # line 24
-                        "dropout": 0.0,  # default
-                        "targets": ["q", "k", "v", "o", "gate", "up", "down"],  # default
-                    },
-                    "mask_ratio": 0.15000000000000002,  # derived: the mask schedule
+                    "trunk_lora": TRUNK_LORA,
                 },
             ],
-            "init": "random",  # default
-            "init_from": None,  # derived
-            "cache": "off",  # default
-            "lr": 0.0001,  # line 27
-            "adapter_lr": 0.0001,  # line 27
-            "embedding_lr": 0.0001,  # line 27
-            "train_input": False,  # derived: the stage's kind and cache
-            "train_head": False,  # derived: the stage's kind and cache
-            "merge_adapters": False,  # default
+            "init": "random", "cache": "off", "merge_adapters": False,  # default
         },
     ],
     "data": {  # line 29
-        "source": {"kind": "Stdlib"},  # line 29
-        "tokenizer": {"kind": "Bytes"},  # line 29
-        "batch": 16,  # line 29
+        "source": {"kind": "Stdlib"}, "tokenizer": {"kind": "Bytes"}, "batch": 16,  # line 29
         "seq_len": 64,  # derived: = context
         "validation": 0.05,  # default
     },
     "optimizer": {  # line 30
-        "method": {  # line 30
-            "kind": "AdamW",
-            "betas": [0.9, 0.999],  # default
-            "eps": 1e-08,  # default
-        },
-        "weight_decay": 0.1,  # line 30
-        "warmup": 20,  # line 30
-        "schedule": "cosine",  # default
-        "min_lr": 0.0,  # default
-        "clip": 1.0,  # line 30
-        "accumulate": 1,  # default
+        "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 30
+        "weight_decay": 0.1, "warmup": 20, "clip": 1.0,  # line 30
+        "schedule": "cosine", "min_lr": 0.0, "accumulate": 1,  # default
     },
     "run": {  # line 31
-        "seed": 0,  # line 31
-        "device": "auto",  # default
+        "seed": 0, "log_every": 10, "eval_every": 50, "checkpoint_every": 100,  # line 31
+        "device": "auto", "eval_batches": 8,  # default
         "dir": "runs/diffusion",  # derived: runs/ and the spec's name
-        "log_every": 10,  # line 31
-        "eval_every": 50,  # line 31
-        "eval_batches": 8,  # default
-        "checkpoint_every": 100,  # line 31
     },
 }
+# fmt: on
 
 
-# --- the code: stackwise-dsl's runtime, the parts this spec needs --------------------------
-
-__version__ = "0.1.0"
-
-
-def cpu_bf16() -> bool | None:
-    """Whether the CPU multiplies bf16 natively (avx512_bf16 or AMX); None when it cannot be
-    told (not Linux). Without it, bf16 matmuls are emulated: many times slower than fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        return None
-    return None
-
-
-SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
-
-
-class Word(enum.Enum):
-    """An enum whose values are the words written in a spec."""
-
-    def __str__(self) -> str:
-        return self.value
-
-
-class Norm(Word):
-    RMSNORM = "rmsnorm"
-    LAYERNORM = "layernorm"
-
-
-class Head(Word):
-    TIED = "tied"
-    UNTIED = "untied"
-
-
-class Mode(Word):
-    BIDIRECTIONAL = "bidirectional"
-    CAUSAL = "causal"
-
-
-class KernelKind(Word):
-    LINEAR = "linear"
-    GAUSSIAN = "gaussian"
-    LAPLACIAN = "laplacian"
-    UNIFORM = "uniform"
-
-
-class Init(Word):
-    RANDOM = "random"
-    COPY = "copy"
-    IDENTITY = "identity"
-
-
-class Cache(Word):
-    OFF = "off"
-    MEMORY = "memory"
-    DISK = "disk"
-
-
-class Precision(Word):
-    FP32 = "fp32"
-    BF16 = "bf16"
-    FP16 = "fp16"
-    INT8 = "int8"
-    NF4 = "nf4"
-    FP4 = "fp4"
-    NVFP4 = "nvfp4"
-
-    @property
-    def quantized(self) -> bool:
-        """Quantized formats hold frozen weights only; adapters train on top of them."""
-        return self in (Precision.INT8, Precision.NF4, Precision.FP4, Precision.NVFP4)
-
-    @property
-    def bits(self) -> float:
-        """Storage bits per parameter, block scales included (nf4 with double quantization)."""
-        return _BITS[self]
-
-
-_BITS = {
-    Precision.FP32: 32.0,
-    Precision.BF16: 16.0,
-    Precision.FP16: 16.0,
-    Precision.INT8: 8.0,
-    Precision.NF4: 4.127,
-    Precision.FP4: 4.5,  # no double quantization: an fp32 absmax per 64 values
-    Precision.NVFP4: 4.5,
-}
-
-
-class Target(Word):
-    """Layers a LoRA adapter can wrap: attention projections and ffn projections."""
-
-    Q = "q"
-    K = "k"
-    V = "v"
-    O = "o"  # noqa: E741
-    GATE = "gate"
-    UP = "up"
-    DOWN = "down"
-
-
-class TimeEmbedding(Word):
-    SINUSOIDAL = "sinusoidal"
-    LEARNED = "learned"
-    NONE = "none"
-
-
-class LrSchedule(Word):
-    COSINE = "cosine"
-    LINEAR = "linear"
-    CONSTANT = "constant"
-
-
-class Device(Word):
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class Task(Word):
-    """Synthetic tasks: learnable sequences with a known answer, for smoke runs."""
-
-    COPY = "copy"
-    REVERSE = "reverse"
-    SORT = "sort"
-    ARITHMETIC = "arithmetic"
-
-
-plan_node = dataclasses.dataclass(frozen=True, kw_only=True)
-
-
-class Role(enum.Enum):
-    NEW = "new"
-    TRUNK = "trunk"
-
-
-class Trains(enum.Enum):
-    """What of a stack trains in a stage."""
-
-    FULL = "full"  # its weights (and its adapters, if any)
-    ADAPTERS = "adapters"  # only its LoRA adapters
-    NOTHING = "nothing"
-
-
-class StageKind(enum.Enum):
-    GROW = "grow"  # append or prepend: one new stack
-    END_TO_END = "end_to_end"  # every stack new, at once
-    FUSE = "fuse"  # every stack trunk, trained jointly
-
-
-@plan_node
-class Lora:
-    rank: int
-    alpha: float
-    dropout: float
-    targets: tuple[Target, ...]
-
-
-@plan_node
-class Latent:
-    """MLA: queries through a q_rank bottleneck, keys and values through one kv_rank latent."""
-
-    q_rank: int
-    kv_rank: int
-
-
-@plan_node
-class KernelFeatures:
-    """Kernel attention in linear time: φ(q)·φ(k) in place of softmax."""
-
-    kernel: KernelKind
-    kernel_dim: int
-
-
-@plan_node
-class Attention:
-    heads: int
-    kv_heads: int
-    head_dim: int
-    mode: Mode
-    latent: Latent | None
-    kernel: KernelFeatures | None
-
-
-@plan_node
-class SwiGlu:
-    hidden: int
-
-
-@plan_node
-class Gelu:
-    hidden: int
-
-
-@plan_node
-class Block:
-    name: str
-    attention: Attention
-    ffn: SwiGlu | Gelu
-    residual_gain: float
-    spectral_norm: bool
-    freeze_up_proj: bool
-
-
-@plan_node
-class Stack:
-    """The stack at one rack position (0 = input side)."""
-
-    position: int
-    name: str
-    blocks: tuple[Block, ...]
-    created_in: int  # the stage that creates it
-    stack_lora: Lora | None  # attached when it is created
-
-
-@plan_node
-class Rope:
-    theta: float
-
-
-@plan_node
-class LearnedPosition:
-    pass
-
-
-@plan_node
-class NoPosition:
-    pass
-
-
-@plan_node
-class InputTime:
-    """Time as input: the model embeds t (over num_time_steps levels when given)."""
-
-    embedding: TimeEmbedding
-    num_time_steps: int | None
-
-
-@plan_node
-class Model:
-    vocab: int
-    d_model: int
-    context: int
-    embed_dim: int
-    norm: Norm
-    position: Rope | LearnedPosition | NoPosition
-    head: Head
-    dropout: float
-    time: InputTime | None  # the time input of time-as-input diffusion
-
-
-@plan_node
-class LinearSchedule:
-    start: float
-    end: float
-
-
-@plan_node
-class CosineSchedule:
-    start: float
-    end: float
-
-
-@plan_node
-class ExponentialSchedule:
-    start: float
-    end: float
-
-
-@plan_node
-class ExplicitSchedule:
-    values: tuple[float, ...]
-
-
-Schedule = LinearSchedule | CosineSchedule | ExponentialSchedule | ExplicitSchedule
-
-
-@plan_node
-class Clm:
-    pass
-
-
-@plan_node
-class Mlm:
-    ratio: float
-    bert_mix: bool
-
-
-@plan_node
-class DepthTime:
-    pass
-
-
-@plan_node
-class MaskedDiffusion:
-    time: DepthTime | InputTime
-    mask: Schedule
-
-
-Objective = Clm | Mlm | MaskedDiffusion
-
-
-@plan_node
-class Part:
-    """One existing stack in one stage."""
-
-    position: int
-    role: Role
-    trains: Trains
-    precision: Precision
-    trunk_lora: Lora | None  # attached over this stack while it is trunk
-    mask_ratio: float | None  # time as depth: this stack's noise level
-
-
-@plan_node
-class Stage:
-    number: int
-    kind: StageKind
-    steps: int
-    tokens: int | None  # as stated in the spec, when it gave tokens
-    objective: Objective
-    mask_ratio: float | None  # time as depth: the ratio this stage trains at (None: per batch)
-    parts: tuple[Part, ...]  # the existing stacks, rack order
-    init: Init
-    init_from: int | None  # `copy`: the rack position copied
-    cache: Cache  # off unless the stage has a trunk to cache
-    lr: float
-    adapter_lr: float
-    embedding_lr: float
-    train_input: bool  # token embedding, learned positions, time embedding
-    train_head: bool  # final norm and head (a tied head is the input embedding)
-    merge_adapters: bool = False  # fuse: fold every trained adapter into its master first
-
-    @property
-    def new(self) -> tuple[int, ...]:
-        return tuple(p.position for p in self.parts if p.role is Role.NEW)
-
-
-@plan_node
-class Stdlib:
-    pass
-
-
-@plan_node
-class Synthetic:
-    task: Task
-    symbols: int
-    samples: int
-
-
-@plan_node
-class TextFiles:
-    files: tuple[str, ...]  # absolute paths or globs
-
-
-@plan_node
-class Jsonl:
-    files: tuple[str, ...]
-    field: str
-
-
-@plan_node
-class Bytes:
-    pass
-
-
-@plan_node
-class Chars:
-    pass
-
-
-@plan_node
-class Bpe:
-    vocab: int
-
-
-@plan_node
-class TokenizerFile:
-    path: str  # absolute
-
-
-@plan_node
-class Data:
-    source: Stdlib | Synthetic | TextFiles | Jsonl
-    tokenizer: Bytes | Chars | Bpe | TokenizerFile
-    batch: int
-    seq_len: int
-    validation: float
-
-
-@plan_node
-class AdamW:
-    betas: tuple[float, float]
-    eps: float
-
-
-@plan_node
-class AdamW8bit:
-    betas: tuple[float, float]
-    eps: float
-
-
-@plan_node
-class Sgd:
-    momentum: float
-    nesterov: bool
-
-
-@plan_node
-class Optimizer:
-    method: AdamW | AdamW8bit | Sgd
-    weight_decay: float
-    warmup: int
-    schedule: LrSchedule
-    min_lr: float
-    clip: float | None
-    accumulate: int
-
-
-@plan_node
-class Run:
-    seed: int
-    device: Device
-    dir: str
-    log_every: int
-    eval_every: int | None
-    eval_batches: int
-    checkpoint_every: int | None
-
-
-@plan_node
-class Plan:
-    name: str
-    model: Model
-    stacks: tuple[Stack, ...]
-    stages: tuple[Stage, ...]
-    data: Data
-    optimizer: Optimizer
-    run: Run
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.data.batch * self.data.seq_len * self.optimizer.accumulate
-
-
-class NotCompiled(LookupError):
-    """A table lookup for a key the program has no entry for: a compiled script whose plan
-    was edited to use something its spec did not."""
-
-
-def pick(table: dict, key: str, what: str):
-    """`table[key]`, or a message saying the program was compiled without it."""
-    try:
-        return table[key]
-    except KeyError:
-        raise NotCompiled(
-            f"this program has no {what} `{key}`: it was compiled from a spec that does not "
-            "use it; compile the spec that does"
-        ) from None
-
-
-def attention_key(a: Attention) -> str:
-    """ATTENTIONS: dense (MHA, GQA, MQA), latent (MLA), kernel, or latent_kernel (both)."""
-    latent, kernel = a.latent is not None, a.kernel is not None
-    return {(False, False): "dense", (True, False): "latent", (False, True): "kernel",
-            (True, True): "latent_kernel"}[(latent, kernel)]  # fmt: skip
-
-
-def ffn_key(b: Block) -> str:
-    """FFNS: swiglu or gelu."""
-    return type(b.ffn).__name__.lower()
-
-
-def time_key(m: Model) -> str:
-    """TIME_EMBEDDERS (only when the model has a time input): sinusoidal or learned."""
-    return m.time.embedding.value
-
-
-def frozen_key(precision: Precision) -> str:
-    """FROZEN_LINEARS: the compact layer a frozen stack's linear layers become (quantized
-    formats; bf16 where the CPU would emulate bf16 matmuls)."""
-    return precision.value
-
-
-def noise_key(o: Objective) -> str:
-    """NOISES: how a step's noise is drawn: clm, mlm, or masked diffusion with time as
-    depth or as input."""
-    if isinstance(o, MaskedDiffusion):
-        return "masked_diffusion/" + ("depth" if isinstance(o.time, DepthTime) else "input")
-    return "mlm" if isinstance(o, Mlm) else "clm"
-
-
-def adapter_key(lora: Lora) -> str:
-    """ADAPTERS: every adapter is a LoRA."""
-    return "lora"
-
-
-def merge_key(stage: Stage) -> str | None:
-    """MERGES: a stage that folds trained adapters into the masters first; None if not."""
-    return "lora" if stage.merge_adapters else None
-
-
-def source_key(source) -> str:
-    """SOURCES: stdlib, synthetic, textfiles or jsonl."""
-    return type(source).__name__.lower()
-
-
-def tokenizer_key(tokenizer) -> str:
-    """TOKENIZERS: bytes, chars, bpe or tokenizerfile."""
-    return type(tokenizer).__name__.lower()
-
-
-def optimizer_key(o: Optimizer) -> str:
-    """OPTIMIZERS: adamw, adamw8bit or sgd."""
-    return type(o.method).__name__.lower()
-
-
-def cache_key(stage: Stage) -> str | None:
-    """CACHES: memory or disk; None for a stage without an activation cache."""
-    return None if stage.cache is Cache.OFF else stage.cache.value
-
-
-def to_json(obj: Any) -> Any:
-    """Plan objects as JSON-ready values (dicts, lists, strings, numbers, None)."""
-    if dataclasses.is_dataclass(type(obj)):
-        out = {"kind": type(obj).__name__} if _in_union(type(obj)) else {}
-        out.update({f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(type(obj))})
-        return out
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, tuple):
-        return [to_json(x) for x in obj]
-    return obj
-
-
-class PlanFormatError(ValueError):
-    """JSON that is not a plan `to_json` could have written; the message says where."""
-
-
-def from_json(data: Any, cls: type = Plan) -> Any:
-    """The plan object of type `cls` that `to_json` wrote; PlanFormatError naming the first
-    value of the wrong type or shape (a plan.json edited by hand, or damaged)."""
-    return _decode(data, cls, "plan")
-
-
-def _decode(data: Any, hint: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if data is None:
-            return None
-        if len(options) == 1:
-            return _decode(data, options[0], where)
-        by_name = {o.__name__: o for o in options}
-        kind = data.get("kind") if isinstance(data, dict) else None
-        if kind not in by_name:
-            raise PlanFormatError(f"{where} is not one of {', '.join(by_name)}")
-        return _decode(data, by_name[kind], where)
-    if origin is tuple:
-        if not isinstance(data, list):
-            raise PlanFormatError(f"{where} is {_shown(data)}, not a list")
-        args = typing.get_args(hint)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(x, args[0], f"{where}[{i}]") for i, x in enumerate(data))
-        if len(data) != len(args):
-            raise PlanFormatError(f"{where} has {len(data)} items, not {len(args)}")
-        return tuple(
-            _decode(x, a, f"{where}[{i}]") for i, (x, a) in enumerate(zip(data, args, strict=True))
-        )
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(data)
-        except ValueError:
-            raise PlanFormatError(f"{where} is {_shown(data)}, not a {hint.__name__}") from None
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(data, dict):
-            raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
-        fields = _hints(hint)
-        missing = [name for name in fields if name not in data]
-        if missing:
-            raise PlanFormatError(f"{where} has no `{missing[0]}`")
-        return hint(
-            **{name: _decode(data[name], h, f"{where}.{name}") for name, h in fields.items()}
-        )
-    return _scalar(data, hint, where)
-
-
-_SCALARS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-
-
-def _scalar(data: Any, hint: Any, where: str) -> Any:
-    """A JSON value of the plan's scalar type (ints are accepted as floats, never bools)."""
-    if hint is float and isinstance(data, int) and not isinstance(data, bool):
-        return float(data)
-    if hint in _SCALARS and (
-        not isinstance(data, hint) or (hint is not bool and isinstance(data, bool))
-    ):
-        raise PlanFormatError(f"{where} is {_shown(data)}, not {_SCALARS[hint]}")
-    return data
-
-
-def _shown(data: Any) -> str:
-    text = repr(data)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-@functools.cache
-def _hints(cls: type) -> dict[str, Any]:
-    resolved = typing.get_type_hints(cls)  # in the namespace of the module defining cls
-    return {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
-
-
-def _in_union(cls: type) -> bool:
-    """Whether `cls` is one of several classes a plan field may hold (so JSON names it)."""
-    return cls in _union_members(Plan)
-
-
-@functools.cache
-def _union_members(cls: type) -> frozenset:
-    """The classes that share a union with another class anywhere under `cls`."""
-    found: set[type] = set()
-    todo, seen = [cls], set()
-    while todo:
-        hint = todo.pop()
-        if hint in seen:
-            continue
-        seen.add(hint)
-        if dataclasses.is_dataclass(hint):
-            todo += _hints(hint).values()
-            continue
-        args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
-        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) > 1:
-            found.update(args)
-        todo += args
-    return frozenset(found)
-
-
-class RunError(Exception):
-    """A run that cannot go on, with a message for the person who started it."""
-
-
-class Damaged(RunError):
-    """A file of a run directory that cannot be used as it is; the message names the file,
-    what is wrong with it and what to do. Nothing has been changed when it is raised."""
-
-
-def derive(seed: int, *names) -> int:
-    """A 63-bit seed for (seed, *names), stable across Python versions and machines."""
-    text = "\x1f".join([str(seed), *map(str, names)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-def generator(seed: int, *names) -> torch.Generator:
-    return torch.Generator().manual_seed(derive(seed, *names))
-
-
-def make_norm(kind: Norm, d_model: int) -> nn.Module:
-    if kind is Norm.RMSNORM:
-        return nn.RMSNorm(d_model, eps=1e-6)
-    return nn.LayerNorm(d_model, eps=1e-5, bias=False)
-
-
-def rope_tables(context: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of every (position, frequency), each (context, head_dim)."""
-    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    angles = torch.outer(torch.arange(context, dtype=torch.float64), freqs)  # (T, hd/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
-    return angles.cos().float(), angles.sin().float()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + hd/2) of x (B, H, T, hd) by position."""
-    t = x.shape[-2]
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:t].to(x.dtype) + rotated * sin[:t].to(x.dtype)
-
-
-class SwiGluFfn(nn.Module):
-    """down(silu(gate(x)) * up(x))"""
-
-    def __init__(self, d_model: int, hidden: int) -> None:
-        super().__init__()
-        self.gate = nn.Linear(d_model, hidden, bias=False)
-        self.up = nn.Linear(d_model, hidden, bias=False)
-        self.down = nn.Linear(hidden, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+# --- the model -----------------------------------------------------------------------------------
 
 
 class SelfAttention(nn.Module):
@@ -1390,6 +304,51 @@ def make_attention(
     """The attention module of a block, by kind (see `attention_key`)."""
     kind = pick(ATTENTIONS, attention_key(a), "attention kind")
     return kind(a, d_model, features=features)
+
+
+def make_norm(kind: Norm, d_model: int) -> nn.Module:
+    if kind is Norm.RMSNORM:
+        return nn.RMSNorm(d_model, eps=1e-6)
+    return nn.LayerNorm(d_model, eps=1e-5, bias=False)
+
+
+def rope_tables(context: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every (position, frequency), each (context, head_dim)."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(context, dtype=torch.float64), freqs)  # (T, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + hd/2) of x (B, H, T, hd) by position."""
+    t = x.shape[-2]
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:t].to(x.dtype) + rotated * sin[:t].to(x.dtype)
+
+
+class SwiGluFfn(nn.Module):
+    """down(silu(gate(x)) * up(x))"""
+
+    def __init__(self, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(d_model, hidden, bias=False)
+        self.up = nn.Linear(d_model, hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def derive(seed: int, *names) -> int:
+    """A 63-bit seed for (seed, *names), stable across Python versions and machines."""
+    text = "\x1f".join([str(seed), *map(str, names)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def generator(seed: int, *names) -> torch.Generator:
+    return torch.Generator().manual_seed(derive(seed, *names))
 
 
 INIT_STD = 0.02
@@ -1545,6 +504,117 @@ def _init_stack(stack: BlockStack, g: torch.Generator, depth: int) -> None:
         if param.dim() >= 2:
             std = out_std if id(param) in outputs else INIT_STD
             nn.init.normal_(param, 0.0, std, generator=g)
+
+
+class Word(enum.Enum):
+    """An enum whose values are the words written in a spec."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Norm(Word):
+    RMSNORM = "rmsnorm"
+    LAYERNORM = "layernorm"
+
+
+class Head(Word):
+    TIED = "tied"
+    UNTIED = "untied"
+
+
+class Mode(Word):
+    BIDIRECTIONAL = "bidirectional"
+    CAUSAL = "causal"
+
+
+class KernelKind(Word):
+    LINEAR = "linear"
+    GAUSSIAN = "gaussian"
+    LAPLACIAN = "laplacian"
+    UNIFORM = "uniform"
+
+
+class Init(Word):
+    RANDOM = "random"
+    COPY = "copy"
+    IDENTITY = "identity"
+
+
+class Cache(Word):
+    OFF = "off"
+    MEMORY = "memory"
+    DISK = "disk"
+
+
+class Precision(Word):
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+    INT8 = "int8"
+    NF4 = "nf4"
+    FP4 = "fp4"
+    NVFP4 = "nvfp4"
+
+    @property
+    def quantized(self) -> bool:
+        """Quantized formats hold frozen weights only; adapters train on top of them."""
+        return self in (Precision.INT8, Precision.NF4, Precision.FP4, Precision.NVFP4)
+
+    @property
+    def bits(self) -> float:
+        """Storage bits per parameter, block scales included (nf4 with double quantization)."""
+        return _BITS[self]
+
+
+_BITS = {
+    Precision.FP32: 32.0,
+    Precision.BF16: 16.0,
+    Precision.FP16: 16.0,
+    Precision.INT8: 8.0,
+    Precision.NF4: 4.127,
+    Precision.FP4: 4.5,  # no double quantization: an fp32 absmax per 64 values
+    Precision.NVFP4: 4.5,
+}
+
+
+class Target(Word):
+    """Layers a LoRA adapter can wrap: attention projections and ffn projections."""
+
+    Q = "q"
+    K = "k"
+    V = "v"
+    O = "o"  # noqa: E741
+    GATE = "gate"
+    UP = "up"
+    DOWN = "down"
+
+
+class TimeEmbedding(Word):
+    SINUSOIDAL = "sinusoidal"
+    LEARNED = "learned"
+    NONE = "none"
+
+
+class LrSchedule(Word):
+    COSINE = "cosine"
+    LINEAR = "linear"
+    CONSTANT = "constant"
+
+
+class Device(Word):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Task(Word):
+    """Synthetic tasks: learnable sequences with a known answer, for smoke runs."""
+
+    COPY = "copy"
+    REVERSE = "reverse"
+    SORT = "sort"
+    ARITHMETIC = "arithmetic"
 
 
 class _Dequantized(torch.autograd.Function):
@@ -2003,6 +1073,15 @@ def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+# --- the objective and the data ------------------------------------------------------------------
+
+
+__version__ = "0.1.0"
+
+
+SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
+
+
 IGNORE = -100
 
 
@@ -2280,6 +1359,18 @@ def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
     return [ids[i : i + batch] for i in range(0, count, batch)]
 
 
+# --- the loop ------------------------------------------------------------------------------------
+
+
+class RunError(Exception):
+    """A run that cannot go on, with a message for the person who started it."""
+
+
+class Damaged(RunError):
+    """A file of a run directory that cannot be used as it is; the message names the file,
+    what is wrong with it and what to do. Nothing has been changed when it is raised."""
+
+
 def lr_factor(o: Optimizer, step: int, steps: int) -> float:
     """Multiplier of the base rates at `step` (1-based) of a stage of `steps`: linear warmup,
     then cosine or linear decay to min_lr (as a fraction of each group's rate), or constant."""
@@ -2470,6 +1561,538 @@ class Diverged(RunError):
     def __init__(self, stage: int, step: int, what: str) -> None:
         super().__init__(f"{what} in stage {stage} at step {step}")
         self.stage, self.step = stage, step
+
+
+# --- the harness: the plan's classes, checkpoints, metrics, the trainer --------------------------
+
+
+def cpu_bf16() -> bool | None:
+    """Whether the CPU multiplies bf16 natively (avx512_bf16 or AMX); None when it cannot be
+    told (not Linux). Without it, bf16 matmuls are emulated: many times slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return None
+    return None
+
+
+plan_node = dataclasses.dataclass(frozen=True, kw_only=True)
+
+
+class Role(enum.Enum):
+    NEW = "new"
+    TRUNK = "trunk"
+
+
+class Trains(enum.Enum):
+    """What of a stack trains in a stage."""
+
+    FULL = "full"  # its weights (and its adapters, if any)
+    ADAPTERS = "adapters"  # only its LoRA adapters
+    NOTHING = "nothing"
+
+
+class StageKind(enum.Enum):
+    GROW = "grow"  # append or prepend: one new stack
+    END_TO_END = "end_to_end"  # every stack new, at once
+    FUSE = "fuse"  # every stack trunk, trained jointly
+
+
+@plan_node
+class Lora:
+    rank: int
+    alpha: float
+    dropout: float
+    targets: tuple[Target, ...]
+
+
+@plan_node
+class Latent:
+    """MLA: queries through a q_rank bottleneck, keys and values through one kv_rank latent."""
+
+    q_rank: int
+    kv_rank: int
+
+
+@plan_node
+class KernelFeatures:
+    """Kernel attention in linear time: φ(q)·φ(k) in place of softmax."""
+
+    kernel: KernelKind
+    kernel_dim: int
+
+
+@plan_node
+class Attention:
+    heads: int
+    kv_heads: int
+    head_dim: int
+    mode: Mode
+    latent: Latent | None
+    kernel: KernelFeatures | None
+
+
+@plan_node
+class SwiGlu:
+    hidden: int
+
+
+@plan_node
+class Gelu:
+    hidden: int
+
+
+@plan_node
+class Block:
+    name: str
+    attention: Attention
+    ffn: SwiGlu | Gelu
+    residual_gain: float
+    spectral_norm: bool
+    freeze_up_proj: bool
+
+
+@plan_node
+class Stack:
+    """The stack at one rack position (0 = input side)."""
+
+    position: int
+    name: str
+    blocks: tuple[Block, ...]
+    created_in: int  # the stage that creates it
+    stack_lora: Lora | None  # attached when it is created
+
+
+@plan_node
+class Rope:
+    theta: float
+
+
+@plan_node
+class LearnedPosition:
+    pass
+
+
+@plan_node
+class NoPosition:
+    pass
+
+
+@plan_node
+class InputTime:
+    """Time as input: the model embeds t (over num_time_steps levels when given)."""
+
+    embedding: TimeEmbedding
+    num_time_steps: int | None
+
+
+@plan_node
+class Model:
+    vocab: int
+    d_model: int
+    context: int
+    embed_dim: int
+    norm: Norm
+    position: Rope | LearnedPosition | NoPosition
+    head: Head
+    dropout: float
+    time: InputTime | None  # the time input of time-as-input diffusion
+
+
+@plan_node
+class LinearSchedule:
+    start: float
+    end: float
+
+
+@plan_node
+class CosineSchedule:
+    start: float
+    end: float
+
+
+@plan_node
+class ExponentialSchedule:
+    start: float
+    end: float
+
+
+@plan_node
+class ExplicitSchedule:
+    values: tuple[float, ...]
+
+
+Schedule = LinearSchedule | CosineSchedule | ExponentialSchedule | ExplicitSchedule
+
+
+@plan_node
+class Clm:
+    pass
+
+
+@plan_node
+class Mlm:
+    ratio: float
+    bert_mix: bool
+
+
+@plan_node
+class DepthTime:
+    pass
+
+
+@plan_node
+class MaskedDiffusion:
+    time: DepthTime | InputTime
+    mask: Schedule
+
+
+Objective = Clm | Mlm | MaskedDiffusion
+
+
+@plan_node
+class Part:
+    """One existing stack in one stage."""
+
+    position: int
+    role: Role
+    trains: Trains
+    precision: Precision
+    trunk_lora: Lora | None  # attached over this stack while it is trunk
+    mask_ratio: float | None  # time as depth: this stack's noise level
+
+
+@plan_node
+class Stage:
+    number: int
+    kind: StageKind
+    steps: int
+    tokens: int | None  # as stated in the spec, when it gave tokens
+    objective: Objective
+    mask_ratio: float | None  # time as depth: the ratio this stage trains at (None: per batch)
+    parts: tuple[Part, ...]  # the existing stacks, rack order
+    init: Init
+    init_from: int | None  # `copy`: the rack position copied
+    cache: Cache  # off unless the stage has a trunk to cache
+    lr: float
+    adapter_lr: float
+    embedding_lr: float
+    train_input: bool  # token embedding, learned positions, time embedding
+    train_head: bool  # final norm and head (a tied head is the input embedding)
+    merge_adapters: bool = False  # fuse: fold every trained adapter into its master first
+
+    @property
+    def new(self) -> tuple[int, ...]:
+        return tuple(p.position for p in self.parts if p.role is Role.NEW)
+
+
+@plan_node
+class Stdlib:
+    pass
+
+
+@plan_node
+class Synthetic:
+    task: Task
+    symbols: int
+    samples: int
+
+
+@plan_node
+class TextFiles:
+    files: tuple[str, ...]  # absolute paths or globs
+
+
+@plan_node
+class Jsonl:
+    files: tuple[str, ...]
+    field: str
+
+
+@plan_node
+class Bytes:
+    pass
+
+
+@plan_node
+class Chars:
+    pass
+
+
+@plan_node
+class Bpe:
+    vocab: int
+
+
+@plan_node
+class TokenizerFile:
+    path: str  # absolute
+
+
+@plan_node
+class Data:
+    source: Stdlib | Synthetic | TextFiles | Jsonl
+    tokenizer: Bytes | Chars | Bpe | TokenizerFile
+    batch: int
+    seq_len: int
+    validation: float
+
+
+@plan_node
+class AdamW:
+    betas: tuple[float, float]
+    eps: float
+
+
+@plan_node
+class AdamW8bit:
+    betas: tuple[float, float]
+    eps: float
+
+
+@plan_node
+class Sgd:
+    momentum: float
+    nesterov: bool
+
+
+@plan_node
+class Optimizer:
+    method: AdamW | AdamW8bit | Sgd
+    weight_decay: float
+    warmup: int
+    schedule: LrSchedule
+    min_lr: float
+    clip: float | None
+    accumulate: int
+
+
+@plan_node
+class Run:
+    seed: int
+    device: Device
+    dir: str
+    log_every: int
+    eval_every: int | None
+    eval_batches: int
+    checkpoint_every: int | None
+
+
+@plan_node
+class Plan:
+    name: str
+    model: Model
+    stacks: tuple[Stack, ...]
+    stages: tuple[Stage, ...]
+    data: Data
+    optimizer: Optimizer
+    run: Run
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.data.batch * self.data.seq_len * self.optimizer.accumulate
+
+
+class NotCompiled(LookupError):
+    """A table lookup for a key the program has no entry for: a compiled script whose plan
+    was edited to use something its spec did not."""
+
+
+def pick(table: dict, key: str, what: str):
+    """`table[key]`, or a message saying the program was compiled without it."""
+    try:
+        return table[key]
+    except KeyError:
+        raise NotCompiled(
+            f"this program has no {what} `{key}`: it was compiled from a spec that does not "
+            "use it; compile the spec that does"
+        ) from None
+
+
+def attention_key(a: Attention) -> str:
+    """ATTENTIONS: dense (MHA, GQA, MQA), latent (MLA), kernel, or latent_kernel (both)."""
+    latent, kernel = a.latent is not None, a.kernel is not None
+    return {(False, False): "dense", (True, False): "latent", (False, True): "kernel",
+            (True, True): "latent_kernel"}[(latent, kernel)]  # fmt: skip
+
+
+def ffn_key(b: Block) -> str:
+    """FFNS: swiglu or gelu."""
+    return type(b.ffn).__name__.lower()
+
+
+def time_key(m: Model) -> str:
+    """TIME_EMBEDDERS (only when the model has a time input): sinusoidal or learned."""
+    return m.time.embedding.value
+
+
+def frozen_key(precision: Precision) -> str:
+    """FROZEN_LINEARS: the compact layer a frozen stack's linear layers become (quantized
+    formats; bf16 where the CPU would emulate bf16 matmuls)."""
+    return precision.value
+
+
+def noise_key(o: Objective) -> str:
+    """NOISES: how a step's noise is drawn: clm, mlm, or masked diffusion with time as
+    depth or as input."""
+    if isinstance(o, MaskedDiffusion):
+        return "masked_diffusion/" + ("depth" if isinstance(o.time, DepthTime) else "input")
+    return "mlm" if isinstance(o, Mlm) else "clm"
+
+
+def adapter_key(lora: Lora) -> str:
+    """ADAPTERS: every adapter is a LoRA."""
+    return "lora"
+
+
+def merge_key(stage: Stage) -> str | None:
+    """MERGES: a stage that folds trained adapters into the masters first; None if not."""
+    return "lora" if stage.merge_adapters else None
+
+
+def source_key(source) -> str:
+    """SOURCES: stdlib, synthetic, textfiles or jsonl."""
+    return type(source).__name__.lower()
+
+
+def tokenizer_key(tokenizer) -> str:
+    """TOKENIZERS: bytes, chars, bpe or tokenizerfile."""
+    return type(tokenizer).__name__.lower()
+
+
+def optimizer_key(o: Optimizer) -> str:
+    """OPTIMIZERS: adamw, adamw8bit or sgd."""
+    return type(o.method).__name__.lower()
+
+
+def cache_key(stage: Stage) -> str | None:
+    """CACHES: memory or disk; None for a stage without an activation cache."""
+    return None if stage.cache is Cache.OFF else stage.cache.value
+
+
+def to_json(obj: Any) -> Any:
+    """Plan objects as JSON-ready values (dicts, lists, strings, numbers, None)."""
+    if dataclasses.is_dataclass(type(obj)):
+        out = {"kind": type(obj).__name__} if _in_union(type(obj)) else {}
+        out.update({f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(type(obj))})
+        return out
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, tuple):
+        return [to_json(x) for x in obj]
+    return obj
+
+
+class PlanFormatError(ValueError):
+    """JSON that is not a plan `to_json` could have written; the message says where."""
+
+
+def from_json(data: Any, cls: type = Plan) -> Any:
+    """The plan object of type `cls` that `to_json` wrote; PlanFormatError naming the first
+    value of the wrong type or shape (a plan.json edited by hand, or damaged)."""
+    return _decode(data, cls, "plan")
+
+
+def _decode(data: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if data is None:
+            return None
+        if len(options) == 1:
+            return _decode(data, options[0], where)
+        by_name = {o.__name__: o for o in options}
+        kind = data.get("kind") if isinstance(data, dict) else None
+        if kind not in by_name:
+            raise PlanFormatError(f"{where} is not one of {', '.join(by_name)}")
+        return _decode(data, by_name[kind], where)
+    if origin is tuple:
+        if not isinstance(data, list):
+            raise PlanFormatError(f"{where} is {_shown(data)}, not a list")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(x, args[0], f"{where}[{i}]") for i, x in enumerate(data))
+        if len(data) != len(args):
+            raise PlanFormatError(f"{where} has {len(data)} items, not {len(args)}")
+        return tuple(
+            _decode(x, a, f"{where}[{i}]") for i, (x, a) in enumerate(zip(data, args, strict=True))
+        )
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(data)
+        except ValueError:
+            raise PlanFormatError(f"{where} is {_shown(data)}, not a {hint.__name__}") from None
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(data, dict):
+            raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
+        fields = _hints(hint)
+        missing = [name for name in fields if name not in data and not _optional(fields[name])]
+        if missing:
+            raise PlanFormatError(f"{where} has no `{missing[0]}`")
+        return hint(**{name: _decode(data.get(name), h, f"{where}.{name}")
+                       for name, h in fields.items()})  # fmt: skip
+    return _scalar(data, hint, where)
+
+
+def _optional(hint: Any) -> bool:
+    """A field that may be None, and so may be left out (a compiled script's plan does)."""
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in (
+        typing.get_args(hint)
+    )
+
+
+_SCALARS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _scalar(data: Any, hint: Any, where: str) -> Any:
+    """A JSON value of the plan's scalar type (ints are accepted as floats, never bools)."""
+    if hint is float and isinstance(data, int) and not isinstance(data, bool):
+        return float(data)
+    if hint in _SCALARS and (
+        not isinstance(data, hint) or (hint is not bool and isinstance(data, bool))
+    ):
+        raise PlanFormatError(f"{where} is {_shown(data)}, not {_SCALARS[hint]}")
+    return data
+
+
+def _shown(data: Any) -> str:
+    text = repr(data)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    resolved = typing.get_type_hints(cls)  # in the namespace of the module defining cls
+    return {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
+
+
+def _in_union(cls: type) -> bool:
+    """Whether `cls` is one of several classes a plan field may hold (so JSON names it)."""
+    return cls in _union_members(Plan)
+
+
+@functools.cache
+def _union_members(cls: type) -> frozenset:
+    """The classes that share a union with another class anywhere under `cls`."""
+    found: set[type] = set()
+    todo, seen = [cls], set()
+    while todo:
+        hint = todo.pop()
+        if hint in seen:
+            continue
+        seen.add(hint)
+        if dataclasses.is_dataclass(hint):
+            todo += _hints(hint).values()
+            continue
+        args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) > 1:
+            found.update(args)
+        todo += args
+    return frozenset(found)
 
 
 Tensors = dict[str, torch.Tensor]  # a state dict: name → tensor
@@ -3494,6 +3117,47 @@ def _device(device: Device) -> torch.device:
     if device is Device.CPU or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+# --- what this script was compiled from (written to its run directory) -----------------------
+
+SPEC_FILE = "specs/diffusion.sw"
+SPEC_SHA256 = "c4a609430cec17b6e42a074f1ff6eb7cad9693216c1bc07801f04119429f1e8d"
+SPEC_TEXT = (
+    "# Right-to-left masked diffusion with time as depth: the README's main job.\n"
+    "#\n"
+    "# The first stack trained sits next to the head and sees the least noise; each later stack\n"
+    "# is inserted at the input side and trained, through the frozen suffix, at a higher mask\n"
+    '# ratio. The trunk is held in 4-bit NF4 with a small trunk LoRA ("progressive QLoRA"), each\n'
+    "# new stack gets its own stack LoRA, and a fuse stage trains all the adapters together.\n"
+    "let d = 128\n"
+    "\n"
+    "model { d_model = d, context = 64, norm = rmsnorm, position = rope(theta = 10000), head = "
+    "tied }\n"
+    "\n"
+    "block denoiser {\n"
+    "  attention = gqa(heads = 4, kv_heads = 2, mode = bidirectional)\n"
+    "  ffn = swiglu(hidden = 4 * d)\n"
+    "}\n"
+    "\n"
+    "stack s = 2 x denoiser\n"
+    "\n"
+    "objective = masked_diffusion(time = depth, mask = linear(0.9 -> 0.15))\n"
+    "\n"
+    "grow prepend 4 x s {\n"
+    "  steps = 150\n"
+    "  init = copy  # a new stack starts as a copy of its neighbour in the trunk\n"
+    "  new { precision = fp32, lora(rank = 16, alpha = 32) }  # bf16 where the hardware has it\n"
+    "  trunk { frozen, precision = nf4, lora(rank = 8, alpha = 16, pattern = decreasing) }\n"
+    "}\n"
+    "\n"
+    "fuse { steps = 100, lr = 1e-4, trunk { adapters } }\n"
+    "\n"
+    "data { source = stdlib, tokenizer = bytes, batch = 16 }\n"
+    "optimizer = adamw(lr = 1e-3, weight_decay = 0.1, warmup = 20, clip = 1.0)\n"
+    "run { seed = 0, log every 10 steps, eval every 50 steps, checkpoint every 100 steps }\n"
+)
+OVERRIDES = []
 
 
 # --- main ----------------------------------------------------------------------------------

@@ -3,15 +3,12 @@
 
 Spec SHA-256: 02a9f2286ca24706abac0cc896fe7ca775216d125ed5fd9181afcb074a503d60
 
-It trains exactly what `sw run` trains for that spec (its text is SPEC_TEXT below) and
-writes the same run directory: spec.sw, plan.json, run.json, metrics.jsonl, checkpoints/
-(safetensors weights and JSON state), summary.json and, with matplotlib, loss.png.
+It trains exactly what `sw run` trains for that spec and writes the same run directory.
 
     python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
 
-Below: the spec and its resolved plan (each value commented with the spec line that set
-it), then the code this spec needs and no other (taken from stackwise-dsl's own runtime),
-then `main`, which trains the stages one after another.
+Top to bottom: the configuration (the resolved plan), the model, the objective and the data, the
+loop, the harness, then `main`; the code is stackwise-dsl's own, the parts this spec needs.
 """
 
 from __future__ import annotations
@@ -48,224 +45,342 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 # --- configuration -------------------------------------------------------------------------
 
-SPEC_FILE = "specs/tiny.sw"
-SPEC_SHA256 = "02a9f2286ca24706abac0cc896fe7ca775216d125ed5fd9181afcb074a503d60"
-SPEC_TEXT = (
-    "# A seconds-long smoke run: two one-block stacks on a synthetic copy task. The loss falls "
-    "from\n"
-    "# ln 259 = 5.56 (a uniform guess over the byte vocabulary) to about 2.9: the models learn "
-    "the\n"
-    "# task's alphabet and layout. Learning to copy itself takes far more steps than a smoke run.\n"
-    "model { d_model = 32, context = 32 }\n"
-    "\n"
-    "block b { attention = mha(heads = 2, mode = causal), ffn = swiglu(hidden = 64) }\n"
-    "\n"
-    "stack s = 1 x b\n"
-    "\n"
-    "objective = clm\n"
-    "\n"
-    "grow append 2 x s { steps = 150 }\n"
-    "\n"
-    "data { source = synthetic(task = copy, symbols = 16, samples = 512), batch = 8 }\n"
-    "optimizer = adamw(lr = 3e-3, warmup = 10)\n"
-    "run { seed = 0, log every 25 steps }\n"
-)
-OVERRIDES = []
-
-# The resolved plan: every default filled in (what `sw plan` shows). A comment names the line
-# of SPEC_TEXT that set a value, `--set NAME` for an override, `default` for the language's
-# default, or `derived` for a value computed from others (head_dim, the parts of a stage, ...).
+# The resolved plan (what `sw plan` shows). A comment says where the values on its line came from:
+# a line of SPEC_TEXT, `--set NAME`, a `default`, or `derived`. Left out means None.
+# fmt: off
+BLOCK_B = {  # line 6
+    "name": "b", "ffn": {"kind": "SwiGlu", "hidden": 64},  # line 6
+    "attention": {"heads": 2, "kv_heads": 2, "head_dim": 16, "mode": "causal"},  # line 6
+    "residual_gain": 1.0, "spectral_norm": False, "freeze_up_proj": False,  # default
+}
 PLAN = {
     "name": "tiny",  # derived: the spec's file name
     "model": {  # line 4
-        "vocab": 259,  # derived: the tokenizer's
-        "d_model": 32,  # line 4
-        "context": 32,  # line 4
-        "embed_dim": 32,  # derived: = d_model
-        "norm": "rmsnorm",  # default
-        "position": {  # default
-            "kind": "Rope",
-            "theta": 10000.0,  # default
-        },
-        "head": "tied",  # default
-        "dropout": 0.0,  # default
-        "time": None,  # derived
+        "vocab": 259, "embed_dim": 32,  # derived
+        "d_model": 32, "context": 32,  # line 4
+        "norm": "rmsnorm", "position": {"kind": "Rope", "theta": 10000.0},  # default
+        "head": "tied", "dropout": 0.0,  # default
     },
     "stacks": [  # derived
         {  # line 8
-            "position": 0,  # derived
+            "position": 0, "blocks": [BLOCK_B], "created_in": 1,  # derived
             "name": "s",  # line 12
-            "blocks": [  # derived
-                {  # line 6
-                    "name": "b",  # line 6
-                    "attention": {  # line 6
-                        "heads": 2,  # line 6
-                        "kv_heads": 2,  # derived: = heads
-                        "head_dim": 16,  # derived: d_model / heads
-                        "mode": "causal",  # line 6
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 6
-                        "kind": "SwiGlu",
-                        "hidden": 64,  # line 6
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-            ],
-            "created_in": 1,  # derived
-            "stack_lora": None,  # default
         },
         {  # line 8
-            "position": 1,  # derived
+            "position": 1, "blocks": [BLOCK_B], "created_in": 2,  # derived
             "name": "s",  # line 12
-            "blocks": [  # derived
-                {  # line 6
-                    "name": "b",  # line 6
-                    "attention": {  # line 6
-                        "heads": 2,  # line 6
-                        "kv_heads": 2,  # derived: = heads
-                        "head_dim": 16,  # derived: d_model / heads
-                        "mode": "causal",  # line 6
-                        "latent": None,  # default
-                        "kernel": None,  # default
-                    },
-                    "ffn": {  # line 6
-                        "kind": "SwiGlu",
-                        "hidden": 64,  # line 6
-                    },
-                    "residual_gain": 1.0,  # default
-                    "spectral_norm": False,  # default
-                    "freeze_up_proj": False,  # default
-                },
-            ],
-            "created_in": 2,  # derived
-            "stack_lora": None,  # default
         },
     ],
     "stages": [  # derived
         {  # line 12
-            "number": 1,  # derived
-            "kind": "grow",  # derived
-            "steps": 150,  # line 12
-            "tokens": None,  # default
-            "objective": {"kind": "Clm"},  # line 10
-            "mask_ratio": None,  # derived
-            "parts": [  # derived
-                {  # derived
-                    "position": 0,  # derived
-                    "role": "new",  # derived
-                    "trains": "full",  # derived: new stacks train
-                    "precision": "fp32",  # default
-                    "trunk_lora": None,  # default
-                    "mask_ratio": None,  # derived
-                },
-            ],
-            "init": "random",  # default
-            "init_from": None,  # derived
-            "cache": "off",  # default
-            "lr": 0.003,  # line 15
-            "adapter_lr": 0.003,  # line 15
-            "embedding_lr": 0.003,  # line 15
-            "train_input": True,  # derived: the stage's kind and cache
-            "train_head": True,  # derived: the stage's kind and cache
+            "number": 1, "kind": "grow", "train_input": True, "train_head": True,  # derived
             "merge_adapters": False,  # derived
+            "steps": 150,  # line 12
+            "objective": {"kind": "Clm"},  # line 10
+            "parts": [  # derived
+                {"position": 0, "role": "new", "trains": "full", "precision": "fp32"},  # derived
+            ],
+            "init": "random", "cache": "off",  # default
+            "lr": 0.003, "adapter_lr": 0.003, "embedding_lr": 0.003,  # line 15
         },
         {  # line 12
-            "number": 2,  # derived
-            "kind": "grow",  # derived
+            "number": 2, "kind": "grow", "train_input": True, "train_head": True,  # derived
+            "merge_adapters": False,  # derived
             "steps": 150,  # line 12
-            "tokens": None,  # default
             "objective": {"kind": "Clm"},  # line 10
-            "mask_ratio": None,  # derived
             "parts": [  # derived
                 {  # derived
-                    "position": 0,  # derived
-                    "role": "trunk",  # derived
-                    "trains": "nothing",  # default
-                    "precision": "fp32",  # default
-                    "trunk_lora": None,  # default
-                    "mask_ratio": None,  # derived
+                    "position": 0, "role": "trunk",  # derived
+                    "trains": "nothing", "precision": "fp32",  # default
                 },
-                {  # derived
-                    "position": 1,  # derived
-                    "role": "new",  # derived
-                    "trains": "full",  # derived: new stacks train
-                    "precision": "fp32",  # default
-                    "trunk_lora": None,  # default
-                    "mask_ratio": None,  # derived
-                },
+                {"position": 1, "role": "new", "trains": "full", "precision": "fp32"},  # derived
             ],
-            "init": "random",  # default
-            "init_from": None,  # derived
-            "cache": "off",  # default
-            "lr": 0.003,  # line 15
-            "adapter_lr": 0.003,  # line 15
-            "embedding_lr": 0.003,  # line 15
-            "train_input": True,  # derived: the stage's kind and cache
-            "train_head": True,  # derived: the stage's kind and cache
-            "merge_adapters": False,  # derived
+            "init": "random", "cache": "off",  # default
+            "lr": 0.003, "adapter_lr": 0.003, "embedding_lr": 0.003,  # line 15
         },
     ],
     "data": {  # line 14
-        "source": {  # line 14
-            "kind": "Synthetic",
-            "task": "copy",  # line 14
-            "symbols": 16,  # line 14
-            "samples": 512,  # line 14
-        },
-        "tokenizer": {"kind": "Bytes"},  # default
+        "source": {"kind": "Synthetic", "task": "copy", "symbols": 16, "samples": 512},  # line 14
+        "tokenizer": {"kind": "Bytes"}, "validation": 0.05,  # default
         "batch": 8,  # line 14
         "seq_len": 32,  # derived: = context
-        "validation": 0.05,  # default
     },
     "optimizer": {  # line 15
-        "method": {  # line 15
-            "kind": "AdamW",
-            "betas": [0.9, 0.999],  # default
-            "eps": 1e-08,  # default
-        },
-        "weight_decay": 0.0,  # default
-        "warmup": 10,  # line 15
-        "schedule": "cosine",  # default
-        "min_lr": 0.0,  # default
-        "clip": 1.0,  # default
+        "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 15
+        "weight_decay": 0.0, "schedule": "cosine", "min_lr": 0.0, "clip": 1.0,  # default
         "accumulate": 1,  # default
+        "warmup": 10,  # line 15
     },
     "run": {  # line 16
-        "seed": 0,  # line 16
-        "device": "auto",  # default
+        "seed": 0, "log_every": 25,  # line 16
+        "device": "auto", "eval_batches": 8,  # default
         "dir": "runs/tiny",  # derived: runs/ and the spec's name
-        "log_every": 25,  # line 16
-        "eval_every": None,  # default
-        "eval_batches": 8,  # default
-        "checkpoint_every": None,  # default
     },
+}
+# fmt: on
+
+
+# --- the model -----------------------------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Dense attention: MHA, GQA and MQA (kv_heads < heads share key/value heads), through
+    scaled_dot_product_attention."""
+
+    def __init__(
+        self,
+        a: Attention,
+        d_model: int,
+        *,
+        features: torch.Generator | None,
+    ) -> None:
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim
+        self.causal = a.mode is Mode.CAUSAL
+        self._projections(a, d_model, a.heads * a.head_dim, a.kv_heads * a.head_dim)
+        self.o = nn.Linear(a.heads * a.head_dim, d_model, bias=False)
+
+    def _projections(self, a: Attention, d_model: int, inner: int, kv: int) -> None:
+        self.q = nn.Linear(d_model, inner, bias=False)
+        self.k = nn.Linear(d_model, kv, bias=False)
+        self.v = nn.Linear(d_model, kv, bias=False)
+
+    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the query and the key/value projections read."""
+        return x, x
+
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    ) -> torch.Tensor:
+        bsz, t, _ = x.shape
+        q_in, kv_in = self._inputs(x)
+        q = self.q(q_in).view(bsz, t, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = (
+            self.k(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        )  # (B, KV, T, hd)
+        v = self.v(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        y = self._mix(q, k, v)
+        return self.o(y.transpose(1, 2).reshape(bsz, t, self.heads * self.head_dim))
+
+    def _mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
+        )
+
+
+ATTENTIONS = {
+    "dense": SelfAttention,
 }
 
 
-# --- the code: stackwise-dsl's runtime, the parts this spec needs --------------------------
-
-__version__ = "0.1.0"
-
-
-def cpu_bf16() -> bool | None:
-    """Whether the CPU multiplies bf16 natively (avx512_bf16 or AMX); None when it cannot be
-    told (not Linux). Without it, bf16 matmuls are emulated: many times slower than fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        return None
-    return None
+def make_attention(
+    a: Attention, d_model: int, *, features: torch.Generator | None
+) -> SelfAttention:
+    """The attention module of a block, by kind (see `attention_key`)."""
+    kind = pick(ATTENTIONS, attention_key(a), "attention kind")
+    return kind(a, d_model, features=features)
 
 
-SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
+def make_norm(kind: Norm, d_model: int) -> nn.Module:
+    if kind is Norm.RMSNORM:
+        return nn.RMSNorm(d_model, eps=1e-6)
+    return nn.LayerNorm(d_model, eps=1e-5, bias=False)
+
+
+def rope_tables(context: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of every (position, frequency), each (context, head_dim)."""
+    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    angles = torch.outer(torch.arange(context, dtype=torch.float64), freqs)  # (T, hd/2)
+    angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
+    return angles.cos().float(), angles.sin().float()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + hd/2) of x (B, H, T, hd) by position."""
+    t = x.shape[-2]
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos[:t].to(x.dtype) + rotated * sin[:t].to(x.dtype)
+
+
+class SwiGluFfn(nn.Module):
+    """down(silu(gate(x)) * up(x))"""
+
+    def __init__(self, d_model: int, hidden: int) -> None:
+        super().__init__()
+        self.gate = nn.Linear(d_model, hidden, bias=False)
+        self.up = nn.Linear(d_model, hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+def derive(seed: int, *names) -> int:
+    """A 63-bit seed for (seed, *names), stable across Python versions and machines."""
+    text = "\x1f".join([str(seed), *map(str, names)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+
+
+def generator(seed: int, *names) -> torch.Generator:
+    return torch.Generator().manual_seed(derive(seed, *names))
+
+
+INIT_STD = 0.02
+
+
+FFNS = {
+    "swiglu": SwiGluFfn,
+}
+
+
+class TransformerBlock(nn.Module):
+    """x + γ·attn(norm(x)), then x + γ·ffn(norm(x))."""
+
+    def __init__(self, b: Block, m: Model, *, features: torch.Generator) -> None:
+        super().__init__()
+        self.norm1 = make_norm(m.norm, m.d_model)
+        self.attn = make_attention(b.attention, m.d_model, features=features)
+        self.norm2 = make_norm(m.norm, m.d_model)
+        self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.ffn.hidden)
+        self.gain = b.residual_gain
+        self.drop = nn.Dropout(m.dropout)
+        self.frozen_up = b.freeze_up_proj
+        if b.spectral_norm:
+            for name, layer in list(self.named_modules()):
+                if isinstance(layer, nn.Linear):
+                    parent, _, leaf = name.rpartition(".")
+                    setattr(self.get_submodule(parent), leaf, spectral_norm(layer))
+
+    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+        rope = None if ropes is None else ropes[self.attn.head_dim]
+        x = x + self.gain * self.drop(self.attn(self.norm1(x), rope))
+        return x + self.gain * self.drop(self.ffn(self.norm2(x)))
+
+
+class BlockStack(nn.Module):
+    def __init__(self, s: Stack, m: Model, seed: int) -> None:
+        super().__init__()
+        features = generator(seed, "features", s.position)
+        self.blocks = nn.ModuleList(TransformerBlock(b, m, features=features) for b in s.blocks)
+
+    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
+        for block in self.blocks:
+            x = block(x, ropes)
+        return x
+
+
+TIME_EMBEDDERS = {}
+
+
+class Rack(nn.Module):
+    """embedding → the stacks that exist, in rack order → final norm → head."""
+
+    def __init__(self, plan: Plan) -> None:
+        super().__init__()
+        m = plan.model
+        self.plan, self.model = plan, m
+        self.seed = plan.run.seed
+        self.embed = nn.Embedding(m.vocab, m.embed_dim)
+        factorized = m.embed_dim != m.d_model
+        self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
+        learned = isinstance(m.position, LearnedPosition)
+        self.positions = nn.Embedding(m.context, m.d_model) if learned else None
+        self.time = None
+        if m.time is not None:
+            embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
+            self.time = embedder(m.d_model, m.time)
+        self.drop = nn.Dropout(m.dropout)
+        self.stacks = nn.ModuleDict()
+        self.norm = make_norm(m.norm, m.d_model)
+        self.head = nn.Linear(m.d_model, m.vocab, bias=False) if m.head is Head.UNTIED else None
+        self.rope = None
+        if isinstance(m.position, Rope):
+            head_dims = {b.attention.head_dim for s in plan.stacks for b in s.blocks}
+            self.rope = {hd: rope_tables(m.context, hd, m.position.theta) for hd in head_dims}
+        self._init_shared()
+
+    # --- building ---
+
+    def _init_shared(self) -> None:
+        g = generator(self.seed, "shared")
+        for _, param in sorted(self.named_parameters()):
+            if param.dim() >= 2:
+                nn.init.normal_(param, 0.0, INIT_STD, generator=g)
+
+    def add_stack(self, position: int, init: Init, copy_of: Mapping | None = None) -> BlockStack:
+        """Create the stack at `position`: random, the identity, or (`copy`) a copy of the
+        full-precision weights `copy_of` (its neighbour's master, never a quantized copy)."""
+        s = self.plan.stacks[position]
+        stack = BlockStack(s, self.model, self.seed)
+        _init_stack(stack, generator(self.seed, "stack", position), _depth(self.plan))
+        if init is Init.COPY and copy_of is not None:
+            stack.load_state_dict(dict(copy_of.items()))
+        elif init is Init.IDENTITY:
+            for block in stack.blocks:
+                nn.init.zeros_(weight_of(block.attn.o))
+                nn.init.zeros_(weight_of(block.ffn.down))
+        self.stacks[str(position)] = stack
+        return stack
+
+    # --- running ---
+
+    def embed_tokens(self, tokens: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) ids → (B, T, d) hidden states entering the first stack."""
+        h = self.embed(tokens)
+        if self.embed_proj is not None:
+            h = self.embed_proj(h)
+        if self.positions is not None:
+            h = h + self.positions(torch.arange(tokens.shape[1], device=tokens.device))
+        if self.time is not None and t is not None:
+            h = h + self.time(t)[:, None, :]
+        return self.drop(h)
+
+    def run_stacks(self, h: torch.Tensor, positions) -> torch.Tensor:
+        for position in positions:
+            stack = self.stacks[str(position)]
+            h = stack(h, self.ropes(h.device))
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        h = self.norm(h)
+        weight = self.embed.weight if self.head is None else self.head.weight
+        return h @ weight.t()
+
+    def ropes(self, device: torch.device) -> dict | None:
+        """The RoPE tables (cos, sin) for every head width in the model, on `device`."""
+        if self.rope is None:
+            return None
+        for hd, (cos, sin) in self.rope.items():
+            if cos.device != device:
+                self.rope[hd] = (cos.to(device), sin.to(device))
+        return self.rope
+
+
+def _depth(plan: Plan) -> int:
+    return sum(len(s.blocks) for s in plan.stacks)
+
+
+def weight_of(linear: nn.Linear) -> nn.Parameter:
+    """A linear layer's weight parameter, under a spectral-norm parametrization or not."""
+    if hasattr(linear, "parametrizations"):
+        return linear.parametrizations.weight.original
+    return linear.weight
+
+
+def _init_stack(stack: BlockStack, g: torch.Generator, depth: int) -> None:
+    """N(0, 0.02) for every matrix; output projections (o, down) scaled by 1/sqrt(2·depth)."""
+    outputs = {id(weight_of(b.attn.o)) for b in stack.blocks} | {
+        id(weight_of(b.ffn.down)) for b in stack.blocks
+    }
+    out_std = INIT_STD / math.sqrt(2 * depth)
+    for _, param in sorted(stack.named_parameters()):
+        if param.dim() >= 2:
+            std = out_std if id(param) in outputs else INIT_STD
+            nn.init.normal_(param, 0.0, std, generator=g)
 
 
 class Word(enum.Enum):
@@ -377,6 +492,825 @@ class Task(Word):
     REVERSE = "reverse"
     SORT = "sort"
     ARITHMETIC = "arithmetic"
+
+
+DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
+
+
+def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
+    """The autocast / storage dtype of a float precision on this device (None: fp32)."""
+    if precision is Precision.FP16 and device.type != "cuda":
+        return None
+    return DTYPES.get(precision)
+
+
+def emulated_bf16(device: torch.device) -> bool:
+    """A CPU without native bf16: bf16 matmuls there are emulated, tens of times slower."""
+
+    return device.type == "cpu" and cpu_bf16() is False
+
+
+def autocast(precision: Precision, device: torch.device, *, frozen: bool = False):
+    """The context a stack runs in. A frozen bf16 stack on a CPU without native bf16 runs
+    in fp32 from its bf16-stored weights (see `freeze_into`), so it gets none."""
+    if frozen and precision is Precision.BF16 and emulated_bf16(device):
+        return contextlib.nullcontext()
+    dtype = compute_dtype(precision, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -> None:
+    """Hold a frozen module's linear layers (or all its weights) in `precision`, in place:
+    quantized formats and bf16 on a CPU without native bf16 as compact layers
+    (FROZEN_LINEARS), other float precisions by casting the linear layers."""
+    if precision.quantized or (precision is Precision.BF16 and emulated_bf16(device)):
+        for name, linear in list(module.named_modules()):
+            if type(linear) is nn.Linear:
+                parent, _, leaf = name.rpartition(".")
+                owner = module.get_submodule(parent) if parent else module
+                setattr(owner, leaf, quantized_linear(linear, precision, device))
+        return
+    dtype = compute_dtype(precision, device)
+    if dtype is not None:  # the linear layers hold almost every weight; norms stay fp32
+        for linear in module.modules():
+            if isinstance(linear, nn.Linear):
+                linear.to(dtype)
+
+
+def quantized_linear(linear: nn.Linear, precision: Precision, device: torch.device) -> nn.Module:
+    """The compact frozen layer holding `linear`'s weight in `precision`."""
+    make = pick(FROZEN_LINEARS, frozen_key(precision), "frozen precision")
+    return make(linear.weight.detach().float(), device)
+
+
+FROZEN_LINEARS = {}
+
+
+class LossScaler:
+    """Dynamic loss scaling for stacks that train in fp16 on CUDA (torch.amp.GradScaler);
+    a pass-through everywhere else (fp16 runs in fp32 on the CPU, and bf16 needs none)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.scaler = torch.amp.GradScaler("cuda") if enabled else None
+
+    @classmethod
+    def for_stage(cls, parts, device: torch.device) -> LossScaler:
+        fp16 = any(x.precision is Precision.FP16 and x.trains is Trains.FULL for x in parts)
+        return cls(enabled=fp16 and device.type == "cuda")
+
+    @property
+    def enabled(self) -> bool:
+        return self.scaler is not None
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler else loss).backward()
+
+    def unscale(self, opt: torch.optim.Optimizer) -> None:
+        """Before clipping, so the norm is of the true gradients."""
+        if self.scaler:
+            self.scaler.unscale_(opt)
+
+    def step(self, opt: torch.optim.Optimizer) -> None:
+        """The optimizer step (skipped by the scaler when a gradient overflowed)."""
+        if self.scaler:
+            self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            opt.step()
+
+    def state(self) -> dict | None:
+        return self.scaler.state_dict() if self.scaler else None
+
+    def restore(self, state: dict | None) -> None:
+        if self.scaler and state:
+            self.scaler.load_state_dict(state)
+
+
+NAMES = ("stack", "trunk")
+
+
+ADAPTERS = {}
+
+
+def _lora_layer_class() -> type | None:
+    """peft's LoraLayer, if peft is loaded. Only `attach` loads it: before, no layer can be
+    a LoRA layer, and a run (or a compiled script) without adapters never needs peft."""
+    lora = sys.modules.get("peft.tuners.lora")
+    return getattr(lora, "LoraLayer", None)
+
+
+def lora_layers(stack: nn.Module) -> dict[str, nn.Module]:
+    kind = _lora_layer_class()
+    if kind is None:
+        return {}
+    return {n: m for n, m in stack.named_modules() if isinstance(m, kind)}
+
+
+def base_of(layer: nn.Module) -> nn.Module:
+    """The layer an adapter wraps, or the layer itself."""
+    kind = _lora_layer_class()
+    return layer.get_base_layer() if kind is not None and isinstance(layer, kind) else layer
+
+
+def adapter_parameters(stack: nn.Module, name: str | None = None) -> list[nn.Parameter]:
+    """The LoRA weights of a stack (of one adapter, or all)."""
+    out = []
+    for layer in lora_layers(stack).values():
+        for adapter in (name,) if name else NAMES:
+            if adapter in layer.lora_A:
+                out += [layer.lora_A[adapter].weight, layer.lora_B[adapter].weight]
+    return out
+
+
+class StageModel(nn.Module):
+    """A rack arranged for one stage, built from `store` (runtime/weights.py: the run's fp32
+    masters, adapters and shared weights, as plain state dicts)."""
+
+    def __init__(self, plan: Plan, stage: Stage, store, device: torch.device) -> None:
+        super().__init__()
+        self.plan, self.stage, self.device = plan, stage, device
+        self.rack = Rack(plan)
+        if store.shared:
+            self.rack.load_state_dict(store.shared, strict=False)
+        self._build_stacks(store)
+        self.rack.to(device)
+        self._attach_adapters(store)
+        self._mark_trainable()
+        self.positions = tuple(part.position for part in stage.parts)
+        self.precision = {part.position: part.precision for part in stage.parts}
+        self.frozen = {part.position: part.trains is not Trains.FULL for part in stage.parts}
+
+    # --- building ---
+
+    def _build_stacks(self, store) -> None:
+        """One stack at a time: its master is loaded (from memory or from disk) and, if it
+        does not train fully, held in its precision at once, so at most one stack is ever
+        in fp32 beyond those that train."""
+        for part in self.stage.parts:
+            if part.position in store.stacks:
+                stack = BlockStack(
+                    self.plan.stacks[part.position], self.plan.model, self.plan.run.seed
+                )
+                stack.load_state_dict(dict(store.stacks[part.position].items()))
+                self.rack.stacks[str(part.position)] = stack
+                if part.trains is not Trains.FULL:
+                    freeze_into(stack.to(self.device), part.precision, self.device)
+        for position in self.stage.new:
+            if position not in store.stacks:
+                source = self.stage.init_from
+                copy_of = store.stacks[source] if source is not None else None
+                self.rack.add_stack(position, self.stage.init, copy_of)
+                store.stacks[position] = master_state(self.rack.stacks[str(position)])
+        if not store.shared:
+            store.shared.update(shared_state(self.rack))
+
+    def _attach_adapters(self, store) -> None:
+        """Inject the adapters that train this stage or hold trained weights. An adapter that
+        has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
+        the cost; its initial weights derive from the seed, whenever it is attached."""
+        seed = self.plan.run.seed
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            trains = part.role is Role.TRUNK and part.trains is not Trains.NOTHING
+            loras = (
+                ("stack", self.plan.stacks[part.position].stack_lora),
+                ("trunk", part.trunk_lora),
+            )
+            for name, lora in loras:
+                stored = store.adapters.get((part.position, name))
+                if lora is None or not (trains or (stored is not None and _nonzero(stored))):
+                    continue
+                attach = pick(ADAPTERS, adapter_key(lora), "adapter")
+                attach(stack, lora, name, seed=seed, position=part.position)
+                if stored is not None:
+                    load_adapter(stack, name, stored)
+                stack.to(self.device)
+
+    def _mark_trainable(self) -> None:
+        self.requires_grad_(False)
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            if part.trains is Trains.FULL and part.role is Role.TRUNK:
+                stack.requires_grad_(True)
+            elif part.role is Role.NEW:
+                for param in base_parameters(stack):
+                    param.requires_grad_(True)
+            if part.trains is not Trains.NOTHING and part.role is Role.TRUNK:
+                for param in adapter_parameters(stack):
+                    param.requires_grad_(True)
+            for block in stack.blocks:
+                if block.frozen_up:
+                    weight_of(base_of(block.ffn.up)).requires_grad_(False)
+        for param in input_parameters(self.rack):
+            param.requires_grad_(self.stage.train_input)
+        for param in head_parameters(self.rack):
+            param.requires_grad_(self.stage.train_head or param.requires_grad)
+
+    # --- running ---
+
+    def stack(self, position: int) -> BlockStack:
+        return self.rack.stacks[str(position)]
+
+    def train(self, mode: bool = True) -> StageModel:
+        """Training mode where something trains: frozen stacks (and a frozen input side) stay
+        in eval mode, so dropout never touches what is not learning."""
+        super().train(mode)
+        for part in self.stage.parts:
+            self.stack(part.position).train(mode and part.trains is not Trains.NOTHING)
+        self.rack.drop.train(mode and self.stage.train_input)
+        return self
+
+    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None) -> torch.Tensor:
+        """Hidden states after the given stacks (default: all of this stage's)."""
+        h = self.rack.embed_tokens(inputs, t)
+        return self.run(h, self.positions if positions is None else positions)
+
+    def run(self, h: torch.Tensor, positions) -> torch.Tensor:
+        for position in positions:
+            stack = self.stack(position)
+            with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
+                h = stack(h, self.rack.ropes(h.device)).float()
+        return h
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return self.rack.logits(h)
+
+    # --- writing back ---
+
+    def capture(self, store) -> None:
+        """Write what this stage trains back into the store (fp32)."""
+        for part in self.stage.parts:
+            stack = self.stack(part.position)
+            if part.trains is Trains.FULL:
+                store.stacks[part.position] = master_state(stack)
+            if part.trains is not Trains.NOTHING:
+                for name in NAMES:
+                    if _has(stack, name):
+                        store.adapters[(part.position, name)] = adapter_state(stack, name)
+        if self.stage.train_input or self.stage.train_head:
+            store.shared.clear()
+            store.shared.update(shared_state(self.rack))
+
+
+def _nonzero(state: dict[str, torch.Tensor]) -> bool:
+    """Whether a stored adapter has ever changed its output (some lora_B entry is not zero)."""
+    return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
+
+
+def _has(stack: BlockStack, name: str) -> bool:
+    return bool(adapter_parameters(stack, name))
+
+
+def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
+    """A stack's own weights (not its adapters)."""
+    lora = {id(x) for x in adapter_parameters(stack)}
+    return [x for x in stack.parameters() if id(x) not in lora]
+
+
+def input_parameters(rack: Rack) -> list[nn.Parameter]:
+    """Token embedding (with its projection), learned positions, time embedding."""
+    parts = [rack.embed, rack.embed_proj, rack.positions, rack.time]
+    return [x for m in parts if m is not None for x in m.parameters()]
+
+
+def head_parameters(rack: Rack) -> list[nn.Parameter]:
+    """The final norm and the head (a tied head is the input embedding)."""
+    parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
+    return [x for m in parts for x in m.parameters()]
+
+
+_BASE = ".base_layer"  # peft's wrapping of a layer with adapters
+
+
+def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
+    """A live stack's base weights under plain-module names (adapters left out), in fp32."""
+    out = {}
+    for key, value in stack.state_dict().items():
+        if ".lora_" in key:
+            continue
+        out[key.replace(_BASE, "")] = value.detach().float().clone()
+    return out
+
+
+def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """One adapter's weights of a live stack, under plain-module names."""
+    marker = {f".lora_A.{name}.", f".lora_B.{name}."}
+    out = {}
+    for key, value in stack.state_dict().items():
+        if any(m in key for m in marker):
+            out[key.replace(_BASE, "")] = value.detach().float().clone()
+    return out
+
+
+def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
+    """Put stored adapter weights back into a live (peft-wrapped) stack."""
+    live = {
+        k.replace(_BASE, ""): k for k in stack.state_dict() if f".{name}." in k and ".lora_" in k
+    }
+    missing = set(live) ^ set(state)
+    if missing:
+        raise KeyError(f"stored adapter `{name}` does not fit this stack: {sorted(missing)[:3]}")
+    stack.load_state_dict({live[k]: v for k, v in state.items()}, strict=False)
+
+
+def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
+    """The rack's own weights (everything but its stacks)."""
+    return {
+        k: v.detach().float().clone()
+        for k, v in rack.state_dict().items()
+        if not k.startswith("stacks.")
+    }
+
+
+# --- the objective and the data ------------------------------------------------------------------
+
+
+__version__ = "0.1.0"
+
+
+SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
+
+
+IGNORE = -100
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    inputs: torch.Tensor  # (B, T) token ids the model reads
+    targets: torch.Tensor  # (B, T) ids to predict, IGNORE elsewhere
+    t: torch.Tensor | None  # (B,) time as input, else None
+    ids: np.ndarray  # (B,) window ids
+    ratio: float | None  # the mask ratio used (masked objectives)
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    mask: int
+    ordinary: int  # random replacements draw ids below this
+
+
+def noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
+    """(mask ratio, t) for one step of a stage; t only for time as input."""
+    return pick(NOISES, noise_key(stage.objective), "objective")(stage, plan, step)
+
+
+def _clm_noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
+    return None, None
+
+
+NOISES = {
+    "clm": _clm_noise,
+}
+
+
+def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, ratio, t, *,
+               seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
+    """The model's inputs and targets for windows (B, seq_len + 1)."""
+    if isinstance(objective, Clm):
+        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
+    x = windows[:, :-1]
+    draws = torch.stack(
+        [torch.rand((3, x.shape[1]), generator=generator(seed, "mask", int(i))) for i in ids]
+    )
+    selected = draws[:, 0] < ratio
+    selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
+    targets = torch.where(selected, x, IGNORE)
+    inputs = torch.where(selected, vocab.mask, x)
+    if isinstance(objective, Mlm) and objective.bert_mix:
+        random_ids = (draws[:, 2] * vocab.ordinary).long()
+        inputs = torch.where(
+            selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
+        )
+        inputs = torch.where(selected & (draws[:, 1] >= 0.9), x, inputs)
+    times = None if t is None else torch.full((len(ids),), float(t))
+    return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
+
+
+def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the predicted positions, computing logits only there."""
+    chosen = targets != IGNORE
+    if bool(chosen.all()):
+        logits = logits_fn(h.reshape(-1, h.shape[-1]))
+        return F.cross_entropy(logits.float(), targets.reshape(-1))
+    logits = logits_fn(h[chosen])
+    return F.cross_entropy(logits.float(), targets[chosen])
+
+
+class DataError(Exception):
+    """Data that cannot be used, with a message that says which file, line or byte."""
+
+
+_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+*"
+
+
+def documents(source: Stdlib | Synthetic | TextFiles | Jsonl, seed: int) -> list[str]:
+    """Every document of a source, in a fixed order."""
+    docs = pick(SOURCES, source_key(source), "data source")(source, seed)
+    docs = [d for d in docs if d]
+    if not docs:
+        raise DataError(f"the data source holds no text ({_describe(source)})")
+    return docs
+
+
+def _synthetic(source: Synthetic, seed: int) -> list[str]:
+    return synthetic(source.task, source.symbols, source.samples, seed)
+
+
+def synthetic(task: Task, symbols: int, samples: int, seed: int) -> list[str]:
+    """`samples` problems written as text, `question=answer`, drawn with `seed`."""
+    rng = random.Random(f"synthetic/{task.value}/{symbols}/{seed}")
+    alphabet = _ALPHABET[: max(2, min(symbols, len(_ALPHABET) - 2))]
+    docs = []
+    for _ in range(samples):
+        if task is Task.ARITHMETIC:
+            a, b = rng.randrange(10 ** rng.randint(1, 3)), rng.randrange(10 ** rng.randint(1, 3))
+            docs.append(f"{a}+{b}={a + b}")
+            continue
+        word = "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 12)))
+        answer = {Task.COPY: word, Task.REVERSE: word[::-1], Task.SORT: "".join(sorted(word))}[task]
+        docs.append(f"{word}={answer}")
+    return docs
+
+
+def _describe(source) -> str:
+    if isinstance(source, TextFiles | Jsonl):
+        return ", ".join(source.files)
+    return type(source).__name__.lower()
+
+
+SOURCES = {
+    "synthetic": _synthetic,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Specials:
+    pad: int
+    mask: int
+    eos: int
+
+
+class Tokenizer:
+    """What a run reads of a tokenizer: its size, its specials, how many ids are ordinary
+    tokens (random replacements draw below it), and encode/decode."""
+
+    vocab_size: int
+    specials: Specials
+    ordinary: int
+
+    def encode(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+
+class ByteTokenizer(Tokenizer):
+    """UTF-8 bytes: ids 0-255, then the specials."""
+
+    vocab_size = 256 + len(SPECIAL_TOKENS)
+    specials = Specials(pad=256, mask=257, eos=258)
+    ordinary = 256  # ids below this are ordinary tokens (random replacements draw from them)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
+
+    def decode(self, ids) -> str:
+        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
+
+
+def build_tokenizer(
+    spec: Bytes | Chars | Bpe | TokenizerFile,
+    docs: list[str],
+) -> Tokenizer:
+    """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
+    return pick(TOKENIZERS, tokenizer_key(spec), "tokenizer")(spec, docs)
+
+
+def _bytes(spec: Bytes, docs: list[str]) -> Tokenizer:
+    return ByteTokenizer()
+
+
+TOKENIZERS = {
+    "bytes": _bytes,
+}
+
+
+_PHI = 0.6180339887498949
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    tokenizer: Tokenizer
+    windows: np.ndarray  # (n, seq_len + 1) int64
+    train: np.ndarray  # window ids for training
+    val: np.ndarray  # window ids held out
+
+
+def prepare(data: Data, seed: int) -> Prepared:
+    """Read, tokenize, window and split the data of a plan."""
+    docs = documents(data.source, seed)
+    tokenizer = build_tokenizer(data.tokenizer, docs)
+    stream = _stream(tokenizer, docs)
+    width = data.seq_len + 1
+    count = len(stream) // width
+    if count == 0:
+        raise DataError(
+            f"the data has {len(stream)} tokens, fewer than one sequence of {width} "
+            f"(seq_len {data.seq_len} + 1): use more text or a shorter seq_len"
+        )
+    windows = stream[: count * width].reshape(count, width)
+    train, val = split(count, data.validation)
+    return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val)
+
+
+def _stream(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
+    eos = np.array([tokenizer.specials.eos], dtype=np.int64)
+    parts = []
+    for doc in docs:
+        parts += [tokenizer.encode(doc), eos]
+    return np.concatenate(parts)
+
+
+def split(count: int, validation: float) -> tuple[np.ndarray, np.ndarray]:
+    """Train and validation window ids; each non-empty when validation > 0."""
+    ids = np.arange(count)
+    held = np.modf(ids * _PHI)[0] < validation
+    if validation > 0 and not held.any():
+        held[-1] = True
+    if validation > 0 and held.all():
+        raise DataError(
+            f"the data makes {count} sequence(s): too few to hold out a validation fraction "
+            f"of {validation} and still train"
+        )
+    return ids[~held], ids[held]
+
+
+class Stream:
+    def __init__(self, train: np.ndarray, seed: int) -> None:
+        self.train, self.seed = train, seed
+        self.epoch, self.offset = 0, 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        return self.train[np.random.default_rng([self.seed, epoch]).permutation(len(self.train))]
+
+    def take(self, count: int) -> np.ndarray:
+        """The next `count` window ids, moving into the next epoch when this one runs out."""
+        out = []
+        while count > 0:
+            chunk = self._order[self.offset : self.offset + count]
+            out.append(chunk)
+            count -= len(chunk)
+            self.offset += len(chunk)
+            if self.offset >= len(self._order):
+                self.epoch, self.offset = self.epoch + 1, 0
+                self._order = self._permutation(self.epoch)
+        return np.concatenate(out)
+
+    def state(self) -> dict:
+        return {"epoch": self.epoch, "offset": self.offset}
+
+    def restore(self, state: dict) -> None:
+        """Continue where `state` left off; ValueError for an offset past the epoch's end."""
+        epoch, offset = int(state["epoch"]), int(state["offset"])
+        if not 0 <= offset < len(self.train) or epoch < 0:
+            raise ValueError(f"the data stream position {state} lies outside the "
+                             f"{len(self.train):,} training windows")  # fmt: skip
+        self.epoch, self.offset = epoch, offset
+        self._order = self._permutation(self.epoch)
+
+
+def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
+    """The validation batches: the same windows, in the same order, at every evaluation."""
+    if len(val) == 0:
+        return []
+    count = batch * batches
+    ids = np.resize(val, max(count, 1))[:count]
+    return [ids[i : i + batch] for i in range(0, count, batch)]
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+class RunError(Exception):
+    """A run that cannot go on, with a message for the person who started it."""
+
+
+class Damaged(RunError):
+    """A file of a run directory that cannot be used as it is; the message names the file,
+    what is wrong with it and what to do. Nothing has been changed when it is raised."""
+
+
+def lr_factor(o: Optimizer, step: int, steps: int) -> float:
+    """Multiplier of the base rates at `step` (1-based) of a stage of `steps`: linear warmup,
+    then cosine or linear decay to min_lr (as a fraction of each group's rate), or constant."""
+    warmup = min(o.warmup, steps)
+    if step <= warmup:
+        return step / warmup
+    if o.schedule is LrSchedule.CONSTANT or steps == warmup:
+        return 1.0
+    progress = (step - warmup) / (steps - warmup)
+    shape = (
+        0.5 * (1 + math.cos(math.pi * progress))
+        if o.schedule is LrSchedule.COSINE
+        else 1 - progress
+    )
+    return shape
+
+
+def build(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
+    """The optimizer over `groups` (dicts of params, lr, weight_decay, name)."""
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g["base_lr"] = g["lr"]
+    return pick(OPTIMIZERS, optimizer_key(o), "optimizer")(o, groups)
+
+
+def _adamw(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.method.betas, eps=o.method.eps,
+                             foreach=False)  # fmt: skip
+
+
+OPTIMIZERS = {
+    "adamw": _adamw,
+}
+
+
+def set_lr(opt: torch.optim.Optimizer, o: Optimizer, step: int, steps: int) -> float:
+    """Apply the schedule; returns the factor (the logged lr is the first group's)."""
+    factor = lr_factor(o, step, steps)
+    for g in opt.param_groups:
+        floor = min(o.min_lr, g["base_lr"])
+        g["lr"] = floor + (g["base_lr"] - floor) * factor
+    return factor
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunState:
+    """Where a run is, beyond its weights: what a checkpoint keeps and a resume starts from.
+    Mid-stage (`step` > 0) it also holds what the stage's loop had: its optimizer and loss
+    scale, and torch's RNG (restored once the stage's model is built, since building draws)."""
+
+    stage: int = 1  # the stage in progress (1-based)
+    step: int = 0  # the steps of it done
+    global_step: int = 0  # the steps of the whole run done
+    # the data position (batches.Stream)
+    stream: dict = dataclasses.field(default_factory=lambda: {"epoch": 0, "offset": 0})
+    rng: torch.Tensor | None = None
+    optimizer: dict | None = None
+    scaler: dict | None = None
+    window: dict | None = None  # the harness's: losses since its last log line
+
+    def starting(self, stage: int) -> RunState:
+        """The state at the start of `stage`: the run's step count and data position go on."""
+        return RunState(stage=stage, global_step=self.global_step, stream=self.stream)
+
+
+OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
+
+
+def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
+                state: RunState, *, cache=None,
+                on_step: OnStep | None = None) -> tuple[RunState, float]:  # fmt: skip
+    """Train `stage` from `state` to its last step: (the state there, the last step's loss).
+    `cache`: the stage's activation cache (runtime/cache.py), if it has one."""
+    o = plan.optimizer
+    opt = build(o, param_groups(model, stage, o))
+    scaler = LossScaler.for_stage(stage.parts, model.device)
+    if state.optimizer is not None:  # resumed mid-stage
+        try:
+            opt.load_state_dict(state.optimizer)
+            scaler.restore(state.scaler)
+        except (ValueError, KeyError, RuntimeError) as e:
+            raise Damaged(
+                f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
+                f"optimizer ({e}); resume from a stage-end checkpoint or start again"
+            ) from None
+    if state.rng is not None:
+        torch.set_rng_state(state.rng)
+    stream = Stream(data.train, plan.run.seed)
+    stream.restore(state.stream)
+    trainable = [x for g in opt.param_groups for x in g["params"]]
+
+    def snapshot() -> RunState:
+        return dataclasses.replace(state, optimizer=opt.state_dict(), scaler=scaler.state(),
+                            rng=torch.get_rng_state())  # fmt: skip
+
+    loss = math.nan
+    for step in range(state.step + 1, stage.steps + 1):
+        set_lr(opt, o, step, stage.steps)
+        loss = 0.0
+        for micro in range(o.accumulate):
+            ids = stream.take(plan.data.batch)
+            batch = batch_for(plan, stage, data, ids, draw=(step - 1) * o.accumulate + micro)
+            part = stage_loss(model, batch, cache) / o.accumulate
+            scaler.backward(part)
+            loss += part.item()
+        if not math.isfinite(loss):
+            raise Diverged(stage.number, step, f"the loss became {loss}")
+        if o.clip is not None:
+            scaler.unscale(opt)
+            torch.nn.utils.clip_grad_norm_(trainable, o.clip)
+        scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
+        state = RunState(stage=stage.number, step=step, global_step=state.global_step + 1,
+                         stream=stream.state())  # fmt: skip
+        if on_step is not None:
+            on_step(state, loss, opt.param_groups[0]["lr"], snapshot)
+    return state, loss
+
+
+def batch_for(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, draw: int) -> Batch:
+    """The batch of windows `ids` for the `draw`-th micro-batch of a stage, corrupted for its
+    objective (the noise level depends on the draw, the masks on the windows)."""
+    ratio, t = noise(stage, plan, draw)
+    return _batch(plan, stage, data, ids, ratio, t)
+
+
+def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
+    """The model's loss on a batch; with an activation cache, the hidden states come through
+    it (runtime/cache.py: the frozen trunk runs once per window)."""
+    device = model.device
+    inputs, targets = b.inputs.to(device), b.targets.to(device)
+    t = b.t.to(device) if b.t is not None else None
+    h = model.hidden(inputs, t) if cache is None else cache.hidden(model, inputs, b.ids)
+    return loss_of(model.logits, h, targets)
+
+
+def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared) -> float | None:
+    """Mean loss over the validation batches (None without validation data). They see the
+    same noise at every evaluation, and cycle through the rack's ratios in a fuse stage with
+    time as depth."""
+    batches = eval_ids(data.val, plan.data.batch, plan.run.eval_batches)
+    if not batches:
+        return None
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for i, ids in enumerate(batches):
+            ratio, t = noise(stage, plan, -1 - i)
+            if stage.mask_ratio is None and stage.parts[0].mask_ratio is not None:
+                ratio = stage.parts[i % len(stage.parts)].mask_ratio  # time as depth, fuse
+            losses.append(stage_loss(model, _batch(plan, stage, data, ids, ratio, t)).item())
+    model.train()
+    return float(np.mean(losses))
+
+
+def _batch(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, ratio, t) -> Batch:
+    windows = torch.from_numpy(data.windows[ids])
+    vocab = Vocabulary(mask=data.tokenizer.specials.mask, ordinary=data.tokenizer.ordinary)
+    return make_batch(windows, ids, stage.objective, ratio, t, seed=plan.run.seed, vocab=vocab)
+
+
+def param_groups(model: StageModel, stage: Stage, o: Optimizer) -> list[dict]:
+    """Stack weights at the stage's lr, adapters at adapter_lr, embeddings and head at
+    embedding_lr; weight decay on matrices only."""
+    stacks, lora = [], []
+    for part in stage.parts:
+        stack = model.stack(part.position)
+        stacks += [x for x in base_parameters(stack) if x.requires_grad]
+        lora += [x for x in adapter_parameters(stack) if x.requires_grad]
+    rack = model.rack
+    shared = [x for x in [*input_parameters(rack), *head_parameters(rack)] if x.requires_grad]
+    shared = list({id(x): x for x in shared}.values())
+    groups = []
+    for name, params, lr in (("stacks", stacks, stage.lr), ("adapters", lora, stage.adapter_lr),
+                             ("embeddings", shared, stage.embedding_lr)):  # fmt: skip
+        matrices = [x for x in params if x.dim() >= 2]
+        others = [x for x in params if x.dim() < 2]
+        groups.append({"name": name, "params": matrices, "lr": lr, "weight_decay": o.weight_decay})
+        groups.append({"name": name + "/no_decay", "params": others, "lr": lr, "weight_decay": 0.0})
+    if not any(g["params"] for g in groups):
+        raise RunError(f"stage {stage.number} trains nothing")
+    return groups
+
+
+class Diverged(RunError):
+    """Training produced a non-finite loss or non-finite weights."""
+
+    def __init__(self, stage: int, step: int, what: str) -> None:
+        super().__init__(f"{what} in stage {stage} at step {step}")
+        self.stage, self.step = stage, step
+
+
+# --- the harness: the plan's classes, checkpoints, metrics, the trainer --------------------------
+
+
+def cpu_bf16() -> bool | None:
+    """Whether the CPU multiplies bf16 natively (avx512_bf16 or AMX); None when it cannot be
+    told (not Linux). Without it, bf16 matmuls are emulated: many times slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        return None
+    return None
 
 
 plan_node = dataclasses.dataclass(frozen=True, kw_only=True)
@@ -829,13 +1763,19 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
         if not isinstance(data, dict):
             raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
         fields = _hints(hint)
-        missing = [name for name in fields if name not in data]
+        missing = [name for name in fields if name not in data and not _optional(fields[name])]
         if missing:
             raise PlanFormatError(f"{where} has no `{missing[0]}`")
-        return hint(
-            **{name: _decode(data[name], h, f"{where}.{name}") for name, h in fields.items()}
-        )
+        return hint(**{name: _decode(data.get(name), h, f"{where}.{name}")
+                       for name, h in fields.items()})  # fmt: skip
     return _scalar(data, hint, where)
+
+
+def _optional(hint: Any) -> bool:
+    """A field that may be None, and so may be left out (a compiled script's plan does)."""
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in (
+        typing.get_args(hint)
+    )
 
 
 _SCALARS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
@@ -886,1056 +1826,6 @@ def _union_members(cls: type) -> frozenset:
             found.update(args)
         todo += args
     return frozenset(found)
-
-
-class RunError(Exception):
-    """A run that cannot go on, with a message for the person who started it."""
-
-
-class Damaged(RunError):
-    """A file of a run directory that cannot be used as it is; the message names the file,
-    what is wrong with it and what to do. Nothing has been changed when it is raised."""
-
-
-def derive(seed: int, *names) -> int:
-    """A 63-bit seed for (seed, *names), stable across Python versions and machines."""
-    text = "\x1f".join([str(seed), *map(str, names)])
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
-
-
-def generator(seed: int, *names) -> torch.Generator:
-    return torch.Generator().manual_seed(derive(seed, *names))
-
-
-def make_norm(kind: Norm, d_model: int) -> nn.Module:
-    if kind is Norm.RMSNORM:
-        return nn.RMSNorm(d_model, eps=1e-6)
-    return nn.LayerNorm(d_model, eps=1e-5, bias=False)
-
-
-def rope_tables(context: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of every (position, frequency), each (context, head_dim)."""
-    freqs = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-    angles = torch.outer(torch.arange(context, dtype=torch.float64), freqs)  # (T, hd/2)
-    angles = torch.cat([angles, angles], dim=-1)  # (T, hd)
-    return angles.cos().float(), angles.sin().float()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + hd/2) of x (B, H, T, hd) by position."""
-    t = x.shape[-2]
-    half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos[:t].to(x.dtype) + rotated * sin[:t].to(x.dtype)
-
-
-class SwiGluFfn(nn.Module):
-    """down(silu(gate(x)) * up(x))"""
-
-    def __init__(self, d_model: int, hidden: int) -> None:
-        super().__init__()
-        self.gate = nn.Linear(d_model, hidden, bias=False)
-        self.up = nn.Linear(d_model, hidden, bias=False)
-        self.down = nn.Linear(hidden, d_model, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.silu(self.gate(x)) * self.up(x))
-
-
-class SelfAttention(nn.Module):
-    """Dense attention: MHA, GQA and MQA (kv_heads < heads share key/value heads), through
-    scaled_dot_product_attention."""
-
-    def __init__(
-        self,
-        a: Attention,
-        d_model: int,
-        *,
-        features: torch.Generator | None,
-    ) -> None:
-        super().__init__()
-        self.heads, self.kv_heads, self.head_dim = a.heads, a.kv_heads, a.head_dim
-        self.causal = a.mode is Mode.CAUSAL
-        self._projections(a, d_model, a.heads * a.head_dim, a.kv_heads * a.head_dim)
-        self.o = nn.Linear(a.heads * a.head_dim, d_model, bias=False)
-
-    def _projections(self, a: Attention, d_model: int, inner: int, kv: int) -> None:
-        self.q = nn.Linear(d_model, inner, bias=False)
-        self.k = nn.Linear(d_model, kv, bias=False)
-        self.v = nn.Linear(d_model, kv, bias=False)
-
-    def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """What the query and the key/value projections read."""
-        return x, x
-
-    def forward(
-        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
-    ) -> torch.Tensor:
-        bsz, t, _ = x.shape
-        q_in, kv_in = self._inputs(x)
-        q = self.q(q_in).view(bsz, t, self.heads, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
-        k = (
-            self.k(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        )  # (B, KV, T, hd)
-        v = self.v(kv_in).view(bsz, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        y = self._mix(q, k, v)
-        return self.o(y.transpose(1, 2).reshape(bsz, t, self.heads * self.head_dim))
-
-    def _mix(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
-        )
-
-
-ATTENTIONS = {
-    "dense": SelfAttention,
-}
-
-
-def make_attention(
-    a: Attention, d_model: int, *, features: torch.Generator | None
-) -> SelfAttention:
-    """The attention module of a block, by kind (see `attention_key`)."""
-    kind = pick(ATTENTIONS, attention_key(a), "attention kind")
-    return kind(a, d_model, features=features)
-
-
-INIT_STD = 0.02
-
-
-FFNS = {
-    "swiglu": SwiGluFfn,
-}
-
-
-class TransformerBlock(nn.Module):
-    """x + γ·attn(norm(x)), then x + γ·ffn(norm(x))."""
-
-    def __init__(self, b: Block, m: Model, *, features: torch.Generator) -> None:
-        super().__init__()
-        self.norm1 = make_norm(m.norm, m.d_model)
-        self.attn = make_attention(b.attention, m.d_model, features=features)
-        self.norm2 = make_norm(m.norm, m.d_model)
-        self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.ffn.hidden)
-        self.gain = b.residual_gain
-        self.drop = nn.Dropout(m.dropout)
-        self.frozen_up = b.freeze_up_proj
-        if b.spectral_norm:
-            for name, layer in list(self.named_modules()):
-                if isinstance(layer, nn.Linear):
-                    parent, _, leaf = name.rpartition(".")
-                    setattr(self.get_submodule(parent), leaf, spectral_norm(layer))
-
-    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
-        rope = None if ropes is None else ropes[self.attn.head_dim]
-        x = x + self.gain * self.drop(self.attn(self.norm1(x), rope))
-        return x + self.gain * self.drop(self.ffn(self.norm2(x)))
-
-
-class BlockStack(nn.Module):
-    def __init__(self, s: Stack, m: Model, seed: int) -> None:
-        super().__init__()
-        features = generator(seed, "features", s.position)
-        self.blocks = nn.ModuleList(TransformerBlock(b, m, features=features) for b in s.blocks)
-
-    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
-        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
-        for block in self.blocks:
-            x = block(x, ropes)
-        return x
-
-
-TIME_EMBEDDERS = {}
-
-
-class Rack(nn.Module):
-    """embedding → the stacks that exist, in rack order → final norm → head."""
-
-    def __init__(self, plan: Plan) -> None:
-        super().__init__()
-        m = plan.model
-        self.plan, self.model = plan, m
-        self.seed = plan.run.seed
-        self.embed = nn.Embedding(m.vocab, m.embed_dim)
-        factorized = m.embed_dim != m.d_model
-        self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
-        learned = isinstance(m.position, LearnedPosition)
-        self.positions = nn.Embedding(m.context, m.d_model) if learned else None
-        self.time = None
-        if m.time is not None:
-            embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
-            self.time = embedder(m.d_model, m.time)
-        self.drop = nn.Dropout(m.dropout)
-        self.stacks = nn.ModuleDict()
-        self.norm = make_norm(m.norm, m.d_model)
-        self.head = nn.Linear(m.d_model, m.vocab, bias=False) if m.head is Head.UNTIED else None
-        self.rope = None
-        if isinstance(m.position, Rope):
-            head_dims = {b.attention.head_dim for s in plan.stacks for b in s.blocks}
-            self.rope = {hd: rope_tables(m.context, hd, m.position.theta) for hd in head_dims}
-        self._init_shared()
-
-    # --- building ---
-
-    def _init_shared(self) -> None:
-        g = generator(self.seed, "shared")
-        for _, param in sorted(self.named_parameters()):
-            if param.dim() >= 2:
-                nn.init.normal_(param, 0.0, INIT_STD, generator=g)
-
-    def add_stack(self, position: int, init: Init, copy_of: Mapping | None = None) -> BlockStack:
-        """Create the stack at `position`: random, the identity, or (`copy`) a copy of the
-        full-precision weights `copy_of` (its neighbour's master, never a quantized copy)."""
-        s = self.plan.stacks[position]
-        stack = BlockStack(s, self.model, self.seed)
-        _init_stack(stack, generator(self.seed, "stack", position), _depth(self.plan))
-        if init is Init.COPY and copy_of is not None:
-            stack.load_state_dict(dict(copy_of.items()))
-        elif init is Init.IDENTITY:
-            for block in stack.blocks:
-                nn.init.zeros_(weight_of(block.attn.o))
-                nn.init.zeros_(weight_of(block.ffn.down))
-        self.stacks[str(position)] = stack
-        return stack
-
-    # --- running ---
-
-    def embed_tokens(self, tokens: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids → (B, T, d) hidden states entering the first stack."""
-        h = self.embed(tokens)
-        if self.embed_proj is not None:
-            h = self.embed_proj(h)
-        if self.positions is not None:
-            h = h + self.positions(torch.arange(tokens.shape[1], device=tokens.device))
-        if self.time is not None and t is not None:
-            h = h + self.time(t)[:, None, :]
-        return self.drop(h)
-
-    def run_stacks(self, h: torch.Tensor, positions) -> torch.Tensor:
-        for position in positions:
-            stack = self.stacks[str(position)]
-            h = stack(h, self.ropes(h.device))
-        return h
-
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        h = self.norm(h)
-        weight = self.embed.weight if self.head is None else self.head.weight
-        return h @ weight.t()
-
-    def ropes(self, device: torch.device) -> dict | None:
-        """The RoPE tables (cos, sin) for every head width in the model, on `device`."""
-        if self.rope is None:
-            return None
-        for hd, (cos, sin) in self.rope.items():
-            if cos.device != device:
-                self.rope[hd] = (cos.to(device), sin.to(device))
-        return self.rope
-
-
-def _depth(plan: Plan) -> int:
-    return sum(len(s.blocks) for s in plan.stacks)
-
-
-def weight_of(linear: nn.Linear) -> nn.Parameter:
-    """A linear layer's weight parameter, under a spectral-norm parametrization or not."""
-    if hasattr(linear, "parametrizations"):
-        return linear.parametrizations.weight.original
-    return linear.weight
-
-
-def _init_stack(stack: BlockStack, g: torch.Generator, depth: int) -> None:
-    """N(0, 0.02) for every matrix; output projections (o, down) scaled by 1/sqrt(2·depth)."""
-    outputs = {id(weight_of(b.attn.o)) for b in stack.blocks} | {
-        id(weight_of(b.ffn.down)) for b in stack.blocks
-    }
-    out_std = INIT_STD / math.sqrt(2 * depth)
-    for _, param in sorted(stack.named_parameters()):
-        if param.dim() >= 2:
-            std = out_std if id(param) in outputs else INIT_STD
-            nn.init.normal_(param, 0.0, std, generator=g)
-
-
-DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
-
-
-def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
-    """The autocast / storage dtype of a float precision on this device (None: fp32)."""
-    if precision is Precision.FP16 and device.type != "cuda":
-        return None
-    return DTYPES.get(precision)
-
-
-def emulated_bf16(device: torch.device) -> bool:
-    """A CPU without native bf16: bf16 matmuls there are emulated, tens of times slower."""
-
-    return device.type == "cpu" and cpu_bf16() is False
-
-
-def autocast(precision: Precision, device: torch.device, *, frozen: bool = False):
-    """The context a stack runs in. A frozen bf16 stack on a CPU without native bf16 runs
-    in fp32 from its bf16-stored weights (see `freeze_into`), so it gets none."""
-    if frozen and precision is Precision.BF16 and emulated_bf16(device):
-        return contextlib.nullcontext()
-    dtype = compute_dtype(precision, device)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -> None:
-    """Hold a frozen module's linear layers (or all its weights) in `precision`, in place:
-    quantized formats and bf16 on a CPU without native bf16 as compact layers
-    (FROZEN_LINEARS), other float precisions by casting the linear layers."""
-    if precision.quantized or (precision is Precision.BF16 and emulated_bf16(device)):
-        for name, linear in list(module.named_modules()):
-            if type(linear) is nn.Linear:
-                parent, _, leaf = name.rpartition(".")
-                owner = module.get_submodule(parent) if parent else module
-                setattr(owner, leaf, quantized_linear(linear, precision, device))
-        return
-    dtype = compute_dtype(precision, device)
-    if dtype is not None:  # the linear layers hold almost every weight; norms stay fp32
-        for linear in module.modules():
-            if isinstance(linear, nn.Linear):
-                linear.to(dtype)
-
-
-def quantized_linear(linear: nn.Linear, precision: Precision, device: torch.device) -> nn.Module:
-    """The compact frozen layer holding `linear`'s weight in `precision`."""
-    make = pick(FROZEN_LINEARS, frozen_key(precision), "frozen precision")
-    return make(linear.weight.detach().float(), device)
-
-
-FROZEN_LINEARS = {}
-
-
-class LossScaler:
-    """Dynamic loss scaling for stacks that train in fp16 on CUDA (torch.amp.GradScaler);
-    a pass-through everywhere else (fp16 runs in fp32 on the CPU, and bf16 needs none)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.scaler = torch.amp.GradScaler("cuda") if enabled else None
-
-    @classmethod
-    def for_stage(cls, parts, device: torch.device) -> LossScaler:
-        fp16 = any(x.precision is Precision.FP16 and x.trains is Trains.FULL for x in parts)
-        return cls(enabled=fp16 and device.type == "cuda")
-
-    @property
-    def enabled(self) -> bool:
-        return self.scaler is not None
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-
-    def unscale(self, opt: torch.optim.Optimizer) -> None:
-        """Before clipping, so the norm is of the true gradients."""
-        if self.scaler:
-            self.scaler.unscale_(opt)
-
-    def step(self, opt: torch.optim.Optimizer) -> None:
-        """The optimizer step (skipped by the scaler when a gradient overflowed)."""
-        if self.scaler:
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            opt.step()
-
-    def state(self) -> dict | None:
-        return self.scaler.state_dict() if self.scaler else None
-
-    def restore(self, state: dict | None) -> None:
-        if self.scaler and state:
-            self.scaler.load_state_dict(state)
-
-
-NAMES = ("stack", "trunk")
-
-
-ADAPTERS = {}
-
-
-def _lora_layer_class() -> type | None:
-    """peft's LoraLayer, if peft is loaded. Only `attach` loads it: before, no layer can be
-    a LoRA layer, and a run (or a compiled script) without adapters never needs peft."""
-    lora = sys.modules.get("peft.tuners.lora")
-    return getattr(lora, "LoraLayer", None)
-
-
-def lora_layers(stack: nn.Module) -> dict[str, nn.Module]:
-    kind = _lora_layer_class()
-    if kind is None:
-        return {}
-    return {n: m for n, m in stack.named_modules() if isinstance(m, kind)}
-
-
-def base_of(layer: nn.Module) -> nn.Module:
-    """The layer an adapter wraps, or the layer itself."""
-    kind = _lora_layer_class()
-    return layer.get_base_layer() if kind is not None and isinstance(layer, kind) else layer
-
-
-def adapter_parameters(stack: nn.Module, name: str | None = None) -> list[nn.Parameter]:
-    """The LoRA weights of a stack (of one adapter, or all)."""
-    out = []
-    for layer in lora_layers(stack).values():
-        for adapter in (name,) if name else NAMES:
-            if adapter in layer.lora_A:
-                out += [layer.lora_A[adapter].weight, layer.lora_B[adapter].weight]
-    return out
-
-
-class StageModel(nn.Module):
-    """A rack arranged for one stage, built from `store` (runtime/weights.py: the run's fp32
-    masters, adapters and shared weights, as plain state dicts)."""
-
-    def __init__(self, plan: Plan, stage: Stage, store, device: torch.device) -> None:
-        super().__init__()
-        self.plan, self.stage, self.device = plan, stage, device
-        self.rack = Rack(plan)
-        if store.shared:
-            self.rack.load_state_dict(store.shared, strict=False)
-        self._build_stacks(store)
-        self.rack.to(device)
-        self._attach_adapters(store)
-        self._mark_trainable()
-        self.positions = tuple(part.position for part in stage.parts)
-        self.precision = {part.position: part.precision for part in stage.parts}
-        self.frozen = {part.position: part.trains is not Trains.FULL for part in stage.parts}
-
-    # --- building ---
-
-    def _build_stacks(self, store) -> None:
-        """One stack at a time: its master is loaded (from memory or from disk) and, if it
-        does not train fully, held in its precision at once, so at most one stack is ever
-        in fp32 beyond those that train."""
-        for part in self.stage.parts:
-            if part.position in store.stacks:
-                stack = BlockStack(
-                    self.plan.stacks[part.position], self.plan.model, self.plan.run.seed
-                )
-                stack.load_state_dict(dict(store.stacks[part.position].items()))
-                self.rack.stacks[str(part.position)] = stack
-                if part.trains is not Trains.FULL:
-                    freeze_into(stack.to(self.device), part.precision, self.device)
-        for position in self.stage.new:
-            if position not in store.stacks:
-                source = self.stage.init_from
-                copy_of = store.stacks[source] if source is not None else None
-                self.rack.add_stack(position, self.stage.init, copy_of)
-                store.stacks[position] = master_state(self.rack.stacks[str(position)])
-        if not store.shared:
-            store.shared.update(shared_state(self.rack))
-
-    def _attach_adapters(self, store) -> None:
-        """Inject the adapters that train this stage or hold trained weights. An adapter that
-        has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
-        the cost; its initial weights derive from the seed, whenever it is attached."""
-        seed = self.plan.run.seed
-        for part in self.stage.parts:
-            stack = self.stack(part.position)
-            trains = part.role is Role.TRUNK and part.trains is not Trains.NOTHING
-            loras = (
-                ("stack", self.plan.stacks[part.position].stack_lora),
-                ("trunk", part.trunk_lora),
-            )
-            for name, lora in loras:
-                stored = store.adapters.get((part.position, name))
-                if lora is None or not (trains or (stored is not None and _nonzero(stored))):
-                    continue
-                attach = pick(ADAPTERS, adapter_key(lora), "adapter")
-                attach(stack, lora, name, seed=seed, position=part.position)
-                if stored is not None:
-                    load_adapter(stack, name, stored)
-                stack.to(self.device)
-
-    def _mark_trainable(self) -> None:
-        self.requires_grad_(False)
-        for part in self.stage.parts:
-            stack = self.stack(part.position)
-            if part.trains is Trains.FULL and part.role is Role.TRUNK:
-                stack.requires_grad_(True)
-            elif part.role is Role.NEW:
-                for param in base_parameters(stack):
-                    param.requires_grad_(True)
-            if part.trains is not Trains.NOTHING and part.role is Role.TRUNK:
-                for param in adapter_parameters(stack):
-                    param.requires_grad_(True)
-            for block in stack.blocks:
-                if block.frozen_up:
-                    weight_of(base_of(block.ffn.up)).requires_grad_(False)
-        for param in input_parameters(self.rack):
-            param.requires_grad_(self.stage.train_input)
-        for param in head_parameters(self.rack):
-            param.requires_grad_(self.stage.train_head or param.requires_grad)
-
-    # --- running ---
-
-    def stack(self, position: int) -> BlockStack:
-        return self.rack.stacks[str(position)]
-
-    def train(self, mode: bool = True) -> StageModel:
-        """Training mode where something trains: frozen stacks (and a frozen input side) stay
-        in eval mode, so dropout never touches what is not learning."""
-        super().train(mode)
-        for part in self.stage.parts:
-            self.stack(part.position).train(mode and part.trains is not Trains.NOTHING)
-        self.rack.drop.train(mode and self.stage.train_input)
-        return self
-
-    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None) -> torch.Tensor:
-        """Hidden states after the given stacks (default: all of this stage's)."""
-        h = self.rack.embed_tokens(inputs, t)
-        return self.run(h, self.positions if positions is None else positions)
-
-    def run(self, h: torch.Tensor, positions) -> torch.Tensor:
-        for position in positions:
-            stack = self.stack(position)
-            with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
-                h = stack(h, self.rack.ropes(h.device)).float()
-        return h
-
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.rack.logits(h)
-
-    # --- writing back ---
-
-    def capture(self, store) -> None:
-        """Write what this stage trains back into the store (fp32)."""
-        for part in self.stage.parts:
-            stack = self.stack(part.position)
-            if part.trains is Trains.FULL:
-                store.stacks[part.position] = master_state(stack)
-            if part.trains is not Trains.NOTHING:
-                for name in NAMES:
-                    if _has(stack, name):
-                        store.adapters[(part.position, name)] = adapter_state(stack, name)
-        if self.stage.train_input or self.stage.train_head:
-            store.shared.clear()
-            store.shared.update(shared_state(self.rack))
-
-
-def _nonzero(state: dict[str, torch.Tensor]) -> bool:
-    """Whether a stored adapter has ever changed its output (some lora_B entry is not zero)."""
-    return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
-
-
-def _has(stack: BlockStack, name: str) -> bool:
-    return bool(adapter_parameters(stack, name))
-
-
-def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
-    """A stack's own weights (not its adapters)."""
-    lora = {id(x) for x in adapter_parameters(stack)}
-    return [x for x in stack.parameters() if id(x) not in lora]
-
-
-def input_parameters(rack: Rack) -> list[nn.Parameter]:
-    """Token embedding (with its projection), learned positions, time embedding."""
-    parts = [rack.embed, rack.embed_proj, rack.positions, rack.time]
-    return [x for m in parts if m is not None for x in m.parameters()]
-
-
-def head_parameters(rack: Rack) -> list[nn.Parameter]:
-    """The final norm and the head (a tied head is the input embedding)."""
-    parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
-    return [x for m in parts for x in m.parameters()]
-
-
-_BASE = ".base_layer"  # peft's wrapping of a layer with adapters
-
-
-def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
-    """A live stack's base weights under plain-module names (adapters left out), in fp32."""
-    out = {}
-    for key, value in stack.state_dict().items():
-        if ".lora_" in key:
-            continue
-        out[key.replace(_BASE, "")] = value.detach().float().clone()
-    return out
-
-
-def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """One adapter's weights of a live stack, under plain-module names."""
-    marker = {f".lora_A.{name}.", f".lora_B.{name}."}
-    out = {}
-    for key, value in stack.state_dict().items():
-        if any(m in key for m in marker):
-            out[key.replace(_BASE, "")] = value.detach().float().clone()
-    return out
-
-
-def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
-    """Put stored adapter weights back into a live (peft-wrapped) stack."""
-    live = {
-        k.replace(_BASE, ""): k for k in stack.state_dict() if f".{name}." in k and ".lora_" in k
-    }
-    missing = set(live) ^ set(state)
-    if missing:
-        raise KeyError(f"stored adapter `{name}` does not fit this stack: {sorted(missing)[:3]}")
-    stack.load_state_dict({live[k]: v for k, v in state.items()}, strict=False)
-
-
-def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
-    """The rack's own weights (everything but its stacks)."""
-    return {
-        k: v.detach().float().clone()
-        for k, v in rack.state_dict().items()
-        if not k.startswith("stacks.")
-    }
-
-
-IGNORE = -100
-
-
-@dataclasses.dataclass(frozen=True)
-class Batch:
-    inputs: torch.Tensor  # (B, T) token ids the model reads
-    targets: torch.Tensor  # (B, T) ids to predict, IGNORE elsewhere
-    t: torch.Tensor | None  # (B,) time as input, else None
-    ids: np.ndarray  # (B,) window ids
-    ratio: float | None  # the mask ratio used (masked objectives)
-
-
-@dataclasses.dataclass(frozen=True)
-class Vocabulary:
-    mask: int
-    ordinary: int  # random replacements draw ids below this
-
-
-def noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
-    """(mask ratio, t) for one step of a stage; t only for time as input."""
-    return pick(NOISES, noise_key(stage.objective), "objective")(stage, plan, step)
-
-
-def _clm_noise(stage: Stage, plan: Plan, step: int) -> tuple[float | None, float | None]:
-    return None, None
-
-
-NOISES = {
-    "clm": _clm_noise,
-}
-
-
-def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, ratio, t, *,
-               seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
-    """The model's inputs and targets for windows (B, seq_len + 1)."""
-    if isinstance(objective, Clm):
-        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
-    x = windows[:, :-1]
-    draws = torch.stack(
-        [torch.rand((3, x.shape[1]), generator=generator(seed, "mask", int(i))) for i in ids]
-    )
-    selected = draws[:, 0] < ratio
-    selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
-    targets = torch.where(selected, x, IGNORE)
-    inputs = torch.where(selected, vocab.mask, x)
-    if isinstance(objective, Mlm) and objective.bert_mix:
-        random_ids = (draws[:, 2] * vocab.ordinary).long()
-        inputs = torch.where(
-            selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
-        )
-        inputs = torch.where(selected & (draws[:, 1] >= 0.9), x, inputs)
-    times = None if t is None else torch.full((len(ids),), float(t))
-    return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
-
-
-def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the predicted positions, computing logits only there."""
-    chosen = targets != IGNORE
-    if bool(chosen.all()):
-        logits = logits_fn(h.reshape(-1, h.shape[-1]))
-        return F.cross_entropy(logits.float(), targets.reshape(-1))
-    logits = logits_fn(h[chosen])
-    return F.cross_entropy(logits.float(), targets[chosen])
-
-
-class DataError(Exception):
-    """Data that cannot be used, with a message that says which file, line or byte."""
-
-
-_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+*"
-
-
-def documents(source: Stdlib | Synthetic | TextFiles | Jsonl, seed: int) -> list[str]:
-    """Every document of a source, in a fixed order."""
-    docs = pick(SOURCES, source_key(source), "data source")(source, seed)
-    docs = [d for d in docs if d]
-    if not docs:
-        raise DataError(f"the data source holds no text ({_describe(source)})")
-    return docs
-
-
-def _synthetic(source: Synthetic, seed: int) -> list[str]:
-    return synthetic(source.task, source.symbols, source.samples, seed)
-
-
-def synthetic(task: Task, symbols: int, samples: int, seed: int) -> list[str]:
-    """`samples` problems written as text, `question=answer`, drawn with `seed`."""
-    rng = random.Random(f"synthetic/{task.value}/{symbols}/{seed}")
-    alphabet = _ALPHABET[: max(2, min(symbols, len(_ALPHABET) - 2))]
-    docs = []
-    for _ in range(samples):
-        if task is Task.ARITHMETIC:
-            a, b = rng.randrange(10 ** rng.randint(1, 3)), rng.randrange(10 ** rng.randint(1, 3))
-            docs.append(f"{a}+{b}={a + b}")
-            continue
-        word = "".join(rng.choice(alphabet) for _ in range(rng.randint(3, 12)))
-        answer = {Task.COPY: word, Task.REVERSE: word[::-1], Task.SORT: "".join(sorted(word))}[task]
-        docs.append(f"{word}={answer}")
-    return docs
-
-
-def _describe(source) -> str:
-    if isinstance(source, TextFiles | Jsonl):
-        return ", ".join(source.files)
-    return type(source).__name__.lower()
-
-
-SOURCES = {
-    "synthetic": _synthetic,
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Specials:
-    pad: int
-    mask: int
-    eos: int
-
-
-class Tokenizer:
-    """What a run reads of a tokenizer: its size, its specials, how many ids are ordinary
-    tokens (random replacements draw below it), and encode/decode."""
-
-    vocab_size: int
-    specials: Specials
-    ordinary: int
-
-    def encode(self, text: str) -> np.ndarray:
-        raise NotImplementedError
-
-    def decode(self, ids) -> str:
-        raise NotImplementedError
-
-
-class ByteTokenizer(Tokenizer):
-    """UTF-8 bytes: ids 0-255, then the specials."""
-
-    vocab_size = 256 + len(SPECIAL_TOKENS)
-    specials = Specials(pad=256, mask=257, eos=258)
-    ordinary = 256  # ids below this are ordinary tokens (random replacements draw from them)
-
-    def encode(self, text: str) -> np.ndarray:
-        return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
-
-    def decode(self, ids) -> str:
-        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
-
-
-def build_tokenizer(
-    spec: Bytes | Chars | Bpe | TokenizerFile,
-    docs: list[str],
-) -> Tokenizer:
-    """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
-    return pick(TOKENIZERS, tokenizer_key(spec), "tokenizer")(spec, docs)
-
-
-def _bytes(spec: Bytes, docs: list[str]) -> Tokenizer:
-    return ByteTokenizer()
-
-
-TOKENIZERS = {
-    "bytes": _bytes,
-}
-
-
-_PHI = 0.6180339887498949
-
-
-@dataclasses.dataclass(frozen=True)
-class Prepared:
-    tokenizer: Tokenizer
-    windows: np.ndarray  # (n, seq_len + 1) int64
-    train: np.ndarray  # window ids for training
-    val: np.ndarray  # window ids held out
-
-
-def prepare(data: Data, seed: int) -> Prepared:
-    """Read, tokenize, window and split the data of a plan."""
-    docs = documents(data.source, seed)
-    tokenizer = build_tokenizer(data.tokenizer, docs)
-    stream = _stream(tokenizer, docs)
-    width = data.seq_len + 1
-    count = len(stream) // width
-    if count == 0:
-        raise DataError(
-            f"the data has {len(stream)} tokens, fewer than one sequence of {width} "
-            f"(seq_len {data.seq_len} + 1): use more text or a shorter seq_len"
-        )
-    windows = stream[: count * width].reshape(count, width)
-    train, val = split(count, data.validation)
-    return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val)
-
-
-def _stream(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
-    eos = np.array([tokenizer.specials.eos], dtype=np.int64)
-    parts = []
-    for doc in docs:
-        parts += [tokenizer.encode(doc), eos]
-    return np.concatenate(parts)
-
-
-def split(count: int, validation: float) -> tuple[np.ndarray, np.ndarray]:
-    """Train and validation window ids; each non-empty when validation > 0."""
-    ids = np.arange(count)
-    held = np.modf(ids * _PHI)[0] < validation
-    if validation > 0 and not held.any():
-        held[-1] = True
-    if validation > 0 and held.all():
-        raise DataError(
-            f"the data makes {count} sequence(s): too few to hold out a validation fraction "
-            f"of {validation} and still train"
-        )
-    return ids[~held], ids[held]
-
-
-class Stream:
-    def __init__(self, train: np.ndarray, seed: int) -> None:
-        self.train, self.seed = train, seed
-        self.epoch, self.offset = 0, 0
-        self._order = self._permutation(0)
-
-    def _permutation(self, epoch: int) -> np.ndarray:
-        return self.train[np.random.default_rng([self.seed, epoch]).permutation(len(self.train))]
-
-    def take(self, count: int) -> np.ndarray:
-        """The next `count` window ids, moving into the next epoch when this one runs out."""
-        out = []
-        while count > 0:
-            chunk = self._order[self.offset : self.offset + count]
-            out.append(chunk)
-            count -= len(chunk)
-            self.offset += len(chunk)
-            if self.offset >= len(self._order):
-                self.epoch, self.offset = self.epoch + 1, 0
-                self._order = self._permutation(self.epoch)
-        return np.concatenate(out)
-
-    def state(self) -> dict:
-        return {"epoch": self.epoch, "offset": self.offset}
-
-    def restore(self, state: dict) -> None:
-        """Continue where `state` left off; ValueError for an offset past the epoch's end."""
-        epoch, offset = int(state["epoch"]), int(state["offset"])
-        if not 0 <= offset < len(self.train) or epoch < 0:
-            raise ValueError(f"the data stream position {state} lies outside the "
-                             f"{len(self.train):,} training windows")  # fmt: skip
-        self.epoch, self.offset = epoch, offset
-        self._order = self._permutation(self.epoch)
-
-
-def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
-    """The validation batches: the same windows, in the same order, at every evaluation."""
-    if len(val) == 0:
-        return []
-    count = batch * batches
-    ids = np.resize(val, max(count, 1))[:count]
-    return [ids[i : i + batch] for i in range(0, count, batch)]
-
-
-def lr_factor(o: Optimizer, step: int, steps: int) -> float:
-    """Multiplier of the base rates at `step` (1-based) of a stage of `steps`: linear warmup,
-    then cosine or linear decay to min_lr (as a fraction of each group's rate), or constant."""
-    warmup = min(o.warmup, steps)
-    if step <= warmup:
-        return step / warmup
-    if o.schedule is LrSchedule.CONSTANT or steps == warmup:
-        return 1.0
-    progress = (step - warmup) / (steps - warmup)
-    shape = (
-        0.5 * (1 + math.cos(math.pi * progress))
-        if o.schedule is LrSchedule.COSINE
-        else 1 - progress
-    )
-    return shape
-
-
-def build(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
-    """The optimizer over `groups` (dicts of params, lr, weight_decay, name)."""
-    groups = [g for g in groups if g["params"]]
-    for g in groups:
-        g["base_lr"] = g["lr"]
-    return pick(OPTIMIZERS, optimizer_key(o), "optimizer")(o, groups)
-
-
-def _adamw(o: Optimizer, groups: list[dict]) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=groups[0]["lr"], betas=o.method.betas, eps=o.method.eps,
-                             foreach=False)  # fmt: skip
-
-
-OPTIMIZERS = {
-    "adamw": _adamw,
-}
-
-
-def set_lr(opt: torch.optim.Optimizer, o: Optimizer, step: int, steps: int) -> float:
-    """Apply the schedule; returns the factor (the logged lr is the first group's)."""
-    factor = lr_factor(o, step, steps)
-    for g in opt.param_groups:
-        floor = min(o.min_lr, g["base_lr"])
-        g["lr"] = floor + (g["base_lr"] - floor) * factor
-    return factor
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class RunState:
-    """Where a run is, beyond its weights: what a checkpoint keeps and a resume starts from.
-    Mid-stage (`step` > 0) it also holds what the stage's loop had: its optimizer and loss
-    scale, and torch's RNG (restored once the stage's model is built, since building draws)."""
-
-    stage: int = 1  # the stage in progress (1-based)
-    step: int = 0  # the steps of it done
-    global_step: int = 0  # the steps of the whole run done
-    # the data position (batches.Stream)
-    stream: dict = dataclasses.field(default_factory=lambda: {"epoch": 0, "offset": 0})
-    rng: torch.Tensor | None = None
-    optimizer: dict | None = None
-    scaler: dict | None = None
-    window: dict | None = None  # the harness's: losses since its last log line
-
-    def starting(self, stage: int) -> RunState:
-        """The state at the start of `stage`: the run's step count and data position go on."""
-        return RunState(stage=stage, global_step=self.global_step, stream=self.stream)
-
-
-OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
-
-
-def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
-                state: RunState, *, cache=None,
-                on_step: OnStep | None = None) -> tuple[RunState, float]:  # fmt: skip
-    """Train `stage` from `state` to its last step: (the state there, the last step's loss).
-    `cache`: the stage's activation cache (runtime/cache.py), if it has one."""
-    o = plan.optimizer
-    opt = build(o, param_groups(model, stage, o))
-    scaler = LossScaler.for_stage(stage.parts, model.device)
-    if state.optimizer is not None:  # resumed mid-stage
-        try:
-            opt.load_state_dict(state.optimizer)
-            scaler.restore(state.scaler)
-        except (ValueError, KeyError, RuntimeError) as e:
-            raise Damaged(
-                f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
-                f"optimizer ({e}); resume from a stage-end checkpoint or start again"
-            ) from None
-    if state.rng is not None:
-        torch.set_rng_state(state.rng)
-    stream = Stream(data.train, plan.run.seed)
-    stream.restore(state.stream)
-    trainable = [x for g in opt.param_groups for x in g["params"]]
-
-    def snapshot() -> RunState:
-        return dataclasses.replace(state, optimizer=opt.state_dict(), scaler=scaler.state(),
-                            rng=torch.get_rng_state())  # fmt: skip
-
-    loss = math.nan
-    for step in range(state.step + 1, stage.steps + 1):
-        set_lr(opt, o, step, stage.steps)
-        loss = 0.0
-        for micro in range(o.accumulate):
-            ids = stream.take(plan.data.batch)
-            batch = batch_for(plan, stage, data, ids, draw=(step - 1) * o.accumulate + micro)
-            part = stage_loss(model, batch, cache) / o.accumulate
-            scaler.backward(part)
-            loss += part.item()
-        if not math.isfinite(loss):
-            raise Diverged(stage.number, step, f"the loss became {loss}")
-        if o.clip is not None:
-            scaler.unscale(opt)
-            torch.nn.utils.clip_grad_norm_(trainable, o.clip)
-        scaler.step(opt)
-        opt.zero_grad(set_to_none=True)
-        state = RunState(stage=stage.number, step=step, global_step=state.global_step + 1,
-                         stream=stream.state())  # fmt: skip
-        if on_step is not None:
-            on_step(state, loss, opt.param_groups[0]["lr"], snapshot)
-    return state, loss
-
-
-def batch_for(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, draw: int) -> Batch:
-    """The batch of windows `ids` for the `draw`-th micro-batch of a stage, corrupted for its
-    objective (the noise level depends on the draw, the masks on the windows)."""
-    ratio, t = noise(stage, plan, draw)
-    return _batch(plan, stage, data, ids, ratio, t)
-
-
-def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
-    """The model's loss on a batch; with an activation cache, the hidden states come through
-    it (runtime/cache.py: the frozen trunk runs once per window)."""
-    device = model.device
-    inputs, targets = b.inputs.to(device), b.targets.to(device)
-    t = b.t.to(device) if b.t is not None else None
-    h = model.hidden(inputs, t) if cache is None else cache.hidden(model, inputs, b.ids)
-    return loss_of(model.logits, h, targets)
-
-
-def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared) -> float | None:
-    """Mean loss over the validation batches (None without validation data). They see the
-    same noise at every evaluation, and cycle through the rack's ratios in a fuse stage with
-    time as depth."""
-    batches = eval_ids(data.val, plan.data.batch, plan.run.eval_batches)
-    if not batches:
-        return None
-    model.eval()
-    losses = []
-    with torch.no_grad():
-        for i, ids in enumerate(batches):
-            ratio, t = noise(stage, plan, -1 - i)
-            if stage.mask_ratio is None and stage.parts[0].mask_ratio is not None:
-                ratio = stage.parts[i % len(stage.parts)].mask_ratio  # time as depth, fuse
-            losses.append(stage_loss(model, _batch(plan, stage, data, ids, ratio, t)).item())
-    model.train()
-    return float(np.mean(losses))
-
-
-def _batch(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, ratio, t) -> Batch:
-    windows = torch.from_numpy(data.windows[ids])
-    vocab = Vocabulary(mask=data.tokenizer.specials.mask, ordinary=data.tokenizer.ordinary)
-    return make_batch(windows, ids, stage.objective, ratio, t, seed=plan.run.seed, vocab=vocab)
-
-
-def param_groups(model: StageModel, stage: Stage, o: Optimizer) -> list[dict]:
-    """Stack weights at the stage's lr, adapters at adapter_lr, embeddings and head at
-    embedding_lr; weight decay on matrices only."""
-    stacks, lora = [], []
-    for part in stage.parts:
-        stack = model.stack(part.position)
-        stacks += [x for x in base_parameters(stack) if x.requires_grad]
-        lora += [x for x in adapter_parameters(stack) if x.requires_grad]
-    rack = model.rack
-    shared = [x for x in [*input_parameters(rack), *head_parameters(rack)] if x.requires_grad]
-    shared = list({id(x): x for x in shared}.values())
-    groups = []
-    for name, params, lr in (("stacks", stacks, stage.lr), ("adapters", lora, stage.adapter_lr),
-                             ("embeddings", shared, stage.embedding_lr)):  # fmt: skip
-        matrices = [x for x in params if x.dim() >= 2]
-        others = [x for x in params if x.dim() < 2]
-        groups.append({"name": name, "params": matrices, "lr": lr, "weight_decay": o.weight_decay})
-        groups.append({"name": name + "/no_decay", "params": others, "lr": lr, "weight_decay": 0.0})
-    if not any(g["params"] for g in groups):
-        raise RunError(f"stage {stage.number} trains nothing")
-    return groups
-
-
-class Diverged(RunError):
-    """Training produced a non-finite loss or non-finite weights."""
-
-    def __init__(self, stage: int, step: int, what: str) -> None:
-        super().__init__(f"{what} in stage {stage} at step {step}")
-        self.stage, self.step = stage, step
 
 
 Tensors = dict[str, torch.Tensor]  # a state dict: name → tensor
@@ -2960,6 +2850,33 @@ def _device(device: Device) -> torch.device:
     if device is Device.CPU or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+# --- what this script was compiled from (written to its run directory) -----------------------
+
+SPEC_FILE = "specs/tiny.sw"
+SPEC_SHA256 = "02a9f2286ca24706abac0cc896fe7ca775216d125ed5fd9181afcb074a503d60"
+SPEC_TEXT = (
+    "# A seconds-long smoke run: two one-block stacks on a synthetic copy task. The loss falls "
+    "from\n"
+    "# ln 259 = 5.56 (a uniform guess over the byte vocabulary) to about 2.9: the models learn "
+    "the\n"
+    "# task's alphabet and layout. Learning to copy itself takes far more steps than a smoke run.\n"
+    "model { d_model = 32, context = 32 }\n"
+    "\n"
+    "block b { attention = mha(heads = 2, mode = causal), ffn = swiglu(hidden = 64) }\n"
+    "\n"
+    "stack s = 1 x b\n"
+    "\n"
+    "objective = clm\n"
+    "\n"
+    "grow append 2 x s { steps = 150 }\n"
+    "\n"
+    "data { source = synthetic(task = copy, symbols = 16, samples = 512), batch = 8 }\n"
+    "optimizer = adamw(lr = 3e-3, warmup = 10)\n"
+    "run { seed = 0, log every 25 steps }\n"
+)
+OVERRIDES = []
 
 
 # --- main ----------------------------------------------------------------------------------
