@@ -18,6 +18,10 @@ import attrs
 
 from stackwise_dsl.lower import plan as p
 
+# The layout of plan.json, counted up when it changes: a run directory's run.json says which it
+# was written with (none said: 1, before the plan was typed).
+PLAN_FORMAT = 2
+
 
 def to_json(obj: Any) -> Any:
     """Plan objects as JSON-ready values (dicts, lists, strings, numbers, None)."""

@@ -22,7 +22,7 @@ from stackwise_dsl.core.seeds import derive
 from stackwise_dsl.data import DataError, prepare
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.lower.serialize import to_json
+from stackwise_dsl.lower.serialize import PLAN_FORMAT, to_json
 from stackwise_dsl.runtime import checkpoint
 from stackwise_dsl.runtime.checkpoint import load_plan
 from stackwise_dsl.runtime.metrics import plot
@@ -76,9 +76,8 @@ def create(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | Non
         raise RunError(f"cannot create the run directory {run_dir} ({e.strerror})") from None
     try:
         (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
-        (run_dir / "run.json").write_text(
-            json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
-        )
+        started = {"version": __version__, "plan_format": PLAN_FORMAT, **(info or {})}
+        (run_dir / "run.json").write_text(json.dumps(started, indent=1) + "\n")
         plan_text = json.dumps(to_json(plan), indent=1) + "\n"
         (run_dir / "plan.json").write_text(plan_text, encoding="utf-8")  # last: marks a run
     except OSError as e:

@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 
 from stackwise_dsl.core.errors import Damaged, RunError
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.lower.serialize import PlanFormatError, from_json
+from stackwise_dsl.lower.serialize import PLAN_FORMAT, PlanFormatError, from_json
 from stackwise_dsl.runtime.weights import OnDisk, Store
 
 LATEST = "latest.json"
@@ -438,5 +438,23 @@ def load_plan(run_dir: Path) -> p.Plan:
     try:
         return from_json(read_json(file))
     except PlanFormatError as e:
+        written = _plan_format(Path(run_dir))
+        if written is not None and written != PLAN_FORMAT:
+            raise RunError(
+                f"{run_dir} was started by a stackwise-dsl that writes plans in format {written}; "
+                f"this one reads format {PLAN_FORMAT}: finish the run with the version that "
+                "started it (run.json names it), or start it again"
+            ) from None
         raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
                       "so restore it or start the run again") from None  # fmt: skip
+
+
+def _plan_format(run_dir: Path) -> int | None:
+    """The plan format run.json says the run was started with (1 when it says none), or
+    None when run.json cannot be read."""
+    try:
+        info = read_json(run_dir / "run.json")
+    except RunError:
+        return None
+    written = info.get("plan_format", 1) if isinstance(info, dict) else None
+    return written if isinstance(written, int) and not isinstance(written, bool) else None

@@ -1707,6 +1707,9 @@ def cache_key(stage: Stage) -> str | None:
     return None if stage.cache is Cache.OFF else stage.cache.value
 
 
+PLAN_FORMAT = 2
+
+
 def to_json(obj: Any) -> Any:
     """Plan objects as JSON-ready values (dicts, lists, strings, numbers, None)."""
     if dataclasses.is_dataclass(type(obj)):
@@ -2332,8 +2335,26 @@ def load_plan(run_dir: Path) -> Plan:
     try:
         return from_json(read_json(file))
     except PlanFormatError as e:
+        written = _plan_format(Path(run_dir))
+        if written is not None and written != PLAN_FORMAT:
+            raise RunError(
+                f"{run_dir} was started by a stackwise-dsl that writes plans in format {written}; "
+                f"this one reads format {PLAN_FORMAT}: finish the run with the version that "
+                "started it (run.json names it), or start it again"
+            ) from None
         raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
                       "so restore it or start the run again") from None  # fmt: skip
+
+
+def _plan_format(run_dir: Path) -> int | None:
+    """The plan format run.json says the run was started with (1 when it says none), or
+    None when run.json cannot be read."""
+    try:
+        info = read_json(run_dir / "run.json")
+    except RunError:
+        return None
+    written = info.get("plan_format", 1) if isinstance(info, dict) else None
+    return written if isinstance(written, int) and not isinstance(written, bool) else None
 
 
 _M_MMAP_THRESHOLD = -3  # malloc.h
@@ -2739,9 +2760,8 @@ def create(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None 
         raise RunError(f"cannot create the run directory {run_dir} ({e.strerror})") from None
     try:
         (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
-        (run_dir / "run.json").write_text(
-            json.dumps({"version": __version__, **(info or {})}, indent=1) + "\n"
-        )
+        started = {"version": __version__, "plan_format": PLAN_FORMAT, **(info or {})}
+        (run_dir / "run.json").write_text(json.dumps(started, indent=1) + "\n")
         plan_text = json.dumps(to_json(plan), indent=1) + "\n"
         (run_dir / "plan.json").write_text(plan_text, encoding="utf-8")  # last: marks a run
     except OSError as e:

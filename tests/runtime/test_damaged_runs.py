@@ -395,3 +395,20 @@ def test_running_out_of_memory_is_a_clear_error(tmp_path, monkeypatch):
     assert result.exit_code == 1
     assert result.output.startswith("error: out of memory ([enforce fail at alloc_cpu.cpp:117] ")
     assert result.output.endswith("no checkpoint was written yet\n")
+
+
+def test_a_run_started_with_an_older_plan_format_says_so(finished_stage, tmp_path):
+    """A run directory from before the plan was typed (its plan.json says `"position":
+    "rope"`, its run.json names no plan format): not "damaged", but which format it has."""
+    run = tmp_path / "old"
+    shutil.copytree(finished_stage, run)
+    plan = json.loads((run / "plan.json").read_text())
+    plan["model"]["position"] = "rope"
+    (run / "plan.json").write_text(json.dumps(plan))
+    info = json.loads((run / "run.json").read_text())
+    assert info.pop("plan_format") == 2
+    (run / "run.json").write_text(json.dumps(info))
+    result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+    assert result.exit_code == 1, result.output
+    assert "plans in format 1; this one reads format 2" in result.output
+    assert "damaged" not in result.output and "Traceback" not in result.output
