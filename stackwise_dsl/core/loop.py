@@ -13,6 +13,7 @@ of every step through `on_step`.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
@@ -83,9 +84,9 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
     stream.restore(state.stream)
     trainable = [x for g in opt.param_groups for x in g["params"]]
 
-    def snapshot() -> RunState:
-        return attrs.evolve(state, optimizer=opt.state_dict(), scaler=scaler.state(),
-                            rng=torch.get_rng_state())  # fmt: skip
+    def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
+        return attrs.evolve(state, optimizer=copy.deepcopy(opt.state_dict()),
+                            scaler=scaler.state(), rng=torch.get_rng_state())  # fmt: skip
 
     loss = math.nan
     for step in range(state.step + 1, stage.steps + 1):

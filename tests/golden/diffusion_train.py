@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import copy
 import ctypes.util
 import dataclasses
 import enum
@@ -1462,9 +1463,9 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
     stream.restore(state.stream)
     trainable = [x for g in opt.param_groups for x in g["params"]]
 
-    def snapshot() -> RunState:
-        return dataclasses.replace(state, optimizer=opt.state_dict(), scaler=scaler.state(),
-                            rng=torch.get_rng_state())  # fmt: skip
+    def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
+        return dataclasses.replace(state, optimizer=copy.deepcopy(opt.state_dict()),
+                            scaler=scaler.state(), rng=torch.get_rng_state())  # fmt: skip
 
     loss = math.nan
     for step in range(state.step + 1, stage.steps + 1):
