@@ -29,7 +29,8 @@ def test_values_name_the_spec_line_that_set_them(monkeypatch):
     block = "\n".join(_plan_block(_compile("specs/tiny.sw")))
     for line in [
         "BLOCK_B = {  # line 6",  # a block both stacks have, written once
-        '    "attention": {"heads": 2, "kv_heads": 2, "head_dim": 16, "mode": "causal"},  # line 6',
+        '        "heads": 2, "mode": "causal",  # line 6',
+        '        "kv_heads": 2, "head_dim": 16,  # derived',  # mha: = heads, not a default
         '    "residual_gain": 1.0, "spectral_norm": False, "freeze_up_proj": False,  # default',
         '    "name": "tiny",  # derived: the spec\'s file name',
         '    "model": {  # line 4',
@@ -44,7 +45,7 @@ def test_values_name_the_spec_line_that_set_them(monkeypatch):
         '            "objective": {"kind": "Clm"},  # line 10',
         '        "source": {"kind": "Synthetic", "task": "copy", "symbols": 16, "samples": 512},  # line 14',
         '        "seq_len": 32,  # derived: = context',
-        '        "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 15',
+        '        "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 15, others default',
         '        "warmup": 10,  # line 15',
         '        "seed": 0, "log_every": 25,  # line 16',
     ]:

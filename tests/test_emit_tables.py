@@ -166,3 +166,30 @@ def test_a_script_without_adapters_runs_with_torch_numpy_and_safetensors_alone(t
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert names == {"spec.sw", "plan.json", "run.json", "metrics.jsonl", "checkpoints",
                      "summary.json"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (('"d_model": 32,', '"d_model": "32",'), "this script's PLAN is wrong: plan.model.d_model is '32', not a whole number"),
+    (('"eval_batches": 8,', '"eval_batches": 8, "eval_evry": 1,'), "this script's PLAN is wrong: plan.run has `eval_evry`, which is no field of a Run"),
+    (('"log_every": 25,', '"log_evry": 25,'), "this script's PLAN is wrong: plan.run has no `log_every`"),
+    (('"number": 2,', '"number": 3,'), "PLAN's stages must be numbered 1 to 2, one for each call in main"),
+])  # fmt: skip
+def test_a_script_whose_plan_was_edited_wrong_says_what_is_wrong(tmp_path, edit, said):
+    text = _script("tiny", tmp_path)
+    assert edit[0] in text
+    script = tmp_path / "edited.py"
+    script.write_text(text.replace(edit[0], edit[1], 1))
+    result = subprocess.run([sys.executable, str(script), "--max-steps", "1", "--run-dir",
+                             str(tmp_path / "run")], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_script_refuses_to_resume_with_other_flags(tmp_path):
+    script = tmp_path / "t.py"
+    script.write_text(_script("tiny", tmp_path))
+    for flags in (["--max-steps", "1"], ["--run-dir", str(tmp_path / "other")]):
+        result = subprocess.run([sys.executable, str(script), "--resume", str(tmp_path / "r"),
+                                 *flags], capture_output=True, text=True)  # fmt: skip
+        assert result.returncode == 2 and "leave out --max-steps and --run-dir" in result.stderr

@@ -281,6 +281,10 @@ def run(
         typer.echo(f"error: {given} cannot change a run being resumed: it goes on with the "
                    "plan it was started with", err=True)  # fmt: skip
         raise typer.Exit(USAGE)
+    if resume is not None and run_dir is not None:
+        typer.echo("error: --run-dir names a new run's directory; a resumed run goes on in its "
+                   "own (--resume DIR)", err=True)  # fmt: skip
+        raise typer.Exit(USAGE)
     for given, path in (("--run-dir", run_dir), ("--resume", resume)):
         if path is not None and not str(path).strip():
             typer.echo(f"error: {given} is empty: name a directory", err=True)

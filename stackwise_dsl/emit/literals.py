@@ -190,19 +190,32 @@ def grouped(name: str, value: dict, *, comments: dict | None = None, width: int 
     out = []
     for constant, item, inner, inner_stands in reversed(constants):  # parts before wholes
         text = _grouped(item, (), inner, 0, len(constant) + 3, width, inner_stands)
-        out.append(f"{constant} = {text}")
+        line = f"{constant} = {text}"
+        out.append(line if "\n" in text else _with_comment(line, inline_note(inner, ()), 0, width))
     out.append(
         f"{identifier(name)} = {_grouped(value, (), shown, 0, len(name) + 3, width, stands)}"
     )
     return "\n".join(out)
 
 
-def _plain_inside(comments: dict, path: tuple) -> bool:
-    """Whether the object at `path` may be written on one line under its own comment: every
-    comment inside it is `default`, `derived` (with what from), or that same comment."""
+def inline_note(comments: dict, path: tuple) -> str | None:
+    """The comment for the object at `path` written on one line: its own, and what the rest
+    inside it is (`line 5, others derived`; `line 9, others default or derived`)."""
     own = comments.get(path)
-    return all(note == own or note == "default" or note.startswith("derived")
-               for note in _inside(comments, path).values())  # fmt: skip
+    others = {"derived" if note.startswith("derived") else note
+              for note in _inside(comments, path).values() if note != own}  # fmt: skip
+    if not others:
+        return own
+    if len(others) > 1 and others <= {"default", "derived"}:
+        rest = "default or derived"
+    elif len(others) == 1:
+        rest = others.pop()
+    else:
+        return _MIXED  # values of several lines: the object is written one entry per line
+    return f"{own}, others {rest}" if own else rest
+
+
+_MIXED = "\0mixed"  # (not a comment: no comment can say it, so no one line)
 
 
 def _inside(comments: dict, path: tuple) -> dict:
@@ -283,9 +296,9 @@ def _grouped(value, path, comments, indent, used, width, stands) -> str:
     if not isinstance(value, dict | list) or not value:
         return literal(value)
     one = _inline(value, path, comments, stands)
-    note = comments.get(path)
+    note = inline_note(comments, path)
     tail = 1 + (len(f"  # {comment_text(note)}") if note else 0)  # its comma and comment
-    if used + len(one) + tail <= width and _plain_inside(comments, path):
+    if used + len(one) + tail <= width and note is not _MIXED:
         return one
     pad = " " * (indent + 4)
     is_dict = isinstance(value, dict)
@@ -295,12 +308,19 @@ def _grouped(value, path, comments, indent, used, width, stands) -> str:
     for k, item in value.items() if is_dict else enumerate(value):
         here = (*path, k)
         note = None if here in stands else comments.get(here)
+        if is_dict and k == "kind" and here not in comments:
+            note = comments.get(path)  # a union member's tag: where the object was written
         if is_dict and _omitted(item, note):
             continue
         prefix = f"{literal(k)}: " if is_dict else ""
         text = _grouped(item, here, comments, indent + 4, indent + 4 + len(prefix), width,
                         stands)  # fmt: skip
-        if "\n" not in text and _plain_inside(comments, here) and len(prefix + text) <= 60:
+        single = "\n" not in text
+        if single and here not in stands and isinstance(item, dict | list) and item:
+            whole = inline_note(comments, here)  # what the line must say of what it holds
+        else:
+            whole = note
+        if single and whole == note and len(prefix + text) <= 60:
             if is_dict:  # derived values share a line, whatever they were derived from
                 group = "derived" if note and note.startswith("derived") else note
                 if group not in by_note:
@@ -314,7 +334,7 @@ def _grouped(value, path, comments, indent, used, width, stands) -> str:
                 runs.append((note, [text], {note}))
             continue
         line = f"{pad}{prefix}{text},"
-        runs.append(_with_comment(line, note, 0, width) if "\n" not in text else line)
+        runs.append(_with_comment(line, whole, 0, width) if single else line)
     lines = [first]
     for run in runs:
         if isinstance(run, str):

@@ -17,7 +17,7 @@ from stackwise_dsl.emit.literals import comment_text, grouped, literal, pretty, 
 
 # what `main` names (codegen/script.py.j2)
 ROOTS = ("begin", "reopen", "start", "finishing", "from_json", "Device", "RunError", "Complete",
-         "NotCompiled")  # fmt: skip
+         "NotCompiled", "PlanFormatError")  # fmt: skip
 TEMPLATE = "script.py.j2"
 
 
@@ -49,12 +49,12 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
         spec_file=literal(spec_file),
         spec_sha256=literal(digest),
         header_spec=_in_docstring(spec_file, width=28),
-        header_sha256=digest,
         spec_text=text_block(spec_text, used=len("SPEC_TEXT = ")),
         overrides=pretty(list(overrides), used=len("OVERRIDES = ")),
         plan=grouped("PLAN", to_json(_portable(plan)), comments=origins),
         runtime=body,
         stages=_stages(plan),
+        stage_count=len(plan.stages),
     )
 
 

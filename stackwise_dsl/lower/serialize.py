@@ -50,14 +50,15 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if data is None:
-            return None
+        if data is None and len(options) < len(typing.get_args(hint)):
+            return None  # (a union without None takes no null: checked below)
         if len(options) == 1:
             return _decode(data, options[0], where)
         by_name = {o.__name__: o for o in options}
         kind = data.get("kind") if isinstance(data, dict) else None
         if kind not in by_name:
-            raise PlanFormatError(f"{where} is not one of {', '.join(by_name)}")
+            found = f"a {kind!r}" if isinstance(kind, str) else _shown(data)
+            raise PlanFormatError(f"{where} is {found}, not one of {', '.join(by_name)}")
         return _decode(data, by_name[kind], where)
     if origin is tuple:
         if not isinstance(data, list):
@@ -82,6 +83,11 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
         missing = [name for name in fields if name not in data and not _optional(fields[name])]
         if missing:
             raise PlanFormatError(f"{where} has no `{missing[0]}`")
+        unknown = sorted(set(data) - set(fields) - ({"kind"} if _in_union(hint) else set()))
+        if unknown:
+            raise PlanFormatError(
+                f"{where} has `{unknown[0]}`, which is no field of a {hint.__name__}"
+            )
         return hint(**{name: _decode(data.get(name), h, f"{where}.{name}")
                        for name, h in fields.items()})  # fmt: skip
     return _scalar(data, hint, where)

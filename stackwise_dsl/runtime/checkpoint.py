@@ -441,9 +441,9 @@ def load_plan(run_dir: Path) -> p.Plan:
         written = _plan_format(Path(run_dir))
         if written is not None and written != PLAN_FORMAT:
             raise RunError(
-                f"{run_dir} was started by a stackwise-dsl that writes plans in format {written}; "
-                f"this one reads format {PLAN_FORMAT}: finish the run with the version that "
-                "started it (run.json names it), or start it again"
+                f"{run_dir} was started by an earlier stackwise-dsl, whose plans have format "
+                f"{written}; this one reads format {PLAN_FORMAT}: resume or export the run with "
+                "the stackwise-dsl that started it, or start it again"
             ) from None
         raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
                       "so restore it or start the run again") from None  # fmt: skip

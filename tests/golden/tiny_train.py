@@ -1,8 +1,6 @@
 #!/usr/bin/env python3
 """Train specs/tiny.sw stage by stage: a script compiled by stackwise-dsl 0.1.0.
 
-Spec SHA-256: 02a9f2286ca24706abac0cc896fe7ca775216d125ed5fd9181afcb074a503d60
-
 It trains exactly what `sw run` trains for that spec and writes the same run directory.
 
     python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
@@ -45,13 +43,15 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 # --- configuration -------------------------------------------------------------------------
-
-# The resolved plan (what `sw plan` shows). A comment says where the values on its line came from:
-# a line of SPEC_TEXT, `--set NAME`, a `default`, or `derived`. Left out means None.
+# The resolved plan. A comment says where the values on its line came from: a line of SPEC_TEXT,
+# `--set NAME`, a `default`, or `derived` from others. A value left out is None.
 # fmt: off
 BLOCK_B = {  # line 6
     "name": "b", "ffn": {"kind": "SwiGlu", "hidden": 64},  # line 6
-    "attention": {"heads": 2, "kv_heads": 2, "head_dim": 16, "mode": "causal"},  # line 6
+    "attention": {  # line 6
+        "heads": 2, "mode": "causal",  # line 6
+        "kv_heads": 2, "head_dim": 16,  # derived
+    },
     "residual_gain": 1.0, "spectral_norm": False, "freeze_up_proj": False,  # default
 }
 PLAN = {
@@ -79,7 +79,10 @@ PLAN = {
             "steps": 150,  # line 12
             "objective": {"kind": "Clm"},  # line 10
             "parts": [  # derived
-                {"position": 0, "role": "new", "trains": "full", "precision": "fp32"},  # derived
+                {  # derived
+                    "position": 0, "role": "new", "trains": "full",  # derived
+                    "precision": "fp32",  # default
+                },
             ],
             "init": "random", "cache": "off",  # default
             "lr": 0.003, "adapter_lr": 0.003, "embedding_lr": 0.003,  # line 15
@@ -94,7 +97,10 @@ PLAN = {
                     "position": 0, "role": "trunk",  # derived
                     "trains": "nothing", "precision": "fp32",  # default
                 },
-                {"position": 1, "role": "new", "trains": "full", "precision": "fp32"},  # derived
+                {  # derived
+                    "position": 1, "role": "new", "trains": "full",  # derived
+                    "precision": "fp32",  # default
+                },
             ],
             "init": "random", "cache": "off",  # default
             "lr": 0.003, "adapter_lr": 0.003, "embedding_lr": 0.003,  # line 15
@@ -107,7 +113,7 @@ PLAN = {
         "seq_len": 32,  # derived: = context
     },
     "optimizer": {  # line 15
-        "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 15
+        "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 15, others default
         "weight_decay": 0.0, "schedule": "cosine", "min_lr": 0.0, "clip": 1.0,  # default
         "accumulate": 1,  # default
         "warmup": 10,  # line 15
@@ -1738,14 +1744,15 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if data is None:
-            return None
+        if data is None and len(options) < len(typing.get_args(hint)):
+            return None  # (a union without None takes no null: checked below)
         if len(options) == 1:
             return _decode(data, options[0], where)
         by_name = {o.__name__: o for o in options}
         kind = data.get("kind") if isinstance(data, dict) else None
         if kind not in by_name:
-            raise PlanFormatError(f"{where} is not one of {', '.join(by_name)}")
+            found = f"a {kind!r}" if isinstance(kind, str) else _shown(data)
+            raise PlanFormatError(f"{where} is {found}, not one of {', '.join(by_name)}")
         return _decode(data, by_name[kind], where)
     if origin is tuple:
         if not isinstance(data, list):
@@ -1770,6 +1777,11 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
         missing = [name for name in fields if name not in data and not _optional(fields[name])]
         if missing:
             raise PlanFormatError(f"{where} has no `{missing[0]}`")
+        unknown = sorted(set(data) - set(fields) - ({"kind"} if _in_union(hint) else set()))
+        if unknown:
+            raise PlanFormatError(
+                f"{where} has `{unknown[0]}`, which is no field of a {hint.__name__}"
+            )
         return hint(**{name: _decode(data.get(name), h, f"{where}.{name}")
                        for name, h in fields.items()})  # fmt: skip
     return _scalar(data, hint, where)
@@ -2339,9 +2351,9 @@ def load_plan(run_dir: Path) -> Plan:
         written = _plan_format(Path(run_dir))
         if written is not None and written != PLAN_FORMAT:
             raise RunError(
-                f"{run_dir} was started by a stackwise-dsl that writes plans in format {written}; "
-                f"this one reads format {PLAN_FORMAT}: finish the run with the version that "
-                "started it (run.json names it), or start it again"
+                f"{run_dir} was started by an earlier stackwise-dsl, whose plans have format "
+                f"{written}; this one reads format {PLAN_FORMAT}: resume or export the run with "
+                "the stackwise-dsl that started it, or start it again"
             ) from None
         raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
                       "so restore it or start the run again") from None  # fmt: skip
@@ -2917,6 +2929,9 @@ def main() -> None:
     parser.add_argument("--resume", type=Path, help="continue the run in this directory")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
+    if args.resume is not None and (args.max_steps is not None or args.run_dir is not None):
+        parser.error("--resume continues a run with its own plan and directory: "
+                     "leave out --max-steps and --run-dir")  # fmt: skip
     device = Device(args.device) if args.device else None
     try:
         if args.resume is not None:  # the run's own plan, from its latest checkpoint
@@ -2928,6 +2943,9 @@ def main() -> None:
                                f"{ours}: resume it with what started it")  # fmt: skip
         else:
             plan, resume_from = from_json(PLAN), None
+            if [s.number for s in plan.stages] != list(range(1, 2 + 1)):
+                raise RunError("PLAN's stages must be numbered 1 to 2, one for "
+                               "each call in main: compile the spec again")  # fmt: skip
             if args.max_steps is not None:
                 cap = args.max_steps
                 stages = tuple(dataclasses.replace(s, steps=min(s.steps, cap)) for s in plan.stages)
@@ -2935,6 +2953,7 @@ def main() -> None:
             if device is not None:
                 plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
             where = args.run_dir if args.run_dir is not None else Path(plan.run.dir)
+            plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, dir=str(where)))
             info = {"spec": SPEC_FILE, "overrides": OVERRIDES, "max_steps": args.max_steps,
                     "compiled": SPEC_SHA256}  # fmt: skip
         if args.resume is None:
@@ -2954,6 +2973,8 @@ def main() -> None:
         return
     except (RunError, NotCompiled) as e:
         raise SystemExit(f"error: {e}") from None
+    except PlanFormatError as e:  # PLAN edited into something that is not a plan
+        raise SystemExit(f"error: this script's PLAN is wrong: {e}") from None
     for s in trainer.summaries:
         print(f"stage {s.stage} ({s.kind}): {s.steps} steps, train loss {s.train_loss:.4f}, "
               f"val loss {s.val_loss:.4f}, {s.seconds:.1f} s")  # fmt: skip

@@ -410,5 +410,12 @@ def test_a_run_started_with_an_older_plan_format_says_so(finished_stage, tmp_pat
     (run / "run.json").write_text(json.dumps(info))
     result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
     assert result.exit_code == 1, result.output
-    assert "plans in format 1; this one reads format 2" in result.output
+    assert "plans have format 1; this one reads format 2" in result.output
     assert "damaged" not in result.output and "Traceback" not in result.output
+
+
+def test_a_resumed_run_takes_no_other_directory(finished_stage, tmp_path):
+    result = runner.invoke(app, ["run", "--resume", str(finished_stage), "--run-dir",
+                                 str(tmp_path / "elsewhere")])  # fmt: skip
+    assert result.exit_code == 2 and "a resumed run goes on in its own" in result.output
+    assert not (tmp_path / "elsewhere").exists()

@@ -1,0 +1,51 @@
+"""plan.json: a plan written and read back is the same plan, and JSON that is not one of our
+plans is refused naming where it is wrong, before anything runs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from stackwise_dsl.frontend import check_file
+from stackwise_dsl.lower import to_plan
+from stackwise_dsl.lower.serialize import PlanFormatError, from_json, to_json
+from tests.conftest import ROOT
+
+SPECS = sorted((ROOT / "specs").glob("*.sw"))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda f: f.stem)
+def test_every_shipped_plan_reads_back_as_itself(spec):
+    plan = to_plan(check_file(spec).spec, vocab=100, name=spec.stem)
+    assert from_json(to_json(plan)) == plan
+
+
+def _tiny() -> dict:
+    return to_json(to_plan(check_file(ROOT / "specs" / "tiny.sw").spec, name="tiny"))
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    (lambda d: d["stages"][0].update(objective=None), "plan.stages[0].objective is None, not one of Clm, Mlm, MaskedDiffusion"),
+    (lambda d: d["stacks"][0]["blocks"][0].update(ffn=None), "plan.stacks[0].blocks[0].ffn is None, not one of SwiGlu, Gelu"),
+    (lambda d: d["optimizer"].update(method=None), "plan.optimizer.method is None, not one of AdamW, AdamW8bit, Sgd"),
+    (lambda d: d["model"].update(position="rope"), "plan.model.position is 'rope', not one of Rope"),
+    (lambda d: d["model"]["position"].update(kind="Alibi"), "plan.model.position is a 'Alibi', not one of Rope"),
+    (lambda d: d["run"].update(eval_evry=1), "plan.run has `eval_evry`, which is no field of a Run"),
+    (lambda d: d["model"]["position"].update(foo=1), "plan.model.position has `foo`, which is no field of a Rope"),
+    (lambda d: d["model"].pop("d_model"), "plan.model has no `d_model`"),
+])  # fmt: skip
+def test_json_that_is_not_a_plan_is_refused_where_it_is_wrong(edit, said):
+    data = copy.deepcopy(_tiny())
+    edit(data)
+    with pytest.raises(PlanFormatError) as e:
+        from_json(data)
+    assert said in str(e.value)
+
+
+def test_an_optional_value_left_out_reads_as_none():
+    data = copy.deepcopy(_tiny())
+    assert data["model"].pop("time") is None and data["run"].pop("eval_every") is None
+    plan = from_json(data)
+    assert plan.model.time is None and plan.run.eval_every is None
+    assert plan == from_json(_tiny())
