@@ -49,6 +49,8 @@ def test_run_json_summary_and_refusing_to_overwrite(tmp_path):
     before = (tmp_path / "summary.json").read_bytes()
     finished = run("run", "--resume", tmp_path)
     assert finished.exit_code == 0 and "already complete" in finished.output
+    as_json = json.loads(run("run", "--resume", tmp_path, "--format", "json").output)
+    assert as_json["complete"] is True and as_json["run_dir"] == str(tmp_path)
     assert (tmp_path / "summary.json").read_bytes() == before  # nothing rewritten
 
 

@@ -312,7 +312,10 @@ def run(
                 )
             where = plan_.run.dir
     except runtime.Complete as e:  # nothing to resume: say so, change nothing
-        typer.echo(str(e))
+        if format is Format.json:
+            _Output().json({"run_dir": str(resume), "complete": True, "message": str(e)})
+        else:
+            typer.echo(str(e))
         raise typer.Exit(OK) from None
     except runtime.RunError as e:
         typer.echo(f"error: {e}", err=True)
