@@ -172,7 +172,7 @@ def test_a_script_without_adapters_runs_with_torch_numpy_and_safetensors_alone(t
     (('"d_model": 32,', '"d_model": "32",'), "this script's PLAN is wrong: plan.model.d_model is '32', not a whole number"),
     (('"eval_batches": 8,', '"eval_batches": 8, "eval_evry": 1,'), "this script's PLAN is wrong: plan.run has `eval_evry`, which is no field of a Run"),
     (('"log_every": 25,', '"log_evry": 25,'), "this script's PLAN is wrong: plan.run has no `log_every`"),
-    (('"number": 2,', '"number": 3,'), "PLAN's stages must be numbered 1 to 2, one for each call in main"),
+    (('"number": 2,', '"number": 3,'), "this script's PLAN is wrong: plan.stages[1].number is 3, not 2"),
 ])  # fmt: skip
 def test_a_script_whose_plan_was_edited_wrong_says_what_is_wrong(tmp_path, edit, said):
     text = _script("tiny", tmp_path)

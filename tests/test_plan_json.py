@@ -34,6 +34,16 @@ def _tiny() -> dict:
     (lambda d: d["run"].update(eval_evry=1), "plan.run has `eval_evry`, which is no field of a Run"),
     (lambda d: d["model"]["position"].update(foo=1), "plan.model.position has `foo`, which is no field of a Rope"),
     (lambda d: d["model"].pop("d_model"), "plan.model has no `d_model`"),
+    # well-typed, but not what lowering could have written: said before any tensor exists
+    (lambda d: d["model"].update(d_model=64), "heads 2 x head_dim 16 is not d_model 64"),
+    (lambda d: d["stacks"][0]["blocks"][0]["attention"].update(heads=3), "kv_heads 2 do not divide heads 3"),
+    (lambda d: d["model"].update(dropout=5.0), "plan.model.dropout is 5.0, not in [0, 1)"),
+    (lambda d: d["stages"][0].update(number=2), "plan.stages[0].number is 2, not 1"),
+    (lambda d: d["stages"][0].update(steps=0), "plan.stages[0].steps is 0, not at least 1"),
+    (lambda d: d["stages"][0].update(lr=-1.0), "plan.stages[0]: a learning rate is not above 0"),
+    (lambda d: d["stages"][1]["parts"][0].update(position=9), "positions [9, 1] are not distinct stacks"),
+    (lambda d: d["run"].update(log_every=0), "plan.run.log_every is 0, not at least 1"),
+    (lambda d: d["data"].update(batch=0), "plan.data: batch 0 and seq_len 32 (context 32) do not fit"),
 ])  # fmt: skip
 def test_json_that_is_not_a_plan_is_refused_where_it_is_wrong(edit, said):
     data = copy.deepcopy(_tiny())

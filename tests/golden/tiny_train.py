@@ -1736,8 +1736,63 @@ class PlanFormatError(ValueError):
 
 def from_json(data: Any, cls: type = Plan) -> Any:
     """The plan object of type `cls` that `to_json` wrote; PlanFormatError naming the first
-    value of the wrong type or shape (a plan.json edited by hand, or damaged)."""
-    return _decode(data, cls, "plan")
+    value of the wrong type or shape (a plan.json edited by hand, or damaged), or, for a
+    whole plan, the first value that does not fit the others (`consistent`)."""
+    value = _decode(data, cls, "plan")
+    if cls is Plan:
+        consistent(value)
+    return value
+
+
+def consistent(plan: Plan) -> None:
+    """What lowering guarantees and an edited plan may break, checked so that a run never
+    meets it as a tensor of the wrong shape: PlanFormatError naming the value."""
+    m = plan.model
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise PlanFormatError(what)
+
+    for name in ("vocab", "d_model", "context", "embed_dim"):
+        need(getattr(m, name) >= 1, f"plan.model.{name} is {getattr(m, name)}, not at least 1")
+    need(0 <= m.dropout < 1, f"plan.model.dropout is {m.dropout}, not in [0, 1)")
+    for i, stack in enumerate(plan.stacks):
+        need(stack.position == i, f"plan.stacks[{i}].position is {stack.position}, not {i}")
+        for j, b in enumerate(stack.blocks):
+            a, where = b.attention, f"plan.stacks[{i}].blocks[{j}]"
+            need(
+                a.heads >= 1 and a.kv_heads >= 1 and a.heads % a.kv_heads == 0,
+                f"{where}.attention: kv_heads {a.kv_heads} do not divide heads {a.heads}",
+            )
+            need(
+                a.head_dim * a.heads == m.d_model,
+                f"{where}.attention: heads {a.heads} x "
+                f"head_dim {a.head_dim} is not d_model {m.d_model}",
+            )
+            need(b.ffn.hidden >= 1, f"{where}.ffn.hidden is {b.ffn.hidden}, not at least 1")
+    for k, stage in enumerate(plan.stages):
+        where = f"plan.stages[{k}]"
+        need(stage.number == k + 1, f"{where}.number is {stage.number}, not {k + 1}")
+        need(stage.steps >= 1, f"{where}.steps is {stage.steps}, not at least 1")
+        need(
+            min(stage.lr, stage.adapter_lr, stage.embedding_lr) > 0,
+            f"{where}: a learning rate is not above 0",
+        )
+        positions = [part.position for part in stage.parts]
+        need(
+            positions == sorted(set(positions))
+            and all(0 <= x < len(plan.stacks) for x in positions),
+            f"{where}.parts: positions {positions} are not distinct stacks of the plan",
+        )
+    d, r = plan.data, plan.run
+    need(
+        d.batch >= 1 and 1 <= d.seq_len <= m.context,
+        f"plan.data: batch {d.batch} and seq_len {d.seq_len} (context {m.context}) do not fit",
+    )
+    need(plan.optimizer.accumulate >= 1, "plan.optimizer.accumulate is not at least 1")
+    for name in ("log_every", "eval_every", "eval_batches", "checkpoint_every"):
+        value = getattr(r, name)
+        need(value is None or value >= 1, f"plan.run.{name} is {value}, not at least 1")
 
 
 def _decode(data: Any, hint: Any, where: str) -> Any:
