@@ -6,7 +6,9 @@ from __future__ import annotations
 import copy
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
 
+from stackwise_dsl import testing
 from stackwise_dsl.frontend import check_file
 from stackwise_dsl.lower import to_plan
 from stackwise_dsl.lower.serialize import PlanFormatError, from_json, to_json
@@ -59,3 +61,12 @@ def test_an_optional_value_left_out_reads_as_none():
     plan = from_json(data)
     assert plan.model.time is None and plan.run.eval_every is None
     assert plan == from_json(_tiny())
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(testing.specs(max_stacks=4))
+def test_every_plan_a_valid_spec_lowers_to_reads_back_as_itself(spec):
+    """The consistency check refuses nothing lowering can write."""
+    assume(not testing.errors(spec))
+    plan = to_plan(spec, vocab=300)
+    assert from_json(to_json(plan)) == plan

@@ -198,7 +198,7 @@ def _block(b: n.Block, d_model: int, o: Origins, path: tuple) -> p.Block:
     return o.record(path, made, b, fields={"residual_gain": gain, "name": Origin.at(b.span)})
 
 
-def _lora(lora: n.Lora, k: int, o: Origins | None = None, path: tuple = ()) -> p.Lora:
+def _lora(lora: n.Lora, k: int, o: Origins, path: tuple) -> p.Lora:
     """The adapter of the k-th stack created."""
     made = p.Lora(
         rank=lora_rank(lora, k),
@@ -206,13 +206,9 @@ def _lora(lora: n.Lora, k: int, o: Origins | None = None, path: tuple = ()) -> p
         dropout=lora.dropout,
         targets=lora.targets,
     )
-    if o is not None:
-        by_pattern = (
-            {}
-            if made.rank == lora.rank
-            else {"rank": derived("the rank pattern"), "alpha": derived("the rank pattern")}
-        )
-        o.record(path, made, lora, fields=by_pattern)  # fmt: skip
+    pattern = derived("the rank pattern")
+    by_pattern = {} if made.rank == lora.rank else {"rank": pattern, "alpha": pattern}
+    o.record(path, made, lora, fields=by_pattern)
     return made
 
 
