@@ -292,3 +292,75 @@ def test_a_script_refuses_a_cap_below_one_step(steps, tmp_path):
     assert result.returncode == 2
     assert f"expected a whole number of at least 1, got {steps!r}" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def _script(tmp_path, *extra):
+    script = tmp_path / "train.py"
+    _compile(ROOT / "specs" / "tiny.sw", script, *extra)
+    return script
+
+
+def _python(*args, cwd=None):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)  # fmt: skip
+
+
+def test_a_script_resumes_mid_stage_and_reads_runs_sw_run_started(tmp_path):
+    """The script's harness writes and reads sw run's formats: it resumes its own run from a
+    mid-stage checkpoint (optimizer, RNG and log window restored) to the uninterrupted
+    losses, and it resumes a run `sw run` started (whose stage-end checkpoint keeps the
+    frozen trunk by reference, `stacks_on_disk`) to the losses `sw run` logs."""
+    import shutil
+
+    every = ["--set", "run.checkpoint_every=2", "--set", "run.log_every=3"]
+    script = _script(tmp_path, *every)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert _python(script, "--max-steps", "5", "--run-dir", whole).returncode == 0
+    shutil.copytree(whole, cut)
+    points = sorted(p.name for p in (cut / "checkpoints").iterdir() if p.is_dir())
+    # stage ends stay, and the newest step checkpoint
+    assert points == ["stage001-step0000005", "stage002-step0000004", "stage002-step0000005"]
+    shutil.rmtree(cut / "checkpoints" / "stage002-step0000005")
+    (cut / "summary.json").unlink()
+    (cut / "checkpoints" / "latest.json").write_text('{"checkpoint": "stage002-step0000004"}')
+    resumed = _python(script, "--resume", cut)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _records(cut) == _records(whole) and len(_records(whole)) == 6  # 2 logs, 1 eval
+
+    theirs = tmp_path / "sw"
+    ran = runner.invoke(app, ["run", str(ROOT / "specs" / "tiny.sw"), *every, "--max-steps", "5",
+                              "--run-dir", str(theirs), "-q"])  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    state = json.loads((theirs / "checkpoints" / "stage002-step0000004" / "state.json").read_text())
+    assert state["stacks_on_disk"] == {"0": "stage001-step0000005/model.safetensors"}
+    assert not state["stage_done"] and state["optimizer"] is not None
+    shutil.rmtree(theirs / "checkpoints" / "stage002-step0000005")
+    (theirs / "checkpoints" / "latest.json").write_text('{"checkpoint": "stage002-step0000004"}')
+    (theirs / "summary.json").unlink()
+    resumed = _python(script, "--resume", theirs)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _same(_records(theirs), _records(whole))
+    assert json.loads((theirs / "summary.json").read_text())[1]["steps"] == 5
+
+
+def test_a_script_refuses_runs_it_cannot_resume_with_a_message(tmp_path):
+    """Another plan's run, a damaged checkpoint, a missing directory: a message, exit 1,
+    no traceback, and nothing in the run changed."""
+    script = _script(tmp_path)
+    run = tmp_path / "run"
+    assert _python(script, "--max-steps", "2", "--run-dir", run).returncode == 0
+    (tmp_path / "other").mkdir()
+    other = _script(tmp_path / "other", "--set", "optimizer.lr=0.01")
+    refused = _python(other, "--resume", run)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "holds a run of another plan" in refused.stderr
+    (run / "checkpoints" / "latest.json").write_text('{"checkpoint": "stage001-step0000002"}')
+    (run / "summary.json").unlink()
+    (run / "checkpoints" / "stage001-step0000002" / "model.safetensors").write_bytes(b"\x00" * 9)
+    before = (run / "metrics.jsonl").read_text()
+    damaged = _python(script, "--resume", run)
+    assert damaged.returncode == 1 and "Traceback" not in damaged.stderr
+    assert "stage001-step0000002 cannot be read (" in damaged.stderr
+    assert (run / "metrics.jsonl").read_text() == before
+    missing = _python(script, "--resume", tmp_path / "nowhere")
+    assert missing.returncode == 1 and "holds no run this script can resume" in missing.stderr

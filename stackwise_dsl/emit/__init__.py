@@ -52,6 +52,7 @@ SECTIONS = (
         "stackwise_dsl.runtime.metrics",
         "stackwise_dsl.runtime.train",
         "stackwise_dsl.runtime",
+        "stackwise_dsl.runtime.standalone",
     )),
 )  # fmt: skip
 RUNTIME_MODULES = tuple(m for _, modules in SECTIONS for m in modules)

@@ -16,7 +16,9 @@ from stackwise_dsl.emit.extract import Extracted, extract, import_block, source_
 from stackwise_dsl.emit.literals import comment_text, grouped, literal, pretty, text_block
 
 # what `main` names (codegen/script.py.j2)
-ROOTS = ("begin", "reopen", "start", "finishing", "from_json", "Device", "RunError", "Complete",
+ROOTS = ("stackwise_dsl.runtime.standalone:begin", "stackwise_dsl.runtime.standalone:reopen",
+         "stackwise_dsl.runtime.standalone:start", "stackwise_dsl.runtime.standalone:finishing",
+         "stackwise_dsl.runtime.standalone:Complete", "from_json", "Device", "RunError",
          "NotCompiled", "PlanFormatError")  # fmt: skip
 TEMPLATE = "script.py.j2"
 
@@ -121,7 +123,7 @@ def _stages(plan) -> str:
     for stage in plan.stages:
         lines = describe_stage(plan, stage)
         out += [f"{pad}# {comment_text(line, width=100 - len(pad) - 2)}" for line in lines]
-        out.append(f"{pad}trainer.stage({int(stage.number)})")
+        out.append(f"{pad}run.stage({int(stage.number)})")
     return "\n".join(out)
 
 

@@ -19,7 +19,7 @@ from stackwise_dsl import __version__
 from stackwise_dsl.core.errors import RunError
 from stackwise_dsl.core.loop import Diverged
 from stackwise_dsl.core.seeds import derive
-from stackwise_dsl.data import DataError, prepare
+from stackwise_dsl.data import DataError, Prepared, prepare
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import PLAN_FORMAT, to_json
@@ -124,9 +124,22 @@ def _train(plan: p.Plan, trainer: Trainer) -> list[StageSummary]:
 
 def start(plan: p.Plan, run_dir: Path, resume_from: Path | None = None,
           progress: Progress | None = None) -> Trainer:  # fmt: skip
-    """What comes before the first stage: the device, the seed, the data (read, tokenized,
-    windowed and split), and the trainer, restored from `resume_from` when given."""
-    device = _device(plan.run.device)
+    """What comes before the first stage (`setting_up`), and the trainer, restored from
+    `resume_from` when given."""
+    device, data = setting_up(plan)
+    trainer = Trainer(
+        plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
+    )
+    if resume_from is not None:
+        trainer.restore(resume_from)
+    else:  # from the start, in a new directory or one whose run never reached a checkpoint
+        trainer.metrics.truncate(0)
+    return trainer
+
+
+def setting_up(plan: p.Plan) -> tuple[torch.device, Prepared]:
+    """The device, the seed, and the data (read, tokenized, windowed and split)."""
+    device = device_for(plan.run.device)
     torch.manual_seed(derive(plan.run.seed, "global"))
     try:
         data = prepare(plan.data, plan.run.seed)
@@ -137,14 +150,7 @@ def start(plan: p.Plan, run_dir: Path, resume_from: Path | None = None,
             f"the tokenizer has {data.tokenizer.vocab_size} ids, but the model's vocab is "
             f"{plan.model.vocab}"
         )
-    trainer = Trainer(
-        plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
-    )
-    if resume_from is not None:
-        trainer.restore(resume_from)
-    else:  # from the start, in a new directory or one whose run never reached a checkpoint
-        trainer.metrics.truncate(0)
-    return trainer
+    return device, data
 
 
 @contextlib.contextmanager
@@ -195,7 +201,7 @@ def _plot(run_dir: Path) -> None:
             raise RunError(f"cannot write {run_dir / 'loss.png'} ({e.strerror})") from None
 
 
-def _device(device: Device) -> torch.device:
+def device_for(device: Device) -> torch.device:
     if device is Device.CUDA and not torch.cuda.is_available():
         raise RunError(
             "the run asks for device cuda, but this machine has no CUDA GPU (use --device cpu)"

@@ -65,7 +65,7 @@ def _write(tmp: Path, store: Store, optimizer, state: dict, root: Path) -> None:
     save_file(store.flat(), str(tmp / "model.safetensors"))
     opt_meta = None
     if optimizer is not None:
-        tensors, opt_meta = _split(optimizer)
+        tensors, opt_meta = split_optimizer(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
     full = {
         **state,
@@ -299,7 +299,7 @@ def load(
     if optimizer and state["optimizer"] is not None:
         tensors = _tensors(path / "optimizer.safetensors")
         try:
-            opt_state = _join(tensors, state["optimizer"])
+            opt_state = join_optimizer(tensors, state["optimizer"])
         except (ValueError, KeyError, IndexError) as e:
             raise Damaged(f"{path / 'optimizer.safetensors'} does not match the optimizer "
                           f"state in {path / 'state.json'} ({e})") from None  # fmt: skip
@@ -368,7 +368,7 @@ def _relative(file: Path, root: Path) -> str:
         raise ValueError(f"{file} is not a checkpoint of this run") from None
 
 
-def _split(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def split_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """An optimizer state dict as tensors (safetensors) plus a JSON-ready rest. Nested
     entries (bitsandbytes keeps its 8-bit state in a dict per parameter) become paths."""
     tensors, scalars = {}, {}
@@ -388,7 +388,7 @@ def _split(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for flat, value in [*tensors.items(), *meta["scalars"].items()]:
         index, *keys = flat.split("/")

@@ -69,6 +69,11 @@ def plot(metrics_path: Path, out: Path) -> None:
     """Training loss per global step, one colour per stage, dashed lines at stage boundaries,
     validation loss as markers. Without matplotlib (a compiled script's machine may lack
     it) there is no plot; `sw run` always has it."""
+    draw(read(metrics_path), out)
+
+
+def draw(records: list[dict], out: Path) -> None:
+    """The plot of `plot`, from records already read."""
     try:
         import matplotlib
     except ImportError:
@@ -77,7 +82,6 @@ def plot(metrics_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read(metrics_path)
     train = [r for r in records if r.get("kind") == "train" and _plottable(r, "loss")]
     evals = [r for r in records if r.get("kind") == "eval" and _plottable(r, "val_loss")]
     if not train:  # stopped before its first log line: nothing to draw

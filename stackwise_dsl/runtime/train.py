@@ -113,16 +113,12 @@ class Trainer:
         state = self.state
         if state.stage != stage.number:  # a stage trained out of order (tests)
             state = state.starting(stage.number)
-        merged: set[int] = set()
-        key = merge_key(stage)
-        if key is not None and state.step == 0:  # mid-stage, the store is merged already
-            merge = pick(MERGES, key, "adapter merge")
-            merged = {pos for pos, _ in merge(self.store, self.plan, stage.number - 1)}
+        merged = merge_for(stage, self.store, self.plan) if state.step == 0 else set()
         with heap.building():
             model = StageModel(self.plan, stage, self.store, self.device).train()
         self._offload_unchanging(stage, keep=merged)
-        cache = _cache(self.run_dir, stage)
-        window = _Window()
+        cache = stage_cache(self.run_dir, stage)
+        window = Window()
         if state.window is not None:
             window.resume(state.window)  # the next log line averages the same steps
         self.progress.stage_started(stage, state.step)
@@ -142,7 +138,7 @@ class Trainer:
         summary = StageSummary(
             stage=stage.number, kind=stage.kind.value, steps=stage.steps,
             train_loss=window.last_loss if window.last_loss is not None else loss, val_loss=val,
-            seconds=time.perf_counter() - started, trainable=_trainable(model, stage, self.plan),
+            seconds=time.perf_counter() - started, trainable=trainable(model, stage, self.plan),
             tokens_per_s=window.overall_rate(),
         )  # fmt: skip
         self.summaries.append(summary)
@@ -165,7 +161,7 @@ class Trainer:
         ]
         self.store.offload(fixed, last / "model.safetensors")
 
-    def _after_step(self, model, stage: p.Stage, now: RunState, lr: float, window: _Window,
+    def _after_step(self, model, stage: p.Stage, now: RunState, lr: float, window: Window,
                     snapshot) -> None:  # fmt: skip
         run, step = self.plan.run, now.step
         last = step == stage.steps
@@ -217,12 +213,22 @@ class Trainer:
         checkpoint.save(self.run_dir, name, self.store, state.optimizer, saved)
 
 
-def _trainable(model: StageModel, stage: p.Stage, plan: p.Plan) -> int:
+def trainable(model: StageModel, stage: p.Stage, plan: p.Plan) -> int:
     return sum(x.numel() for g in loop.param_groups(model, stage, plan.optimizer)
                for x in g["params"])  # fmt: skip
 
 
-def _cache(run_dir: Path, stage: p.Stage):
+def merge_for(stage: p.Stage, store: Store, plan: p.Plan) -> set[int]:
+    """Fold trained adapters into their masters where the stage asks (MERGES), at its start
+    (a stage resumed mid-way finds its store merged already); the stack positions merged."""
+    key = merge_key(stage)
+    if key is None:
+        return set()
+    merge = pick(MERGES, key, "adapter merge")
+    return {position for position, _ in merge(store, plan, stage.number - 1)}
+
+
+def stage_cache(run_dir: Path, stage: p.Stage):
     """The stage's activation cache (CACHES), or None."""
     key = cache_key(stage)
     return None if key is None else pick(CACHES, key, "activation cache")(run_dir, stage)
@@ -247,7 +253,7 @@ CACHES = {
 
 
 @attrs.define
-class _Window:
+class Window:
     """Losses and token counts since the last log line."""
 
     losses: list[float] = attrs.field(factory=list)

@@ -15,7 +15,6 @@ import argparse
 import base64
 import contextlib
 import copy
-import ctypes.util
 import dataclasses
 import enum
 import functools
@@ -25,7 +24,6 @@ import logging
 import math
 import os
 import shutil
-import stat
 import sys
 import sysconfig
 import tempfile
@@ -41,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -2250,350 +2249,7 @@ class Store:
         return store
 
 
-LATEST = "latest.json"
-
-
-KEEP_STEP_CHECKPOINTS = 2
-
-
-def save(run_dir: Path, name: str, store: Store, optimizer: dict | None, state: dict) -> Path:
-    """Write checkpoint `name` and make it current. If it cannot be written (a full disk, a
-    read-only directory), nothing of it is left and the previous checkpoint stays current."""
-    root = run_dir / "checkpoints"
-    tmp = None
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-        _write(tmp, store, optimizer, state, root)
-        final = root / name
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _write_json(run_dir / "checkpoints" / LATEST, {"checkpoint": name})
-    except (OSError, SafetensorError) as e:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        last = latest(run_dir)
-        kept = "no checkpoint was written yet"
-        if last is not None:
-            kept = f"the last good checkpoint, {last.name}, is still current"
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise RunError(f"cannot write checkpoint {name} in {root} ({why}); {kept}") from None
-    _prune(root, keep=name)
-    return final
-
-
-def _write(tmp: Path, store: Store, optimizer, state: dict, root: Path) -> None:
-    """A checkpoint's files, into the temporary directory `tmp`."""
-    from safetensors.torch import save_file
-
-    save_file(store.flat(), str(tmp / "model.safetensors"))
-    opt_meta = None
-    if optimizer is not None:
-        tensors, opt_meta = _split(optimizer)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-    full = {
-        **state,
-        "stacks_on_disk": {str(k): _relative(v, root) for k, v in store.on_disk().items()},
-        "optimizer": opt_meta,
-        "rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
-    }
-    _write_json(tmp / "state.json", full)
-    _fsync_dir(tmp)
-
-
-def latest(run_dir: Path) -> Path | None:
-    """The newest complete checkpoint, or None when the run has written none. A latest.json
-    that cannot be read, or names anything but a complete checkpoint of this run, is
-    `Damaged` (it is only ever replaced whole, so that is damage, not a run in progress)."""
-    root = Path(run_dir) / "checkpoints"
-    pointer = root / LATEST
-    if not pointer.exists():
-        return None
-    try:
-        name = read_json(pointer).get("checkpoint")
-    except Damaged as e:
-        raise Damaged(f"{e}; {_choices(root)}") from None
-    if isinstance(name, str) and _plain_name(name) and (root / name / "state.json").is_file():
-        return root / name
-    raise Damaged(
-        f"{pointer} names {name!r}, which is not a complete checkpoint of this run; "
-        + _choices(root)
-    )
-
-
-def _plain_name(name: str) -> bool:
-    """A checkpoint's directory name: one path component, not hidden."""
-    return (
-        name not in ("", ".", "..")
-        and "/" not in name
-        and "\\" not in name
-        and (not name.startswith("."))
-    )
-
-
-def _choices(root: Path) -> str:
-    """What a person can do about a damaged latest.json."""
-    names = sorted(
-        c.name for c in root.iterdir() if _plain_name(c.name) and (c / "state.json").is_file()
-    )
-    if not names:
-        return "there is no complete checkpoint to resume from: start the run again"
-    return (
-        f"complete checkpoints: {', '.join(names)}; to resume from the newest, write "
-        f'{{"checkpoint": "{names[-1]}"}} into {root / LATEST}'
-    )
-
-
-def is_stage_end(path: Path) -> bool:
-    return bool(state_of(path).get("stage_done", False))
-
-
-def state_of(path: Path) -> dict:
-    """A checkpoint's state.json ({} when it cannot be read; `load` says why)."""
-    try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return state if isinstance(state, dict) else {}
-
-
-MAX_JSON_BYTES = 64 << 20  # a run's JSON files are kilobytes; anything this big is not one
-
-
-def _regular(path: Path, limit: int | None = None) -> None:
-    """A file of the run is a regular file (never a device or FIFO, which could hang a read
-    or never end), of at most `limit` bytes; else `Damaged`. A missing file passes (its
-    reader says so)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise Damaged(f"{path} cannot be read ({e.strerror})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise Damaged(f"{path} is not a regular file (a directory, device or FIFO)")
-    if limit is not None and info.st_size > limit:
-        raise Damaged(f"{path} is {info.st_size:,} bytes, too large to be what a run writes")
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from a run directory's file, or `Damaged` naming the file."""
-    _regular(path, MAX_JSON_BYTES)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise Damaged(f"{path} is missing") from None
-    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError among them
-        raise Damaged(f"{path} cannot be read as JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise Damaged(f"{path} holds a JSON {type(data).__name__}, not an object")
-    return data
-
-
-_COUNTS = ("stage", "step", "global_step", "metrics_lines")
-
-
-_SUMMARY = {"stage": int, "kind": str, "steps": int, "train_loss": float, "val_loss": float,
-            "seconds": float, "trainable": int, "tokens_per_s": float}  # fmt: skip
-
-
-def read_state(path: Path, plan: Plan) -> dict:
-    """A checkpoint's state.json, every field checked against what `save` writes and the
-    run's plan, or `Damaged` naming the first field that is wrong."""
-    file = path / "state.json"
-    state = read_json(file)
-
-    def wrong(what: str) -> Damaged:
-        return Damaged(f"{file} is damaged: {what}; resume from another checkpoint "
-                       f"(point {path.parent / LATEST} at it) or start the run again")  # fmt: skip
-
-    for key in (*_COUNTS, "stage_done", "stream", "rng", "stacks_on_disk"):
-        if key not in state:
-            raise wrong(f"it has no `{key}`")
-    for key, default in (("summaries", []), ("optimizer", None), ("scaler", None),
-                         ("window", None)):  # fmt: skip
-        state.setdefault(key, default)  # runs written before these were kept
-    for key in _COUNTS:
-        if not _count(state[key]):
-            raise wrong(f"`{key}` is {state[key]!r}, not a whole number >= 0")
-    if not 1 <= state["stage"] <= len(plan.stages):
-        raise wrong(f"`stage` is {state['stage']}, but the plan has {len(plan.stages)} stages")
-    if state["step"] > plan.stages[state["stage"] - 1].steps:
-        raise wrong(f"`step` is {state['step']}, past the end of stage {state['stage']}")
-    if not isinstance(state["stage_done"], bool):
-        raise wrong(f"`stage_done` is {state['stage_done']!r}, not true or false")
-    stream = state["stream"]
-    if not (isinstance(stream, dict) and set(stream) == {"epoch", "offset"}
-            and all(_count(v) for v in stream.values())):  # fmt: skip
-        raise wrong(f"`stream` is {stream!r}, not {{epoch, offset}} whole numbers >= 0")
-    if not (isinstance(state["summaries"], list) and all(map(_summary, state["summaries"]))):
-        raise wrong("`summaries` is not a list of stage summaries")
-    _check_optional(state, wrong)
-    _check_on_disk(state["stacks_on_disk"], path, plan, wrong)
-    state["rng"] = _rng(state["rng"], wrong)
-    return state
-
-
-def _check_optional(state: dict, wrong) -> None:
-    """The fields only some checkpoints fill: optimizer and scaler state, the log window."""
-    for key in ("optimizer", "scaler", "window"):
-        if not isinstance(state[key], dict | None):
-            raise wrong(f"`{key}` is {state[key]!r}, not an object or null")
-    optimizer, window = state["optimizer"], state["window"]
-    if optimizer is None and not state["stage_done"]:
-        raise wrong("it was written in the middle of a stage, but holds no optimizer state")
-    if optimizer is not None and not (
-        isinstance(optimizer.get("param_groups"), list)
-        and isinstance(optimizer.get("scalars"), dict)
-    ):
-        raise wrong("`optimizer` lacks its param_groups or scalars")
-    if window is not None and not (
-        set(window) == {"losses", "tokens"} and _count(window["tokens"])
-        and isinstance(window["losses"], list)
-        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in window["losses"])
-    ):  # fmt: skip
-        raise wrong("`window` is not the losses and tokens since the last log")
-
-
-def _count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _summary(entry) -> bool:
-    if not (isinstance(entry, dict) and set(entry) == set(_SUMMARY)):
-        return False
-    for key, kind in _SUMMARY.items():
-        value = entry[key]
-        if key == "val_loss" and value is None:
-            continue
-        ok = isinstance(value, int | float) if kind is float else isinstance(value, kind)
-        if not ok or isinstance(value, bool):
-            return False
-    return True
-
-
-def _check_on_disk(on_disk, path: Path, plan: Plan, wrong) -> None:
-    """`stacks_on_disk` maps stack positions of the plan to model files of this run's other
-    checkpoints: never a path that leaves the run's checkpoints directory."""
-    if not isinstance(on_disk, dict):
-        raise wrong(f"`stacks_on_disk` is {on_disk!r}, not an object")
-    root = path.parent.resolve()
-    for position, file in on_disk.items():
-        if not (position.isdigit() and int(position) < len(plan.stacks)):
-            raise wrong(f"`stacks_on_disk` names stack {position!r}, which the plan has not")
-        if not isinstance(file, str):
-            raise wrong(f"`stacks_on_disk` gives {file!r} for stack {position}, not a path")
-        target = (path.parent / file).resolve()
-        if not target.is_relative_to(root) or target.name != "model.safetensors":
-            raise wrong(f"`stacks_on_disk` points outside this run's checkpoints ({file})")
-        if not target.is_file():
-            raise wrong(f"`stacks_on_disk` names {file}, which does not exist")
-
-
-def _rng(text, wrong) -> torch.Tensor:
-    """The torch RNG state saved as base64: exactly as many bytes as this torch's state."""
-    try:
-        data = base64.b64decode(text, validate=True) if isinstance(text, str) else None
-    except ValueError:
-        data = None
-    size = torch.get_rng_state().numel()
-    if data is None or len(data) != size:
-        raise wrong(f"`rng` is not the base64 of a {size}-byte torch RNG state")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
-
-
-def load(
-    path: Path, plan: Plan, *, optimizer: bool = True
-) -> tuple[Store, dict | None, dict, torch.Tensor]:
-    """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint, each
-    file checked before anything uses it; `Damaged` names the first that is wrong. Without
-    `optimizer` (an export needs only the weights) its state is neither read nor given."""
-    state = read_state(path, plan)
-    try:
-        store = Store.from_flat(_tensors(path / "model.safetensors"))
-    except ValueError as e:
-        raise Damaged(f"{path / 'model.safetensors'} is not a checkpoint's model: {e}") from None
-    for position, file in state["stacks_on_disk"].items():
-        try:
-            store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
-        except (OSError, KeyError, SafetensorError) as e:
-            raise Damaged(f"{path.parent / file} (which {path / 'state.json'} refers to) "
-                          f"cannot be read: {e}") from None  # fmt: skip
-    verify(store, plan, path / "model.safetensors")
-    opt_state = None
-    if optimizer and state["optimizer"] is not None:
-        tensors = _tensors(path / "optimizer.safetensors")
-        try:
-            opt_state = _join(tensors, state["optimizer"])
-        except (ValueError, KeyError, IndexError) as e:
-            raise Damaged(f"{path / 'optimizer.safetensors'} does not match the optimizer "
-                          f"state in {path / 'state.json'} ({e})") from None  # fmt: skip
-    return store, opt_state, state, state["rng"]
-
-
-def _tensors(file: Path) -> dict[str, torch.Tensor]:
-    """A safetensors file's tensors, or `Damaged` naming it."""
-    from safetensors.torch import load_file
-
-    _regular(file)
-    try:
-        tensors = load_file(str(file))
-    except FileNotFoundError:
-        raise Damaged(f"{file} is missing; resume from another checkpoint or start the run "
-                      "again") from None  # fmt: skip
-    except (OSError, SafetensorError) as e:
-        raise Damaged(f"{file} is damaged ({e}); resume from another checkpoint or start the "
-                      "run again") from None  # fmt: skip
-    return tensors
-
-
-def verify(store: Store, plan: Plan, file: Path) -> None:
-    """Every stored tensor is one the plan's model has, with its shape, and every stack and
-    shared weight the model needs is there (checked on the meta device: nothing allocated)."""
-
-    with torch.device("meta"):
-        shared = {k: v.shape for k, v in Rack(plan).state_dict().items()}
-        wanted = {f"shared/{k}": v for k, v in shared.items()}
-        for position in store.stacks:
-            if not 0 <= position < len(plan.stacks):
-                raise Damaged(f"{file} holds stack {position}, which the plan has not")
-            stack = BlockStack(plan.stacks[position], plan.model, plan.run.seed)
-            wanted |= {f"stack/{position}/{k}": v.shape for k, v in stack.state_dict().items()}
-    held = {f"shared/{k}": v.shape for k, v in store.shared.items()}
-    for position, state in store.stacks.items():
-        held |= {f"stack/{position}/{k}": _shape(state, k) for k in state}
-    for key in sorted(set(held) | set(wanted)):
-        if key not in wanted:
-            raise Damaged(f"{file} holds `{key}`, which the plan's model has not: the "
-                          "checkpoint is damaged or from another spec")  # fmt: skip
-        if key not in held:
-            raise Damaged(f"{file} lacks `{key}`: the checkpoint is damaged")
-        if tuple(held[key]) != tuple(wanted[key]):
-            raise Damaged(f"{file} holds `{key}` of shape {tuple(held[key])}, but the plan's "
-                          f"model has {tuple(wanted[key])}: the checkpoint is damaged or from "
-                          "another spec")  # fmt: skip
-    for (position, name), _ in store.adapters.items():
-        if not (0 <= position < len(plan.stacks) and name in ("stack", "trunk")):
-            raise Damaged(f"{file} holds an adapter `{name}` for stack {position}, which the "
-                          "plan has not")  # fmt: skip
-
-
-def _shape(state, key: str) -> tuple[int, ...]:
-    """A stored tensor's shape, without reading it when it lies on disk."""
-    return tuple(state.shape_of(key)) if isinstance(state, OnDisk) else tuple(state[key].shape)
-
-
-def _relative(file: Path, root: Path) -> str:
-    """A checkpoint file as a path under `checkpoints/` (the run directory may move)."""
-    file = Path(file).resolve()
-    try:
-        return file.relative_to(root.resolve()).as_posix()
-    except ValueError:
-        raise ValueError(f"{file} is not a checkpoint of this run") from None
-
-
-def _split(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+def split_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """An optimizer state dict as tensors (safetensors) plus a JSON-ready rest. Nested
     entries (bitsandbytes keeps its 8-bit state in a dict per parameter) become paths."""
     tensors, scalars = {}, {}
@@ -2613,7 +2269,7 @@ def _split(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def _join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+def join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     state: dict[int, dict] = {}
     for flat, value in [*tensors.items(), *meta["scalars"].items()]:
         index, *keys = flat.split("/")
@@ -2624,147 +2280,8 @@ def _join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    for child in path.iterdir():
-        with open(child, "rb") as f:
-            os.fsync(f.fileno())
-
-
-def _prune(root: Path, keep: str) -> None:
-    """Keep every stage-end checkpoint and the newest few step checkpoints; drop temp dirs."""
-    steps = []
-    for child in root.iterdir():
-        if child.name.startswith(".tmp-"):
-            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(
-                missing_ok=True
-            )
-        elif child.is_dir() and child.name != keep and not is_stage_end(child):
-            steps.append(child)
-    for old in sorted(steps)[: max(0, len(steps) - (KEEP_STEP_CHECKPOINTS - 1))]:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def load_plan(run_dir: Path) -> Plan:
-    """The plan a run was started with (its plan.json)."""
-    file = Path(run_dir) / "plan.json"
-    if not Path(run_dir).is_dir():
-        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
-    if not file.exists():
-        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
-    try:
-        return from_json(read_json(file))
-    except PlanFormatError as e:
-        written = _plan_format(Path(run_dir))
-        if written is not None and written != PLAN_FORMAT:
-            raise RunError(
-                f"{run_dir} was started by an earlier stackwise-dsl, whose plans have format "
-                f"{written}; this one reads format {PLAN_FORMAT}: resume or export the run with "
-                "the stackwise-dsl that started it, or start it again"
-            ) from None
-        raise Damaged(f"{file} is damaged: {e}; it is the plan the run was started with, "
-                      "so restore it or start the run again") from None  # fmt: skip
-
-
-def _plan_format(run_dir: Path) -> int | None:
-    """The plan format run.json says the run was started with (1 when it says none), or
-    None when run.json cannot be read."""
-    try:
-        info = read_json(run_dir / "run.json")
-    except RunError:
-        return None
-    written = info.get("plan_format", 1) if isinstance(info, dict) else None
-    return written if isinstance(written, int) and not isinstance(written, bool) else None
-
-
-_M_MMAP_THRESHOLD = -3  # malloc.h
-
-
-def _set_threshold(size: int) -> None:
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, size)
-    except (OSError, AttributeError):
-        pass
-
-
-@contextlib.contextmanager
-def building():
-    """Around building a stage's model."""
-    _set_threshold(1 << 20)
-    try:
-        yield
-    finally:
-        _set_threshold(32 << 20)
-
-
-class Metrics:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lines = 0  # records written; a run sets it with `truncate` before it logs
-
-    def write(self, record: dict) -> None:
-        try:
-            with self.path.open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as e:
-            raise RunError(f"cannot write {self.path} ({e.strerror})") from None
-        self.lines += 1
-
-    def truncate(self, lines: int) -> None:
-        """Keep the first `lines` records (a resumed run rewrites what came after). A line
-        cut short by a kill, or one that is not a record, is dropped."""
-        kept = [x for x in _complete_lines(self.path)[:lines] if _record(x) is not None]
-        tmp = self.path.with_suffix(".tmp")
-        try:
-            tmp.write_text("".join(kept), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as e:
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-            raise RunError(f"cannot write {self.path} ({e.strerror})") from None
-        self.lines = len(kept)
-
-
-def _complete_lines(path: Path) -> list[str]:
-    """The newline-terminated lines of a metrics file ([] when there is none). Anything but
-    a regular file there (a directory, a FIFO, a device) is `Damaged`: never read."""
-    if not path.exists():
-        return []
-    if not path.is_file():
-        raise Damaged(f"{path} is not a regular file: move it away, and the run goes on")
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as e:
-        raise Damaged(f"{path} cannot be read ({e.strerror})") from None
-    return [line for line in text.splitlines(keepends=True) if line.endswith("\n")]
-
-
-def _record(line: str) -> dict | None:
-    try:
-        record = json.loads(line)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def read(path: Path) -> list[dict]:
-    """The records of a metrics file (lines that are not records are left out)."""
-    return [r for r in map(_record, _complete_lines(path)) if r is not None]
-
-
-def plot(metrics_path: Path, out: Path) -> None:
-    """Training loss per global step, one colour per stage, dashed lines at stage boundaries,
-    validation loss as markers. Without matplotlib (a compiled script's machine may lack
-    it) there is no plot; `sw run` always has it."""
+def draw(records: list[dict], out: Path) -> None:
+    """The plot of `plot`, from records already read."""
     try:
         import matplotlib
     except ImportError:
@@ -2773,7 +2290,6 @@ def plot(metrics_path: Path, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read(metrics_path)
     train = [r for r in records if r.get("kind") == "train" and _plottable(r, "loss")]
     evals = [r for r in records if r.get("kind") == "eval" and _plottable(r, "val_loss")]
     if not train:  # stopped before its first log line: nothing to draw
@@ -2828,186 +2344,22 @@ class StageSummary:
     tokens_per_s: float
 
 
-class Progress:
-    """What the loop reports as it goes; the CLI draws it, tests ignore it."""
-
-    def stage_started(self, stage: Stage, done: int) -> None: ...
-    def stepped(
-        self, stage: Stage, step: int, loss: float | None, tokens_per_s: float | None
-    ) -> None:
-        """After every step; loss and rate only on logged steps (None otherwise)."""
-
-    def stage_finished(self, summary: StageSummary) -> None: ...
-
-
-@dataclasses.dataclass
-class Trainer:
-    """The harness around the loop: it builds each stage's model from the weight store (merging
-    adapters first where a fuse stage asks), offloads what the stage does not change, runs
-    `loop.train_stage`, and around it writes metrics, evaluations and checkpoints on the run's
-    cadence; `restore` continues a run from a checkpoint."""
-
-    plan: Plan
-    data: Prepared
-    run_dir: Path
-    device: torch.device
-    progress: Progress = dataclasses.field(default_factory=Progress)
-    store: Store = dataclasses.field(default_factory=Store)
-    state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
-    summaries: list[StageSummary] = dataclasses.field(default_factory=list)  # the stages done
-    metrics: Metrics = dataclasses.field(init=False)
-
-    def __post_init__(self) -> None:
-        self.metrics = Metrics(self.run_dir / "metrics.jsonl")
-
-    def run(self) -> list[StageSummary]:
-        """Every stage of the plan not done yet (see `restore`)."""
-        for stage in self.plan.stages:
-            self.stage(stage.number)
-        return self.summaries
-
-    def stage(self, number: int) -> StageSummary | None:
-        """Train stage `number` (1-based), or nothing if a resumed run is past it."""
-        if number < self.state.stage:
-            return None
-        return self.train_stage(self.plan.stages[number - 1])
-
-    def restore(self, path: Path) -> None:
-        """Continue from the checkpoint at `path`. Its RNG state is restored where it was
-        saved: before the next stage's model is built (at a stage's end) or after this
-        stage's is (mid-stage), since building a model draws from torch's generator."""
-        store, opt_state, saved, rng = load(path, self.plan)
-        try:
-            Stream(self.data.train, self.plan.run.seed).restore(saved["stream"])
-        except ValueError as e:
-            raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
-        self.store = store
-        self.metrics.truncate(saved["metrics_lines"])
-        self.summaries = [StageSummary(**x) for x in saved["summaries"]]
-        where = {"global_step": saved["global_step"], "stream": saved["stream"]}
-        if saved["stage_done"]:
-            torch.set_rng_state(rng)
-            self.state = RunState(stage=saved["stage"] + 1, **where)
-        else:
-            self.state = RunState(stage=saved["stage"], step=saved["step"], rng=rng,
-                                  optimizer=opt_state, scaler=saved["scaler"],
-                                  window=saved["window"], **where)  # fmt: skip
-
-    def train_stage(self, stage: Stage) -> StageSummary:
-        """Build the stage's model, train it from where the run is, evaluate, write back."""
-        state = self.state
-        if state.stage != stage.number:  # a stage trained out of order (tests)
-            state = state.starting(stage.number)
-        merged: set[int] = set()
-        key = merge_key(stage)
-        if key is not None and state.step == 0:  # mid-stage, the store is merged already
-            merge = pick(MERGES, key, "adapter merge")
-            merged = {pos for pos, _ in merge(self.store, self.plan, stage.number - 1)}
-        with building():
-            model = StageModel(self.plan, stage, self.store, self.device).train()
-        self._offload_unchanging(stage, keep=merged)
-        cache = _cache(self.run_dir, stage)
-        window = _Window()
-        if state.window is not None:
-            window.resume(state.window)  # the next log line averages the same steps
-        self.progress.stage_started(stage, state.step)
-        started = time.perf_counter()
-
-        def on_step(now: RunState, loss: float, lr: float, snapshot) -> None:
-            window.add(loss, self.plan.tokens_per_step)
-            self._after_step(model, stage, now, lr, window, snapshot)
-
-        self.state, loss = train_stage(self.plan, stage, model, self.data, state,
-                                            cache=cache, on_step=on_step)  # fmt: skip
-        if cache is not None and cache.directory is not None:
-            cache.flush()
-        val = evaluate(model, self.plan, stage, self.data)
-        self._record_eval(stage, stage.steps, val)
-        model.capture(self.store)
-        summary = StageSummary(
-            stage=stage.number, kind=stage.kind.value, steps=stage.steps,
-            train_loss=window.last_loss if window.last_loss is not None else loss, val_loss=val,
-            seconds=time.perf_counter() - started, trainable=_trainable(model, stage, self.plan),
-            tokens_per_s=window.overall_rate(),
-        )  # fmt: skip
-        self.summaries.append(summary)
-        self._save(stage, self.state, done=True)
-        self.state = self.state.starting(stage.number + 1)
-        self.progress.stage_finished(summary)
-        return summary
-
-    def _offload_unchanging(self, stage: Stage, keep: set[int]) -> None:
-        """Masters this stage does not change leave memory for the stage-end checkpoint
-        that holds them (the one just written, or resumed from); those in `keep` (merged
-        since that checkpoint) stay."""
-        last = latest(self.run_dir)
-        if last is None or not is_stage_end(last):
-            return
-        fixed = [
-            x.position
-            for x in stage.parts
-            if x.trains is not Trains.FULL and x.position not in keep
-        ]
-        self.store.offload(fixed, last / "model.safetensors")
-
-    def _after_step(self, model, stage: Stage, now: RunState, lr: float, window: _Window,
-                    snapshot) -> None:  # fmt: skip
-        run, step = self.plan.run, now.step
-        last = step == stage.steps
-        if step % run.log_every == 0 or last:
-            loss, rate = window.flush()
-            self.metrics.write({
-                "kind": "train", "stage": stage.number, "step": step,
-                "global_step": now.global_step, "loss": loss, "lr": lr, "tokens_per_s": rate,
-            })  # fmt: skip
-            self.progress.stepped(stage, step, loss, rate)
-        else:
-            self.progress.stepped(stage, step, None, None)
-        if run.eval_every and step % run.eval_every == 0 and not last:
-            self._record_eval(stage, step, evaluate(model, self.plan, stage, self.data),
-                              global_step=now.global_step)  # fmt: skip
-        if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
-            model.capture(self.store)
-            self._save(stage, dataclasses.replace(snapshot(), window=window.state()), done=False)
-
-    # --- records and checkpoints ---
-
-    def _record_eval(self, stage: Stage, step: int, val: float | None, *,
-                     global_step: int | None = None) -> None:  # fmt: skip
-        if val is not None:
-            self.metrics.write({
-                "kind": "eval", "stage": stage.number, "step": step,
-                "global_step": self.state.global_step if global_step is None else global_step,
-                "val_loss": val,
-            })  # fmt: skip
-
-    def _save(self, stage: Stage, state: RunState, *, done: bool) -> None:
-        """Checkpoint the store at `state`. The store must be finite: a loss is measured
-        before the update that may break the weights, so weights are checked too before they
-        are kept."""
-        flat = self.store.flat()
-        broken = next(
-            (k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()),
-            None,
-        )
-        if broken is not None:
-            raise Diverged(stage.number, state.step, f"the weights became non-finite ({broken})")
-        saved = {
-            "stage": stage.number, "step": state.step, "stage_done": done,
-            "global_step": state.global_step, "stream": state.stream,
-            "metrics_lines": self.metrics.lines, "scaler": state.scaler,
-            "summaries": [dataclasses.asdict(x) for x in self.summaries], "window": state.window,
-        }  # fmt: skip
-        name = f"stage{stage.number:03d}-step{state.step:07d}"
-        save(self.run_dir, name, self.store, state.optimizer, saved)
-
-
-def _trainable(model: StageModel, stage: Stage, plan: Plan) -> int:
+def trainable(model: StageModel, stage: Stage, plan: Plan) -> int:
     return sum(x.numel() for g in param_groups(model, stage, plan.optimizer)
                for x in g["params"])  # fmt: skip
 
 
-def _cache(run_dir: Path, stage: Stage):
+def merge_for(stage: Stage, store: Store, plan: Plan) -> set[int]:
+    """Fold trained adapters into their masters where the stage asks (MERGES), at its start
+    (a stage resumed mid-way finds its store merged already); the stack positions merged."""
+    key = merge_key(stage)
+    if key is None:
+        return set()
+    merge = pick(MERGES, key, "adapter merge")
+    return {position for position, _ in merge(store, plan, stage.number - 1)}
+
+
+def stage_cache(run_dir: Path, stage: Stage):
     """The stage's activation cache (CACHES), or None."""
     key = cache_key(stage)
     return None if key is None else pick(CACHES, key, "activation cache")(run_dir, stage)
@@ -3020,7 +2372,7 @@ CACHES = {}
 
 
 @dataclasses.dataclass
-class _Window:
+class Window:
     """Losses and token counts since the last log line."""
 
     losses: list[float] = dataclasses.field(default_factory=list)
@@ -3053,75 +2405,9 @@ class _Window:
         return self.total_tokens / max(time.perf_counter() - self.started, 1e-9)
 
 
-def begin(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
-          progress: Progress | None = None) -> Trainer:  # fmt: skip
-    """A new run: its directory (`create`) and its trainer (`start`). If it cannot start (no
-    such device, data that cannot be read), what `create` wrote is removed again, so the
-    same command can be run again once the cause is fixed."""
-    run_dir = Path(run_dir)
-    existed = run_dir.exists()
-    create(plan, run_dir, spec_text=spec_text, info=info)
-    try:
-        return start(plan, run_dir, None, progress)
-    except RunError:
-        for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):  # plan.json first
-            (run_dir / name).unlink(missing_ok=True)
-        if not existed:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()  # only if nothing else came to be in it
-        raise
-
-
-def create(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None) -> Path:
-    """A new run directory holding the spec, the plan and what started it (run.json)."""
-    run_dir = Path(run_dir)
-    if (run_dir / "plan.json").exists():
-        raise RunError(
-            f"{run_dir} already holds a run: resume it with --resume {run_dir}, "
-            "or pick another --run-dir"
-        )
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunError(f"{run_dir} is a file, not a directory: pick another --run-dir")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise RunError(f"cannot create the run directory {run_dir} ({e.strerror})") from None
-    try:
-        (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
-        started = {"version": __version__, "plan_format": PLAN_FORMAT, **(info or {})}
-        (run_dir / "run.json").write_text(json.dumps(started, indent=1) + "\n")
-        plan_text = json.dumps(to_json(plan), indent=1) + "\n"
-        (run_dir / "plan.json").write_text(plan_text, encoding="utf-8")  # last: marks a run
-    except OSError as e:
-        raise RunError(f"cannot write the run directory {run_dir} ({e.strerror})") from None
-    return run_dir
-
-
-def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[Plan, Path | None]:
-    """The plan a run was started with (on `device` when given) and its latest checkpoint
-    (None for a run stopped before its first: resuming it starts it again)."""
-    run_dir = Path(run_dir)
-    plan = load_plan(run_dir)
-    if device is not None:
-        plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
-    last = latest(run_dir)
-    if last is None:  # killed before its first checkpoint: it starts again, from its plan
-        return plan, None
-    state = read_state(last, plan)
-    if state["stage_done"] and state["stage"] >= len(plan.stages):
-        raise Complete(f"the run in {run_dir} is already complete")
-    return plan, last
-
-
-class Complete(RunError):
-    """A run asked to resume has finished its last stage: nothing is left to do."""
-
-
-def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
-          progress: Progress | None = None) -> Trainer:  # fmt: skip
-    """What comes before the first stage: the device, the seed, the data (read, tokenized,
-    windowed and split), and the trainer, restored from `resume_from` when given."""
-    device = _device(plan.run.device)
+def setting_up(plan: Plan) -> tuple[torch.device, Prepared]:
+    """The device, the seed, and the data (read, tokenized, windowed and split)."""
+    device = device_for(plan.run.device)
     torch.manual_seed(derive(plan.run.seed, "global"))
     try:
         data = prepare(plan.data, plan.run.seed)
@@ -3132,65 +2418,10 @@ def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
             f"the tokenizer has {data.tokenizer.vocab_size} ids, but the model's vocab is "
             f"{plan.model.vocab}"
         )
-    trainer = Trainer(
-        plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
-    )
-    if resume_from is not None:
-        trainer.restore(resume_from)
-    else:  # from the start, in a new directory or one whose run never reached a checkpoint
-        trainer.metrics.truncate(0)
-    return trainer
+    return device, data
 
 
-@contextlib.contextmanager
-def finishing(trainer: Trainer):
-    """Around the stages: draw loss.png whatever happens, write summary.json when every
-    stage is done, and turn a diverged run into a message naming its last good checkpoint."""
-    run_dir = trainer.run_dir
-    try:
-        yield trainer
-    except Diverged as e:
-        raise RunError(f"{e}; {_last_good(run_dir)}") from None
-    except (torch.OutOfMemoryError, MemoryError) as e:
-        raise _out_of_memory(e, run_dir) from None
-    except RuntimeError as e:  # the CPU allocator's way of saying it
-        if "can't allocate memory" not in str(e):
-            raise
-        raise _out_of_memory(e, run_dir) from None
-    finally:
-        if (run_dir / "metrics.jsonl").exists():
-            _plot(run_dir)
-    summary = json.dumps([dataclasses.asdict(x) for x in trainer.summaries], indent=1)
-    try:
-        (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
-    except OSError as e:
-        raise RunError(f"cannot write {run_dir / 'summary.json'} ({e.strerror})") from None
-
-
-def _last_good(run_dir: Path) -> str:
-    last = latest(run_dir)
-    return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-
-
-def _out_of_memory(e: Exception, run_dir: Path) -> RunError:
-    said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return RunError(
-        f"out of memory ({said[:200]}): `sw plan` shows what each stage holds; make the "
-        f"model or the batch smaller, or hold the trunk in fewer bits; {_last_good(run_dir)}"
-    )
-
-
-def _plot(run_dir: Path) -> None:
-    """loss.png from metrics.jsonl; a failure to write it is reported unless the run is
-    already stopping for another reason (which it would hide)."""
-    try:
-        plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    except OSError as e:
-        if sys.exc_info()[0] is None:
-            raise RunError(f"cannot write {run_dir / 'loss.png'} ({e.strerror})") from None
-
-
-def _device(device: Device) -> torch.device:
+def device_for(device: Device) -> torch.device:
     if device is Device.CUDA and not torch.cuda.is_available():
         raise RunError(
             "the run asks for device cuda, but this machine has no CUDA GPU (use --device cpu)"
@@ -3198,6 +2429,285 @@ def _device(device: Device) -> torch.device:
     if device is Device.CPU or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+@dataclasses.dataclass
+class Training:
+    """A run of `plan` in `run_dir`; `stage(n)` trains stage n unless the run is past it."""
+
+    plan: Plan
+    run_dir: Path
+    device: torch.device
+    data: Prepared
+    store: Store = dataclasses.field(default_factory=Store)
+    state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
+    summaries: list[StageSummary] = dataclasses.field(default_factory=list)
+    logged: int = 0  # the lines of metrics.jsonl
+    last: Path | None = None  # the newest checkpoint
+    stage_end: Path | None = None  # the newest, if it ends a stage: masters stay in its file
+
+    def stage(self, number: int) -> None:
+        if number < self.state.stage:
+            return  # done before the run was resumed
+        plan, stage, state = self.plan, self.plan.stages[number - 1], self.state
+        merged = merge_for(stage, self.store, plan) if state.step == 0 else set()
+        model = StageModel(plan, stage, self.store, self.device).train()
+        if self.stage_end is not None:  # what the stage does not change leaves memory
+            fixed = [x.position for x in stage.parts
+                     if x.trains is not Trains.FULL and x.position not in merged]  # fmt: skip
+            self.store.offload(fixed, self.stage_end / "model.safetensors")
+        cache, window = stage_cache(self.run_dir, stage), Window()
+        if state.window is not None:
+            window.resume(state.window)  # the next log line averages the same steps
+        print(f"stage {number} of {len(plan.stages)} ({stage.kind.value}), {stage.steps} steps")
+        started = time.perf_counter()
+
+        def on_step(now: RunState, loss: float, lr: float, snapshot) -> None:
+            window.add(loss, plan.tokens_per_step)
+            last, run = now.step == stage.steps, plan.run
+            if now.step % run.log_every == 0 or last:
+                loss, rate = window.flush()
+                self.log({"kind": "train", "stage": number, "step": now.step,
+                          "global_step": now.global_step, "loss": loss, "lr": lr,
+                          "tokens_per_s": rate})  # fmt: skip
+                print(f"  step {now.step:>6}  loss {loss:.4f}  {rate:,.0f} tokens/s")
+            if run.eval_every and now.step % run.eval_every == 0 and not last:
+                self.log_eval(now, evaluate(model, plan, stage, self.data))
+            if run.checkpoint_every and now.step % run.checkpoint_every == 0 and not last:
+                model.capture(self.store)
+                self.save(dataclasses.replace(snapshot(), window=window.state()), done=False)
+
+        self.state, loss = train_stage(plan, stage, model, self.data, state, cache=cache,
+                                            on_step=on_step)  # fmt: skip
+        if cache is not None and cache.directory is not None:
+            cache.flush()
+        val = self.log_eval(self.state, evaluate(model, plan, stage, self.data))
+        model.capture(self.store)
+        self.summaries.append(StageSummary(
+            stage=number, kind=stage.kind.value, steps=stage.steps,
+            train_loss=window.last_loss if window.last_loss is not None else loss,
+            val_loss=val, seconds=time.perf_counter() - started,
+            trainable=trainable(model, stage, plan), tokens_per_s=window.overall_rate(),
+        ))  # fmt: skip
+        self.save(self.state, done=True)
+        self.state = self.state.starting(number + 1)
+
+    # --- metrics.jsonl ---
+
+    def log(self, record: dict) -> None:
+        try:
+            with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise RunError(
+                f"cannot write {self.run_dir / 'metrics.jsonl'} ({e.strerror})"
+            ) from None
+        self.logged += 1
+
+    def log_eval(self, now: RunState, val: float | None) -> float | None:
+        if val is not None:
+            self.log({"kind": "eval", "stage": now.stage, "step": now.step,
+                      "global_step": now.global_step, "val_loss": val})  # fmt: skip
+        return val
+
+    def records(self) -> list[dict]:
+        out = []
+        with contextlib.suppress(OSError):
+            for line in (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+                with contextlib.suppress(ValueError):
+                    out.append(json.loads(line))
+        return [x for x in out if isinstance(x, dict)]
+
+    # --- checkpoints ---
+
+    def save(self, state: RunState, *, done: bool) -> None:
+        """Checkpoint the weight store at `state` and make it current. Weights are checked
+        first: a loss is measured before the update that may break them."""
+        flat = self.store.flat()
+        broken = [k for k, v in flat.items() if v.is_floating_point() and not v.isfinite().all()]
+        if broken:
+            raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken[0]})")
+        root, name = self.run_dir / "checkpoints", f"stage{state.stage:03d}-step{state.step:07d}"
+        tmp = None
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+            save_file(flat, str(tmp / "model.safetensors"))
+            meta = None
+            if state.optimizer is not None:
+                tensors, meta = split_optimizer(state.optimizer)
+                save_file(tensors, str(tmp / "optimizer.safetensors"))
+            on_disk = {str(k): v.resolve().relative_to(root.resolve()).as_posix()
+                       for k, v in self.store.on_disk().items()}  # fmt: skip
+            write_json(tmp / "state.json", {
+                "stage": state.stage, "step": state.step, "stage_done": done,
+                "global_step": state.global_step, "stream": state.stream,
+                "metrics_lines": self.logged, "scaler": state.scaler,
+                "summaries": [dataclasses.asdict(x) for x in self.summaries],
+                "window": state.window, "stacks_on_disk": on_disk, "optimizer": meta,
+                "rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+            })  # fmt: skip
+            shutil.rmtree(root / name, ignore_errors=True)
+            os.replace(tmp, root / name)
+            write_json(root / "latest.json", {"checkpoint": name})
+        except (OSError, SafetensorError) as e:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise RunError(f"cannot write checkpoint {name} in {root} ({e}); "
+                           f"{self.last_good()}") from None  # fmt: skip
+        self.last, self.stage_end = root / name, root / name if done else None
+        steps = sorted(c for c in root.iterdir() if c.name != name and not _ends_stage(c))
+        for old in steps[:-1]:  # every stage end stays, and the newest step checkpoint
+            shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at `path`. Its RNG state is restored where it was
+        saved: before the next stage's model is built (at a stage's end) or after this
+        stage's is (mid-stage, by the loop), since building a model draws from torch's."""
+        try:
+            saved = json.loads((path / "state.json").read_text(encoding="utf-8"))
+            store = Store.from_flat(load_file(str(path / "model.safetensors")))
+            for position, file in saved["stacks_on_disk"].items():
+                store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
+            optimizer = None
+            if saved["optimizer"] is not None:
+                tensors = load_file(str(path / "optimizer.safetensors"))
+                optimizer = join_optimizer(tensors, saved["optimizer"])
+            rng = torch.frombuffer(bytearray(base64.b64decode(saved["rng"])), dtype=torch.uint8)
+            if rng.numel() != torch.get_rng_state().numel():
+                raise ValueError("`rng` is not a torch RNG state")
+            Stream(self.data.train, self.plan.run.seed).restore(saved["stream"])
+            self.summaries = [StageSummary(**x) for x in saved["summaries"]]
+            lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
+            why = f"{type(e).__name__}: {e}"
+            raise RunError(f"the checkpoint {path} cannot be read ({why}); point checkpoints/"
+                           "latest.json at another or start again") from None  # fmt: skip
+        kept = lines.splitlines(keepends=True)[: saved["metrics_lines"]]
+        (self.run_dir / "metrics.jsonl").write_text("".join(kept), encoding="utf-8")
+        self.store, self.logged, self.last = store, len(kept), path
+        where = {"global_step": saved["global_step"], "stream": saved["stream"]}
+        if saved["stage_done"]:
+            torch.set_rng_state(rng.clone())
+            self.state, self.stage_end = RunState(stage=saved["stage"] + 1, **where), path
+        else:
+            self.state = RunState(stage=saved["stage"], step=saved["step"], rng=rng.clone(),
+                                  optimizer=optimizer, scaler=saved["scaler"],
+                                  window=saved["window"], **where)  # fmt: skip
+
+    def last_good(self) -> str:
+        return f"the last good checkpoint is {self.last}" if self.last else "no checkpoint yet"
+
+
+def begin(plan: Plan, run_dir: Path, *, spec_text: str, info: dict) -> Training:
+    """A new run in `run_dir` (which must not hold one): spec.sw, run.json and plan.json
+    (last: it marks a run), then `start`. A run that cannot start (no such device, data
+    that cannot be read) leaves nothing behind, so the same command can be run again."""
+    if (run_dir / "plan.json").exists():
+        raise RunError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, "
+                       "or pick another --run-dir")  # fmt: skip
+    existed = run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
+        write_json(run_dir / "run.json", {"version": __version__, "plan_format": PLAN_FORMAT,
+                                          **info})  # fmt: skip
+        write_json(run_dir / "plan.json", to_json(plan))
+    except OSError as e:
+        raise RunError(f"cannot write the run directory {run_dir} ({e.strerror})") from None
+    try:
+        return start(plan, run_dir, None)
+    except RunError:
+        for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):
+            (run_dir / name).unlink(missing_ok=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
+
+
+def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
+    """The run in `run_dir`, which this script's `plan` must have started (its steps, device
+    and directory as the run has them), and its latest checkpoint (None: none written yet)."""
+    try:
+        theirs = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
+        stages = tuple(dataclasses.replace(s, steps=int(t["steps"]))
+                       for s, t in zip(plan.stages, theirs["stages"], strict=True))  # fmt: skip
+        run = dataclasses.replace(plan.run, dir=str(theirs["run"]["dir"]),
+                           device=type(plan.run.device)(theirs["run"]["device"]))  # fmt: skip
+        ours = dataclasses.replace(plan, stages=stages, run=run)
+        latest = run_dir / "checkpoints" / "latest.json"
+        last = None
+        if latest.exists():
+            last = run_dir / "checkpoints" / json.loads(latest.read_text())["checkpoint"]
+            done = json.loads((last / "state.json").read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise RunError(f"{run_dir} holds no run this script can resume ({e.filename} is "
+                       "missing)") from None  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise RunError(f"{run_dir} holds no run this script can resume ({type(e).__name__}: "
+                       f"{e}): resume it with what started it") from None  # fmt: skip
+    if to_json(ours) != theirs:
+        raise RunError(f"{run_dir} holds a run of another plan: resume it with what started "
+                       "it (`sw run --resume` reads its own plan)")  # fmt: skip
+    if last is not None and done.get("stage_done") and done.get("stage") == len(plan.stages):
+        raise Complete(f"the run in {run_dir} is already complete")
+    return ours, last
+
+
+class Complete(RunError):
+    """A run asked to resume has finished its last stage: nothing is left to do."""
+
+
+def start(plan: Plan, run_dir: Path, resume_from: Path | None) -> Training:
+    """What comes before the first stage (the device, the seed, the data), and the run,
+    restored from `resume_from` when given."""
+    device, data = setting_up(plan)
+    run = Training(plan=plan, run_dir=run_dir, device=device, data=data)
+    if resume_from is not None:
+        run.restore(resume_from)
+    else:
+        (run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+    return run
+
+
+@contextlib.contextmanager
+def finishing(run: Training):
+    """Around the stages: loss.png whatever happens, summary.json when they are done, and a
+    message naming the last good checkpoint for a run that diverged or ran out of memory."""
+    try:
+        yield run
+    except Diverged as e:
+        raise RunError(f"{e}; {run.last_good()}") from None
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):
+            raise
+        raise RunError(f"out of memory ({str(e)[:200]}): make the model or the batch smaller, "
+                       f"or hold the trunk in fewer bits; {run.last_good()}") from None  # fmt: skip
+    finally:
+        with contextlib.suppress(OSError):
+            draw(run.records(), run.run_dir / "loss.png")
+    summary = json.dumps([dataclasses.asdict(x) for x in run.summaries], indent=1)
+    try:
+        (run.run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
+    except OSError as e:
+        raise RunError(f"cannot write {run.run_dir / 'summary.json'} ({e.strerror})") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    """JSON written whole or not at all (a temporary file renamed into place)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _ends_stage(path: Path) -> bool:
+    """Whether a checkpoint ends a stage (anything unreadable is kept, as if it did)."""
+    try:
+        return bool(json.loads((path / "state.json").read_text(encoding="utf-8"))["stage_done"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
 
 
 # --- what this script was compiled from (written to its run directory) -----------------------
@@ -3263,57 +2773,52 @@ def main() -> None:
                      "leave out --max-steps and --run-dir")  # fmt: skip
     device = Device(args.device) if args.device else None
     try:
-        if args.resume is not None:  # the run's own plan, from its latest checkpoint
+        plan = from_json(PLAN)
+        if [s.number for s in plan.stages] != list(range(1, 5 + 1)):
+            raise RunError("PLAN's stages must be numbered 1 to 5, one for each "
+                           "call below: compile the spec again")  # fmt: skip
+        if args.resume is not None:  # the run's own steps, device and directory
             where = args.resume
-            plan, resume_from = reopen(where, device=device)
-            if len(plan.stages) != len(PLAN["stages"]):
-                ours, theirs = len(PLAN["stages"]), len(plan.stages)
-                raise RunError(f"{where} holds a run of {theirs} stages; this script trains "
-                               f"{ours}: resume it with what started it")  # fmt: skip
+            plan, last = reopen(where, plan)
+            if device is not None:
+                plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
+            run = start(plan, where, last)
         else:
-            plan, resume_from = from_json(PLAN), None
-            if [s.number for s in plan.stages] != list(range(1, 5 + 1)):
-                raise RunError("PLAN's stages must be numbered 1 to 5, one for "
-                               "each call in main: compile the spec again")  # fmt: skip
             if args.max_steps is not None:
                 cap = args.max_steps
                 stages = tuple(dataclasses.replace(s, steps=min(s.steps, cap)) for s in plan.stages)
                 plan = dataclasses.replace(plan, stages=stages)
-            if device is not None:
-                plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
             where = args.run_dir if args.run_dir is not None else Path(plan.run.dir)
-            plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, dir=str(where)))
+            plan = dataclasses.replace(plan, run=dataclasses.replace(
+                plan.run, dir=str(where), device=device or plan.run.device))  # fmt: skip
             info = {"spec": SPEC_FILE, "overrides": OVERRIDES, "max_steps": args.max_steps,
                     "compiled": SPEC_SHA256}  # fmt: skip
-        if args.resume is None:
-            trainer = begin(plan, where, spec_text=SPEC_TEXT, info=info)
-        else:
-            trainer = start(plan, where, resume_from)
-        with finishing(trainer):
+            run = begin(plan, where, spec_text=SPEC_TEXT, info=info)
+        with finishing(run):
             # Stage 1 of 5: grow, 150 steps, masked diffusion (time as depth), lr 0.001
             #   stack 3 (s): new, fp32, random init, LoRA r16 stack, mask 0.15
-            trainer.stage(1)
+            run.stage(1)
             # Stage 2 of 5: grow, 150 steps, masked diffusion (time as depth), lr 0.001
             #   stack 2 (s): new, fp32, copy init, LoRA r16 stack, mask 0.40
             #   stack 3 (s): trunk, nf4, frozen, LoRA r16 stack + r8 trunk, mask 0.15
-            trainer.stage(2)
+            run.stage(2)
             # Stage 3 of 5: grow, 150 steps, masked diffusion (time as depth), lr 0.001
             #   stack 1 (s): new, fp32, copy init, LoRA r16 stack, mask 0.65
             #   stack 2 (s): trunk, nf4, frozen, LoRA r16 stack + r4 trunk, mask 0.40
             #   stack 3 (s): trunk, nf4, frozen, LoRA r16 stack + r8 trunk, mask 0.15
-            trainer.stage(3)
+            run.stage(3)
             # Stage 4 of 5: grow, 150 steps, masked diffusion (time as depth), lr 0.001
             #   stack 0 (s): new, fp32, copy init, LoRA r16 stack, mask 0.90
             #   stack 1 (s): trunk, nf4, frozen, LoRA r16 stack + r2 trunk, mask 0.65
             #   stack 2 (s): trunk, nf4, frozen, LoRA r16 stack + r4 trunk, mask 0.40
             #   stack 3 (s): trunk, nf4, frozen, LoRA r16 stack + r8 trunk, mask 0.15
-            trainer.stage(4)
+            run.stage(4)
             # Stage 5 of 5: fuse, 100 steps, masked diffusion (time as depth), lr 0.0001
             #   stack 0 (s): trunk, nf4, adapters train, LoRA r16 stack + r1 trunk, mask 0.90
             #   stack 1 (s): trunk, nf4, adapters train, LoRA r16 stack + r2 trunk, mask 0.65
             #   stack 2 (s): trunk, nf4, adapters train, LoRA r16 stack + r4 trunk, mask 0.40
             #   stack 3 (s): trunk, nf4, adapters train, LoRA r16 stack + r8 trunk, mask 0.15
-            trainer.stage(5)
+            run.stage(5)
     except Complete as e:  # nothing to resume
         print(e)
         return
@@ -3321,7 +2826,7 @@ def main() -> None:
         raise SystemExit(f"error: {e}") from None
     except PlanFormatError as e:  # PLAN edited into something that is not a plan
         raise SystemExit(f"error: this script's PLAN is wrong: {e}") from None
-    for s in trainer.summaries:
+    for s in run.summaries:
         print(f"stage {s.stage} ({s.kind}): {s.steps} steps, train loss {s.train_loss:.4f}, "
               f"val loss {s.val_loss:.4f}, {s.seconds:.1f} s")  # fmt: skip
     print(f"run written to {where}")
