@@ -20,7 +20,7 @@ def test_the_closure_of_what_is_asked_and_nothing_else():
     assert names == ["_Dequantized", "dequantized_linear", "BLOCK", "E2M1", "_MIDPOINTS",
                      "E4M3_MAX", "quantize", "dequantize", "_PAIRS", "_pair_table", "decode_e2m1",
                      "NVFP4Linear"]  # fmt: skip
-    assert "RowInt8Linear" not in e.source and "LossScaler" not in e.source
+    assert "RowInt8Linear" not in e.source and "loss_scaler" not in e.source
     assert e.imports == ("from torch import nn", "import torch", "import torch.nn.functional as F")
     assert "stackwise_dsl" not in e.source  # the import of dequantized is gone
 

@@ -25,7 +25,7 @@ from stackwise_dsl.core import adapters, optim
 from stackwise_dsl.core.batches import Stream, eval_ids
 from stackwise_dsl.core.errors import Damaged, RunError
 from stackwise_dsl.core.objectives import Batch, Vocabulary, loss_of, make_batch, noise
-from stackwise_dsl.core.precision import LossScaler
+from stackwise_dsl.core.precision import loss_scaler
 from stackwise_dsl.core.stage_model import (
     StageModel,
     base_parameters,
@@ -68,11 +68,12 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
     `cache`: the stage's activation cache (runtime/cache.py), if it has one."""
     o = plan.optimizer
     opt = optim.build(o, param_groups(model, stage, o))
-    scaler = LossScaler.for_stage(stage.parts, model.device)
+    scaler = loss_scaler(stage.parts, model.device)
     if state.optimizer is not None:  # resumed mid-stage
         try:
             opt.load_state_dict(state.optimizer)
-            scaler.restore(state.scaler)
+            if state.scaler:
+                scaler.load_state_dict(state.scaler)
         except (ValueError, KeyError, RuntimeError) as e:
             raise Damaged(
                 f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
@@ -86,7 +87,8 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
 
     def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
         return attrs.evolve(state, optimizer=copy.deepcopy(opt.state_dict()),
-                            scaler=scaler.state(), rng=torch.get_rng_state())  # fmt: skip
+                            scaler=scaler.state_dict() or None,  # {} when disabled
+                            rng=torch.get_rng_state())  # fmt: skip
 
     loss = math.nan
     for step in range(state.step + 1, stage.steps + 1):
@@ -96,14 +98,15 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
             ids = stream.take(plan.data.batch)
             batch = batch_for(plan, stage, data, ids, draw=(step - 1) * o.accumulate + micro)
             part = stage_loss(model, batch, cache) / o.accumulate
-            scaler.backward(part)
+            scaler.scale(part).backward()
             loss += part.item()
         if not math.isfinite(loss):
             raise Diverged(stage.number, step, f"the loss became {loss}")
         if o.clip is not None:
-            scaler.unscale(opt)
+            scaler.unscale_(opt)  # so the norm is of the true gradients
             torch.nn.utils.clip_grad_norm_(trainable, o.clip)
-        scaler.step(opt)
+        scaler.step(opt)  # skipped when a scaled gradient overflowed
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         state = RunState(stage=stage.number, step=step, global_step=state.global_step + 1,
                          stream=stream.state())  # fmt: skip

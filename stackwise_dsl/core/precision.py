@@ -234,41 +234,9 @@ def storage_bytes(module: nn.Module) -> int:
     return total
 
 
-class LossScaler:
-    """Dynamic loss scaling for stacks that train in fp16 on CUDA (torch.amp.GradScaler);
-    a pass-through everywhere else (fp16 runs in fp32 on the CPU, and bf16 needs none)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.scaler = torch.amp.GradScaler("cuda") if enabled else None
-
-    @classmethod
-    def for_stage(cls, parts, device: torch.device) -> LossScaler:
-        fp16 = any(x.precision is Precision.FP16 and x.trains is p.Trains.FULL for x in parts)
-        return cls(enabled=fp16 and device.type == "cuda")
-
-    @property
-    def enabled(self) -> bool:
-        return self.scaler is not None
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-
-    def unscale(self, opt: torch.optim.Optimizer) -> None:
-        """Before clipping, so the norm is of the true gradients."""
-        if self.scaler:
-            self.scaler.unscale_(opt)
-
-    def step(self, opt: torch.optim.Optimizer) -> None:
-        """The optimizer step (skipped by the scaler when a gradient overflowed)."""
-        if self.scaler:
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            opt.step()
-
-    def state(self) -> dict | None:
-        return self.scaler.state_dict() if self.scaler else None
-
-    def restore(self, state: dict | None) -> None:
-        if self.scaler and state:
-            self.scaler.load_state_dict(state)
+def loss_scaler(parts, device: torch.device) -> torch.amp.GradScaler:
+    """Dynamic loss scaling where a stack trains in fp16 on CUDA; elsewhere the scaler is
+    disabled, a pass-through (`scale` gives the loss, `step` steps): fp16 runs in fp32 on the
+    CPU, and bf16 needs none."""
+    fp16 = any(x.precision is Precision.FP16 and x.trains is p.Trains.FULL for x in parts)
+    return torch.amp.GradScaler("cuda", enabled=fp16 and device.type == "cuda")

@@ -554,44 +554,12 @@ def quantized_linear(linear: nn.Linear, precision: Precision, device: torch.devi
 FROZEN_LINEARS = {}
 
 
-class LossScaler:
-    """Dynamic loss scaling for stacks that train in fp16 on CUDA (torch.amp.GradScaler);
-    a pass-through everywhere else (fp16 runs in fp32 on the CPU, and bf16 needs none)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.scaler = torch.amp.GradScaler("cuda") if enabled else None
-
-    @classmethod
-    def for_stage(cls, parts, device: torch.device) -> LossScaler:
-        fp16 = any(x.precision is Precision.FP16 and x.trains is Trains.FULL for x in parts)
-        return cls(enabled=fp16 and device.type == "cuda")
-
-    @property
-    def enabled(self) -> bool:
-        return self.scaler is not None
-
-    def backward(self, loss: torch.Tensor) -> None:
-        (self.scaler.scale(loss) if self.scaler else loss).backward()
-
-    def unscale(self, opt: torch.optim.Optimizer) -> None:
-        """Before clipping, so the norm is of the true gradients."""
-        if self.scaler:
-            self.scaler.unscale_(opt)
-
-    def step(self, opt: torch.optim.Optimizer) -> None:
-        """The optimizer step (skipped by the scaler when a gradient overflowed)."""
-        if self.scaler:
-            self.scaler.step(opt)
-            self.scaler.update()
-        else:
-            opt.step()
-
-    def state(self) -> dict | None:
-        return self.scaler.state_dict() if self.scaler else None
-
-    def restore(self, state: dict | None) -> None:
-        if self.scaler and state:
-            self.scaler.load_state_dict(state)
+def loss_scaler(parts, device: torch.device) -> torch.amp.GradScaler:
+    """Dynamic loss scaling where a stack trains in fp16 on CUDA; elsewhere the scaler is
+    disabled, a pass-through (`scale` gives the loss, `step` steps): fp16 runs in fp32 on the
+    CPU, and bf16 needs none."""
+    fp16 = any(x.precision is Precision.FP16 and x.trains is Trains.FULL for x in parts)
+    return torch.amp.GradScaler("cuda", enabled=fp16 and device.type == "cuda")
 
 
 NAMES = ("stack", "trunk")
@@ -1185,11 +1153,12 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
     `cache`: the stage's activation cache (runtime/cache.py), if it has one."""
     o = plan.optimizer
     opt = build(o, param_groups(model, stage, o))
-    scaler = LossScaler.for_stage(stage.parts, model.device)
+    scaler = loss_scaler(stage.parts, model.device)
     if state.optimizer is not None:  # resumed mid-stage
         try:
             opt.load_state_dict(state.optimizer)
-            scaler.restore(state.scaler)
+            if state.scaler:
+                scaler.load_state_dict(state.scaler)
         except (ValueError, KeyError, RuntimeError) as e:
             raise Damaged(
                 f"the checkpoint's optimizer state does not fit stage {stage.number}'s "
@@ -1203,7 +1172,8 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
 
     def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
         return dataclasses.replace(state, optimizer=copy.deepcopy(opt.state_dict()),
-                            scaler=scaler.state(), rng=torch.get_rng_state())  # fmt: skip
+                            scaler=scaler.state_dict() or None,  # {} when disabled
+                            rng=torch.get_rng_state())  # fmt: skip
 
     loss = math.nan
     for step in range(state.step + 1, stage.steps + 1):
@@ -1213,14 +1183,15 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
             ids = stream.take(plan.data.batch)
             batch = batch_for(plan, stage, data, ids, draw=(step - 1) * o.accumulate + micro)
             part = stage_loss(model, batch, cache) / o.accumulate
-            scaler.backward(part)
+            scaler.scale(part).backward()
             loss += part.item()
         if not math.isfinite(loss):
             raise Diverged(stage.number, step, f"the loss became {loss}")
         if o.clip is not None:
-            scaler.unscale(opt)
+            scaler.unscale_(opt)  # so the norm is of the true gradients
             torch.nn.utils.clip_grad_norm_(trainable, o.clip)
-        scaler.step(opt)
+        scaler.step(opt)  # skipped when a scaled gradient overflowed
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         state = RunState(stage=stage.number, step=step, global_step=state.global_step + 1,
                          stream=stream.state())  # fmt: skip

@@ -13,9 +13,9 @@ from torch import nn
 from stackwise_dsl.core import nvfp4
 from stackwise_dsl.core.model import BlockStack
 from stackwise_dsl.core.precision import (
-    LossScaler,
     autocast,
     freeze_into,
+    loss_scaler,
     quantized_linear,
     storage_bytes,
 )
@@ -170,7 +170,7 @@ def test_fp16_on_the_cpu_is_fp32_exactly_without_a_loss_scaler(tmp_path):
         trainer = trainer_for(FP16_SPEC.replace("PREC", prec), tmp_path / prec)
         trainer.run()
         cpu = torch.device("cpu")
-        assert not any(LossScaler.for_stage(x.parts, cpu).enabled for x in trainer.plan.stages)
+        assert not any(loss_scaler(x.parts, cpu).is_enabled() for x in trainer.plan.stages)
         records = [
             json.loads(x) for x in (tmp_path / prec / "metrics.jsonl").read_text().split("\n") if x
         ]
@@ -197,7 +197,7 @@ def test_fp16_on_cuda_trains_with_a_loss_scaler(tmp_path):
     trainer = Trainer(plan=plan, data=prepare(plan.data, 0), run_dir=tmp_path,
                       device=torch.device("cuda"))  # fmt: skip
     summaries = trainer.run()
-    assert LossScaler.for_stage(plan.stages[0].parts, torch.device("cuda")).enabled
+    assert loss_scaler(plan.stages[0].parts, torch.device("cuda")).is_enabled()
     mid = json.loads((tmp_path / "checkpoints" / "stage002-step0000004" / "state.json").read_text())
     assert mid["scaler"]["scale"] > 0  # the scale a mid-stage checkpoint keeps
     assert all(s.val_loss < 5.0 for s in summaries)  # below ln 259: it trained
