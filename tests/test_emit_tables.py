@@ -143,7 +143,8 @@ def test_a_script_whose_plan_asks_for_what_it_was_not_compiled_with_says_so(tmp_
     result = subprocess.run([sys.executable, str(script), "--max-steps", "1", "--run-dir",
                              str(tmp_path / "run")], capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 1
-    assert "error: this program has no optimizer `sgd`" in result.stderr
+    assert ("plan.optimizer.method is a 'Sgd', which this program was not compiled for (only "
+            "AdamW)") in result.stderr  # fmt: skip
     assert "Traceback" not in result.stderr
 
 
@@ -193,3 +194,28 @@ def test_a_script_refuses_to_resume_with_other_flags(tmp_path):
         result = subprocess.run([sys.executable, str(script), "--resume", str(tmp_path / "r"),
                                  *flags], capture_output=True, text=True)  # fmt: skip
         assert result.returncode == 2 and "leave out --max-steps and --run-dir" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        ('"precision": "fp32"', '"precision": "bf16"', "compiled without a stack held or "
+         "trained in a precision other than fp32 (low_precision), which its plan asks for"),
+        ('"created_in": 1,', '"created_in": 1, "stack_lora": {"rank": 4, "alpha": 8.0, '
+         '"dropout": 0.0, "targets": ["q"]},', "plan.stacks[0].stack_lora is {'rank': 4, "),
+    ],
+)  # fmt: skip
+def test_a_script_refuses_a_plan_edited_to_use_code_it_left_out(old, new, said, tmp_path):
+    """tiny.sw's script holds no adapter and no reduced-precision code (specialize.py): a
+    PLAN edited to need them is refused before anything runs, never trained without them."""
+    text = _script("tiny", tmp_path)
+    for absent in ("def adapter_parameters", "def _attach_adapters", "class Lora", "autocast",
+                   "def freeze_into"):  # fmt: skip
+        assert absent not in text, absent
+    assert old in text
+    script = tmp_path / "edited.py"
+    script.write_text(text.replace(old, new, 1))
+    result = subprocess.run([sys.executable, str(script), "--max-steps", "1", "--run-dir",
+                             str(tmp_path / "run")], capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert said in result.stderr and not (tmp_path / "run").exists()

@@ -70,3 +70,31 @@ def test_every_plan_a_valid_spec_lowers_to_reads_back_as_itself(spec):
     assume(not testing.errors(spec))
     plan = to_plan(spec, vocab=300)
     assert from_json(to_json(plan)) == plan
+
+
+def test_the_variants_are_exactly_the_classes_that_share_a_union():
+    """`Variant` marks the classes JSON names under "kind": every class that shares a union
+    with another anywhere in a plan, and no other (a compiled script keeps a union of one,
+    so the mark cannot be computed from its annotations there)."""
+    import types
+    import typing
+
+    import attrs
+
+    from stackwise_dsl.lower import plan as p
+
+    shared, todo, seen = set(), [p.Plan], set()
+    while todo:
+        hint = todo.pop()
+        if hint in seen:
+            continue
+        seen.add(hint)
+        if attrs.has(hint):
+            todo += typing.get_type_hints(hint).values()
+            continue
+        args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) > 1:
+            shared.update(args)
+        todo += args
+    marked = {v for v in vars(p).values() if isinstance(v, type) and issubclass(v, p.Variant)}
+    assert marked - {p.Variant} == shared and len(shared) == 25

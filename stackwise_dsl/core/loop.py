@@ -34,6 +34,7 @@ from stackwise_dsl.core.stage_model import (
 )
 from stackwise_dsl.data import Prepared
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import uses
 
 
 @attrs.frozen(kw_only=True)
@@ -164,7 +165,8 @@ def param_groups(model: StageModel, stage: p.Stage, o: p.Optimizer) -> list[dict
     for part in stage.parts:
         stack = model.stack(part.position)
         stacks += [x for x in base_parameters(stack) if x.requires_grad]
-        lora += [x for x in adapters.adapter_parameters(stack) if x.requires_grad]
+        if uses("adapters"):
+            lora += [x for x in adapters.adapter_parameters(stack) if x.requires_grad]
     rack = model.rack
     shared = [x for x in [*input_parameters(rack), *head_parameters(rack)] if x.requires_grad]
     shared = list({id(x): x for x in shared}.values())

@@ -116,8 +116,9 @@ class Rack(nn.Module):
         self.embed = nn.Embedding(m.vocab, m.embed_dim)
         factorized = m.embed_dim != m.d_model
         self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
-        learned = isinstance(m.position, p.LearnedPosition)
-        self.positions = nn.Embedding(m.context, m.d_model) if learned else None
+        self.positions = None
+        if isinstance(m.position, p.LearnedPosition):
+            self.positions = nn.Embedding(m.context, m.d_model)
         self.time = None
         if m.time is not None:
             embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")

@@ -17,7 +17,7 @@ from stackwise_dsl.core import adapters
 from stackwise_dsl.core.model import BlockStack, Rack, weight_of
 from stackwise_dsl.core.precision import autocast, freeze_into
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.lower.dispatch import adapter_key, pick
+from stackwise_dsl.lower.dispatch import adapter_key, pick, uses
 
 
 class StageModel(nn.Module):
@@ -32,7 +32,8 @@ class StageModel(nn.Module):
             self.rack.load_state_dict(store.shared, strict=False)
         self._build_stacks(store)
         self.rack.to(device)
-        self._attach_adapters(store)
+        if uses("adapters"):
+            _attach_adapters(self, store)
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
         self.precision = {part.position: part.precision for part in stage.parts}
@@ -51,7 +52,7 @@ class StageModel(nn.Module):
                 )
                 stack.load_state_dict(dict(store.stacks[part.position].items()))
                 self.rack.stacks[str(part.position)] = stack
-                if part.trains is not p.Trains.FULL:
+                if uses("low_precision") and part.trains is not p.Trains.FULL:
                     freeze_into(stack.to(self.device), part.precision, self.device)
         for position in self.stage.new:
             if position not in store.stacks:
@@ -62,28 +63,6 @@ class StageModel(nn.Module):
         if not store.shared:
             store.shared.update(shared_state(self.rack))
 
-    def _attach_adapters(self, store) -> None:
-        """Inject the adapters that train this stage or hold trained weights. An adapter that
-        has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
-        the cost; its initial weights derive from the seed, whenever it is attached."""
-        seed = self.plan.run.seed
-        for part in self.stage.parts:
-            stack = self.stack(part.position)
-            trains = part.role is p.Role.TRUNK and part.trains is not p.Trains.NOTHING
-            loras = (
-                ("stack", self.plan.stacks[part.position].stack_lora),
-                ("trunk", part.trunk_lora),
-            )
-            for name, lora in loras:
-                stored = store.adapters.get((part.position, name))
-                if lora is None or not (trains or (stored is not None and _nonzero(stored))):
-                    continue
-                attach = pick(adapters.ADAPTERS, adapter_key(lora), "adapter")
-                attach(stack, lora, name, seed=seed, position=part.position)
-                if stored is not None:
-                    load_adapter(stack, name, stored)
-                stack.to(self.device)
-
     def _mark_trainable(self) -> None:
         self.requires_grad_(False)
         for part in self.stage.parts:
@@ -93,12 +72,15 @@ class StageModel(nn.Module):
             elif part.role is p.Role.NEW:
                 for param in base_parameters(stack):
                     param.requires_grad_(True)
-            if part.trains is not p.Trains.NOTHING and part.role is p.Role.TRUNK:
+            if uses("adapters") and _adapters_train(part):
                 for param in adapters.adapter_parameters(stack):
                     param.requires_grad_(True)
             for block in stack.blocks:
                 if block.frozen_up:
-                    weight_of(adapters.base_of(block.ffn.up)).requires_grad_(False)
+                    up = block.ffn.up
+                    if uses("adapters"):
+                        up = adapters.base_of(up)  # the layer under its LoRA
+                    weight_of(up).requires_grad_(False)
         for param in input_parameters(self.rack):
             param.requires_grad_(self.stage.train_input)
         for param in head_parameters(self.rack):
@@ -126,8 +108,11 @@ class StageModel(nn.Module):
     def run(self, h: torch.Tensor, positions) -> torch.Tensor:
         for position in positions:
             stack = self.stack(position)
-            with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
-                h = stack(h, self.rack.ropes(h.device)).float()
+            if uses("low_precision"):
+                with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
+                    h = stack(h, self.rack.ropes(h.device)).float()
+            else:
+                h = stack(h, self.rack.ropes(h.device))
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -141,13 +126,41 @@ class StageModel(nn.Module):
             stack = self.stack(part.position)
             if part.trains is p.Trains.FULL:
                 store.stacks[part.position] = master_state(stack)
-            if part.trains is not p.Trains.NOTHING:
+            if uses("adapters") and part.trains is not p.Trains.NOTHING:
                 for name in adapters.NAMES:
                     if _has(stack, name):
                         store.adapters[(part.position, name)] = adapter_state(stack, name)
         if self.stage.train_input or self.stage.train_head:
             store.shared.clear()
             store.shared.update(shared_state(self.rack))
+
+
+def _attach_adapters(model: StageModel, store) -> None:
+    """Inject the adapters that train this stage or hold trained weights. An adapter that
+    has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
+    the cost; its initial weights derive from the seed, whenever it is attached."""
+    seed = model.plan.run.seed
+    for part in model.stage.parts:
+        stack = model.stack(part.position)
+        trains = _adapters_train(part)
+        loras = (
+            ("stack", model.plan.stacks[part.position].stack_lora),
+            ("trunk", part.trunk_lora),
+        )
+        for name, lora in loras:
+            stored = store.adapters.get((part.position, name))
+            if lora is None or not (trains or (stored is not None and _nonzero(stored))):
+                continue
+            attach = pick(adapters.ADAPTERS, adapter_key(lora), "adapter")
+            attach(stack, lora, name, seed=seed, position=part.position)
+            if stored is not None:
+                load_adapter(stack, name, stored)
+            stack.to(model.device)
+
+
+def _adapters_train(part: p.Part) -> bool:
+    """A trunk's adapters train unless the stack trains nothing this stage."""
+    return part.role is p.Role.TRUNK and part.trains is not p.Trains.NOTHING
 
 
 def _nonzero(state: dict[str, torch.Tensor]) -> bool:
@@ -161,7 +174,9 @@ def _has(stack: BlockStack, name: str) -> bool:
 
 def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
     """A stack's own weights (not its adapters)."""
-    lora = {id(x) for x in adapters.adapter_parameters(stack)}
+    lora = set()
+    if uses("adapters"):
+        lora = {id(x) for x in adapters.adapter_parameters(stack)}
     return [x for x in stack.parameters() if id(x) not in lora]
 
 

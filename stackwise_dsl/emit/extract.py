@@ -22,6 +22,13 @@ from pathlib import Path
 import attrs
 
 from stackwise_dsl.emit.literals import literal
+from stackwise_dsl.emit.specialize import (
+    AllAbsent,
+    Decided,
+    SpecializeError,
+    mentions,
+    specialize,
+)
 
 PACKAGE = "stackwise_dsl"
 
@@ -36,6 +43,7 @@ class _Definition:
     name: str
     node: ast.stmt
     order: tuple[int, int]  # (module index, position in the module)
+    source: str | None = None  # its text, where specialized (node's lines count from 1)
 
 
 @attrs.frozen
@@ -84,22 +92,31 @@ def _isort_key(line: str) -> str:
 
 
 def extract(modules: Iterable[str], roots: Iterable[str],
-            keep: Mapping[str, Iterable[str]] | None = None) -> Extracted:  # fmt: skip
+            keep: Mapping[str, Iterable[str]] | None = None,
+            decided: Decided | None = None) -> Extracted:  # fmt: skip
     """`roots` as `module:Name` (or `Name` when only one module defines it). `keep` names
     dispatch tables (module-level dict literals from string keys to names) and the keys to
-    keep in each: the other entries, and the code only they use, are left out."""
+    keep in each: the other entries, and the code only they use, are left out. `decided`:
+    what is known of the plan, to specialize every definition to it (specialize.py)."""
     modules = list(modules)
     parsed = {m: _parse(m) for m in modules}
     defs: dict[tuple[str, str], _Definition] = {}
     tables: dict[str, list[tuple[str, str]]] = {}
+    unusable: dict[tuple[str, str], str] = {}
     keep = {name: {k for k in keys if isinstance(k, str)} for name, keys in (keep or {}).items()}
     for index, module in enumerate(modules):
         for position, node in enumerate(parsed[module].tree.body):
             for name in _defined(node):
+                source = None
                 if name in keep:
                     node = _pruned_table(module, name, node, keep[name])
                     tables.setdefault(name, []).append((module, name))
-                defs[(module, name)] = _Definition(module, name, node, (index, position))
+                elif decided is not None:
+                    try:
+                        node, source = _specialized(node, parsed[module], decided)
+                    except AllAbsent as e:  # fine unless something the plan runs needs it
+                        unusable[(module, name)] = f"{module}.{name}: {e}"
+                defs[(module, name)] = _Definition(module, name, node, (index, position), source)
     for name in keep:
         if len(tables.get(name, [])) != 1:
             raise ExtractError(f"{len(tables.get(name, []))} of the modules define a table {name}")
@@ -116,6 +133,8 @@ def extract(modules: Iterable[str], roots: Iterable[str],
             continue
         if definition is None:
             raise ExtractError(f"{key[0]} defines no `{key[1]}` (or that module is not given)")
+        if key in unusable:
+            raise ExtractError(unusable[key])
         needed[key] = definition
         scope = parsed[definition.module]
         for name in _names_used(definition.node, scope.module_aliases):
@@ -133,7 +152,7 @@ def extract(modules: Iterable[str], roots: Iterable[str],
     out = []
     for d in ordered:
         scope = parsed[d.module]
-        text = _table_text(d.node) if d.name in keep else _rewritten(d.node, scope)
+        text = _table_text(d.node) if d.name in keep else _rewritten(d.node, scope, d.source)
         out.append((d.module, d.name, text))
     return Extracted(imports=tuple(sorted(imports)), definitions=tuple(out))
 
@@ -313,9 +332,25 @@ def _clashes(needed) -> list[str]:
 # --- rewriting ------------------------------------------------------------------------------
 
 
-def _rewritten(node: ast.stmt, scope: _Module) -> str:
-    """The definition's text with our modules' aliases and imports taken out, checked."""
+def _specialized(node: ast.stmt, scope: _Module, decided: Decided) -> tuple[ast.stmt, str | None]:
+    """The definition specialized to the plan, and its new text (None: nothing to do)."""
+    if not mentions(node, decided, scope.resolve):
+        return node, None
     lines = scope.text.splitlines(keepends=True)
+    first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+    try:
+        text = specialize("".join(lines[first - 1 : node.end_lineno]), decided, scope.resolve)
+    except AllAbsent:
+        raise
+    except SpecializeError as e:
+        raise ExtractError(f"{scope.name}.{_defined(node)[0]}: {e}") from None
+    return ast.parse(text).body[0], text
+
+
+def _rewritten(node: ast.stmt, scope: _Module, source: str | None = None) -> str:
+    """The definition's text (`source` where it was specialized) with our modules' aliases
+    and imports taken out, checked."""
+    lines = (source if source is not None else scope.text).splitlines(keepends=True)
     first = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
     start, end = first - 1, node.end_lineno
     edits: list[tuple[int, int, int, int, str]] = []  # (line, col, end line, end col, new)
@@ -333,7 +368,7 @@ def _rewritten(node: ast.stmt, scope: _Module) -> str:
             edits.append((sub.lineno, sub.col_offset, sub.lineno, sub.col_offset + 7,
                           "default_factory"))  # fmt: skip
         elif isinstance(sub, ast.FunctionDef) and sub.name == "__attrs_post_init__":
-            col = scope.text.splitlines()[sub.lineno - 1].index("__attrs_post_init__")
+            col = lines[sub.lineno - 1].index("__attrs_post_init__")
             edits.append((sub.lineno, col, sub.lineno, col + 19, "__post_init__"))
         elif isinstance(sub, ast.ImportFrom | ast.Import) and sub is not node:
             source = sub.module if isinstance(sub, ast.ImportFrom) else sub.names[0].name

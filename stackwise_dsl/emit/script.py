@@ -14,12 +14,13 @@ from pathlib import Path
 from stackwise_dsl.emit import RUNTIME_MODULES, SECTIONS
 from stackwise_dsl.emit.extract import Extracted, extract, import_block, source_file
 from stackwise_dsl.emit.literals import comment_text, grouped, literal, pretty, text_block
+from stackwise_dsl.emit.specialize import Decided, plan_classes
 
 # what `main` names (codegen/script.py.j2)
 ROOTS = ("stackwise_dsl.runtime.standalone:begin", "stackwise_dsl.runtime.standalone:reopen",
          "stackwise_dsl.runtime.standalone:start", "stackwise_dsl.runtime.standalone:finishing",
          "stackwise_dsl.runtime.standalone:Complete", "from_json", "Device", "RunError",
-         "NotCompiled", "PlanFormatError")  # fmt: skip
+         "NotCompiled", "PlanFormatError", "compiled_for")  # fmt: skip
 TEMPLATE = "script.py.j2"
 
 
@@ -30,10 +31,12 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
     import jinja2
 
     from stackwise_dsl import __version__
-    from stackwise_dsl.lower.dispatch import needs
+    from stackwise_dsl.lower.dispatch import features, needs
     from stackwise_dsl.lower.serialize import to_json
 
-    code = runtime_code(needs(plan))
+    every, seen = plan_classes(plan)
+    decided = Decided(features=features(plan), absent=every - seen)
+    code = runtime_code(needs(plan), decided)
     digest = hashlib.sha256(spec_text.encode("utf-8")).hexdigest()
     body = _sections(code.definitions)
     env = jinja2.Environment(
@@ -54,15 +57,18 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
         spec_text=text_block(spec_text, used=len("SPEC_TEXT = ")),
         overrides=pretty(list(overrides), used=len("OVERRIDES = ")),
         plan=grouped("PLAN", to_json(_portable(plan)), comments=origins),
+        features=pretty(sorted(decided.features), used=len("COMPILED_FOR = frozenset(")),
         runtime=body,
         stages=_stages(plan),
         stage_count=len(plan.stages),
     )
 
 
-def runtime_code(keep: dict[str, frozenset[str]] | None = None) -> Extracted:
+def runtime_code(keep: dict[str, frozenset[str]] | None = None,
+                 decided: Decided | None = None) -> Extracted:  # fmt: skip
     """The runtime's code for a script whose plan looks up the `keep` entries of each
-    dispatch table (all entries of a table not named), remembered among the memos
+    dispatch table (all entries of a table not named), specialized to what is `decided` of
+    it (emit/specialize.py; nothing when None), remembered among the memos
     (machine/userdirs.py) under a hash of every source file it is cut from (and of the
     extractor), so it is never stale."""
     import json
@@ -71,9 +77,11 @@ def runtime_code(keep: dict[str, frozenset[str]] | None = None) -> Extracted:
 
     from stackwise_dsl.machine.userdirs import memo_dir
 
-    extractor = ("stackwise_dsl.emit.extract", "stackwise_dsl.emit.literals")
+    extractor = ("stackwise_dsl.emit.extract", "stackwise_dsl.emit.literals",
+                 "stackwise_dsl.emit.specialize")  # fmt: skip
     files = [source_file(m) for m in (*RUNTIME_MODULES, *extractor)]
-    digest = hashlib.sha256(repr((ROOTS, keep)).encode())
+    known = None if decided is None else (sorted(decided.features), sorted(decided.absent))
+    digest = hashlib.sha256(repr((ROOTS, keep, known)).encode())
     for path in files:
         digest.update(path.read_bytes())
     root = memo_dir()
@@ -85,7 +93,7 @@ def runtime_code(keep: dict[str, frozenset[str]] | None = None) -> Extracted:
                              definitions=tuple(tuple(d) for d in data["definitions"]))  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             pass  # a damaged entry: extract again
-    code = extract(RUNTIME_MODULES, ROOTS, keep)
+    code = extract(RUNTIME_MODULES, ROOTS, keep, decided)
     if cached is not None:
         try:
             cached.parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,42 @@ def pick(table: dict, key: str, what: str):
         ) from None
 
 
+# Features: what only some plans use, where the runtime tests for it with `if uses(...)`.
+FEATURES = {
+    "adapters": "a LoRA adapter on some stack",
+    "low_precision": "a stack held or trained in a precision other than fp32",
+}
+
+
+def uses(feature: str) -> bool:
+    """Whether the program runs plans with `feature` (FEATURES). In the package it is always
+    true: the code under the test does what each plan asks, with or without the feature. A
+    compiled script keeps that code only for the features its plan has (emit/specialize.py)
+    and refuses a PLAN edited to use another."""
+    return True
+
+
+def features(plan: p.Plan) -> frozenset[str]:
+    """The FEATURES `plan` uses."""
+    parts = [part for stage in plan.stages for part in stage.parts]
+    loras = [s.stack_lora for s in plan.stacks] + [x.trunk_lora for x in parts]
+    found = {
+        "adapters": any(x is not None for x in loras),
+        "low_precision": any(x.precision is not Precision.FP32 for x in parts),
+    }
+    return frozenset(name for name, used in found.items() if used)
+
+
+def compiled_for(plan: p.Plan, have: frozenset[str]) -> None:
+    """NotCompiled if `plan` uses a feature a program was compiled without."""
+    missing = sorted(features(plan) - have)
+    if missing:
+        raise NotCompiled(
+            f"this program was compiled without {FEATURES[missing[0]]} ({missing[0]}), which "
+            "its plan asks for: compile the spec that uses it"
+        )
+
+
 def attention_key(a: p.Attention) -> str:
     """ATTENTIONS: dense (MHA, GQA, MQA), latent (MLA), kernel, or latent_kernel (both)."""
     latent, kernel = a.latent is not None, a.kernel is not None

@@ -34,6 +34,13 @@ from stackwise_dsl.ir.enums import (
 plan_node = attrs.frozen(kw_only=True)
 
 
+class Variant:
+    """One of the classes a plan field may hold (a union of them): JSON names it under
+    "kind" (lower/serialize.py)."""
+
+    __slots__ = ()
+
+
 class Role(enum.Enum):
     NEW = "new"
     TRUNK = "trunk"
@@ -91,12 +98,12 @@ class Attention:
 
 
 @plan_node
-class SwiGlu:
+class SwiGlu(Variant):
     hidden: int
 
 
 @plan_node
-class Gelu:
+class Gelu(Variant):
     hidden: int
 
 
@@ -122,22 +129,22 @@ class Stack:
 
 
 @plan_node
-class Rope:
+class Rope(Variant):
     theta: float
 
 
 @plan_node
-class LearnedPosition:
+class LearnedPosition(Variant):
     pass
 
 
 @plan_node
-class NoPosition:
+class NoPosition(Variant):
     pass
 
 
 @plan_node
-class InputTime:
+class InputTime(Variant):
     """Time as input: the model embeds t (over num_time_steps levels when given)."""
 
     embedding: TimeEmbedding
@@ -162,25 +169,25 @@ class Model:
 
 
 @plan_node
-class LinearSchedule:
+class LinearSchedule(Variant):
     start: float
     end: float
 
 
 @plan_node
-class CosineSchedule:
+class CosineSchedule(Variant):
     start: float
     end: float
 
 
 @plan_node
-class ExponentialSchedule:
+class ExponentialSchedule(Variant):
     start: float
     end: float
 
 
 @plan_node
-class ExplicitSchedule:
+class ExplicitSchedule(Variant):
     values: tuple[float, ...]
 
 
@@ -188,23 +195,23 @@ Schedule = LinearSchedule | CosineSchedule | ExponentialSchedule | ExplicitSched
 
 
 @plan_node
-class Clm:
+class Clm(Variant):
     pass
 
 
 @plan_node
-class Mlm:
+class Mlm(Variant):
     ratio: float
     bert_mix: bool
 
 
 @plan_node
-class DepthTime:
+class DepthTime(Variant):
     pass
 
 
 @plan_node
-class MaskedDiffusion:
+class MaskedDiffusion(Variant):
     time: DepthTime | InputTime
     mask: Schedule
 
@@ -252,45 +259,45 @@ class Stage:
 
 
 @plan_node
-class Stdlib:
+class Stdlib(Variant):
     pass
 
 
 @plan_node
-class Synthetic:
+class Synthetic(Variant):
     task: Task
     symbols: int
     samples: int
 
 
 @plan_node
-class TextFiles:
+class TextFiles(Variant):
     files: tuple[str, ...]  # absolute paths or globs
 
 
 @plan_node
-class Jsonl:
+class Jsonl(Variant):
     files: tuple[str, ...]
     field: str
 
 
 @plan_node
-class Bytes:
+class Bytes(Variant):
     pass
 
 
 @plan_node
-class Chars:
+class Chars(Variant):
     pass
 
 
 @plan_node
-class Bpe:
+class Bpe(Variant):
     vocab: int
 
 
 @plan_node
-class TokenizerFile:
+class TokenizerFile(Variant):
     path: str  # absolute
 
 
@@ -304,19 +311,19 @@ class Data:
 
 
 @plan_node
-class AdamW:
+class AdamW(Variant):
     betas: tuple[float, float]
     eps: float
 
 
 @plan_node
-class AdamW8bit:
+class AdamW8bit(Variant):
     betas: tuple[float, float]
     eps: float
 
 
 @plan_node
-class Sgd:
+class Sgd(Variant):
     momentum: float
     nesterov: bool
 

@@ -26,7 +26,7 @@ PLAN_FORMAT = 2
 def to_json(obj: Any) -> Any:
     """Plan objects as JSON-ready values (dicts, lists, strings, numbers, None)."""
     if attrs.has(type(obj)):
-        out = {"kind": type(obj).__name__} if _in_union(type(obj)) else {}
+        out = {"kind": type(obj).__name__} if issubclass(type(obj), p.Variant) else {}
         out.update({f.name: to_json(getattr(obj, f.name)) for f in attrs.fields(type(obj))})
         return out
     if isinstance(obj, enum.Enum):
@@ -134,11 +134,16 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
     if attrs.has(hint):
         if not isinstance(data, dict):
             raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
+        variant = issubclass(hint, p.Variant)
+        if variant and data.get("kind", hint.__name__) != hint.__name__:  # a union of one
+            raise PlanFormatError(f"{where} is a {data['kind']!r}, which this program was not "
+                                  f"compiled for (only {hint.__name__}): compile the spec that "
+                                  "uses it")  # fmt: skip
         fields = _hints(hint)
         missing = [name for name in fields if name not in data and not _optional(fields[name])]
         if missing:
             raise PlanFormatError(f"{where} has no `{missing[0]}`")
-        unknown = sorted(set(data) - set(fields) - ({"kind"} if _in_union(hint) else set()))
+        unknown = sorted(set(data) - set(fields) - ({"kind"} if variant else set()))
         if unknown:
             raise PlanFormatError(
                 f"{where} has `{unknown[0]}`, which is no field of a {hint.__name__}"
@@ -149,7 +154,10 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
 
 
 def _optional(hint: Any) -> bool:
-    """A field that may be None, and so may be left out (a compiled script's plan does)."""
+    """A field that may be None, and so may be left out (a compiled script's plan does). In
+    a script, a field whose classes the plan has none of holds only None."""
+    if hint is type(None):
+        return True
     return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in (
         typing.get_args(hint)
     )
@@ -162,6 +170,9 @@ def _scalar(data: Any, hint: Any, where: str) -> Any:
     """A JSON value of the plan's scalar type (ints are accepted as floats, never bools)."""
     if hint is float and isinstance(data, int) and not isinstance(data, bool):
         return float(data)
+    if hint is type(None) and data is not None:  # in a script compiled for a plan without it
+        raise PlanFormatError(f"{where} is {_shown(data)}, but this program was compiled for a "
+                              "plan without it (null): compile the spec that uses it")  # fmt: skip
     if hint in _SCALARS and (
         not isinstance(data, hint) or (hint is not bool and isinstance(data, bool))
     ):
@@ -178,28 +189,3 @@ def _shown(data: Any) -> str:
 def _hints(cls: type) -> dict[str, Any]:
     resolved = typing.get_type_hints(cls)  # in the namespace of the module defining cls
     return {f.name: resolved[f.name] for f in attrs.fields(cls)}
-
-
-def _in_union(cls: type) -> bool:
-    """Whether `cls` is one of several classes a plan field may hold (so JSON names it)."""
-    return cls in _union_members(p.Plan)
-
-
-@functools.cache
-def _union_members(cls: type) -> frozenset:
-    """The classes that share a union with another class anywhere under `cls`."""
-    found: set[type] = set()
-    todo, seen = [cls], set()
-    while todo:
-        hint = todo.pop()
-        if hint in seen:
-            continue
-        seen.add(hint)
-        if attrs.has(hint):
-            todo += _hints(hint).values()
-            continue
-        args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
-        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) > 1:
-            found.update(args)
-        todo += args
-    return frozenset(found)

@@ -409,8 +409,7 @@ class Rack(nn.Module):
         self.embed = nn.Embedding(m.vocab, m.embed_dim)
         factorized = m.embed_dim != m.d_model
         self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
-        learned = isinstance(m.position, LearnedPosition)
-        self.positions = nn.Embedding(m.context, m.d_model) if learned else None
+        self.positions = None
         self.time = None
         if m.time is not None:
             embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
@@ -527,13 +526,6 @@ class Mode(Word):
     CAUSAL = "causal"
 
 
-class KernelKind(Word):
-    LINEAR = "linear"
-    GAUSSIAN = "gaussian"
-    LAPLACIAN = "laplacian"
-    UNIFORM = "uniform"
-
-
 class Init(Word):
     RANDOM = "random"
     COPY = "copy"
@@ -589,12 +581,6 @@ class Target(Word):
     DOWN = "down"
 
 
-class TimeEmbedding(Word):
-    SINUSOIDAL = "sinusoidal"
-    LEARNED = "learned"
-    NONE = "none"
-
-
 class LrSchedule(Word):
     COSINE = "cosine"
     LINEAR = "linear"
@@ -605,15 +591,6 @@ class Device(Word):
     AUTO = "auto"
     CPU = "cpu"
     CUDA = "cuda"
-
-
-class Task(Word):
-    """Synthetic tasks: learnable sequences with a known answer, for smoke runs."""
-
-    COPY = "copy"
-    REVERSE = "reverse"
-    SORT = "sort"
-    ARITHMETIC = "arithmetic"
 
 
 class _Dequantized(torch.autograd.Function):
@@ -852,7 +829,7 @@ class StageModel(nn.Module):
             self.rack.load_state_dict(store.shared, strict=False)
         self._build_stacks(store)
         self.rack.to(device)
-        self._attach_adapters(store)
+        _attach_adapters(self, store)
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
         self.precision = {part.position: part.precision for part in stage.parts}
@@ -882,28 +859,6 @@ class StageModel(nn.Module):
         if not store.shared:
             store.shared.update(shared_state(self.rack))
 
-    def _attach_adapters(self, store) -> None:
-        """Inject the adapters that train this stage or hold trained weights. An adapter that
-        has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
-        the cost; its initial weights derive from the seed, whenever it is attached."""
-        seed = self.plan.run.seed
-        for part in self.stage.parts:
-            stack = self.stack(part.position)
-            trains = part.role is Role.TRUNK and part.trains is not Trains.NOTHING
-            loras = (
-                ("stack", self.plan.stacks[part.position].stack_lora),
-                ("trunk", part.trunk_lora),
-            )
-            for name, lora in loras:
-                stored = store.adapters.get((part.position, name))
-                if lora is None or not (trains or (stored is not None and _nonzero(stored))):
-                    continue
-                attach = pick(ADAPTERS, adapter_key(lora), "adapter")
-                attach(stack, lora, name, seed=seed, position=part.position)
-                if stored is not None:
-                    load_adapter(stack, name, stored)
-                stack.to(self.device)
-
     def _mark_trainable(self) -> None:
         self.requires_grad_(False)
         for part in self.stage.parts:
@@ -913,12 +868,14 @@ class StageModel(nn.Module):
             elif part.role is Role.NEW:
                 for param in base_parameters(stack):
                     param.requires_grad_(True)
-            if part.trains is not Trains.NOTHING and part.role is Role.TRUNK:
+            if _adapters_train(part):
                 for param in adapter_parameters(stack):
                     param.requires_grad_(True)
             for block in stack.blocks:
                 if block.frozen_up:
-                    weight_of(base_of(block.ffn.up)).requires_grad_(False)
+                    up = block.ffn.up
+                    up = base_of(up)  # the layer under its LoRA
+                    weight_of(up).requires_grad_(False)
         for param in input_parameters(self.rack):
             param.requires_grad_(self.stage.train_input)
         for param in head_parameters(self.rack):
@@ -970,6 +927,34 @@ class StageModel(nn.Module):
             store.shared.update(shared_state(self.rack))
 
 
+def _attach_adapters(model: StageModel, store) -> None:
+    """Inject the adapters that train this stage or hold trained weights. An adapter that
+    has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
+    the cost; its initial weights derive from the seed, whenever it is attached."""
+    seed = model.plan.run.seed
+    for part in model.stage.parts:
+        stack = model.stack(part.position)
+        trains = _adapters_train(part)
+        loras = (
+            ("stack", model.plan.stacks[part.position].stack_lora),
+            ("trunk", part.trunk_lora),
+        )
+        for name, lora in loras:
+            stored = store.adapters.get((part.position, name))
+            if lora is None or not (trains or (stored is not None and _nonzero(stored))):
+                continue
+            attach = pick(ADAPTERS, adapter_key(lora), "adapter")
+            attach(stack, lora, name, seed=seed, position=part.position)
+            if stored is not None:
+                load_adapter(stack, name, stored)
+            stack.to(model.device)
+
+
+def _adapters_train(part: Part) -> bool:
+    """A trunk's adapters train unless the stack trains nothing this stage."""
+    return part.role is Role.TRUNK and part.trains is not Trains.NOTHING
+
+
 def _nonzero(state: dict[str, torch.Tensor]) -> bool:
     """Whether a stored adapter has ever changed its output (some lora_B entry is not zero)."""
     return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
@@ -981,6 +966,7 @@ def _has(stack: BlockStack, name: str) -> bool:
 
 def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
     """A stack's own weights (not its adapters)."""
+    lora = set()
     lora = {id(x) for x in adapter_parameters(stack)}
     return [x for x in stack.parameters() if id(x) not in lora]
 
@@ -1091,8 +1077,6 @@ NOISES = {
 def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, ratio, t, *,
                seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
     """The model's inputs and targets for windows (B, seq_len + 1)."""
-    if isinstance(objective, Clm):
-        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
     x = windows[:, :-1]
     draws = torch.stack(
         [torch.rand((3, x.shape[1]), generator=generator(seed, "mask", int(i))) for i in ids]
@@ -1101,12 +1085,6 @@ def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, rat
     selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
     targets = torch.where(selected, x, IGNORE)
     inputs = torch.where(selected, vocab.mask, x)
-    if isinstance(objective, Mlm) and objective.bert_mix:
-        random_ids = (draws[:, 2] * vocab.ordinary).long()
-        inputs = torch.where(
-            selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
-        )
-        inputs = torch.where(selected & (draws[:, 1] >= 0.9), x, inputs)
     times = None if t is None else torch.full((len(ids),), float(t))
     return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
 
@@ -1131,7 +1109,7 @@ _STDLIB_SKIP = {
 }  # fmt: skip
 
 
-def documents(source: Stdlib | Synthetic | TextFiles | Jsonl, seed: int) -> list[str]:
+def documents(source: Stdlib, seed: int) -> list[str]:
     """Every document of a source, in a fixed order."""
     docs = pick(SOURCES, source_key(source), "data source")(source, seed)
     docs = [d for d in docs if d]
@@ -1169,8 +1147,6 @@ def _read(path: str) -> str:
 
 
 def _describe(source) -> str:
-    if isinstance(source, TextFiles | Jsonl):
-        return ", ".join(source.files)
     return type(source).__name__.lower()
 
 
@@ -1216,7 +1192,7 @@ class ByteTokenizer(Tokenizer):
 
 
 def build_tokenizer(
-    spec: Bytes | Chars | Bpe | TokenizerFile,
+    spec: Bytes,
     docs: list[str],
 ) -> Tokenizer:
     """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
@@ -1553,6 +1529,13 @@ def cpu_bf16() -> bool | None:
 plan_node = dataclasses.dataclass(frozen=True, kw_only=True)
 
 
+class Variant:
+    """One of the classes a plan field may hold (a union of them): JSON names it under
+    "kind" (lower/serialize.py)."""
+
+    __slots__ = ()
+
+
 class Role(enum.Enum):
     NEW = "new"
     TRUNK = "trunk"
@@ -1581,38 +1564,17 @@ class Lora:
 
 
 @plan_node
-class Latent:
-    """MLA: queries through a q_rank bottleneck, keys and values through one kv_rank latent."""
-
-    q_rank: int
-    kv_rank: int
-
-
-@plan_node
-class KernelFeatures:
-    """Kernel attention in linear time: φ(q)·φ(k) in place of softmax."""
-
-    kernel: KernelKind
-    kernel_dim: int
-
-
-@plan_node
 class Attention:
     heads: int
     kv_heads: int
     head_dim: int
     mode: Mode
-    latent: Latent | None
-    kernel: KernelFeatures | None
+    latent: None
+    kernel: None
 
 
 @plan_node
-class SwiGlu:
-    hidden: int
-
-
-@plan_node
-class Gelu:
+class SwiGlu(Variant):
     hidden: int
 
 
@@ -1620,7 +1582,7 @@ class Gelu:
 class Block:
     name: str
     attention: Attention
-    ffn: SwiGlu | Gelu
+    ffn: SwiGlu
     residual_gain: float
     spectral_norm: bool
     freeze_up_proj: bool
@@ -1638,26 +1600,8 @@ class Stack:
 
 
 @plan_node
-class Rope:
+class Rope(Variant):
     theta: float
-
-
-@plan_node
-class LearnedPosition:
-    pass
-
-
-@plan_node
-class NoPosition:
-    pass
-
-
-@plan_node
-class InputTime:
-    """Time as input: the model embeds t (over num_time_steps levels when given)."""
-
-    embedding: TimeEmbedding
-    num_time_steps: int | None
 
 
 @plan_node
@@ -1667,61 +1611,33 @@ class Model:
     context: int
     embed_dim: int
     norm: Norm
-    position: Rope | LearnedPosition | NoPosition
+    position: Rope
     head: Head
     dropout: float
-    time: InputTime | None  # the time input of time-as-input diffusion
+    time: None  # the time input of time-as-input diffusion
 
 
 @plan_node
-class LinearSchedule:
+class LinearSchedule(Variant):
     start: float
     end: float
 
 
-@plan_node
-class CosineSchedule:
-    start: float
-    end: float
+Schedule = LinearSchedule
 
 
 @plan_node
-class ExponentialSchedule:
-    start: float
-    end: float
-
-
-@plan_node
-class ExplicitSchedule:
-    values: tuple[float, ...]
-
-
-Schedule = LinearSchedule | CosineSchedule | ExponentialSchedule | ExplicitSchedule
-
-
-@plan_node
-class Clm:
+class DepthTime(Variant):
     pass
 
 
 @plan_node
-class Mlm:
-    ratio: float
-    bert_mix: bool
-
-
-@plan_node
-class DepthTime:
-    pass
-
-
-@plan_node
-class MaskedDiffusion:
-    time: DepthTime | InputTime
+class MaskedDiffusion(Variant):
+    time: DepthTime
     mask: Schedule
 
 
-Objective = Clm | Mlm | MaskedDiffusion
+Objective = MaskedDiffusion
 
 
 @plan_node
@@ -1761,78 +1677,33 @@ class Stage:
 
 
 @plan_node
-class Stdlib:
+class Stdlib(Variant):
     pass
 
 
 @plan_node
-class Synthetic:
-    task: Task
-    symbols: int
-    samples: int
-
-
-@plan_node
-class TextFiles:
-    files: tuple[str, ...]  # absolute paths or globs
-
-
-@plan_node
-class Jsonl:
-    files: tuple[str, ...]
-    field: str
-
-
-@plan_node
-class Bytes:
+class Bytes(Variant):
     pass
-
-
-@plan_node
-class Chars:
-    pass
-
-
-@plan_node
-class Bpe:
-    vocab: int
-
-
-@plan_node
-class TokenizerFile:
-    path: str  # absolute
 
 
 @plan_node
 class Data:
-    source: Stdlib | Synthetic | TextFiles | Jsonl
-    tokenizer: Bytes | Chars | Bpe | TokenizerFile
+    source: Stdlib
+    tokenizer: Bytes
     batch: int
     seq_len: int
     validation: float
 
 
 @plan_node
-class AdamW:
+class AdamW(Variant):
     betas: tuple[float, float]
     eps: float
-
-
-@plan_node
-class AdamW8bit:
-    betas: tuple[float, float]
-    eps: float
-
-
-@plan_node
-class Sgd:
-    momentum: float
-    nesterov: bool
 
 
 @plan_node
 class Optimizer:
-    method: AdamW | AdamW8bit | Sgd
+    method: AdamW
     weight_decay: float
     warmup: int
     schedule: LrSchedule
@@ -1883,6 +1754,33 @@ def pick(table: dict, key: str, what: str):
         ) from None
 
 
+FEATURES = {
+    "adapters": "a LoRA adapter on some stack",
+    "low_precision": "a stack held or trained in a precision other than fp32",
+}
+
+
+def features(plan: Plan) -> frozenset[str]:
+    """The FEATURES `plan` uses."""
+    parts = [part for stage in plan.stages for part in stage.parts]
+    loras = [s.stack_lora for s in plan.stacks] + [x.trunk_lora for x in parts]
+    found = {
+        "adapters": any(x is not None for x in loras),
+        "low_precision": any(x.precision is not Precision.FP32 for x in parts),
+    }
+    return frozenset(name for name, used in found.items() if used)
+
+
+def compiled_for(plan: Plan, have: frozenset[str]) -> None:
+    """NotCompiled if `plan` uses a feature a program was compiled without."""
+    missing = sorted(features(plan) - have)
+    if missing:
+        raise NotCompiled(
+            f"this program was compiled without {FEATURES[missing[0]]} ({missing[0]}), which "
+            "its plan asks for: compile the spec that uses it"
+        )
+
+
 def attention_key(a: Attention) -> str:
     """ATTENTIONS: dense (MHA, GQA, MQA), latent (MLA), kernel, or latent_kernel (both)."""
     latent, kernel = a.latent is not None, a.kernel is not None
@@ -1911,7 +1809,7 @@ def noise_key(o: Objective) -> str:
     depth or as input."""
     if isinstance(o, MaskedDiffusion):
         return "masked_diffusion/" + ("depth" if isinstance(o.time, DepthTime) else "input")
-    return "mlm" if isinstance(o, Mlm) else "clm"
+    return "clm"
 
 
 def adapter_key(lora: Lora) -> str:
@@ -1950,7 +1848,7 @@ PLAN_FORMAT = 2
 def to_json(obj: Any) -> Any:
     """Plan objects as JSON-ready values (dicts, lists, strings, numbers, None)."""
     if dataclasses.is_dataclass(type(obj)):
-        out = {"kind": type(obj).__name__} if _in_union(type(obj)) else {}
+        out = {"kind": type(obj).__name__} if issubclass(type(obj), Variant) else {}
         out.update({f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(type(obj))})
         return out
     if isinstance(obj, enum.Enum):
@@ -2058,11 +1956,16 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(data, dict):
             raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
+        variant = issubclass(hint, Variant)
+        if variant and data.get("kind", hint.__name__) != hint.__name__:  # a union of one
+            raise PlanFormatError(f"{where} is a {data['kind']!r}, which this program was not "
+                                  f"compiled for (only {hint.__name__}): compile the spec that "
+                                  "uses it")  # fmt: skip
         fields = _hints(hint)
         missing = [name for name in fields if name not in data and not _optional(fields[name])]
         if missing:
             raise PlanFormatError(f"{where} has no `{missing[0]}`")
-        unknown = sorted(set(data) - set(fields) - ({"kind"} if _in_union(hint) else set()))
+        unknown = sorted(set(data) - set(fields) - ({"kind"} if variant else set()))
         if unknown:
             raise PlanFormatError(
                 f"{where} has `{unknown[0]}`, which is no field of a {hint.__name__}"
@@ -2073,7 +1976,10 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
 
 
 def _optional(hint: Any) -> bool:
-    """A field that may be None, and so may be left out (a compiled script's plan does)."""
+    """A field that may be None, and so may be left out (a compiled script's plan does). In
+    a script, a field whose classes the plan has none of holds only None."""
+    if hint is type(None):
+        return True
     return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in (
         typing.get_args(hint)
     )
@@ -2086,6 +1992,9 @@ def _scalar(data: Any, hint: Any, where: str) -> Any:
     """A JSON value of the plan's scalar type (ints are accepted as floats, never bools)."""
     if hint is float and isinstance(data, int) and not isinstance(data, bool):
         return float(data)
+    if hint is type(None) and data is not None:  # in a script compiled for a plan without it
+        raise PlanFormatError(f"{where} is {_shown(data)}, but this program was compiled for a "
+                              "plan without it (null): compile the spec that uses it")  # fmt: skip
     if hint in _SCALARS and (
         not isinstance(data, hint) or (hint is not bool and isinstance(data, bool))
     ):
@@ -2102,31 +2011,6 @@ def _shown(data: Any) -> str:
 def _hints(cls: type) -> dict[str, Any]:
     resolved = typing.get_type_hints(cls)  # in the namespace of the module defining cls
     return {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
-
-
-def _in_union(cls: type) -> bool:
-    """Whether `cls` is one of several classes a plan field may hold (so JSON names it)."""
-    return cls in _union_members(Plan)
-
-
-@functools.cache
-def _union_members(cls: type) -> frozenset:
-    """The classes that share a union with another class anywhere under `cls`."""
-    found: set[type] = set()
-    todo, seen = [cls], set()
-    while todo:
-        hint = todo.pop()
-        if hint in seen:
-            continue
-        seen.add(hint)
-        if dataclasses.is_dataclass(hint):
-            todo += _hints(hint).values()
-            continue
-        args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
-        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) > 1:
-            found.update(args)
-        todo += args
-    return frozenset(found)
 
 
 Tensors = dict[str, torch.Tensor]  # a state dict: name → tensor
@@ -2720,6 +2604,7 @@ SPEC_TEXT = (
     "run { seed = 0, log every 10 steps, eval every 50 steps, checkpoint every 100 steps }\n"
 )
 OVERRIDES = []
+COMPILED_FOR = frozenset(["adapters", "low_precision"])  # what the code holds (dispatch.FEATURES)
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -2745,6 +2630,7 @@ def main() -> None:
     device = Device(args.device) if args.device else None
     try:
         plan = from_json(PLAN)
+        compiled_for(plan, COMPILED_FOR)
         if [s.number for s in plan.stages] != list(range(1, 5 + 1)):
             raise RunError("PLAN's stages must be numbered 1 to 5, one for each "
                            "call below: compile the spec again")  # fmt: skip

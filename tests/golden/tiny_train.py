@@ -24,7 +24,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import tempfile
 import time
 import types
@@ -293,8 +292,7 @@ class Rack(nn.Module):
         self.embed = nn.Embedding(m.vocab, m.embed_dim)
         factorized = m.embed_dim != m.d_model
         self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
-        learned = isinstance(m.position, LearnedPosition)
-        self.positions = nn.Embedding(m.context, m.d_model) if learned else None
+        self.positions = None
         self.time = None
         if m.time is not None:
             embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
@@ -411,13 +409,6 @@ class Mode(Word):
     CAUSAL = "causal"
 
 
-class KernelKind(Word):
-    LINEAR = "linear"
-    GAUSSIAN = "gaussian"
-    LAPLACIAN = "laplacian"
-    UNIFORM = "uniform"
-
-
 class Init(Word):
     RANDOM = "random"
     COPY = "copy"
@@ -461,24 +452,6 @@ _BITS = {
 }
 
 
-class Target(Word):
-    """Layers a LoRA adapter can wrap: attention projections and ffn projections."""
-
-    Q = "q"
-    K = "k"
-    V = "v"
-    O = "o"  # noqa: E741
-    GATE = "gate"
-    UP = "up"
-    DOWN = "down"
-
-
-class TimeEmbedding(Word):
-    SINUSOIDAL = "sinusoidal"
-    LEARNED = "learned"
-    NONE = "none"
-
-
 class LrSchedule(Word):
     COSINE = "cosine"
     LINEAR = "linear"
@@ -500,102 +473,12 @@ class Task(Word):
     ARITHMETIC = "arithmetic"
 
 
-DTYPES = {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}
-
-
-def compute_dtype(precision: Precision, device: torch.device) -> torch.dtype | None:
-    """The autocast / storage dtype of a float precision on this device (None: fp32)."""
-    if precision is Precision.FP16 and device.type != "cuda":
-        return None
-    return DTYPES.get(precision)
-
-
-def emulated_bf16(device: torch.device) -> bool:
-    """A CPU without native bf16: bf16 matmuls there are emulated, tens of times slower."""
-
-    return device.type == "cpu" and cpu_bf16() is False
-
-
-def autocast(precision: Precision, device: torch.device, *, frozen: bool = False):
-    """The context a stack runs in. A frozen bf16 stack on a CPU without native bf16 runs
-    in fp32 from its bf16-stored weights (see `freeze_into`), so it gets none."""
-    if frozen and precision is Precision.BF16 and emulated_bf16(device):
-        return contextlib.nullcontext()
-    dtype = compute_dtype(precision, device)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def freeze_into(module: nn.Module, precision: Precision, device: torch.device) -> None:
-    """Hold a frozen module's linear layers (or all its weights) in `precision`, in place:
-    quantized formats and bf16 on a CPU without native bf16 as compact layers
-    (FROZEN_LINEARS), other float precisions by casting the linear layers."""
-    if precision.quantized or (precision is Precision.BF16 and emulated_bf16(device)):
-        for name, linear in list(module.named_modules()):
-            if type(linear) is nn.Linear:
-                parent, _, leaf = name.rpartition(".")
-                owner = module.get_submodule(parent) if parent else module
-                setattr(owner, leaf, quantized_linear(linear, precision, device))
-        return
-    dtype = compute_dtype(precision, device)
-    if dtype is not None:  # the linear layers hold almost every weight; norms stay fp32
-        for linear in module.modules():
-            if isinstance(linear, nn.Linear):
-                linear.to(dtype)
-
-
-def quantized_linear(linear: nn.Linear, precision: Precision, device: torch.device) -> nn.Module:
-    """The compact frozen layer holding `linear`'s weight in `precision`."""
-    make = pick(FROZEN_LINEARS, frozen_key(precision), "frozen precision")
-    return make(linear.weight.detach().float(), device)
-
-
-FROZEN_LINEARS = {}
-
-
 def loss_scaler(parts, device: torch.device) -> torch.amp.GradScaler:
     """Dynamic loss scaling where a stack trains in fp16 on CUDA; elsewhere the scaler is
     disabled, a pass-through (`scale` gives the loss, `step` steps): fp16 runs in fp32 on the
     CPU, and bf16 needs none."""
     fp16 = any(x.precision is Precision.FP16 and x.trains is Trains.FULL for x in parts)
     return torch.amp.GradScaler("cuda", enabled=fp16 and device.type == "cuda")
-
-
-NAMES = ("stack", "trunk")
-
-
-ADAPTERS = {}
-
-
-def _lora_layer_class() -> type | None:
-    """peft's LoraLayer, if peft is loaded. Only `attach` loads it: before, no layer can be
-    a LoRA layer, and a run (or a compiled script) without adapters never needs peft."""
-    lora = sys.modules.get("peft.tuners.lora")
-    return getattr(lora, "LoraLayer", None)
-
-
-def lora_layers(stack: nn.Module) -> dict[str, nn.Module]:
-    kind = _lora_layer_class()
-    if kind is None:
-        return {}
-    return {n: m for n, m in stack.named_modules() if isinstance(m, kind)}
-
-
-def base_of(layer: nn.Module) -> nn.Module:
-    """The layer an adapter wraps, or the layer itself."""
-    kind = _lora_layer_class()
-    return layer.get_base_layer() if kind is not None and isinstance(layer, kind) else layer
-
-
-def adapter_parameters(stack: nn.Module, name: str | None = None) -> list[nn.Parameter]:
-    """The LoRA weights of a stack (of one adapter, or all)."""
-    out = []
-    for layer in lora_layers(stack).values():
-        for adapter in (name,) if name else NAMES:
-            if adapter in layer.lora_A:
-                out += [layer.lora_A[adapter].weight, layer.lora_B[adapter].weight]
-    return out
 
 
 class StageModel(nn.Module):
@@ -610,7 +493,6 @@ class StageModel(nn.Module):
             self.rack.load_state_dict(store.shared, strict=False)
         self._build_stacks(store)
         self.rack.to(device)
-        self._attach_adapters(store)
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
         self.precision = {part.position: part.precision for part in stage.parts}
@@ -629,8 +511,6 @@ class StageModel(nn.Module):
                 )
                 stack.load_state_dict(dict(store.stacks[part.position].items()))
                 self.rack.stacks[str(part.position)] = stack
-                if part.trains is not Trains.FULL:
-                    freeze_into(stack.to(self.device), part.precision, self.device)
         for position in self.stage.new:
             if position not in store.stacks:
                 source = self.stage.init_from
@@ -639,28 +519,6 @@ class StageModel(nn.Module):
                 store.stacks[position] = master_state(self.rack.stacks[str(position)])
         if not store.shared:
             store.shared.update(shared_state(self.rack))
-
-    def _attach_adapters(self, store) -> None:
-        """Inject the adapters that train this stage or hold trained weights. An adapter that
-        has never trained is exactly zero (lora_B = 0), so leaving it out changes nothing but
-        the cost; its initial weights derive from the seed, whenever it is attached."""
-        seed = self.plan.run.seed
-        for part in self.stage.parts:
-            stack = self.stack(part.position)
-            trains = part.role is Role.TRUNK and part.trains is not Trains.NOTHING
-            loras = (
-                ("stack", self.plan.stacks[part.position].stack_lora),
-                ("trunk", part.trunk_lora),
-            )
-            for name, lora in loras:
-                stored = store.adapters.get((part.position, name))
-                if lora is None or not (trains or (stored is not None and _nonzero(stored))):
-                    continue
-                attach = pick(ADAPTERS, adapter_key(lora), "adapter")
-                attach(stack, lora, name, seed=seed, position=part.position)
-                if stored is not None:
-                    load_adapter(stack, name, stored)
-                stack.to(self.device)
 
     def _mark_trainable(self) -> None:
         self.requires_grad_(False)
@@ -671,12 +529,10 @@ class StageModel(nn.Module):
             elif part.role is Role.NEW:
                 for param in base_parameters(stack):
                     param.requires_grad_(True)
-            if part.trains is not Trains.NOTHING and part.role is Role.TRUNK:
-                for param in adapter_parameters(stack):
-                    param.requires_grad_(True)
             for block in stack.blocks:
                 if block.frozen_up:
-                    weight_of(base_of(block.ffn.up)).requires_grad_(False)
+                    up = block.ffn.up
+                    weight_of(up).requires_grad_(False)
         for param in input_parameters(self.rack):
             param.requires_grad_(self.stage.train_input)
         for param in head_parameters(self.rack):
@@ -704,8 +560,7 @@ class StageModel(nn.Module):
     def run(self, h: torch.Tensor, positions) -> torch.Tensor:
         for position in positions:
             stack = self.stack(position)
-            with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
-                h = stack(h, self.rack.ropes(h.device)).float()
+            h = stack(h, self.rack.ropes(h.device))
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
@@ -719,27 +574,14 @@ class StageModel(nn.Module):
             stack = self.stack(part.position)
             if part.trains is Trains.FULL:
                 store.stacks[part.position] = master_state(stack)
-            if part.trains is not Trains.NOTHING:
-                for name in NAMES:
-                    if _has(stack, name):
-                        store.adapters[(part.position, name)] = adapter_state(stack, name)
         if self.stage.train_input or self.stage.train_head:
             store.shared.clear()
             store.shared.update(shared_state(self.rack))
 
 
-def _nonzero(state: dict[str, torch.Tensor]) -> bool:
-    """Whether a stored adapter has ever changed its output (some lora_B entry is not zero)."""
-    return any(bool(v.any()) for k, v in state.items() if ".lora_B." in k)
-
-
-def _has(stack: BlockStack, name: str) -> bool:
-    return bool(adapter_parameters(stack, name))
-
-
 def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
     """A stack's own weights (not its adapters)."""
-    lora = {id(x) for x in adapter_parameters(stack)}
+    lora = set()
     return [x for x in stack.parameters() if id(x) not in lora]
 
 
@@ -766,27 +608,6 @@ def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
             continue
         out[key.replace(_BASE, "")] = value.detach().float().clone()
     return out
-
-
-def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
-    """One adapter's weights of a live stack, under plain-module names."""
-    marker = {f".lora_A.{name}.", f".lora_B.{name}."}
-    out = {}
-    for key, value in stack.state_dict().items():
-        if any(m in key for m in marker):
-            out[key.replace(_BASE, "")] = value.detach().float().clone()
-    return out
-
-
-def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) -> None:
-    """Put stored adapter weights back into a live (peft-wrapped) stack."""
-    live = {
-        k.replace(_BASE, ""): k for k in stack.state_dict() if f".{name}." in k and ".lora_" in k
-    }
-    missing = set(live) ^ set(state)
-    if missing:
-        raise KeyError(f"stored adapter `{name}` does not fit this stack: {sorted(missing)[:3]}")
-    stack.load_state_dict({live[k]: v for k, v in state.items()}, strict=False)
 
 
 def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
@@ -852,12 +673,6 @@ def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, rat
     selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
     targets = torch.where(selected, x, IGNORE)
     inputs = torch.where(selected, vocab.mask, x)
-    if isinstance(objective, Mlm) and objective.bert_mix:
-        random_ids = (draws[:, 2] * vocab.ordinary).long()
-        inputs = torch.where(
-            selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
-        )
-        inputs = torch.where(selected & (draws[:, 1] >= 0.9), x, inputs)
     times = None if t is None else torch.full((len(ids),), float(t))
     return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
 
@@ -879,7 +694,7 @@ class DataError(Exception):
 _ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+*"
 
 
-def documents(source: Stdlib | Synthetic | TextFiles | Jsonl, seed: int) -> list[str]:
+def documents(source: Synthetic, seed: int) -> list[str]:
     """Every document of a source, in a fixed order."""
     docs = pick(SOURCES, source_key(source), "data source")(source, seed)
     docs = [d for d in docs if d]
@@ -909,8 +724,6 @@ def synthetic(task: Task, symbols: int, samples: int, seed: int) -> list[str]:
 
 
 def _describe(source) -> str:
-    if isinstance(source, TextFiles | Jsonl):
-        return ", ".join(source.files)
     return type(source).__name__.lower()
 
 
@@ -956,7 +769,7 @@ class ByteTokenizer(Tokenizer):
 
 
 def build_tokenizer(
-    spec: Bytes | Chars | Bpe | TokenizerFile,
+    spec: Bytes,
     docs: list[str],
 ) -> Tokenizer:
     """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
@@ -1249,7 +1062,6 @@ def param_groups(model: StageModel, stage: Stage, o: Optimizer) -> list[dict]:
     for part in stage.parts:
         stack = model.stack(part.position)
         stacks += [x for x in base_parameters(stack) if x.requires_grad]
-        lora += [x for x in adapter_parameters(stack) if x.requires_grad]
     rack = model.rack
     shared = [x for x in [*input_parameters(rack), *head_parameters(rack)] if x.requires_grad]
     shared = list({id(x): x for x in shared}.values())
@@ -1276,21 +1088,14 @@ class Diverged(RunError):
 # --- the harness: the plan's classes, checkpoints, metrics, the trainer --------------------------
 
 
-def cpu_bf16() -> bool | None:
-    """Whether the CPU multiplies bf16 natively (avx512_bf16 or AMX); None when it cannot be
-    told (not Linux). Without it, bf16 matmuls are emulated: many times slower than fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        return None
-    return None
-
-
 plan_node = dataclasses.dataclass(frozen=True, kw_only=True)
+
+
+class Variant:
+    """One of the classes a plan field may hold (a union of them): JSON names it under
+    "kind" (lower/serialize.py)."""
+
+    __slots__ = ()
 
 
 class Role(enum.Enum):
@@ -1313,46 +1118,17 @@ class StageKind(enum.Enum):
 
 
 @plan_node
-class Lora:
-    rank: int
-    alpha: float
-    dropout: float
-    targets: tuple[Target, ...]
-
-
-@plan_node
-class Latent:
-    """MLA: queries through a q_rank bottleneck, keys and values through one kv_rank latent."""
-
-    q_rank: int
-    kv_rank: int
-
-
-@plan_node
-class KernelFeatures:
-    """Kernel attention in linear time: φ(q)·φ(k) in place of softmax."""
-
-    kernel: KernelKind
-    kernel_dim: int
-
-
-@plan_node
 class Attention:
     heads: int
     kv_heads: int
     head_dim: int
     mode: Mode
-    latent: Latent | None
-    kernel: KernelFeatures | None
+    latent: None
+    kernel: None
 
 
 @plan_node
-class SwiGlu:
-    hidden: int
-
-
-@plan_node
-class Gelu:
+class SwiGlu(Variant):
     hidden: int
 
 
@@ -1360,7 +1136,7 @@ class Gelu:
 class Block:
     name: str
     attention: Attention
-    ffn: SwiGlu | Gelu
+    ffn: SwiGlu
     residual_gain: float
     spectral_norm: bool
     freeze_up_proj: bool
@@ -1374,30 +1150,12 @@ class Stack:
     name: str
     blocks: tuple[Block, ...]
     created_in: int  # the stage that creates it
-    stack_lora: Lora | None  # attached when it is created
+    stack_lora: None  # attached when it is created
 
 
 @plan_node
-class Rope:
+class Rope(Variant):
     theta: float
-
-
-@plan_node
-class LearnedPosition:
-    pass
-
-
-@plan_node
-class NoPosition:
-    pass
-
-
-@plan_node
-class InputTime:
-    """Time as input: the model embeds t (over num_time_steps levels when given)."""
-
-    embedding: TimeEmbedding
-    num_time_steps: int | None
 
 
 @plan_node
@@ -1407,61 +1165,18 @@ class Model:
     context: int
     embed_dim: int
     norm: Norm
-    position: Rope | LearnedPosition | NoPosition
+    position: Rope
     head: Head
     dropout: float
-    time: InputTime | None  # the time input of time-as-input diffusion
+    time: None  # the time input of time-as-input diffusion
 
 
 @plan_node
-class LinearSchedule:
-    start: float
-    end: float
-
-
-@plan_node
-class CosineSchedule:
-    start: float
-    end: float
-
-
-@plan_node
-class ExponentialSchedule:
-    start: float
-    end: float
-
-
-@plan_node
-class ExplicitSchedule:
-    values: tuple[float, ...]
-
-
-Schedule = LinearSchedule | CosineSchedule | ExponentialSchedule | ExplicitSchedule
-
-
-@plan_node
-class Clm:
+class Clm(Variant):
     pass
 
 
-@plan_node
-class Mlm:
-    ratio: float
-    bert_mix: bool
-
-
-@plan_node
-class DepthTime:
-    pass
-
-
-@plan_node
-class MaskedDiffusion:
-    time: DepthTime | InputTime
-    mask: Schedule
-
-
-Objective = Clm | Mlm | MaskedDiffusion
+Objective = Clm
 
 
 @plan_node
@@ -1472,7 +1187,7 @@ class Part:
     role: Role
     trains: Trains
     precision: Precision
-    trunk_lora: Lora | None  # attached over this stack while it is trunk
+    trunk_lora: None  # attached over this stack while it is trunk
     mask_ratio: float | None  # time as depth: this stack's noise level
 
 
@@ -1501,78 +1216,35 @@ class Stage:
 
 
 @plan_node
-class Stdlib:
-    pass
-
-
-@plan_node
-class Synthetic:
+class Synthetic(Variant):
     task: Task
     symbols: int
     samples: int
 
 
 @plan_node
-class TextFiles:
-    files: tuple[str, ...]  # absolute paths or globs
-
-
-@plan_node
-class Jsonl:
-    files: tuple[str, ...]
-    field: str
-
-
-@plan_node
-class Bytes:
+class Bytes(Variant):
     pass
-
-
-@plan_node
-class Chars:
-    pass
-
-
-@plan_node
-class Bpe:
-    vocab: int
-
-
-@plan_node
-class TokenizerFile:
-    path: str  # absolute
 
 
 @plan_node
 class Data:
-    source: Stdlib | Synthetic | TextFiles | Jsonl
-    tokenizer: Bytes | Chars | Bpe | TokenizerFile
+    source: Synthetic
+    tokenizer: Bytes
     batch: int
     seq_len: int
     validation: float
 
 
 @plan_node
-class AdamW:
+class AdamW(Variant):
     betas: tuple[float, float]
     eps: float
-
-
-@plan_node
-class AdamW8bit:
-    betas: tuple[float, float]
-    eps: float
-
-
-@plan_node
-class Sgd:
-    momentum: float
-    nesterov: bool
 
 
 @plan_node
 class Optimizer:
-    method: AdamW | AdamW8bit | Sgd
+    method: AdamW
     weight_decay: float
     warmup: int
     schedule: LrSchedule
@@ -1623,6 +1295,33 @@ def pick(table: dict, key: str, what: str):
         ) from None
 
 
+FEATURES = {
+    "adapters": "a LoRA adapter on some stack",
+    "low_precision": "a stack held or trained in a precision other than fp32",
+}
+
+
+def features(plan: Plan) -> frozenset[str]:
+    """The FEATURES `plan` uses."""
+    parts = [part for stage in plan.stages for part in stage.parts]
+    loras = [s.stack_lora for s in plan.stacks] + [x.trunk_lora for x in parts]
+    found = {
+        "adapters": any(x is not None for x in loras),
+        "low_precision": any(x.precision is not Precision.FP32 for x in parts),
+    }
+    return frozenset(name for name, used in found.items() if used)
+
+
+def compiled_for(plan: Plan, have: frozenset[str]) -> None:
+    """NotCompiled if `plan` uses a feature a program was compiled without."""
+    missing = sorted(features(plan) - have)
+    if missing:
+        raise NotCompiled(
+            f"this program was compiled without {FEATURES[missing[0]]} ({missing[0]}), which "
+            "its plan asks for: compile the spec that uses it"
+        )
+
+
 def attention_key(a: Attention) -> str:
     """ATTENTIONS: dense (MHA, GQA, MQA), latent (MLA), kernel, or latent_kernel (both)."""
     latent, kernel = a.latent is not None, a.kernel is not None
@@ -1640,23 +1339,10 @@ def time_key(m: Model) -> str:
     return m.time.embedding.value
 
 
-def frozen_key(precision: Precision) -> str:
-    """FROZEN_LINEARS: the compact layer a frozen stack's linear layers become (quantized
-    formats; bf16 where the CPU would emulate bf16 matmuls)."""
-    return precision.value
-
-
 def noise_key(o: Objective) -> str:
     """NOISES: how a step's noise is drawn: clm, mlm, or masked diffusion with time as
     depth or as input."""
-    if isinstance(o, MaskedDiffusion):
-        return "masked_diffusion/" + ("depth" if isinstance(o.time, DepthTime) else "input")
-    return "mlm" if isinstance(o, Mlm) else "clm"
-
-
-def adapter_key(lora: Lora) -> str:
-    """ADAPTERS: every adapter is a LoRA."""
-    return "lora"
+    return "clm"
 
 
 def merge_key(stage: Stage) -> str | None:
@@ -1690,7 +1376,7 @@ PLAN_FORMAT = 2
 def to_json(obj: Any) -> Any:
     """Plan objects as JSON-ready values (dicts, lists, strings, numbers, None)."""
     if dataclasses.is_dataclass(type(obj)):
-        out = {"kind": type(obj).__name__} if _in_union(type(obj)) else {}
+        out = {"kind": type(obj).__name__} if issubclass(type(obj), Variant) else {}
         out.update({f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(type(obj))})
         return out
     if isinstance(obj, enum.Enum):
@@ -1798,11 +1484,16 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
     if dataclasses.is_dataclass(hint):
         if not isinstance(data, dict):
             raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
+        variant = issubclass(hint, Variant)
+        if variant and data.get("kind", hint.__name__) != hint.__name__:  # a union of one
+            raise PlanFormatError(f"{where} is a {data['kind']!r}, which this program was not "
+                                  f"compiled for (only {hint.__name__}): compile the spec that "
+                                  "uses it")  # fmt: skip
         fields = _hints(hint)
         missing = [name for name in fields if name not in data and not _optional(fields[name])]
         if missing:
             raise PlanFormatError(f"{where} has no `{missing[0]}`")
-        unknown = sorted(set(data) - set(fields) - ({"kind"} if _in_union(hint) else set()))
+        unknown = sorted(set(data) - set(fields) - ({"kind"} if variant else set()))
         if unknown:
             raise PlanFormatError(
                 f"{where} has `{unknown[0]}`, which is no field of a {hint.__name__}"
@@ -1813,7 +1504,10 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
 
 
 def _optional(hint: Any) -> bool:
-    """A field that may be None, and so may be left out (a compiled script's plan does)."""
+    """A field that may be None, and so may be left out (a compiled script's plan does). In
+    a script, a field whose classes the plan has none of holds only None."""
+    if hint is type(None):
+        return True
     return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in (
         typing.get_args(hint)
     )
@@ -1826,6 +1520,9 @@ def _scalar(data: Any, hint: Any, where: str) -> Any:
     """A JSON value of the plan's scalar type (ints are accepted as floats, never bools)."""
     if hint is float and isinstance(data, int) and not isinstance(data, bool):
         return float(data)
+    if hint is type(None) and data is not None:  # in a script compiled for a plan without it
+        raise PlanFormatError(f"{where} is {_shown(data)}, but this program was compiled for a "
+                              "plan without it (null): compile the spec that uses it")  # fmt: skip
     if hint in _SCALARS and (
         not isinstance(data, hint) or (hint is not bool and isinstance(data, bool))
     ):
@@ -1842,31 +1539,6 @@ def _shown(data: Any) -> str:
 def _hints(cls: type) -> dict[str, Any]:
     resolved = typing.get_type_hints(cls)  # in the namespace of the module defining cls
     return {f.name: resolved[f.name] for f in dataclasses.fields(cls)}
-
-
-def _in_union(cls: type) -> bool:
-    """Whether `cls` is one of several classes a plan field may hold (so JSON names it)."""
-    return cls in _union_members(Plan)
-
-
-@functools.cache
-def _union_members(cls: type) -> frozenset:
-    """The classes that share a union with another class anywhere under `cls`."""
-    found: set[type] = set()
-    todo, seen = [cls], set()
-    while todo:
-        hint = todo.pop()
-        if hint in seen:
-            continue
-        seen.add(hint)
-        if dataclasses.is_dataclass(hint):
-            todo += _hints(hint).values()
-            continue
-        args = [a for a in typing.get_args(hint) if a is not type(None) and a is not Ellipsis]
-        if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) > 1:
-            found.update(args)
-        todo += args
-    return frozenset(found)
 
 
 Tensors = dict[str, torch.Tensor]  # a state dict: name → tensor
@@ -2446,6 +2118,7 @@ SPEC_TEXT = (
     "run { seed = 0, log every 25 steps }\n"
 )
 OVERRIDES = []
+COMPILED_FOR = frozenset([])  # what the code holds (dispatch.FEATURES)
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -2471,6 +2144,7 @@ def main() -> None:
     device = Device(args.device) if args.device else None
     try:
         plan = from_json(PLAN)
+        compiled_for(plan, COMPILED_FOR)
         if [s.number for s in plan.stages] != list(range(1, 2 + 1)):
             raise RunError("PLAN's stages must be numbered 1 to 2, one for each "
                            "call below: compile the spec again")  # fmt: skip
