@@ -120,7 +120,7 @@ class Rack(nn.Module):
         if isinstance(m.position, p.LearnedPosition):
             self.positions = nn.Embedding(m.context, m.d_model)
         self.time = None
-        if m.time is not None:
+        if isinstance(m.time, p.InputTime):
             embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
             self.time = embedder(m.d_model, m.time)
         self.drop = nn.Dropout(m.dropout)

@@ -84,25 +84,26 @@ NOISES = {
 
 def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: p.Objective, ratio, t, *,
                seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
-    """The model's inputs and targets for windows (B, seq_len + 1)."""
-    if isinstance(objective, p.Clm):
-        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
-    x = windows[:, :-1]
-    draws = torch.stack(
-        [torch.rand((3, x.shape[1]), generator=generator(seed, "mask", int(i))) for i in ids]
-    )
-    selected = draws[:, 0] < ratio
-    selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
-    targets = torch.where(selected, x, IGNORE)
-    inputs = torch.where(selected, vocab.mask, x)
-    if isinstance(objective, p.Mlm) and objective.bert_mix:
-        random_ids = (draws[:, 2] * vocab.ordinary).long()
-        inputs = torch.where(
-            selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
+    """The model's inputs and targets for windows (B, seq_len + 1): the next token (clm),
+    or the tokens under a mask drawn per window (mlm, masked diffusion)."""
+    if isinstance(objective, p.Mlm | p.MaskedDiffusion):
+        x = windows[:, :-1]
+        draws = torch.stack(
+            [torch.rand((3, x.shape[1]), generator=generator(seed, "mask", int(i))) for i in ids]
         )
-        inputs = torch.where(selected & (draws[:, 1] >= 0.9), x, inputs)
-    times = None if t is None else torch.full((len(ids),), float(t))
-    return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
+        selected = draws[:, 0] < ratio
+        selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # one per sample
+        targets = torch.where(selected, x, IGNORE)
+        inputs = torch.where(selected, vocab.mask, x)
+        if isinstance(objective, p.Mlm) and objective.bert_mix:
+            random_ids = (draws[:, 2] * vocab.ordinary).long()
+            inputs = torch.where(
+                selected & (draws[:, 1] >= 0.8) & (draws[:, 1] < 0.9), random_ids, inputs
+            )
+            inputs = torch.where(selected & (draws[:, 1] >= 0.9), x, inputs)
+        times = None if t is None else torch.full((len(ids),), float(t))
+        return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
+    return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
 
 
 def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

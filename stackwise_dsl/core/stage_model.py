@@ -36,8 +36,9 @@ class StageModel(nn.Module):
             _attach_adapters(self, store)
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
-        self.precision = {part.position: part.precision for part in stage.parts}
-        self.frozen = {part.position: part.trains is not p.Trains.FULL for part in stage.parts}
+        if uses("low_precision"):  # what `run` needs for autocast
+            self.precision = {part.position: part.precision for part in stage.parts}
+            self.frozen = {x.position: x.trains is not p.Trains.FULL for x in stage.parts}
 
     # --- building ---
 
@@ -75,12 +76,13 @@ class StageModel(nn.Module):
             if uses("adapters") and _adapters_train(part):
                 for param in adapters.adapter_parameters(stack):
                     param.requires_grad_(True)
-            for block in stack.blocks:
-                if block.frozen_up:
-                    up = block.ffn.up
-                    if uses("adapters"):
-                        up = adapters.base_of(up)  # the layer under its LoRA
-                    weight_of(up).requires_grad_(False)
+            if uses("freeze_up_proj"):
+                for block in stack.blocks:
+                    if block.frozen_up:
+                        up = block.ffn.up
+                        if uses("adapters"):
+                            up = adapters.base_of(up)  # the layer under its LoRA
+                        weight_of(up).requires_grad_(False)
         for param in input_parameters(self.rack):
             param.requires_grad_(self.stage.train_input)
         for param in head_parameters(self.rack):
@@ -174,10 +176,11 @@ def _has(stack: BlockStack, name: str) -> bool:
 
 def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
     """A stack's own weights (not its adapters)."""
-    lora = set()
-    if uses("adapters"):
+    params = list(stack.parameters())
+    if uses("adapters"):  # leave its adapters out
         lora = {id(x) for x in adapters.adapter_parameters(stack)}
-    return [x for x in stack.parameters() if id(x) not in lora]
+        params = [x for x in params if id(x) not in lora]
+    return params
 
 
 def input_parameters(rack: Rack) -> list[nn.Parameter]:

@@ -37,6 +37,7 @@ def pick(table: dict, key: str, what: str):
 FEATURES = {
     "adapters": "a LoRA adapter on some stack",
     "low_precision": "a stack held or trained in a precision other than fp32",
+    "freeze_up_proj": "a block whose ffn up-projection stays frozen",
 }
 
 
@@ -55,6 +56,7 @@ def features(plan: p.Plan) -> frozenset[str]:
     found = {
         "adapters": any(x is not None for x in loras),
         "low_precision": any(x.precision is not Precision.FP32 for x in parts),
+        "freeze_up_proj": any(b.freeze_up_proj for s in plan.stacks for b in s.blocks),
     }
     return frozenset(name for name, used in found.items() if used)
 

@@ -278,9 +278,6 @@ class BlockStack(nn.Module):
         return x
 
 
-TIME_EMBEDDERS = {}
-
-
 class Rack(nn.Module):
     """embedding → the stacks that exist, in rack order → final norm → head."""
 
@@ -294,9 +291,6 @@ class Rack(nn.Module):
         self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
         self.positions = None
         self.time = None
-        if m.time is not None:
-            embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
-            self.time = embedder(m.d_model, m.time)
         self.drop = nn.Dropout(m.dropout)
         self.stacks = nn.ModuleDict()
         self.norm = make_norm(m.norm, m.d_model)
@@ -495,8 +489,6 @@ class StageModel(nn.Module):
         self.rack.to(device)
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
-        self.precision = {part.position: part.precision for part in stage.parts}
-        self.frozen = {part.position: part.trains is not Trains.FULL for part in stage.parts}
 
     # --- building ---
 
@@ -529,10 +521,6 @@ class StageModel(nn.Module):
             elif part.role is Role.NEW:
                 for param in base_parameters(stack):
                     param.requires_grad_(True)
-            for block in stack.blocks:
-                if block.frozen_up:
-                    up = block.ffn.up
-                    weight_of(up).requires_grad_(False)
         for param in input_parameters(self.rack):
             param.requires_grad_(self.stage.train_input)
         for param in head_parameters(self.rack):
@@ -581,8 +569,8 @@ class StageModel(nn.Module):
 
 def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
     """A stack's own weights (not its adapters)."""
-    lora = set()
-    return [x for x in stack.parameters() if id(x) not in lora]
+    params = list(stack.parameters())
+    return params
 
 
 def input_parameters(rack: Rack) -> list[nn.Parameter]:
@@ -662,19 +650,9 @@ NOISES = {
 
 def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, ratio, t, *,
                seed: int, vocab: Vocabulary) -> Batch:  # fmt: skip
-    """The model's inputs and targets for windows (B, seq_len + 1)."""
-    if isinstance(objective, Clm):
-        return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
-    x = windows[:, :-1]
-    draws = torch.stack(
-        [torch.rand((3, x.shape[1]), generator=generator(seed, "mask", int(i))) for i in ids]
-    )
-    selected = draws[:, 0] < ratio
-    selected[torch.arange(len(ids)), draws[:, 0].argmin(dim=1)] = True  # at least one per sample
-    targets = torch.where(selected, x, IGNORE)
-    inputs = torch.where(selected, vocab.mask, x)
-    times = None if t is None else torch.full((len(ids),), float(t))
-    return Batch(inputs=inputs, targets=targets, t=times, ids=ids, ratio=ratio)
+    """The model's inputs and targets for windows (B, seq_len + 1): the next token (clm),
+    or the tokens under a mask drawn per window (mlm, masked diffusion)."""
+    return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
 
 
 def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -1298,6 +1276,7 @@ def pick(table: dict, key: str, what: str):
 FEATURES = {
     "adapters": "a LoRA adapter on some stack",
     "low_precision": "a stack held or trained in a precision other than fp32",
+    "freeze_up_proj": "a block whose ffn up-projection stays frozen",
 }
 
 
@@ -1308,6 +1287,7 @@ def features(plan: Plan) -> frozenset[str]:
     found = {
         "adapters": any(x is not None for x in loras),
         "low_precision": any(x.precision is not Precision.FP32 for x in parts),
+        "freeze_up_proj": any(b.freeze_up_proj for s in plan.stacks for b in s.blocks),
     }
     return frozenset(name for name, used in found.items() if used)
 
@@ -1332,11 +1312,6 @@ def attention_key(a: Attention) -> str:
 def ffn_key(b: Block) -> str:
     """FFNS: swiglu or gelu."""
     return type(b.ffn).__name__.lower()
-
-
-def time_key(m: Model) -> str:
-    """TIME_EMBEDDERS (only when the model has a time input): sinusoidal or learned."""
-    return m.time.embedding.value
 
 
 def noise_key(o: Objective) -> str:
