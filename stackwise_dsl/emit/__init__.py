@@ -38,7 +38,7 @@ SECTIONS = (
         "stackwise_dsl.core.optim",
         "stackwise_dsl.core.loop",
     )),
-    ("the harness: the plan's classes, checkpoints, metrics, the trainer", (
+    ("the harness: the plan's classes, the weight store, the run", (
         "stackwise_dsl.machine.probe",
         "stackwise_dsl.machine.userdirs",
         "stackwise_dsl.lower.plan",

@@ -1496,7 +1496,7 @@ class Diverged(RunError):
         self.stage, self.step = stage, step
 
 
-# --- the harness: the plan's classes, checkpoints, metrics, the trainer --------------------------
+# --- the harness: the plan's classes, the weight store, the run ----------------------------------
 
 
 def cpu_bf16() -> bool | None:

@@ -1063,7 +1063,7 @@ class Diverged(RunError):
         self.stage, self.step = stage, step
 
 
-# --- the harness: the plan's classes, checkpoints, metrics, the trainer --------------------------
+# --- the harness: the plan's classes, the weight store, the run ----------------------------------
 
 
 plan_node = dataclasses.dataclass(frozen=True, kw_only=True)
