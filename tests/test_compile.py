@@ -362,5 +362,13 @@ def test_a_script_refuses_runs_it_cannot_resume_with_a_message(tmp_path):
     assert damaged.returncode == 1 and "Traceback" not in damaged.stderr
     assert "stage001-step0000002 cannot be read (" in damaged.stderr
     assert (run / "metrics.jsonl").read_text() == before
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"shared/embed.weight": torch.zeros(3, 5)},
+              str(run / "checkpoints" / "stage001-step0000002" / "model.safetensors"))  # fmt: skip
+    other_shape = _python(script, "--resume", run)
+    assert other_shape.returncode == 1 and "Traceback" not in other_shape.stderr
+    assert "holds `shared/embed.weight` of shape (3, 5), but the plan's model" in other_shape.stderr
     missing = _python(script, "--resume", tmp_path / "nowhere")
     assert missing.returncode == 1 and "holds no run this script can resume" in missing.stderr

@@ -37,7 +37,7 @@ from stackwise_dsl.data import Prepared
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import PLAN_FORMAT, to_json
 from stackwise_dsl.runtime import setting_up
-from stackwise_dsl.runtime.checkpoint import join_optimizer, split_optimizer
+from stackwise_dsl.runtime.checkpoint import join_optimizer, split_optimizer, verify
 from stackwise_dsl.runtime.metrics import draw
 from stackwise_dsl.runtime.train import StageSummary, Window, merge_for, stage_cache, trainable
 from stackwise_dsl.runtime.weights import OnDisk, Store
@@ -181,6 +181,7 @@ class Training:
             store = Store.from_flat(load_file(str(path / "model.safetensors")))
             for position, file in saved["stacks_on_disk"].items():
                 store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
+            verify(store, self.plan, path / "model.safetensors")  # every tensor, its shape
             optimizer = None
             if saved["optimizer"] is not None:
                 tensors = load_file(str(path / "optimizer.safetensors"))

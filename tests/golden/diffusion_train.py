@@ -2088,6 +2088,42 @@ class Store:
         return store
 
 
+def verify(store: Store, plan: Plan, file: Path) -> None:
+    """Every stored tensor is one the plan's model has, with its shape, and every stack and
+    shared weight the model needs is there (checked on the meta device: nothing allocated)."""
+
+    with torch.device("meta"):
+        shared = {k: v.shape for k, v in Rack(plan).state_dict().items()}
+        wanted = {f"shared/{k}": v for k, v in shared.items()}
+        for position in store.stacks:
+            if not 0 <= position < len(plan.stacks):
+                raise Damaged(f"{file} holds stack {position}, which the plan has not")
+            stack = BlockStack(plan.stacks[position], plan.model, plan.run.seed)
+            wanted |= {f"stack/{position}/{k}": v.shape for k, v in stack.state_dict().items()}
+    held = {f"shared/{k}": v.shape for k, v in store.shared.items()}
+    for position, state in store.stacks.items():
+        held |= {f"stack/{position}/{k}": _shape(state, k) for k in state}
+    for key in sorted(set(held) | set(wanted)):
+        if key not in wanted:
+            raise Damaged(f"{file} holds `{key}`, which the plan's model has not: the "
+                          "checkpoint is damaged or from another spec")  # fmt: skip
+        if key not in held:
+            raise Damaged(f"{file} lacks `{key}`: the checkpoint is damaged")
+        if tuple(held[key]) != tuple(wanted[key]):
+            raise Damaged(f"{file} holds `{key}` of shape {tuple(held[key])}, but the plan's "
+                          f"model has {tuple(wanted[key])}: the checkpoint is damaged or from "
+                          "another spec")  # fmt: skip
+    for (position, name), _ in store.adapters.items():
+        if not (0 <= position < len(plan.stacks) and name in ("stack", "trunk")):
+            raise Damaged(f"{file} holds an adapter `{name}` for stack {position}, which the "
+                          "plan has not")  # fmt: skip
+
+
+def _shape(state, key: str) -> tuple[int, ...]:
+    """A stored tensor's shape, without reading it when it lies on disk."""
+    return tuple(state.shape_of(key)) if isinstance(state, OnDisk) else tuple(state[key].shape)
+
+
 def split_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """An optimizer state dict as tensors (safetensors) plus a JSON-ready rest. Nested
     entries (bitsandbytes keeps its 8-bit state in a dict per parameter) become paths."""
@@ -2408,6 +2444,7 @@ class Training:
             store = Store.from_flat(load_file(str(path / "model.safetensors")))
             for position, file in saved["stacks_on_disk"].items():
                 store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
+            verify(store, self.plan, path / "model.safetensors")  # every tensor, its shape
             optimizer = None
             if saved["optimizer"] is not None:
                 tensors = load_file(str(path / "optimizer.safetensors"))
