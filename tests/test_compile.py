@@ -353,14 +353,14 @@ def test_a_script_refuses_runs_it_cannot_resume_with_a_message(tmp_path):
     other = _script(tmp_path / "other", "--set", "optimizer.lr=0.01")
     refused = _python(other, "--resume", run)
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert "holds a run of another plan" in refused.stderr
+    assert "plan.json is not this script's plan (a run of another plan" in refused.stderr
     (run / "checkpoints" / "latest.json").write_text('{"checkpoint": "stage001-step0000002"}')
     (run / "summary.json").unlink()
     (run / "checkpoints" / "stage001-step0000002" / "model.safetensors").write_bytes(b"\x00" * 9)
     before = (run / "metrics.jsonl").read_text()
     damaged = _python(script, "--resume", run)
     assert damaged.returncode == 1 and "Traceback" not in damaged.stderr
-    assert "stage001-step0000002 cannot be read (" in damaged.stderr
+    assert "stage001-step0000002/model.safetensors is damaged (" in damaged.stderr
     assert (run / "metrics.jsonl").read_text() == before
     import torch
     from safetensors.torch import save_file
@@ -371,4 +371,29 @@ def test_a_script_refuses_runs_it_cannot_resume_with_a_message(tmp_path):
     assert other_shape.returncode == 1 and "Traceback" not in other_shape.stderr
     assert "holds `shared/embed.weight` of shape (3, 5), but the plan's model" in other_shape.stderr
     missing = _python(script, "--resume", tmp_path / "nowhere")
-    assert missing.returncode == 1 and "holds no run this script can resume" in missing.stderr
+    assert missing.returncode == 1 and "is not a run directory" in missing.stderr
+
+
+def test_a_script_without_validation_data_reports_its_stages(tmp_path):
+    """`validation = 0` is a valid spec: the summary shows no val loss, as sw run's does."""
+    script = _script(tmp_path, "--set", "data.validation=0")
+    ran = _python(script, "--max-steps", "1", "--run-dir", tmp_path / "run")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "stage 2 (grow): 1 steps, train loss" in ran.stdout and "val loss -," in ran.stdout
+
+
+def test_a_script_refuses_an_empty_directory_and_stops_quietly_on_ctrl_c(tmp_path):
+    import signal
+
+    script = _script(tmp_path)
+    empty = _python(script, "--run-dir", "", "--max-steps", "1", cwd=tmp_path)
+    assert empty.returncode == 2 and "the directory is empty: name a directory" in empty.stderr
+    assert not (tmp_path / "plan.json").exists()
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(script), "--run-dir", str(run)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdout.readline().startswith("stage 1 of 2")  # training has begun
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip() == f"interrupted; continue with --resume {run}"

@@ -143,7 +143,7 @@ def test_a_script_whose_plan_asks_for_what_it_was_not_compiled_with_says_so(tmp_
     result = subprocess.run([sys.executable, str(script), "--max-steps", "1", "--run-dir",
                              str(tmp_path / "run")], capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 1
-    assert ("plan.optimizer.method is a 'Sgd', which this program was not compiled for (only "
+    assert ("plan.optimizer.method is 'Sgd', which this program was not compiled for (only "
             "AdamW)") in result.stderr  # fmt: skip
     assert "Traceback" not in result.stderr
 
@@ -203,6 +203,8 @@ def test_a_script_refuses_to_resume_with_other_flags(tmp_path):
          "trained in a precision other than fp32 (low_precision), which its plan asks for"),
         ('"created_in": 1,', '"created_in": 1, "stack_lora": {"rank": 4, "alpha": 8.0, '
          '"dropout": 0.0, "targets": ["q"]},', "plan.stacks[0].stack_lora is {'rank': 4, "),
+        ('"init": "random", "cache": "off"', '"init": "random", "cache": "memory"',
+         "compiled without the entry of CACHES for memory (CACHES:memory), which its plan asks"),
     ],
 )  # fmt: skip
 def test_a_script_refuses_a_plan_edited_to_use_code_it_left_out(old, new, said, tmp_path):

@@ -98,3 +98,17 @@ def test_the_variants_are_exactly_the_classes_that_share_a_union():
         todo += args
     marked = {v for v in vars(p).values() if isinstance(v, type) and issubclass(v, p.Variant)}
     assert marked - {p.Variant} == shared and len(shared) == 25
+
+
+def test_a_stage_may_copy_only_a_stack_that_exists_before_it():
+    import re
+
+    import attrs
+
+    from stackwise_dsl.lower.serialize import consistent
+
+    plan = to_plan(check_file(ROOT / "specs" / "gpt.sw").spec, name="gpt")
+    first = attrs.evolve(plan.stages[0], init_from=0)
+    with pytest.raises(PlanFormatError, match=re.escape(
+            "plan.stages[0].init_from is 0, not a stack that exists before stage 1")):  # fmt: skip
+        consistent(attrs.evolve(plan, stages=(first, *plan.stages[1:])))

@@ -73,6 +73,7 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
     if state.optimizer is not None:  # resumed mid-stage
         try:
             opt.load_state_dict(state.optimizer)
+            optim.check_state(opt)
             if state.scaler:
                 scaler.load_state_dict(state.scaler)
         except (ValueError, KeyError, RuntimeError) as e:

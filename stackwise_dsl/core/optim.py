@@ -68,3 +68,21 @@ def set_lr(opt: torch.optim.Optimizer, o: p.Optimizer, step: int, steps: int) ->
         floor = min(o.min_lr, g["base_lr"])
         g["lr"] = floor + (g["base_lr"] - floor) * factor
     return factor
+
+
+# the moments each optimizer keeps per parameter, in the parameter's shape
+_MOMENTS = {"AdamW": ("exp_avg", "exp_avg_sq"), "AdamW8bit": ("state1", "state2")}
+
+
+def check_state(opt: torch.optim.Optimizer) -> None:
+    """ValueError unless each parameter's loaded state holds its moments in its shape (a
+    checkpoint's optimizer file with a tensor missing or reshaped would fail mid-step)."""
+    need = _MOMENTS.get(type(opt).__name__, ())
+    for group in opt.param_groups:
+        for param in group["params"]:
+            entry = opt.state.get(param) or {}
+            for key in need if entry else ():
+                value = entry.get(key)
+                if not isinstance(value, torch.Tensor) or value.shape != param.shape:
+                    raise ValueError(f"a parameter of shape {tuple(param.shape)} has no `{key}` "
+                                     "of its shape")  # fmt: skip

@@ -18,8 +18,8 @@ from stackwise_dsl.emit.specialize import Decided, plan_classes
 
 # what `main` names (codegen/script.py.j2)
 ROOTS = ("stackwise_dsl.runtime.standalone:begin", "stackwise_dsl.runtime.standalone:reopen",
-         "stackwise_dsl.runtime.standalone:start", "stackwise_dsl.runtime.standalone:finishing",
-         "stackwise_dsl.runtime.standalone:Complete", "from_json", "Device", "RunError",
+         "stackwise_dsl.runtime.standalone:start", "stackwise_dsl.runtime:finishing",
+         "stackwise_dsl.runtime:Complete", "from_json", "Device", "RunError",
          "NotCompiled", "PlanFormatError", "compiled_for")  # fmt: skip
 TEMPLATE = "script.py.j2"
 
@@ -49,7 +49,13 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
         version=__version__,
         script_name=_plain(script_name),
         import_block=import_block(
-            [*code.imports, "import argparse", "import dataclasses", "from pathlib import Path"]
+            [
+                *code.imports,
+                "import argparse",
+                "import dataclasses",
+                "import sys",
+                "from pathlib import Path",
+            ]
         ),
         spec_file=literal(spec_file),
         spec_sha256=literal(digest),
@@ -57,7 +63,13 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
         spec_text=text_block(spec_text, used=len("SPEC_TEXT = ")),
         overrides=pretty(list(overrides), used=len("OVERRIDES = ")),
         plan=grouped("PLAN", to_json(_portable(plan)), comments=origins),
-        features=pretty(sorted(decided.features), used=len("COMPILED_FOR = frozenset(")),
+        features=pretty(
+            sorted(
+                decided.features | {f"{t}:{k}" for t, keys in needs(plan).items() for k in keys}
+            ),
+            used=len("COMPILED_FOR = frozenset("),
+            indent=0,
+        ),
         runtime=body,
         stages=_stages(plan),
         stage_count=len(plan.stages),

@@ -62,12 +62,15 @@ def features(plan: p.Plan) -> frozenset[str]:
 
 
 def compiled_for(plan: p.Plan, have: frozenset[str]) -> None:
-    """NotCompiled if `plan` uses a feature a program was compiled without."""
-    missing = sorted(features(plan) - have)
+    """NotCompiled if `plan` uses a feature or a table entry (`TABLE:key`, from `needs`) that
+    a program was compiled without, before anything runs."""
+    wanted = features(plan) | {f"{t}:{k}" for t, keys in needs(plan).items() for k in keys}
+    missing = sorted(wanted - have)
     if missing:
+        what = FEATURES.get(missing[0], "the entry of " + missing[0].replace(":", " for "))
         raise NotCompiled(
-            f"this program was compiled without {FEATURES[missing[0]]} ({missing[0]}), which "
-            "its plan asks for: compile the spec that uses it"
+            f"this program was compiled without {what} ({missing[0]}), which its plan asks "
+            "for: compile the spec that uses it"
         )
 
 
@@ -110,8 +113,8 @@ def noise_key(o: p.Objective) -> str:
     return "mlm" if isinstance(o, p.Mlm) else "clm"
 
 
-def adapter_key(lora: p.Lora) -> str:
-    """ADAPTERS: every adapter is a LoRA."""
+def adapter_key(lora) -> str:
+    """ADAPTERS: every adapter (a plan `Lora`) is a LoRA."""
     return "lora"
 
 

@@ -90,6 +90,12 @@ def consistent(plan: p.Plan) -> None:
             and all(0 <= x < len(plan.stacks) for x in positions),
             f"{where}.parts: positions {positions} are not distinct stacks of the plan",
         )
+        source = stage.init_from
+        need(
+            source is None
+            or (0 <= source < len(plan.stacks) and plan.stacks[source].created_in < stage.number),
+            f"{where}.init_from is {source}, not a stack that exists before stage {stage.number}",
+        )
     d, r = plan.data, plan.run
     need(
         d.batch >= 1 and 1 <= d.seq_len <= m.context,
@@ -136,7 +142,7 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
             raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
         variant = issubclass(hint, p.Variant)
         if variant and data.get("kind", hint.__name__) != hint.__name__:  # a union of one
-            raise PlanFormatError(f"{where} is a {data['kind']!r}, which this program was not "
+            raise PlanFormatError(f"{where} is {data['kind']!r}, which this program was not "
                                   f"compiled for (only {hint.__name__}): compile the spec that "
                                   "uses it")  # fmt: skip
         fields = _hints(hint)

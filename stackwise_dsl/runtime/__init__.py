@@ -52,12 +52,19 @@ def begin(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None
     try:
         return start(plan, run_dir, None, progress)
     except RunError:
-        for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):  # plan.json first
-            (run_dir / name).unlink(missing_ok=True)
-        if not existed:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()  # only if nothing else came to be in it
+        forget(run_dir, existed)
         raise
+
+
+def forget(run_dir: Path, existed: bool) -> None:
+    """Remove what `create` wrote (and the directory, if it made it and nothing else came
+    to be in it), as far as it can: the error that stopped the run is what gets reported."""
+    for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):  # plan.json first
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
 
 
 def create(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None) -> Path:
@@ -154,8 +161,9 @@ def setting_up(plan: p.Plan) -> tuple[torch.device, Prepared]:
 
 
 @contextlib.contextmanager
-def finishing(trainer: Trainer):
-    """Around the stages: draw loss.png whatever happens, write summary.json when every
+def finishing(trainer):
+    """Around the stages of `trainer` (a Trainer, or a compiled script's Training: what has
+    a run_dir and summaries): draw loss.png whatever happens, write summary.json when every
     stage is done, and turn a diverged run into a message naming its last good checkpoint."""
     run_dir = trainer.run_dir
     try:

@@ -80,10 +80,13 @@ def _write(tmp: Path, store: Store, optimizer, state: dict, root: Path) -> None:
 def latest(run_dir: Path) -> Path | None:
     """The newest complete checkpoint, or None when the run has written none. A latest.json
     that cannot be read, or names anything but a complete checkpoint of this run, is
-    `Damaged` (it is only ever replaced whole, so that is damage, not a run in progress)."""
+    `Damaged` (it is only ever replaced whole, so that is damage, not a run in progress), and
+    so is a missing one beside complete checkpoints: starting again would overwrite them."""
     root = Path(run_dir) / "checkpoints"
     pointer = root / LATEST
     if not pointer.exists():
+        if root.is_dir() and any((c / "state.json").is_file() for c in root.iterdir()):
+            raise Damaged(f"{pointer} is missing; {_choices(root)}")
         return None
     try:
         name = read_json(pointer).get("checkpoint")
@@ -428,13 +431,19 @@ def _prune(root: Path, keep: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_plan(run_dir: Path) -> p.Plan:
-    """The plan a run was started with (its plan.json)."""
-    file = Path(run_dir) / "plan.json"
+def plan_file(run_dir: Path) -> Path:
+    """A run directory's plan.json, or a RunError saying there is no run."""
     if not Path(run_dir).is_dir():
         raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
+    file = Path(run_dir) / "plan.json"
     if not file.exists():
         raise RunError(f"{run_dir} holds no run (it has no plan.json)")
+    return file
+
+
+def load_plan(run_dir: Path) -> p.Plan:
+    """The plan a run was started with (its plan.json)."""
+    file = plan_file(run_dir)
     try:
         return from_json(read_json(file))
     except PlanFormatError as e:

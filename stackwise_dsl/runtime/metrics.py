@@ -14,8 +14,12 @@ class Metrics:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lines = 0  # records written; a run sets it with `truncate` before it logs
+        self.pending: list[str] | None = None  # what `truncate(..., later=True)` keeps
 
     def write(self, record: dict) -> None:
+        if self.pending is not None:
+            self._replace(self.pending)
+            self.pending = None
         try:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
@@ -23,10 +27,18 @@ class Metrics:
             raise RunError(f"cannot write {self.path} ({e.strerror})") from None
         self.lines += 1
 
-    def truncate(self, lines: int) -> None:
+    def truncate(self, lines: int, *, later: bool = False) -> None:
         """Keep the first `lines` records (a resumed run rewrites what came after). A line
-        cut short by a kill, or one that is not a record, is dropped."""
+        cut short by a kill, or one that is not a record, is dropped. `later`: only when the
+        first record is written, so a resume that fails before then changes nothing."""
         kept = [x for x in _complete_lines(self.path)[:lines] if _record(x) is not None]
+        self.lines = len(kept)
+        if later:
+            self.pending = kept
+        else:
+            self._replace(kept)
+
+    def _replace(self, kept: list[str]) -> None:
         tmp = self.path.with_suffix(".tmp")
         try:
             tmp.write_text("".join(kept), encoding="utf-8")
@@ -35,7 +47,6 @@ class Metrics:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise RunError(f"cannot write {self.path} ({e.strerror})") from None
-        self.lines = len(kept)
 
 
 def _complete_lines(path: Path) -> list[str]:

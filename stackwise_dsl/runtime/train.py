@@ -88,25 +88,9 @@ class Trainer:
         return self.train_stage(self.plan.stages[number - 1])
 
     def restore(self, path: Path) -> None:
-        """Continue from the checkpoint at `path`. Its RNG state is restored where it was
-        saved: before the next stage's model is built (at a stage's end) or after this
-        stage's is (mid-stage), since building a model draws from torch's generator."""
-        store, opt_state, saved, rng = checkpoint.load(path, self.plan)
-        try:
-            Stream(self.data.train, self.plan.run.seed).restore(saved["stream"])
-        except ValueError as e:
-            raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
-        self.store = store
-        self.metrics.truncate(saved["metrics_lines"])
-        self.summaries = [StageSummary(**x) for x in saved["summaries"]]
-        where = {"global_step": saved["global_step"], "stream": saved["stream"]}
-        if saved["stage_done"]:
-            torch.set_rng_state(rng)
-            self.state = RunState(stage=saved["stage"] + 1, **where)
-        else:
-            self.state = RunState(stage=saved["stage"], step=saved["step"], rng=rng,
-                                  optimizer=opt_state, scaler=saved["scaler"],
-                                  window=saved["window"], **where)  # fmt: skip
+        """Continue from the checkpoint at `path` (`restored`)."""
+        self.store, self.summaries, self.state = restored(path, self.plan, self.data,
+                                                          self.metrics)  # fmt: skip
 
     def train_stage(self, stage: p.Stage) -> StageSummary:
         """Build the stage's model, train it from where the run is, evaluate, write back."""
@@ -116,7 +100,7 @@ class Trainer:
         merged = merge_for(stage, self.store, self.plan) if state.step == 0 else set()
         with heap.building():
             model = StageModel(self.plan, stage, self.store, self.device).train()
-        self._offload_unchanging(stage, keep=merged)
+        offload_unchanging(self.store, self.run_dir, stage, keep=merged)
         cache = stage_cache(self.run_dir, stage)
         window = Window()
         if state.window is not None:
@@ -142,24 +126,10 @@ class Trainer:
             tokens_per_s=window.overall_rate(),
         )  # fmt: skip
         self.summaries.append(summary)
-        self._save(stage, self.state, done=True)
+        self._save(self.state, done=True)
         self.state = self.state.starting(stage.number + 1)
         self.progress.stage_finished(summary)
         return summary
-
-    def _offload_unchanging(self, stage: p.Stage, keep: set[int]) -> None:
-        """Masters this stage does not change leave memory for the stage-end checkpoint
-        that holds them (the one just written, or resumed from); those in `keep` (merged
-        since that checkpoint) stay."""
-        last = checkpoint.latest(self.run_dir)
-        if last is None or not checkpoint.is_stage_end(last):
-            return
-        fixed = [
-            x.position
-            for x in stage.parts
-            if x.trains is not p.Trains.FULL and x.position not in keep
-        ]
-        self.store.offload(fixed, last / "model.safetensors")
 
     def _after_step(self, model, stage: p.Stage, now: RunState, lr: float, window: Window,
                     snapshot) -> None:  # fmt: skip
@@ -179,7 +149,7 @@ class Trainer:
                               global_step=now.global_step)  # fmt: skip
         if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
             model.capture(self.store)
-            self._save(stage, attrs.evolve(snapshot(), window=window.state()), done=False)
+            self._save(attrs.evolve(snapshot(), window=window.state()), done=False)
 
     # --- records and checkpoints ---
 
@@ -192,25 +162,69 @@ class Trainer:
                 "val_loss": val,
             })  # fmt: skip
 
-    def _save(self, stage: p.Stage, state: RunState, *, done: bool) -> None:
-        """Checkpoint the store at `state`. The store must be finite: a loss is measured
-        before the update that may break the weights, so weights are checked too before they
-        are kept."""
-        flat = self.store.flat()
-        broken = next(
-            (k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()),
-            None,
-        )
-        if broken is not None:
-            raise Diverged(stage.number, state.step, f"the weights became non-finite ({broken})")
-        saved = {
-            "stage": stage.number, "step": state.step, "stage_done": done,
-            "global_step": state.global_step, "stream": state.stream,
-            "metrics_lines": self.metrics.lines, "scaler": state.scaler,
-            "summaries": [attrs.asdict(x) for x in self.summaries], "window": state.window,
-        }  # fmt: skip
-        name = f"stage{stage.number:03d}-step{state.step:07d}"
-        checkpoint.save(self.run_dir, name, self.store, state.optimizer, saved)
+    def _save(self, state: RunState, *, done: bool) -> None:
+        save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
+                 metrics_lines=self.metrics.lines)  # fmt: skip
+
+
+# --- what both harnesses do (this one and runtime/standalone.py, a compiled script's) ---
+
+
+def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
+             summaries: list[StageSummary], metrics_lines: int) -> Path:  # fmt: skip
+    """Checkpoint the store at `state` (checkpoint.save). The store must be finite: a loss is
+    measured before the update that may break the weights, so weights are checked too
+    before they are kept."""
+    flat = store.flat()
+    broken = next(
+        (k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()),
+        None,
+    )
+    if broken is not None:
+        raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken})")
+    saved = {
+        "stage": state.stage, "step": state.step, "stage_done": done,
+        "global_step": state.global_step, "stream": state.stream,
+        "metrics_lines": metrics_lines, "scaler": state.scaler,
+        "summaries": [attrs.asdict(x) for x in summaries], "window": state.window,
+    }  # fmt: skip
+    name = f"stage{state.stage:03d}-step{state.step:07d}"
+    return checkpoint.save(run_dir, name, store, state.optimizer, saved)
+
+
+def restored(path: Path, plan: p.Plan, data: Prepared,
+             metrics: Metrics) -> tuple[Store, list[StageSummary], RunState]:  # fmt: skip
+    """The weight store, the stages done and where the run is, from the checkpoint at `path`
+    (each file checked: checkpoint.load); metrics.jsonl keeps the records written before it.
+    Its RNG state is restored where it was saved: before the next stage's model is built (at
+    a stage's end) or after this stage's is (mid-stage), since building a model draws from
+    torch's generator."""
+    store, opt_state, saved, rng = checkpoint.load(path, plan)
+    try:
+        Stream(data.train, plan.run.seed).restore(saved["stream"])
+    except ValueError as e:
+        raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
+    metrics.truncate(saved["metrics_lines"], later=True)
+    summaries = [StageSummary(**x) for x in saved["summaries"]]
+    where = {"global_step": saved["global_step"], "stream": saved["stream"]}
+    if saved["stage_done"]:
+        torch.set_rng_state(rng)
+        return store, summaries, RunState(stage=saved["stage"] + 1, **where)
+    state = RunState(stage=saved["stage"], step=saved["step"], rng=rng, optimizer=opt_state,
+                     scaler=saved["scaler"], window=saved["window"], **where)  # fmt: skip
+    return store, summaries, state
+
+
+def offload_unchanging(store: Store, run_dir: Path, stage: p.Stage, keep: set[int]) -> None:
+    """Masters a stage does not change leave memory for the stage-end checkpoint that holds
+    them (the one just written, or resumed from); those in `keep` (merged since that
+    checkpoint) stay."""
+    last = checkpoint.latest(run_dir)
+    if last is None or not checkpoint.is_stage_end(last):
+        return
+    fixed = [x.position for x in stage.parts
+             if x.trains is not p.Trains.FULL and x.position not in keep]  # fmt: skip
+    store.offload(fixed, last / "model.safetensors")
 
 
 def trainable(model: StageModel, stage: p.Stage, plan: p.Plan) -> int:

@@ -24,6 +24,8 @@ import math
 import os
 import random
 import shutil
+import stat
+import sys
 import tempfile
 import time
 import types
@@ -36,7 +38,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -913,6 +914,23 @@ def set_lr(opt: torch.optim.Optimizer, o: Optimizer, step: int, steps: int) -> f
     return factor
 
 
+_MOMENTS = {"AdamW": ("exp_avg", "exp_avg_sq"), "AdamW8bit": ("state1", "state2")}
+
+
+def check_state(opt: torch.optim.Optimizer) -> None:
+    """ValueError unless each parameter's loaded state holds its moments in its shape (a
+    checkpoint's optimizer file with a tensor missing or reshaped would fail mid-step)."""
+    need = _MOMENTS.get(type(opt).__name__, ())
+    for group in opt.param_groups:
+        for param in group["params"]:
+            entry = opt.state.get(param) or {}
+            for key in need if entry else ():
+                value = entry.get(key)
+                if not isinstance(value, torch.Tensor) or value.shape != param.shape:
+                    raise ValueError(f"a parameter of shape {tuple(param.shape)} has no `{key}` "
+                                     "of its shape")  # fmt: skip
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunState:
     """Where a run is, beyond its weights: what a checkpoint keeps and a resume starts from.
@@ -948,6 +966,7 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
     if state.optimizer is not None:  # resumed mid-stage
         try:
             opt.load_state_dict(state.optimizer)
+            check_state(opt)
             if state.scaler:
                 scaler.load_state_dict(state.scaler)
         except (ValueError, KeyError, RuntimeError) as e:
@@ -1293,12 +1312,15 @@ def features(plan: Plan) -> frozenset[str]:
 
 
 def compiled_for(plan: Plan, have: frozenset[str]) -> None:
-    """NotCompiled if `plan` uses a feature a program was compiled without."""
-    missing = sorted(features(plan) - have)
+    """NotCompiled if `plan` uses a feature or a table entry (`TABLE:key`, from `needs`) that
+    a program was compiled without, before anything runs."""
+    wanted = features(plan) | {f"{t}:{k}" for t, keys in needs(plan).items() for k in keys}
+    missing = sorted(wanted - have)
     if missing:
+        what = FEATURES.get(missing[0], "the entry of " + missing[0].replace(":", " for "))
         raise NotCompiled(
-            f"this program was compiled without {FEATURES[missing[0]]} ({missing[0]}), which "
-            "its plan asks for: compile the spec that uses it"
+            f"this program was compiled without {what} ({missing[0]}), which its plan asks "
+            "for: compile the spec that uses it"
         )
 
 
@@ -1314,10 +1336,34 @@ def ffn_key(b: Block) -> str:
     return type(b.ffn).__name__.lower()
 
 
+def time_key(m: Model) -> str:
+    """TIME_EMBEDDERS (only when the model has a time input): sinusoidal or learned."""
+    return m.time.embedding.value
+
+
+def frozen_key(precision: Precision) -> str:
+    """FROZEN_LINEARS: the compact layer a frozen stack's linear layers become (quantized
+    formats; bf16 where the CPU would emulate bf16 matmuls)."""
+    return precision.value
+
+
+def compact(part: Part) -> bool:
+    """Whether a stack is held in a compact format in its stage (it does not train fully and
+    its precision is quantized or bf16)."""
+    return part.trains is not Trains.FULL and (
+        part.precision.quantized or part.precision is Precision.BF16
+    )
+
+
 def noise_key(o: Objective) -> str:
     """NOISES: how a step's noise is drawn: clm, mlm, or masked diffusion with time as
     depth or as input."""
     return "clm"
+
+
+def adapter_key(lora) -> str:
+    """ADAPTERS: every adapter (a plan `Lora`) is a LoRA."""
+    return "lora"
 
 
 def merge_key(stage: Stage) -> str | None:
@@ -1343,6 +1389,28 @@ def optimizer_key(o: Optimizer) -> str:
 def cache_key(stage: Stage) -> str | None:
     """CACHES: memory or disk; None for a stage without an activation cache."""
     return None if stage.cache is Cache.OFF else stage.cache.value
+
+
+def needs(plan: Plan) -> dict[str, frozenset[str]]:
+    """Per table, the keys the runtime looks up when it runs `plan`."""
+    blocks = [b for s in plan.stacks for b in s.blocks]
+    parts = [part for stage in plan.stages for part in stage.parts]
+    caches = {cache_key(stage) for stage in plan.stages} - {None}
+    merges = {merge_key(stage) for stage in plan.stages} - {None}
+    loras = [s.stack_lora for s in plan.stacks] + [x.trunk_lora for x in parts]
+    return {
+        "ATTENTIONS": frozenset(attention_key(b.attention) for b in blocks),
+        "FFNS": frozenset(ffn_key(b) for b in blocks),
+        "TIME_EMBEDDERS": frozenset([time_key(plan.model)] if plan.model.time is not None else []),
+        "FROZEN_LINEARS": frozenset(frozen_key(x.precision) for x in parts if compact(x)),
+        "NOISES": frozenset(noise_key(stage.objective) for stage in plan.stages),
+        "ADAPTERS": frozenset(adapter_key(lora) for lora in loras if lora is not None),
+        "MERGES": frozenset(merges),
+        "SOURCES": frozenset([source_key(plan.data.source)]),
+        "TOKENIZERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
+        "OPTIMIZERS": frozenset([optimizer_key(plan.optimizer)]),
+        "CACHES": frozenset(caches),
+    }
 
 
 PLAN_FORMAT = 2
@@ -1415,6 +1483,12 @@ def consistent(plan: Plan) -> None:
             and all(0 <= x < len(plan.stacks) for x in positions),
             f"{where}.parts: positions {positions} are not distinct stacks of the plan",
         )
+        source = stage.init_from
+        need(
+            source is None
+            or (0 <= source < len(plan.stacks) and plan.stacks[source].created_in < stage.number),
+            f"{where}.init_from is {source}, not a stack that exists before stage {stage.number}",
+        )
     d, r = plan.data, plan.run
     need(
         d.batch >= 1 and 1 <= d.seq_len <= m.context,
@@ -1461,7 +1535,7 @@ def _decode(data: Any, hint: Any, where: str) -> Any:
             raise PlanFormatError(f"{where} is {_shown(data)}, not an object")
         variant = issubclass(hint, Variant)
         if variant and data.get("kind", hint.__name__) != hint.__name__:  # a union of one
-            raise PlanFormatError(f"{where} is a {data['kind']!r}, which this program was not "
+            raise PlanFormatError(f"{where} is {data['kind']!r}, which this program was not "
                                   f"compiled for (only {hint.__name__}): compile the spec that "
                                   "uses it")  # fmt: skip
         fields = _hints(hint)
@@ -1607,6 +1681,307 @@ class Store:
         return store
 
 
+LATEST = "latest.json"
+
+
+KEEP_STEP_CHECKPOINTS = 2
+
+
+def save(run_dir: Path, name: str, store: Store, optimizer: dict | None, state: dict) -> Path:
+    """Write checkpoint `name` and make it current. If it cannot be written (a full disk, a
+    read-only directory), nothing of it is left and the previous checkpoint stays current."""
+    root = run_dir / "checkpoints"
+    tmp = None
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+        _write(tmp, store, optimizer, state, root)
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _write_json(run_dir / "checkpoints" / LATEST, {"checkpoint": name})
+    except (OSError, SafetensorError) as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        last = latest(run_dir)
+        kept = "no checkpoint was written yet"
+        if last is not None:
+            kept = f"the last good checkpoint, {last.name}, is still current"
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise RunError(f"cannot write checkpoint {name} in {root} ({why}); {kept}") from None
+    _prune(root, keep=name)
+    return final
+
+
+def _write(tmp: Path, store: Store, optimizer, state: dict, root: Path) -> None:
+    """A checkpoint's files, into the temporary directory `tmp`."""
+    from safetensors.torch import save_file
+
+    save_file(store.flat(), str(tmp / "model.safetensors"))
+    opt_meta = None
+    if optimizer is not None:
+        tensors, opt_meta = split_optimizer(optimizer)
+        save_file(tensors, str(tmp / "optimizer.safetensors"))
+    full = {
+        **state,
+        "stacks_on_disk": {str(k): _relative(v, root) for k, v in store.on_disk().items()},
+        "optimizer": opt_meta,
+        "rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
+    }
+    _write_json(tmp / "state.json", full)
+    _fsync_dir(tmp)
+
+
+def latest(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint, or None when the run has written none. A latest.json
+    that cannot be read, or names anything but a complete checkpoint of this run, is
+    `Damaged` (it is only ever replaced whole, so that is damage, not a run in progress), and
+    so is a missing one beside complete checkpoints: starting again would overwrite them."""
+    root = Path(run_dir) / "checkpoints"
+    pointer = root / LATEST
+    if not pointer.exists():
+        if root.is_dir() and any((c / "state.json").is_file() for c in root.iterdir()):
+            raise Damaged(f"{pointer} is missing; {_choices(root)}")
+        return None
+    try:
+        name = read_json(pointer).get("checkpoint")
+    except Damaged as e:
+        raise Damaged(f"{e}; {_choices(root)}") from None
+    if isinstance(name, str) and _plain_name(name) and (root / name / "state.json").is_file():
+        return root / name
+    raise Damaged(
+        f"{pointer} names {name!r}, which is not a complete checkpoint of this run; "
+        + _choices(root)
+    )
+
+
+def _plain_name(name: str) -> bool:
+    """A checkpoint's directory name: one path component, not hidden."""
+    return (
+        name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and (not name.startswith("."))
+    )
+
+
+def _choices(root: Path) -> str:
+    """What a person can do about a damaged latest.json."""
+    names = sorted(
+        c.name for c in root.iterdir() if _plain_name(c.name) and (c / "state.json").is_file()
+    )
+    if not names:
+        return "there is no complete checkpoint to resume from: start the run again"
+    return (
+        f"complete checkpoints: {', '.join(names)}; to resume from the newest, write "
+        f'{{"checkpoint": "{names[-1]}"}} into {root / LATEST}'
+    )
+
+
+def is_stage_end(path: Path) -> bool:
+    return bool(state_of(path).get("stage_done", False))
+
+
+def state_of(path: Path) -> dict:
+    """A checkpoint's state.json ({} when it cannot be read; `load` says why)."""
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+MAX_JSON_BYTES = 64 << 20  # a run's JSON files are kilobytes; anything this big is not one
+
+
+def _regular(path: Path, limit: int | None = None) -> None:
+    """A file of the run is a regular file (never a device or FIFO, which could hang a read
+    or never end), of at most `limit` bytes; else `Damaged`. A missing file passes (its
+    reader says so)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise Damaged(f"{path} cannot be read ({e.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise Damaged(f"{path} is not a regular file (a directory, device or FIFO)")
+    if limit is not None and info.st_size > limit:
+        raise Damaged(f"{path} is {info.st_size:,} bytes, too large to be what a run writes")
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from a run directory's file, or `Damaged` naming the file."""
+    _regular(path, MAX_JSON_BYTES)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Damaged(f"{path} is missing") from None
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError among them
+        raise Damaged(f"{path} cannot be read as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise Damaged(f"{path} holds a JSON {type(data).__name__}, not an object")
+    return data
+
+
+_COUNTS = ("stage", "step", "global_step", "metrics_lines")
+
+
+_SUMMARY = {"stage": int, "kind": str, "steps": int, "train_loss": float, "val_loss": float,
+            "seconds": float, "trainable": int, "tokens_per_s": float}  # fmt: skip
+
+
+def read_state(path: Path, plan: Plan) -> dict:
+    """A checkpoint's state.json, every field checked against what `save` writes and the
+    run's plan, or `Damaged` naming the first field that is wrong."""
+    file = path / "state.json"
+    state = read_json(file)
+
+    def wrong(what: str) -> Damaged:
+        return Damaged(f"{file} is damaged: {what}; resume from another checkpoint "
+                       f"(point {path.parent / LATEST} at it) or start the run again")  # fmt: skip
+
+    for key in (*_COUNTS, "stage_done", "stream", "rng", "stacks_on_disk"):
+        if key not in state:
+            raise wrong(f"it has no `{key}`")
+    for key, default in (("summaries", []), ("optimizer", None), ("scaler", None),
+                         ("window", None)):  # fmt: skip
+        state.setdefault(key, default)  # runs written before these were kept
+    for key in _COUNTS:
+        if not _count(state[key]):
+            raise wrong(f"`{key}` is {state[key]!r}, not a whole number >= 0")
+    if not 1 <= state["stage"] <= len(plan.stages):
+        raise wrong(f"`stage` is {state['stage']}, but the plan has {len(plan.stages)} stages")
+    if state["step"] > plan.stages[state["stage"] - 1].steps:
+        raise wrong(f"`step` is {state['step']}, past the end of stage {state['stage']}")
+    if not isinstance(state["stage_done"], bool):
+        raise wrong(f"`stage_done` is {state['stage_done']!r}, not true or false")
+    stream = state["stream"]
+    if not (isinstance(stream, dict) and set(stream) == {"epoch", "offset"}
+            and all(_count(v) for v in stream.values())):  # fmt: skip
+        raise wrong(f"`stream` is {stream!r}, not {{epoch, offset}} whole numbers >= 0")
+    if not (isinstance(state["summaries"], list) and all(map(_summary, state["summaries"]))):
+        raise wrong("`summaries` is not a list of stage summaries")
+    _check_optional(state, wrong)
+    _check_on_disk(state["stacks_on_disk"], path, plan, wrong)
+    state["rng"] = _rng(state["rng"], wrong)
+    return state
+
+
+def _check_optional(state: dict, wrong) -> None:
+    """The fields only some checkpoints fill: optimizer and scaler state, the log window."""
+    for key in ("optimizer", "scaler", "window"):
+        if not isinstance(state[key], dict | None):
+            raise wrong(f"`{key}` is {state[key]!r}, not an object or null")
+    optimizer, window = state["optimizer"], state["window"]
+    if optimizer is None and not state["stage_done"]:
+        raise wrong("it was written in the middle of a stage, but holds no optimizer state")
+    if optimizer is not None and not (
+        isinstance(optimizer.get("param_groups"), list)
+        and isinstance(optimizer.get("scalars"), dict)
+    ):
+        raise wrong("`optimizer` lacks its param_groups or scalars")
+    if window is not None and not (
+        set(window) == {"losses", "tokens"} and _count(window["tokens"])
+        and isinstance(window["losses"], list)
+        and all(isinstance(x, int | float) and not isinstance(x, bool) for x in window["losses"])
+    ):  # fmt: skip
+        raise wrong("`window` is not the losses and tokens since the last log")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _summary(entry) -> bool:
+    if not (isinstance(entry, dict) and set(entry) == set(_SUMMARY)):
+        return False
+    for key, kind in _SUMMARY.items():
+        value = entry[key]
+        if key == "val_loss" and value is None:
+            continue
+        ok = isinstance(value, int | float) if kind is float else isinstance(value, kind)
+        if not ok or isinstance(value, bool):
+            return False
+    return True
+
+
+def _check_on_disk(on_disk, path: Path, plan: Plan, wrong) -> None:
+    """`stacks_on_disk` maps stack positions of the plan to model files of this run's other
+    checkpoints: never a path that leaves the run's checkpoints directory."""
+    if not isinstance(on_disk, dict):
+        raise wrong(f"`stacks_on_disk` is {on_disk!r}, not an object")
+    root = path.parent.resolve()
+    for position, file in on_disk.items():
+        if not (position.isdigit() and int(position) < len(plan.stacks)):
+            raise wrong(f"`stacks_on_disk` names stack {position!r}, which the plan has not")
+        if not isinstance(file, str):
+            raise wrong(f"`stacks_on_disk` gives {file!r} for stack {position}, not a path")
+        target = (path.parent / file).resolve()
+        if not target.is_relative_to(root) or target.name != "model.safetensors":
+            raise wrong(f"`stacks_on_disk` points outside this run's checkpoints ({file})")
+        if not target.is_file():
+            raise wrong(f"`stacks_on_disk` names {file}, which does not exist")
+
+
+def _rng(text, wrong) -> torch.Tensor:
+    """The torch RNG state saved as base64: exactly as many bytes as this torch's state."""
+    try:
+        data = base64.b64decode(text, validate=True) if isinstance(text, str) else None
+    except ValueError:
+        data = None
+    size = torch.get_rng_state().numel()
+    if data is None or len(data) != size:
+        raise wrong(f"`rng` is not the base64 of a {size}-byte torch RNG state")
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).clone()
+
+
+def load(
+    path: Path, plan: Plan, *, optimizer: bool = True
+) -> tuple[Store, dict | None, dict, torch.Tensor]:
+    """(weights, optimizer state dict or None, state, torch RNG state) of a checkpoint, each
+    file checked before anything uses it; `Damaged` names the first that is wrong. Without
+    `optimizer` (an export needs only the weights) its state is neither read nor given."""
+    state = read_state(path, plan)
+    try:
+        store = Store.from_flat(_tensors(path / "model.safetensors"))
+    except ValueError as e:
+        raise Damaged(f"{path / 'model.safetensors'} is not a checkpoint's model: {e}") from None
+    for position, file in state["stacks_on_disk"].items():
+        try:
+            store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
+        except (OSError, KeyError, SafetensorError) as e:
+            raise Damaged(f"{path.parent / file} (which {path / 'state.json'} refers to) "
+                          f"cannot be read: {e}") from None  # fmt: skip
+    verify(store, plan, path / "model.safetensors")
+    opt_state = None
+    if optimizer and state["optimizer"] is not None:
+        tensors = _tensors(path / "optimizer.safetensors")
+        try:
+            opt_state = join_optimizer(tensors, state["optimizer"])
+        except (ValueError, KeyError, IndexError) as e:
+            raise Damaged(f"{path / 'optimizer.safetensors'} does not match the optimizer "
+                          f"state in {path / 'state.json'} ({e})") from None  # fmt: skip
+    return store, opt_state, state, state["rng"]
+
+
+def _tensors(file: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, or `Damaged` naming it."""
+    from safetensors.torch import load_file
+
+    _regular(file)
+    try:
+        tensors = load_file(str(file))
+    except FileNotFoundError:
+        raise Damaged(f"{file} is missing; resume from another checkpoint or start the run "
+                      "again") from None  # fmt: skip
+    except (OSError, SafetensorError) as e:
+        raise Damaged(f"{file} is damaged ({e}); resume from another checkpoint or start the "
+                      "run again") from None  # fmt: skip
+    return tensors
+
+
 def verify(store: Store, plan: Plan, file: Path) -> None:
     """Every stored tensor is one the plan's model has, with its shape, and every stack and
     shared weight the model needs is there (checked on the meta device: nothing allocated)."""
@@ -1643,6 +2018,15 @@ def _shape(state, key: str) -> tuple[int, ...]:
     return tuple(state.shape_of(key)) if isinstance(state, OnDisk) else tuple(state[key].shape)
 
 
+def _relative(file: Path, root: Path) -> str:
+    """A checkpoint file as a path under `checkpoints/` (the run directory may move)."""
+    file = Path(file).resolve()
+    try:
+        return file.relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise ValueError(f"{file} is not a checkpoint of this run") from None
+
+
 def split_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """An optimizer state dict as tensors (safetensors) plus a JSON-ready rest. Nested
     entries (bitsandbytes keeps its 8-bit state in a dict per parameter) become paths."""
@@ -1672,6 +2056,118 @@ def join_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
             entry = entry.setdefault(key, {})
         entry[keys[-1]] = value
     return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    for child in path.iterdir():
+        with open(child, "rb") as f:
+            os.fsync(f.fileno())
+
+
+def _prune(root: Path, keep: str) -> None:
+    """Keep every stage-end checkpoint and the newest few step checkpoints; drop temp dirs."""
+    steps = []
+    for child in root.iterdir():
+        if child.name.startswith(".tmp-"):
+            shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink(
+                missing_ok=True
+            )
+        elif child.is_dir() and child.name != keep and not is_stage_end(child):
+            steps.append(child)
+    for old in sorted(steps)[: max(0, len(steps) - (KEEP_STEP_CHECKPOINTS - 1))]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def plan_file(run_dir: Path) -> Path:
+    """A run directory's plan.json, or a RunError saying there is no run."""
+    if not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
+    file = Path(run_dir) / "plan.json"
+    if not file.exists():
+        raise RunError(f"{run_dir} holds no run (it has no plan.json)")
+    return file
+
+
+class Metrics:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lines = 0  # records written; a run sets it with `truncate` before it logs
+        self.pending: list[str] | None = None  # what `truncate(..., later=True)` keeps
+
+    def write(self, record: dict) -> None:
+        if self.pending is not None:
+            self._replace(self.pending)
+            self.pending = None
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise RunError(f"cannot write {self.path} ({e.strerror})") from None
+        self.lines += 1
+
+    def truncate(self, lines: int, *, later: bool = False) -> None:
+        """Keep the first `lines` records (a resumed run rewrites what came after). A line
+        cut short by a kill, or one that is not a record, is dropped. `later`: only when the
+        first record is written, so a resume that fails before then changes nothing."""
+        kept = [x for x in _complete_lines(self.path)[:lines] if _record(x) is not None]
+        self.lines = len(kept)
+        if later:
+            self.pending = kept
+        else:
+            self._replace(kept)
+
+    def _replace(self, kept: list[str]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text("".join(kept), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise RunError(f"cannot write {self.path} ({e.strerror})") from None
+
+
+def _complete_lines(path: Path) -> list[str]:
+    """The newline-terminated lines of a metrics file ([] when there is none). Anything but
+    a regular file there (a directory, a FIFO, a device) is `Damaged`: never read."""
+    if not path.exists():
+        return []
+    if not path.is_file():
+        raise Damaged(f"{path} is not a regular file: move it away, and the run goes on")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise Damaged(f"{path} cannot be read ({e.strerror})") from None
+    return [line for line in text.splitlines(keepends=True) if line.endswith("\n")]
+
+
+def _record(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def read(path: Path) -> list[dict]:
+    """The records of a metrics file (lines that are not records are left out)."""
+    return [r for r in map(_record, _complete_lines(path)) if r is not None]
+
+
+def plot(metrics_path: Path, out: Path) -> None:
+    """Training loss per global step, one colour per stage, dashed lines at stage boundaries,
+    validation loss as markers. Without matplotlib (a compiled script's machine may lack
+    it) there is no plot; `sw run` always has it."""
+    draw(read(metrics_path), out)
 
 
 def draw(records: list[dict], out: Path) -> None:
@@ -1738,6 +2234,63 @@ class StageSummary:
     tokens_per_s: float
 
 
+def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
+             summaries: list[StageSummary], metrics_lines: int) -> Path:  # fmt: skip
+    """Checkpoint the store at `state` (checkpoint.save). The store must be finite: a loss is
+    measured before the update that may break the weights, so weights are checked too
+    before they are kept."""
+    flat = store.flat()
+    broken = next(
+        (k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()),
+        None,
+    )
+    if broken is not None:
+        raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken})")
+    saved = {
+        "stage": state.stage, "step": state.step, "stage_done": done,
+        "global_step": state.global_step, "stream": state.stream,
+        "metrics_lines": metrics_lines, "scaler": state.scaler,
+        "summaries": [dataclasses.asdict(x) for x in summaries], "window": state.window,
+    }  # fmt: skip
+    name = f"stage{state.stage:03d}-step{state.step:07d}"
+    return save(run_dir, name, store, state.optimizer, saved)
+
+
+def restored(path: Path, plan: Plan, data: Prepared,
+             metrics: Metrics) -> tuple[Store, list[StageSummary], RunState]:  # fmt: skip
+    """The weight store, the stages done and where the run is, from the checkpoint at `path`
+    (each file checked: checkpoint.load); metrics.jsonl keeps the records written before it.
+    Its RNG state is restored where it was saved: before the next stage's model is built (at
+    a stage's end) or after this stage's is (mid-stage), since building a model draws from
+    torch's generator."""
+    store, opt_state, saved, rng = load(path, plan)
+    try:
+        Stream(data.train, plan.run.seed).restore(saved["stream"])
+    except ValueError as e:
+        raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
+    metrics.truncate(saved["metrics_lines"], later=True)
+    summaries = [StageSummary(**x) for x in saved["summaries"]]
+    where = {"global_step": saved["global_step"], "stream": saved["stream"]}
+    if saved["stage_done"]:
+        torch.set_rng_state(rng)
+        return store, summaries, RunState(stage=saved["stage"] + 1, **where)
+    state = RunState(stage=saved["stage"], step=saved["step"], rng=rng, optimizer=opt_state,
+                     scaler=saved["scaler"], window=saved["window"], **where)  # fmt: skip
+    return store, summaries, state
+
+
+def offload_unchanging(store: Store, run_dir: Path, stage: Stage, keep: set[int]) -> None:
+    """Masters a stage does not change leave memory for the stage-end checkpoint that holds
+    them (the one just written, or resumed from); those in `keep` (merged since that
+    checkpoint) stay."""
+    last = latest(run_dir)
+    if last is None or not is_stage_end(last):
+        return
+    fixed = [x.position for x in stage.parts
+             if x.trains is not Trains.FULL and x.position not in keep]  # fmt: skip
+    store.offload(fixed, last / "model.safetensors")
+
+
 def trainable(model: StageModel, stage: Stage, plan: Plan) -> int:
     return sum(x.numel() for g in param_groups(model, stage, plan.optimizer)
                for x in g["params"])  # fmt: skip
@@ -1799,6 +2352,46 @@ class Window:
         return self.total_tokens / max(time.perf_counter() - self.started, 1e-9)
 
 
+def forget(run_dir: Path, existed: bool) -> None:
+    """Remove what `create` wrote (and the directory, if it made it and nothing else came
+    to be in it), as far as it can: the error that stopped the run is what gets reported."""
+    for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):  # plan.json first
+        with contextlib.suppress(OSError):
+            (run_dir / name).unlink(missing_ok=True)
+    if not existed:
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()
+
+
+def create(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None) -> Path:
+    """A new run directory holding the spec, the plan and what started it (run.json)."""
+    run_dir = Path(run_dir)
+    if (run_dir / "plan.json").exists():
+        raise RunError(
+            f"{run_dir} already holds a run: resume it with --resume {run_dir}, "
+            "or pick another --run-dir"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a directory: pick another --run-dir")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RunError(f"cannot create the run directory {run_dir} ({e.strerror})") from None
+    try:
+        (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
+        started = {"version": __version__, "plan_format": PLAN_FORMAT, **(info or {})}
+        (run_dir / "run.json").write_text(json.dumps(started, indent=1) + "\n")
+        plan_text = json.dumps(to_json(plan), indent=1) + "\n"
+        (run_dir / "plan.json").write_text(plan_text, encoding="utf-8")  # last: marks a run
+    except OSError as e:
+        raise RunError(f"cannot write the run directory {run_dir} ({e.strerror})") from None
+    return run_dir
+
+
+class Complete(RunError):
+    """A run asked to resume has finished its last stage: nothing is left to do."""
+
+
 def setting_up(plan: Plan) -> tuple[torch.device, Prepared]:
     """The device, the seed, and the data (read, tokenized, windowed and split)."""
     device = device_for(plan.run.device)
@@ -1813,6 +2406,55 @@ def setting_up(plan: Plan) -> tuple[torch.device, Prepared]:
             f"{plan.model.vocab}"
         )
     return device, data
+
+
+@contextlib.contextmanager
+def finishing(trainer):
+    """Around the stages of `trainer` (a Trainer, or a compiled script's Training: what has
+    a run_dir and summaries): draw loss.png whatever happens, write summary.json when every
+    stage is done, and turn a diverged run into a message naming its last good checkpoint."""
+    run_dir = trainer.run_dir
+    try:
+        yield trainer
+    except Diverged as e:
+        raise RunError(f"{e}; {_last_good(run_dir)}") from None
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        raise _out_of_memory(e, run_dir) from None
+    except RuntimeError as e:  # the CPU allocator's way of saying it
+        if "can't allocate memory" not in str(e):
+            raise
+        raise _out_of_memory(e, run_dir) from None
+    finally:
+        if (run_dir / "metrics.jsonl").exists():
+            _plot(run_dir)
+    summary = json.dumps([dataclasses.asdict(x) for x in trainer.summaries], indent=1)
+    try:
+        (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
+    except OSError as e:
+        raise RunError(f"cannot write {run_dir / 'summary.json'} ({e.strerror})") from None
+
+
+def _last_good(run_dir: Path) -> str:
+    last = latest(run_dir)
+    return f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+
+
+def _out_of_memory(e: Exception, run_dir: Path) -> RunError:
+    said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return RunError(
+        f"out of memory ({said[:200]}): `sw plan` shows what each stage holds; make the "
+        f"model or the batch smaller, or hold the trunk in fewer bits; {_last_good(run_dir)}"
+    )
+
+
+def _plot(run_dir: Path) -> None:
+    """loss.png from metrics.jsonl; a failure to write it is reported unless the run is
+    already stopping for another reason (which it would hide)."""
+    try:
+        plot(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    except OSError as e:
+        if sys.exc_info()[0] is None:
+            raise RunError(f"cannot write {run_dir / 'loss.png'} ({e.strerror})") from None
 
 
 def device_for(device: Device) -> torch.device:
@@ -1833,12 +2475,10 @@ class Training:
     run_dir: Path
     device: torch.device
     data: Prepared
+    metrics: Metrics
     store: Store = dataclasses.field(default_factory=Store)
     state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
     summaries: list[StageSummary] = dataclasses.field(default_factory=list)
-    logged: int = 0  # the lines of metrics.jsonl
-    last: Path | None = None  # the newest checkpoint
-    stage_end: Path | None = None  # the newest, if it ends a stage: masters stay in its file
 
     def stage(self, number: int) -> None:
         if number < self.state.stage:
@@ -1846,10 +2486,7 @@ class Training:
         plan, stage, state = self.plan, self.plan.stages[number - 1], self.state
         merged = merge_for(stage, self.store, plan) if state.step == 0 else set()
         model = StageModel(plan, stage, self.store, self.device).train()
-        if self.stage_end is not None:  # what the stage does not change leaves memory
-            fixed = [x.position for x in stage.parts
-                     if x.trains is not Trains.FULL and x.position not in merged]  # fmt: skip
-            self.store.offload(fixed, self.stage_end / "model.safetensors")
+        offload_unchanging(self.store, self.run_dir, stage, keep=merged)
         cache, window = stage_cache(self.run_dir, stage), Window()
         if state.window is not None:
             window.resume(state.window)  # the next log line averages the same steps
@@ -1861,9 +2498,9 @@ class Training:
             last, run = now.step == stage.steps, plan.run
             if now.step % run.log_every == 0 or last:
                 loss, rate = window.flush()
-                self.log({"kind": "train", "stage": number, "step": now.step,
-                          "global_step": now.global_step, "loss": loss, "lr": lr,
-                          "tokens_per_s": rate})  # fmt: skip
+                self.metrics.write({"kind": "train", "stage": number, "step": now.step,
+                                    "global_step": now.global_step, "loss": loss, "lr": lr,
+                                    "tokens_per_s": rate})  # fmt: skip
                 print(f"  step {now.step:>6}  loss {loss:.4f}  {rate:,.0f} tokens/s")
             if run.eval_every and now.step % run.eval_every == 0 and not last:
                 self.log_eval(now, evaluate(model, plan, stage, self.data))
@@ -1886,223 +2523,69 @@ class Training:
         self.save(self.state, done=True)
         self.state = self.state.starting(number + 1)
 
-    # --- metrics.jsonl ---
-
-    def log(self, record: dict) -> None:
-        try:
-            with (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as e:
-            raise RunError(
-                f"cannot write {self.run_dir / 'metrics.jsonl'} ({e.strerror})"
-            ) from None
-        self.logged += 1
-
     def log_eval(self, now: RunState, val: float | None) -> float | None:
         if val is not None:
-            self.log({"kind": "eval", "stage": now.stage, "step": now.step,
-                      "global_step": now.global_step, "val_loss": val})  # fmt: skip
+            self.metrics.write({"kind": "eval", "stage": now.stage, "step": now.step,
+                                "global_step": now.global_step, "val_loss": val})  # fmt: skip
         return val
 
-    def records(self) -> list[dict]:
-        out = []
-        with contextlib.suppress(OSError):
-            for line in (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
-                with contextlib.suppress(ValueError):
-                    out.append(json.loads(line))
-        return [x for x in out if isinstance(x, dict)]
-
-    # --- checkpoints ---
-
     def save(self, state: RunState, *, done: bool) -> None:
-        """Checkpoint the weight store at `state` and make it current. Weights are checked
-        first: a loss is measured before the update that may break them."""
-        flat = self.store.flat()
-        broken = [k for k, v in flat.items() if v.is_floating_point() and not v.isfinite().all()]
-        if broken:
-            raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken[0]})")
-        root, name = self.run_dir / "checkpoints", f"stage{state.stage:03d}-step{state.step:07d}"
-        tmp = None
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-            save_file(flat, str(tmp / "model.safetensors"))
-            meta = None
-            if state.optimizer is not None:
-                tensors, meta = split_optimizer(state.optimizer)
-                save_file(tensors, str(tmp / "optimizer.safetensors"))
-            on_disk = {str(k): v.resolve().relative_to(root.resolve()).as_posix()
-                       for k, v in self.store.on_disk().items()}  # fmt: skip
-            write_json(tmp / "state.json", {
-                "stage": state.stage, "step": state.step, "stage_done": done,
-                "global_step": state.global_step, "stream": state.stream,
-                "metrics_lines": self.logged, "scaler": state.scaler,
-                "summaries": [dataclasses.asdict(x) for x in self.summaries],
-                "window": state.window, "stacks_on_disk": on_disk, "optimizer": meta,
-                "rng": base64.b64encode(torch.get_rng_state().numpy().tobytes()).decode(),
-            })  # fmt: skip
-            shutil.rmtree(root / name, ignore_errors=True)
-            os.replace(tmp, root / name)
-            write_json(root / "latest.json", {"checkpoint": name})
-        except (OSError, SafetensorError) as e:
-            if tmp is not None:
-                shutil.rmtree(tmp, ignore_errors=True)
-            raise RunError(f"cannot write checkpoint {name} in {root} ({e}); "
-                           f"{self.last_good()}") from None  # fmt: skip
-        self.last, self.stage_end = root / name, root / name if done else None
-        steps = sorted(c for c in root.iterdir() if c.name != name and not _ends_stage(c))
-        for old in steps[:-1]:  # every stage end stays, and the newest step checkpoint
-            shutil.rmtree(old, ignore_errors=True)
-
-    def restore(self, path: Path) -> None:
-        """Continue from the checkpoint at `path`. Its RNG state is restored where it was
-        saved: before the next stage's model is built (at a stage's end) or after this
-        stage's is (mid-stage, by the loop), since building a model draws from torch's."""
-        try:
-            saved = json.loads((path / "state.json").read_text(encoding="utf-8"))
-            store = Store.from_flat(load_file(str(path / "model.safetensors")))
-            for position, file in saved["stacks_on_disk"].items():
-                store.stacks[int(position)] = OnDisk(path.parent / file, f"stack/{position}/")
-            verify(store, self.plan, path / "model.safetensors")  # every tensor, its shape
-            optimizer = None
-            if saved["optimizer"] is not None:
-                tensors = load_file(str(path / "optimizer.safetensors"))
-                optimizer = join_optimizer(tensors, saved["optimizer"])
-            rng = torch.frombuffer(bytearray(base64.b64decode(saved["rng"])), dtype=torch.uint8)
-            if rng.numel() != torch.get_rng_state().numel():
-                raise ValueError("`rng` is not a torch RNG state")
-            Stream(self.data.train, self.plan.run.seed).restore(saved["stream"])
-            self.summaries = [StageSummary(**x) for x in saved["summaries"]]
-            lines = (self.run_dir / "metrics.jsonl").read_text(encoding="utf-8")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
-            why = f"{type(e).__name__}: {e}"
-            raise RunError(f"the checkpoint {path} cannot be read ({why}); point checkpoints/"
-                           "latest.json at another or start again") from None  # fmt: skip
-        kept = lines.splitlines(keepends=True)[: saved["metrics_lines"]]
-        (self.run_dir / "metrics.jsonl").write_text("".join(kept), encoding="utf-8")
-        self.store, self.logged, self.last = store, len(kept), path
-        where = {"global_step": saved["global_step"], "stream": saved["stream"]}
-        if saved["stage_done"]:
-            torch.set_rng_state(rng.clone())
-            self.state, self.stage_end = RunState(stage=saved["stage"] + 1, **where), path
-        else:
-            self.state = RunState(stage=saved["stage"], step=saved["step"], rng=rng.clone(),
-                                  optimizer=optimizer, scaler=saved["scaler"],
-                                  window=saved["window"], **where)  # fmt: skip
-
-    def last_good(self) -> str:
-        return f"the last good checkpoint is {self.last}" if self.last else "no checkpoint yet"
+        save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
+                 metrics_lines=self.metrics.lines)  # fmt: skip
 
 
 def begin(plan: Plan, run_dir: Path, *, spec_text: str, info: dict) -> Training:
-    """A new run in `run_dir` (which must not hold one): spec.sw, run.json and plan.json
-    (last: it marks a run), then `start`. A run that cannot start (no such device, data
-    that cannot be read) leaves nothing behind, so the same command can be run again."""
-    if (run_dir / "plan.json").exists():
-        raise RunError(f"{run_dir} already holds a run: resume it with --resume {run_dir}, "
-                       "or pick another --run-dir")  # fmt: skip
+    """A new run in `run_dir` (which must not hold one: `create`), then `start`. A run that
+    cannot start (no such device, data that cannot be read) leaves nothing behind, so the
+    same command can be run again."""
     existed = run_dir.exists()
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.sw").write_text(spec_text, encoding="utf-8")
-        write_json(run_dir / "run.json", {"version": __version__, "plan_format": PLAN_FORMAT,
-                                          **info})  # fmt: skip
-        write_json(run_dir / "plan.json", to_json(plan))
-    except OSError as e:
-        raise RunError(f"cannot write the run directory {run_dir} ({e.strerror})") from None
+    create(plan, run_dir, spec_text=spec_text, info=info)
     try:
         return start(plan, run_dir, None)
     except RunError:
-        for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):
-            (run_dir / name).unlink(missing_ok=True)
-        if not existed:
-            with contextlib.suppress(OSError):
-                run_dir.rmdir()
+        forget(run_dir, existed)
         raise
 
 
 def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
-    """The run in `run_dir`, which this script's `plan` must have started (its steps, device
-    and directory as the run has them), and its latest checkpoint (None: none written yet)."""
+    """The run in `run_dir`, which this script's `plan` must have started (with the steps,
+    device and directory the run has), and its latest checkpoint (None: none written yet).
+    `Complete` for a run with nothing left to do."""
+    theirs = read_json(plan_file(run_dir))
     try:
-        theirs = json.loads((run_dir / "plan.json").read_text(encoding="utf-8"))
-        stages = tuple(dataclasses.replace(s, steps=int(t["steps"]))
-                       for s, t in zip(plan.stages, theirs["stages"], strict=True))  # fmt: skip
-        run = dataclasses.replace(plan.run, dir=str(theirs["run"]["dir"]),
-                           device=type(plan.run.device)(theirs["run"]["device"]))  # fmt: skip
+        steps = [s["steps"] for s in theirs["stages"]]
+        run = dataclasses.replace(plan.run, dir=theirs["run"]["dir"],
+                           device=Device(theirs["run"]["device"]))  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        steps, run = [], plan.run
+    ours = None
+    if len(steps) == len(plan.stages) and all(type(x) is int and x >= 1 for x in steps):
+        pairs = zip(plan.stages, steps, strict=True)
+        stages = tuple(dataclasses.replace(s, steps=n) for s, n in pairs)
         ours = dataclasses.replace(plan, stages=stages, run=run)
-        latest = run_dir / "checkpoints" / "latest.json"
-        last = None
-        if latest.exists():
-            last = run_dir / "checkpoints" / json.loads(latest.read_text())["checkpoint"]
-            done = json.loads((last / "state.json").read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise RunError(f"{run_dir} holds no run this script can resume ({e.filename} is "
-                       "missing)") from None  # fmt: skip
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise RunError(f"{run_dir} holds no run this script can resume ({type(e).__name__}: "
-                       f"{e}): resume it with what started it") from None  # fmt: skip
-    if to_json(ours) != theirs:
-        raise RunError(f"{run_dir} holds a run of another plan: resume it with what started "
-                       "it (`sw run --resume` reads its own plan)")  # fmt: skip
-    if last is not None and done.get("stage_done") and done.get("stage") == len(plan.stages):
-        raise Complete(f"the run in {run_dir} is already complete")
+    if ours is None or to_json(ours) != theirs:
+        raise RunError(f"{run_dir / 'plan.json'} is not this script's plan (a run of another "
+                       "plan, or its plan.json was changed): resume it with what started it "
+                       "(`sw run --resume` reads the run's own plan)")  # fmt: skip
+    last = latest(run_dir)
+    if last is not None:
+        state = read_state(last, ours)
+        if state["stage_done"] and state["stage"] >= len(ours.stages):
+            raise Complete(f"the run in {run_dir} is already complete")
     return ours, last
-
-
-class Complete(RunError):
-    """A run asked to resume has finished its last stage: nothing is left to do."""
 
 
 def start(plan: Plan, run_dir: Path, resume_from: Path | None) -> Training:
     """What comes before the first stage (the device, the seed, the data), and the run,
     restored from `resume_from` when given."""
     device, data = setting_up(plan)
-    run = Training(plan=plan, run_dir=run_dir, device=device, data=data)
+    run = Training(plan=plan, run_dir=run_dir, device=device, data=data,
+                   metrics=Metrics(run_dir / "metrics.jsonl"))  # fmt: skip
     if resume_from is not None:
-        run.restore(resume_from)
+        run.store, run.summaries, run.state = restored(resume_from, plan, data, run.metrics)
     else:
-        (run_dir / "metrics.jsonl").write_text("", encoding="utf-8")
+        run.metrics.truncate(0)
     return run
-
-
-@contextlib.contextmanager
-def finishing(run: Training):
-    """Around the stages: loss.png whatever happens, summary.json when they are done, and a
-    message naming the last good checkpoint for a run that diverged or ran out of memory."""
-    try:
-        yield run
-    except Diverged as e:
-        raise RunError(f"{e}; {run.last_good()}") from None
-    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as e:
-        if isinstance(e, RuntimeError) and "can't allocate memory" not in str(e):
-            raise
-        raise RunError(f"out of memory ({str(e)[:200]}): make the model or the batch smaller, "
-                       f"or hold the trunk in fewer bits; {run.last_good()}") from None  # fmt: skip
-    finally:
-        with contextlib.suppress(OSError):
-            draw(run.records(), run.run_dir / "loss.png")
-    summary = json.dumps([dataclasses.asdict(x) for x in run.summaries], indent=1)
-    try:
-        (run.run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")
-    except OSError as e:
-        raise RunError(f"cannot write {run.run_dir / 'summary.json'} ({e.strerror})") from None
-
-
-def write_json(path: Path, data: dict) -> None:
-    """JSON written whole or not at all (a temporary file renamed into place)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def _ends_stage(path: Path) -> bool:
-    """Whether a checkpoint ends a stage (anything unreadable is kept, as if it did)."""
-    try:
-        return bool(json.loads((path / "state.json").read_text(encoding="utf-8"))["stage_done"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return True
 
 
 # --- what this script was compiled from (written to its run directory) -----------------------
@@ -2130,7 +2613,15 @@ SPEC_TEXT = (
     "run { seed = 0, log every 25 steps }\n"
 )
 OVERRIDES = []
-COMPILED_FOR = frozenset([])  # what the code holds (dispatch.FEATURES)
+# what the code holds: dispatch.FEATURES, and the entries of its tables
+COMPILED_FOR = [
+    "ATTENTIONS:dense",
+    "FFNS:swiglu",
+    "NOISES:clm",
+    "OPTIMIZERS:adamw",
+    "SOURCES:synthetic",
+    "TOKENIZERS:bytes",
+]
 
 
 # --- main ----------------------------------------------------------------------------------
@@ -2143,20 +2634,27 @@ def _positive(text: str) -> int:
     return int(text)
 
 
+def _directory(text: str) -> Path:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the directory is empty: name a directory")
+    return Path(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run-dir", type=Path, help="where the run writes")
+    parser.add_argument("--run-dir", type=_directory, help="where the run writes")
     parser.add_argument("--max-steps", type=_positive, help="cap every stage at N steps")
-    parser.add_argument("--resume", type=Path, help="continue the run in this directory")
+    parser.add_argument("--resume", type=_directory, help="continue the run in this directory")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args()
     if args.resume is not None and (args.max_steps is not None or args.run_dir is not None):
         parser.error("--resume continues a run with its own plan and directory: "
                      "leave out --max-steps and --run-dir")  # fmt: skip
     device = Device(args.device) if args.device else None
+    where = args.resume or args.run_dir
     try:
         plan = from_json(PLAN)
-        compiled_for(plan, COMPILED_FOR)
+        compiled_for(plan, frozenset(COMPILED_FOR))
         if [s.number for s in plan.stages] != list(range(1, 2 + 1)):
             raise RunError("PLAN's stages must be numbered 1 to 2, one for each "
                            "call below: compile the spec again")  # fmt: skip
@@ -2192,9 +2690,14 @@ def main() -> None:
         raise SystemExit(f"error: {e}") from None
     except PlanFormatError as e:  # PLAN edited into something that is not a plan
         raise SystemExit(f"error: this script's PLAN is wrong: {e}") from None
+    except KeyboardInterrupt:
+        print(f"interrupted; continue with --resume {where}" if where else "interrupted",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(130) from None
     for s in run.summaries:
+        val = "-" if s.val_loss is None else f"{s.val_loss:.4f}"
         print(f"stage {s.stage} ({s.kind}): {s.steps} steps, train loss {s.train_loss:.4f}, "
-              f"val loss {s.val_loss:.4f}, {s.seconds:.1f} s")  # fmt: skip
+              f"val loss {val}, {s.seconds:.1f} s")  # fmt: skip
     print(f"run written to {where}")
 
 

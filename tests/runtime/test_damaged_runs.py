@@ -180,14 +180,41 @@ def _snapshot(run: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("command", ["resume", "export"])
+@pytest.fixture(scope="module")
+def script(tmp_path_factory) -> Path:
+    """tiny.sw's compiled script, for the plan `finished_stage` ran."""
+    out = tmp_path_factory.mktemp("script") / "train.py"
+    result = runner.invoke(app, ["compile", str(ROOT / "specs" / "tiny.sw"), "-s",
+                                 "run.checkpoint_every=2", "-o", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _script_resume(script: Path, run: Path):
+    """(exit code, what it printed) of the compiled script resuming `run`."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(script), "--resume", str(run)],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("command", ["resume", "export", "script"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_damaged_run_is_named_not_a_traceback(case, command, finished_stage, tmp_path):
+def test_a_damaged_run_is_named_not_a_traceback(case, command, finished_stage, tmp_path, request):
+    """`sw run --resume`, `sw export` and a compiled script's `--resume` alike (the script
+    reads checkpoints with the package's own code)."""
     run = tmp_path / "run"
     shutil.copytree(finished_stage, run)
     damage, culprit = CASES[case]
     damage(run)
     before = _snapshot(run)
+    if command == "script":
+        code, output = _script_resume(request.getfixturevalue("script"), run)
+        assert code == 1 and culprit in output and "Traceback" not in output, output
+        assert _snapshot(run) == before
+        return
     if command == "resume":
         result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
     else:
@@ -419,3 +446,62 @@ def test_a_resumed_run_takes_no_other_directory(finished_stage, tmp_path):
                                  str(tmp_path / "elsewhere")])  # fmt: skip
     assert result.exit_code == 2 and "a resumed run goes on in its own" in result.output
     assert not (tmp_path / "elsewhere").exists()
+
+
+def _drop_a_moment(run: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    middle = run / "checkpoints" / "stage002-step0000002"
+    tensors = load_file(str(middle / "optimizer.safetensors"))
+    del tensors[next(k for k in tensors if k.endswith("/exp_avg"))]
+    save_file(tensors, str(middle / "optimizer.safetensors"))
+    _latest("stage002-step0000002")(run)
+
+
+def _latest_missing(run: Path) -> None:
+    (run / "checkpoints" / "latest.json").unlink()
+
+
+LATE = {
+    "optimizer-moment-missing": (_drop_a_moment, "optimizer state does not fit"),
+    "metrics-directory": (_metrics_directory, "metrics.jsonl is not a regular file"),
+    "latest-missing": (_latest_missing, "latest.json is missing; complete checkpoints: stage"),
+}
+
+
+@pytest.mark.parametrize("command", ["resume", "script"])
+@pytest.mark.parametrize("case", list(LATE))
+def test_what_would_fail_later_is_refused_before_anything_changes(case, command,
+                                                                  finished_stage, tmp_path,
+                                                                  request):  # fmt: skip
+    """An optimizer file missing a moment (which would fail inside the optimizer's step), a
+    metrics.jsonl that is a directory, a missing latest.json beside complete checkpoints
+    (starting again would overwrite them)."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_stage, run)
+    damage, said = LATE[case]
+    damage(run)
+    before = _snapshot(run)
+    if command == "script":
+        code, output = _script_resume(request.getfixturevalue("script"), run)
+    else:
+        result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+        code, output = result.exit_code, result.output
+    assert code == 1 and said in output and "Traceback" not in output, output
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("command", ["resume", "script"])
+def test_a_missing_metrics_file_is_no_reason_not_to_resume(command, finished_stage, tmp_path,
+                                                            request):  # fmt: skip
+    run = tmp_path / "run"
+    shutil.copytree(finished_stage, run)
+    (run / "metrics.jsonl").unlink()
+    if command == "script":
+        code, output = _script_resume(request.getfixturevalue("script"), run)
+    else:
+        result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+        code, output = result.exit_code, result.output
+    assert code == 0, output
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["stage"]) for r in records] == [("train", 2), ("eval", 2)]

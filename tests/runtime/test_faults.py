@@ -165,7 +165,12 @@ def test_resuming_a_read_only_run_directory_is_a_clear_error(straight, tmp_path,
     with pytest.raises(runtime.RunError) as e:
         runtime.resume(run_dir)
     monkeypatch.undo()
-    assert str(e.value) == f"cannot write {run_dir / 'metrics.jsonl'} (Read-only file system)"
+    # metrics.jsonl is cut back only when the resumed run logs: the first write is the
+    # stage's first checkpoint, and the run is as it was
+    assert str(e.value) == (
+        f"cannot write checkpoint stage002-step0000003 in {run_dir / 'checkpoints'} (Read-only "
+        "file system); the last good checkpoint, stage001-step0000012, is still current"
+    )
     assert _snapshot(run_dir) == before
 
 
