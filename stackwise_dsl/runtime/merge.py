@@ -129,8 +129,18 @@ def export(run_dir: Path, out: Path) -> dict:
     metadata = {"plan": json.dumps(to_json(plan)), "export": json.dumps(info)}
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        tmp.chmod(0o666 & ~_umask())  # safetensors writes 0600; an export is for sharing
         tmp.replace(out)
     except (OSError, SafetensorError) as e:
         tmp.unlink(missing_ok=True)
         raise MergeError(f"cannot write {out} ({e})") from None
     return {"file": str(out), **info}
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then putting it back)."""
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -356,6 +356,13 @@ def test_export_needs_no_optimizer_state(finished_stage, tmp_path):
     result = runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "m.safetensors")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m.safetensors").stat().st_size > 0
+    mask = os.umask(0o027)
+    try:  # the file is for sharing: its mode follows the umask (safetensors alone gives 0600)
+        runner.invoke(app, ["export", str(run), "-o", str(tmp_path / "g.safetensors")])
+    finally:
+        os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "g.safetensors").stat().st_mode) == 0o640
+    assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o666 & ~mask
 
 
 def test_export_never_replaces_a_fifo_or_a_file_of_the_run(finished_stage, tmp_path):
