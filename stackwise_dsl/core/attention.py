@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import attrs
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,6 +65,57 @@ class SelfAttention(nn.Module):
             q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
         )
 
+    # --- decoding: new tokens after those already seen (sampling) ---
+
+    def decode(self, x: torch.Tensor, rope, seen: Seen) -> torch.Tensor:
+        """What `forward` gives at the new tokens x (B, T, d) of a sequence whose first
+        `seen.offset` tokens this module has already read, keeping what it needs of them in
+        `seen`: their keys and values (MHA, GQA), their shared kv latent (MLA), or running
+        sums of constant size (kernel attention)."""
+        bsz, t, _ = x.shape
+        q_in, kv_in = self._inputs(x)
+        q = self.q(q_in).view(bsz, t, self.heads, self.head_dim).transpose(1, 2)
+        at = None if rope is None else tuple(r[seen.offset :] for r in rope)
+        if at is not None:
+            q = apply_rope(q, *at)
+        y = self._attend(q, kv_in, rope, at, seen.of(self), seen.offset)
+        return self.o(y.transpose(1, 2).reshape(bsz, t, self.heads * self.head_dim))
+
+    def _heads(self, z: torch.Tensor) -> torch.Tensor:
+        return z.view(z.shape[0], z.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)
+
+    def _attend(self, q, kv_in, rope, at, state: dict, offset: int) -> torch.Tensor:
+        k, v = self._heads(self.k(kv_in)), self._heads(self.v(kv_in))
+        if at is not None:
+            k = apply_rope(k, *at)
+        if "k" in state:
+            k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)
+        state["k"], state["v"] = k, v
+        return self._softmax(q, k, v, offset)
+
+    def _softmax(self, q, k, v, offset: int) -> torch.Tensor:
+        """Queries at positions offset.. over keys 0..; causal: each sees those up to itself."""
+        t, total = q.shape[2], k.shape[2]
+        mask = None
+        if self.causal and t > 1:
+            mask = torch.ones(t, total, dtype=torch.bool, device=q.device).tril(diagonal=offset)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads
+        )
+
+
+@attrs.define
+class Seen:
+    """What the attention modules keep of a sequence while it is decoded token by token:
+    `offset` tokens read so far (the sampler moves it on after each call), and each
+    module's own state, by module."""
+
+    offset: int = 0
+    states: dict = attrs.field(factory=dict)
+
+    def of(self, module: nn.Module) -> dict:
+        return self.states.setdefault(id(module), {})
+
 
 class LatentAttention(SelfAttention):
     """MLA: queries from a low-rank latent of x (q_down, q_rank wide), keys and values from
@@ -79,6 +131,15 @@ class LatentAttention(SelfAttention):
 
     def _inputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.q_down(x), self.kv_down(x)
+
+    def _attend(self, q, kv_in, rope, at, state: dict, offset: int) -> torch.Tensor:
+        """Only the kv latent (kv_rank wide) is kept; keys and values are expanded from it."""
+        latent = kv_in if "latent" not in state else torch.cat([state["latent"], kv_in], dim=1)
+        state["latent"] = latent
+        k, v = self._heads(self.k(latent)), self._heads(self.v(latent))
+        if rope is not None:
+            k = apply_rope(k, *rope)
+        return self._softmax(q, k, v, offset)
 
 
 class KernelAttention(SelfAttention):
@@ -106,6 +167,26 @@ class KernelAttention(SelfAttention):
             k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         fq, fk = self._features(q), self._features(k)  # (B, H, T, D)
         return kernel_average(fq, fk, v, causal=self.causal)
+
+    def _attend(self, q, kv_in, rope, at, state: dict, offset: int) -> torch.Tensor:
+        """Causal kernel attention as a recurrence: the running sum of φ(k_j) v_jᵀ (B, H, D,
+        hd), whatever the length."""
+        if not self.causal:
+            raise ValueError("bidirectional kernel attention has no token-by-token decoding")
+        k, v = self._heads(self.k(kv_in)), self._heads(self.v(kv_in))
+        if at is not None:
+            k = apply_rope(k, *at)
+        if self.kv_heads != self.heads:
+            repeat = self.heads // self.kv_heads
+            k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
+        fq, fk = self._features(q), self._features(k)
+        prefix = (fk.unsqueeze(-1) * v.unsqueeze(-2)).cumsum(dim=-3)  # (B, H, T, D, hd)
+        if "sums" in state:
+            prefix = prefix + state["sums"].unsqueeze(-3)
+        state["sums"] = prefix[..., -1, :, :]
+        y = (fq.unsqueeze(-2) @ prefix).squeeze(-2)
+        counts = torch.arange(offset + 1, offset + q.shape[2] + 1, device=y.device)
+        return y / counts.to(y.dtype).view(-1, 1)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
         """φ(x): the identity for the linear kernel (scaled by hd^-1/4 so φ(q)·φ(k) = q·k/√hd),

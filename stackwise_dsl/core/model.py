@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from stackwise_dsl.core.attention import make_attention
+from stackwise_dsl.core.attention import Seen, make_attention
 from stackwise_dsl.core.layers import GeluFfn, SwiGluFfn, make_norm, rope_tables
 from stackwise_dsl.core.seeds import generator
 from stackwise_dsl.ir.enums import Head, Init
@@ -47,9 +47,12 @@ class TransformerBlock(nn.Module):
                     parent, _, leaf = name.rpartition(".")
                     setattr(self.get_submodule(parent), leaf, spectral_norm(layer))
 
-    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ropes, seen: Seen | None = None) -> torch.Tensor:
+        """`seen`: decoding new tokens after those the attention has read (sampling)."""
         rope = None if ropes is None else ropes[self.attn.head_dim]
-        x = x + self.gain * self.drop(self.attn(self.norm1(x), rope))
+        a = self.norm1(x)
+        a = self.attn(a, rope) if seen is None else self.attn.decode(a, rope, seen)
+        x = x + self.gain * self.drop(a)
         return x + self.gain * self.drop(self.ffn(self.norm2(x)))
 
 
@@ -59,10 +62,10 @@ class BlockStack(nn.Module):
         features = generator(seed, "features", s.position)
         self.blocks = nn.ModuleList(TransformerBlock(b, m, features=features) for b in s.blocks)
 
-    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ropes, seen: Seen | None = None) -> torch.Tensor:
         """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
         for block in self.blocks:
-            x = block(x, ropes)
+            x = block(x, ropes, seen)
         return x
 
 
@@ -158,13 +161,16 @@ class Rack(nn.Module):
 
     # --- running ---
 
-    def embed_tokens(self, tokens: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids → (B, T, d) hidden states entering the first stack."""
+    def embed_tokens(self, tokens: torch.Tensor, t: torch.Tensor | None = None,
+                     start: int = 0) -> torch.Tensor:  # fmt: skip
+        """(B, T) ids at positions start.. → (B, T, d) hidden states entering the first
+        stack."""
         h = self.embed(tokens)
         if self.embed_proj is not None:
             h = self.embed_proj(h)
         if self.positions is not None:
-            h = h + self.positions(torch.arange(tokens.shape[1], device=tokens.device))
+            where = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+            h = h + self.positions(where)
         if self.time is not None and t is not None:
             h = h + self.time(t)[:, None, :]
         return self.drop(h)

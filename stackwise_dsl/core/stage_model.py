@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from stackwise_dsl.core import adapters
+from stackwise_dsl.core.attention import Seen
 from stackwise_dsl.core.model import BlockStack, Rack, weight_of
 from stackwise_dsl.core.precision import autocast, freeze_into
 from stackwise_dsl.lower import plan as p
@@ -102,19 +103,21 @@ class StageModel(nn.Module):
         self.rack.drop.train(mode and self.stage.train_input)
         return self
 
-    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None) -> torch.Tensor:
-        """Hidden states after the given stacks (default: all of this stage's)."""
-        h = self.rack.embed_tokens(inputs, t)
-        return self.run(h, self.positions if positions is None else positions)
+    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None,
+               seen: Seen | None = None) -> torch.Tensor:  # fmt: skip
+        """Hidden states after the given stacks (default: all of this stage's). `seen`:
+        `inputs` are new tokens after `seen.offset` already read (sampling)."""
+        h = self.rack.embed_tokens(inputs, t, start=0 if seen is None else seen.offset)
+        return self.run(h, self.positions if positions is None else positions, seen)
 
-    def run(self, h: torch.Tensor, positions) -> torch.Tensor:
+    def run(self, h: torch.Tensor, positions, seen: Seen | None = None) -> torch.Tensor:
         for position in positions:
             stack = self.stack(position)
             if uses("low_precision"):
                 with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
-                    h = stack(h, self.rack.ropes(h.device)).float()
+                    h = stack(h, self.rack.ropes(h.device), seen).float()
             else:
-                h = stack(h, self.rack.ropes(h.device))
+                h = stack(h, self.rack.ropes(h.device), seen)
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

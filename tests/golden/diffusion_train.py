@@ -291,6 +291,57 @@ class SelfAttention(nn.Module):
             q, k, v, is_causal=self.causal, enable_gqa=self.kv_heads != self.heads
         )
 
+    # --- decoding: new tokens after those already seen (sampling) ---
+
+    def decode(self, x: torch.Tensor, rope, seen: Seen) -> torch.Tensor:
+        """What `forward` gives at the new tokens x (B, T, d) of a sequence whose first
+        `seen.offset` tokens this module has already read, keeping what it needs of them in
+        `seen`: their keys and values (MHA, GQA), their shared kv latent (MLA), or running
+        sums of constant size (kernel attention)."""
+        bsz, t, _ = x.shape
+        q_in, kv_in = self._inputs(x)
+        q = self.q(q_in).view(bsz, t, self.heads, self.head_dim).transpose(1, 2)
+        at = None if rope is None else tuple(r[seen.offset :] for r in rope)
+        if at is not None:
+            q = apply_rope(q, *at)
+        y = self._attend(q, kv_in, rope, at, seen.of(self), seen.offset)
+        return self.o(y.transpose(1, 2).reshape(bsz, t, self.heads * self.head_dim))
+
+    def _heads(self, z: torch.Tensor) -> torch.Tensor:
+        return z.view(z.shape[0], z.shape[1], self.kv_heads, self.head_dim).transpose(1, 2)
+
+    def _attend(self, q, kv_in, rope, at, state: dict, offset: int) -> torch.Tensor:
+        k, v = self._heads(self.k(kv_in)), self._heads(self.v(kv_in))
+        if at is not None:
+            k = apply_rope(k, *at)
+        if "k" in state:
+            k, v = torch.cat([state["k"], k], dim=2), torch.cat([state["v"], v], dim=2)
+        state["k"], state["v"] = k, v
+        return self._softmax(q, k, v, offset)
+
+    def _softmax(self, q, k, v, offset: int) -> torch.Tensor:
+        """Queries at positions offset.. over keys 0..; causal: each sees those up to itself."""
+        t, total = q.shape[2], k.shape[2]
+        mask = None
+        if self.causal and t > 1:
+            mask = torch.ones(t, total, dtype=torch.bool, device=q.device).tril(diagonal=offset)
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, enable_gqa=self.kv_heads != self.heads
+        )
+
+
+@dataclasses.dataclass
+class Seen:
+    """What the attention modules keep of a sequence while it is decoded token by token:
+    `offset` tokens read so far (the sampler moves it on after each call), and each
+    module's own state, by module."""
+
+    offset: int = 0
+    states: dict = dataclasses.field(default_factory=dict)
+
+    def of(self, module: nn.Module) -> dict:
+        return self.states.setdefault(id(module), {})
+
 
 ATTENTIONS = {
     "dense": SelfAttention,
@@ -376,9 +427,12 @@ class TransformerBlock(nn.Module):
                     parent, _, leaf = name.rpartition(".")
                     setattr(self.get_submodule(parent), leaf, spectral_norm(layer))
 
-    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ropes, seen: Seen | None = None) -> torch.Tensor:
+        """`seen`: decoding new tokens after those the attention has read (sampling)."""
         rope = None if ropes is None else ropes[self.attn.head_dim]
-        x = x + self.gain * self.drop(self.attn(self.norm1(x), rope))
+        a = self.norm1(x)
+        a = self.attn(a, rope) if seen is None else self.attn.decode(a, rope, seen)
+        x = x + self.gain * self.drop(a)
         return x + self.gain * self.drop(self.ffn(self.norm2(x)))
 
 
@@ -388,10 +442,10 @@ class BlockStack(nn.Module):
         features = generator(seed, "features", s.position)
         self.blocks = nn.ModuleList(TransformerBlock(b, m, features=features) for b in s.blocks)
 
-    def forward(self, x: torch.Tensor, ropes) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ropes, seen: Seen | None = None) -> torch.Tensor:
         """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
         for block in self.blocks:
-            x = block(x, ropes)
+            x = block(x, ropes, seen)
         return x
 
 
@@ -443,13 +497,16 @@ class Rack(nn.Module):
 
     # --- running ---
 
-    def embed_tokens(self, tokens: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) ids → (B, T, d) hidden states entering the first stack."""
+    def embed_tokens(self, tokens: torch.Tensor, t: torch.Tensor | None = None,
+                     start: int = 0) -> torch.Tensor:  # fmt: skip
+        """(B, T) ids at positions start.. → (B, T, d) hidden states entering the first
+        stack."""
         h = self.embed(tokens)
         if self.embed_proj is not None:
             h = self.embed_proj(h)
         if self.positions is not None:
-            h = h + self.positions(torch.arange(tokens.shape[1], device=tokens.device))
+            where = torch.arange(start, start + tokens.shape[1], device=tokens.device)
+            h = h + self.positions(where)
         if self.time is not None and t is not None:
             h = h + self.time(t)[:, None, :]
         return self.drop(h)
@@ -878,16 +935,18 @@ class StageModel(nn.Module):
         self.rack.drop.train(mode and self.stage.train_input)
         return self
 
-    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None) -> torch.Tensor:
-        """Hidden states after the given stacks (default: all of this stage's)."""
-        h = self.rack.embed_tokens(inputs, t)
-        return self.run(h, self.positions if positions is None else positions)
+    def hidden(self, inputs: torch.Tensor, t: torch.Tensor | None, positions=None,
+               seen: Seen | None = None) -> torch.Tensor:  # fmt: skip
+        """Hidden states after the given stacks (default: all of this stage's). `seen`:
+        `inputs` are new tokens after `seen.offset` already read (sampling)."""
+        h = self.rack.embed_tokens(inputs, t, start=0 if seen is None else seen.offset)
+        return self.run(h, self.positions if positions is None else positions, seen)
 
-    def run(self, h: torch.Tensor, positions) -> torch.Tensor:
+    def run(self, h: torch.Tensor, positions, seen: Seen | None = None) -> torch.Tensor:
         for position in positions:
             stack = self.stack(position)
             with autocast(self.precision[position], self.device, frozen=self.frozen[position]):
-                h = stack(h, self.rack.ropes(h.device)).float()
+                h = stack(h, self.rack.ropes(h.device), seen).float()
         return h
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:
