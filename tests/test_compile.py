@@ -397,3 +397,18 @@ def test_a_script_refuses_an_empty_directory_and_stops_quietly_on_ctrl_c(tmp_pat
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err
     assert err.strip() == f"interrupted; continue with --resume {run}"
+
+
+def test_a_spec_with_crlf_line_ends_is_kept_byte_for_byte(tmp_path):
+    """SPEC_SHA256 is the SHA-256 of the spec file's bytes, and the run directory's spec.sw
+    is those bytes, whatever the line ends."""
+    import hashlib
+
+    spec = tmp_path / "crlf.sw"
+    spec.write_bytes((ROOT / "specs" / "tiny.sw").read_bytes().replace(b"\n", b"\r\n"))
+    text = _compile(spec, tmp_path / "train.py")
+    assert f'SPEC_SHA256 = "{hashlib.sha256(spec.read_bytes()).hexdigest()}"' in text
+    ran = runner.invoke(app, ["run", str(spec), "--max-steps", "1", "--run-dir",
+                              str(tmp_path / "run"), "-q"])  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    assert (tmp_path / "run" / "spec.sw").read_bytes() == spec.read_bytes()

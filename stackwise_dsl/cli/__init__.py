@@ -196,7 +196,7 @@ def compile(
     lowered = _lower_or_exit(file, overrides, lowered=True)
     text = render(
         lowered.plan,
-        spec_text=Path(file).read_text(encoding="utf-8"),
+        spec_text=_exact_text(file),
         spec_file=str(file),
         overrides=overrides,
         script_name=out.name if out is not None else "train.py",
@@ -305,7 +305,7 @@ def run(
             plan_ = _lower_or_exit(file, overrides, for_run=True)
             plan_ = _adjust(plan_, max_steps, run_dir, chosen)
             info = {"spec": str(file), "overrides": overrides, "max_steps": max_steps}
-            text = Path(file).read_text(encoding="utf-8")
+            text = _exact_text(file)
             with _view(plan_, show) as view:
                 summaries = runtime.run(
                     plan_, Path(plan_.run.dir), spec_text=text, info=info, progress=view
@@ -422,6 +422,13 @@ def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. SW201.
         typer.echo(f"error: no diagnostic code {code!r} ({hint})", err=True)
         raise typer.Exit(USAGE)
     typer.echo(explain_text(found))
+
+
+def _exact_text(file: Path) -> str:
+    """A spec's text as its bytes have it (line ends kept), so its SHA-256 in a compiled
+    script is the file's and the run directory's spec.sw is a copy of it."""
+    with open(file, encoding="utf-8", newline="") as f:
+        return f.read()
 
 
 # --- rendering ---------------------------------------------------------------------------------
