@@ -86,3 +86,41 @@ def test_bidirectional_kernel_attention_cannot_be_decoded():
     model = _model("", plan=plan_of(spec_with(attention, objective="mlm")))
     with pytest.raises(ValueError, match="no token-by-token decoding"), torch.no_grad():
         _pieces(model, torch.zeros(1, 4, dtype=torch.long), [2])
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_greedy_text_with_the_cache_is_the_text_without_it(kind):
+    """Issue 11's check per attention kind: the same tokens, one pass per new token."""
+    from stackwise_dsl.core.sampling import continue_text
+
+    model = _model(KINDS[kind])
+    prompt = torch.randint(0, 300, (3, 4), generator=torch.Generator().manual_seed(4))
+    cached = continue_text(model, prompt, 12, temperature=0)
+    again = continue_text(model, prompt, 12, temperature=0, cached=False)
+    assert cached.shape == (3, 16) and torch.equal(cached[:, :4], prompt)
+    assert torch.equal(cached, again)
+
+
+def test_sampling_is_seeded_and_top_k_and_top_p_narrow_the_choice():
+    from stackwise_dsl.core.sampling import continue_text, next_token
+
+    model = _model(KINDS["gqa"])
+    prompt = torch.zeros(2, 3, dtype=torch.long)
+
+    def draw(seed, **choice):
+        return continue_text(model, prompt, 8, generator=torch.Generator().manual_seed(seed),
+                             **choice)  # fmt: skip
+
+    assert torch.equal(draw(7), draw(7)) and not torch.equal(draw(7), draw(8))
+    greedy = continue_text(model, prompt, 8, temperature=0)
+    assert torch.equal(draw(7, top_k=1), greedy) and torch.equal(draw(7, top_p=1e-9), greedy)
+    logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    probs = torch.softmax(logits.double(), dim=-1)[0]  # 0.032, 0.087, 0.237, 0.644
+    seen = {int(next_token(logits, top_p=0.8, generator=torch.Generator().manual_seed(s)))
+            for s in range(200)}  # fmt: skip
+    assert seen == {2, 3} and probs[3] < 0.8 <= probs[2] + probs[3]
+    seen = {int(next_token(logits, top_k=3, generator=torch.Generator().manual_seed(s)))
+            for s in range(200)}  # fmt: skip
+    assert seen == {1, 2, 3}
+    with pytest.raises(ValueError, match="exceed the model's context of 16"):
+        continue_text(model, prompt, 14)
