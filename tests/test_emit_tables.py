@@ -166,7 +166,7 @@ def test_a_script_without_adapters_runs_with_torch_numpy_and_safetensors_alone(t
     assert result.returncode == 0, result.stderr[-2000:]
     names = {p.name for p in (tmp_path / "run").iterdir()}
     assert names == {"spec.sw", "plan.json", "run.json", "metrics.jsonl", "checkpoints",
-                     "summary.json"}  # fmt: skip
+                     "summary.json", "tokenizer.json"}  # fmt: skip
 
 
 @pytest.mark.parametrize(("edit", "said"), [

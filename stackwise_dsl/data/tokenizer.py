@@ -44,6 +44,11 @@ class Tokenizer:
     def decode(self, ids) -> str:
         raise NotImplementedError
 
+    def saved(self) -> dict:
+        """What `restored` builds this tokenizer again from, as JSON (a run's tokenizer.json:
+        sampling and evaluation need the run's exact vocabulary, not the data again)."""
+        raise NotImplementedError
+
 
 class ByteTokenizer(Tokenizer):
     """UTF-8 bytes: ids 0-255, then the specials."""
@@ -57,6 +62,9 @@ class ByteTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
+
+    def saved(self) -> dict:
+        return {"kind": "bytes"}
 
 
 class CharTokenizer(Tokenizer):
@@ -89,6 +97,9 @@ class CharTokenizer(Tokenizer):
     def decode(self, ids) -> str:
         return "".join(self.chars[int(i)] for i in ids if int(i) < self.ordinary)
 
+    def saved(self) -> dict:
+        return {"kind": "chars", "chars": self.chars}
+
 
 class HfTokenizer(Tokenizer):
     """A `tokenizers` model (a trained BPE, or a tokenizer.json) with the specials added."""
@@ -106,6 +117,26 @@ class HfTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids])
+
+    def saved(self) -> dict:
+        return {"kind": "tokenizers", "json": self.tok.to_str()}
+
+
+def restored(saved: dict) -> Tokenizer:
+    """The tokenizer `Tokenizer.saved` describes; DataError for anything else."""
+    kind = saved.get("kind") if isinstance(saved, dict) else None
+    if kind == "bytes":
+        return ByteTokenizer()
+    if kind == "chars" and isinstance(saved.get("chars"), str) and saved["chars"]:
+        return CharTokenizer(saved["chars"])
+    if kind == "tokenizers" and isinstance(saved.get("json"), str):
+        from tokenizers import Tokenizer as HfModel
+
+        try:
+            return HfTokenizer(HfModel.from_str(saved["json"]))
+        except Exception as e:  # the library raises plain Exceptions
+            raise DataError(f"the saved tokenizer cannot be read ({e})") from None
+    raise DataError("the saved tokenizer is not one stackwise-dsl writes")
 
 
 def build_tokenizer(

@@ -16,7 +16,7 @@ import attrs
 import torch
 
 from stackwise_dsl import __version__
-from stackwise_dsl.core.errors import RunError
+from stackwise_dsl.core.errors import Damaged, RunError
 from stackwise_dsl.core.loop import Diverged
 from stackwise_dsl.core.seeds import derive
 from stackwise_dsl.data import DataError, Prepared, prepare
@@ -59,7 +59,7 @@ def begin(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None
 def forget(run_dir: Path, existed: bool) -> None:
     """Remove what `create` wrote (and the directory, if it made it and nothing else came
     to be in it), as far as it can: the error that stopped the run is what gets reported."""
-    for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):  # plan.json first
+    for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl", "tokenizer.json"):
         with contextlib.suppress(OSError):
             (run_dir / name).unlink(missing_ok=True)
     if not existed:
@@ -134,6 +134,7 @@ def start(plan: p.Plan, run_dir: Path, resume_from: Path | None = None,
     """What comes before the first stage (`setting_up`), and the trainer, restored from
     `resume_from` when given."""
     device, data = setting_up(plan)
+    keep_tokenizer(run_dir, data.tokenizer)
     trainer = Trainer(
         plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
     )
@@ -158,6 +159,31 @@ def setting_up(plan: p.Plan) -> tuple[torch.device, Prepared]:
             f"{plan.model.vocab}"
         )
     return device, data
+
+
+def keep_tokenizer(run_dir: Path, tokenizer) -> None:
+    """tokenizer.json: the run's exact vocabulary, which sampling and evaluation read. A
+    resumed run's data must give the same one (a changed data file could shift every id)."""
+    file = run_dir / "tokenizer.json"
+    saved = tokenizer.saved()
+    if file.exists():
+        try:
+            kept = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise Damaged(
+                f"{file} cannot be read ({e}); it is the run's vocabulary: "
+                "restore it, or delete it for the data to give it again"
+            ) from None
+        if kept != saved:
+            raise RunError(
+                f"the data now gives another vocabulary than the run was trained "
+                f"with ({file}): restore the data the run started with"
+            )
+        return
+    try:
+        file.write_text(json.dumps(saved) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise RunError(f"cannot write {file} ({e.strerror})") from None
 
 
 @contextlib.contextmanager

@@ -26,7 +26,7 @@ from stackwise_dsl.data import Prepared
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import to_json
-from stackwise_dsl.runtime import Complete, create, forget, setting_up
+from stackwise_dsl.runtime import Complete, create, forget, keep_tokenizer, setting_up
 from stackwise_dsl.runtime.checkpoint import latest, plan_file, read_json, read_state
 from stackwise_dsl.runtime.metrics import Metrics
 from stackwise_dsl.runtime.train import (
@@ -154,6 +154,7 @@ def start(plan: p.Plan, run_dir: Path, resume_from: Path | None) -> Training:
     """What comes before the first stage (the device, the seed, the data), and the run,
     restored from `resume_from` when given."""
     device, data = setting_up(plan)
+    keep_tokenizer(run_dir, data.tokenizer)
     run = Training(plan=plan, run_dir=run_dir, device=device, data=data,
                    metrics=Metrics(run_dir / "metrics.jsonl"))  # fmt: skip
     if resume_from is not None:

@@ -791,6 +791,11 @@ class Tokenizer:
     def decode(self, ids) -> str:
         raise NotImplementedError
 
+    def saved(self) -> dict:
+        """What `restored` builds this tokenizer again from, as JSON (a run's tokenizer.json:
+        sampling and evaluation need the run's exact vocabulary, not the data again)."""
+        raise NotImplementedError
+
 
 class ByteTokenizer(Tokenizer):
     """UTF-8 bytes: ids 0-255, then the specials."""
@@ -804,6 +809,9 @@ class ByteTokenizer(Tokenizer):
 
     def decode(self, ids) -> str:
         return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
+
+    def saved(self) -> dict:
+        return {"kind": "bytes"}
 
 
 def build_tokenizer(
@@ -2414,7 +2422,7 @@ class Window:
 def forget(run_dir: Path, existed: bool) -> None:
     """Remove what `create` wrote (and the directory, if it made it and nothing else came
     to be in it), as far as it can: the error that stopped the run is what gets reported."""
-    for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl"):  # plan.json first
+    for name in ("plan.json", "run.json", "spec.sw", "metrics.jsonl", "tokenizer.json"):
         with contextlib.suppress(OSError):
             (run_dir / name).unlink(missing_ok=True)
     if not existed:
@@ -2465,6 +2473,31 @@ def setting_up(plan: Plan) -> tuple[torch.device, Prepared]:
             f"{plan.model.vocab}"
         )
     return device, data
+
+
+def keep_tokenizer(run_dir: Path, tokenizer) -> None:
+    """tokenizer.json: the run's exact vocabulary, which sampling and evaluation read. A
+    resumed run's data must give the same one (a changed data file could shift every id)."""
+    file = run_dir / "tokenizer.json"
+    saved = tokenizer.saved()
+    if file.exists():
+        try:
+            kept = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise Damaged(
+                f"{file} cannot be read ({e}); it is the run's vocabulary: "
+                "restore it, or delete it for the data to give it again"
+            ) from None
+        if kept != saved:
+            raise RunError(
+                f"the data now gives another vocabulary than the run was trained "
+                f"with ({file}): restore the data the run started with"
+            )
+        return
+    try:
+        file.write_text(json.dumps(saved) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise RunError(f"cannot write {file} ({e.strerror})") from None
 
 
 @contextlib.contextmanager
@@ -2638,6 +2671,7 @@ def start(plan: Plan, run_dir: Path, resume_from: Path | None) -> Training:
     """What comes before the first stage (the device, the seed, the data), and the run,
     restored from `resume_from` when given."""
     device, data = setting_up(plan)
+    keep_tokenizer(run_dir, data.tokenizer)
     run = Training(plan=plan, run_dir=run_dir, device=device, data=data,
                    metrics=Metrics(run_dir / "metrics.jsonl"))  # fmt: skip
     if resume_from is not None:
