@@ -200,6 +200,17 @@ def _script_resume(script: Path, run: Path):
     return done.returncode, done.stdout + done.stderr
 
 
+def _resumed(command: str, run: Path, request) -> tuple[int, str]:
+    """(exit code, output) of `sw run --resume` ("resume") or the script's ("script")."""
+    if command == "script":
+        return _script_resume(request.getfixturevalue("script"), run)
+    result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"{type(result.exception).__name__}: {result.exception}"
+    )
+    return result.exit_code, result.output
+
+
 @pytest.mark.parametrize("command", ["resume", "export", "script"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_damaged_run_is_named_not_a_traceback(case, command, finished_stage, tmp_path, request):
@@ -489,11 +500,7 @@ def test_what_would_fail_later_is_refused_before_anything_changes(case, command,
     damage, said = LATE[case]
     damage(run)
     before = _snapshot(run)
-    if command == "script":
-        code, output = _script_resume(request.getfixturevalue("script"), run)
-    else:
-        result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
-        code, output = result.exit_code, result.output
+    code, output = _resumed(command, run, request)
     assert code == 1 and said in output and "Traceback" not in output, output
     assert _snapshot(run) == before
 
@@ -504,11 +511,7 @@ def test_a_missing_metrics_file_is_no_reason_not_to_resume(command, finished_sta
     run = tmp_path / "run"
     shutil.copytree(finished_stage, run)
     (run / "metrics.jsonl").unlink()
-    if command == "script":
-        code, output = _script_resume(request.getfixturevalue("script"), run)
-    else:
-        result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
-        code, output = result.exit_code, result.output
+    code, output = _resumed(command, run, request)
     assert code == 0, output
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["stage"]) for r in records] == [("train", 2), ("eval", 2)]
