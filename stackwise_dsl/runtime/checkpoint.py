@@ -80,14 +80,17 @@ def _write(tmp: Path, store: Store, optimizer, state: dict, root: Path) -> None:
 def latest(run_dir: Path) -> Path | None:
     """The newest complete checkpoint, or None when the run has written none. A latest.json
     that cannot be read, or names anything but a complete checkpoint of this run, is
-    `Damaged` (it is only ever replaced whole, so that is damage, not a run in progress), and
-    so is a missing one beside complete checkpoints: starting again would overwrite them."""
+    `Damaged` (it is only ever replaced whole, so that is damage, not a run in progress).
+    Without latest.json (deleted, or a kill between a checkpoint and its pointer) it is the
+    newest complete checkpoint, never a fresh start over them."""
     root = Path(run_dir) / "checkpoints"
     pointer = root / LATEST
     if not pointer.exists():
-        if root.is_dir() and any((c / "state.json").is_file() for c in root.iterdir()):
-            raise Damaged(f"{pointer} is missing; {_choices(root)}")
-        return None
+        if not root.is_dir():
+            return None
+        complete = sorted(c.name for c in root.iterdir()
+                          if _plain_name(c.name) and (c / "state.json").is_file())  # fmt: skip
+        return root / complete[-1] if complete else None
     try:
         name = read_json(pointer).get("checkpoint")
     except Damaged as e:

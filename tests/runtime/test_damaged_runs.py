@@ -483,7 +483,6 @@ def _latest_missing(run: Path) -> None:
 LATE = {
     "optimizer-moment-missing": (_drop_a_moment, "optimizer state does not fit"),
     "metrics-directory": (_metrics_directory, "metrics.jsonl is not a regular file"),
-    "latest-missing": (_latest_missing, "latest.json is missing; complete checkpoints: stage"),
 }
 
 
@@ -493,8 +492,7 @@ def test_what_would_fail_later_is_refused_before_anything_changes(case, command,
                                                                   finished_stage, tmp_path,
                                                                   request):  # fmt: skip
     """An optimizer file missing a moment (which would fail inside the optimizer's step), a
-    metrics.jsonl that is a directory, a missing latest.json beside complete checkpoints
-    (starting again would overwrite them)."""
+    metrics.jsonl that is a directory."""
     run = tmp_path / "run"
     shutil.copytree(finished_stage, run)
     damage, said = LATE[case]
@@ -515,3 +513,23 @@ def test_a_missing_metrics_file_is_no_reason_not_to_resume(command, finished_sta
     assert code == 0, output
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["stage"]) for r in records] == [("train", 2), ("eval", 2)]
+
+
+@pytest.mark.parametrize("command", ["resume", "script"])
+def test_without_latest_json_a_run_resumes_from_its_newest_checkpoint(command, finished_stage,
+                                                                        tmp_path, request):  # fmt: skip
+    """A kill between a checkpoint and its pointer, or a deleted latest.json: the run goes
+    on from the newest complete checkpoint (never starts over them), to the same losses."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_stage, run)
+    for later in (run / "checkpoints").glob("stage002-*"):
+        shutil.rmtree(later)
+    _latest_missing(run)
+    code, output = _resumed(command, run, request)
+    assert code == 0, output
+
+    def losses(where):
+        return [(r["kind"], r["stage"], r["step"], r.get("loss"), r.get("val_loss"))
+                for r in map(json.loads, (where / "metrics.jsonl").read_text().splitlines())]  # fmt: skip
+
+    assert losses(run) == losses(finished_stage) and len(losses(run)) >= 4
