@@ -392,7 +392,7 @@ def test_a_script_refuses_an_empty_directory_and_stops_quietly_on_ctrl_c(tmp_pat
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, str(script), "--run-dir", str(run)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    assert proc.stdout.readline().startswith("stage 1 of 2")  # training has begun
+    assert proc.stdout.readline().startswith("stage 1 (grow), 150 steps")  # training began
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err

@@ -17,8 +17,8 @@ from stackwise_dsl.emit.literals import comment_text, grouped, literal, pretty, 
 from stackwise_dsl.emit.specialize import Decided, plan_classes
 
 # what `main` names (codegen/script.py.j2)
-ROOTS = ("stackwise_dsl.runtime.standalone:begin", "stackwise_dsl.runtime.standalone:reopen",
-         "stackwise_dsl.runtime.standalone:start", "stackwise_dsl.runtime:finishing",
+ROOTS = ("stackwise_dsl.runtime:begin", "stackwise_dsl.runtime.standalone:reopen",
+         "stackwise_dsl.runtime:start", "stackwise_dsl.runtime:finishing", "Printed",
          "stackwise_dsl.runtime:Complete", "from_json", "Device", "RunError",
          "NotCompiled", "PlanFormatError", "compiled_for")  # fmt: skip
 TEMPLATE = "script.py.j2"

@@ -187,9 +187,8 @@ def keep_tokenizer(run_dir: Path, tokenizer) -> None:
 
 
 @contextlib.contextmanager
-def finishing(trainer):
-    """Around the stages of `trainer` (a Trainer, or a compiled script's Training: what has
-    a run_dir and summaries): draw loss.png whatever happens, write summary.json when every
+def finishing(trainer: Trainer):
+    """Around the stages: draw loss.png whatever happens, write summary.json when every
     stage is done, and turn a diverged run into a message naming its last good checkpoint."""
     run_dir = trainer.run_dir
     try:

@@ -15,6 +15,7 @@ import argparse
 import base64
 import contextlib
 import copy
+import ctypes.util
 import dataclasses
 import enum
 import functools
@@ -2167,6 +2168,27 @@ def plan_file(run_dir: Path) -> Path:
     return file
 
 
+_M_MMAP_THRESHOLD = -3  # malloc.h
+
+
+def _set_threshold(size: int) -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, size)
+    except (OSError, AttributeError):
+        pass
+
+
+@contextlib.contextmanager
+def building():
+    """Around building a stage's model."""
+    _set_threshold(1 << 20)
+    try:
+        yield
+    finally:
+        _set_threshold(32 << 20)
+
+
 class Metrics:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -2304,6 +2326,130 @@ class StageSummary:
     tokens_per_s: float
 
 
+class Progress:
+    """What the loop reports as it goes; the CLI draws it, tests ignore it."""
+
+    def stage_started(self, stage: Stage, done: int) -> None: ...
+    def stepped(
+        self, stage: Stage, step: int, loss: float | None, tokens_per_s: float | None
+    ) -> None:
+        """After every step; loss and rate only on logged steps (None otherwise)."""
+
+    def stage_finished(self, summary: StageSummary) -> None: ...
+
+
+@dataclasses.dataclass
+class Trainer:
+    """The harness around the loop: it builds each stage's model from the weight store (merging
+    adapters first where a fuse stage asks), offloads what the stage does not change, runs
+    `loop.train_stage`, and around it writes metrics, evaluations and checkpoints on the run's
+    cadence; `restore` continues a run from a checkpoint."""
+
+    plan: Plan
+    data: Prepared
+    run_dir: Path
+    device: torch.device
+    progress: Progress = dataclasses.field(default_factory=Progress)
+    store: Store = dataclasses.field(default_factory=Store)
+    state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
+    summaries: list[StageSummary] = dataclasses.field(default_factory=list)  # the stages done
+    metrics: Metrics = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self.run_dir / "metrics.jsonl")
+
+    def run(self) -> list[StageSummary]:
+        """Every stage of the plan not done yet (see `restore`)."""
+        for stage in self.plan.stages:
+            self.stage(stage.number)
+        return self.summaries
+
+    def stage(self, number: int) -> StageSummary | None:
+        """Train stage `number` (1-based), or nothing if a resumed run is past it."""
+        if number < self.state.stage:
+            return None
+        return self.train_stage(self.plan.stages[number - 1])
+
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint at `path` (`restored`)."""
+        self.store, self.summaries, self.state = restored(path, self.plan, self.data,
+                                                          self.metrics)  # fmt: skip
+
+    def train_stage(self, stage: Stage) -> StageSummary:
+        """Build the stage's model, train it from where the run is, evaluate, write back."""
+        state = self.state
+        if state.stage != stage.number:  # a stage trained out of order (tests)
+            state = state.starting(stage.number)
+        merged = merge_for(stage, self.store, self.plan) if state.step == 0 else set()
+        with building():
+            model = StageModel(self.plan, stage, self.store, self.device).train()
+        offload_unchanging(self.store, self.run_dir, stage, keep=merged)
+        cache = stage_cache(self.run_dir, stage)
+        window = Window()
+        if state.window is not None:
+            window.resume(state.window)  # the next log line averages the same steps
+        self.progress.stage_started(stage, state.step)
+        started = time.perf_counter()
+
+        def on_step(now: RunState, loss: float, lr: float, snapshot) -> None:
+            window.add(loss, self.plan.tokens_per_step)
+            self._after_step(model, stage, now, lr, window, snapshot)
+
+        self.state, loss = train_stage(self.plan, stage, model, self.data, state,
+                                            cache=cache, on_step=on_step)  # fmt: skip
+        if cache is not None and cache.directory is not None:
+            cache.flush()
+        val = evaluate(model, self.plan, stage, self.data)
+        self._record_eval(stage, stage.steps, val)
+        model.capture(self.store)
+        summary = StageSummary(
+            stage=stage.number, kind=stage.kind.value, steps=stage.steps,
+            train_loss=window.last_loss if window.last_loss is not None else loss, val_loss=val,
+            seconds=time.perf_counter() - started, trainable=trainable(model, stage, self.plan),
+            tokens_per_s=window.overall_rate(),
+        )  # fmt: skip
+        self.summaries.append(summary)
+        self._save(self.state, done=True)
+        self.state = self.state.starting(stage.number + 1)
+        self.progress.stage_finished(summary)
+        return summary
+
+    def _after_step(self, model, stage: Stage, now: RunState, lr: float, window: Window,
+                    snapshot) -> None:  # fmt: skip
+        run, step = self.plan.run, now.step
+        last = step == stage.steps
+        if step % run.log_every == 0 or last:
+            loss, rate = window.flush()
+            self.metrics.write({
+                "kind": "train", "stage": stage.number, "step": step,
+                "global_step": now.global_step, "loss": loss, "lr": lr, "tokens_per_s": rate,
+            })  # fmt: skip
+            self.progress.stepped(stage, step, loss, rate)
+        else:
+            self.progress.stepped(stage, step, None, None)
+        if run.eval_every and step % run.eval_every == 0 and not last:
+            self._record_eval(stage, step, evaluate(model, self.plan, stage, self.data),
+                              global_step=now.global_step)  # fmt: skip
+        if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
+            model.capture(self.store)
+            self._save(dataclasses.replace(snapshot(), window=window.state()), done=False)
+
+    # --- records and checkpoints ---
+
+    def _record_eval(self, stage: Stage, step: int, val: float | None, *,
+                     global_step: int | None = None) -> None:  # fmt: skip
+        if val is not None:
+            self.metrics.write({
+                "kind": "eval", "stage": stage.number, "step": step,
+                "global_step": self.state.global_step if global_step is None else global_step,
+                "val_loss": val,
+            })  # fmt: skip
+
+    def _save(self, state: RunState, *, done: bool) -> None:
+        save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
+                 metrics_lines=self.metrics.lines)  # fmt: skip
+
+
 def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
              summaries: list[StageSummary], metrics_lines: int) -> Path:  # fmt: skip
     """Checkpoint the store at `state` (checkpoint.save). The store must be finite: a loss is
@@ -2422,6 +2568,21 @@ class Window:
         return self.total_tokens / max(time.perf_counter() - self.started, 1e-9)
 
 
+def begin(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
+          progress: Progress | None = None) -> Trainer:  # fmt: skip
+    """A new run: its directory (`create`) and its trainer (`start`). If it cannot start (no
+    such device, data that cannot be read), what `create` wrote is removed again, so the
+    same command can be run again once the cause is fixed."""
+    run_dir = Path(run_dir)
+    existed = run_dir.exists()
+    create(plan, run_dir, spec_text=spec_text, info=info)
+    try:
+        return start(plan, run_dir, None, progress)
+    except RunError:
+        forget(run_dir, existed)
+        raise
+
+
 def forget(run_dir: Path, existed: bool) -> None:
     """Remove what `create` wrote (and the directory, if it made it and nothing else came
     to be in it), as far as it can: the error that stopped the run is what gets reported."""
@@ -2460,6 +2621,22 @@ def create(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None 
 
 class Complete(RunError):
     """A run asked to resume has finished its last stage: nothing is left to do."""
+
+
+def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
+          progress: Progress | None = None) -> Trainer:  # fmt: skip
+    """What comes before the first stage (`setting_up`), and the trainer, restored from
+    `resume_from` when given."""
+    device, data = setting_up(plan)
+    keep_tokenizer(run_dir, data.tokenizer)
+    trainer = Trainer(
+        plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
+    )
+    if resume_from is not None:
+        trainer.restore(resume_from)
+    else:  # from the start, in a new directory or one whose run never reached a checkpoint
+        trainer.metrics.truncate(0)
+    return trainer
 
 
 def setting_up(plan: Plan) -> tuple[torch.device, Prepared]:
@@ -2504,9 +2681,8 @@ def keep_tokenizer(run_dir: Path, tokenizer) -> None:
 
 
 @contextlib.contextmanager
-def finishing(trainer):
-    """Around the stages of `trainer` (a Trainer, or a compiled script's Training: what has
-    a run_dir and summaries): draw loss.png whatever happens, write summary.json when every
+def finishing(trainer: Trainer):
+    """Around the stages: draw loss.png whatever happens, write summary.json when every
     stage is done, and turn a diverged run into a message naming its last good checkpoint."""
     run_dir = trainer.run_dir
     try:
@@ -2562,84 +2738,16 @@ def device_for(device: Device) -> torch.device:
     return torch.device("cuda")
 
 
-@dataclasses.dataclass
-class Training:
-    """A run of `plan` in `run_dir`; `stage(n)` trains stage n unless the run is past it."""
+class Printed(Progress):
+    """A script's progress: a line when a stage starts and one per logged step."""
 
-    plan: Plan
-    run_dir: Path
-    device: torch.device
-    data: Prepared
-    metrics: Metrics
-    store: Store = dataclasses.field(default_factory=Store)
-    state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
-    summaries: list[StageSummary] = dataclasses.field(default_factory=list)
+    def stage_started(self, stage: Stage, done: int) -> None:
+        print(f"stage {stage.number} ({stage.kind.value}), {stage.steps} steps")
 
-    def stage(self, number: int) -> None:
-        if number < self.state.stage:
-            return  # done before the run was resumed
-        plan, stage, state = self.plan, self.plan.stages[number - 1], self.state
-        merged = merge_for(stage, self.store, plan) if state.step == 0 else set()
-        model = StageModel(plan, stage, self.store, self.device).train()
-        offload_unchanging(self.store, self.run_dir, stage, keep=merged)
-        cache, window = stage_cache(self.run_dir, stage), Window()
-        if state.window is not None:
-            window.resume(state.window)  # the next log line averages the same steps
-        print(f"stage {number} of {len(plan.stages)} ({stage.kind.value}), {stage.steps} steps")
-        started = time.perf_counter()
-
-        def on_step(now: RunState, loss: float, lr: float, snapshot) -> None:
-            window.add(loss, plan.tokens_per_step)
-            last, run = now.step == stage.steps, plan.run
-            if now.step % run.log_every == 0 or last:
-                loss, rate = window.flush()
-                self.metrics.write({"kind": "train", "stage": number, "step": now.step,
-                                    "global_step": now.global_step, "loss": loss, "lr": lr,
-                                    "tokens_per_s": rate})  # fmt: skip
-                print(f"  step {now.step:>6}  loss {loss:.4f}  {rate:,.0f} tokens/s")
-            if run.eval_every and now.step % run.eval_every == 0 and not last:
-                self.log_eval(now, evaluate(model, plan, stage, self.data))
-            if run.checkpoint_every and now.step % run.checkpoint_every == 0 and not last:
-                model.capture(self.store)
-                self.save(dataclasses.replace(snapshot(), window=window.state()), done=False)
-
-        self.state, loss = train_stage(plan, stage, model, self.data, state, cache=cache,
-                                            on_step=on_step)  # fmt: skip
-        if cache is not None and cache.directory is not None:
-            cache.flush()
-        val = self.log_eval(self.state, evaluate(model, plan, stage, self.data))
-        model.capture(self.store)
-        self.summaries.append(StageSummary(
-            stage=number, kind=stage.kind.value, steps=stage.steps,
-            train_loss=window.last_loss if window.last_loss is not None else loss,
-            val_loss=val, seconds=time.perf_counter() - started,
-            trainable=trainable(model, stage, plan), tokens_per_s=window.overall_rate(),
-        ))  # fmt: skip
-        self.save(self.state, done=True)
-        self.state = self.state.starting(number + 1)
-
-    def log_eval(self, now: RunState, val: float | None) -> float | None:
-        if val is not None:
-            self.metrics.write({"kind": "eval", "stage": now.stage, "step": now.step,
-                                "global_step": now.global_step, "val_loss": val})  # fmt: skip
-        return val
-
-    def save(self, state: RunState, *, done: bool) -> None:
-        save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
-                 metrics_lines=self.metrics.lines)  # fmt: skip
-
-
-def begin(plan: Plan, run_dir: Path, *, spec_text: str, info: dict) -> Training:
-    """A new run in `run_dir` (which must not hold one: `create`), then `start`. A run that
-    cannot start (no such device, data that cannot be read) leaves nothing behind, so the
-    same command can be run again."""
-    existed = run_dir.exists()
-    create(plan, run_dir, spec_text=spec_text, info=info)
-    try:
-        return start(plan, run_dir, None)
-    except RunError:
-        forget(run_dir, existed)
-        raise
+    def stepped(self, stage: Stage, step: int, loss: float | None,
+                tokens_per_s: float | None) -> None:  # fmt: skip
+        if loss is not None:
+            print(f"  step {step:>6}  loss {loss:.4f}  {tokens_per_s:,.0f} tokens/s")
 
 
 def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
@@ -2668,20 +2776,6 @@ def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
         if state["stage_done"] and state["stage"] >= len(ours.stages):
             raise Complete(f"the run in {run_dir} is already complete")
     return ours, last
-
-
-def start(plan: Plan, run_dir: Path, resume_from: Path | None) -> Training:
-    """What comes before the first stage (the device, the seed, the data), and the run,
-    restored from `resume_from` when given."""
-    device, data = setting_up(plan)
-    keep_tokenizer(run_dir, data.tokenizer)
-    run = Training(plan=plan, run_dir=run_dir, device=device, data=data,
-                   metrics=Metrics(run_dir / "metrics.jsonl"))  # fmt: skip
-    if resume_from is not None:
-        run.store, run.summaries, run.state = restored(resume_from, plan, data, run.metrics)
-    else:
-        run.metrics.truncate(0)
-    return run
 
 
 # --- what this script was compiled from (written to its run directory) -----------------------
@@ -2759,7 +2853,7 @@ def main() -> None:
             plan, last = reopen(where, plan)
             if device is not None:
                 plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
-            run = start(plan, where, last)
+            run = start(plan, where, last, Printed())
         else:
             if args.max_steps is not None:
                 cap = args.max_steps
@@ -2770,7 +2864,7 @@ def main() -> None:
                 plan.run, dir=str(where), device=device or plan.run.device))  # fmt: skip
             info = {"spec": SPEC_FILE, "overrides": OVERRIDES, "max_steps": args.max_steps,
                     "compiled": SPEC_SHA256}  # fmt: skip
-            run = begin(plan, where, spec_text=SPEC_TEXT, info=info)
+            run = begin(plan, where, spec_text=SPEC_TEXT, info=info, progress=Printed())
         with finishing(run):
             # Stage 1 of 2: grow, 150 steps, clm, lr 0.003
             #   stack 0 (s): new, fp32, random init
