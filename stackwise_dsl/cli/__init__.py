@@ -406,6 +406,124 @@ def export(
     raise typer.Exit(OK)
 
 
+CheckpointOption = typer.Option(
+    None,
+    "--checkpoint",
+    help="A stage number (its end), a checkpoint's name or path (default: the latest).",
+)
+
+
+@app.command()
+def sample(
+    run_dir: Path = typer.Argument(..., help="A run directory (written by `sw run`)."),
+    checkpoint: str | None = CheckpointOption,
+    prompt: str | None = typer.Option(
+        None,
+        "--prompt",
+        help="Text to continue; `<mask>` marks a place for a masked model to fill.",
+    ),
+    prompt_file: Path | None = typer.Option(
+        None, "--prompt-file", help="Read the prompt from a file."
+    ),
+    max_new_tokens: int | None = typer.Option(
+        None, "--max-new-tokens", help="Tokens to add (default 100 for CLM, to seq_len otherwise)."
+    ),
+    num_samples: int = typer.Option(1, "--num-samples", help="How many samples."),
+    temperature: float = typer.Option(1.0, "--temperature", help="0: the most likely token."),
+    top_k: int | None = typer.Option(None, "--top-k", help="Draw among the k most likely."),
+    top_p: float | None = typer.Option(None, "--top-p", help="Draw within probability p."),
+    seed: int = typer.Option(0, "--seed", help="Fixes every draw."),
+    sampler: str | None = typer.Option(
+        None,
+        "--sampler",
+        help="autoregressive (clm), fill (mlm), depth or fused (time as "
+        "depth), ancestral or low_confidence (time as input).",
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Time steps (time as input)."),
+    block: int | None = typer.Option(None, "--block", help="low_confidence's block length."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    format: Format = typer.Option(Format.text, "--format", help="json: samples for scripts."),
+) -> None:
+    """Generate text from a trained run: any stage's checkpoint, with the sampler its
+    objective trained for."""
+    if prompt is not None and prompt_file is not None:
+        typer.echo("error: give --prompt or --prompt-file, not both", err=True)
+        raise typer.Exit(USAGE)
+    from stackwise_dsl import runtime
+    from stackwise_dsl.use import UseError, load, read_text
+
+    try:
+        text = read_text(prompt_file) if prompt_file is not None else prompt or ""
+        model = load(run_dir, checkpoint, device=device)
+        out = model.sample(text, max_new_tokens=max_new_tokens, num_samples=num_samples,
+                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                           sampler=sampler, steps=steps, block=block)  # fmt: skip
+    except UseError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(USAGE) from None
+    except runtime.RunError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(PROBLEMS) from None
+    samples = [model.decode(row) for row in out.ids.tolist()]
+    if format is Format.json:
+        _Output().json({
+            "run_dir": str(run_dir), "checkpoint": model.checkpoint.name,
+            "stage": model.stage.number, "sampler": sampler or model.samplers[0],
+            "prompt": text, "seed": seed, "network_calls": out.calls, "samples": samples,
+        })  # fmt: skip
+        raise typer.Exit(OK)
+    for i, sample_ in enumerate(samples):
+        if len(samples) > 1:
+            typer.echo(f"--- sample {i + 1} ---")
+        typer.echo(sample_)
+    raise typer.Exit(OK)
+
+
+@app.command(name="eval")
+def eval_(
+    run_dir: Path = typer.Argument(..., help="A run directory (written by `sw run`)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="A text file to score (default: the run's validation windows)."
+    ),
+    checkpoint: str | None = CheckpointOption,
+    all_stages: bool = typer.Option(False, "--all-stages", help="One row per finished stage."),
+    windows: int | None = typer.Option(
+        None,
+        "--windows",
+        help="Score the first N windows (default: all of --data; of the "
+        "validation windows, those training scores).",
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    format: Format = typer.Option(Format.text, "--format", help="json: rows for scripts."),
+) -> None:
+    """Score a trained run: loss, perplexity and bits per byte (CLM), masked-token loss
+    (MLM, and masked diffusion at five ratios), MDLM's bound (time as input)."""
+    from stackwise_dsl import runtime
+    from stackwise_dsl.use import UseError
+    from stackwise_dsl.use.evaluation import evaluate_run
+
+    if checkpoint is not None and all_stages:
+        typer.echo("error: give --checkpoint or --all-stages, not both", err=True)
+        raise typer.Exit(USAGE)
+    try:
+        rows = evaluate_run(run_dir, data=data, checkpoint=checkpoint, all_stages=all_stages,
+                            windows=windows, device=device)  # fmt: skip
+    except UseError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(USAGE) from None
+    except runtime.RunError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(PROBLEMS) from None
+    if format is Format.json:
+        _Output().json({"run_dir": str(run_dir), "rows": rows})
+        raise typer.Exit(OK)
+    from stackwise_dsl.cli.eval_view import eval_table
+
+    for line in eval_table(rows):
+        typer.echo(line)
+    raise typer.Exit(OK)
+
+
 @app.command()
 def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. SW201.")) -> None:
     """Explain a diagnostic code, with an example and its fix."""

@@ -9,10 +9,15 @@ sequence again at every step; greedy output is the same token for token
 
 from __future__ import annotations
 
+import math
+
+import attrs
 import torch
 
 from stackwise_dsl.core.attention import Seen
 from stackwise_dsl.core.stage_model import StageModel
+from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.schedule import ratio_at
 
 
 def next_token(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -23,16 +28,7 @@ def next_token(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | N
     probability reaches `top_p`. Probabilities are computed in float64."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.double() / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1:
-        ordered, order = torch.sort(logits, dim=-1, descending=True)
-        probs = ordered.softmax(dim=-1)
-        beyond = probs.cumsum(dim=-1) - probs >= top_p  # reached top_p before this token
-        drop = beyond.scatter(-1, order, beyond)  # back to vocabulary order
-        logits = logits.masked_fill(drop, float("-inf"))
+    logits = _within(logits.double() / temperature, top_k, top_p)
     return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
 
 
@@ -58,3 +54,209 @@ def continue_text(model: StageModel, prompt: torch.Tensor, max_new_tokens: int, 
             token = next_token(model.logits(h[:, -1]).float(), **choice)
             ids = torch.cat([ids, token[:, None].to(ids.dtype)], dim=1)
     return ids
+
+
+# --- masked models: fill what is masked ---
+
+
+@attrs.frozen
+class Sampled:
+    ids: torch.Tensor  # (B, T) every masked position filled
+    calls: int  # network calls made
+
+
+def _predict(model: StageModel, x: torch.Tensor, t: float | None, banned: tuple[int, ...],
+             positions=None) -> torch.Tensor:  # fmt: skip
+    """Float64 logits (B, T, V) of a masked model, never choosing a banned id (`<mask>`,
+    `<pad>`)."""
+    times = None if t is None else torch.full((x.shape[0],), float(t), device=x.device)
+    logits = model.logits(model.hidden(x, times, positions)).double()
+    logits[..., list(banned)] = float("-inf")
+    return logits
+
+
+def _choose(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+            top_p: float | None = None, generator: torch.Generator | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """A token for every position of float64 `logits` (B, T, V) and the model's probability
+    of it: the most likely at temperature 0, else the Gumbel-max draw from the softmax at
+    `temperature` within top-k and top-p (the noise in float64, as LLaDA found it must be)."""
+    probs = logits.softmax(dim=-1)
+    if temperature == 0:
+        chosen = logits.argmax(dim=-1)
+    else:
+        flat = logits.reshape(-1, logits.shape[-1]) / temperature
+        flat = _within(flat, top_k, top_p)
+        u = torch.rand(flat.shape, dtype=torch.float64, generator=generator).to(flat.device)
+        u = u.clamp_(1e-300, 1.0)
+        chosen = (flat - torch.log(-torch.log(u))).argmax(dim=-1).reshape(logits.shape[:-1])
+    return chosen, probs.gather(-1, chosen[..., None]).squeeze(-1)
+
+
+def _within(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """`logits` (N, V) with every token outside the top k and the top-p nucleus at -inf."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        ordered, order = torch.sort(logits, dim=-1, descending=True)
+        probs = ordered.softmax(dim=-1)
+        beyond = probs.cumsum(dim=-1) - probs >= top_p  # reached top_p before this token
+        logits = logits.masked_fill(beyond.scatter(-1, order, beyond), float("-inf"))
+    return logits
+
+
+def _commit(x: torch.Tensor, chosen: torch.Tensor, confidence: torch.Tensor,
+            open_: torch.Tensor, count: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """`x` with the `count[b]` most confident `open_` positions of each row set to `chosen`."""
+    score = confidence.masked_fill(~open_, float("-inf"))
+    rank = score.argsort(dim=-1, descending=True).argsort(dim=-1)
+    take = open_ & (rank < count[:, None])
+    return torch.where(take, chosen, x)
+
+
+def fill(model: StageModel, x: torch.Tensor, *, mask: int, banned: tuple[int, ...],
+         **choice) -> Sampled:  # fmt: skip
+    """MLM: every `<mask>` of `x` filled from one reading of it."""
+    model.eval()
+    with torch.no_grad():
+        chosen, _ = _choose(_predict(model, x, None, banned), **choice)
+    return Sampled(ids=torch.where(x == mask, chosen, x), calls=1)
+
+
+def unroll_depth(model: StageModel, x: torch.Tensor, levels: list[tuple[tuple[int, ...], float]],
+                 *, mask: int, banned: tuple[int, ...], **choice) -> Sampled:  # fmt: skip
+    """Masked diffusion with time as depth: `levels` are the arrangements the stages trained,
+    (stack positions, mask ratio), noisiest first. Call k reads `x` through arrangement k and
+    commits its most confident predictions until the next level's ratio of the positions that
+    started masked is still masked (none after the last): one network call per level."""
+    model.eval()
+    start = (x == mask).sum(dim=1)
+    calls = 0
+    with torch.no_grad():
+        for k, (positions, _) in enumerate(levels):
+            masked = x == mask
+            chosen, confidence = _choose(_predict(model, x, None, banned, positions), **choice)
+            calls += 1
+            later = levels[k + 1][1] if k + 1 < len(levels) else 0.0
+            keep = torch.round(start.double() * later).long()
+            x = _commit(x, chosen, confidence, masked, masked.sum(dim=1) - keep)
+    return Sampled(ids=x, calls=calls)
+
+
+def ancestral(model: StageModel, x: torch.Tensor, fractions: list[float], times: list[float],
+              *, mask: int, banned: tuple[int, ...],
+              generator: torch.Generator | None = None, **choice) -> Sampled:  # fmt: skip
+    """Masked diffusion with time as input, MDLM's ancestral sampler: step i goes from
+    `fractions[i]` of the positions that started masked still masked to `fractions[i + 1]`
+    (1.0 first, 0.0 last), reading `x` at time `times[i]`; each masked position is revealed
+    with probability (f_i - f_{i+1}) / f_i, as a draw from the model. A step that revealed
+    nothing leaves `x` as it was, so the next reuses its reading instead of calling the
+    network again (the time it read at is the earlier step's, as in MDLM's cache)."""
+    model.eval()
+    calls, logits, read = 0, None, None
+    with torch.no_grad():
+        for i, t in enumerate(times):
+            masked = x == mask
+            if not masked.any():
+                break
+            if read is None or not torch.equal(read, x):
+                logits, read, calls = _predict(model, x, t, banned), x.clone(), calls + 1
+            chosen, _ = _choose(logits, generator=generator, **choice)
+            now, after = fractions[i], fractions[i + 1]
+            chance = 1.0 if after <= 0 else (now - after) / now
+            u = torch.rand(x.shape, dtype=torch.float64, generator=generator).to(x.device)
+            x = torch.where(masked & (u < chance), chosen, x)
+    return Sampled(ids=x, calls=calls)
+
+
+def low_confidence(model: StageModel, x: torch.Tensor, steps: int, block: int | None,
+                   read_at, *, mask: int, banned: tuple[int, ...],
+                   **choice) -> Sampled:  # fmt: skip
+    """Masked diffusion with time as input, LLaDA's low-confidence remasking: the positions
+    that started masked are filled in blocks of `block` (all at once without), left to
+    right; each block over its share of `steps`, committing at every step its most confident
+    predictions (an even share of the block) and leaving the rest masked. The model reads at
+    `read_at(f)`, f the fraction of the first masked positions still masked."""
+    model.eval()
+    free = x == mask
+    start = free.sum(dim=1).clamp(min=1)
+    order = free.long().cumsum(dim=1) - 1  # the index of each free position among its row's
+    width = int(free.sum(dim=1).max()) if block is None else block
+    blocks = max(1, -(-int(free.sum(dim=1).max()) // max(width, 1)))
+    if steps < blocks:
+        raise ValueError(f"{steps} steps cannot fill {blocks} blocks: give at least one step "
+                         "per block (--steps, or a longer --block)")  # fmt: skip
+    shares = [len(s) for s in torch.arange(steps).tensor_split(blocks)]
+    calls = 0
+    with torch.no_grad():
+        for b, share in enumerate(shares):
+            here = free & (order >= b * width) & (order < (b + 1) * width)
+            left = (here & (x == mask)).sum(dim=1)
+            for j in range(share):
+                masked = x == mask
+                open_ = here & masked
+                if not open_.any():
+                    break
+                fraction = float((masked & free).sum()) / float(start.sum())
+                chosen, confidence = _choose(
+                    _predict(model, x, read_at(fraction), banned), **choice
+                )
+                calls += 1
+                count = left // share + (j < left % share).long()  # LLaDA's even shares
+                x = _commit(x, chosen, confidence, open_, count)
+    return Sampled(ids=x, calls=calls)
+
+
+# --- the noise levels a run's model was trained at ---
+
+
+def depth_levels(
+    plan: p.Plan, upto: p.Stage, *, fused: bool = False
+) -> list[tuple[tuple[int, ...], float]]:
+    """Time as depth: (stack positions, mask ratio) for every grow stage up to `upto`, the
+    arrangement that stage trained at its ratio, noisiest first. `fused`: the whole of
+    `upto`'s rack at each of those ratios (the way a fuse stage trains)."""
+    levels = [(tuple(x.position for x in s.parts), s.mask_ratio)
+              for s in plan.stages[: upto.number] if s.mask_ratio is not None]  # fmt: skip
+    if fused:
+        every = tuple(x.position for x in upto.parts)
+        levels = [(every, ratio) for _, ratio in levels]
+    return sorted(levels, key=lambda level: -level[1])
+
+
+def masked_at(objective: p.MaskedDiffusion, t: float) -> float:
+    """Time as input: the mask ratio at time t (1: the input side of the schedule)."""
+    return ratio_at(objective.mask, 1.0 - t)
+
+
+def model_time(objective: p.MaskedDiffusion, t: float) -> float:
+    """t as the model read it in training: on its grid k / num_time_steps (k >= 1) if it has
+    one."""
+    steps = objective.time.num_time_steps
+    return max(1, math.ceil(t * steps - 1e-9)) / steps if steps else t
+
+
+def time_for(objective: p.MaskedDiffusion, ratio: float) -> float:
+    """The time whose mask ratio is `ratio` (the nearest end of the schedule beyond it), as
+    the model reads it. Schedules are monotone, so halving the interval finds it."""
+    lo, hi = 0.0, 1.0
+    rising = masked_at(objective, 1.0) >= masked_at(objective, 0.0)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if (masked_at(objective, mid) < ratio) == rising:
+            lo = mid
+        else:
+            hi = mid
+    return model_time(objective, round((lo + hi) / 2, 12))
+
+
+def ancestral_steps(objective: p.MaskedDiffusion, steps: int) -> tuple[list[float], list[float]]:
+    """MDLM's grid of `steps` steps from t = 1 to 0: the fraction still masked before and
+    after each (from 1.0, the schedule's ratios between, down to 0.0; never rising) and the
+    time each step reads at."""
+    times = [1.0 - i / steps for i in range(steps)]
+    fractions = [1.0, *(masked_at(objective, t) for t in times[1:]), 0.0]
+    for i in range(1, len(fractions)):
+        fractions[i] = min(fractions[i], fractions[i - 1])
+    return fractions, [model_time(objective, t) for t in times]
