@@ -5,3 +5,11 @@ checks (→ diagnostics) → lower (→ plan) → runtime | emit.
 """
 
 __version__ = "0.1.0"
+
+
+def load(run_dir, checkpoint=None, *, device: str = "cpu"):
+    """A trained run's model (use/__init__.py `load`): `generate`, `loss`, `score` and its
+    tokenizer. Imported here on call, so `import stackwise_dsl` stays free of torch."""
+    from stackwise_dsl.use import load as load_run
+
+    return load_run(run_dir, checkpoint, device=device)

@@ -9,7 +9,8 @@
   stacks trained at the nearest level; with time as input at the time whose ratio it is.
   With time as input also MDLM's continuous-time bound on the negative log-likelihood
   (`nelbo`), in bits per token: the integral over the mask ratio m of the masked tokens' loss
-  / m (midpoint rule in m, NELBO_POINTS points, nested masks), plus the loss of the tokens
+  / m (midpoint rule in m, NELBO_POINTS points; nested masks stratified over each window's
+  positions), plus the loss of the tokens
   still masked at t = 0 when the schedule ends above 0, plus the prior's cost of the tokens
   left unmasked at t = 1 (uniform over the vocabulary less `<mask>` and `<pad>`) when it
   starts below 1. With `mask = linear(1.0 -> 0.0)` that is MDLM's bound exactly.
@@ -187,9 +188,8 @@ def _nelbo(trained: Trained, batches) -> dict:
     for w, ids in batches:
         x = w[:, :-1].to(device)
         positions += x.numel()
-        u = torch.stack(
-            [torch.rand(x.shape[1], generator=generator(seed, "nelbo", int(i))) for i in ids]
-        ).to(device)
+        u = torch.stack([_strata(x.shape[1], generator(seed, "nelbo", int(i))) for i in ids])
+        u = u.to(device)
 
         for m in grid:
             diffusion += (
@@ -207,6 +207,13 @@ def _nelbo(trained: Trained, batches) -> dict:
         "diffusion": diffusion * bits, "reconstruction": reconstruction * bits,
         "prior": prior * bits, "points": NELBO_POINTS,
     }  # fmt: skip
+
+
+def _strata(length: int, g: torch.Generator) -> torch.Tensor:
+    """One uniform draw per position, one in each 1/length of [0, 1) in a random order: the
+    masks at ratio m then hold m·length positions within one, which keeps the 1/m weighting
+    of the bound from amplifying chance counts at small m."""
+    return (torch.randperm(length, generator=g) + torch.rand(length, generator=g)) / length
 
 
 def _nested(model, x: torch.Tensor, u: torch.Tensor, ratio: float, t: float, mask: int) -> float:
