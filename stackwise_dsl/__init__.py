@@ -4,7 +4,9 @@ The pipeline, one package per arrow: syntax (text → syntax tree) → elaborate
 checks (→ diagnostics) → lower (→ plan) → runtime | emit.
 """
 
-__version__ = "0.1.0"
+from stackwise_dsl.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(run_dir, checkpoint=None, *, device: str = "cpu"):

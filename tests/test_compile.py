@@ -76,12 +76,23 @@ def test_the_script_trains_what_sw_run_trains(spec, tmp_path):
     assert len(summary) == len(plan["stages"]) and all(s["train_loss"] > 0 for s in summary)
     exported = runner.invoke(app, ["export", str(tmp_path / "script"), "-o", str(tmp_path / "m")])
     assert exported.exit_code == 0, exported.output  # a script's run exports like sw run's
+    # it samples as `sw sample` does, with its objective's default sampler
+    draw = ["--prompt", "", "--max-new-tokens", "6", "--seed", "1", "--temperature", "0.8"]
+    drawn = subprocess.run(
+        [sys.executable, "-c", BLOCKED, str(script), "--sample", "--run-dir",
+         str(tmp_path / "script"), *draw],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert drawn.returncode == 0, drawn.stderr[-3000:]
+    ours = runner.invoke(app, ["sample", str(tmp_path / "sw"), *draw])
+    assert ours.exit_code == 0, ours.output
+    assert drawn.stdout == ours.stdout
 
 
 def test_compiling_twice_gives_the_same_bytes_and_clean_python(tmp_path):
     a = _compile(ROOT / "specs" / "diffusion.sw", tmp_path / "a.py")
     b = _compile(ROOT / "specs" / "diffusion.sw", tmp_path / "b.py")
-    assert a.replace("a.py", "b.py", 1) == b
+    assert a.replace("a.py", "b.py", 2) == b  # the usage lines
     compile(a, "a.py", "exec")
     ruff = [sys.executable, "-m", "ruff"]
     for command in (

@@ -34,6 +34,7 @@ def _tables() -> dict[str, dict]:
         "TIME_EMBEDDERS": model.TIME_EMBEDDERS, "FROZEN_LINEARS": precision.FROZEN_LINEARS,
         "NOISES": objectives.NOISES, "ADAPTERS": adapters.ADAPTERS, "MERGES": train.MERGES,
         "SOURCES": corpus.SOURCES, "TOKENIZERS": tokenizer.TOKENIZERS,
+        "RESTORERS": tokenizer.RESTORERS,
         "OPTIMIZERS": optim.OPTIMIZERS, "CACHES": train.CACHES,
     }  # fmt: skip
 
@@ -80,6 +81,7 @@ def test_extract_ignores_unknown_keys_and_refuses_tables_that_are_not_dict_liter
         ("diffusion", "FROZEN_LINEARS", {"nf4"}), ("diffusion", "ADAPTERS", {"lora"}),
         ("diffusion", "NOISES", {"masked_diffusion/depth"}), ("diffusion", "CACHES", set()),
         ("bert", "TOKENIZERS", {"bpe"}), ("bert", "CACHES", {"memory"}), ("shakespeare", "TOKENIZERS", {"chars"}), ("shakespeare", "SOURCES", {"textfiles"}),
+        ("shakespeare", "RESTORERS", {"chars"}), ("tiny", "RESTORERS", {"bytes"}),
     ],
 )  # fmt: skip
 def test_needs_lists_what_each_shipped_spec_looks_up(spec, table, keys):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from stackwise_dsl import __version__
+from stackwise_dsl.version import __version__
 
 app = typer.Typer(
     name="sw",
@@ -450,7 +450,8 @@ def sample(
         typer.echo("error: give --prompt or --prompt-file, not both", err=True)
         raise typer.Exit(USAGE)
     from stackwise_dsl import runtime
-    from stackwise_dsl.use import UseError, load, read_text
+    from stackwise_dsl.use import load, read_text
+    from stackwise_dsl.use.errors import UseError
 
     try:
         text = read_text(prompt_file) if prompt_file is not None else prompt or ""
@@ -499,7 +500,7 @@ def eval_(
     """Score a trained run: loss, perplexity and bits per byte (CLM), masked-token loss
     (MLM, and masked diffusion at five ratios), MDLM's bound (time as input)."""
     from stackwise_dsl import runtime
-    from stackwise_dsl.use import UseError
+    from stackwise_dsl.use.errors import UseError
     from stackwise_dsl.use.evaluation import evaluate_run
 
     if checkpoint is not None and all_stages:

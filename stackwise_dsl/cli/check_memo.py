@@ -22,10 +22,10 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from stackwise_dsl import __version__
 from stackwise_dsl.machine.resources import grammar_path
 from stackwise_dsl.machine.userdirs import memo_dir
 from stackwise_dsl.source import MAX_FILE_BYTES
+from stackwise_dsl.version import __version__
 
 FORMAT = 1
 _PACKAGE = Path(__file__).resolve().parent.parent  # all of stackwise_dsl/

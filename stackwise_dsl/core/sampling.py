@@ -17,7 +17,14 @@ import torch
 from stackwise_dsl.core.attention import Seen
 from stackwise_dsl.core.stage_model import StageModel
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import samplers_for
 from stackwise_dsl.lower.schedule import ratio_at
+
+
+@attrs.frozen
+class Sampled:
+    ids: torch.Tensor  # (B, T) every masked position filled
+    calls: int  # network calls made
 
 
 def next_token(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
@@ -33,10 +40,11 @@ def next_token(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | N
 
 
 def continue_text(model: StageModel, prompt: torch.Tensor, max_new_tokens: int, *,
-                  cached: bool = True, **choice) -> torch.Tensor:  # fmt: skip
+                  cached: bool = True, banned: tuple[int, ...] = (),
+                  **choice) -> Sampled:  # fmt: skip
     """`prompt` (B, T) ids followed by `max_new_tokens` more, each chosen by `next_token`
-    (`choice`: temperature, top_k, top_p, generator). The whole may not exceed the model's
-    context."""
+    (`choice`: temperature, top_k, top_p, generator), never a `banned` id (`<mask>`,
+    `<pad>`). The whole may not exceed the model's context."""
     context = model.plan.model.context
     if prompt.shape[1] + max_new_tokens > context:
         raise ValueError(f"a prompt of {prompt.shape[1]} tokens and {max_new_tokens} new ones "
@@ -51,18 +59,14 @@ def continue_text(model: StageModel, prompt: torch.Tensor, max_new_tokens: int, 
                 new = ids[:, seen.offset :]
                 h = model.hidden(new, None, seen=seen)
                 seen.offset += new.shape[1]
-            token = next_token(model.logits(h[:, -1]).float(), **choice)
+            logits = model.logits(h[:, -1]).float()
+            logits[:, list(banned)] = float("-inf")
+            token = next_token(logits, **choice)
             ids = torch.cat([ids, token[:, None].to(ids.dtype)], dim=1)
-    return ids
+    return Sampled(ids=ids, calls=max_new_tokens)
 
 
 # --- masked models: fill what is masked ---
-
-
-@attrs.frozen
-class Sampled:
-    ids: torch.Tensor  # (B, T) every masked position filled
-    calls: int  # network calls made
 
 
 def _predict(model: StageModel, x: torch.Tensor, t: float | None, banned: tuple[int, ...],
@@ -260,3 +264,92 @@ def ancestral_steps(objective: p.MaskedDiffusion, steps: int) -> tuple[list[floa
     for i in range(1, len(fractions)):
         fractions[i] = min(fractions[i], fractions[i - 1])
     return fractions, [model_time(objective, t) for t in times]
+
+
+# --- a prompt in, samples out: what `sw sample`, the API and a compiled script call ---
+
+MASK = "<mask>"  # where a prompt asks a masked model to fill in
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of `text`; each `<mask>` in it is the mask token."""
+    ids: list[int] = []
+    for i, piece in enumerate(text.split(MASK)):
+        if i:
+            ids.append(tokenizer.specials.mask)
+        if piece:
+            ids += [int(x) for x in tokenizer.encode(piece)]
+    return ids
+
+
+def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: int | None = None,
+           num_samples: int = 1, sampler: str | None = None, steps: int | None = None,
+           block: int | None = None, seed: int = 0, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None) -> Sampled:  # fmt: skip
+    """`num_samples` samples from `model` (a checkpoint's, built for its stage) for the
+    prompt's ids: continued (CLM) or with its masks and `max_new_tokens` more after it filled
+    (masked models; default: to seq_len, or none when the prompt has masks). `steps`: time
+    steps of a time-as-input sampler (default num_time_steps, else 64); `block`: the
+    low_confidence sampler's block length (default one block). ValueError, in words, for a
+    request that does not fit the model."""
+    o, plan = model.stage.objective, model.plan
+    sampler = sampler or samplers_for(o)[0]
+    _check(o, sampler, num_samples, temperature, top_k, top_p, steps, block)
+    mask, ids = tokenizer.specials.mask, list(prompt)
+    causal = isinstance(o, p.Clm)
+    if causal and mask in ids:
+        raise ValueError("a causal LM continues its prompt; it has no `<mask>` to fill")
+    if causal and not ids:
+        ids = [tokenizer.specials.eos]  # a document starts after <eos>
+    room = plan.model.context - len(ids)
+    if max_new_tokens is None:
+        wanted = 100 if causal else plan.data.seq_len - len(ids)
+        max_new_tokens = 0 if mask in ids else max(0, min(wanted, room))
+    if max_new_tokens < 0 or max_new_tokens > room:
+        raise ValueError(f"a prompt of {len(ids)} tokens and {max_new_tokens} new ones: the "
+                         f"whole must fit the model's context of {plan.model.context}")  # fmt: skip
+    if not causal:
+        ids = ids + [mask] * max_new_tokens
+    if (causal and max_new_tokens == 0) or (not causal and mask not in ids):
+        raise ValueError("nothing to generate: give max_new_tokens, or a prompt with `<mask>`")
+    x = torch.tensor([ids] * num_samples, dtype=torch.long, device=model.device)
+    choice = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+              "generator": torch.Generator().manual_seed(seed)}  # fmt: skip
+    banned = (mask, tokenizer.specials.pad)
+    if isinstance(o, p.Clm):
+        out = continue_text(model, x, max_new_tokens, banned=banned, **choice)
+    if isinstance(o, p.Mlm):
+        out = fill(model, x, mask=mask, banned=banned, **choice)
+    if isinstance(o, p.MaskedDiffusion) and isinstance(o.time, p.DepthTime):
+        levels = depth_levels(plan, model.stage, fused=sampler == "fused")
+        out = unroll_depth(model, x, levels, mask=mask, banned=banned, **choice)
+    if isinstance(o, p.MaskedDiffusion) and isinstance(o.time, p.InputTime):
+        steps = steps or o.time.num_time_steps or 64
+        if sampler == "ancestral":
+            fractions, times = ancestral_steps(o, steps)
+            out = ancestral(model, x, fractions, times, mask=mask, banned=banned, **choice)
+        else:
+            out = low_confidence(model, x, steps, block, lambda f: time_for(o, f), mask=mask,
+                                 banned=banned, **choice)  # fmt: skip
+    return Sampled(ids=out.ids.cpu(), calls=out.calls)
+
+
+def _check(o: p.Objective, sampler, num_samples, temperature, top_k, top_p, steps, block):
+    names = samplers_for(o)
+    if sampler not in names:
+        raise ValueError(f"sampler {sampler!r} does not fit this run's objective: use "
+                         f"{' or '.join(names)}")  # fmt: skip
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, not {num_samples}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be at least 0, not {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, not {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+    if steps is not None and "ancestral" not in names:
+        raise ValueError("steps is only for masked diffusion with time as input")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    if block is not None and (sampler != "low_confidence" or block < 1):
+        raise ValueError("block is the low_confidence sampler's block length, at least 1")

@@ -41,7 +41,7 @@ def documents(source: p.Stdlib | p.Synthetic | p.TextFiles | p.Jsonl, seed: int)
 
 
 def _stdlib(source: p.Stdlib, seed: int) -> list[str]:
-    return [read(path) for path in stdlib_files()]
+    return [read_document(path) for path in stdlib_files()]
 
 
 def _synthetic(source: p.Synthetic, seed: int) -> list[str]:
@@ -49,7 +49,7 @@ def _synthetic(source: p.Synthetic, seed: int) -> list[str]:
 
 
 def _text(source: p.TextFiles, seed: int) -> list[str]:
-    return [read(path) for path in expand(source.files)]
+    return [read_document(path) for path in expand(source.files)]
 
 
 def _jsonl_files(source: p.Jsonl, seed: int) -> list[str]:
@@ -81,7 +81,7 @@ def expand(patterns: tuple[str, ...]) -> list[str]:
     return out
 
 
-def read(path: str) -> str:
+def read_document(path: str) -> str:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -97,7 +97,7 @@ def read(path: str) -> str:
 
 def _jsonl(path: str, field: str) -> list[str]:
     out = []
-    for number, line in enumerate(read(path).split("\n"), start=1):
+    for number, line in enumerate(read_document(path).split("\n"), start=1):
         if not line.strip():
             continue
         try:

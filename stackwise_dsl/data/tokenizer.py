@@ -45,7 +45,7 @@ class Tokenizer:
         raise NotImplementedError
 
     def saved(self) -> dict:
-        """What `restored` builds this tokenizer again from, as JSON (a run's tokenizer.json:
+        """What `tokenizer_from` builds this tokenizer again from, as JSON (a run's tokenizer.json:
         sampling and evaluation need the run's exact vocabulary, not the data again)."""
         raise NotImplementedError
 
@@ -122,21 +122,38 @@ class HfTokenizer(Tokenizer):
         return {"kind": "tokenizers", "json": self.tok.to_str()}
 
 
-def restored(saved: dict) -> Tokenizer:
-    """The tokenizer `Tokenizer.saved` describes; DataError for anything else."""
-    kind = saved.get("kind") if isinstance(saved, dict) else None
-    if kind == "bytes":
-        return ByteTokenizer()
-    if kind == "chars" and isinstance(saved.get("chars"), str) and saved["chars"]:
-        return CharTokenizer(saved["chars"])
-    if kind == "tokenizers" and isinstance(saved.get("json"), str):
-        from tokenizers import Tokenizer as HfModel
+def tokenizer_from(saved: dict, spec: p.Bytes | p.Chars | p.Bpe | p.TokenizerFile) -> Tokenizer:
+    """The tokenizer `Tokenizer.saved` describes, of the plan's kind `spec` (RESTORERS);
+    DataError for anything else."""
+    tokenizer = (
+        pick(RESTORERS, tokenizer_key(spec), "tokenizer")(saved)
+        if isinstance(saved, dict)
+        else None
+    )
+    if tokenizer is None:
+        raise DataError("the saved tokenizer is not one stackwise-dsl writes for this plan")
+    return tokenizer
 
-        try:
-            return HfTokenizer(HfModel.from_str(saved["json"]))
-        except Exception as e:  # the library raises plain Exceptions
-            raise DataError(f"the saved tokenizer cannot be read ({e})") from None
-    raise DataError("the saved tokenizer is not one stackwise-dsl writes")
+
+def _bytes_again(saved: dict) -> Tokenizer | None:
+    return ByteTokenizer() if saved.get("kind") == "bytes" else None
+
+
+def _chars_again(saved: dict) -> Tokenizer | None:
+    chars = saved.get("chars")
+    ok = saved.get("kind") == "chars" and isinstance(chars, str) and chars
+    return CharTokenizer(chars) if ok else None
+
+
+def _tokenizers_again(saved: dict) -> Tokenizer | None:
+    if saved.get("kind") != "tokenizers" or not isinstance(saved.get("json"), str):
+        return None
+    from tokenizers import Tokenizer as HfModel
+
+    try:
+        return HfTokenizer(HfModel.from_str(saved["json"]))
+    except Exception as e:  # the library raises plain Exceptions
+        raise DataError(f"the saved tokenizer cannot be read ({e})") from None
 
 
 def build_tokenizer(
@@ -231,4 +248,11 @@ TOKENIZERS = {
     "chars": _chars,
     "bpe": _trained_bpe,
     "tokenizerfile": _file,
+}
+
+RESTORERS = {
+    "bytes": _bytes_again,
+    "chars": _chars_again,
+    "bpe": _tokenizers_again,
+    "tokenizerfile": _tokenizers_again,
 }

@@ -24,7 +24,7 @@ SECTIONS = (
         "stackwise_dsl.core.stage_model",
     )),
     ("the objective and the data", (
-        "stackwise_dsl",
+        "stackwise_dsl.version",
         "stackwise_dsl.ir.walk",
         "stackwise_dsl.lower.schedule",
         "stackwise_dsl.core.objectives",
@@ -37,6 +37,7 @@ SECTIONS = (
         "stackwise_dsl.core.errors",
         "stackwise_dsl.core.optim",
         "stackwise_dsl.core.loop",
+        "stackwise_dsl.core.sampling",
     )),
     ("the harness: the plan's classes, the weight store, the run", (
         "stackwise_dsl.machine.probe",

@@ -20,7 +20,8 @@ from stackwise_dsl.emit.specialize import Decided, plan_classes
 ROOTS = ("stackwise_dsl.runtime:begin", "stackwise_dsl.runtime.standalone:reopen",
          "stackwise_dsl.runtime:start", "stackwise_dsl.runtime:finishing", "Printed",
          "stackwise_dsl.runtime:Complete", "from_json", "Device", "RunError",
-         "NotCompiled", "PlanFormatError", "compiled_for")  # fmt: skip
+         "NotCompiled", "PlanFormatError", "compiled_for",
+         "stackwise_dsl.runtime.standalone:sample_run")  # fmt: skip
 TEMPLATE = "script.py.j2"
 
 
@@ -30,9 +31,9 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
     (path → text, from `lower.lower`) become comments on the plan's values."""
     import jinja2
 
-    from stackwise_dsl import __version__
-    from stackwise_dsl.lower.dispatch import features, needs
+    from stackwise_dsl.lower.dispatch import features, needs, samplers_for
     from stackwise_dsl.lower.serialize import to_json
+    from stackwise_dsl.version import __version__
 
     every, seen = plan_classes(plan)
     decided = Decided(features=features(plan), absent=every - seen)
@@ -73,6 +74,9 @@ def render(plan, *, spec_text: str, spec_file: str, overrides: list[str],
         runtime=body,
         stages=_stages(plan),
         stage_count=len(plan.stages),
+        samplers=" or ".join(
+            dict.fromkeys(x for s in plan.stages for x in samplers_for(s.objective))
+        ),
     )
 
 

@@ -129,7 +129,7 @@ def source_key(source) -> str:
 
 
 def tokenizer_key(tokenizer) -> str:
-    """TOKENIZERS: bytes, chars, bpe or tokenizerfile."""
+    """TOKENIZERS and RESTORERS: bytes, chars, bpe or tokenizerfile."""
     return type(tokenizer).__name__.lower()
 
 
@@ -160,6 +160,20 @@ def needs(plan: p.Plan) -> dict[str, frozenset[str]]:
         "MERGES": frozenset(merges),
         "SOURCES": frozenset([source_key(plan.data.source)]),
         "TOKENIZERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
+        "RESTORERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
         "OPTIMIZERS": frozenset([optimizer_key(plan.optimizer)]),
         "CACHES": frozenset(caches),
     }
+
+
+def samplers_for(objective: p.Objective) -> tuple[str, ...]:
+    """The samplers an objective trains a model for; the first is the default."""
+    if isinstance(objective, p.Clm):
+        return ("autoregressive",)
+    if isinstance(objective, p.Mlm):
+        return ("fill",)
+    if isinstance(objective, p.MaskedDiffusion):
+        if isinstance(objective.time, p.DepthTime):
+            return ("depth", "fused")
+        return ("ancestral", "low_confidence")
+    raise ValueError(f"no sampler for {type(objective).__name__}")

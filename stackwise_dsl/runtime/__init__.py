@@ -15,7 +15,6 @@ from pathlib import Path
 import attrs
 import torch
 
-from stackwise_dsl import __version__
 from stackwise_dsl.core.errors import Damaged, RunError
 from stackwise_dsl.core.loop import Diverged
 from stackwise_dsl.core.seeds import derive
@@ -27,6 +26,7 @@ from stackwise_dsl.runtime import checkpoint
 from stackwise_dsl.runtime.checkpoint import load_plan
 from stackwise_dsl.runtime.metrics import plot
 from stackwise_dsl.runtime.train import Progress, StageSummary, Trainer
+from stackwise_dsl.version import __version__
 
 __all__ = [
     "Complete", "Progress", "RunError", "StageSummary", "begin", "create", "finishing", "load_plan",

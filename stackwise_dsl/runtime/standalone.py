@@ -5,21 +5,28 @@ A script starts, trains and finishes with `sw run`'s own harness (runtime/__init
 and `sw run --resume` read a script's run, a script resumes a run `sw run` started from the
 same plan, and a damaged run directory gets the same message from both. What differs: the
 plan comes from the script (`reopen` refuses a run directory of another plan), and
-progress is printed lines (`Printed`) instead of the CLI's display.
+progress is printed lines (`Printed`) instead of the CLI's display. `sample_run` is the
+script's `--sample`: the samplers of `sw sample` (core/sampling.py) on the run's latest
+checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import attrs
 
 from stackwise_dsl.core.errors import RunError
+from stackwise_dsl.core.sampling import encode_prompt, sample
+from stackwise_dsl.core.stage_model import StageModel
+from stackwise_dsl.data.corpus import DataError
+from stackwise_dsl.data.tokenizer import tokenizer_from
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import to_json
-from stackwise_dsl.runtime import Complete
-from stackwise_dsl.runtime.checkpoint import latest, plan_file, read_json, read_state
+from stackwise_dsl.runtime import Complete, device_for
+from stackwise_dsl.runtime.checkpoint import latest, load, plan_file, read_json, read_state
 from stackwise_dsl.runtime.train import Progress
 
 
@@ -39,6 +46,17 @@ def reopen(run_dir: Path, plan: p.Plan) -> tuple[p.Plan, Path | None]:
     """The run in `run_dir`, which this script's `plan` must have started (with the steps,
     device and directory the run has), and its latest checkpoint (None: none written yet).
     `Complete` for a run with nothing left to do."""
+    ours = _ours(run_dir, plan)
+    last = latest(run_dir)
+    if last is not None:
+        state = read_state(last, ours)
+        if state["stage_done"] and state["stage"] >= len(ours.stages):
+            raise Complete(f"the run in {run_dir} is already complete")
+    return ours, last
+
+
+def _ours(run_dir: Path, plan: p.Plan) -> p.Plan:
+    """The run's plan, if this script's `plan` started it (RunError if not)."""
     theirs = read_json(plan_file(run_dir))
     try:
         steps = [s["steps"] for s in theirs["stages"]]
@@ -55,9 +73,28 @@ def reopen(run_dir: Path, plan: p.Plan) -> tuple[p.Plan, Path | None]:
         raise RunError(f"{run_dir / 'plan.json'} is not this script's plan (a run of another "
                        "plan, or its plan.json was changed): resume it with what started it "
                        "(`sw run --resume` reads the run's own plan)")  # fmt: skip
+    return ours
+
+
+def sample_run(run_dir: Path, plan: p.Plan, prompt: str, **options) -> list[str]:
+    """Samples from the latest checkpoint of the run in `run_dir` (which this script's plan
+    must have started), as `sw sample` draws them (core/sampling.py `sample`: options)."""
+    ours = _ours(run_dir, plan)
     last = latest(run_dir)
-    if last is not None:
-        state = read_state(last, ours)
-        if state["stage_done"] and state["stage"] >= len(ours.stages):
-            raise Complete(f"the run in {run_dir} is already complete")
-    return ours, last
+    if last is None:
+        raise RunError(f"{run_dir} has no checkpoint yet: train first")
+    store, _, state, _ = load(last, ours, optimizer=False)
+    file = run_dir / "tokenizer.json"
+    try:
+        tokenizer = tokenizer_from(
+            json.loads(file.read_text(encoding="utf-8")), ours.data.tokenizer
+        )
+    except (OSError, ValueError, DataError) as e:
+        raise RunError(f"{file} cannot be read ({e}); it is the run's vocabulary") from None
+    stage = ours.stages[state["stage"] - 1]
+    model = StageModel(ours, stage, store, device_for(ours.run.device)).eval()
+    try:
+        out = sample(model, tokenizer, encode_prompt(tokenizer, prompt), **options)
+    except (ValueError, DataError) as e:
+        raise RunError(str(e)) from None
+    return [tokenizer.decode(row) for row in out.ids.tolist()]

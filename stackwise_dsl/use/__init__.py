@@ -26,27 +26,15 @@ import numpy as np
 import torch
 
 from stackwise_dsl.core import sampling
-from stackwise_dsl.core.errors import RunError
 from stackwise_dsl.core.stage_model import StageModel
 from stackwise_dsl.data import DataError, corpus
-from stackwise_dsl.data.tokenizer import Tokenizer, build_tokenizer, restored
+from stackwise_dsl.data.tokenizer import Tokenizer, build_tokenizer, tokenizer_from
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.runtime import checkpoint as checkpoints
 from stackwise_dsl.runtime import device_for
-
-MASK = "<mask>"  # where a prompt asks a masked model to fill in
-
-SAMPLERS = {  # by objective; the first is the default
-    "clm": ("autoregressive",),
-    "mlm": ("fill",),
-    "masked_diffusion/depth": ("depth", "fused"),
-    "masked_diffusion/input": ("ancestral", "low_confidence"),
-}
-
-
-class UseError(RunError):
-    """A request a trained model cannot answer (a prompt, a sampler, a checkpoint), in words."""
+from stackwise_dsl.use import scoring
+from stackwise_dsl.use.errors import UseError
 
 
 def load(run_dir: str | Path, checkpoint: str | int | Path | None = None, *,
@@ -114,7 +102,7 @@ def tokenizer_of(run_dir: Path, plan: p.Plan) -> Tokenizer:
     file = run_dir / "tokenizer.json"
     if file.exists():
         try:
-            return restored(json.loads(file.read_text(encoding="utf-8")))
+            return tokenizer_from(json.loads(file.read_text(encoding="utf-8")), plan.data.tokenizer)
         except (OSError, ValueError, DataError) as e:
             raise UseError(
                 f"{file} cannot be read ({e}); it is the run's vocabulary: restore it, or "
@@ -137,7 +125,7 @@ def read_text(file: Path) -> str:
     if not stat.S_ISREG(mode):
         raise UseError(f"{file} is not a regular file")
     try:
-        return corpus.read(str(file))
+        return corpus.read_document(str(file))
     except DataError as e:
         raise UseError(str(e)) from None
 
@@ -159,124 +147,37 @@ class Trained:
         return self.stage.objective
 
     @property
-    def kind(self) -> str:
-        """The objective's key in SAMPLERS."""
-        o = self.objective
-        if isinstance(o, p.MaskedDiffusion):
-            return "masked_diffusion/" + ("input" if isinstance(o.time, p.InputTime) else "depth")
-        return "mlm" if isinstance(o, p.Mlm) else "clm"
-
-    @property
     def samplers(self) -> tuple[str, ...]:
-        return SAMPLERS[self.kind]
+        """The samplers its objective trained it for; the first is the default."""
+        return sampling.samplers_for(self.objective)
 
     # --- text and ids ---
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; each `<mask>` in it is the mask token."""
-        ids: list[int] = []
-        for i, piece in enumerate(text.split(MASK)):
-            if i:
-                ids.append(self.tokenizer.specials.mask)
-            if piece:
-                try:
-                    ids += [int(x) for x in self.tokenizer.encode(piece)]
-                except DataError as e:
-                    raise UseError(f"the prompt cannot be encoded: {e}") from None
-        return ids
+        try:
+            return sampling.encode_prompt(self.tokenizer, text)
+        except DataError as e:
+            raise UseError(f"the prompt cannot be encoded: {e}") from None
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode([int(x) for x in ids])
 
     # --- sampling ---
 
-    def generate(self, prompt: str = "", *, max_new_tokens: int | None = None,
-                 num_samples: int = 1, **options) -> list[str]:  # fmt: skip
-        """`num_samples` texts: the prompt continued (CLM) or with its `<mask>`s and
-        `max_new_tokens` masks after it filled (masked models). Options: temperature (0:
-        the most likely), top_k, top_p, seed, sampler, steps, block (see `sample`)."""
-        ids = self.sample(prompt, max_new_tokens=max_new_tokens, num_samples=num_samples,
-                          **options).ids  # fmt: skip
-        return [self.decode(row) for row in ids.tolist()]
+    def generate(self, prompt: str = "", **options) -> list[str]:
+        """Texts: the prompt continued (CLM), or with its `<mask>`s and `max_new_tokens`
+        masks after it filled (masked models). Options: max_new_tokens, num_samples,
+        temperature (0: the most likely), top_k, top_p, seed, sampler, steps, block
+        (core/sampling.py `sample`)."""
+        return [self.decode(row) for row in self.sample(prompt, **options).ids.tolist()]
 
-    def sample(self, prompt: str = "", *, max_new_tokens: int | None = None,
-               num_samples: int = 1, temperature: float = 1.0, top_k: int | None = None,
-               top_p: float | None = None, seed: int = 0, sampler: str | None = None,
-               steps: int | None = None, block: int | None = None) -> sampling.Sampled:  # fmt: skip
-        """The ids `generate` decodes, and the network calls it took. `steps`: the time steps
-        of a time-as-input sampler (default num_time_steps, else 64); `block`: the
-        low_confidence sampler's block length (default: one block)."""
-        sampler = sampler or self.samplers[0]
-        self._check_options(sampler, num_samples, temperature, top_k, top_p, steps, block)
-        ids = self.encode(prompt)
-        if self.kind == "clm":
-            if MASK in prompt:
-                raise UseError("a causal LM continues its prompt; it has no `<mask>` to fill")
-            if not ids:
-                ids = [self.tokenizer.specials.eos]  # a document starts after <eos>
-        room = self.plan.model.context - len(ids)
-        if max_new_tokens is None:
-            has_masks = self.kind != "clm" and self.tokenizer.specials.mask in ids
-            wanted = 100 if self.kind == "clm" else self.plan.data.seq_len - len(ids)
-            max_new_tokens = 0 if has_masks else max(0, min(wanted, room))
-        if max_new_tokens < 0:
-            raise UseError(f"max_new_tokens must be at least 0, not {max_new_tokens}")
-        if max_new_tokens > room:
-            raise UseError(f"a prompt of {len(ids)} tokens and {max_new_tokens} new ones exceed "
-                           f"the model's context of {self.plan.model.context}")  # fmt: skip
-        if self.kind == "clm" and max_new_tokens == 0:
-            raise UseError("nothing to generate: max_new_tokens is 0")
-        mask = self.tokenizer.specials.mask
-        if self.kind != "clm":
-            ids = ids + [mask] * max_new_tokens
-            if mask not in ids:
-                raise UseError(f"nothing to fill: the prompt has no `{MASK}` and max_new_tokens "
-                               "is 0")  # fmt: skip
-        x = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.model.device)
-        generator = torch.Generator().manual_seed(seed)
-        choice = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-                  "generator": generator}  # fmt: skip
-        banned = (mask, self.tokenizer.specials.pad)
-        if self.kind == "clm":
-            out = sampling.continue_text(self.model, x, max_new_tokens, **choice)
-            return sampling.Sampled(ids=out.cpu(), calls=max_new_tokens)
-        if sampler == "fill":
-            out = sampling.fill(self.model, x, mask=mask, banned=banned, **choice)
-        elif sampler in ("depth", "fused"):
-            levels = sampling.depth_levels(self.plan, self.stage, fused=sampler == "fused")
-            out = sampling.unroll_depth(self.model, x, levels, mask=mask, banned=banned,
-                                        **choice)  # fmt: skip
-        else:
-            o = self.objective
-            steps = steps or o.time.num_time_steps or 64
-            if sampler == "ancestral":
-                fractions, times = sampling.ancestral_steps(o, steps)
-                out = sampling.ancestral(self.model, x, fractions, times, mask=mask,
-                                         banned=banned, **choice)  # fmt: skip
-            else:
-                out = sampling.low_confidence(self.model, x, steps, block,
-                                              lambda f: sampling.time_for(o, f), mask=mask,
-                                              banned=banned, **choice)  # fmt: skip
-        return sampling.Sampled(ids=out.ids.cpu(), calls=out.calls)
-
-    def _check_options(self, sampler, num_samples, temperature, top_k, top_p, steps, block):
-        if sampler not in self.samplers:
-            raise UseError(f"sampler {sampler!r} does not fit this run's objective "
-                           f"({self.kind}): use {' or '.join(self.samplers)}")  # fmt: skip
-        if num_samples < 1:
-            raise UseError(f"num_samples must be at least 1, not {num_samples}")
-        if not temperature >= 0:
-            raise UseError(f"temperature must be at least 0, not {temperature}")
-        if top_k is not None and top_k < 1:
-            raise UseError(f"top_k must be at least 1, not {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise UseError(f"top_p must be in (0, 1], not {top_p}")
-        if steps is not None and (steps < 1 or self.kind != "masked_diffusion/input"):
-            raise UseError(f"steps ({steps}) is for samplers of time as input, at least 1"
-                           if self.kind == "masked_diffusion/input" else
-                           "steps is only for masked diffusion with time as input")  # fmt: skip
-        if block is not None and (sampler != "low_confidence" or block < 1):
-            raise UseError("block is the low_confidence sampler's block length, at least 1")
+    def sample(self, prompt: str = "", **options) -> sampling.Sampled:
+        """The ids `generate` decodes, and the network calls it took."""
+        try:
+            return sampling.sample(self.model, self.tokenizer, self.encode(prompt), **options)
+        except ValueError as e:
+            raise UseError(str(e)) from None
 
     # --- scoring ---
 
@@ -284,13 +185,9 @@ class Trained:
         """The mean loss on `text` in nats per predicted token, as training measures it (CLM:
         every next token; MLM: the objective's masks; masked diffusion: the mean over the
         ratios of `score`)."""
-        from stackwise_dsl.use.evaluation import headline
-
-        return headline(self.score(text))
+        return scoring.headline(self.score(text))
 
     def score(self, text: str) -> dict:
-        """Every measure `sw eval` gives, on `text` (use/evaluation.py)."""
-        from stackwise_dsl.use.evaluation import score, windows_of
-
+        """Every measure `sw eval` gives, on `text` (use/scoring.py)."""
         ids = np.asarray(self.encode(text), dtype=np.int64)
-        return score(self, windows_of(ids, self.plan.data.seq_len))
+        return scoring.score(self, scoring.windows_of(ids, self.plan.data.seq_len))

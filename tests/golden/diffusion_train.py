@@ -4,6 +4,7 @@
 It trains exactly what `sw run` trains for that spec and writes the same run directory.
 
     python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
+    python train.py --sample [--run-dir DIR] [--prompt TEXT] [--max-new-tokens N] [...]
 
 Top to bottom: the configuration (the resolved plan), the model, the objective and the data, the
 loop, the harness, then `main`; the code is stackwise-dsl's own, the parts this spec needs.
@@ -1166,7 +1167,7 @@ def documents(source: Stdlib, seed: int) -> list[str]:
 
 
 def _stdlib(source: Stdlib, seed: int) -> list[str]:
-    return [_read(path) for path in stdlib_files()]
+    return [read_document(path) for path in stdlib_files()]
 
 
 def stdlib_files() -> list[str]:
@@ -1179,7 +1180,7 @@ def stdlib_files() -> list[str]:
     return found
 
 
-def _read(path: str) -> str:
+def read_document(path: str) -> str:
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -1224,7 +1225,7 @@ class Tokenizer:
         raise NotImplementedError
 
     def saved(self) -> dict:
-        """What `restored` builds this tokenizer again from, as JSON (a run's tokenizer.json:
+        """What `tokenizer_from` builds this tokenizer again from, as JSON (a run's tokenizer.json:
         sampling and evaluation need the run's exact vocabulary, not the data again)."""
         raise NotImplementedError
 
@@ -1246,6 +1247,23 @@ class ByteTokenizer(Tokenizer):
         return {"kind": "bytes"}
 
 
+def tokenizer_from(saved: dict, spec: Bytes) -> Tokenizer:
+    """The tokenizer `Tokenizer.saved` describes, of the plan's kind `spec` (RESTORERS);
+    DataError for anything else."""
+    tokenizer = (
+        pick(RESTORERS, tokenizer_key(spec), "tokenizer")(saved)
+        if isinstance(saved, dict)
+        else None
+    )
+    if tokenizer is None:
+        raise DataError("the saved tokenizer is not one stackwise-dsl writes for this plan")
+    return tokenizer
+
+
+def _bytes_again(saved: dict) -> Tokenizer | None:
+    return ByteTokenizer() if saved.get("kind") == "bytes" else None
+
+
 def build_tokenizer(
     spec: Bytes,
     docs: list[str],
@@ -1260,6 +1278,11 @@ def _bytes(spec: Bytes, docs: list[str]) -> Tokenizer:
 
 TOKENIZERS = {
     "bytes": _bytes,
+}
+
+
+RESTORERS = {
+    "bytes": _bytes_again,
 }
 
 
@@ -1580,6 +1603,171 @@ class Diverged(RunError):
     def __init__(self, stage: int, step: int, what: str) -> None:
         super().__init__(f"{what} in stage {stage} at step {step}")
         self.stage, self.step = stage, step
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampled:
+    ids: torch.Tensor  # (B, T) every masked position filled
+    calls: int  # network calls made
+
+
+def _predict(model: StageModel, x: torch.Tensor, t: float | None, banned: tuple[int, ...],
+             positions=None) -> torch.Tensor:  # fmt: skip
+    """Float64 logits (B, T, V) of a masked model, never choosing a banned id (`<mask>`,
+    `<pad>`)."""
+    times = None if t is None else torch.full((x.shape[0],), float(t), device=x.device)
+    logits = model.logits(model.hidden(x, times, positions)).double()
+    logits[..., list(banned)] = float("-inf")
+    return logits
+
+
+def _choose(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+            top_p: float | None = None, generator: torch.Generator | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """A token for every position of float64 `logits` (B, T, V) and the model's probability
+    of it: the most likely at temperature 0, else the Gumbel-max draw from the softmax at
+    `temperature` within top-k and top-p (the noise in float64, as LLaDA found it must be)."""
+    probs = logits.softmax(dim=-1)
+    if temperature == 0:
+        chosen = logits.argmax(dim=-1)
+    else:
+        flat = logits.reshape(-1, logits.shape[-1]) / temperature
+        flat = _within(flat, top_k, top_p)
+        u = torch.rand(flat.shape, dtype=torch.float64, generator=generator).to(flat.device)
+        u = u.clamp_(1e-300, 1.0)
+        chosen = (flat - torch.log(-torch.log(u))).argmax(dim=-1).reshape(logits.shape[:-1])
+    return chosen, probs.gather(-1, chosen[..., None]).squeeze(-1)
+
+
+def _within(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """`logits` (N, V) with every token outside the top k and the top-p nucleus at -inf."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        ordered, order = torch.sort(logits, dim=-1, descending=True)
+        probs = ordered.softmax(dim=-1)
+        beyond = probs.cumsum(dim=-1) - probs >= top_p  # reached top_p before this token
+        logits = logits.masked_fill(beyond.scatter(-1, order, beyond), float("-inf"))
+    return logits
+
+
+def _commit(x: torch.Tensor, chosen: torch.Tensor, confidence: torch.Tensor,
+            open_: torch.Tensor, count: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    """`x` with the `count[b]` most confident `open_` positions of each row set to `chosen`."""
+    score = confidence.masked_fill(~open_, float("-inf"))
+    rank = score.argsort(dim=-1, descending=True).argsort(dim=-1)
+    take = open_ & (rank < count[:, None])
+    return torch.where(take, chosen, x)
+
+
+def unroll_depth(model: StageModel, x: torch.Tensor, levels: list[tuple[tuple[int, ...], float]],
+                 *, mask: int, banned: tuple[int, ...], **choice) -> Sampled:  # fmt: skip
+    """Masked diffusion with time as depth: `levels` are the arrangements the stages trained,
+    (stack positions, mask ratio), noisiest first. Call k reads `x` through arrangement k and
+    commits its most confident predictions until the next level's ratio of the positions that
+    started masked is still masked (none after the last): one network call per level."""
+    model.eval()
+    start = (x == mask).sum(dim=1)
+    calls = 0
+    with torch.no_grad():
+        for k, (positions, _) in enumerate(levels):
+            masked = x == mask
+            chosen, confidence = _choose(_predict(model, x, None, banned, positions), **choice)
+            calls += 1
+            later = levels[k + 1][1] if k + 1 < len(levels) else 0.0
+            keep = torch.round(start.double() * later).long()
+            x = _commit(x, chosen, confidence, masked, masked.sum(dim=1) - keep)
+    return Sampled(ids=x, calls=calls)
+
+
+def depth_levels(
+    plan: Plan, upto: Stage, *, fused: bool = False
+) -> list[tuple[tuple[int, ...], float]]:
+    """Time as depth: (stack positions, mask ratio) for every grow stage up to `upto`, the
+    arrangement that stage trained at its ratio, noisiest first. `fused`: the whole of
+    `upto`'s rack at each of those ratios (the way a fuse stage trains)."""
+    levels = [(tuple(x.position for x in s.parts), s.mask_ratio)
+              for s in plan.stages[: upto.number] if s.mask_ratio is not None]  # fmt: skip
+    if fused:
+        every = tuple(x.position for x in upto.parts)
+        levels = [(every, ratio) for _, ratio in levels]
+    return sorted(levels, key=lambda level: -level[1])
+
+
+MASK = "<mask>"  # where a prompt asks a masked model to fill in
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of `text`; each `<mask>` in it is the mask token."""
+    ids: list[int] = []
+    for i, piece in enumerate(text.split(MASK)):
+        if i:
+            ids.append(tokenizer.specials.mask)
+        if piece:
+            ids += [int(x) for x in tokenizer.encode(piece)]
+    return ids
+
+
+def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: int | None = None,
+           num_samples: int = 1, sampler: str | None = None, steps: int | None = None,
+           block: int | None = None, seed: int = 0, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None) -> Sampled:  # fmt: skip
+    """`num_samples` samples from `model` (a checkpoint's, built for its stage) for the
+    prompt's ids: continued (CLM) or with its masks and `max_new_tokens` more after it filled
+    (masked models; default: to seq_len, or none when the prompt has masks). `steps`: time
+    steps of a time-as-input sampler (default num_time_steps, else 64); `block`: the
+    low_confidence sampler's block length (default one block). ValueError, in words, for a
+    request that does not fit the model."""
+    o, plan = model.stage.objective, model.plan
+    sampler = sampler or samplers_for(o)[0]
+    _check(o, sampler, num_samples, temperature, top_k, top_p, steps, block)
+    mask, ids = tokenizer.specials.mask, list(prompt)
+    causal = False
+    if causal and mask in ids:
+        raise ValueError("a causal LM continues its prompt; it has no `<mask>` to fill")
+    if causal and not ids:
+        ids = [tokenizer.specials.eos]  # a document starts after <eos>
+    room = plan.model.context - len(ids)
+    if max_new_tokens is None:
+        wanted = 100 if causal else plan.data.seq_len - len(ids)
+        max_new_tokens = 0 if mask in ids else max(0, min(wanted, room))
+    if max_new_tokens < 0 or max_new_tokens > room:
+        raise ValueError(f"a prompt of {len(ids)} tokens and {max_new_tokens} new ones: the "
+                         f"whole must fit the model's context of {plan.model.context}")  # fmt: skip
+    if not causal:
+        ids = ids + [mask] * max_new_tokens
+    if (causal and max_new_tokens == 0) or (not causal and mask not in ids):
+        raise ValueError("nothing to generate: give max_new_tokens, or a prompt with `<mask>`")
+    x = torch.tensor([ids] * num_samples, dtype=torch.long, device=model.device)
+    choice = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+              "generator": torch.Generator().manual_seed(seed)}  # fmt: skip
+    banned = (mask, tokenizer.specials.pad)
+    if isinstance(o, MaskedDiffusion) and isinstance(o.time, DepthTime):
+        levels = depth_levels(plan, model.stage, fused=sampler == "fused")
+        out = unroll_depth(model, x, levels, mask=mask, banned=banned, **choice)
+    return Sampled(ids=out.ids.cpu(), calls=out.calls)
+
+
+def _check(o: Objective, sampler, num_samples, temperature, top_k, top_p, steps, block):
+    names = samplers_for(o)
+    if sampler not in names:
+        raise ValueError(f"sampler {sampler!r} does not fit this run's objective: use "
+                         f"{' or '.join(names)}")  # fmt: skip
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, not {num_samples}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be at least 0, not {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, not {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+    if steps is not None and "ancestral" not in names:
+        raise ValueError("steps is only for masked diffusion with time as input")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    if block is not None and (sampler != "low_confidence" or block < 1):
+        raise ValueError("block is the low_confidence sampler's block length, at least 1")
 
 
 # --- the harness: the plan's classes, the weight store, the run ----------------------------------
@@ -1914,7 +2102,7 @@ def source_key(source) -> str:
 
 
 def tokenizer_key(tokenizer) -> str:
-    """TOKENIZERS: bytes, chars, bpe or tokenizerfile."""
+    """TOKENIZERS and RESTORERS: bytes, chars, bpe or tokenizerfile."""
     return type(tokenizer).__name__.lower()
 
 
@@ -1945,9 +2133,19 @@ def needs(plan: Plan) -> dict[str, frozenset[str]]:
         "MERGES": frozenset(merges),
         "SOURCES": frozenset([source_key(plan.data.source)]),
         "TOKENIZERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
+        "RESTORERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
         "OPTIMIZERS": frozenset([optimizer_key(plan.optimizer)]),
         "CACHES": frozenset(caches),
     }
+
+
+def samplers_for(objective: Objective) -> tuple[str, ...]:
+    """The samplers an objective trains a model for; the first is the default."""
+    if isinstance(objective, MaskedDiffusion):
+        if isinstance(objective.time, DepthTime):
+            return ("depth", "fused")
+        return ("ancestral", "low_confidence")
+    raise ValueError(f"no sampler for {type(objective).__name__}")
 
 
 PLAN_FORMAT = 2
@@ -3223,6 +3421,17 @@ def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
     """The run in `run_dir`, which this script's `plan` must have started (with the steps,
     device and directory the run has), and its latest checkpoint (None: none written yet).
     `Complete` for a run with nothing left to do."""
+    ours = _ours(run_dir, plan)
+    last = latest(run_dir)
+    if last is not None:
+        state = read_state(last, ours)
+        if state["stage_done"] and state["stage"] >= len(ours.stages):
+            raise Complete(f"the run in {run_dir} is already complete")
+    return ours, last
+
+
+def _ours(run_dir: Path, plan: Plan) -> Plan:
+    """The run's plan, if this script's `plan` started it (RunError if not)."""
     theirs = read_json(plan_file(run_dir))
     try:
         steps = [s["steps"] for s in theirs["stages"]]
@@ -3239,12 +3448,31 @@ def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
         raise RunError(f"{run_dir / 'plan.json'} is not this script's plan (a run of another "
                        "plan, or its plan.json was changed): resume it with what started it "
                        "(`sw run --resume` reads the run's own plan)")  # fmt: skip
+    return ours
+
+
+def sample_run(run_dir: Path, plan: Plan, prompt: str, **options) -> list[str]:
+    """Samples from the latest checkpoint of the run in `run_dir` (which this script's plan
+    must have started), as `sw sample` draws them (core/sampling.py `sample`: options)."""
+    ours = _ours(run_dir, plan)
     last = latest(run_dir)
-    if last is not None:
-        state = read_state(last, ours)
-        if state["stage_done"] and state["stage"] >= len(ours.stages):
-            raise Complete(f"the run in {run_dir} is already complete")
-    return ours, last
+    if last is None:
+        raise RunError(f"{run_dir} has no checkpoint yet: train first")
+    store, _, state, _ = load(last, ours, optimizer=False)
+    file = run_dir / "tokenizer.json"
+    try:
+        tokenizer = tokenizer_from(
+            json.loads(file.read_text(encoding="utf-8")), ours.data.tokenizer
+        )
+    except (OSError, ValueError, DataError) as e:
+        raise RunError(f"{file} cannot be read ({e}); it is the run's vocabulary") from None
+    stage = ours.stages[state["stage"] - 1]
+    model = StageModel(ours, stage, store, device_for(ours.run.device)).eval()
+    try:
+        out = sample(model, tokenizer, encode_prompt(tokenizer, prompt), **options)
+    except (ValueError, DataError) as e:
+        raise RunError(str(e)) from None
+    return [tokenizer.decode(row) for row in out.ids.tolist()]
 
 
 # --- what this script was compiled from (written to its run directory) -----------------------
@@ -3294,6 +3522,7 @@ COMPILED_FOR = [
     "FROZEN_LINEARS:nf4",
     "NOISES:masked_diffusion/depth",
     "OPTIMIZERS:adamw",
+    "RESTORERS:bytes",
     "SOURCES:stdlib",
     "TOKENIZERS:bytes",
     "adapters",
@@ -3323,6 +3552,18 @@ def main() -> None:
     parser.add_argument("--max-steps", type=_positive, help="cap every stage at N steps")
     parser.add_argument("--resume", type=_directory, help="continue the run in this directory")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    sampling = parser.add_argument_group("sampling (--sample: from the run's latest checkpoint)")
+    sampling.add_argument("--sample", action="store_true", help="generate instead of training")
+    sampling.add_argument("--prompt", default="", help="text; <mask> marks a place to fill")
+    sampling.add_argument("--max-new-tokens", type=int)
+    sampling.add_argument("--num-samples", type=_positive, default=1)
+    sampling.add_argument("--temperature", type=float, default=1.0, help="0: the most likely")
+    sampling.add_argument("--top-k", type=int)
+    sampling.add_argument("--top-p", type=float)
+    sampling.add_argument("--seed", type=int, default=0)
+    sampling.add_argument("--sampler", help="depth or fused")
+    sampling.add_argument("--steps", type=int, help="time steps (time as input)")
+    sampling.add_argument("--block", type=int, help="low_confidence's block length")
     args = parser.parse_args()
     if args.resume is not None and (args.max_steps is not None or args.run_dir is not None):
         parser.error("--resume continues a run with its own plan and directory: "
@@ -3335,6 +3576,14 @@ def main() -> None:
         if [s.number for s in plan.stages] != list(range(1, 5 + 1)):
             raise RunError("PLAN's stages must be numbered 1 to 5, one for each "
                            "call below: compile the spec again")  # fmt: skip
+        if args.sample:
+            where = where or Path(plan.run.dir)
+            options = {k: getattr(args, k) for k in ("max_new_tokens", "num_samples", "temperature",
+                                                     "top_k", "top_p", "seed", "sampler", "steps",
+                                                     "block")}  # fmt: skip
+            for text in sample_run(where, plan, args.prompt, **options):
+                print(text)
+            return
         if args.resume is not None:  # the run's own steps, device and directory
             where = args.resume
             plan, last = reopen(where, plan)

@@ -4,6 +4,7 @@
 It trains exactly what `sw run` trains for that spec and writes the same run directory.
 
     python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
+    python train.py --sample [--run-dir DIR] [--prompt TEXT] [--max-new-tokens N] [...]
 
 Top to bottom: the configuration (the resolved plan), the model, the objective and the data, the
 loop, the harness, then `main`; the code is stackwise-dsl's own, the parts this spec needs.
@@ -793,7 +794,7 @@ class Tokenizer:
         raise NotImplementedError
 
     def saved(self) -> dict:
-        """What `restored` builds this tokenizer again from, as JSON (a run's tokenizer.json:
+        """What `tokenizer_from` builds this tokenizer again from, as JSON (a run's tokenizer.json:
         sampling and evaluation need the run's exact vocabulary, not the data again)."""
         raise NotImplementedError
 
@@ -815,6 +816,23 @@ class ByteTokenizer(Tokenizer):
         return {"kind": "bytes"}
 
 
+def tokenizer_from(saved: dict, spec: Bytes) -> Tokenizer:
+    """The tokenizer `Tokenizer.saved` describes, of the plan's kind `spec` (RESTORERS);
+    DataError for anything else."""
+    tokenizer = (
+        pick(RESTORERS, tokenizer_key(spec), "tokenizer")(saved)
+        if isinstance(saved, dict)
+        else None
+    )
+    if tokenizer is None:
+        raise DataError("the saved tokenizer is not one stackwise-dsl writes for this plan")
+    return tokenizer
+
+
+def _bytes_again(saved: dict) -> Tokenizer | None:
+    return ByteTokenizer() if saved.get("kind") == "bytes" else None
+
+
 def build_tokenizer(
     spec: Bytes,
     docs: list[str],
@@ -829,6 +847,11 @@ def _bytes(spec: Bytes, docs: list[str]) -> Tokenizer:
 
 TOKENIZERS = {
     "bytes": _bytes,
+}
+
+
+RESTORERS = {
+    "bytes": _bytes_again,
 }
 
 
@@ -1150,6 +1173,138 @@ class Diverged(RunError):
         self.stage, self.step = stage, step
 
 
+@dataclasses.dataclass(frozen=True)
+class Sampled:
+    ids: torch.Tensor  # (B, T) every masked position filled
+    calls: int  # network calls made
+
+
+def next_token(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:  # fmt: skip
+    """One id per row of `logits` (B, V): the most likely at temperature 0, else a draw from
+    the softmax at `temperature`, within the `top_k` most likely and the smallest set whose
+    probability reaches `top_p`. Probabilities are computed in float64."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = _within(logits.double() / temperature, top_k, top_p)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def continue_text(model: StageModel, prompt: torch.Tensor, max_new_tokens: int, *,
+                  cached: bool = True, banned: tuple[int, ...] = (),
+                  **choice) -> Sampled:  # fmt: skip
+    """`prompt` (B, T) ids followed by `max_new_tokens` more, each chosen by `next_token`
+    (`choice`: temperature, top_k, top_p, generator), never a `banned` id (`<mask>`,
+    `<pad>`). The whole may not exceed the model's context."""
+    context = model.plan.model.context
+    if prompt.shape[1] + max_new_tokens > context:
+        raise ValueError(f"a prompt of {prompt.shape[1]} tokens and {max_new_tokens} new ones "
+                         f"exceed the model's context of {context}")  # fmt: skip
+    model.eval()
+    ids, seen = prompt, Seen() if cached else None
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            if seen is None:
+                h = model.hidden(ids, None)
+            else:
+                new = ids[:, seen.offset :]
+                h = model.hidden(new, None, seen=seen)
+                seen.offset += new.shape[1]
+            logits = model.logits(h[:, -1]).float()
+            logits[:, list(banned)] = float("-inf")
+            token = next_token(logits, **choice)
+            ids = torch.cat([ids, token[:, None].to(ids.dtype)], dim=1)
+    return Sampled(ids=ids, calls=max_new_tokens)
+
+
+def _within(logits: torch.Tensor, top_k: int | None, top_p: float | None) -> torch.Tensor:
+    """`logits` (N, V) with every token outside the top k and the top-p nucleus at -inf."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        ordered, order = torch.sort(logits, dim=-1, descending=True)
+        probs = ordered.softmax(dim=-1)
+        beyond = probs.cumsum(dim=-1) - probs >= top_p  # reached top_p before this token
+        logits = logits.masked_fill(beyond.scatter(-1, order, beyond), float("-inf"))
+    return logits
+
+
+MASK = "<mask>"  # where a prompt asks a masked model to fill in
+
+
+def encode_prompt(tokenizer, text: str) -> list[int]:
+    """Token ids of `text`; each `<mask>` in it is the mask token."""
+    ids: list[int] = []
+    for i, piece in enumerate(text.split(MASK)):
+        if i:
+            ids.append(tokenizer.specials.mask)
+        if piece:
+            ids += [int(x) for x in tokenizer.encode(piece)]
+    return ids
+
+
+def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: int | None = None,
+           num_samples: int = 1, sampler: str | None = None, steps: int | None = None,
+           block: int | None = None, seed: int = 0, temperature: float = 1.0,
+           top_k: int | None = None, top_p: float | None = None) -> Sampled:  # fmt: skip
+    """`num_samples` samples from `model` (a checkpoint's, built for its stage) for the
+    prompt's ids: continued (CLM) or with its masks and `max_new_tokens` more after it filled
+    (masked models; default: to seq_len, or none when the prompt has masks). `steps`: time
+    steps of a time-as-input sampler (default num_time_steps, else 64); `block`: the
+    low_confidence sampler's block length (default one block). ValueError, in words, for a
+    request that does not fit the model."""
+    o, plan = model.stage.objective, model.plan
+    sampler = sampler or samplers_for(o)[0]
+    _check(o, sampler, num_samples, temperature, top_k, top_p, steps, block)
+    mask, ids = tokenizer.specials.mask, list(prompt)
+    causal = isinstance(o, Clm)
+    if causal and mask in ids:
+        raise ValueError("a causal LM continues its prompt; it has no `<mask>` to fill")
+    if causal and not ids:
+        ids = [tokenizer.specials.eos]  # a document starts after <eos>
+    room = plan.model.context - len(ids)
+    if max_new_tokens is None:
+        wanted = 100 if causal else plan.data.seq_len - len(ids)
+        max_new_tokens = 0 if mask in ids else max(0, min(wanted, room))
+    if max_new_tokens < 0 or max_new_tokens > room:
+        raise ValueError(f"a prompt of {len(ids)} tokens and {max_new_tokens} new ones: the "
+                         f"whole must fit the model's context of {plan.model.context}")  # fmt: skip
+    if not causal:
+        ids = ids + [mask] * max_new_tokens
+    if (causal and max_new_tokens == 0) or (not causal and mask not in ids):
+        raise ValueError("nothing to generate: give max_new_tokens, or a prompt with `<mask>`")
+    x = torch.tensor([ids] * num_samples, dtype=torch.long, device=model.device)
+    choice = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
+              "generator": torch.Generator().manual_seed(seed)}  # fmt: skip
+    banned = (mask, tokenizer.specials.pad)
+    if isinstance(o, Clm):
+        out = continue_text(model, x, max_new_tokens, banned=banned, **choice)
+    return Sampled(ids=out.ids.cpu(), calls=out.calls)
+
+
+def _check(o: Objective, sampler, num_samples, temperature, top_k, top_p, steps, block):
+    names = samplers_for(o)
+    if sampler not in names:
+        raise ValueError(f"sampler {sampler!r} does not fit this run's objective: use "
+                         f"{' or '.join(names)}")  # fmt: skip
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, not {num_samples}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be at least 0, not {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1, not {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+    if steps is not None and "ancestral" not in names:
+        raise ValueError("steps is only for masked diffusion with time as input")
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be at least 1, not {steps}")
+    if block is not None and (sampler != "low_confidence" or block < 1):
+        raise ValueError("block is the low_confidence sampler's block length, at least 1")
+
+
 # --- the harness: the plan's classes, the weight store, the run ----------------------------------
 
 
@@ -1445,7 +1600,7 @@ def source_key(source) -> str:
 
 
 def tokenizer_key(tokenizer) -> str:
-    """TOKENIZERS: bytes, chars, bpe or tokenizerfile."""
+    """TOKENIZERS and RESTORERS: bytes, chars, bpe or tokenizerfile."""
     return type(tokenizer).__name__.lower()
 
 
@@ -1476,9 +1631,17 @@ def needs(plan: Plan) -> dict[str, frozenset[str]]:
         "MERGES": frozenset(merges),
         "SOURCES": frozenset([source_key(plan.data.source)]),
         "TOKENIZERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
+        "RESTORERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
         "OPTIMIZERS": frozenset([optimizer_key(plan.optimizer)]),
         "CACHES": frozenset(caches),
     }
+
+
+def samplers_for(objective: Objective) -> tuple[str, ...]:
+    """The samplers an objective trains a model for; the first is the default."""
+    if isinstance(objective, Clm):
+        return ("autoregressive",)
+    raise ValueError(f"no sampler for {type(objective).__name__}")
 
 
 PLAN_FORMAT = 2
@@ -2754,6 +2917,17 @@ def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
     """The run in `run_dir`, which this script's `plan` must have started (with the steps,
     device and directory the run has), and its latest checkpoint (None: none written yet).
     `Complete` for a run with nothing left to do."""
+    ours = _ours(run_dir, plan)
+    last = latest(run_dir)
+    if last is not None:
+        state = read_state(last, ours)
+        if state["stage_done"] and state["stage"] >= len(ours.stages):
+            raise Complete(f"the run in {run_dir} is already complete")
+    return ours, last
+
+
+def _ours(run_dir: Path, plan: Plan) -> Plan:
+    """The run's plan, if this script's `plan` started it (RunError if not)."""
     theirs = read_json(plan_file(run_dir))
     try:
         steps = [s["steps"] for s in theirs["stages"]]
@@ -2770,12 +2944,31 @@ def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
         raise RunError(f"{run_dir / 'plan.json'} is not this script's plan (a run of another "
                        "plan, or its plan.json was changed): resume it with what started it "
                        "(`sw run --resume` reads the run's own plan)")  # fmt: skip
+    return ours
+
+
+def sample_run(run_dir: Path, plan: Plan, prompt: str, **options) -> list[str]:
+    """Samples from the latest checkpoint of the run in `run_dir` (which this script's plan
+    must have started), as `sw sample` draws them (core/sampling.py `sample`: options)."""
+    ours = _ours(run_dir, plan)
     last = latest(run_dir)
-    if last is not None:
-        state = read_state(last, ours)
-        if state["stage_done"] and state["stage"] >= len(ours.stages):
-            raise Complete(f"the run in {run_dir} is already complete")
-    return ours, last
+    if last is None:
+        raise RunError(f"{run_dir} has no checkpoint yet: train first")
+    store, _, state, _ = load(last, ours, optimizer=False)
+    file = run_dir / "tokenizer.json"
+    try:
+        tokenizer = tokenizer_from(
+            json.loads(file.read_text(encoding="utf-8")), ours.data.tokenizer
+        )
+    except (OSError, ValueError, DataError) as e:
+        raise RunError(f"{file} cannot be read ({e}); it is the run's vocabulary") from None
+    stage = ours.stages[state["stage"] - 1]
+    model = StageModel(ours, stage, store, device_for(ours.run.device)).eval()
+    try:
+        out = sample(model, tokenizer, encode_prompt(tokenizer, prompt), **options)
+    except (ValueError, DataError) as e:
+        raise RunError(str(e)) from None
+    return [tokenizer.decode(row) for row in out.ids.tolist()]
 
 
 # --- what this script was compiled from (written to its run directory) -----------------------
@@ -2809,6 +3002,7 @@ COMPILED_FOR = [
     "FFNS:swiglu",
     "NOISES:clm",
     "OPTIMIZERS:adamw",
+    "RESTORERS:bytes",
     "SOURCES:synthetic",
     "TOKENIZERS:bytes",
 ]
@@ -2836,6 +3030,18 @@ def main() -> None:
     parser.add_argument("--max-steps", type=_positive, help="cap every stage at N steps")
     parser.add_argument("--resume", type=_directory, help="continue the run in this directory")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    sampling = parser.add_argument_group("sampling (--sample: from the run's latest checkpoint)")
+    sampling.add_argument("--sample", action="store_true", help="generate instead of training")
+    sampling.add_argument("--prompt", default="", help="text; <mask> marks a place to fill")
+    sampling.add_argument("--max-new-tokens", type=int)
+    sampling.add_argument("--num-samples", type=_positive, default=1)
+    sampling.add_argument("--temperature", type=float, default=1.0, help="0: the most likely")
+    sampling.add_argument("--top-k", type=int)
+    sampling.add_argument("--top-p", type=float)
+    sampling.add_argument("--seed", type=int, default=0)
+    sampling.add_argument("--sampler", help="autoregressive")
+    sampling.add_argument("--steps", type=int, help="time steps (time as input)")
+    sampling.add_argument("--block", type=int, help="low_confidence's block length")
     args = parser.parse_args()
     if args.resume is not None and (args.max_steps is not None or args.run_dir is not None):
         parser.error("--resume continues a run with its own plan and directory: "
@@ -2848,6 +3054,14 @@ def main() -> None:
         if [s.number for s in plan.stages] != list(range(1, 2 + 1)):
             raise RunError("PLAN's stages must be numbered 1 to 2, one for each "
                            "call below: compile the spec again")  # fmt: skip
+        if args.sample:
+            where = where or Path(plan.run.dir)
+            options = {k: getattr(args, k) for k in ("max_new_tokens", "num_samples", "temperature",
+                                                     "top_k", "top_p", "seed", "sampler", "steps",
+                                                     "block")}  # fmt: skip
+            for text in sample_run(where, plan, args.prompt, **options):
+                print(text)
+            return
         if args.resume is not None:  # the run's own steps, device and directory
             where = args.resume
             plan, last = reopen(where, plan)

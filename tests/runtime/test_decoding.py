@@ -95,8 +95,8 @@ def test_greedy_text_with_the_cache_is_the_text_without_it(kind):
 
     model = _model(KINDS[kind])
     prompt = torch.randint(0, 300, (3, 4), generator=torch.Generator().manual_seed(4))
-    cached = continue_text(model, prompt, 12, temperature=0)
-    again = continue_text(model, prompt, 12, temperature=0, cached=False)
+    cached = continue_text(model, prompt, 12, temperature=0).ids
+    again = continue_text(model, prompt, 12, temperature=0, cached=False).ids
     assert cached.shape == (3, 16) and torch.equal(cached[:, :4], prompt)
     assert torch.equal(cached, again)
 
@@ -109,10 +109,10 @@ def test_sampling_is_seeded_and_top_k_and_top_p_narrow_the_choice():
 
     def draw(seed, **choice):
         return continue_text(model, prompt, 8, generator=torch.Generator().manual_seed(seed),
-                             **choice)  # fmt: skip
+                             **choice).ids  # fmt: skip
 
     assert torch.equal(draw(7), draw(7)) and not torch.equal(draw(7), draw(8))
-    greedy = continue_text(model, prompt, 8, temperature=0)
+    greedy = continue_text(model, prompt, 8, temperature=0).ids
     assert torch.equal(draw(7, top_k=1), greedy) and torch.equal(draw(7, top_p=1e-9), greedy)
     logits = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
     probs = torch.softmax(logits.double(), dim=-1)[0]  # 0.032, 0.087, 0.237, 0.644
@@ -124,3 +124,7 @@ def test_sampling_is_seeded_and_top_k_and_top_p_narrow_the_choice():
     assert seen == {1, 2, 3}
     with pytest.raises(ValueError, match="exceed the model's context of 16"):
         continue_text(model, prompt, 14)
+    # never a banned id, even where it is the most likely
+    top = int(greedy[0, 3])
+    banned = continue_text(model, prompt, 8, temperature=0, banned=(top,)).ids
+    assert banned[0, 3] != top and not (banned[:, 3:] == top).any()

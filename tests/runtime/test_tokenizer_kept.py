@@ -15,8 +15,9 @@ from stackwise_dsl.data.tokenizer import (
     CharTokenizer,
     HfTokenizer,
     _train_bpe,
-    restored,
+    tokenizer_from,
 )
+from stackwise_dsl.lower import plan as p
 from tests.conftest import ROOT
 
 runner = CliRunner()
@@ -27,18 +28,22 @@ TEXT = "To be, or not to be: that is the question. Über naïve café — 東京
 def test_a_saved_tokenizer_reads_back_as_the_same_vocabulary(kind):
     tok = {"bytes": ByteTokenizer, "chars": lambda: CharTokenizer.of([TEXT]),
            "bpe": lambda: HfTokenizer(_train_bpe([TEXT], 300))}[kind]()  # fmt: skip
-    again = restored(json.loads(json.dumps(tok.saved())))
+    spec = {"bytes": p.Bytes(), "chars": p.Chars(), "bpe": p.Bpe(vocab=300)}[kind]
+    again = tokenizer_from(json.loads(json.dumps(tok.saved())), spec)
     assert type(again) is type(tok) and again.vocab_size == tok.vocab_size
     assert again.specials == tok.specials and again.ordinary == tok.ordinary
     ids = tok.encode(TEXT)
     assert (again.encode(TEXT) == ids).all() and again.decode(ids) == tok.decode(ids) == TEXT
 
 
-@pytest.mark.parametrize("saved", [None, [], {"kind": "words"}, {"kind": "chars", "chars": 3},
-                                   {"kind": "tokenizers", "json": "{not json"}])  # fmt: skip
-def test_what_is_not_a_saved_tokenizer_is_refused(saved):
+@pytest.mark.parametrize(("saved", "spec"), [
+    (None, p.Bytes()), ([], p.Chars()), ({"kind": "words"}, p.Bytes()),
+    ({"kind": "chars", "chars": 3}, p.Chars()), ({"kind": "bytes"}, p.Chars()),
+    ({"kind": "tokenizers", "json": "{not json"}, p.Bpe(vocab=300)),
+])  # fmt: skip
+def test_what_is_not_a_saved_tokenizer_of_the_plans_kind_is_refused(saved, spec):
     with pytest.raises(DataError, match="saved tokenizer"):
-        restored(saved)
+        tokenizer_from(saved, spec)
 
 
 def _chars_run(tmp_path):

@@ -13,11 +13,16 @@ SPECS = {
     "clm": small("clm", grow="append 2 x s"),
     "mlm": small("mlm", grow="append 2 x s"),
     # prepend: stage k enters at stack 3 - k; a fuse stage trains the whole rack at the end
-    "depth": small("masked_diffusion(time = depth)", grow="prepend 3 x s",
-                   extra="fuse { steps = 2, trunk { full } }\n"),  # fmt: skip
+    "depth": small(
+        "masked_diffusion(time = depth)",
+        grow="prepend 3 x s",
+        extra="fuse { steps = 2, trunk { full } }\n",
+    ),
     "append": small("masked_diffusion(time = depth)", grow="append 3 x s"),
-    "input": small("masked_diffusion(time = input(embedding = sinusoidal), "
-                   "mask = linear(1.0 -> 0.05))", grow="end_to_end 2 x s"),  # fmt: skip
+    "input": small(
+        "masked_diffusion(time = input(embedding = sinusoidal), mask = linear(1.0 -> 0.05))",
+        grow="end_to_end 2 x s",
+    ),
 }
 
 

@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import stackwise_dsl
-from stackwise_dsl.use import UseError, load
-from stackwise_dsl.use.evaluation import RATIOS, evaluate_run, windows_of
+from stackwise_dsl.use import load
+from stackwise_dsl.use.errors import UseError
+from stackwise_dsl.use.evaluation import evaluate_run
+from stackwise_dsl.use.scoring import RATIOS, windows_of
 
 
 def test_load_names_checkpoints_by_stage_name_or_path(trained_runs):
@@ -35,8 +37,8 @@ def test_a_stage_not_finished_and_a_run_without_checkpoints(trained_runs, tmp_pa
     shutil.copytree(trained_runs["clm"], run)
     shutil.rmtree(run / "checkpoints" / "stage002-step0000006")
     (run / "checkpoints" / "latest.json").write_text('{"checkpoint": "stage001-step0000006"}')
-    with pytest.raises(UseError, match="stage 2 of .* has not finished: its checkpoints are "
-                       "stage001-step0000006"):  # fmt: skip
+    with pytest.raises(UseError, match=r"stage 2 of .* has not finished: its checkpoints are "
+                       r"stage001-step0000006"):  # fmt: skip
         load(run, 2)
     shutil.rmtree(run / "checkpoints")
     with pytest.raises(UseError, match="has no checkpoint yet"):
@@ -121,7 +123,7 @@ def test_scoring_text_that_is_too_short_or_not_a_file(trained_runs, tmp_path):
         m.score("a")
     with pytest.raises(UseError, match="is not a regular file"):
         evaluate_run(trained_runs["clm"], data=tmp_path)
-    with pytest.raises(UseError, match="cannot read .*missing.txt"):
+    with pytest.raises(UseError, match=r"cannot read .*missing\.txt"):
         evaluate_run(trained_runs["clm"], data=tmp_path / "missing.txt")
     bad = tmp_path / "bad.txt"
     bad.write_bytes(b"\xff\xfe")

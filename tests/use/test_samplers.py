@@ -3,13 +3,15 @@ stacks, what each call sees, and what stays fixed."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
 import torch
 
 from stackwise_dsl.core import sampling
-from stackwise_dsl.use import UseError, load
+from stackwise_dsl.use import load
+from stackwise_dsl.use.errors import UseError
 
 
 def _watch(trained) -> list[tuple[tuple[int, ...], int, float | None]]:
@@ -88,9 +90,9 @@ def test_ancestral_skips_the_network_when_a_step_revealed_nothing(trained_runs):
     # 8 positions over 64 steps: most steps reveal nothing and call nothing
     assert 1 < out.calls <= 8
     masked = [c[1] for c in calls]
-    assert masked[0] == 8 and all(a > b for a, b in zip(masked, masked[1:]))  # each call new
+    assert masked[0] == 8 and all(a > b for a, b in itertools.pairwise(masked))  # each call new
     times = [c[2] for c in calls]
-    assert times[0] == 1.0 and all(a > b for a, b in zip(times, times[1:]))
+    assert times[0] == 1.0 and all(a > b for a, b in itertools.pairwise(times))
 
 
 def test_ancestral_reveals_each_masked_token_with_the_schedules_chance(trained_runs):
@@ -137,7 +139,7 @@ def test_low_confidence_never_touches_a_later_block_early(trained_runs):
 
 def test_low_confidence_needs_a_step_per_block(trained_runs):
     m = load(trained_runs["input"])
-    with pytest.raises(ValueError, match="6 steps cannot fill 8 blocks"):
+    with pytest.raises(UseError, match="6 steps cannot fill 8 blocks"):
         m.sample("", max_new_tokens=16, sampler="low_confidence", steps=6, block=2)
 
 
@@ -200,8 +202,8 @@ def test_time_for_inverts_the_schedule_on_the_models_grid(trained_runs):
 def test_requests_that_do_not_fit_are_refused_in_words(trained_runs):
     m = load(trained_runs["clm"])
     cases = [
-        ({"sampler": "ancestral"}, "does not fit this run's objective (clm)"),
-        ({"max_new_tokens": 40}, "exceed the model's context of 16"),
+        ({"sampler": "ancestral"}, "does not fit this run's objective: use autoregressive"),
+        ({"max_new_tokens": 40}, "the whole must fit the model's context of 16"),
         ({"temperature": -1}, "temperature must be at least 0"),
         ({"top_p": 0}, "top_p must be in (0, 1]"),
         ({"top_k": 0}, "top_k must be at least 1"),
@@ -215,7 +217,9 @@ def test_requests_that_do_not_fit_are_refused_in_words(trained_runs):
         m.sample("a<mask>")
     assert math.isfinite(m.loss("abcabc"))
     d = load(trained_runs["depth"])
-    with pytest.raises(UseError, match="nothing to fill"):
+    with pytest.raises(UseError, match="nothing to generate"):
         d.sample("abc", max_new_tokens=0)
+    with pytest.raises(UseError, match="steps must be at least 1"):
+        load(trained_runs["input"]).sample("", steps=0)
     with pytest.raises(UseError, match="block is the low_confidence sampler's"):
         d.sample("", block=4)
