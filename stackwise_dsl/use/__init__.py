@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from stackwise_dsl.core import sampling
+from stackwise_dsl.core.errors import Damaged
 from stackwise_dsl.core.stage_model import StageModel
 from stackwise_dsl.data import DataError, corpus
 from stackwise_dsl.data.tokenizer import Tokenizer, build_tokenizer, tokenizer_from
@@ -104,7 +105,7 @@ def tokenizer_of(run_dir: Path, plan: p.Plan) -> Tokenizer:
         try:
             return tokenizer_from(json.loads(file.read_text(encoding="utf-8")), plan.data.tokenizer)
         except (OSError, ValueError, DataError) as e:
-            raise UseError(
+            raise Damaged(
                 f"{file} cannot be read ({e}); it is the run's vocabulary: restore it, or "
                 "delete it to build it from the data"
             ) from None
