@@ -1,10 +1,9 @@
 #!/usr/bin/env python3
 """Train specs/diffusion.sw stage by stage: a script compiled by stackwise-dsl 0.1.0.
 
-It trains exactly what `sw run` trains for that spec and writes the same run directory.
+It trains exactly what `sw run` trains, into the same run directory; `--sample` samples from it.
 
     python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
-    python train.py --sample [--run-dir DIR] [--prompt TEXT] [--max-new-tokens N] [...]
 
 Top to bottom: the configuration (the resolved plan), the model, the objective and the data, the
 loop, the harness, then `main`; the code is stackwise-dsl's own, the parts this spec needs.
