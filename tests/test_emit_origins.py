@@ -104,6 +104,17 @@ def test_an_override_names_itself_not_the_line_it_replaced(monkeypatch):
     )
 
 
+def test_a_let_given_by_set_names_the_override_where_it_is_used(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    block = _plan_block(_compile("specs/diffusion.sw", "--set", "d=192"))
+    assert '        "d_model": 192,  # --set d' in block
+    assert (
+        '    "ffn": {"kind": "SwiGlu", "hidden": 768},  # line 13' in block
+    )  # 4 * d, written there
+    plain = _plan_block(_compile("specs/diffusion.sw"))
+    assert '        "d_model": 128, "context": 64, "norm": "rmsnorm",  # line 9' in plain
+
+
 def _paths(value, at=()):
     """Every path into a plan's JSON but the tags naming a union member's class (`"kind":
     "Rope"`; a stage's own `kind` is a lowercase word) and the items of lists of numbers or

@@ -28,6 +28,7 @@ from stackwise_dsl.elaborate.values import (
     Value,
     describe,
 )
+from stackwise_dsl.source import SET_SOURCE
 from stackwise_dsl.syntax import tree as t
 from stackwise_dsl.syntax.lexing import MAX_INT  # the same for written and computed integers
 
@@ -79,7 +80,10 @@ class Evaluator:
         self.lets.used.add(e.name)
         if e.name not in self.lets.values:
             self.lets.values[e.name] = self._evaluate_let(let)
-        return attrs.evolve(self.lets.values[e.name], span=e.span)
+        value = self.lets.values[e.name]
+        if value.span is not None and value.span.source.startswith(f"<{SET_SOURCE} "):
+            return value  # given by `--set NAME=...`: it says so where it is used
+        return attrs.evolve(value, span=e.span)
 
     def _evaluate_let(self, let: t.Let) -> Value:
         name = let.name.name
