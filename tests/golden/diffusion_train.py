@@ -1392,8 +1392,8 @@ class Damaged(RunError):
 
 
 def lr_factor(o: Optimizer, step: int, steps: int) -> float:
-    """Multiplier of the base rates at `step` (1-based) of a stage of `steps`: linear warmup,
-    then cosine or linear decay to min_lr (as a fraction of each group's rate), or constant."""
+    """Where `step` (1-based) of a stage of `steps` is in its schedule: the warmup's fraction
+    done (step / warmup), then 1 decaying to 0 (cosine or linear) or staying 1 (constant)."""
     warmup = min(o.warmup, steps)
     if step <= warmup:
         return step / warmup
@@ -1427,10 +1427,14 @@ OPTIMIZERS = {
 
 
 def set_lr(opt: torch.optim.Optimizer, o: Optimizer, step: int, steps: int) -> float:
-    """Apply the schedule; returns the factor (the logged lr is the first group's)."""
+    """Apply the schedule to every group: warmup from zero to the group's rate (rate x
+    step / warmup), then decay from its rate to `min_lr` (an absolute rate, the floor; a
+    group whose rate is below it stays at its rate). Returns the factor (the logged lr is
+    the first group's)."""
     factor = lr_factor(o, step, steps)
+    warming = step <= min(o.warmup, steps)
     for g in opt.param_groups:
-        floor = min(o.min_lr, g["base_lr"])
+        floor = 0.0 if warming else min(o.min_lr, g["base_lr"])
         g["lr"] = floor + (g["base_lr"] - floor) * factor
     return factor
 
