@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from stackwise_dsl.cli import app
@@ -131,3 +132,31 @@ def test_export_writes_merged_weights_and_refuses_what_is_not_a_run(tmp_path):
     missing = run("export", tmp_path / "nothing")
     assert missing.exit_code == 1
     assert missing.output.startswith("error: ") and "Traceback" not in missing.output
+
+
+def test_max_steps_cuts_the_run_and_trial_steps_compresses_it(tmp_path):
+    """--max-steps N stops each stage after N steps at the full run's learning rates (the
+    full run's first N losses, exactly); --trial-steps N runs each stage's whole schedule
+    (warmup 10, cosine to 0) in N steps."""
+    every = ["--set", "run.log_every=1", "-q"]
+    full = run("run", TINY, "--run-dir", tmp_path / "full", *every)  # 2 x 150 steps
+    cut = run("run", TINY, "--run-dir", tmp_path / "cut", "--max-steps", "12", *every)
+    trial = run("run", TINY, "--run-dir", tmp_path / "trial", "--trial-steps", "12", *every)
+    assert full.exit_code == cut.exit_code == trial.exit_code == 0, cut.output + trial.output
+
+    def train(name):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [(r["stage"], r["step"], r["loss"], r["lr"]) for r in map(json.loads, lines)
+                if r["kind"] == "train"]  # fmt: skip
+
+    whole, cut_ = train("full"), train("cut")
+    first = [x for x in whole if x[1] <= 12]
+    assert [x for x in cut_ if x[0] == 1] == first[:12]  # the same losses and rates
+    assert [x[3] for x in cut_] == [x[3] for x in first]  # stage 2 too: its own schedule
+    plan = json.loads((tmp_path / "cut" / "plan.json").read_text())
+    assert [(s["steps"], s["schedule_steps"]) for s in plan["stages"]] == [(12, 150), (12, 150)]
+    lrs = [x[3] for x in train("trial") if x[0] == 1]
+    assert lrs[9] == pytest.approx(3e-3) and lrs[-1] == pytest.approx(0.0, abs=1e-12)
+    assert [x[3] for x in first if x[0] == 1][9] == pytest.approx(3e-3)
+    both = run("run", TINY, "--max-steps", "3", "--trial-steps", "3")
+    assert both.exit_code == 2 and "not both" in both.output

@@ -262,7 +262,16 @@ def run(
     file: Path | None = typer.Argument(None, help="The spec to train (not with --resume)."),
     overrides: list[str] = SetOption,
     max_steps: int | None = typer.Option(
-        None, "--max-steps", min=1, help="Cap every stage at N steps."
+        None,
+        "--max-steps",
+        min=1,
+        help="Stop every stage after N steps, at the learning rates of the full run.",
+    ),
+    trial_steps: int | None = typer.Option(
+        None,
+        "--trial-steps",
+        min=1,
+        help="Shorten every stage to N steps, its warmup and decay compressed to fit.",
     ),
     run_dir: str | None = typer.Option(
         None, "--run-dir", help="Where the run writes (default runs/<spec>)."
@@ -276,8 +285,12 @@ def run(
     if (file is None) == (resume is None):
         typer.echo("error: give a spec to run, or --resume RUN_DIR (not both)", err=True)
         raise typer.Exit(USAGE)
-    if resume is not None and (overrides or max_steps is not None):
-        given = "--set" if overrides else "--max-steps"
+    if max_steps is not None and trial_steps is not None:
+        typer.echo("error: give --max-steps (cut the run) or --trial-steps (compress it), not "
+                   "both", err=True)  # fmt: skip
+        raise typer.Exit(USAGE)
+    if resume is not None and (overrides or max_steps is not None or trial_steps is not None):
+        given = "--set" if overrides else "--max-steps" if max_steps else "--trial-steps"
         typer.echo(f"error: {given} cannot change a run being resumed: it goes on with the "
                    "plan it was started with", err=True)  # fmt: skip
         raise typer.Exit(USAGE)
@@ -303,8 +316,9 @@ def run(
         else:
             _require_valid_overrides(overrides)
             plan_ = _lower_or_exit(file, overrides, for_run=True)
-            plan_ = _adjust(plan_, max_steps, run_dir, chosen)
-            info = {"spec": str(file), "overrides": overrides, "max_steps": max_steps}
+            plan_ = _adjust(plan_, max_steps, trial_steps, run_dir, chosen)
+            info = {"spec": str(file), "overrides": overrides, "max_steps": max_steps,
+                    "trial_steps": trial_steps}  # fmt: skip
             text = _exact_text(file)
             with _view(plan_, show) as view:
                 summaries = runtime.run(
@@ -336,8 +350,10 @@ def _view(plan_, show: bool):
     return RichProgress(plan_) if sys.stdout.isatty() else PlainProgress(plan_, sys.stdout)
 
 
-def _adjust(plan_, max_steps, run_dir, device):
-    """The plan with the command line's caps and choices applied (saved with the run). A run
+def _adjust(plan_, max_steps, trial_steps, run_dir, device):
+    """The plan with the command line's caps and choices applied (saved with the run):
+    `max_steps` cuts a longer stage, whose learning rates follow the full stage's schedule
+    (`schedule_steps`); `trial_steps` shortens it, its schedule compressed to fit. A run
     named by --run-dir must go where it says; otherwise the spec's directory is used, or the
     first of `DIR-2`, `DIR-3`, ... that holds no run, so running a spec again keeps the last
     run."""
@@ -347,7 +363,10 @@ def _adjust(plan_, max_steps, run_dir, device):
 
     stages = plan_.stages
     if max_steps is not None:
-        stages = tuple(attrs.evolve(s, steps=min(s.steps, max_steps)) for s in stages)
+        stages = tuple(attrs.evolve(s, steps=max_steps, schedule_steps=s.schedule_steps or s.steps)
+                       if s.steps > max_steps else s for s in stages)  # fmt: skip
+    if trial_steps is not None:
+        stages = tuple(attrs.evolve(s, steps=min(s.steps, trial_steps)) for s in stages)
     run_ = plan_.run
     if run_dir is not None:
         run_ = attrs.evolve(run_, dir=os.path.abspath(run_dir))

@@ -94,7 +94,7 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
 
     loss = math.nan
     for step in range(state.step + 1, stage.steps + 1):
-        optim.set_lr(opt, o, step, stage.steps)
+        optim.set_lr(opt, o, step, stage.schedule_steps or stage.steps)
         loss = 0.0
         for micro in range(o.accumulate):
             ids = stream.take(plan.data.batch)

@@ -249,6 +249,9 @@ class Stage:
     train_input: bool  # token embedding, learned positions, time embedding
     train_head: bool  # final norm and head (a tied head is the input embedding)
     merge_adapters: bool = False  # fuse: fold every trained adapter into its master first
+    # the steps the learning-rate schedule spans, when `--max-steps` cut the stage short of
+    # them (None: `steps`)
+    schedule_steps: int | None = None
 
     @property
     def new(self) -> tuple[int, ...]:

@@ -58,16 +58,17 @@ def reopen(run_dir: Path, plan: p.Plan) -> tuple[p.Plan, Path | None]:
 def _ours(run_dir: Path, plan: p.Plan) -> p.Plan:
     """The run's plan, if this script's `plan` started it (RunError if not)."""
     theirs = read_json(plan_file(run_dir))
-    try:
-        steps = [s["steps"] for s in theirs["stages"]]
+    try:  # what --max-steps changes: a stage's steps and the schedule's length
+        steps = [(s["steps"], s.get("schedule_steps")) for s in theirs["stages"]]
         run = attrs.evolve(plan.run, dir=theirs["run"]["dir"],
                            device=Device(theirs["run"]["device"]))  # fmt: skip
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         steps, run = [], plan.run
     ours = None
-    if len(steps) == len(plan.stages) and all(type(x) is int and x >= 1 for x in steps):
+    if len(steps) == len(plan.stages) and all(_a_count(n) and (m is None or _a_count(m))
+                                              for n, m in steps):  # fmt: skip
         pairs = zip(plan.stages, steps, strict=True)
-        stages = tuple(attrs.evolve(s, steps=n) for s, n in pairs)
+        stages = tuple(attrs.evolve(s, steps=n, schedule_steps=m) for s, (n, m) in pairs)
         ours = attrs.evolve(plan, stages=stages, run=run)
     if ours is None or to_json(ours) != theirs:
         raise RunError(f"{run_dir / 'plan.json'} is not this script's plan (a run of another "
@@ -98,3 +99,7 @@ def sample_run(run_dir: Path, plan: p.Plan, prompt: str, **options) -> list[str]
     except (ValueError, DataError) as e:
         raise RunError(str(e)) from None
     return [tokenizer.decode(row) for row in out.ids.tolist()]
+
+
+def _a_count(x) -> bool:
+    return type(x) is int and x >= 1

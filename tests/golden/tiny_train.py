@@ -1081,7 +1081,7 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
 
     loss = math.nan
     for step in range(state.step + 1, stage.steps + 1):
-        set_lr(opt, o, step, stage.steps)
+        set_lr(opt, o, step, stage.schedule_steps or stage.steps)
         loss = 0.0
         for micro in range(o.accumulate):
             ids = stream.take(plan.data.batch)
@@ -1432,6 +1432,9 @@ class Stage:
     train_input: bool  # token embedding, learned positions, time embedding
     train_head: bool  # final norm and head (a tied head is the input embedding)
     merge_adapters: bool = False  # fuse: fold every trained adapter into its master first
+    # the steps the learning-rate schedule spans, when `--max-steps` cut the stage short of
+    # them (None: `steps`)
+    schedule_steps: int | None = None
 
     @property
     def new(self) -> tuple[int, ...]:
@@ -2932,16 +2935,17 @@ def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
 def _ours(run_dir: Path, plan: Plan) -> Plan:
     """The run's plan, if this script's `plan` started it (RunError if not)."""
     theirs = read_json(plan_file(run_dir))
-    try:
-        steps = [s["steps"] for s in theirs["stages"]]
+    try:  # what --max-steps changes: a stage's steps and the schedule's length
+        steps = [(s["steps"], s.get("schedule_steps")) for s in theirs["stages"]]
         run = dataclasses.replace(plan.run, dir=theirs["run"]["dir"],
                            device=Device(theirs["run"]["device"]))  # fmt: skip
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, AttributeError):
         steps, run = [], plan.run
     ours = None
-    if len(steps) == len(plan.stages) and all(type(x) is int and x >= 1 for x in steps):
+    if len(steps) == len(plan.stages) and all(_a_count(n) and (m is None or _a_count(m))
+                                              for n, m in steps):  # fmt: skip
         pairs = zip(plan.stages, steps, strict=True)
-        stages = tuple(dataclasses.replace(s, steps=n) for s, n in pairs)
+        stages = tuple(dataclasses.replace(s, steps=n, schedule_steps=m) for s, (n, m) in pairs)
         ours = dataclasses.replace(plan, stages=stages, run=run)
     if ours is None or to_json(ours) != theirs:
         raise RunError(f"{run_dir / 'plan.json'} is not this script's plan (a run of another "
@@ -2972,6 +2976,10 @@ def sample_run(run_dir: Path, plan: Plan, prompt: str, **options) -> list[str]:
     except (ValueError, DataError) as e:
         raise RunError(str(e)) from None
     return [tokenizer.decode(row) for row in out.ids.tolist()]
+
+
+def _a_count(x) -> bool:
+    return type(x) is int and x >= 1
 
 
 # --- what this script was compiled from (written to its run directory) -----------------------
@@ -3030,7 +3038,8 @@ def _directory(text: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=_directory, help="where the run writes")
-    parser.add_argument("--max-steps", type=_positive, help="cap every stage at N steps")
+    parser.add_argument("--max-steps", type=_positive,
+                        help="stop every stage after N steps, at the full run's learning rates")
     parser.add_argument("--resume", type=_directory, help="continue the run in this directory")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     sampling = parser.add_argument_group("sampling (--sample: from the run's latest checkpoint)")
@@ -3073,8 +3082,9 @@ def main() -> None:
             run = start(plan, where, last, Printed())
         else:
             if args.max_steps is not None:
-                cap = args.max_steps
-                stages = tuple(dataclasses.replace(s, steps=min(s.steps, cap)) for s in plan.stages)
+                cap = args.max_steps  # cut a longer stage; its learning rates are the full stage's
+                stages = tuple(dataclasses.replace(s, steps=cap, schedule_steps=s.schedule_steps or s.steps)
+                               if s.steps > cap else s for s in plan.stages)  # fmt: skip
                 plan = dataclasses.replace(plan, stages=stages)
             where = args.run_dir if args.run_dir is not None else Path(plan.run.dir)
             plan = dataclasses.replace(plan, run=dataclasses.replace(
