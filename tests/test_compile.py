@@ -423,3 +423,24 @@ def test_a_spec_with_crlf_line_ends_is_kept_byte_for_byte(tmp_path):
                               str(tmp_path / "run"), "-q"])  # fmt: skip
     assert ran.exit_code == 0, ran.output
     assert (tmp_path / "run" / "spec.sw").read_bytes() == spec.read_bytes()
+
+
+def test_a_scripts_sampling_options_and_refusals(tmp_path):
+    script, run_dir = _script(tmp_path), tmp_path / "r"
+    assert _python(script, "--max-steps", "3", "--run-dir", run_dir).returncode == 0
+    two = ["--num-samples", "2", "--max-new-tokens", "4", "--seed", "3"]
+    drawn = _python(script, "--sample", "--run-dir", run_dir, *two)
+    ours = runner.invoke(app, ["sample", str(run_dir), *two])
+    assert drawn.returncode == 0 and drawn.stdout == ours.stdout  # with sw sample's separators
+    assert drawn.stdout.splitlines()[0] == "--- sample 1 ---"
+    for args, code, message in [
+        (["--prompt", "abc"], 2, "--prompt is for sampling: add --sample"),
+        (["--sample", "--run-dir", run_dir, "--top-k", "0"], 2, "top_k must be a whole number"),
+        (["--sample", "--run-dir", run_dir, "--temperature", "inf"], 2, "temperature must be"),
+        (["--sample", "--run-dir", run_dir, "--prompt", "a<mask>"], 2, "no `<mask>` to fill"),
+        (["--sample", "--run-dir", tmp_path / "none"], 1, "is not a run directory"),
+        (["--sample", "--max-steps", "2"], 2, "leave out --max-steps"),
+    ]:  # fmt: skip
+        result = _python(script, *args)
+        assert result.returncode == code and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr

@@ -23,7 +23,8 @@ def eval_table(rows: list[dict]) -> list[str]:
     lines = ["  ".join(x.rjust(w) for x, w in zip(line, widths, strict=True)).rstrip()
              for line in [head, *body]]  # fmt: skip
     scored = first["data"] if first["data"] != "validation" else "the run's validation windows"
-    lines.append(f"scored on {scored} ({first['windows']} windows)")
+    count = first["windows"]
+    lines.append(f"scored on {scored} ({count} window{'' if count == 1 else 's'})")
     return lines
 
 

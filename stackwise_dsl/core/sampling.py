@@ -153,24 +153,27 @@ def ancestral(model: StageModel, x: torch.Tensor, fractions: list[float], times:
               generator: torch.Generator | None = None, **choice) -> Sampled:  # fmt: skip
     """Masked diffusion with time as input, MDLM's ancestral sampler: step i goes from
     `fractions[i]` of the positions that started masked still masked to `fractions[i + 1]`
-    (1.0 first, 0.0 last), reading `x` at time `times[i]`; each masked position is revealed
-    with probability (f_i - f_{i+1}) / f_i, as a draw from the model. A step that revealed
-    nothing leaves `x` as it was, so the next reuses its reading instead of calling the
-    network again (the time it read at is the earlier step's, as in MDLM's cache)."""
+    (1.0 first, 0.0 last) at time `times[i]`, revealing each masked position with
+    probability (f_i - f_{i+1}) / f_i, as a draw from the model read at that time. Whether
+    and when a position is revealed does not depend on the model, so it is drawn first (a
+    position survives through step i with probability f_{i+1}); the network is called only
+    at the steps that reveal something, since a step that reveals nothing changes nothing.
+    The cost grows with the tokens, not with the steps."""
     model.eval()
-    calls, logits, read = 0, None, None
+    masked = x == mask
+    after = torch.tensor(fractions[1 : len(times) + 1], dtype=torch.float64)
+    u = torch.rand(x.shape, dtype=torch.float64, generator=generator)
+    # steps survived: how many of the (never rising) fractions after a step are >= u
+    when = (len(after) - torch.searchsorted(after.flip(0), u, right=False)).to(x.device)
+    calls = 0
     with torch.no_grad():
-        for i, t in enumerate(times):
-            masked = x == mask
-            if not masked.any():
-                break
-            if read is None or not torch.equal(read, x):
-                logits, read, calls = _predict(model, x, t, banned), x.clone(), calls + 1
+        for i in sorted(set(when[masked].tolist())):
+            if i >= len(times):
+                break  # the steps given end before these positions are revealed
+            logits = _predict(model, x, times[i], banned)
+            calls += 1
             chosen, _ = _choose(logits, generator=generator, **choice)
-            now, after = fractions[i], fractions[i + 1]
-            chance = 1.0 if after <= 0 else (now - after) / now
-            u = torch.rand(x.shape, dtype=torch.float64, generator=generator).to(x.device)
-            x = torch.where(masked & (u < chance), chosen, x)
+            x = torch.where(masked & (when == i), chosen, x)
     return Sampled(ids=x, calls=calls)
 
 
@@ -191,7 +194,7 @@ def low_confidence(model: StageModel, x: torch.Tensor, steps: int, block: int | 
     if steps < blocks:
         raise ValueError(f"{steps} steps cannot fill {blocks} blocks: give at least one step "
                          "per block (--steps, or a longer --block)")  # fmt: skip
-    shares = [len(s) for s in torch.arange(steps).tensor_split(blocks)]
+    shares = [steps // blocks + (b < steps % blocks) for b in range(blocks)]
     calls = 0
     with torch.no_grad():
         for b, share in enumerate(shares):
@@ -282,19 +285,24 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return ids
 
 
+MAX_STEPS = 100_000  # time steps a time-as-input sampler may take
+CHUNK = 64  # samples drawn together; more are drawn chunk by chunk, with the same generator
+
+
 def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: int | None = None,
            num_samples: int = 1, sampler: str | None = None, steps: int | None = None,
            block: int | None = None, seed: int = 0, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None) -> Sampled:  # fmt: skip
     """`num_samples` samples from `model` (a checkpoint's, built for its stage) for the
-    prompt's ids: continued (CLM) or with its masks and `max_new_tokens` more after it filled
-    (masked models; default: to seq_len, or none when the prompt has masks). `steps`: time
-    steps of a time-as-input sampler (default num_time_steps, else 64); `block`: the
-    low_confidence sampler's block length (default one block). ValueError, in words, for a
-    request that does not fit the model."""
+    prompt's ids: continued (CLM; default 100 new tokens, or what fits the context) or with
+    its masks and `max_new_tokens` more after it filled (masked models; default: to seq_len,
+    or none when the prompt has masks). `steps`: time steps of a time-as-input sampler
+    (default num_time_steps, else 64); `block`: the low_confidence sampler's block length
+    (default one block). ValueError, in words, for a request that does not fit the model."""
     o, plan = model.stage.objective, model.plan
     sampler = sampler or samplers_for(o)[0]
-    _check(o, sampler, num_samples, temperature, top_k, top_p, steps, block)
+    _check(model.stage, sampler, max_new_tokens, num_samples, temperature, top_k, top_p, steps,
+           block, seed)  # fmt: skip
     mask, ids = tokenizer.specials.mask, list(prompt)
     causal = isinstance(o, p.Clm)
     if causal and mask in ids:
@@ -305,23 +313,42 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
     if max_new_tokens is None:
         wanted = 100 if causal else plan.data.seq_len - len(ids)
         max_new_tokens = 0 if mask in ids else max(0, min(wanted, room))
-    if max_new_tokens < 0 or max_new_tokens > room:
+    if max_new_tokens > room:
         raise ValueError(f"a prompt of {len(ids)} tokens and {max_new_tokens} new ones: the "
                          f"whole must fit the model's context of {plan.model.context}")  # fmt: skip
+    if causal and max_new_tokens == 0:
+        raise ValueError("nothing to generate: max_new_tokens is 0"
+                         + (f" (a prompt of {len(ids)} tokens fills the context)" if room == 0
+                            else ""))  # fmt: skip
     if not causal:
         ids = ids + [mask] * max_new_tokens
-    if (causal and max_new_tokens == 0) or (not causal and mask not in ids):
-        raise ValueError("nothing to generate: give max_new_tokens, or a prompt with `<mask>`")
-    x = torch.tensor([ids] * num_samples, dtype=torch.long, device=model.device)
-    choice = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-              "generator": torch.Generator().manual_seed(seed)}  # fmt: skip
+        if mask not in ids:
+            raise ValueError("nothing to fill: give max_new_tokens, or a prompt with `<mask>`")
+    generator = torch.Generator().manual_seed(seed)
+    rows, calls = [], 0
+    for start in range(0, num_samples, CHUNK):
+        count = min(CHUNK, num_samples - start)
+        x = torch.tensor([ids] * count, dtype=torch.long, device=model.device)
+        out = _draw(model, x, sampler, steps, block, tokenizer, max_new_tokens,
+                    temperature=temperature, top_k=top_k, top_p=top_p,
+                    generator=generator)  # fmt: skip
+        rows.append(out.ids.cpu())
+        calls += out.calls
+    return Sampled(ids=torch.cat(rows), calls=calls)
+
+
+def _draw(model: StageModel, x: torch.Tensor, sampler: str, steps, block, tokenizer,
+          max_new_tokens: int, **choice) -> Sampled:  # fmt: skip
+    """One chunk of samples, with the objective's sampler."""
+    o = model.stage.objective
+    mask = tokenizer.specials.mask
     banned = (mask, tokenizer.specials.pad)
     if isinstance(o, p.Clm):
         out = continue_text(model, x, max_new_tokens, banned=banned, **choice)
     if isinstance(o, p.Mlm):
         out = fill(model, x, mask=mask, banned=banned, **choice)
     if isinstance(o, p.MaskedDiffusion) and isinstance(o.time, p.DepthTime):
-        levels = depth_levels(plan, model.stage, fused=sampler == "fused")
+        levels = depth_levels(model.plan, model.stage, fused=sampler == "fused")
         out = unroll_depth(model, x, levels, mask=mask, banned=banned, **choice)
     if isinstance(o, p.MaskedDiffusion) and isinstance(o.time, p.InputTime):
         steps = steps or o.time.num_time_steps or 64
@@ -331,25 +358,40 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
         else:
             out = low_confidence(model, x, steps, block, lambda f: time_for(o, f), mask=mask,
                                  banned=banned, **choice)  # fmt: skip
-    return Sampled(ids=out.ids.cpu(), calls=out.calls)
+    return out
 
 
-def _check(o: p.Objective, sampler, num_samples, temperature, top_k, top_p, steps, block):
-    names = samplers_for(o)
+def _check(stage: p.Stage, sampler, max_new_tokens, num_samples, temperature, top_k, top_p,
+           steps, block, seed) -> None:  # fmt: skip
+    """ValueError for an option of the wrong type or out of range, or one the stage's
+    objective has no use for."""
+    names = samplers_for(stage.objective)
     if sampler not in names:
         raise ValueError(f"sampler {sampler!r} does not fit this run's objective: use "
                          f"{' or '.join(names)}")  # fmt: skip
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, not {num_samples}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be at least 0, not {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, not {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+    if sampler == "fused" and stage.kind is not p.StageKind.FUSE:
+        raise ValueError("the fused sampler reads the whole rack at every level, the way a "
+                         f"fuse stage trains; stage {stage.number} is a {stage.kind.value} "
+                         "stage: use depth")  # fmt: skip
+    whole = {"num_samples": (num_samples, 1), "max_new_tokens": (max_new_tokens, 0),
+             "top_k": (top_k, 1), "steps": (steps, 1), "block": (block, 1)}  # fmt: skip
+    for name, (value, least) in whole.items():
+        if value is not None and (type(value) is not int or value < least):
+            raise ValueError(f"{name} must be a whole number of at least {least}, not {value!r}")
+    if type(seed) is not int or not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must be a whole number from -2^63 to 2^64 - 1, not {seed!r}")
+    if (
+        not isinstance(temperature, int | float)
+        or isinstance(temperature, bool)
+        or not (temperature == 0 or 1e-6 <= temperature < math.inf)
+    ):
+        raise ValueError(f"temperature must be 0 (the most likely token) or a finite number "
+                         f"of at least 1e-6, not {temperature!r}")  # fmt: skip
+    if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], not {top_p!r}")
     if steps is not None and "ancestral" not in names:
         raise ValueError("steps is only for masked diffusion with time as input")
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be at least 1, not {steps}")
-    if block is not None and (sampler != "low_confidence" or block < 1):
-        raise ValueError("block is the low_confidence sampler's block length, at least 1")
+    if steps is not None and steps > MAX_STEPS:
+        raise ValueError(f"steps must be at most {MAX_STEPS:,}, not {steps:,}")
+    if block is not None and sampler != "low_confidence":
+        raise ValueError("block is only for the low_confidence sampler (--sampler low_confidence)")

@@ -436,6 +436,8 @@ def _prune(root: Path, keep: str) -> None:
 
 def plan_file(run_dir: Path) -> Path:
     """A run directory's plan.json, or a RunError saying there is no run."""
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory")
     if not Path(run_dir).is_dir():
         raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
     file = Path(run_dir) / "plan.json"

@@ -46,7 +46,8 @@ def reopen(run_dir: Path, plan: p.Plan) -> tuple[p.Plan, Path | None]:
     """The run in `run_dir`, which this script's `plan` must have started (with the steps,
     device and directory the run has), and its latest checkpoint (None: none written yet).
     `Complete` for a run with nothing left to do."""
-    ours = _ours(run_dir, plan)
+    ours = _ours(run_dir, plan, "resume it with what started it (`sw run --resume` reads the "
+                 "run's own plan)")  # fmt: skip
     last = latest(run_dir)
     if last is not None:
         state = read_state(last, ours)
@@ -55,8 +56,9 @@ def reopen(run_dir: Path, plan: p.Plan) -> tuple[p.Plan, Path | None]:
     return ours, last
 
 
-def _ours(run_dir: Path, plan: p.Plan) -> p.Plan:
-    """The run's plan, if this script's `plan` started it (RunError if not)."""
+def _ours(run_dir: Path, plan: p.Plan, instead: str) -> p.Plan:
+    """The run's plan, if this script's `plan` started it (RunError saying what to do
+    `instead` if not)."""
     theirs = read_json(plan_file(run_dir))
     try:  # what --max-steps changes: a stage's steps and the schedule's length
         steps = [(s["steps"], s.get("schedule_steps")) for s in theirs["stages"]]
@@ -72,15 +74,17 @@ def _ours(run_dir: Path, plan: p.Plan) -> p.Plan:
         ours = attrs.evolve(plan, stages=stages, run=run)
     if ours is None or to_json(ours) != theirs:
         raise RunError(f"{run_dir / 'plan.json'} is not this script's plan (a run of another "
-                       "plan, or its plan.json was changed): resume it with what started it "
-                       "(`sw run --resume` reads the run's own plan)")  # fmt: skip
+                       f"plan, or its plan.json was changed): {instead}")  # fmt: skip
     return ours
 
 
-def sample_run(run_dir: Path, plan: p.Plan, prompt: str, **options) -> list[str]:
+def sample_run(run_dir: Path, plan: p.Plan, prompt: str, device: Device | None = None,
+               **options) -> list[str]:  # fmt: skip
     """Samples from the latest checkpoint of the run in `run_dir` (which this script's plan
-    must have started), as `sw sample` draws them (core/sampling.py `sample`: options)."""
-    ours = _ours(run_dir, plan)
+    must have started), as `sw sample` draws them (core/sampling.py `sample`: options), on
+    `device` (default the run's).
+    ValueError for a request that does not fit the model; RunError for the run."""
+    ours = _ours(run_dir, plan, "sample it with `sw sample`, which reads the run's own plan")
     last = latest(run_dir)
     if last is None:
         raise RunError(f"{run_dir} has no checkpoint yet: train first")
@@ -93,11 +97,12 @@ def sample_run(run_dir: Path, plan: p.Plan, prompt: str, **options) -> list[str]
     except (OSError, ValueError, DataError) as e:
         raise RunError(f"{file} cannot be read ({e}); it is the run's vocabulary") from None
     stage = ours.stages[state["stage"] - 1]
-    model = StageModel(ours, stage, store, device_for(ours.run.device)).eval()
+    model = StageModel(ours, stage, store, device_for(device or ours.run.device)).eval()
     try:
-        out = sample(model, tokenizer, encode_prompt(tokenizer, prompt), **options)
-    except (ValueError, DataError) as e:
-        raise RunError(str(e)) from None
+        ids = encode_prompt(tokenizer, prompt)
+    except DataError as e:
+        raise ValueError(f"the prompt cannot be encoded with the run's tokenizer: {e}") from None
+    out = sample(model, tokenizer, ids, **options)
     return [tokenizer.decode(row) for row in out.ids.tolist()]
 
 

@@ -17,6 +17,7 @@ remasking, optionally in semi-autoregressive blocks.
 from __future__ import annotations
 
 import json
+import operator
 import os
 import stat
 from pathlib import Path
@@ -48,9 +49,12 @@ def load(run_dir: str | Path, checkpoint: str | int | Path | None = None, *,
     state = checkpoints.read_state(path, plan)
     store = checkpoints.load(path, plan, optimizer=False)[0]
     try:
-        torch_device = device_for(Device(device))
+        chosen = Device(device)
     except ValueError:
         raise UseError(f"device {device!r} is not one of cpu, cuda") from None
+    if chosen is Device.CUDA and not torch.cuda.is_available():
+        raise UseError("device cuda was asked for, but this machine has no CUDA GPU: use cpu")
+    torch_device = device_for(chosen)
     stage = plan.stages[state["stage"] - 1]
     with torch.random.fork_rng(devices=[]):  # building draws (new adapters); leave the caller's
         model = StageModel(plan, stage, store, torch_device).eval()
@@ -68,6 +72,8 @@ def find_checkpoint(run_dir: Path, which: str | int | Path | None, plan: p.Plan)
             raise UseError(f"{run_dir} has no checkpoint yet: resume the run, or wait for its "
                            "first checkpoint")  # fmt: skip
         return last
+    if isinstance(which, bool) or not isinstance(which, str | int | os.PathLike):
+        raise UseError(f"a checkpoint is a stage number, a name or a path, not {which!r}")
     if isinstance(which, int) or (isinstance(which, str) and which.isdigit()):
         number = int(which)
         if not 1 <= number <= len(plan.stages):
@@ -113,7 +119,8 @@ def tokenizer_of(run_dir: Path, plan: p.Plan) -> Tokenizer:
         return build_tokenizer(plan.data.tokenizer, corpus.documents(plan.data.source,
                                                                      plan.run.seed))  # fmt: skip
     except DataError as e:
-        raise UseError(f"{file} is missing and the data cannot give it again: {e}") from None
+        raise Damaged(f"{file} is missing and the data cannot give it again ({e}): restore "
+                      "tokenizer.json or the run's data") from None  # fmt: skip
 
 
 def read_text(file: Path) -> str:
@@ -154,15 +161,26 @@ class Trained:
 
     # --- text and ids ---
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, what: str = "the prompt") -> list[int]:
         """Token ids of `text`; each `<mask>` in it is the mask token."""
+        if not isinstance(text, str):
+            raise UseError(f"{what} must be text (a str), not {type(text).__name__}")
         try:
             return sampling.encode_prompt(self.tokenizer, text)
         except DataError as e:
-            raise UseError(f"the prompt cannot be encoded: {e}") from None
+            raise UseError(f"{what} cannot be encoded with the run's tokenizer: {e}") from None
 
     def decode(self, ids) -> str:
-        return self.tokenizer.decode([int(x) for x in ids])
+        """The text of token ids (special tokens spell nothing)."""
+        size = self.tokenizer.vocab_size
+        try:
+            whole = [operator.index(x) for x in ids]
+        except TypeError as e:
+            raise UseError(f"token ids are whole numbers from 0 to {size - 1} ({e})") from None
+        wrong = [x for x in whole if not 0 <= x < size]
+        if wrong:
+            raise UseError(f"token ids are whole numbers from 0 to {size - 1}, not {wrong[0]}")
+        return self.tokenizer.decode(whole)
 
     # --- sampling ---
 
@@ -190,5 +208,5 @@ class Trained:
 
     def score(self, text: str) -> dict:
         """Every measure `sw eval` gives, on `text` (use/scoring.py)."""
-        ids = np.asarray(self.encode(text), dtype=np.int64)
+        ids = np.asarray(self.encode(text, what="the text"), dtype=np.int64)
         return scoring.score(self, scoring.windows_of(ids, self.plan.data.seq_len))

@@ -38,7 +38,7 @@ def evaluate_run(run_dir: Path, *, data: Path | None = None, checkpoint=None,
         if not chosen:
             raise UseError(f"no stage of {run_dir} has finished yet")
     if data is not None:
-        ids = np.asarray(first.encode(read_text(data)), dtype=np.int64)
+        ids = np.asarray(first.encode(read_text(data), what=str(data)), dtype=np.int64)
         scored, window_ids, prepared = (
             windows_of(ids, first.plan.data.seq_len)[:windows],
             None,

@@ -1248,19 +1248,26 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     return ids
 
 
+MAX_STEPS = 100_000  # time steps a time-as-input sampler may take
+
+
+CHUNK = 64  # samples drawn together; more are drawn chunk by chunk, with the same generator
+
+
 def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: int | None = None,
            num_samples: int = 1, sampler: str | None = None, steps: int | None = None,
            block: int | None = None, seed: int = 0, temperature: float = 1.0,
            top_k: int | None = None, top_p: float | None = None) -> Sampled:  # fmt: skip
     """`num_samples` samples from `model` (a checkpoint's, built for its stage) for the
-    prompt's ids: continued (CLM) or with its masks and `max_new_tokens` more after it filled
-    (masked models; default: to seq_len, or none when the prompt has masks). `steps`: time
-    steps of a time-as-input sampler (default num_time_steps, else 64); `block`: the
-    low_confidence sampler's block length (default one block). ValueError, in words, for a
-    request that does not fit the model."""
+    prompt's ids: continued (CLM; default 100 new tokens, or what fits the context) or with
+    its masks and `max_new_tokens` more after it filled (masked models; default: to seq_len,
+    or none when the prompt has masks). `steps`: time steps of a time-as-input sampler
+    (default num_time_steps, else 64); `block`: the low_confidence sampler's block length
+    (default one block). ValueError, in words, for a request that does not fit the model."""
     o, plan = model.stage.objective, model.plan
     sampler = sampler or samplers_for(o)[0]
-    _check(o, sampler, num_samples, temperature, top_k, top_p, steps, block)
+    _check(model.stage, sampler, max_new_tokens, num_samples, temperature, top_k, top_p, steps,
+           block, seed)  # fmt: skip
     mask, ids = tokenizer.specials.mask, list(prompt)
     causal = isinstance(o, Clm)
     if causal and mask in ids:
@@ -1271,41 +1278,75 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
     if max_new_tokens is None:
         wanted = 100 if causal else plan.data.seq_len - len(ids)
         max_new_tokens = 0 if mask in ids else max(0, min(wanted, room))
-    if max_new_tokens < 0 or max_new_tokens > room:
+    if max_new_tokens > room:
         raise ValueError(f"a prompt of {len(ids)} tokens and {max_new_tokens} new ones: the "
                          f"whole must fit the model's context of {plan.model.context}")  # fmt: skip
+    if causal and max_new_tokens == 0:
+        raise ValueError("nothing to generate: max_new_tokens is 0"
+                         + (f" (a prompt of {len(ids)} tokens fills the context)" if room == 0
+                            else ""))  # fmt: skip
     if not causal:
         ids = ids + [mask] * max_new_tokens
-    if (causal and max_new_tokens == 0) or (not causal and mask not in ids):
-        raise ValueError("nothing to generate: give max_new_tokens, or a prompt with `<mask>`")
-    x = torch.tensor([ids] * num_samples, dtype=torch.long, device=model.device)
-    choice = {"temperature": temperature, "top_k": top_k, "top_p": top_p,
-              "generator": torch.Generator().manual_seed(seed)}  # fmt: skip
+        if mask not in ids:
+            raise ValueError("nothing to fill: give max_new_tokens, or a prompt with `<mask>`")
+    generator = torch.Generator().manual_seed(seed)
+    rows, calls = [], 0
+    for start in range(0, num_samples, CHUNK):
+        count = min(CHUNK, num_samples - start)
+        x = torch.tensor([ids] * count, dtype=torch.long, device=model.device)
+        out = _draw(model, x, sampler, steps, block, tokenizer, max_new_tokens,
+                    temperature=temperature, top_k=top_k, top_p=top_p,
+                    generator=generator)  # fmt: skip
+        rows.append(out.ids.cpu())
+        calls += out.calls
+    return Sampled(ids=torch.cat(rows), calls=calls)
+
+
+def _draw(model: StageModel, x: torch.Tensor, sampler: str, steps, block, tokenizer,
+          max_new_tokens: int, **choice) -> Sampled:  # fmt: skip
+    """One chunk of samples, with the objective's sampler."""
+    o = model.stage.objective
+    mask = tokenizer.specials.mask
     banned = (mask, tokenizer.specials.pad)
     if isinstance(o, Clm):
         out = continue_text(model, x, max_new_tokens, banned=banned, **choice)
-    return Sampled(ids=out.ids.cpu(), calls=out.calls)
+    return out
 
 
-def _check(o: Objective, sampler, num_samples, temperature, top_k, top_p, steps, block):
-    names = samplers_for(o)
+def _check(stage: Stage, sampler, max_new_tokens, num_samples, temperature, top_k, top_p,
+           steps, block, seed) -> None:  # fmt: skip
+    """ValueError for an option of the wrong type or out of range, or one the stage's
+    objective has no use for."""
+    names = samplers_for(stage.objective)
     if sampler not in names:
         raise ValueError(f"sampler {sampler!r} does not fit this run's objective: use "
                          f"{' or '.join(names)}")  # fmt: skip
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, not {num_samples}")
-    if not temperature >= 0:
-        raise ValueError(f"temperature must be at least 0, not {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1, not {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1], not {top_p}")
+    if sampler == "fused" and stage.kind is not StageKind.FUSE:
+        raise ValueError("the fused sampler reads the whole rack at every level, the way a "
+                         f"fuse stage trains; stage {stage.number} is a {stage.kind.value} "
+                         "stage: use depth")  # fmt: skip
+    whole = {"num_samples": (num_samples, 1), "max_new_tokens": (max_new_tokens, 0),
+             "top_k": (top_k, 1), "steps": (steps, 1), "block": (block, 1)}  # fmt: skip
+    for name, (value, least) in whole.items():
+        if value is not None and (type(value) is not int or value < least):
+            raise ValueError(f"{name} must be a whole number of at least {least}, not {value!r}")
+    if type(seed) is not int or not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must be a whole number from -2^63 to 2^64 - 1, not {seed!r}")
+    if (
+        not isinstance(temperature, int | float)
+        or isinstance(temperature, bool)
+        or not (temperature == 0 or 1e-6 <= temperature < math.inf)
+    ):
+        raise ValueError(f"temperature must be 0 (the most likely token) or a finite number "
+                         f"of at least 1e-6, not {temperature!r}")  # fmt: skip
+    if top_p is not None and (not isinstance(top_p, int | float) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p must be in (0, 1], not {top_p!r}")
     if steps is not None and "ancestral" not in names:
         raise ValueError("steps is only for masked diffusion with time as input")
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be at least 1, not {steps}")
-    if block is not None and (sampler != "low_confidence" or block < 1):
-        raise ValueError("block is the low_confidence sampler's block length, at least 1")
+    if steps is not None and steps > MAX_STEPS:
+        raise ValueError(f"steps must be at most {MAX_STEPS:,}, not {steps:,}")
+    if block is not None and sampler != "low_confidence":
+        raise ValueError("block is only for the low_confidence sampler (--sampler low_confidence)")
 
 
 # --- the harness: the plan's classes, the weight store, the run ----------------------------------
@@ -2329,6 +2370,8 @@ def _prune(root: Path, keep: str) -> None:
 
 def plan_file(run_dir: Path) -> Path:
     """A run directory's plan.json, or a RunError saying there is no run."""
+    if Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise RunError(f"{run_dir} is a file, not a run directory")
     if not Path(run_dir).is_dir():
         raise RunError(f"{run_dir} is not a run directory (there is no such directory)")
     file = Path(run_dir) / "plan.json"
@@ -2923,7 +2966,8 @@ def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
     """The run in `run_dir`, which this script's `plan` must have started (with the steps,
     device and directory the run has), and its latest checkpoint (None: none written yet).
     `Complete` for a run with nothing left to do."""
-    ours = _ours(run_dir, plan)
+    ours = _ours(run_dir, plan, "resume it with what started it (`sw run --resume` reads the "
+                 "run's own plan)")  # fmt: skip
     last = latest(run_dir)
     if last is not None:
         state = read_state(last, ours)
@@ -2932,8 +2976,9 @@ def reopen(run_dir: Path, plan: Plan) -> tuple[Plan, Path | None]:
     return ours, last
 
 
-def _ours(run_dir: Path, plan: Plan) -> Plan:
-    """The run's plan, if this script's `plan` started it (RunError if not)."""
+def _ours(run_dir: Path, plan: Plan, instead: str) -> Plan:
+    """The run's plan, if this script's `plan` started it (RunError saying what to do
+    `instead` if not)."""
     theirs = read_json(plan_file(run_dir))
     try:  # what --max-steps changes: a stage's steps and the schedule's length
         steps = [(s["steps"], s.get("schedule_steps")) for s in theirs["stages"]]
@@ -2949,15 +2994,17 @@ def _ours(run_dir: Path, plan: Plan) -> Plan:
         ours = dataclasses.replace(plan, stages=stages, run=run)
     if ours is None or to_json(ours) != theirs:
         raise RunError(f"{run_dir / 'plan.json'} is not this script's plan (a run of another "
-                       "plan, or its plan.json was changed): resume it with what started it "
-                       "(`sw run --resume` reads the run's own plan)")  # fmt: skip
+                       f"plan, or its plan.json was changed): {instead}")  # fmt: skip
     return ours
 
 
-def sample_run(run_dir: Path, plan: Plan, prompt: str, **options) -> list[str]:
+def sample_run(run_dir: Path, plan: Plan, prompt: str, device: Device | None = None,
+               **options) -> list[str]:  # fmt: skip
     """Samples from the latest checkpoint of the run in `run_dir` (which this script's plan
-    must have started), as `sw sample` draws them (core/sampling.py `sample`: options)."""
-    ours = _ours(run_dir, plan)
+    must have started), as `sw sample` draws them (core/sampling.py `sample`: options), on
+    `device` (default the run's).
+    ValueError for a request that does not fit the model; RunError for the run."""
+    ours = _ours(run_dir, plan, "sample it with `sw sample`, which reads the run's own plan")
     last = latest(run_dir)
     if last is None:
         raise RunError(f"{run_dir} has no checkpoint yet: train first")
@@ -2970,11 +3017,12 @@ def sample_run(run_dir: Path, plan: Plan, prompt: str, **options) -> list[str]:
     except (OSError, ValueError, DataError) as e:
         raise RunError(f"{file} cannot be read ({e}); it is the run's vocabulary") from None
     stage = ours.stages[state["stage"] - 1]
-    model = StageModel(ours, stage, store, device_for(ours.run.device)).eval()
+    model = StageModel(ours, stage, store, device_for(device or ours.run.device)).eval()
     try:
-        out = sample(model, tokenizer, encode_prompt(tokenizer, prompt), **options)
-    except (ValueError, DataError) as e:
-        raise RunError(str(e)) from None
+        ids = encode_prompt(tokenizer, prompt)
+    except DataError as e:
+        raise ValueError(f"the prompt cannot be encoded with the run's tokenizer: {e}") from None
+    out = sample(model, tokenizer, ids, **options)
     return [tokenizer.decode(row) for row in out.ids.tolist()]
 
 
@@ -3038,8 +3086,7 @@ def _directory(text: str) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=_directory, help="where the run writes")
-    parser.add_argument("--max-steps", type=_positive,
-                        help="stop every stage after N steps, at the full run's learning rates")
+    parser.add_argument("--max-steps", type=_positive, help="stop every stage after N steps")
     parser.add_argument("--resume", type=_directory, help="continue the run in this directory")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
     sampling = parser.add_argument_group("sampling (--sample: from the run's latest checkpoint)")
@@ -3055,6 +3102,11 @@ def main() -> None:
     sampling.add_argument("--steps", type=int, help="time steps (time as input)")
     sampling.add_argument("--block", type=int, help="low_confidence's block length")
     args = parser.parse_args()
+    given = [a.dest for a in sampling._group_actions if getattr(args, a.dest) != a.default]
+    if not args.sample and given:
+        parser.error(f"--{given[0].replace('_', '-')} is for sampling: add --sample")
+    if args.sample and args.max_steps is not None:
+        parser.error("--sample draws from a run's checkpoint: leave out --max-steps")
     if args.resume is not None and (args.max_steps is not None or args.run_dir is not None):
         parser.error("--resume continues a run with its own plan and directory: "
                      "leave out --max-steps and --run-dir")  # fmt: skip
@@ -3071,8 +3123,13 @@ def main() -> None:
             options = {k: getattr(args, k) for k in ("max_new_tokens", "num_samples", "temperature",
                                                      "top_k", "top_p", "seed", "sampler", "steps",
                                                      "block")}  # fmt: skip
-            for text in sample_run(where, plan, args.prompt, **options):
-                print(text)
+            try:
+                texts = sample_run(where, plan, args.prompt, device=device, **options)
+            except ValueError as e:  # a request that does not fit the model
+                print(f"error: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
+            for i, text in enumerate(texts):
+                print(f"--- sample {i + 1} ---\n{text}" if len(texts) > 1 else text)
             return
         if args.resume is not None:  # the run's own steps, device and directory
             where = args.resume
@@ -3082,9 +3139,11 @@ def main() -> None:
             run = start(plan, where, last, Printed())
         else:
             if args.max_steps is not None:
-                cap = args.max_steps  # cut a longer stage; its learning rates are the full stage's
-                stages = tuple(dataclasses.replace(s, steps=cap, schedule_steps=s.schedule_steps or s.steps)
-                               if s.steps > cap else s for s in plan.stages)  # fmt: skip
+                cap = args.max_steps  # cut a longer stage; its rates stay the full stage's
+                stages = tuple(
+                    dataclasses.replace(s, steps=cap, schedule_steps=s.schedule_steps or s.steps)
+                    if s.steps > cap else s for s in plan.stages
+                )  # fmt: skip
                 plan = dataclasses.replace(plan, stages=stages)
             where = args.run_dir if args.run_dir is not None else Path(plan.run.dir)
             plan = dataclasses.replace(plan, run=dataclasses.replace(
@@ -3108,7 +3167,8 @@ def main() -> None:
     except PlanFormatError as e:  # PLAN edited into something that is not a plan
         raise SystemExit(f"error: this script's PLAN is wrong: {e}") from None
     except KeyboardInterrupt:
-        print(f"interrupted; continue with --resume {where}" if where else "interrupted",
+        resumable = where and not args.sample
+        print(f"interrupted; continue with --resume {where}" if resumable else "interrupted",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(130) from None
     for s in run.summaries:

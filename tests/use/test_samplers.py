@@ -81,18 +81,21 @@ def test_a_prompt_fixes_its_positions_prefix_and_infilling(trained_runs):
             assert not (row == m.tokenizer.specials.pad).any()
 
 
-def test_ancestral_skips_the_network_when_a_step_revealed_nothing(trained_runs):
+def test_ancestral_calls_the_network_only_at_steps_that_reveal_something(trained_runs):
     m = load(trained_runs["input"])
     calls = _watch(m)
     out = m.sample("", max_new_tokens=8, sampler="ancestral", steps=64, seed=3)
     assert not (out.ids == m.tokenizer.specials.mask).any()
-    assert out.calls == len(calls)
-    # 8 positions over 64 steps: most steps reveal nothing and call nothing
-    assert 1 < out.calls <= 8
+    assert out.calls == len(calls) and 1 < out.calls <= 8  # 8 positions, 64 steps
     masked = [c[1] for c in calls]
-    assert masked[0] == 8 and all(a > b for a, b in itertools.pairwise(masked))  # each call new
-    times = [c[2] for c in calls]
-    assert times[0] == 1.0 and all(a > b for a, b in itertools.pairwise(times))
+    assert masked[0] == 8 and all(a > b for a, b in itertools.pairwise(masked))
+    times = [c[2] for c in calls]  # each at its own step's time, on the grid of 64
+    assert all(a > b for a, b in itertools.pairwise(times))
+    assert all(abs(t * 64 - round(t * 64)) < 1e-9 for t in times)
+    # the cost follows the tokens, not the steps
+    calls.clear()
+    many = m.sample("", max_new_tokens=8, sampler="ancestral", steps=100_000, seed=3)
+    assert many.calls == len(calls) <= 8
 
 
 def test_ancestral_reveals_each_masked_token_with_the_schedules_chance(trained_runs):
@@ -204,11 +207,17 @@ def test_requests_that_do_not_fit_are_refused_in_words(trained_runs):
     cases = [
         ({"sampler": "ancestral"}, "does not fit this run's objective: use autoregressive"),
         ({"max_new_tokens": 40}, "the whole must fit the model's context of 16"),
-        ({"temperature": -1}, "temperature must be at least 0"),
+        ({"temperature": -1}, "temperature must be 0 (the most likely token) or a finite"),
+        ({"temperature": math.inf}, "temperature must be 0"),
+        ({"temperature": 1e-320}, "of at least 1e-6, not 1e-320"),
+        ({"max_new_tokens": -1}, "max_new_tokens must be a whole number of at least 0"),
+        ({"max_new_tokens": "3"}, "max_new_tokens must be a whole number"),
+        ({"seed": 10**30}, "seed must be a whole number"),
+        ({"top_k": 2.5}, "top_k must be a whole number"),
         ({"top_p": 0}, "top_p must be in (0, 1]"),
-        ({"top_k": 0}, "top_k must be at least 1"),
+        ({"top_k": 0}, "top_k must be a whole number of at least 1"),
         ({"steps": 4}, "steps is only for masked diffusion with time as input"),
-        ({"num_samples": 0}, "num_samples must be at least 1"),
+        ({"num_samples": 0}, "num_samples must be a whole number of at least 1"),
     ]
     for options, message in cases:
         with pytest.raises(UseError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -217,9 +226,13 @@ def test_requests_that_do_not_fit_are_refused_in_words(trained_runs):
         m.sample("a<mask>")
     assert math.isfinite(m.loss("abcabc"))
     d = load(trained_runs["depth"])
-    with pytest.raises(UseError, match="nothing to generate"):
+    with pytest.raises(UseError, match="nothing to fill"):
         d.sample("abc", max_new_tokens=0)
-    with pytest.raises(UseError, match="steps must be at least 1"):
+    with pytest.raises(UseError, match="steps must be a whole number of at least 1"):
         load(trained_runs["input"]).sample("", steps=0)
-    with pytest.raises(UseError, match="block is the low_confidence sampler's"):
+    with pytest.raises(UseError, match="steps must be at most 100,000"):
+        load(trained_runs["input"]).sample("", steps=10**9)
+    with pytest.raises(UseError, match=r"fused sampler .* stage 2 is a grow stage: use depth"):
+        load(trained_runs["depth"], 2).sample("", sampler="fused")
+    with pytest.raises(UseError, match="block is only for the low_confidence sampler"):
         d.sample("", block=4)
