@@ -43,11 +43,6 @@ def load(run_dir: str | Path, checkpoint: str | int | Path | None = None, *,
          device: str = "cpu") -> Trained:  # fmt: skip
     """The model of a run's checkpoint: `checkpoint` is a stage number (the checkpoint at its
     end), a checkpoint's name or path, or None for the latest."""
-    run_dir = Path(run_dir)
-    plan = checkpoints.load_plan(run_dir)
-    path = find_checkpoint(run_dir, checkpoint, plan)
-    state = checkpoints.read_state(path, plan)
-    store = checkpoints.load(path, plan, optimizer=False)[0]
     try:
         chosen = Device(device)
     except ValueError:
@@ -55,6 +50,11 @@ def load(run_dir: str | Path, checkpoint: str | int | Path | None = None, *,
     if chosen is Device.CUDA and not torch.cuda.is_available():
         raise UseError("device cuda was asked for, but this machine has no CUDA GPU: use cpu")
     torch_device = device_for(chosen)
+    run_dir = Path(run_dir)
+    plan = checkpoints.load_plan(run_dir)
+    path = find_checkpoint(run_dir, checkpoint, plan)
+    state = checkpoints.read_state(path, plan)
+    store = checkpoints.load(path, plan, optimizer=False)[0]
     stage = plan.stages[state["stage"] - 1]
     with torch.random.fork_rng(devices=[]):  # building draws (new adapters); leave the caller's
         model = StageModel(plan, stage, store, torch_device).eval()
