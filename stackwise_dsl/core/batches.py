@@ -45,9 +45,13 @@ class Stream:
 
 
 def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
-    """The validation batches: the same windows, in the same order, at every evaluation."""
+    """The validation batches: the same windows, in the same order, at every evaluation,
+    spread evenly over the whole validation set (all of it, cycled, when it is smaller)."""
     if len(val) == 0:
         return []
     count = batch * batches
-    ids = np.resize(val, max(count, 1))[:count]
+    if count >= len(val):
+        ids = np.resize(val, max(count, 1))[:count]
+    else:
+        ids = val[(np.arange(count) * len(val)) // count]
     return [ids[i : i + batch] for i in range(0, count, batch)]

@@ -2,8 +2,10 @@
 
 Documents are joined with `<eos>` into one token stream, cut into non-overlapping windows of
 `seq_len + 1` tokens (CLM predicts token i+1 from 0..i; masked objectives use the first
-`seq_len`). Window w is validation when frac(w·φ) < validation (φ the golden ratio's
-conjugate), which spreads validation evenly through the corpus, the same way every run.
+`seq_len`). With `split = interleaved` window w is validation when frac(w·φ) < validation
+(φ the golden ratio's conjugate), which spreads validation evenly through the corpus, the
+same way every run; with `split = tail` the last `validation` fraction of the windows (the
+end of the text, as nanoGPT splits it) is held out.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from stackwise_dsl.data import corpus
 from stackwise_dsl.data.corpus import DataError
 from stackwise_dsl.data.tokenizer import ByteTokenizer, Tokenizer, build_tokenizer
 from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.enums import Split
 from stackwise_dsl.ir.walk import tokenizer_vocab
 from stackwise_dsl.lower import Lowered, data_of, lower
 from stackwise_dsl.lower import plan as p
@@ -69,7 +72,7 @@ def prepare(data: p.Data, seed: int) -> Prepared:
             f"(seq_len {data.seq_len} + 1): use more text or a shorter seq_len"
         )
     windows = stream[: count * width].reshape(count, width)
-    train, val = split(count, data.validation)
+    train, val = split(count, data.validation, data.split)
     return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val)
 
 
@@ -81,10 +84,14 @@ def _stream(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def split(count: int, validation: float) -> tuple[np.ndarray, np.ndarray]:
+def split(count: int, validation: float,
+          how: Split = Split.INTERLEAVED) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Train and validation window ids; each non-empty when validation > 0."""
     ids = np.arange(count)
-    held = np.modf(ids * _PHI)[0] < validation
+    if how is Split.TAIL:
+        held = ids >= count - round(count * validation)
+    else:
+        held = np.modf(ids * _PHI)[0] < validation
     if validation > 0 and not held.any():
         held[-1] = True
     if validation > 0 and held.all():

@@ -118,6 +118,13 @@ class TimeEmbedding(Word):
     NONE = "none"
 
 
+class Split(Word):
+    """Which windows are held out for validation."""
+
+    INTERLEAVED = "interleaved"  # spread evenly through the data
+    TAIL = "tail"  # the last fraction of the data, as nanoGPT splits
+
+
 class LrSchedule(Word):
     COSINE = "cosine"
     LINEAR = "linear"

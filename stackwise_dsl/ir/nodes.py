@@ -26,6 +26,7 @@ from stackwise_dsl.ir.enums import (
     Norm,
     Pattern,
     Precision,
+    Split,
     Strategy,
     Target,
     Task,
@@ -510,6 +511,7 @@ class Data:
     batch: int = knob(32, range=POSITIVE)
     seq_len: int | None = knob(None, range=POSITIVE)
     validation: float = knob(0.05, range=FRACTION)
+    split: Split = knob(Split.INTERLEAVED)
     span: Span | None = span_field()
     spans: dict = spans_field()
 

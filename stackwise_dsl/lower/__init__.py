@@ -420,6 +420,7 @@ def _data(spec: n.Spec, o: Origins) -> p.Data:
         batch=d.batch,
         seq_len=d.seq_len or spec.model.context,
         validation=d.validation,
+        split=d.split,
     )
     seq_len = Origin.at(d.spans.get("seq_len"), derived("= context"))
     return o.record(("data",), made, d, fields={"seq_len": seq_len})

@@ -26,6 +26,7 @@ from stackwise_dsl.ir.enums import (
     Mode,
     Norm,
     Precision,
+    Split,
     Target,
     Task,
     TimeEmbedding,
@@ -311,6 +312,7 @@ class Data:
     batch: int
     seq_len: int
     validation: float
+    split: Split
 
 
 @plan_node

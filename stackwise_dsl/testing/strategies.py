@@ -29,6 +29,7 @@ from stackwise_dsl.ir.enums import (
     Norm,
     Pattern,
     Precision,
+    Split,
     Strategy,
     Target,
     Task,
@@ -254,6 +255,7 @@ def _data(draw, context: int) -> n.Data:
         batch=draw(st.integers(1, 512)),
         seq_len=draw(st.none() | st.integers(1, context)),
         validation=draw(fractions),
+        split=draw(st.sampled_from(Split)),
     )
 
 

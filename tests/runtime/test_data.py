@@ -7,19 +7,21 @@ import json
 import numpy as np
 import pytest
 
+from stackwise_dsl.core.batches import eval_ids
 from stackwise_dsl.data import DataError, prepare, split, vocab_size
 from stackwise_dsl.data.corpus import documents, stdlib_files
-from stackwise_dsl.ir.enums import Task
+from stackwise_dsl.ir.enums import Split, Task
 from stackwise_dsl.lower import plan as p
 
 
-def _data(source, tokenizer=None, seq_len=16, validation=0.1):
+def _data(source, tokenizer=None, seq_len=16, validation=0.1, how=Split.INTERLEAVED):
     return p.Data(
         source=source,
         tokenizer=tokenizer or p.Bytes(),
         batch=2,
         seq_len=seq_len,
         validation=validation,
+        split=how,
     )
 
 
@@ -47,6 +49,28 @@ def test_split_spreads_validation_evenly():
     _, val = split(1000, 0.1)
     assert len(val) == pytest.approx(100, abs=2)
     assert np.diff(val).max() <= 20  # no long stretch without a validation window
+
+
+def test_a_tail_split_holds_out_the_end_of_the_text(tmp_path):
+    train, val = split(1000, 0.1, Split.TAIL)
+    assert list(val) == list(range(900, 1000)) and list(train) == list(range(900))
+    assert list(split(7, 0.1, Split.TAIL)[1]) == [6]  # rounded, at least one
+    path = tmp_path / "a.txt"
+    text = "".join(chr(97 + i % 26) for i in range(17 * 20))
+    path.write_text(text)
+    data = prepare(_data(p.TextFiles(files=(str(path),)), how=Split.TAIL), seed=0)
+    assert list(data.val) == [18, 19]  # the last 2 of 20 windows (+ <eos> makes 20 still)
+    held = data.windows[data.val].reshape(-1)
+    assert bytes(held[held < 256].astype(np.uint8)).decode() in text[-2 * 17 :]
+
+
+def test_evaluation_windows_spread_over_the_whole_validation_set():
+    val = np.arange(1000, 1100)
+    batches = eval_ids(val, 4, 5)  # 20 of 100 windows: every fifth
+    assert [list(b) for b in batches][:2] == [[1000, 1005, 1010, 1015], [1020, 1025, 1030, 1035]]
+    assert list(np.concatenate(batches)) == list(range(1000, 1100, 5))
+    assert [list(b) for b in eval_ids(np.arange(3), 2, 2)] == [[0, 1], [2, 0]]  # fewer: cycled
+    assert eval_ids(np.arange(0), 2, 2) == []
 
 
 @pytest.mark.parametrize("task", list(Task))
