@@ -227,7 +227,7 @@ PLAN = {
     "data": {  # line 29
         "source": {"kind": "Stdlib"}, "tokenizer": {"kind": "Bytes"}, "batch": 16,  # line 29
         "seq_len": 64,  # derived: = context
-        "validation": 0.05,  # default
+        "validation": 0.05, "split": "interleaved",  # default
     },
     "optimizer": {  # line 30
         "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 30, others default
@@ -631,6 +631,13 @@ class Target(Word):
     GATE = "gate"
     UP = "up"
     DOWN = "down"
+
+
+class Split(Word):
+    """Which windows are held out for validation."""
+
+    INTERLEAVED = "interleaved"  # spread evenly through the data
+    TAIL = "tail"  # the last fraction of the data, as nanoGPT splits
 
 
 class LrSchedule(Word):
@@ -1309,7 +1316,7 @@ def prepare(data: Data, seed: int) -> Prepared:
             f"(seq_len {data.seq_len} + 1): use more text or a shorter seq_len"
         )
     windows = stream[: count * width].reshape(count, width)
-    train, val = split(count, data.validation)
+    train, val = split(count, data.validation, data.split)
     return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val)
 
 
@@ -1321,10 +1328,14 @@ def _stream(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def split(count: int, validation: float) -> tuple[np.ndarray, np.ndarray]:
+def split(count: int, validation: float,
+          how: Split = Split.INTERLEAVED) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Train and validation window ids; each non-empty when validation > 0."""
     ids = np.arange(count)
-    held = np.modf(ids * _PHI)[0] < validation
+    if how is Split.TAIL:
+        held = ids >= count - round(count * validation)
+    else:
+        held = np.modf(ids * _PHI)[0] < validation
     if validation > 0 and not held.any():
         held[-1] = True
     if validation > 0 and held.all():
@@ -1371,11 +1382,15 @@ class Stream:
 
 
 def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
-    """The validation batches: the same windows, in the same order, at every evaluation."""
+    """The validation batches: the same windows, in the same order, at every evaluation,
+    spread evenly over the whole validation set (all of it, cycled, when it is smaller)."""
     if len(val) == 0:
         return []
     count = batch * batches
-    ids = np.resize(val, max(count, 1))[:count]
+    if count >= len(val):
+        ids = np.resize(val, max(count, 1))[:count]
+    else:
+        ids = val[(np.arange(count) * len(val)) // count]
     return [ids[i : i + batch] for i in range(0, count, batch)]
 
 
@@ -2001,6 +2016,7 @@ class Data:
     batch: int
     seq_len: int
     validation: float
+    split: Split
 
 
 @plan_node
@@ -2195,7 +2211,7 @@ def samplers_for(objective: Objective) -> tuple[str, ...]:
     raise ValueError(f"no sampler for {type(objective).__name__}")
 
 
-PLAN_FORMAT = 2
+PLAN_FORMAT = 3  # 3: data.split
 
 
 def to_json(obj: Any) -> Any:

@@ -108,7 +108,7 @@ PLAN = {
     ],
     "data": {  # line 14
         "source": {"kind": "Synthetic", "task": "copy", "symbols": 16, "samples": 512},  # line 14
-        "tokenizer": {"kind": "Bytes"}, "validation": 0.05,  # default
+        "tokenizer": {"kind": "Bytes"}, "validation": 0.05, "split": "interleaved",  # default
         "batch": 8,  # line 14
         "seq_len": 32,  # derived: = context
     },
@@ -505,6 +505,13 @@ _BITS = {
 }
 
 
+class Split(Word):
+    """Which windows are held out for validation."""
+
+    INTERLEAVED = "interleaved"  # spread evenly through the data
+    TAIL = "tail"  # the last fraction of the data, as nanoGPT splits
+
+
 class LrSchedule(Word):
     COSINE = "cosine"
     LINEAR = "linear"
@@ -878,7 +885,7 @@ def prepare(data: Data, seed: int) -> Prepared:
             f"(seq_len {data.seq_len} + 1): use more text or a shorter seq_len"
         )
     windows = stream[: count * width].reshape(count, width)
-    train, val = split(count, data.validation)
+    train, val = split(count, data.validation, data.split)
     return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val)
 
 
@@ -890,10 +897,14 @@ def _stream(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def split(count: int, validation: float) -> tuple[np.ndarray, np.ndarray]:
+def split(count: int, validation: float,
+          how: Split = Split.INTERLEAVED) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """Train and validation window ids; each non-empty when validation > 0."""
     ids = np.arange(count)
-    held = np.modf(ids * _PHI)[0] < validation
+    if how is Split.TAIL:
+        held = ids >= count - round(count * validation)
+    else:
+        held = np.modf(ids * _PHI)[0] < validation
     if validation > 0 and not held.any():
         held[-1] = True
     if validation > 0 and held.all():
@@ -940,11 +951,15 @@ class Stream:
 
 
 def eval_ids(val: np.ndarray, batch: int, batches: int) -> list[np.ndarray]:
-    """The validation batches: the same windows, in the same order, at every evaluation."""
+    """The validation batches: the same windows, in the same order, at every evaluation,
+    spread evenly over the whole validation set (all of it, cycled, when it is smaller)."""
     if len(val) == 0:
         return []
     count = batch * batches
-    ids = np.resize(val, max(count, 1))[:count]
+    if count >= len(val):
+        ids = np.resize(val, max(count, 1))[:count]
+    else:
+        ids = val[(np.arange(count) * len(val)) // count]
     return [ids[i : i + batch] for i in range(0, count, batch)]
 
 
@@ -1501,6 +1516,7 @@ class Data:
     batch: int
     seq_len: int
     validation: float
+    split: Split
 
 
 @plan_node
@@ -1691,7 +1707,7 @@ def samplers_for(objective: Objective) -> tuple[str, ...]:
     raise ValueError(f"no sampler for {type(objective).__name__}")
 
 
-PLAN_FORMAT = 2
+PLAN_FORMAT = 3  # 3: data.split
 
 
 def to_json(obj: Any) -> Any:
