@@ -451,12 +451,24 @@ def test_a_run_started_with_an_older_plan_format_says_so(finished_stage, tmp_pat
     plan["model"]["position"] = "rope"
     (run / "plan.json").write_text(json.dumps(plan))
     info = json.loads((run / "run.json").read_text())
-    assert info.pop("plan_format") == 2
+    assert info.pop("plan_format") == 3
     (run / "run.json").write_text(json.dumps(info))
     result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
     assert result.exit_code == 1, result.output
-    assert "plans have format 1; this one reads format 2" in result.output
+    assert "plans have format 1; this one reads format 3" in result.output
     assert "damaged" not in result.output and "Traceback" not in result.output
+
+
+def test_a_run_of_plan_format_2_has_no_data_split_and_says_so(finished_stage, tmp_path):
+    run = tmp_path / "two"
+    shutil.copytree(finished_stage, run)
+    plan = json.loads((run / "plan.json").read_text())
+    del plan["data"]["split"]
+    (run / "plan.json").write_text(json.dumps(plan))
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "plan_format": 2}))
+    result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
+    assert result.exit_code == 1 and "plans have format 2; this one reads format 3" in result.output
 
 
 def test_a_resumed_run_takes_no_other_directory(finished_stage, tmp_path):
