@@ -78,7 +78,7 @@ def find_checkpoint(run_dir: Path, which: str | int | Path | None, plan: p.Plan)
         number = int(which)
         if not 1 <= number <= len(plan.stages):
             raise UseError(f"the run has stages 1 to {len(plan.stages)}, not {number}")
-        for path in _complete(root):
+        for path in (root / name for name in checkpoints.complete(root)):
             state = checkpoints.state_of(path)
             if state.get("stage") == number and state.get("stage_done") is True:
                 return path
@@ -91,15 +91,8 @@ def find_checkpoint(run_dir: Path, which: str | int | Path | None, plan: p.Plan)
     raise UseError(f"{which} is not a checkpoint of {run_dir}: {_listing(root)}")
 
 
-def _complete(root: Path) -> list[Path]:
-    if not root.is_dir():
-        return []
-    return sorted(c for c in root.iterdir()
-                  if not c.name.startswith(".") and (c / "state.json").is_file())  # fmt: skip
-
-
 def _listing(root: Path) -> str:
-    names = [c.name for c in _complete(root)]
+    names = checkpoints.complete(root)
     return f"its checkpoints are {', '.join(names)}" if names else "it has no checkpoint"
 
 

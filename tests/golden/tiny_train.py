@@ -2038,9 +2038,8 @@ def latest(run_dir: Path) -> Path | None:
     if not pointer.exists():
         if not root.is_dir():
             return None
-        complete = sorted(c.name for c in root.iterdir()
-                          if _plain_name(c.name) and (c / "state.json").is_file())  # fmt: skip
-        return root / complete[-1] if complete else None
+        names = complete(root)
+        return root / names[-1] if names else None
     try:
         name = read_json(pointer).get("checkpoint")
     except Damaged as e:
@@ -2051,6 +2050,15 @@ def latest(run_dir: Path) -> Path | None:
         f"{pointer} names {name!r}, which is not a complete checkpoint of this run; "
         + _choices(root)
     )
+
+
+def complete(root: Path) -> list[str]:
+    """The names of the complete checkpoints under `root` (a run's checkpoints/), oldest
+    first; none when it is not a directory."""
+    if not root.is_dir():
+        return []
+    return sorted(c.name for c in root.iterdir()
+                  if _plain_name(c.name) and (c / "state.json").is_file())  # fmt: skip
 
 
 def _plain_name(name: str) -> bool:
@@ -2065,9 +2073,7 @@ def _plain_name(name: str) -> bool:
 
 def _choices(root: Path) -> str:
     """What a person can do about a damaged latest.json."""
-    names = sorted(
-        c.name for c in root.iterdir() if _plain_name(c.name) and (c / "state.json").is_file()
-    )
+    names = complete(root)
     if not names:
         return "there is no complete checkpoint to resume from: start the run again"
     return (
