@@ -486,6 +486,18 @@ CODES: dict[str, Code] = {
             "tokenizer).",
             run_refuses=True,
         ),
+        Code(
+            code="SW605", severity=E, title="data settings that disagree",
+            explanation="`validation_data` names the validation text, so a held-out "
+            "`validation` fraction or a `split` beside it says the opposite. `windows = random` "
+            "draws training windows at any offset of the training text: with `split = "
+            "interleaved` that text holds the validation windows, and a stage's activation "
+            "cache (kept per window) would only grow.",
+            example=_BASE + "data { windows = random, validation = 0.1 }\n",
+            fix="With random windows hold out the end of the text (`split = tail`) or name "
+            "`validation_data`, and set `cache = off`; with `validation_data` leave "
+            "`validation` and `split` out.",
+        ),
     )
 }  # fmt: skip
 

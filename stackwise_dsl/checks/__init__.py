@@ -25,6 +25,7 @@ from stackwise_dsl.checks.attention import (
     check_rope_head_dim,
 )
 from stackwise_dsl.checks.cache import check_activation_cache
+from stackwise_dsl.checks.data import check_data_settings
 from stackwise_dsl.checks.growth import (
     check_copy_init,
     check_end_to_end_settings,
@@ -85,6 +86,7 @@ CHECKS: tuple[Check, ...] = (
     check_depth_schedule,
     check_time_input,
     check_path_characters,
+    check_data_settings,
     check_data_files,
     check_jsonl_field,
     check_cuda_device,

@@ -8,7 +8,7 @@ from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Head
 from stackwise_dsl.ir.facts import Facts
-from stackwise_dsl.ir.walk import SPECIAL_TOKENS, tokenizer_vocab
+from stackwise_dsl.ir.walk import specials, tokenizer_vocab
 
 
 def check_tied_head(facts: Facts) -> Iterator[diag.Diagnostic]:
@@ -43,7 +43,7 @@ def check_vocab(facts: Facts) -> Iterator[diag.Diagnostic]:
     """An explicit vocab holds every id the tokenizer can produce."""
     spec = facts.spec
     vocab = spec.model.vocab
-    needed = tokenizer_vocab(spec.data.tokenizer)
+    needed = tokenizer_vocab(spec)
     if vocab is not None and needed is not None and vocab < needed:
         yield diag.error(
             "SW208",
@@ -51,5 +51,5 @@ def check_vocab(facts: Facts) -> Iterator[diag.Diagnostic]:
             f"{needed} ids",
             n.at(spec.model, "vocab"),
             hint=f"leave `vocab` out to take it from the tokenizer ({needed}, with "
-            f"{len(SPECIAL_TOKENS)} special tokens)",
+            f"{len(specials(spec))} special tokens)",
         )

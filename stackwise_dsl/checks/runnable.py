@@ -24,28 +24,34 @@ def check_data_files(facts: Facts) -> Iterator[diag.Diagnostic]:
     warning (SW604: the data may live where the run will run, and `sw run` refuses to start
     without it); one that is here but cannot be read is an error (SW601)."""
     known = {f.written: f for f in facts.host.data or ()}
-    problems: dict[tuple[str, bool], list] = {}  # (field, missing) -> [(node, fact)]
+    problems: dict[tuple, list] = {}  # (node, field, missing) -> [(node, fact)]
     for node, field, written in data_paths(facts.spec):
         fact = known.get(written)
         if "\0" in written:  # no file can have that name: check_path_characters says so
             continue
         if fact is not None and fact.kind is not FileKind.FILE:
-            problems.setdefault((field, fact.kind is FileKind.MISSING), []).append((node, fact))
-    for (field, missing), found in problems.items():
+            key = (id(node), field, fact.kind is FileKind.MISSING)
+            problems.setdefault(key, []).append((node, fact))
+    for (_, field, missing), found in problems.items():
         node, first = found[0]
-        message, hint = _unusable(first, node)
-        also = tuple(diag.Note(message="also: " + _unusable(f, node)[0]) for _, f in found[1:])
+        message, hint = _unusable(first, node, facts.spec)
+        also = tuple(diag.Note(message="also: " + _unusable(f, node, facts.spec)[0])
+                     for _, f in found[1:])  # fmt: skip
         notes = also + _relative_to(node, field, [f.written for _, f in found])
         make, code = (diag.warning, "SW604") if missing else (diag.error, "SW601")
         yield make(code, message, n.at(node, field), hint=hint, notes=notes)
 
 
-def _unusable(fact: DataFile, node: DataNode) -> tuple[str, str]:
+def _unusable(fact: DataFile, node: DataNode, spec: n.Spec) -> tuple[str, str]:
     """What is wrong with a path, and what to do about it."""
     path, kind = fact.written, fact.kind
     if kind is FileKind.MISSING:
         what = "no file matches" if fact.glob else "there is no file"
-        where = "data.tokenizer.path" if isinstance(node, n.TokenizerFile) else "data.source.files"
+        where = (
+            "data.tokenizer.path" if isinstance(node, n.TokenizerFile)
+            else "data.validation_data.files" if node is spec.data.validation_data
+            else "data.source.files"
+        )  # fmt: skip
         return f"{what} {path}", f"fix the path, or give it with `--set {where}=PATH`"
     if kind is FileKind.DIRECTORY:
         if isinstance(node, n.TokenizerFile):
@@ -79,10 +85,14 @@ def _relative_to(node: DataNode, field: str, paths: list[str]) -> tuple[diag.Not
 
 
 def check_jsonl_field(facts: Facts) -> Iterator[diag.Diagnostic]:
-    """The first records of a jsonl source are JSON objects with text under its `field`."""
-    source = facts.spec.data.source
-    if not isinstance(source, n.Jsonl):
-        return
+    """The first records of a jsonl source (or validation data) are JSON objects with text
+    under its `field`."""
+    for source in (facts.spec.data.source, facts.spec.data.validation_data):
+        if isinstance(source, n.Jsonl):
+            yield from _jsonl_field(facts, source)
+
+
+def _jsonl_field(facts: Facts, source: n.Jsonl) -> Iterator[diag.Diagnostic]:
     known = {f.written: f for f in facts.host.data or ()}
     found = []
     for written in source.files:

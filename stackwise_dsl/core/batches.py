@@ -1,6 +1,9 @@
-"""Which windows each step trains on: a seeded permutation per epoch, and a position in it.
+"""Which windows each step trains on, and a position in them.
 
-The position (epoch, offset) is all the state there is, so a checkpoint stores two numbers
+Fixed windows: a seeded permutation of the training windows per epoch. Random windows
+(`windows = random`): each epoch draws as many window starts as there are training windows,
+uniformly with replacement from every offset of the training text, seeded by the epoch. Either
+way the position (epoch, offset) is all the state there is, so a checkpoint stores two numbers
 and a resumed run reads exactly the windows the uninterrupted run would have.
 """
 
@@ -10,13 +13,25 @@ import numpy as np
 
 
 class Stream:
-    def __init__(self, train: np.ndarray, seed: int) -> None:
-        self.train, self.seed = train, seed
+    def __init__(self, train: np.ndarray, seed: int, per_epoch: int | None = None) -> None:
+        """Over the window ids `train`; with `per_epoch`, `per_epoch` draws with replacement
+        from `train` (window starts) per epoch."""
+        self.train, self.seed, self.per_epoch = train, seed, per_epoch
         self.epoch, self.offset = 0, 0
         self._order = self._permutation(0)
 
+    @classmethod
+    def of(cls, data, seed: int) -> Stream:
+        """The stream of a `Prepared`'s training windows."""
+        if data.text is None:
+            return cls(data.train, seed)
+        return cls(data.starts(), seed, per_epoch=max(1, len(data.train)))
+
     def _permutation(self, epoch: int) -> np.ndarray:
-        return self.train[np.random.default_rng([self.seed, epoch]).permutation(len(self.train))]
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.per_epoch is not None:
+            return self.train[rng.integers(0, len(self.train), size=self.per_epoch)]
+        return self.train[rng.permutation(len(self.train))]
 
     def take(self, count: int) -> np.ndarray:
         """The next `count` window ids, moving into the next epoch when this one runs out."""
@@ -37,9 +52,9 @@ class Stream:
     def restore(self, state: dict) -> None:
         """Continue where `state` left off; ValueError for an offset past the epoch's end."""
         epoch, offset = int(state["epoch"]), int(state["offset"])
-        if not 0 <= offset < len(self.train) or epoch < 0:
+        if not 0 <= offset < len(self._order) or epoch < 0:
             raise ValueError(f"the data stream position {state} lies outside the "
-                             f"{len(self.train):,} training windows")  # fmt: skip
+                             f"{len(self._order):,} training windows of an epoch")  # fmt: skip
         self.epoch, self.offset = epoch, offset
         self._order = self._permutation(self.epoch)
 

@@ -83,7 +83,7 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
             ) from None
     if state.rng is not None:
         torch.set_rng_state(state.rng)
-    stream = Stream(data.train, plan.run.seed)
+    stream = Stream.of(data, plan.run.seed)
     stream.restore(state.stream)
     trainable = [x for g in opt.param_groups for x in g["params"]]
 
@@ -121,7 +121,7 @@ def batch_for(plan: p.Plan, stage: p.Stage, data: Prepared, ids: np.ndarray, dra
     """The batch of windows `ids` for the `draw`-th micro-batch of a stage, corrupted for its
     objective (the noise level depends on the draw, the masks on the windows)."""
     ratio, t = noise(stage, plan, draw)
-    return _batch(plan, stage, data, ids, ratio, t)
+    return _batch(plan, stage, data, data.train_rows(ids), ids, ratio, t)
 
 
 def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
@@ -148,13 +148,15 @@ def evaluate(model: StageModel, plan: p.Plan, stage: p.Stage, data: Prepared) ->
             ratio, t = noise(stage, plan, -1 - i)
             if stage.mask_ratio is None and stage.parts[0].mask_ratio is not None:
                 ratio = stage.parts[i % len(stage.parts)].mask_ratio  # time as depth, fuse
-            losses.append(stage_loss(model, _batch(plan, stage, data, ids, ratio, t)).item())
+            batch = _batch(plan, stage, data, data.windows[ids], ids, ratio, t)
+            losses.append(stage_loss(model, batch).item())
     model.train()
     return float(np.mean(losses))
 
 
-def _batch(plan: p.Plan, stage: p.Stage, data: Prepared, ids: np.ndarray, ratio, t) -> Batch:
-    windows = torch.from_numpy(data.windows[ids])
+def _batch(plan: p.Plan, stage: p.Stage, data: Prepared, rows: np.ndarray, ids: np.ndarray,
+           ratio, t) -> Batch:  # fmt: skip
+    windows = torch.from_numpy(rows)
     vocab = Vocabulary(mask=data.tokenizer.specials.mask, ordinary=data.tokenizer.ordinary)
     return make_batch(windows, ids, stage.objective, ratio, t, seed=plan.run.seed, vocab=vocab)
 

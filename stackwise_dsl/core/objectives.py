@@ -38,7 +38,7 @@ class Batch:
 
 @attrs.frozen
 class Vocabulary:
-    mask: int
+    mask: int | None  # None for a tokenizer without `<mask>` (a CLM's)
     ordinary: int  # random replacements draw ids below this
 
 

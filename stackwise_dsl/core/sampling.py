@@ -16,6 +16,7 @@ import torch
 
 from stackwise_dsl.core.attention import Seen
 from stackwise_dsl.core.stage_model import StageModel
+from stackwise_dsl.data.corpus import DataError
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import samplers_for
 from stackwise_dsl.lower.schedule import ratio_at
@@ -43,8 +44,8 @@ def continue_text(model: StageModel, prompt: torch.Tensor, max_new_tokens: int, 
                   cached: bool = True, banned: tuple[int, ...] = (),
                   **choice) -> Sampled:  # fmt: skip
     """`prompt` (B, T) ids followed by `max_new_tokens` more, each chosen by `next_token`
-    (`choice`: temperature, top_k, top_p, generator), never a `banned` id (`<mask>`,
-    `<pad>`). The whole may not exceed the model's context."""
+    (`choice`: temperature, top_k, top_p, generator), never a `banned` id (`<mask>`).
+    The whole may not exceed the model's context."""
     context = model.plan.model.context
     if prompt.shape[1] + max_new_tokens > context:
         raise ValueError(f"a prompt of {prompt.shape[1]} tokens and {max_new_tokens} new ones "
@@ -71,8 +72,8 @@ def continue_text(model: StageModel, prompt: torch.Tensor, max_new_tokens: int, 
 
 def _predict(model: StageModel, x: torch.Tensor, t: float | None, banned: tuple[int, ...],
              positions=None) -> torch.Tensor:  # fmt: skip
-    """Float64 logits (B, T, V) of a masked model, never choosing a banned id (`<mask>`,
-    `<pad>`)."""
+    """Float64 logits (B, T, V) of a masked model, never choosing a banned id
+    (`<mask>`)."""
     times = None if t is None else torch.full((x.shape[0],), float(t), device=x.device)
     logits = model.logits(model.hidden(x, times, positions)).double()
     logits[..., list(banned)] = float("-inf")
@@ -277,7 +278,11 @@ MASK = "<mask>"  # where a prompt asks a masked model to fill in
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """Token ids of `text`; each `<mask>` in it is the mask token."""
     ids: list[int] = []
-    for i, piece in enumerate(text.split(MASK)):
+    pieces = text.split(MASK)
+    if len(pieces) > 1 and tokenizer.specials.mask is None:
+        raise ValueError("the prompt has `<mask>`, but this model was trained without one: "
+                         "a causal LM continues its prompt")  # fmt: skip
+    for i, piece in enumerate(pieces):
         if i:
             ids.append(tokenizer.specials.mask)
         if piece:
@@ -305,10 +310,10 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
            block, seed)  # fmt: skip
     mask, ids = tokenizer.specials.mask, list(prompt)
     causal = isinstance(o, p.Clm)
-    if causal and mask in ids:
+    if causal and mask is not None and mask in ids:
         raise ValueError("a causal LM continues its prompt; it has no `<mask>` to fill")
     if causal and not ids:
-        ids = [tokenizer.specials.eos]  # a document starts after <eos>
+        ids = _start(tokenizer)
     room = plan.model.context - len(ids)
     if max_new_tokens is None:
         wanted = 100 if causal else plan.data.seq_len - len(ids)
@@ -337,12 +342,27 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
     return Sampled(ids=torch.cat(rows), calls=calls)
 
 
+def _start(tokenizer) -> list[int]:
+    """What a causal LM continues when the prompt is empty: `<eos>` (a document starts after
+    it), or a newline for a model of one text, which has no `<eos>` (as nanoGPT starts)."""
+    if tokenizer.specials.eos is not None:
+        return [tokenizer.specials.eos]
+    try:
+        ids = [int(x) for x in tokenizer.encode("\n")]
+    except DataError:
+        ids = []
+    if len(ids) != 1:
+        raise ValueError("this model has no `<eos>` to start from and no newline in its "
+                         "vocabulary: give a prompt")  # fmt: skip
+    return ids
+
+
 def _draw(model: StageModel, x: torch.Tensor, sampler: str, steps, block, tokenizer,
           max_new_tokens: int, **choice) -> Sampled:  # fmt: skip
     """One chunk of samples, with the objective's sampler."""
     o = model.stage.objective
     mask = tokenizer.specials.mask
-    banned = (mask, tokenizer.specials.pad)
+    banned = (mask,) if mask is not None else ()
     if isinstance(o, p.Clm):
         out = continue_text(model, x, max_new_tokens, banned=banned, **choice)
     if isinstance(o, p.Mlm):

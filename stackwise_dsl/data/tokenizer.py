@@ -1,8 +1,9 @@
 """Tokenizers: bytes, characters, a BPE trained locally (remembered), or a local tokenizer.json.
 
-Every tokenizer has the three special tokens `<pad>`, `<mask>` and `<eos>`, after its
-ordinary vocabulary for bytes and chars, wherever the trained or loaded model put them for
-BPE and files.
+A tokenizer carries only the special tokens its plan uses (`Data.specials`: `<mask>` for
+masking objectives, `<eos>` when documents end with it), appended after its ordinary
+vocabulary: bytes 0-255 or the corpus's characters, a trained BPE's merges, or a tokenizer
+file's own vocabulary (a file that already holds one of them keeps its id).
 """
 
 from __future__ import annotations
@@ -15,19 +16,35 @@ import attrs
 import numpy as np
 
 from stackwise_dsl.data.corpus import DataError
-from stackwise_dsl.ir.walk import SPECIAL_TOKENS
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import pick, tokenizer_key
 from stackwise_dsl.machine.userdirs import memo_dir
 
-MIN_BPE_VOCAB = 256 + len(SPECIAL_TOKENS)
-
 
 @attrs.frozen
 class Specials:
-    pad: int
-    mask: int
-    eos: int
+    """The ids of the special tokens, None for one the tokenizer does not carry."""
+
+    mask: int | None = None
+    eos: int | None = None
+
+    @classmethod
+    def after(cls, ordinary: int, names: tuple[str, ...]) -> Specials:
+        """Specials `names` numbered from `ordinary` on, in order."""
+        return cls(**{_FIELDS[name]: ordinary + i for i, name in enumerate(names)})
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, f in _FIELDS.items() if getattr(self, f) is not None)
+
+
+_FIELDS = {"<mask>": "mask", "<eos>": "eos"}  # the plan's names of the specials (ir/walk.py)
+
+
+def _names(saved: dict) -> tuple[str, ...] | None:
+    """The specials a saved tokenizer lists, or None when they are not a list of known names."""
+    names = saved.get("specials")
+    ok = isinstance(names, list) and all(isinstance(x, str) and x in _FIELDS for x in names)
+    return tuple(names) if ok and len(set(names)) == len(names) else None
 
 
 class Tokenizer:
@@ -53,9 +70,11 @@ class Tokenizer:
 class ByteTokenizer(Tokenizer):
     """UTF-8 bytes: ids 0-255, then the specials."""
 
-    vocab_size = 256 + len(SPECIAL_TOKENS)
-    specials = Specials(pad=256, mask=257, eos=258)
     ordinary = 256  # ids below this are ordinary tokens (random replacements draw from them)
+
+    def __init__(self, specials: tuple[str, ...]) -> None:
+        self.specials = Specials.after(256, specials)
+        self.vocab_size = 256 + len(specials)
 
     def encode(self, text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
@@ -64,23 +83,22 @@ class ByteTokenizer(Tokenizer):
         return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
 
     def saved(self) -> dict:
-        return {"kind": "bytes"}
+        return {"kind": "bytes", "specials": list(self.specials.names())}
 
 
 class CharTokenizer(Tokenizer):
     """The corpus's characters, sorted by code point; then the specials."""
 
-    def __init__(self, chars: str) -> None:
+    def __init__(self, chars: str, specials: tuple[str, ...]) -> None:
         self.chars = chars
         self.codes = np.array([ord(c) for c in chars], dtype=np.int64)
         self.ordinary = len(chars)
-        self.vocab_size = len(chars) + len(SPECIAL_TOKENS)
-        n = len(chars)
-        self.specials = Specials(pad=n, mask=n + 1, eos=n + 2)
+        self.vocab_size = len(chars) + len(specials)
+        self.specials = Specials.after(len(chars), specials)
 
     @classmethod
-    def of(cls, docs: list[str]) -> CharTokenizer:
-        return cls("".join(sorted(set().union(*map(set, docs)))))
+    def of(cls, docs: list[str], specials: tuple[str, ...]) -> CharTokenizer:
+        return cls("".join(sorted(set().union(*map(set, docs)))), specials)
 
     def encode(self, text: str) -> np.ndarray:
         codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
@@ -98,19 +116,21 @@ class CharTokenizer(Tokenizer):
         return "".join(self.chars[int(i)] for i in ids if int(i) < self.ordinary)
 
     def saved(self) -> dict:
-        return {"kind": "chars", "chars": self.chars}
+        return {"kind": "chars", "chars": self.chars, "specials": list(self.specials.names())}
 
 
 class HfTokenizer(Tokenizer):
-    """A `tokenizers` model (a trained BPE, or a tokenizer.json) with the specials added."""
+    """A `tokenizers` model (a trained BPE, or a tokenizer.json) with the specials added (at
+    the end, unless the model already has them). Ids from the first special on are not
+    ordinary tokens (none without specials)."""
 
-    def __init__(self, tok) -> None:
-        tok.add_special_tokens(list(SPECIAL_TOKENS))
+    def __init__(self, tok, specials: tuple[str, ...]) -> None:
+        tok.add_special_tokens(list(specials))
         self.tok = tok
         self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
-        ids = [tok.token_to_id(s) for s in SPECIAL_TOKENS]
-        self.specials = Specials(pad=ids[0], mask=ids[1], eos=ids[2])
-        self.ordinary = min(ids)
+        ids = {_FIELDS[name]: tok.token_to_id(name) for name in specials}
+        self.specials = Specials(**ids)
+        self.ordinary = min(ids.values(), default=self.vocab_size)
 
     def encode(self, text: str) -> np.ndarray:
         return np.array(self.tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
@@ -119,15 +139,17 @@ class HfTokenizer(Tokenizer):
         return self.tok.decode([int(i) for i in ids])
 
     def saved(self) -> dict:
-        return {"kind": "tokenizers", "json": self.tok.to_str()}
+        return {"kind": "tokenizers", "json": self.tok.to_str(),
+                "specials": list(self.specials.names())}  # fmt: skip
 
 
-def tokenizer_from(saved: dict, spec: p.Bytes | p.Chars | p.Bpe | p.TokenizerFile) -> Tokenizer:
-    """The tokenizer `Tokenizer.saved` describes, of the plan's kind `spec` (RESTORERS);
-    DataError for anything else."""
+def tokenizer_from(saved: dict, data: p.Data) -> Tokenizer:
+    """The tokenizer `Tokenizer.saved` describes, of the plan's kind with the plan's specials
+    (RESTORERS); DataError for anything else."""
+    names = _names(saved) if isinstance(saved, dict) else None
     tokenizer = (
-        pick(RESTORERS, tokenizer_key(spec), "tokenizer")(saved)
-        if isinstance(saved, dict)
+        pick(RESTORERS, tokenizer_key(data.tokenizer), "tokenizer")(saved, names)
+        if names == data.specials
         else None
     )
     if tokenizer is None:
@@ -135,49 +157,56 @@ def tokenizer_from(saved: dict, spec: p.Bytes | p.Chars | p.Bpe | p.TokenizerFil
     return tokenizer
 
 
-def _bytes_again(saved: dict) -> Tokenizer | None:
-    return ByteTokenizer() if saved.get("kind") == "bytes" else None
+def _bytes_again(saved: dict, names: tuple[str, ...]) -> Tokenizer | None:
+    return ByteTokenizer(names) if saved.get("kind") == "bytes" else None
 
 
-def _chars_again(saved: dict) -> Tokenizer | None:
+def _chars_again(saved: dict, names: tuple[str, ...]) -> Tokenizer | None:
     chars = saved.get("chars")
     ok = saved.get("kind") == "chars" and isinstance(chars, str) and chars
-    return CharTokenizer(chars) if ok else None
+    return CharTokenizer(chars, names) if ok else None
 
 
-def _tokenizers_again(saved: dict) -> Tokenizer | None:
+def _tokenizers_again(saved: dict, names: tuple[str, ...]) -> Tokenizer | None:
     if saved.get("kind") != "tokenizers" or not isinstance(saved.get("json"), str):
         return None
     from tokenizers import Tokenizer as HfModel
 
     try:
-        return HfTokenizer(HfModel.from_str(saved["json"]))
+        return HfTokenizer(HfModel.from_str(saved["json"]), names)
     except Exception as e:  # the library raises plain Exceptions
         raise DataError(f"the saved tokenizer cannot be read ({e})") from None
 
 
-def build_tokenizer(
-    spec: p.Bytes | p.Chars | p.Bpe | p.TokenizerFile,
-    docs: list[str],
-) -> Tokenizer:
-    """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
-    return pick(TOKENIZERS, tokenizer_key(spec), "tokenizer")(spec, docs)
+def build_tokenizer(data: p.Data, docs: list[str], held: list[str] = ()) -> Tokenizer:
+    """The tokenizer a plan's data asks for, with its specials, trained on `docs` when it
+    needs to be (a BPE), or fitted to them and the validation documents `held` (chars: every
+    character of both, as nanoGPT takes its characters from the whole text)."""
+    pick_one = pick(TOKENIZERS, tokenizer_key(data.tokenizer), "tokenizer")
+    return pick_one(data.tokenizer, docs, list(held), data.specials)
 
 
-def _bytes(spec: p.Bytes, docs: list[str]) -> Tokenizer:
-    return ByteTokenizer()
+def _bytes(spec: p.Bytes, docs: list[str], held: list[str],
+           specials: tuple[str, ...]) -> Tokenizer:  # fmt: skip
+    return ByteTokenizer(specials)
 
 
-def _chars(spec: p.Chars, docs: list[str]) -> Tokenizer:
-    return CharTokenizer.of(docs)
+def _chars(spec: p.Chars, docs: list[str], held: list[str],
+           specials: tuple[str, ...]) -> Tokenizer:  # fmt: skip
+    return CharTokenizer.of(docs + held, specials)
 
 
-def _trained_bpe(spec: p.Bpe, docs: list[str]) -> Tokenizer:
-    return HfTokenizer(_bpe(docs, spec.vocab))
+def _trained_bpe(spec: p.Bpe, docs: list[str], held: list[str],
+                 specials: tuple[str, ...]) -> Tokenizer:  # fmt: skip
+    if spec.vocab < 256 + len(specials):
+        raise DataError(f"a byte-level BPE needs at least {256 + len(specials)} tokens here (256 "
+                        f"bytes and {len(specials)} special tokens); got {spec.vocab}")  # fmt: skip
+    return HfTokenizer(_bpe(docs, spec.vocab - len(specials)), specials)
 
 
-def _file(spec: p.TokenizerFile, docs: list[str]) -> Tokenizer:
-    return HfTokenizer(_load(spec.path))
+def _file(spec: p.TokenizerFile, docs: list[str], held: list[str],
+          specials: tuple[str, ...]) -> Tokenizer:  # fmt: skip
+    return HfTokenizer(_load(spec.path), specials)
 
 
 def _load(path: str):
@@ -193,13 +222,11 @@ def _load(path: str):
 
 
 def _bpe(docs: list[str], vocab: int):
-    """A byte-level BPE of `vocab` tokens trained on `docs`; trained once per corpus and size,
-    then loaded from the user's cache."""
-    if vocab < MIN_BPE_VOCAB:
-        raise DataError(f"a byte-level BPE needs at least {MIN_BPE_VOCAB} tokens; got {vocab}")
+    """A byte-level BPE of `vocab` ordinary tokens trained on `docs`; trained once per corpus
+    and size, then loaded from the user's cache."""
     import tokenizers
 
-    digest = hashlib.sha256(f"{tokenizers.__version__}\0{vocab}".encode())
+    digest = hashlib.sha256(f"{tokenizers.__version__}\0{vocab}\0ordinary".encode())
     for d in docs:
         digest.update(d.encode("utf-8", errors="surrogatepass") + b"\0")
     base = memo_dir()
@@ -224,7 +251,6 @@ def _train_bpe(docs: list[str], vocab: int):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab,
-        special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )

@@ -125,6 +125,13 @@ class Split(Word):
     TAIL = "tail"  # the last fraction of the data, as nanoGPT splits
 
 
+class Windows(Word):
+    """Which windows training reads."""
+
+    FIXED = "fixed"  # the text cut into windows, visited in a seeded order each epoch
+    RANDOM = "random"  # windows at random offsets of the training text, drawn with replacement
+
+
 class LrSchedule(Word):
     COSINE = "cosine"
     LINEAR = "linear"

@@ -31,6 +31,7 @@ from stackwise_dsl.ir.enums import (
     Target,
     Task,
     TimeEmbedding,
+    Windows,
 )
 from stackwise_dsl.source import Span, span_field
 
@@ -512,6 +513,9 @@ class Data:
     seq_len: int | None = knob(None, range=POSITIVE)
     validation: float = knob(0.05, range=FRACTION)
     split: Split = knob(Split.INTERLEAVED)
+    validation_data: DataSource | None = knob(None)
+    windows: Windows = knob(Windows.FIXED)
+    eos: bool | None = knob(None)
     span: Span | None = span_field()
     spans: dict = spans_field()
 

@@ -12,7 +12,7 @@ import attrs
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Pattern, Target
 
-SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
+MASK, EOS = "<mask>", "<eos>"  # the special tokens, in the order a tokenizer appends them
 
 
 def ffn_hidden(ffn: n.Ffn, d_model: int) -> int:
@@ -76,10 +76,34 @@ def lora_alpha(lora: n.Lora, k: int) -> float:
     return lora.alpha * rank / first if first else 0.0
 
 
-def tokenizer_vocab(tok: n.Tokenizer) -> int | None:
-    """Vocabulary a tokenizer needs, specials included; None when the data decides."""
+def objectives(spec: n.Spec) -> Iterator[n.Objective]:
+    """The spec's objective, then every stage setting's own."""
+    yield spec.objective
+    for s in (spec.grow.settings, *(o.settings for o in spec.grow.overrides), spec.fuse):
+        if s is not None and s.objective is not None:
+            yield s.objective
+
+
+def uses_eos(data: n.Data) -> bool:
+    """Whether documents end with `<eos>`: as `eos` says, else for corpora of many documents
+    (stdlib, synthetic, jsonl) and not for text files, which are read as one text."""
+    if data.eos is not None:
+        return data.eos
+    return not isinstance(data.source, n.TextFiles)
+
+
+def specials(spec: n.Spec) -> tuple[str, ...]:
+    """The special tokens a spec's tokenizer carries: `<mask>` when an objective masks (MLM,
+    masked diffusion), `<eos>` when documents end with it; none for a CLM on one text."""
+    masks = any(not isinstance(o, n.Clm) for o in objectives(spec))
+    return (MASK,) * masks + (EOS,) * uses_eos(spec.data)
+
+
+def tokenizer_vocab(spec: n.Spec) -> int | None:
+    """Vocabulary the spec's tokenizer makes, specials included; None when the data decides."""
+    tok = spec.data.tokenizer
     if isinstance(tok, n.Bytes):
-        return 256 + len(SPECIAL_TOKENS)
+        return 256 + len(specials(spec))
     if isinstance(tok, n.Bpe):
         return tok.vocab
     return None

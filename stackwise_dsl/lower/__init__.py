@@ -18,7 +18,14 @@ from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Cache, Direction, Embeddings, Head, Init, Strategy
 from stackwise_dsl.ir.facts import Facts, StageView
 from stackwise_dsl.ir.paths import resolve
-from stackwise_dsl.ir.walk import ffn_hidden, lora_alpha, lora_rank, tokenizer_vocab
+from stackwise_dsl.ir.walk import (
+    ffn_hidden,
+    lora_alpha,
+    lora_rank,
+    objectives,
+    specials,
+    tokenizer_vocab,
+)
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.origins import DEFAULT, Origin, Origins, derived
 from stackwise_dsl.lower.schedule import ratio_at, schedule_of
@@ -68,7 +75,7 @@ def lower(spec: n.Spec, *, vocab: int | None = None, name: str = "spec") -> Lowe
 
 def _model(spec: n.Spec, vocab: int | None, o: Origins) -> p.Model:
     m = spec.model
-    resolved = m.vocab or tokenizer_vocab(spec.data.tokenizer) or vocab
+    resolved = m.vocab or tokenizer_vocab(spec) or vocab
     if resolved is None:
         raise LoweringError(
             f"the {spec.data.tokenizer.sw_name} tokenizer's vocabulary comes from the data; "
@@ -117,26 +124,19 @@ def _input_time(spec: n.Spec, o: Origins, path: tuple) -> p.InputTime | None:
 
 def _time_input(spec: n.Spec) -> n.InputTime | None:
     """The time-as-input setting of the first objective that has one."""
-    for objective in _objectives(spec):
+    for objective in objectives(spec):
         if isinstance(objective, n.MaskedDiffusion) and isinstance(objective.time, n.InputTime):
             return objective.time
     return None
 
 
 def _listed_steps(spec: n.Spec) -> int | None:
-    for objective in _objectives(spec):
+    for objective in objectives(spec):
         if isinstance(objective, n.MaskedDiffusion) and isinstance(
             objective.mask, n.ExplicitSchedule
         ):
             return len(objective.mask.values)
     return None
-
-
-def _objectives(spec: n.Spec):
-    yield spec.objective
-    for s in (spec.grow.settings, *(o.settings for o in spec.grow.overrides), spec.fuse):
-        if s is not None and s.objective is not None:
-            yield s.objective
 
 
 def _stack(facts: Facts, position: int, o: Origins) -> p.Stack:
@@ -419,11 +419,23 @@ def _data(spec: n.Spec, o: Origins) -> p.Data:
         tokenizer=tokenizer,
         batch=d.batch,
         seq_len=d.seq_len or spec.model.context,
-        validation=d.validation,
+        validation=0.0 if d.validation_data is not None else d.validation,
         split=d.split,
+        validation_data=_validation_data(d, o),
+        windows=d.windows,
+        specials=specials(spec),
     )
     seq_len = Origin.at(d.spans.get("seq_len"), derived("= context"))
-    return o.record(("data",), made, d, fields={"seq_len": seq_len})
+    made_of = Origin.at(d.spans.get("eos"), derived("the objectives and `eos`"))
+    return o.record(("data",), made, d, fields={"seq_len": seq_len, "specials": made_of})
+
+
+def _validation_data(d: n.Data, o: Origins):
+    if d.validation_data is None:
+        return None
+    made = _source(d.validation_data)
+    span = d.spans.get("validation_data")
+    return o.record(("data", "validation_data"), made, d.validation_data, span=span)
 
 
 def _source(s: n.DataSource):

@@ -30,6 +30,7 @@ from stackwise_dsl.ir.enums import (
     Target,
     Task,
     TimeEmbedding,
+    Windows,
 )
 
 plan_node = attrs.frozen(kw_only=True)
@@ -311,8 +312,11 @@ class Data:
     tokenizer: Bytes | Chars | Bpe | TokenizerFile
     batch: int
     seq_len: int
-    validation: float
+    validation: float  # 0 with validation_data
     split: Split
+    validation_data: Stdlib | Synthetic | TextFiles | Jsonl | None
+    windows: Windows
+    specials: tuple[str, ...]  # "<mask>" and "<eos>", each when used, in this order
 
 
 @plan_node

@@ -20,7 +20,7 @@ from stackwise_dsl.lower import plan as p
 
 # The layout of plan.json, counted up when it changes: a run directory's run.json says which it
 # was written with (none said: 1, before the plan was typed).
-PLAN_FORMAT = 3  # 3: data.split
+PLAN_FORMAT = 4  # 3: data.split; 4: data.specials
 
 
 def to_json(obj: Any) -> Any:

@@ -84,11 +84,12 @@ DataNode = n.TextFiles | n.Jsonl | n.TokenizerFile
 
 def data_paths(spec: n.Spec) -> Iterator[tuple[DataNode, str, str]]:
     """(node, field, path as written) for each file a run reads: the paths and globs of a
-    text or jsonl source, and a tokenizer file."""
-    source, tokenizer = spec.data.source, spec.data.tokenizer
-    if isinstance(source, n.TextFiles | n.Jsonl):
-        for written in source.files:
-            yield source, "files", written
+    text or jsonl source and of the validation data, and a tokenizer file."""
+    tokenizer = spec.data.tokenizer
+    for source in (spec.data.source, spec.data.validation_data):
+        if isinstance(source, n.TextFiles | n.Jsonl):
+            for written in source.files:
+                yield source, "files", written
     if isinstance(tokenizer, n.TokenizerFile):
         yield tokenizer, "path", tokenizer.path
 

@@ -91,9 +91,7 @@ def sample_run(run_dir: Path, plan: p.Plan, prompt: str, device: Device | None =
     store, _, state, _ = load(last, ours, optimizer=False)
     file = run_dir / "tokenizer.json"
     try:
-        tokenizer = tokenizer_from(
-            json.loads(file.read_text(encoding="utf-8")), ours.data.tokenizer
-        )
+        tokenizer = tokenizer_from(json.loads(file.read_text(encoding="utf-8")), ours.data)
     except (OSError, ValueError, DataError) as e:
         raise RunError(f"{file} cannot be read ({e}); it is the run's vocabulary") from None
     stage = ours.stages[state["stage"] - 1]

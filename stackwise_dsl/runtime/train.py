@@ -201,7 +201,7 @@ def restored(path: Path, plan: p.Plan, data: Prepared,
     torch's generator."""
     store, opt_state, saved, rng = checkpoint.load(path, plan)
     try:
-        Stream(data.train, plan.run.seed).restore(saved["stream"])
+        Stream.of(data, plan.run.seed).restore(saved["stream"])
     except ValueError as e:
         raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
     metrics.truncate(saved["metrics_lines"], later=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 
 from stackwise_dsl.ir import nodes as n
-from stackwise_dsl.ir.enums import Device, Task
+from stackwise_dsl.ir.enums import Device, Split, Task
 
 SMALL_DATA = n.Data(
     source=n.Synthetic(task=Task.COPY, symbols=8, samples=256),
@@ -23,11 +23,15 @@ SMALL_DATA = n.Data(
 
 
 def on_small_data(spec: n.Spec) -> n.Spec:
-    """The spec on SMALL_DATA with windows of at most 16 tokens (its validation fraction
-    kept), the vocabulary its tokenizer gives, at most two micro-batches a step, one
-    evaluation batch, on the CPU."""
+    """The spec on SMALL_DATA with windows of at most 16 tokens (its validation fraction,
+    split, windows and `eos` kept; a tail split for validation data), the vocabulary its
+    tokenizer gives, at most two micro-batches a step, one evaluation batch, on the CPU."""
     seq_len = min(16, spec.model.context)
-    data = attrs.evolve(SMALL_DATA, seq_len=seq_len, validation=spec.data.validation)
+    d = spec.data
+    held = d.validation_data is not None
+    data = attrs.evolve(SMALL_DATA, seq_len=seq_len, eos=d.eos, windows=d.windows,
+                        validation=n.Data().validation if held else d.validation,
+                        split=Split.TAIL if held else d.split)  # fmt: skip
     optimizer = attrs.evolve(spec.optimizer, accumulate=min(spec.optimizer.accumulate, 2))
     run = attrs.evolve(spec.run, device=Device.CPU, eval_batches=1, dir=None)
     model = attrs.evolve(spec.model, vocab=None)

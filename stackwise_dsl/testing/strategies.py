@@ -34,6 +34,7 @@ from stackwise_dsl.ir.enums import (
     Target,
     Task,
     TimeEmbedding,
+    Windows,
 )
 from stackwise_dsl.ir.walk import layer_shapes
 
@@ -249,13 +250,21 @@ def _data(draw, context: int) -> n.Data:
         | st.builds(n.Bpe, vocab=st.integers(16, 65_536))
         | st.builds(n.TokenizerFile, path=paths)
     )
+    held = draw(st.none() | st.builds(n.TextFiles, files=files))
+    split = draw(st.sampled_from(Split)) if held is None else Split.INTERLEAVED
+    validation = draw(fractions) if held is None else n.Data().validation
+    interleaved = split is Split.INTERLEAVED and validation > 0 and held is None
     return n.Data(
         source=source,
         tokenizer=tokenizer,
         batch=draw(st.integers(1, 512)),
         seq_len=draw(st.none() | st.integers(1, context)),
-        validation=draw(fractions),
-        split=draw(st.sampled_from(Split)),
+        validation=validation,
+        split=split,
+        validation_data=held,
+        # random windows need a held-out text they cannot reach (SW605)
+        windows=Windows.FIXED if interleaved else draw(st.sampled_from(Windows)),
+        eos=draw(st.none() | st.booleans()),
     )
 
 
@@ -360,17 +369,25 @@ def specs(
     kind = draw(st.sampled_from(objective_kinds))
     mode = Mode.CAUSAL if kind == "clm" else Mode.BIDIRECTIONAL
     block_list, stacks, rack = draw(_definitions(d_model, mode, max_stacks))
+    grow = draw(_growth(kind, block_list, d_model, rack))
+    data = draw(_data(context))
+    if any(s.cache is not Cache.OFF for s in _stage_settings_of(grow)):
+        data = attrs.evolve(data, windows=Windows.FIXED)  # a cache needs fixed windows (SW605)
     return n.Spec(
         model=draw(_model(d_model, context)),
         blocks=tuple(block_list),
         stacks=tuple(stacks),
         objective=draw(objectives(kind, len(rack))),
-        grow=draw(_growth(kind, block_list, d_model, rack)),
+        grow=grow,
         fuse=draw(st.none() | _fuse(block_list, d_model, len(rack))),
-        data=draw(_data(context)),
+        data=data,
         optimizer=draw(_optimizer()),
         run=draw(_run()),
     )
+
+
+def _stage_settings_of(grow: n.Growth) -> list[n.StageSettings]:
+    return [grow.settings, *(o.settings for o in grow.overrides)]
 
 
 def spec_texts(**kwargs) -> st.SearchStrategy[str]:

@@ -29,8 +29,8 @@ import torch
 from stackwise_dsl.core import sampling
 from stackwise_dsl.core.errors import Damaged
 from stackwise_dsl.core.stage_model import StageModel
-from stackwise_dsl.data import DataError, corpus
-from stackwise_dsl.data.tokenizer import Tokenizer, build_tokenizer, tokenizer_from
+from stackwise_dsl.data import DataError, corpus, fitted_tokenizer
+from stackwise_dsl.data.tokenizer import Tokenizer, tokenizer_from
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.runtime import checkpoint as checkpoints
@@ -102,15 +102,14 @@ def tokenizer_of(run_dir: Path, plan: p.Plan) -> Tokenizer:
     file = run_dir / "tokenizer.json"
     if file.exists():
         try:
-            return tokenizer_from(json.loads(file.read_text(encoding="utf-8")), plan.data.tokenizer)
+            return tokenizer_from(json.loads(file.read_text(encoding="utf-8")), plan.data)
         except (OSError, ValueError, DataError) as e:
             raise Damaged(
                 f"{file} cannot be read ({e}); it is the run's vocabulary: restore it, or "
                 "delete it to build it from the data"
             ) from None
     try:
-        return build_tokenizer(plan.data.tokenizer, corpus.documents(plan.data.source,
-                                                                     plan.run.seed))  # fmt: skip
+        return fitted_tokenizer(plan.data, plan.run.seed)  # fmt: skip
     except DataError as e:
         raise Damaged(f"{file} is missing and the data cannot give it again ({e}): restore "
                       "tokenizer.json or the run's data") from None  # fmt: skip

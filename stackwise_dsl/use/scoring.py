@@ -12,7 +12,7 @@
   / m (midpoint rule in m, NELBO_POINTS points; nested masks stratified over each window's
   positions), plus the loss of the tokens
   still masked at t = 0 when the schedule ends above 0, plus the prior's cost of the tokens
-  left unmasked at t = 1 (uniform over the vocabulary less `<mask>` and `<pad>`) when it
+  left unmasked at t = 1 (uniform over the vocabulary less `<mask>`) when it
   starts below 1. With `mask = linear(1.0 -> 0.0)` that is MDLM's bound exactly.
 """
 
@@ -174,7 +174,7 @@ def _nelbo(trained, batches) -> dict:
         return {"bits_per_token": None,
                 "why": "the schedule does not mask more at t = 1 than at t = 0"}  # fmt: skip
     mask, seed = trained.tokenizer.specials.mask, trained.plan.run.seed
-    choices = trained.plan.model.vocab - 2  # every id but <mask> and <pad>
+    choices = trained.plan.model.vocab - 1  # every id but <mask>
     grid = [m0 + (m1 - m0) * (j + 0.5) / NELBO_POINTS for j in range(NELBO_POINTS)]
     diffusion = reconstruction = 0.0
     positions = 0

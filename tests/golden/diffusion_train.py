@@ -90,7 +90,7 @@ BLOCK_DENOISER = {  # line 11
 PLAN = {
     "name": "diffusion",  # derived: the spec's file name
     "model": {  # line 9
-        "vocab": 259, "embed_dim": 128,  # derived
+        "vocab": 258, "embed_dim": 128,  # derived
         "d_model": 128, "context": 64, "norm": "rmsnorm",  # line 9
         "position": {"kind": "Rope", "theta": 10000.0}, "head": "tied",  # line 9
         "dropout": 0.0,  # default
@@ -226,8 +226,8 @@ PLAN = {
     ],
     "data": {  # line 29
         "source": {"kind": "Stdlib"}, "tokenizer": {"kind": "Bytes"}, "batch": 16,  # line 29
-        "seq_len": 64,  # derived: = context
-        "validation": 0.05, "split": "interleaved",  # default
+        "seq_len": 64, "specials": ["<mask>", "<eos>"],  # derived
+        "validation": 0.05, "split": "interleaved", "windows": "fixed",  # default
     },
     "optimizer": {  # line 30
         "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 30, others default
@@ -638,6 +638,13 @@ class Split(Word):
 
     INTERLEAVED = "interleaved"  # spread evenly through the data
     TAIL = "tail"  # the last fraction of the data, as nanoGPT splits
+
+
+class Windows(Word):
+    """Which windows training reads."""
+
+    FIXED = "fixed"  # the text cut into windows, visited in a seeded order each epoch
+    RANDOM = "random"  # windows at random offsets of the training text, drawn with replacement
 
 
 class LrSchedule(Word):
@@ -1083,9 +1090,6 @@ def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
 __version__ = "0.1.0"
 
 
-SPECIAL_TOKENS = ("<pad>", "<mask>", "<eos>")
-
-
 IGNORE = -100
 
 
@@ -1100,7 +1104,7 @@ class Batch:
 
 @dataclasses.dataclass(frozen=True)
 class Vocabulary:
-    mask: int
+    mask: int | None  # None for a tokenizer without `<mask>` (a CLM's)
     ordinary: int  # random replacements draw ids below this
 
 
@@ -1211,9 +1215,28 @@ SOURCES = {
 
 @dataclasses.dataclass(frozen=True)
 class Specials:
-    pad: int
-    mask: int
-    eos: int
+    """The ids of the special tokens, None for one the tokenizer does not carry."""
+
+    mask: int | None = None
+    eos: int | None = None
+
+    @classmethod
+    def after(cls, ordinary: int, names: tuple[str, ...]) -> Specials:
+        """Specials `names` numbered from `ordinary` on, in order."""
+        return cls(**{_FIELDS[name]: ordinary + i for i, name in enumerate(names)})
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, f in _FIELDS.items() if getattr(self, f) is not None)
+
+
+_FIELDS = {"<mask>": "mask", "<eos>": "eos"}  # the plan's names of the specials (ir/walk.py)
+
+
+def _names(saved: dict) -> tuple[str, ...] | None:
+    """The specials a saved tokenizer lists, or None when they are not a list of known names."""
+    names = saved.get("specials")
+    ok = isinstance(names, list) and all(isinstance(x, str) and x in _FIELDS for x in names)
+    return tuple(names) if ok and len(set(names)) == len(names) else None
 
 
 class Tokenizer:
@@ -1239,9 +1262,11 @@ class Tokenizer:
 class ByteTokenizer(Tokenizer):
     """UTF-8 bytes: ids 0-255, then the specials."""
 
-    vocab_size = 256 + len(SPECIAL_TOKENS)
-    specials = Specials(pad=256, mask=257, eos=258)
     ordinary = 256  # ids below this are ordinary tokens (random replacements draw from them)
+
+    def __init__(self, specials: tuple[str, ...]) -> None:
+        self.specials = Specials.after(256, specials)
+        self.vocab_size = 256 + len(specials)
 
     def encode(self, text: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
@@ -1250,15 +1275,16 @@ class ByteTokenizer(Tokenizer):
         return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
 
     def saved(self) -> dict:
-        return {"kind": "bytes"}
+        return {"kind": "bytes", "specials": list(self.specials.names())}
 
 
-def tokenizer_from(saved: dict, spec: Bytes) -> Tokenizer:
-    """The tokenizer `Tokenizer.saved` describes, of the plan's kind `spec` (RESTORERS);
-    DataError for anything else."""
+def tokenizer_from(saved: dict, data: Data) -> Tokenizer:
+    """The tokenizer `Tokenizer.saved` describes, of the plan's kind with the plan's specials
+    (RESTORERS); DataError for anything else."""
+    names = _names(saved) if isinstance(saved, dict) else None
     tokenizer = (
-        pick(RESTORERS, tokenizer_key(spec), "tokenizer")(saved)
-        if isinstance(saved, dict)
+        pick(RESTORERS, tokenizer_key(data.tokenizer), "tokenizer")(saved, names)
+        if names == data.specials
         else None
     )
     if tokenizer is None:
@@ -1266,20 +1292,21 @@ def tokenizer_from(saved: dict, spec: Bytes) -> Tokenizer:
     return tokenizer
 
 
-def _bytes_again(saved: dict) -> Tokenizer | None:
-    return ByteTokenizer() if saved.get("kind") == "bytes" else None
+def _bytes_again(saved: dict, names: tuple[str, ...]) -> Tokenizer | None:
+    return ByteTokenizer(names) if saved.get("kind") == "bytes" else None
 
 
-def build_tokenizer(
-    spec: Bytes,
-    docs: list[str],
-) -> Tokenizer:
-    """The tokenizer a plan asks for, trained on (or fitted to) `docs` when it needs to be."""
-    return pick(TOKENIZERS, tokenizer_key(spec), "tokenizer")(spec, docs)
+def build_tokenizer(data: Data, docs: list[str], held: list[str] = ()) -> Tokenizer:
+    """The tokenizer a plan's data asks for, with its specials, trained on `docs` when it
+    needs to be (a BPE), or fitted to them and the validation documents `held` (chars: every
+    character of both, as nanoGPT takes its characters from the whole text)."""
+    pick_one = pick(TOKENIZERS, tokenizer_key(data.tokenizer), "tokenizer")
+    return pick_one(data.tokenizer, docs, list(held), data.specials)
 
 
-def _bytes(spec: Bytes, docs: list[str]) -> Tokenizer:
-    return ByteTokenizer()
+def _bytes(spec: Bytes, docs: list[str], held: list[str],
+           specials: tuple[str, ...]) -> Tokenizer:  # fmt: skip
+    return ByteTokenizer(specials)
 
 
 TOKENIZERS = {
@@ -1301,30 +1328,70 @@ class Prepared:
     windows: np.ndarray  # (n, seq_len + 1) int64
     train: np.ndarray  # window ids for training
     val: np.ndarray  # window ids held out
+    # windows = random: the training text, whose offsets stand for training windows
+    text: np.ndarray | None = None
+
+    def train_rows(self, ids: np.ndarray) -> np.ndarray:
+        """The training windows `ids` (window ids, or offsets into `text` for random windows)."""
+        if self.text is None:
+            return self.windows[ids]
+        width = self.windows.shape[1]
+        return self.text[np.asarray(ids)[:, None] + np.arange(width)]
+
+    def starts(self) -> np.ndarray:
+        """What a training stream draws from: window ids, or every offset a window of the
+        training text may start at."""
+        if self.text is None:
+            return self.train
+        return np.arange(len(self.text) - self.windows.shape[1] + 1)
 
 
 def prepare(data: Data, seed: int) -> Prepared:
     """Read, tokenize, window and split the data of a plan."""
     docs = documents(data.source, seed)
-    tokenizer = build_tokenizer(data.tokenizer, docs)
-    stream = _stream(tokenizer, docs)
+    held = documents(data.validation_data, seed) if data.validation_data else []
+    tokenizer = build_tokenizer(data, docs, held)
     width = data.seq_len + 1
+    stream = _stream(tokenizer, docs)
+    windows = _windows(stream, width, "the data")
+    if data.validation_data is not None:
+        extra = _windows(_stream(tokenizer, held, "the validation data "), width,
+                         "the validation data")  # fmt: skip
+        train = np.arange(len(windows))
+        val = np.arange(len(windows), len(windows) + len(extra))
+        windows = np.concatenate([windows, extra])
+    else:
+        train, val = split(len(windows), data.validation, data.split)
+    text = None
+    if data.windows is Windows.RANDOM:
+        # the training windows' text: the whole stream, or what lies before the held-out tail
+        # (random windows are refused with an interleaved split, SW605)
+        end = len(stream) if len(val) == 0 or data.validation_data else int(val.min()) * width
+        text = stream[:end]
+    return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val, text=text)
+
+
+def _windows(stream: np.ndarray, width: int, what: str) -> np.ndarray:
     count = len(stream) // width
     if count == 0:
         raise DataError(
-            f"the data has {len(stream)} tokens, fewer than one sequence of {width} "
-            f"(seq_len {data.seq_len} + 1): use more text or a shorter seq_len"
+            f"{what} has {len(stream)} tokens, fewer than one sequence of {width} "
+            f"(seq_len {width - 1} + 1): use more text or a shorter seq_len"
         )
-    windows = stream[: count * width].reshape(count, width)
-    train, val = split(count, data.validation, data.split)
-    return Prepared(tokenizer=tokenizer, windows=windows, train=train, val=val)
+    return stream[: count * width].reshape(count, width)
 
 
-def _stream(tokenizer: Tokenizer, docs: list[str]) -> np.ndarray:
-    eos = np.array([tokenizer.specials.eos], dtype=np.int64)
+def _stream(tokenizer: Tokenizer, docs: list[str], what: str = "") -> np.ndarray:
+    """The documents' tokens, one after another, each followed by `<eos>` when the tokenizer
+    has it."""
+    ends = tokenizer.specials.eos
+    eos = [np.array([ends], dtype=np.int64)] if ends is not None else []
     parts = []
     for doc in docs:
-        parts += [tokenizer.encode(doc), eos]
+        try:
+            parts += [tokenizer.encode(doc), *eos]
+        except DataError as e:
+            raise DataError(f"{what}{e}") from None
     return np.concatenate(parts)
 
 
@@ -1347,13 +1414,25 @@ def split(count: int, validation: float,
 
 
 class Stream:
-    def __init__(self, train: np.ndarray, seed: int) -> None:
-        self.train, self.seed = train, seed
+    def __init__(self, train: np.ndarray, seed: int, per_epoch: int | None = None) -> None:
+        """Over the window ids `train`; with `per_epoch`, `per_epoch` draws with replacement
+        from `train` (window starts) per epoch."""
+        self.train, self.seed, self.per_epoch = train, seed, per_epoch
         self.epoch, self.offset = 0, 0
         self._order = self._permutation(0)
 
+    @classmethod
+    def of(cls, data, seed: int) -> Stream:
+        """The stream of a `Prepared`'s training windows."""
+        if data.text is None:
+            return cls(data.train, seed)
+        return cls(data.starts(), seed, per_epoch=max(1, len(data.train)))
+
     def _permutation(self, epoch: int) -> np.ndarray:
-        return self.train[np.random.default_rng([self.seed, epoch]).permutation(len(self.train))]
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.per_epoch is not None:
+            return self.train[rng.integers(0, len(self.train), size=self.per_epoch)]
+        return self.train[rng.permutation(len(self.train))]
 
     def take(self, count: int) -> np.ndarray:
         """The next `count` window ids, moving into the next epoch when this one runs out."""
@@ -1374,9 +1453,9 @@ class Stream:
     def restore(self, state: dict) -> None:
         """Continue where `state` left off; ValueError for an offset past the epoch's end."""
         epoch, offset = int(state["epoch"]), int(state["offset"])
-        if not 0 <= offset < len(self.train) or epoch < 0:
+        if not 0 <= offset < len(self._order) or epoch < 0:
             raise ValueError(f"the data stream position {state} lies outside the "
-                             f"{len(self.train):,} training windows")  # fmt: skip
+                             f"{len(self._order):,} training windows of an epoch")  # fmt: skip
         self.epoch, self.offset = epoch, offset
         self._order = self._permutation(self.epoch)
 
@@ -1516,7 +1595,7 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
             ) from None
     if state.rng is not None:
         torch.set_rng_state(state.rng)
-    stream = Stream(data.train, plan.run.seed)
+    stream = Stream.of(data, plan.run.seed)
     stream.restore(state.stream)
     trainable = [x for g in opt.param_groups for x in g["params"]]
 
@@ -1554,7 +1633,7 @@ def batch_for(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, draw: i
     """The batch of windows `ids` for the `draw`-th micro-batch of a stage, corrupted for its
     objective (the noise level depends on the draw, the masks on the windows)."""
     ratio, t = noise(stage, plan, draw)
-    return _batch(plan, stage, data, ids, ratio, t)
+    return _batch(plan, stage, data, data.train_rows(ids), ids, ratio, t)
 
 
 def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
@@ -1581,13 +1660,15 @@ def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared) -> flo
             ratio, t = noise(stage, plan, -1 - i)
             if stage.mask_ratio is None and stage.parts[0].mask_ratio is not None:
                 ratio = stage.parts[i % len(stage.parts)].mask_ratio  # time as depth, fuse
-            losses.append(stage_loss(model, _batch(plan, stage, data, ids, ratio, t)).item())
+            batch = _batch(plan, stage, data, data.windows[ids], ids, ratio, t)
+            losses.append(stage_loss(model, batch).item())
     model.train()
     return float(np.mean(losses))
 
 
-def _batch(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, ratio, t) -> Batch:
-    windows = torch.from_numpy(data.windows[ids])
+def _batch(plan: Plan, stage: Stage, data: Prepared, rows: np.ndarray, ids: np.ndarray,
+           ratio, t) -> Batch:  # fmt: skip
+    windows = torch.from_numpy(rows)
     vocab = Vocabulary(mask=data.tokenizer.specials.mask, ordinary=data.tokenizer.ordinary)
     return make_batch(windows, ids, stage.objective, ratio, t, seed=plan.run.seed, vocab=vocab)
 
@@ -1631,8 +1712,8 @@ class Sampled:
 
 def _predict(model: StageModel, x: torch.Tensor, t: float | None, banned: tuple[int, ...],
              positions=None) -> torch.Tensor:  # fmt: skip
-    """Float64 logits (B, T, V) of a masked model, never choosing a banned id (`<mask>`,
-    `<pad>`)."""
+    """Float64 logits (B, T, V) of a masked model, never choosing a banned id
+    (`<mask>`)."""
     times = None if t is None else torch.full((x.shape[0],), float(t), device=x.device)
     logits = model.logits(model.hidden(x, times, positions)).double()
     logits[..., list(banned)] = float("-inf")
@@ -1719,7 +1800,11 @@ MASK = "<mask>"  # where a prompt asks a masked model to fill in
 def encode_prompt(tokenizer, text: str) -> list[int]:
     """Token ids of `text`; each `<mask>` in it is the mask token."""
     ids: list[int] = []
-    for i, piece in enumerate(text.split(MASK)):
+    pieces = text.split(MASK)
+    if len(pieces) > 1 and tokenizer.specials.mask is None:
+        raise ValueError("the prompt has `<mask>`, but this model was trained without one: "
+                         "a causal LM continues its prompt")  # fmt: skip
+    for i, piece in enumerate(pieces):
         if i:
             ids.append(tokenizer.specials.mask)
         if piece:
@@ -1749,10 +1834,10 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
            block, seed)  # fmt: skip
     mask, ids = tokenizer.specials.mask, list(prompt)
     causal = False
-    if causal and mask in ids:
+    if causal and mask is not None and mask in ids:
         raise ValueError("a causal LM continues its prompt; it has no `<mask>` to fill")
     if causal and not ids:
-        ids = [tokenizer.specials.eos]  # a document starts after <eos>
+        ids = _start(tokenizer)
     room = plan.model.context - len(ids)
     if max_new_tokens is None:
         wanted = 100 if causal else plan.data.seq_len - len(ids)
@@ -1781,12 +1866,27 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
     return Sampled(ids=torch.cat(rows), calls=calls)
 
 
+def _start(tokenizer) -> list[int]:
+    """What a causal LM continues when the prompt is empty: `<eos>` (a document starts after
+    it), or a newline for a model of one text, which has no `<eos>` (as nanoGPT starts)."""
+    if tokenizer.specials.eos is not None:
+        return [tokenizer.specials.eos]
+    try:
+        ids = [int(x) for x in tokenizer.encode("\n")]
+    except DataError:
+        ids = []
+    if len(ids) != 1:
+        raise ValueError("this model has no `<eos>` to start from and no newline in its "
+                         "vocabulary: give a prompt")  # fmt: skip
+    return ids
+
+
 def _draw(model: StageModel, x: torch.Tensor, sampler: str, steps, block, tokenizer,
           max_new_tokens: int, **choice) -> Sampled:  # fmt: skip
     """One chunk of samples, with the objective's sampler."""
     o = model.stage.objective
     mask = tokenizer.specials.mask
-    banned = (mask, tokenizer.specials.pad)
+    banned = (mask,) if mask is not None else ()
     if isinstance(o, MaskedDiffusion) and isinstance(o.time, DepthTime):
         levels = depth_levels(model.plan, model.stage, fused=sampler == "fused")
         out = unroll_depth(model, x, levels, mask=mask, banned=banned, **choice)
@@ -2015,8 +2115,11 @@ class Data:
     tokenizer: Bytes
     batch: int
     seq_len: int
-    validation: float
+    validation: float  # 0 with validation_data
     split: Split
+    validation_data: Stdlib | None
+    windows: Windows
+    specials: tuple[str, ...]  # "<mask>" and "<eos>", each when used, in this order
 
 
 @plan_node
@@ -2211,7 +2314,7 @@ def samplers_for(objective: Objective) -> tuple[str, ...]:
     raise ValueError(f"no sampler for {type(objective).__name__}")
 
 
-PLAN_FORMAT = 3  # 3: data.split
+PLAN_FORMAT = 4  # 3: data.split; 4: data.specials
 
 
 def to_json(obj: Any) -> Any:
@@ -3219,7 +3322,7 @@ def restored(path: Path, plan: Plan, data: Prepared,
     torch's generator."""
     store, opt_state, saved, rng = load(path, plan)
     try:
-        Stream(data.train, plan.run.seed).restore(saved["stream"])
+        Stream.of(data, plan.run.seed).restore(saved["stream"])
     except ValueError as e:
         raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
     metrics.truncate(saved["metrics_lines"], later=True)
@@ -3537,9 +3640,7 @@ def sample_run(run_dir: Path, plan: Plan, prompt: str, device: Device | None = N
     store, _, state, _ = load(last, ours, optimizer=False)
     file = run_dir / "tokenizer.json"
     try:
-        tokenizer = tokenizer_from(
-            json.loads(file.read_text(encoding="utf-8")), ours.data.tokenizer
-        )
+        tokenizer = tokenizer_from(json.loads(file.read_text(encoding="utf-8")), ours.data)
     except (OSError, ValueError, DataError) as e:
         raise RunError(f"{file} cannot be read ({e}); it is the run's vocabulary") from None
     stage = ours.stages[state["stage"] - 1]

@@ -7,14 +7,16 @@ import json
 import numpy as np
 import pytest
 
-from stackwise_dsl.core.batches import eval_ids
-from stackwise_dsl.data import DataError, prepare, split, vocab_size
+from stackwise_dsl.core.batches import Stream, eval_ids
+from stackwise_dsl.data import DataError, lower_spec, prepare, split, vocab_size
 from stackwise_dsl.data.corpus import documents, stdlib_files
-from stackwise_dsl.ir.enums import Split, Task
+from stackwise_dsl.data.tokenizer import ByteTokenizer, Specials
+from stackwise_dsl.ir.enums import Split, Task, Windows
 from stackwise_dsl.lower import plan as p
 
 
-def _data(source, tokenizer=None, seq_len=16, validation=0.1, how=Split.INTERLEAVED):
+def _data(source, tokenizer=None, seq_len=16, validation=0.1, how=Split.INTERLEAVED,
+          specials=("<mask>", "<eos>"), validation_data=None, windows=Windows.FIXED):  # fmt: skip
     return p.Data(
         source=source,
         tokenizer=tokenizer or p.Bytes(),
@@ -22,6 +24,9 @@ def _data(source, tokenizer=None, seq_len=16, validation=0.1, how=Split.INTERLEA
         seq_len=seq_len,
         validation=validation,
         split=how,
+        validation_data=validation_data,
+        windows=windows,
+        specials=specials,
     )
 
 
@@ -123,16 +128,18 @@ def test_tokenizers(tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("abcabc\nhello there\n" * 300)
     chars = prepare(_data(p.TextFiles(files=(str(text),)), p.Chars()), 0)
-    assert chars.tokenizer.vocab_size == len(set("abcabc\nhello there")) + 3
+    assert chars.tokenizer.vocab_size == len(set("abcabc\nhello there")) + 2  # <mask>, <eos>
     assert chars.tokenizer.decode(chars.tokenizer.encode("hello")) == "hello"
     assert (
         vocab_size(_data(p.TextFiles(files=(str(text),)), p.Chars()), 0)
         == chars.tokenizer.vocab_size
     )
     bpe = prepare(_data(p.TextFiles(files=(str(text),)), p.Bpe(vocab=300)), 0)
-    assert (
-        259 < bpe.tokenizer.vocab_size <= 300
-    )  # BPE stops when this small corpus runs out of merges
+    assert 258 < bpe.tokenizer.vocab_size <= 300  # BPE stops when the corpus runs out of merges
+    # the specials come after the merges, so every id below them is an ordinary token
+    size = bpe.tokenizer.vocab_size
+    assert bpe.tokenizer.specials == Specials(mask=size - 2, eos=size - 1)
+    assert bpe.tokenizer.ordinary == size - 2
     assert bpe.tokenizer.decode(bpe.tokenizer.encode("hello there")) == "hello there"
     saved = tmp_path / "tok.json"
     bpe.tokenizer.tok.save(str(saved))
@@ -140,3 +147,87 @@ def test_tokenizers(tmp_path):
     assert np.array_equal(loaded.windows, bpe.windows)
     with pytest.raises(DataError, match="cannot load the tokenizer"):
         prepare(_data(p.TextFiles(files=(str(text),)), p.TokenizerFile(path=str(text))), 0)
+
+
+def test_a_tokenizer_carries_only_the_specials_its_plan_uses(tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text(("ab\nba\n" * 40)[:-1])  # 239 characters and an <eos>: 60 windows of 4
+    files = p.TextFiles(files=(str(text),))
+    clm = prepare(_data(files, p.Chars(), specials=()), 0)
+    # a CLM on one text: its characters and nothing else, no <eos> in the stream
+    assert clm.tokenizer.vocab_size == 3 and clm.tokenizer.specials == Specials()
+    assert clm.windows.max() == 2 and clm.tokenizer.ordinary == 3
+    masked = prepare(_data(files, p.Chars(), specials=("<mask>",)), 0)
+    assert masked.tokenizer.specials == Specials(mask=3) and masked.tokenizer.vocab_size == 4
+    assert np.array_equal(masked.windows, clm.windows)
+    ends = prepare(_data(files, p.Chars(), specials=("<eos>",), seq_len=3), 0)
+    assert ends.tokenizer.specials == Specials(eos=3)
+    assert ends.windows.reshape(-1)[-1] == 3  # the document ends with <eos>
+    assert ByteTokenizer(()).vocab_size == 256 and ByteTokenizer(("<eos>",)).specials.eos == 256
+
+
+def test_which_specials_a_spec_gets():
+    from stackwise_dsl.frontend import check_text
+
+    def spec(objective, data="", stage=""):
+        mode = "causal" if objective == "clm" else "bidirectional"
+        return (f"model {{ d_model = 32, context = 16 }}\n"
+                f"block b {{ attention = mha(heads = 2, mode = {mode}) }}\nstack s = 1 x b\n"
+                f"objective = {objective}\ngrow append 2 x s {{ steps = 2{stage} }}\n{data}")  # fmt: skip
+
+    cases = [
+        (spec("clm"), ("<eos>",), 257),  # stdlib: many documents, each ends with <eos>
+        (spec("clm", 'data { source = text("a.txt") }\n'), (), 256),  # one text: none
+        (spec("clm", 'data { source = text("a.txt"), eos = true }\n'), ("<eos>",), 257),
+        (spec("mlm", "data { eos = false }\n"), ("<mask>",), 257),
+        (spec("masked_diffusion"), ("<mask>", "<eos>"), 258),
+    ]
+    for text, specials, vocab in cases:
+        report = check_text(text, "t.sw")
+        assert report.spec is not None, report.diagnostics
+        plan = lower_spec(report.spec, "t").plan
+        assert plan.data.specials == specials and plan.model.vocab == vocab, text
+
+
+def test_a_separate_validation_source_holds_every_validation_window(tmp_path):
+    train, held = tmp_path / "train.txt", tmp_path / "valid.txt"
+    train.write_text("abcd" * 100)
+    held.write_text("xyz!" * 17)  # characters the training text does not have
+    data = _data(p.TextFiles(files=(str(train),)), p.Chars(), specials=(), validation=0.0,
+                 validation_data=p.TextFiles(files=(str(held),)))  # fmt: skip
+    got = prepare(data, 0)
+    assert got.tokenizer.decode(range(8)) == "!abcdxyz"  # the characters of both texts
+    assert np.array_equal(got.train, np.arange(400 // 17))  # every training window trains
+    assert np.array_equal(got.val, np.arange(23, 27))  # 68 tokens: 4 windows of 17
+    assert got.tokenizer.decode(got.windows[got.val].reshape(-1)) == ("xyz!" * 17)[:68]
+    tiny = _data(p.TextFiles(files=(str(train),)), specials=(), validation=0.0,
+                 validation_data=p.TextFiles(files=(str(tmp_path / "none.txt"),)))  # fmt: skip
+    with pytest.raises(DataError, match="there is no file"):
+        prepare(tiny, 0)
+    held.write_text("x")
+    with pytest.raises(DataError, match="the validation data has 1 tokens, fewer than one"):
+        prepare(data, 0)
+
+
+def test_random_windows_start_anywhere_in_the_training_text_and_resume_exactly(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_bytes(bytes(range(100)) * 4)  # 400 tokens: 23 windows of 17
+    data = _data(p.TextFiles(files=(str(path),)), specials=(), how=Split.TAIL,
+                 windows=Windows.RANDOM, validation=0.2)  # fmt: skip
+    got = prepare(data, 3)
+    assert np.array_equal(got.val, np.arange(18, 23)) and len(got.text) == 18 * 17
+    stream = Stream.of(got, 3)
+    starts = np.concatenate([stream.take(7) for _ in range(40)])
+    assert starts.min() >= 0 and starts.max() <= 18 * 17 - 17  # never into the held-out tail
+    assert len(set(starts.tolist())) < len(starts)  # with replacement
+    assert len(set((starts % 17).tolist())) > 10  # at any offset, not on window boundaries
+    rows = got.train_rows(starts[:5])
+    assert np.array_equal(rows, np.stack([got.text[s : s + 17] for s in starts[:5]]))
+    again = Stream.of(got, 3)
+    first = again.take(100)
+    where = again.state()
+    rest = again.take(50)
+    resumed = Stream.of(got, 3)
+    resumed.restore(where)
+    assert np.array_equal(resumed.take(50), rest)
+    assert np.array_equal(first, starts[:100]) and where == {"epoch": 5, "offset": 10}
