@@ -34,7 +34,7 @@ def test_values_name_the_spec_line_that_set_them(monkeypatch):
         '    "residual_gain": 1.0, "spectral_norm": False, "freeze_up_proj": False,  # default',
         '    "name": "tiny",  # derived: the spec\'s file name',
         '    "model": {  # line 4',
-        '        "vocab": 259, "embed_dim": 32,  # derived',
+        '        "vocab": 257, "embed_dim": 32,  # derived',  # bytes and <eos>
         '        "d_model": 32, "context": 32,  # line 4',
         '        "head": "tied", "dropout": 0.0,  # default',
         '            "position": 0, "blocks": [BLOCK_B], "created_in": 1,  # derived',
@@ -44,7 +44,7 @@ def test_values_name_the_spec_line_that_set_them(monkeypatch):
         '            "lr": 0.003, "adapter_lr": 0.003, "embedding_lr": 0.003,  # line 15',
         '            "objective": {"kind": "Clm"},  # line 10',
         '        "source": {"kind": "Synthetic", "task": "copy", "symbols": 16, "samples": 512},  # line 14',
-        '        "seq_len": 32,  # derived: = context',
+        '        "seq_len": 32, "specials": ["<eos>"],  # derived',
         '        "method": {"kind": "AdamW", "betas": [0.9, 0.999], "eps": 1e-08},  # line 15, others default',
         '        "warmup": 10,  # line 15',
         '        "seed": 0, "log_every": 25,  # line 16',

@@ -46,6 +46,11 @@ class Stream:
                 self._order = self._permutation(self.epoch)
         return np.concatenate(out)
 
+    def seek(self, count: int) -> None:
+        """Go to where `count` windows from the start end (every epoch is as long)."""
+        self.epoch, self.offset = divmod(count, len(self._order))
+        self._order = self._permutation(self.epoch)
+
     def state(self) -> dict:
         return {"epoch": self.epoch, "offset": self.offset}
 

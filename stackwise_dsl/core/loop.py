@@ -24,7 +24,14 @@ import torch
 from stackwise_dsl.core import adapters, optim
 from stackwise_dsl.core.batches import Stream, eval_ids
 from stackwise_dsl.core.errors import Damaged, RunError
-from stackwise_dsl.core.objectives import Batch, Vocabulary, loss_of, make_batch, noise
+from stackwise_dsl.core.objectives import (
+    IGNORE,
+    Batch,
+    Vocabulary,
+    loss_of,
+    make_batch,
+    noise,
+)
 from stackwise_dsl.core.precision import loss_scaler
 from stackwise_dsl.core.stage_model import (
     StageModel,
@@ -33,6 +40,7 @@ from stackwise_dsl.core.stage_model import (
     input_parameters,
 )
 from stackwise_dsl.data import Prepared
+from stackwise_dsl.estimate.flops import stage_flops
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import uses
 
@@ -48,6 +56,7 @@ class RunState:
     global_step: int = 0  # the steps of the whole run done
     # the data position (batches.Stream)
     stream: dict = attrs.field(factory=lambda: {"epoch": 0, "offset": 0})
+    flops: float = 0.0  # the run's training FLOPs so far (estimate/flops.py)
     rng: torch.Tensor | None = None
     optimizer: dict | None = None
     scaler: dict | None = None
@@ -55,7 +64,8 @@ class RunState:
 
     def starting(self, stage: int) -> RunState:
         """The state at the start of `stage`: the run's step count and data position go on."""
-        return RunState(stage=stage, global_step=self.global_step, stream=self.stream)
+        return RunState(stage=stage, global_step=self.global_step, stream=self.stream,
+                        flops=self.flops)  # fmt: skip
 
 
 # on_step(state after the step, its loss, the learning rate, a full snapshot for a checkpoint)
@@ -86,6 +96,8 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
     stream = Stream.of(data, plan.run.seed)
     stream.restore(state.stream)
     trainable = [x for g in opt.param_groups for x in g["params"]]
+    cost, flops = stage_flops(plan, stage), state.flops
+    seen = _seen(plan, stage, data, state) if cache is not None else None
 
     def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
         return attrs.evolve(state, optimizer=copy.deepcopy(opt.state_dict()),
@@ -102,6 +114,8 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
             part = stage_loss(model, batch, cache) / o.accumulate
             scaler.scale(part).backward()
             loss += part.item()
+            flops += cost.batch(len(ids), int((batch.targets != IGNORE).sum()),
+                                _computed(seen, ids))  # fmt: skip
         if not math.isfinite(loss):
             raise Diverged(stage.number, step, f"the loss became {loss}")
         if o.clip is not None:
@@ -111,10 +125,28 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
         scaler.update()
         opt.zero_grad(set_to_none=True)
         state = RunState(stage=stage.number, step=step, global_step=state.global_step + 1,
-                         stream=stream.state())  # fmt: skip
+                         stream=stream.state(), flops=flops)  # fmt: skip
         if on_step is not None:
             on_step(state, loss, opt.param_groups[0]["lr"], snapshot)
     return state, loss
+
+
+def _seen(plan: p.Plan, stage: p.Stage, data: Prepared, state: RunState) -> set[int]:
+    """The windows a stage with an activation cache has read before `state` (their trunk
+    output is cached: in a resumed run too, its FLOPs count as in the uninterrupted one)."""
+    per_step = plan.data.batch * plan.optimizer.accumulate
+    stream = Stream.of(data, plan.run.seed)
+    stream.seek((state.global_step - state.step) * per_step)  # to the stage's first step
+    return set(stream.take(state.step * per_step).tolist()) if state.step else set()
+
+
+def _computed(seen: set[int] | None, ids: np.ndarray) -> int | None:
+    """How many windows of a batch run the cached trunk (None without a cache: all)."""
+    if seen is None:
+        return None
+    fresh = set(ids.tolist()) - seen
+    seen |= fresh
+    return len(fresh)
 
 
 def batch_for(plan: p.Plan, stage: p.Stage, data: Prepared, ids: np.ndarray, draw: int) -> Batch:

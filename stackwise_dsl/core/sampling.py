@@ -280,8 +280,7 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     ids: list[int] = []
     pieces = text.split(MASK)
     if len(pieces) > 1 and tokenizer.specials.mask is None:
-        raise ValueError("the prompt has `<mask>`, but this model was trained without one: "
-                         "a causal LM continues its prompt")  # fmt: skip
+        raise ValueError("a causal LM continues its prompt; it has no `<mask>` to fill")
     for i, piece in enumerate(pieces):
         if i:
             ids.append(tokenizer.specials.mask)

@@ -36,6 +36,7 @@ SECTIONS = (
     ("the loop", (
         "stackwise_dsl.core.errors",
         "stackwise_dsl.core.optim",
+        "stackwise_dsl.estimate.flops",
         "stackwise_dsl.core.loop",
         "stackwise_dsl.core.sampling",
     )),

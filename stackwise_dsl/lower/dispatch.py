@@ -150,15 +150,17 @@ def needs(plan: p.Plan) -> dict[str, frozenset[str]]:
     caches = {cache_key(stage) for stage in plan.stages} - {None}
     merges = {merge_key(stage) for stage in plan.stages} - {None}
     loras = [s.stack_lora for s in plan.stacks] + [x.trunk_lora for x in parts]
+    sources = (plan.data.source, plan.data.validation_data)
     return {
         "ATTENTIONS": frozenset(attention_key(b.attention) for b in blocks),
         "FFNS": frozenset(ffn_key(b) for b in blocks),
         "TIME_EMBEDDERS": frozenset([time_key(plan.model)] if plan.model.time is not None else []),
         "FROZEN_LINEARS": frozenset(frozen_key(x.precision) for x in parts if compact(x)),
         "NOISES": frozenset(noise_key(stage.objective) for stage in plan.stages),
+        "PREDICTED": frozenset(noise_key(stage.objective) for stage in plan.stages),
         "ADAPTERS": frozenset(adapter_key(lora) for lora in loras if lora is not None),
         "MERGES": frozenset(merges),
-        "SOURCES": frozenset([source_key(plan.data.source)]),
+        "SOURCES": frozenset(source_key(x) for x in sources if x is not None),
         "TOKENIZERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
         "RESTORERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
         "OPTIMIZERS": frozenset([optimizer_key(plan.optimizer)]),

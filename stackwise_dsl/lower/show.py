@@ -4,6 +4,7 @@ precision, with which adapters) and parameter counts, or as JSON."""
 from __future__ import annotations
 
 from stackwise_dsl import estimate
+from stackwise_dsl.estimate.flops import stage_flops
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import to_json
 
@@ -11,13 +12,15 @@ _WIDE = 10  # racks with more stacks than this are summarised per stage, not dra
 
 
 def plan_json(plan: p.Plan) -> dict:
-    """The plan and, per stage, its parameter counts."""
+    """The plan and, per stage, its parameter counts and training FLOPs."""
     counts = []
     for stage in plan.stages:
-        c = estimate.stage_count(plan, stage)
+        c, f = estimate.stage_count(plan, stage), stage_flops(plan, stage)
         counts.append({
             "stage": stage.number, "total": c.total, "trainable": c.trainable,
             "adapters": c.adapters, "by_precision": c.by_precision, "weight_bytes": c.weight_bytes,
+            "flops": f.total(stage.steps), "flops_per_step": f.step(),
+            "flops_all_cache_hits": f.all_hits(stage.steps),
         })  # fmt: skip
     return {"plan": to_json(plan), "counts": counts, "final_params": estimate.final_params(plan)}
 
@@ -54,13 +57,14 @@ def stage_table(plan: p.Plan):
             table.add_column(f"{s.position}:{s.name}{end}", no_wrap=True)
     table.add_column("Trainable", justify="right")
     table.add_column("Total", justify="right")
+    table.add_column("FLOPs", justify="right")
     for stage in plan.stages:
-        c = estimate.stage_count(plan, stage)
+        c, f = estimate.stage_count(plan, stage), stage_flops(plan, stage)
         cells = [_summary(stage)] if wide else _cells(plan, stage)
         kind = stage.kind.value + (" merge" if stage.merge_adapters else "")
         table.add_row(
             str(stage.number), kind, f"{stage.steps:,}", f"{stage.lr:g}", *cells,
-            f"{c.trainable:,}", f"{c.total:,}",
+            f"{c.trainable:,}", f"{c.total:,}", si(f.total(stage.steps)),
         )  # fmt: skip
     return table
 
@@ -100,7 +104,21 @@ def totals(plan: p.Plan) -> str:
     c = estimate.stage_count(plan, final)
     mb = c.weight_bytes / 2**20
     precisions = ", ".join(f"{k} {v:,}" for k, v in sorted(c.by_precision.items()))
+    flops = [(stage_flops(plan, s), s.steps) for s in plan.stages]
+    total = sum(f.total(steps) for f, steps in flops)
+    saved = total - sum(f.all_hits(steps) for f, steps in flops)
+    cache = f" (an activation cache saves up to {si(saved)} of it)" if saved else ""
     return (
         f"final model: {estimate.final_params(plan):,} parameters; in the last stage "
-        f"{c.total:,} weights ({precisions}; adapters {c.adapters:,}) hold {mb:,.1f} MiB"
+        f"{c.total:,} weights ({precisions}; adapters {c.adapters:,}) hold {mb:,.1f} MiB\n"
+        f"training: {si(total)}FLOPs, forward and backward{cache}"
     )
+
+
+def si(x: float) -> str:
+    """FLOPs with an SI prefix: 3.05 G, 812 M, 1.20 P."""
+    for prefix, size in (("E", 1e18), ("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6),
+                         ("k", 1e3)):  # fmt: skip
+        if x >= size:
+            return f"{x / size:.3g} {prefix}"
+    return f"{x:.3g} "

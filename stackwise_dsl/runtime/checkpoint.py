@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import shutil
 import stat
@@ -194,7 +195,7 @@ def read_state(path: Path, plan: p.Plan) -> dict:
         return Damaged(f"{file} is damaged: {what}; resume from another checkpoint "
                        f"(point {path.parent / LATEST} at it) or start the run again")  # fmt: skip
 
-    for key in (*_COUNTS, "stage_done", "stream", "rng", "stacks_on_disk"):
+    for key in (*_COUNTS, "stage_done", "stream", "rng", "stacks_on_disk", "flops"):
         if key not in state:
             raise wrong(f"it has no `{key}`")
     for key, default in (("summaries", []), ("optimizer", None), ("scaler", None),
@@ -207,6 +208,10 @@ def read_state(path: Path, plan: p.Plan) -> dict:
         raise wrong(f"`stage` is {state['stage']}, but the plan has {len(plan.stages)} stages")
     if state["step"] > plan.stages[state["stage"] - 1].steps:
         raise wrong(f"`step` is {state['step']}, past the end of stage {state['stage']}")
+    flops = state["flops"]
+    if not (isinstance(flops, int | float) and not isinstance(flops, bool)
+            and math.isfinite(flops) and flops >= 0):  # fmt: skip
+        raise wrong(f"`flops` is {flops!r}, not a number >= 0")
     if not isinstance(state["stage_done"], bool):
         raise wrong(f"`stage_done` is {state['stage_done']!r}, not true or false")
     stream = state["stream"]

@@ -140,13 +140,14 @@ class Trainer:
             self.metrics.write({
                 "kind": "train", "stage": stage.number, "step": step,
                 "global_step": now.global_step, "loss": loss, "lr": lr, "tokens_per_s": rate,
+                **self._spent(now),
             })  # fmt: skip
             self.progress.stepped(stage, step, loss, rate)
         else:
             self.progress.stepped(stage, step, None, None)
         if run.eval_every and step % run.eval_every == 0 and not last:
             self._record_eval(stage, step, loop.evaluate(model, self.plan, stage, self.data),
-                              global_step=now.global_step)  # fmt: skip
+                              now=now)  # fmt: skip
         if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
             model.capture(self.store)
             self._save(attrs.evolve(snapshot(), window=window.state()), done=False)
@@ -154,13 +155,17 @@ class Trainer:
     # --- records and checkpoints ---
 
     def _record_eval(self, stage: p.Stage, step: int, val: float | None, *,
-                     global_step: int | None = None) -> None:  # fmt: skip
+                     now: RunState | None = None) -> None:  # fmt: skip
+        now = self.state if now is None else now
         if val is not None:
             self.metrics.write({
                 "kind": "eval", "stage": stage.number, "step": step,
-                "global_step": self.state.global_step if global_step is None else global_step,
-                "val_loss": val,
+                "global_step": now.global_step, "val_loss": val, **self._spent(now),
             })  # fmt: skip
+
+    def _spent(self, now: RunState) -> dict:
+        """What the run has trained on so far: tokens (the windows' inputs) and FLOPs."""
+        return {"tokens": now.global_step * self.plan.tokens_per_step, "flops": now.flops}
 
     def _save(self, state: RunState, *, done: bool) -> None:
         save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
@@ -184,7 +189,7 @@ def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
         raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken})")
     saved = {
         "stage": state.stage, "step": state.step, "stage_done": done,
-        "global_step": state.global_step, "stream": state.stream,
+        "global_step": state.global_step, "stream": state.stream, "flops": state.flops,
         "metrics_lines": metrics_lines, "scaler": state.scaler,
         "summaries": [attrs.asdict(x) for x in summaries], "window": state.window,
     }  # fmt: skip
@@ -206,7 +211,8 @@ def restored(path: Path, plan: p.Plan, data: Prepared,
         raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
     metrics.truncate(saved["metrics_lines"], later=True)
     summaries = [StageSummary(**x) for x in saved["summaries"]]
-    where = {"global_step": saved["global_step"], "stream": saved["stream"]}
+    where = {"global_step": saved["global_step"], "stream": saved["stream"],
+             "flops": saved["flops"]}  # fmt: skip
     if saved["stage_done"]:
         torch.set_rng_state(rng)
         return store, summaries, RunState(stage=saved["stage"] + 1, **where)

@@ -578,6 +578,13 @@ class Mode(Word):
     CAUSAL = "causal"
 
 
+class KernelKind(Word):
+    LINEAR = "linear"
+    GAUSSIAN = "gaussian"
+    LAPLACIAN = "laplacian"
+    UNIFORM = "uniform"
+
+
 class Init(Word):
     RANDOM = "random"
     COPY = "copy"
@@ -631,6 +638,12 @@ class Target(Word):
     GATE = "gate"
     UP = "up"
     DOWN = "down"
+
+
+class TimeEmbedding(Word):
+    SINUSOIDAL = "sinusoidal"
+    LEARNED = "learned"
+    NONE = "none"
 
 
 class Split(Word):
@@ -1447,6 +1460,11 @@ class Stream:
                 self._order = self._permutation(self.epoch)
         return np.concatenate(out)
 
+    def seek(self, count: int) -> None:
+        """Go to where `count` windows from the start end (every epoch is as long)."""
+        self.epoch, self.offset = divmod(count, len(self._order))
+        self._order = self._permutation(self.epoch)
+
     def state(self) -> dict:
         return {"epoch": self.epoch, "offset": self.offset}
 
@@ -1550,6 +1568,239 @@ def check_state(opt: torch.optim.Optimizer) -> None:
                                      "of its shape")  # fmt: skip
 
 
+SDPA_BACKWARD = 2.5  # torch's count for scaled_dot_product_attention's backward / forward
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """FLOPs of some products: forward and backward, and whether their output needs a
+    gradient (depends on something that trains)."""
+
+    forward: float = 0.0
+    backward: float = 0.0
+    grad: bool = False
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(self.forward + other.forward, self.backward + other.backward,
+                    self.grad or other.grad)  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class StageFlops:
+    """One stage's training FLOPs: per sequence (its `seq_len` tokens) through the stacks,
+    per predicted position through the head."""
+
+    sequence: float  # embeddings to the last stack, forward and backward
+    cached: float  # of which the trunk's forward, saved on an activation-cache hit
+    head: float  # the head, forward and backward, per predicted position
+    predicted: float  # predicted positions per sequence (the expected count for masks)
+    sequences: int  # sequences per step: batch x accumulate
+
+    def batch(self, sequences: int, predicted: int, computed: int | None = None) -> float:
+        """FLOPs of `sequences` sequences with `predicted` predicted positions among them,
+        `computed` of them running the cached trunk (all without a cache)."""
+        computed = sequences if computed is None else computed
+        return (sequences * (self.sequence - self.cached) + computed * self.cached
+                + predicted * self.head)  # fmt: skip
+
+    def step(self) -> float:
+        """A step's FLOPs with every trunk forward run (no cache hit)."""
+        return self.sequences * (self.sequence + self.predicted * self.head)
+
+    def total(self, steps: int) -> float:
+        return steps * self.step()
+
+    def all_hits(self, steps: int) -> float:
+        """The stage's FLOPs if every trunk forward were a cache hit."""
+        return steps * (self.step() - self.sequences * self.cached)
+
+
+def linear(n: int, fan_in: int, fan_out: int, x_grad: bool, trains: bool,
+           lora: tuple[int, bool] | None = None) -> Cost:  # fmt: skip
+    """A linear layer over n rows; `lora`: (rank, trains) of an adapter over it."""
+    product = 2.0 * n * fan_in * fan_out
+    cost = Cost(product, product * (x_grad + trains), x_grad or trains)
+    if lora is None:
+        return cost
+    rank, lora_trains = lora
+    a = linear(n, fan_in, rank, x_grad, lora_trains)
+    b = linear(n, rank, fan_out, a.grad, lora_trains)
+    both = a + b
+    if not both.grad:  # nothing flows back through the adapter
+        both = Cost(both.forward, 0.0, False)
+    return Cost(cost.forward + both.forward, cost.backward + both.backward, cost.grad or both.grad)
+
+
+def matmul(product: float, *inputs_grad: bool) -> Cost:
+    """A product of two inputs: each input that needs a gradient costs the forward again."""
+    return Cost(product, product * sum(inputs_grad), any(inputs_grad))
+
+
+def _no_backward(c: Cost) -> Cost:
+    return c if c.grad else Cost(c.forward, 0.0, False)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layers:
+    """Which layers of a stack train, and the adapters over them: (rank, trains) by name."""
+
+    trains: bool
+    lora: dict[str, tuple[int, bool]]
+
+
+def block(b: Block, d: int, t: int, x_grad: bool, layers: _Layers) -> Cost:
+    """One block over a sequence of t tokens whose input needs a gradient or not."""
+    a = b.attention
+    inner, kv = a.heads * a.head_dim, a.kv_heads * a.head_dim
+    own = layers.trains
+
+    def lin(name: str, fan_in: int, fan_out: int, grad: bool, trains: bool = own) -> Cost:
+        return _no_backward(linear(t, fan_in, fan_out, grad, trains, layers.lora.get(name)))
+
+    normed = x_grad or own  # a norm's weight trains with its stack
+    if a.latent is not None:
+        q_down = lin("q_down", d, a.latent.q_rank, normed)
+        kv_down = lin("kv_down", d, a.latent.kv_rank, normed)
+        q = lin("q", a.latent.q_rank, inner, q_down.grad)
+        k = lin("k", a.latent.kv_rank, kv, kv_down.grad)
+        v = lin("v", a.latent.kv_rank, kv, kv_down.grad)
+        cost = q_down + kv_down + q + k + v
+    else:
+        q, k, v = lin("q", d, inner, normed), lin("k", d, kv, normed), lin("v", d, kv, normed)
+        cost = q + k + v
+    mix = _mix(a, t, q.grad, k.grad, v.grad)
+    o = lin("o", inner, d, mix.grad)
+    cost = cost + mix + o
+    h_grad = x_grad or o.grad
+    normed = h_grad or own
+    hidden = b.ffn.hidden
+    up = lin("up", d, hidden, normed, own and not b.freeze_up_proj)
+    if isinstance(b.ffn, SwiGlu):
+        gate = lin("gate", d, hidden, normed)
+        up = up + gate
+    down = lin("down", hidden, d, up.grad)
+    cost = cost + up + down
+    return Cost(cost.forward, cost.backward, h_grad or down.grad)
+
+
+def _mix(a: Attention, t: int, q: bool, k: bool, v: bool) -> Cost:
+    """Attention's products between the projections, over H query heads."""
+    heads, hd = a.heads, a.head_dim
+    if a.kernel is None:
+        forward = 4.0 * heads * t * t * hd  # scores and weighted values, in full
+        grad = q or k or v
+        return Cost(forward, SDPA_BACKWARD * forward if grad else 0.0, grad)
+    features = hd if a.kernel.kernel is KernelKind.LINEAR else a.kernel.kernel_dim
+    cost = Cost()
+    if a.kernel.kernel is not KernelKind.LINEAR:  # x W on q and k (W fixed: no weight gradient)
+        cost = matmul(2.0 * heads * t * hd * features, q) + matmul(
+            2.0 * heads * t * hd * features, k
+        )
+    average = 2.0 * heads * t * features * hd
+    if a.mode is Mode.CAUSAL:  # φ(q_i) against the running sums of φ(k_j) v_jᵀ
+        return cost + matmul(average, q, k or v)
+    state = matmul(average, k, v)  # Σ φ(k_j) v_jᵀ
+    return cost + state + matmul(average, q, state.grad)
+
+
+def _time(m: Model, n: int, trains: bool) -> Cost:
+    """The sinusoidal time embedding's MLP, once per sequence."""
+    if m.time is None or m.time.embedding is not TimeEmbedding.SINUSOIDAL:
+        return Cost()
+    first = linear(n, m.d_model, m.d_model, False, trains)
+    return first + linear(n, m.d_model, m.d_model, first.grad, trains)
+
+
+def _loras(plan: Plan, stage: Stage, part: Part, trained: set) -> dict:
+    """The adapters attached over a stack this stage (those that train now or trained
+    before), by layer: (summed rank, trains)."""
+    trains = part.role is Role.TRUNK and part.trains is not Trains.NOTHING
+    out: dict[str, tuple[int, bool]] = {}
+    for name, lora in (("stack", plan.stacks[part.position].stack_lora),
+                       ("trunk", part.trunk_lora)):  # fmt: skip
+        if lora is None or not (trains or (part.position, name) in trained):
+            continue
+        for target in lora.targets:
+            rank, was = out.get(target.value, (0, False))
+            out[target.value] = (rank + lora.rank, was or trains)
+    return out
+
+
+def _trained_adapters(plan: Plan, before: int) -> set:
+    """(position, name) of the adapters that trained in a stage before `before` and were not
+    merged into their stack since."""
+    trained: set = set()
+    for stage in plan.stages[: before - 1]:
+        if stage.merge_adapters:
+            trained.clear()
+        for part in stage.parts:
+            if part.role is Role.TRUNK and part.trains is not Trains.NOTHING:
+                if plan.stacks[part.position].stack_lora is not None:
+                    trained.add((part.position, "stack"))
+                if part.trunk_lora is not None:
+                    trained.add((part.position, "trunk"))
+    if before <= len(plan.stages) and plan.stages[before - 1].merge_adapters:
+        trained.clear()
+    return trained
+
+
+def stage_flops(plan: Plan, stage: Stage) -> StageFlops:
+    """A stage's training FLOPs (see the module docstring)."""
+    m, t = plan.model, plan.data.seq_len
+    d = m.d_model
+    trained = _trained_adapters(plan, stage.number)
+    cost = Cost()
+    grad = stage.train_input
+    if m.embed_dim != d:
+        # the projection reads the embedding, which needs a gradient when it trains
+        cost = cost + linear(t, m.embed_dim, d, stage.train_input, stage.train_input)
+    if _reads_time(stage):
+        cost = cost + _time(m, 1, stage.train_input)
+    cached = 0.0
+    for i, part in enumerate(stage.parts):
+        layers = _Layers(trains=part.trains is Trains.FULL,
+                         lora=_loras(plan, stage, part, trained))  # fmt: skip
+        for b in plan.stacks[part.position].blocks:
+            one = block(b, d, t, grad, layers)
+            cost, grad = cost + one, one.grad
+            if stage.cache is not Cache.OFF and i < len(stage.parts) - 1:
+                cached += one.forward
+    head_trains = stage.train_head or (m.head is Head.TIED and stage.train_input)
+    head = linear(1, d, m.vocab, grad, head_trains)
+    return StageFlops(
+        sequence=cost.forward + cost.backward,
+        cached=cached,
+        head=head.forward + head.backward,
+        predicted=t * _predicted_share(stage),
+        sequences=plan.data.batch * plan.optimizer.accumulate,
+    )
+
+
+def _reads_time(stage: Stage) -> bool:
+    if isinstance(stage.objective, MaskedDiffusion):
+        return False
+    return False
+
+
+def _predicted_share(stage: Stage) -> float:
+    """The expected share of positions a step predicts (PREDICTED): all for CLM, the mask
+    ratio for masked objectives (its mean over the parts' ratios in a fuse stage with time as
+    depth, its mean over t for time as input)."""
+    return pick(PREDICTED, noise_key(stage.objective), "objective")(stage)
+
+
+def _depth_share(stage: Stage) -> float:
+    if stage.mask_ratio is not None:
+        return stage.mask_ratio
+    ratios = [part.mask_ratio for part in stage.parts]
+    return sum(ratios) / len(ratios)
+
+
+PREDICTED = {
+    "masked_diffusion/depth": _depth_share,
+}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunState:
     """Where a run is, beyond its weights: what a checkpoint keeps and a resume starts from.
@@ -1561,6 +1812,7 @@ class RunState:
     global_step: int = 0  # the steps of the whole run done
     # the data position (batches.Stream)
     stream: dict = dataclasses.field(default_factory=lambda: {"epoch": 0, "offset": 0})
+    flops: float = 0.0  # the run's training FLOPs so far (estimate/flops.py)
     rng: torch.Tensor | None = None
     optimizer: dict | None = None
     scaler: dict | None = None
@@ -1568,7 +1820,8 @@ class RunState:
 
     def starting(self, stage: int) -> RunState:
         """The state at the start of `stage`: the run's step count and data position go on."""
-        return RunState(stage=stage, global_step=self.global_step, stream=self.stream)
+        return RunState(stage=stage, global_step=self.global_step, stream=self.stream,
+                        flops=self.flops)  # fmt: skip
 
 
 OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
@@ -1598,6 +1851,8 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
     stream = Stream.of(data, plan.run.seed)
     stream.restore(state.stream)
     trainable = [x for g in opt.param_groups for x in g["params"]]
+    cost, flops = stage_flops(plan, stage), state.flops
+    seen = _seen(plan, stage, data, state) if cache is not None else None
 
     def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
         return dataclasses.replace(state, optimizer=copy.deepcopy(opt.state_dict()),
@@ -1614,6 +1869,8 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
             part = stage_loss(model, batch, cache) / o.accumulate
             scaler.scale(part).backward()
             loss += part.item()
+            flops += cost.batch(len(ids), int((batch.targets != IGNORE).sum()),
+                                _computed(seen, ids))  # fmt: skip
         if not math.isfinite(loss):
             raise Diverged(stage.number, step, f"the loss became {loss}")
         if o.clip is not None:
@@ -1623,10 +1880,28 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
         scaler.update()
         opt.zero_grad(set_to_none=True)
         state = RunState(stage=stage.number, step=step, global_step=state.global_step + 1,
-                         stream=stream.state())  # fmt: skip
+                         stream=stream.state(), flops=flops)  # fmt: skip
         if on_step is not None:
             on_step(state, loss, opt.param_groups[0]["lr"], snapshot)
     return state, loss
+
+
+def _seen(plan: Plan, stage: Stage, data: Prepared, state: RunState) -> set[int]:
+    """The windows a stage with an activation cache has read before `state` (their trunk
+    output is cached: in a resumed run too, its FLOPs count as in the uninterrupted one)."""
+    per_step = plan.data.batch * plan.optimizer.accumulate
+    stream = Stream.of(data, plan.run.seed)
+    stream.seek((state.global_step - state.step) * per_step)  # to the stage's first step
+    return set(stream.take(state.step * per_step).tolist()) if state.step else set()
+
+
+def _computed(seen: set[int] | None, ids: np.ndarray) -> int | None:
+    """How many windows of a batch run the cached trunk (None without a cache: all)."""
+    if seen is None:
+        return None
+    fresh = set(ids.tolist()) - seen
+    seen |= fresh
+    return len(fresh)
 
 
 def batch_for(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, draw: int) -> Batch:
@@ -1802,8 +2077,7 @@ def encode_prompt(tokenizer, text: str) -> list[int]:
     ids: list[int] = []
     pieces = text.split(MASK)
     if len(pieces) > 1 and tokenizer.specials.mask is None:
-        raise ValueError("the prompt has `<mask>`, but this model was trained without one: "
-                         "a causal LM continues its prompt")  # fmt: skip
+        raise ValueError("a causal LM continues its prompt; it has no `<mask>` to fill")
     for i, piece in enumerate(pieces):
         if i:
             ids.append(tokenizer.specials.mask)
@@ -2289,15 +2563,17 @@ def needs(plan: Plan) -> dict[str, frozenset[str]]:
     caches = {cache_key(stage) for stage in plan.stages} - {None}
     merges = {merge_key(stage) for stage in plan.stages} - {None}
     loras = [s.stack_lora for s in plan.stacks] + [x.trunk_lora for x in parts]
+    sources = (plan.data.source, plan.data.validation_data)
     return {
         "ATTENTIONS": frozenset(attention_key(b.attention) for b in blocks),
         "FFNS": frozenset(ffn_key(b) for b in blocks),
         "TIME_EMBEDDERS": frozenset([time_key(plan.model)] if plan.model.time is not None else []),
         "FROZEN_LINEARS": frozenset(frozen_key(x.precision) for x in parts if compact(x)),
         "NOISES": frozenset(noise_key(stage.objective) for stage in plan.stages),
+        "PREDICTED": frozenset(noise_key(stage.objective) for stage in plan.stages),
         "ADAPTERS": frozenset(adapter_key(lora) for lora in loras if lora is not None),
         "MERGES": frozenset(merges),
-        "SOURCES": frozenset([source_key(plan.data.source)]),
+        "SOURCES": frozenset(source_key(x) for x in sources if x is not None),
         "TOKENIZERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
         "RESTORERS": frozenset([tokenizer_key(plan.data.tokenizer)]),
         "OPTIMIZERS": frozenset([optimizer_key(plan.optimizer)]),
@@ -2752,7 +3028,7 @@ def read_state(path: Path, plan: Plan) -> dict:
         return Damaged(f"{file} is damaged: {what}; resume from another checkpoint "
                        f"(point {path.parent / LATEST} at it) or start the run again")  # fmt: skip
 
-    for key in (*_COUNTS, "stage_done", "stream", "rng", "stacks_on_disk"):
+    for key in (*_COUNTS, "stage_done", "stream", "rng", "stacks_on_disk", "flops"):
         if key not in state:
             raise wrong(f"it has no `{key}`")
     for key, default in (("summaries", []), ("optimizer", None), ("scaler", None),
@@ -2765,6 +3041,10 @@ def read_state(path: Path, plan: Plan) -> dict:
         raise wrong(f"`stage` is {state['stage']}, but the plan has {len(plan.stages)} stages")
     if state["step"] > plan.stages[state["stage"] - 1].steps:
         raise wrong(f"`step` is {state['step']}, past the end of stage {state['stage']}")
+    flops = state["flops"]
+    if not (isinstance(flops, int | float) and not isinstance(flops, bool)
+            and math.isfinite(flops) and flops >= 0):  # fmt: skip
+        raise wrong(f"`flops` is {flops!r}, not a number >= 0")
     if not isinstance(state["stage_done"], bool):
         raise wrong(f"`stage_done` is {state['stage_done']!r}, not true or false")
     stream = state["stream"]
@@ -3264,13 +3544,14 @@ class Trainer:
             self.metrics.write({
                 "kind": "train", "stage": stage.number, "step": step,
                 "global_step": now.global_step, "loss": loss, "lr": lr, "tokens_per_s": rate,
+                **self._spent(now),
             })  # fmt: skip
             self.progress.stepped(stage, step, loss, rate)
         else:
             self.progress.stepped(stage, step, None, None)
         if run.eval_every and step % run.eval_every == 0 and not last:
             self._record_eval(stage, step, evaluate(model, self.plan, stage, self.data),
-                              global_step=now.global_step)  # fmt: skip
+                              now=now)  # fmt: skip
         if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
             model.capture(self.store)
             self._save(dataclasses.replace(snapshot(), window=window.state()), done=False)
@@ -3278,13 +3559,17 @@ class Trainer:
     # --- records and checkpoints ---
 
     def _record_eval(self, stage: Stage, step: int, val: float | None, *,
-                     global_step: int | None = None) -> None:  # fmt: skip
+                     now: RunState | None = None) -> None:  # fmt: skip
+        now = self.state if now is None else now
         if val is not None:
             self.metrics.write({
                 "kind": "eval", "stage": stage.number, "step": step,
-                "global_step": self.state.global_step if global_step is None else global_step,
-                "val_loss": val,
+                "global_step": now.global_step, "val_loss": val, **self._spent(now),
             })  # fmt: skip
+
+    def _spent(self, now: RunState) -> dict:
+        """What the run has trained on so far: tokens (the windows' inputs) and FLOPs."""
+        return {"tokens": now.global_step * self.plan.tokens_per_step, "flops": now.flops}
 
     def _save(self, state: RunState, *, done: bool) -> None:
         save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
@@ -3305,7 +3590,7 @@ def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
         raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken})")
     saved = {
         "stage": state.stage, "step": state.step, "stage_done": done,
-        "global_step": state.global_step, "stream": state.stream,
+        "global_step": state.global_step, "stream": state.stream, "flops": state.flops,
         "metrics_lines": metrics_lines, "scaler": state.scaler,
         "summaries": [dataclasses.asdict(x) for x in summaries], "window": state.window,
     }  # fmt: skip
@@ -3327,7 +3612,8 @@ def restored(path: Path, plan: Plan, data: Prepared,
         raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
     metrics.truncate(saved["metrics_lines"], later=True)
     summaries = [StageSummary(**x) for x in saved["summaries"]]
-    where = {"global_step": saved["global_step"], "stream": saved["stream"]}
+    where = {"global_step": saved["global_step"], "stream": saved["stream"],
+             "flops": saved["flops"]}  # fmt: skip
     if saved["stage_done"]:
         torch.set_rng_state(rng)
         return store, summaries, RunState(stage=saved["stage"] + 1, **where)
@@ -3704,6 +3990,7 @@ COMPILED_FOR = [
     "FROZEN_LINEARS:nf4",
     "NOISES:masked_diffusion/depth",
     "OPTIMIZERS:adamw",
+    "PREDICTED:masked_diffusion/depth",
     "RESTORERS:bytes",
     "SOURCES:stdlib",
     "TOKENIZERS:bytes",

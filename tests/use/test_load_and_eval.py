@@ -87,8 +87,8 @@ def test_clm_measures_against_a_plain_computation(trained_runs, tmp_path):
     assert row["bytes"] == len(targets)  # bytes: one per token
     assert row["chars"] == sum(1 for t in targets if t & 0xC0 != 0x80)  # é is two bytes
     assert row["chars"] == row["bytes"] - 1
-    assert row["bits_per_byte"] == pytest.approx(nats / math.log(2) / row["bytes"], rel=1e-9)
-    assert row["bits_per_char"] == pytest.approx(nats / math.log(2) / row["chars"], rel=1e-9)
+    assert row["bits_per_byte"] == pytest.approx(nats / math.log(2) / row["bytes"], rel=1e-6)
+    assert row["bits_per_char"] == pytest.approx(nats / math.log(2) / row["chars"], rel=1e-6)
     assert m.loss(text) == pytest.approx(row["loss"], rel=1e-9)
 
 
