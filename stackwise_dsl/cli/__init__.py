@@ -544,6 +544,67 @@ def eval_(
     raise typer.Exit(OK)
 
 
+class XAxis(str, enum.Enum):
+    steps = "steps"
+    tokens = "tokens"
+    flops = "flops"
+    seconds = "seconds"
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (written by `sw run`)."),
+    x: XAxis = typer.Option(XAxis.steps, "--x", help="The axis: steps, tokens, flops or seconds."),
+    out: Path | None = typer.Option(None, "-o", "--output", help="Write the plot here (.png)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Score every checkpoint of every run on this text file instead."
+    ),
+    windows: int | None = typer.Option(
+        None, "--windows", help="With --data: score its first N windows (default: all)."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (with --data)."),
+    format: Format = typer.Option(Format.text, "--format", help="json: the curves for scripts."),
+) -> None:
+    """Validation loss of several runs against steps, tokens, FLOPs or seconds, every run
+    scored on the same windows: their own evaluations when those scored the same windows
+    the same way, or every checkpoint on one text with --data."""
+    from stackwise_dsl import runtime
+    from stackwise_dsl.use.compare import Axis, draw
+    from stackwise_dsl.use.compare import compare as compare_runs
+    from stackwise_dsl.use.errors import UseError
+
+    if windows is not None and data is None:
+        typer.echo("error: --windows needs --data", err=True)
+        raise typer.Exit(USAGE)
+    if windows is not None and windows < 1:
+        typer.echo(f"error: --windows must be at least 1, not {windows}", err=True)
+        raise typer.Exit(USAGE)
+    if out is not None and out.suffix.lower() != ".png":
+        typer.echo(f"error: the plot is a PNG: name it with .png, not {out.name!r}", err=True)
+        raise typer.Exit(USAGE)
+    try:
+        result = compare_runs(run_dirs, Axis(x.value), data=data, windows=windows,
+                              device=device)  # fmt: skip
+        if out is not None:
+            draw(result, out)
+    except UseError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(USAGE) from None
+    except runtime.RunError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(PROBLEMS) from None
+    if format is Format.json:
+        _Output().json(result.to_json())
+        raise typer.Exit(OK)
+    from stackwise_dsl.cli.eval_view import compare_table
+
+    for line in compare_table(result):
+        typer.echo(line)
+    if out is not None:
+        typer.echo(f"plot written to {out}")
+    raise typer.Exit(OK)
+
+
 @app.command()
 def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. SW201.")) -> None:
     """Explain a diagnostic code, with an example and its fix."""

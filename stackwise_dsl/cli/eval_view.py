@@ -1,4 +1,5 @@
-"""`sw eval`'s table: one row per checkpoint scored, the columns its objective has."""
+"""`sw eval`'s table (one row per checkpoint scored, the columns its objective has) and
+`sw compare`'s (one row per run)."""
 
 from __future__ import annotations
 
@@ -51,3 +52,31 @@ def _own(row: dict) -> list[str]:
 
 def _number(x) -> str:
     return "-" if x is None else f"{x:.4f}"
+
+
+def compare_table(result) -> list[str]:
+    """A row per run: its points, where it ends, its best loss, its loss at the x every run
+    reaches; then what was scored."""
+    axis = result.axis.value
+    head = ["run", "name", "points", f"last {axis}", "last loss", "best loss"]
+    at = result.common
+    head.append(f"loss at {_x(at)} {axis}" if at is not None else "loss at common x")
+    body = [[row["run"], row["name"], str(row["points"]), _x(row["last_x"]),
+             _number(row["last_loss"]), _number(row["best_loss"]),
+             _number(row["loss_at_common_x"])] for row in result.rows()]  # fmt: skip
+    widths = [max(len(x) for x in column) for column in zip(head, *body, strict=True)]
+    lines = ["  ".join(x.ljust(w) if i < 2 else x.rjust(w)
+                       for i, (x, w) in enumerate(zip(line, widths, strict=True))).rstrip()
+             for line in [head, *body]]  # fmt: skip
+    where = ("each run's own validation windows (the same for every run)"
+             if result.source == "validation" else f"every checkpoint on {result.source}")  # fmt: skip
+    lines.append(f"scored on {where}")
+    return lines
+
+
+def _x(x) -> str:
+    if x is None:
+        return "-"
+    if x >= 1e6:
+        return f"{x:.3g}"
+    return f"{x:,.0f}" if float(x).is_integer() else f"{x:,.1f}"

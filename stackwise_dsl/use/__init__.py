@@ -153,13 +153,16 @@ class Trained:
 
     # --- text and ids ---
 
-    def encode(self, text: str, what: str = "the prompt") -> list[int]:
-        """Token ids of `text`; each `<mask>` in it is the mask token."""
+    def encode(self, text: str, what: str = "the prompt", *, masks: bool = True) -> list[int]:
+        """Token ids of `text`; each `<mask>` in it is the mask token (with `masks`; text to
+        score is text, `<mask>` in it included)."""
         if not isinstance(text, str):
             raise UseError(f"{what} must be text (a str), not {type(text).__name__}")
         try:
+            if not masks:
+                return [int(x) for x in self.tokenizer.encode(text)]
             return sampling.encode_prompt(self.tokenizer, text)
-        except DataError as e:
+        except (DataError, ValueError) as e:
             raise UseError(f"{what} cannot be encoded with the run's tokenizer: {e}") from None
 
     def decode(self, ids) -> str:
@@ -200,5 +203,5 @@ class Trained:
 
     def score(self, text: str) -> dict:
         """Every measure `sw eval` gives, on `text` (use/scoring.py)."""
-        ids = np.asarray(self.encode(text, what="the text"), dtype=np.int64)
+        ids = np.asarray(self.encode(text, what="the text", masks=False), dtype=np.int64)
         return scoring.score(self, scoring.windows_of(ids, self.plan.data.seq_len))

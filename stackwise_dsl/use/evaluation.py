@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stackwise_dsl.core import loop
+from stackwise_dsl.core.batches import eval_ids
 from stackwise_dsl.data import DataError, prepare
 from stackwise_dsl.use import Trained, find_checkpoint, load, read_text
 from stackwise_dsl.use.errors import UseError
@@ -25,8 +26,8 @@ def evaluate_run(run_dir: Path, *, data: Path | None = None, checkpoint=None,
                  device: str = "cpu") -> list[dict]:  # fmt: skip
     """One row per checkpoint scored (the one named, or every stage's end with
     `all_stages`): on `data` (a text file; its first `windows` windows, default all), or on
-    the run's own validation windows (the first `windows` of them, default those training
-    scores: eval_batches x batch)."""
+    the run's own validation windows (`windows` of them spread over the validation set,
+    default those training scores: eval_batches x batch, core/batches.py `eval_ids`)."""
     if windows is not None and windows < 1:
         raise UseError(f"windows must be at least 1, not {windows}")
     run_dir = Path(run_dir)
@@ -38,7 +39,7 @@ def evaluate_run(run_dir: Path, *, data: Path | None = None, checkpoint=None,
         if not chosen:
             raise UseError(f"no stage of {run_dir} has finished yet")
     if data is not None:
-        ids = np.asarray(first.encode(read_text(data), what=str(data)), dtype=np.int64)
+        ids = np.asarray(first.encode(read_text(data), what=str(data), masks=False), dtype=np.int64)
         scored, window_ids, prepared = (
             windows_of(ids, first.plan.data.seq_len)[:windows],
             None,
@@ -46,9 +47,10 @@ def evaluate_run(run_dir: Path, *, data: Path | None = None, checkpoint=None,
         )
     else:
         prepared = _own_data(run_dir, first)
-        run = first.plan.run
-        count = windows or run.eval_batches * first.plan.data.batch
-        window_ids = prepared.val[:count]
+        run, batch = first.plan.run, first.plan.data.batch
+        chosen_ids = eval_ids(prepared.val, 1, windows) if windows else eval_ids(
+            prepared.val, batch, run.eval_batches)  # fmt: skip
+        window_ids = np.concatenate(chosen_ids)
         scored = list(prepared.windows[window_ids])
     rows = []
     for trained in chosen:
