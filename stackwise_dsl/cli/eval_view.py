@@ -68,8 +68,9 @@ def compare_table(result) -> list[str]:
     lines = ["  ".join(x.ljust(w) if i < 2 else x.rjust(w)
                        for i, (x, w) in enumerate(zip(line, widths, strict=True))).rstrip()
              for line in [head, *body]]  # fmt: skip
-    where = ("each run's own validation windows (the same for every run)"
-             if result.source == "validation" else f"every checkpoint on {result.source}")  # fmt: skip
+    where = f"every checkpoint on {result.source}"
+    if result.source == "validation":
+        where = "each run's own validation windows (the same for every run)"
     lines.append(f"scored on {where}")
     return lines
 

@@ -22,6 +22,7 @@ every run reaches; each run's loss there is interpolated linearly between its po
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 from pathlib import Path
 
@@ -52,7 +53,7 @@ class Curve:
         pts = self.points
         if not pts or x < pts[0][0] or x > pts[-1][0]:
             return None
-        for (x0, y0), (x1, y1) in zip(pts, pts[1:], strict=False):
+        for (x0, y0), (x1, y1) in itertools.pairwise(pts):
             if x0 <= x <= x1:
                 return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
         return pts[-1][1]
@@ -250,7 +251,8 @@ def _rescored(run: Path, plan: p.Plan, axis: Axis, data: Path, windows: int | No
     for name in names:
         trained = load(run, root / name, device=device)
         if scored is None:
-            ids = np.asarray(trained.encode(read_text(data), what=str(data), masks=False), dtype=np.int64)
+            text = read_text(data)
+            ids = np.asarray(trained.encode(text, what=str(data), masks=False), dtype=np.int64)
             scored = windows_of(ids, plan.data.seq_len)[:windows]
             if not scored:
                 raise UseError(f"{data} holds no text to score")
