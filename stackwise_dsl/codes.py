@@ -498,6 +498,16 @@ CODES: dict[str, Code] = {
             "`validation_data`, and set `cache = off`; with `validation_data` leave "
             "`validation` and `split` out.",
         ),
+        Code(
+            code="SW606", severity=W, title="TensorBoard without its package",
+            explanation="`run { tensorboard = true }` writes TensorBoard event files beside "
+            "metrics.jsonl with the tensorboard package (no TensorFlow), which this machine "
+            "does not have; `sw run` refuses to start without it.",
+            example=_BASE + "run { tensorboard = true }\n",
+            host=Host(cuda=False, data=(), tensorboard=False),
+            fix="`pip install 'stackwise-dsl[tensorboard]'`, or remove `tensorboard = true`.",
+            run_refuses=True,
+        ),
     )
 }  # fmt: skip
 

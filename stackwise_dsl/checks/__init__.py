@@ -49,7 +49,12 @@ from stackwise_dsl.checks.precision import (
     check_quantized_trainable,
 )
 from stackwise_dsl.checks.ranges import check_ranges
-from stackwise_dsl.checks.runnable import check_cuda_device, check_data_files, check_jsonl_field
+from stackwise_dsl.checks.runnable import (
+    check_cuda_device,
+    check_data_files,
+    check_jsonl_field,
+    check_tensorboard,
+)
 from stackwise_dsl.ir.facts import Facts
 from stackwise_dsl.ir.nodes import Spec
 from stackwise_dsl.machine.host import CPU_ONLY, Host
@@ -90,6 +95,7 @@ CHECKS: tuple[Check, ...] = (
     check_data_files,
     check_jsonl_field,
     check_cuda_device,
+    check_tensorboard,
 )
 
 __all__ = ["CHECKS", "CPU_ONLY", "Host", "run_checks"]

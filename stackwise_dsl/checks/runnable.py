@@ -133,6 +133,20 @@ def _field_hint(field: str, text_fields: tuple[str, ...] | None) -> str:
     return f'its text is under {shown}: set `field = "{best}"`'
 
 
+def check_tensorboard(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """`tensorboard = true` needs the tensorboard package on the machine that runs the spec."""
+    run = facts.spec.run
+    if run.tensorboard and not facts.host.tensorboard:
+        yield diag.warning(
+            "SW606",
+            "the run asks for TensorBoard event files, but the tensorboard package is not "
+            "installed here: `sw run` would refuse to start",
+            n.at(run, "tensorboard"),
+            hint="pip install 'stackwise-dsl[tensorboard]' (no TensorFlow needed), or remove "
+            "`tensorboard = true` (metrics.jsonl is always written)",
+        )
+
+
 def check_cuda_device(facts: Facts) -> Iterator[diag.Diagnostic]:
     """`device = cuda` needs a CUDA GPU on the machine that runs the spec."""
     run = facts.spec.run

@@ -95,7 +95,8 @@ def _check_afresh(path: Path, overrides: list[str], host: list) -> tuple[dict, t
     from stackwise_dsl.frontend import check_file
     from stackwise_dsl.machine.host import Host
 
-    report = check_file(path, overrides, host=Host(cuda=host[0], cpu_bf16=host[1]))
+    report = check_file(path, overrides,
+                        host=Host(cuda=host[0], cpu_bf16=host[1], tensorboard=host[2]))  # fmt: skip
     lines = []
     for d in report.diagnostics:
         lines += [[list(seg) for seg in line] for line in diag.render(d, report.sources)]
@@ -241,7 +242,8 @@ def _lower_or_exit(
     if not report.ok or refused:
         _print_diagnostics(_Output(), report.diagnostics, report.sources)
         if report.ok:
-            typer.echo("error: the run cannot start without the data named above", err=True)
+            typer.echo("error: the run cannot start on this machine: see the warnings above",
+                       err=True)  # fmt: skip
         raise typer.Exit(USAGE if report.unreadable else PROBLEMS)
     try:
         result = lower_spec(report.spec, name=Path(file).stem)

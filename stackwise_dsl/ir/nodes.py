@@ -576,6 +576,7 @@ class Run:
     eval_every: int | None = knob(None, range=POSITIVE)
     eval_batches: int = knob(8, range=POSITIVE)
     checkpoint_every: int | None = knob(None, range=POSITIVE)
+    tensorboard: bool = knob(False)
     span: Span | None = span_field()
     spans: dict = spans_field()
 

@@ -487,6 +487,7 @@ def _run(r: n.Run, name: str, o: Origins) -> p.Run:
         eval_every=r.eval_every,
         eval_batches=r.eval_batches,
         checkpoint_every=r.checkpoint_every,
+        tensorboard=r.tensorboard,
     )
     return o.record(("run",), made, r, fields={
         "dir": Origin.at(r.spans.get("dir"), derived("runs/ and the spec's name"))})  # fmt: skip

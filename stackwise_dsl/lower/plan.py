@@ -357,6 +357,7 @@ class Run:
     eval_every: int | None
     eval_batches: int
     checkpoint_every: int | None
+    tensorboard: bool  # event files beside metrics.jsonl (runtime/metrics.py)
 
 
 @plan_node

@@ -19,7 +19,7 @@ import attrs
 
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.paths import resolve
-from stackwise_dsl.machine.probe import cpu_bf16, cuda_present
+from stackwise_dsl.machine.probe import cpu_bf16, cuda_present, tensorboard_present
 
 HEAD_BYTES = 64 * 1024  # of a jsonl file, read for its first records
 HEAD_RECORDS = 8
@@ -66,10 +66,11 @@ class Host:
     # None: look at this machine's files, per spec; a tuple: these facts (() for none, as
     # `sw plan` and `sw compile` check: the data may live on the machine that trains)
     data: tuple[DataFile, ...] | None = None
+    tensorboard: bool = True  # the tensorboard package is installed (`run.tensorboard`)
 
     @classmethod
     def detect(cls) -> Host:
-        return cls(cuda=cuda_present(), cpu_bf16=cpu_bf16())
+        return cls(cuda=cuda_present(), cpu_bf16=cpu_bf16(), tensorboard=tensorboard_present())
 
     def knowing_data(self, spec: n.Spec) -> Host:
         """This host with the files `spec` names looked at, unless they were given."""

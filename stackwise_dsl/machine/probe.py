@@ -27,6 +27,14 @@ def cpu_bf16() -> bool | None:
     return None
 
 
+def tensorboard_present() -> bool:
+    """Whether the `tensorboard` package (which writes event files, without TensorFlow) is
+    installed; found without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 def host_key() -> list:
     """The host facts a check depends on, for keying remembered results."""
-    return [cuda_present(), cpu_bf16()]
+    return [cuda_present(), cpu_bf16(), tensorboard_present()]

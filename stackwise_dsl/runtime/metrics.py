@@ -1,4 +1,6 @@
-"""metrics.jsonl (one JSON object per logged step or evaluation) and loss.png."""
+"""metrics.jsonl (one JSON object per logged step or evaluation), loss.png, and with
+`run.tensorboard` the same records as TensorBoard scalars (the tensorboard package's writer,
+through torch.utils.tensorboard; no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from stackwise_dsl.core.errors import Damaged, RunError
 
 
 class Metrics:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, events: Path | None = None) -> None:
         self.path = path
         self.lines = 0  # records written; a run sets it with `truncate` before it logs
         self.pending: list[str] | None = None  # what `truncate(..., later=True)` keeps
+        self.events = events  # TensorBoard's folder, if the run writes event files
+        self.writer = None
 
     def write(self, record: dict) -> None:
         if self.pending is not None:
@@ -26,6 +30,27 @@ class Metrics:
         except OSError as e:
             raise RunError(f"cannot write {self.path} ({e.strerror})") from None
         self.lines += 1
+        if self.events is not None:
+            self._event(record)
+
+    def _event(self, record: dict) -> None:
+        """The record as scalars at its global step: train/loss, lr, tokens_per_s, tokens
+        and flops; val/loss. The writer starts at this process's first record, purging what
+        an interrupted attempt wrote from that step on (as metrics.jsonl is truncated)."""
+        step = record["global_step"]
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            try:
+                self.writer = SummaryWriter(str(self.events), purge_step=step)
+            except OSError as e:
+                raise RunError(f"cannot write {self.events} ({e.strerror})") from None
+        if record["kind"] == "eval":
+            self.writer.add_scalar("val/loss", record["val_loss"], step)
+        for key, value in record.items():
+            if record["kind"] == "train" and key not in ("kind", "stage", "step", "global_step"):
+                self.writer.add_scalar(f"train/{key}", value, step)
+        self.writer.flush()
 
     def truncate(self, lines: int, *, later: bool = False) -> None:
         """Keep the first `lines` records (a resumed run rewrites what came after). A line

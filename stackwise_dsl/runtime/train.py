@@ -18,12 +18,13 @@ import torch
 
 from stackwise_dsl.core import loop
 from stackwise_dsl.core.batches import Stream
-from stackwise_dsl.core.errors import Damaged
+from stackwise_dsl.core.errors import Damaged, RunError
 from stackwise_dsl.core.loop import Diverged, RunState
 from stackwise_dsl.core.stage_model import StageModel
 from stackwise_dsl.data import Prepared
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import cache_key, merge_key, pick
+from stackwise_dsl.machine.probe import tensorboard_present
 from stackwise_dsl.runtime import checkpoint, heap
 from stackwise_dsl.runtime.cache import ActivationCache
 from stackwise_dsl.runtime.merge import merge_store
@@ -73,7 +74,14 @@ class Trainer:
     metrics: Metrics = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        self.metrics = Metrics(self.run_dir / "metrics.jsonl")
+        events = None
+        if self.plan.run.tensorboard:
+            events = self.run_dir / "tensorboard"
+            if not tensorboard_present():
+                raise RunError("the run asks for TensorBoard event files (run.tensorboard), but "
+                               "the tensorboard package is not installed: pip install "
+                               "'stackwise-dsl[tensorboard]', or remove the setting")  # fmt: skip
+        self.metrics = Metrics(self.run_dir / "metrics.jsonl", events=events)
 
     def run(self) -> list[StageSummary]:
         """Every stage of the plan not done yet (see `restore`)."""

@@ -25,7 +25,8 @@ SMALL_DATA = n.Data(
 def on_small_data(spec: n.Spec) -> n.Spec:
     """The spec on SMALL_DATA with windows of at most 16 tokens (its validation fraction,
     split, windows and `eos` kept; a tail split for validation data), the vocabulary its
-    tokenizer gives, at most two micro-batches a step, one evaluation batch, on the CPU."""
+    tokenizer gives, at most two micro-batches a step, one evaluation batch, on the CPU,
+    without TensorBoard files."""
     seq_len = min(16, spec.model.context)
     d = spec.data
     held = d.validation_data is not None
@@ -33,7 +34,7 @@ def on_small_data(spec: n.Spec) -> n.Spec:
                         validation=n.Data().validation if held else d.validation,
                         split=Split.TAIL if held else d.split)  # fmt: skip
     optimizer = attrs.evolve(spec.optimizer, accumulate=min(spec.optimizer.accumulate, 2))
-    run = attrs.evolve(spec.run, device=Device.CPU, eval_batches=1, dir=None)
+    run = attrs.evolve(spec.run, device=Device.CPU, eval_batches=1, dir=None, tensorboard=False)
     model = attrs.evolve(spec.model, vocab=None)
     return attrs.evolve(spec, model=model, data=data, optimizer=optimizer, run=run)
 

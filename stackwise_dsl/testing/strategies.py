@@ -354,6 +354,7 @@ def _run(draw) -> n.Run:
         eval_every=draw(st.none() | st.integers(1, 1000)),
         eval_batches=draw(st.integers(1, 64)),
         checkpoint_every=draw(st.none() | st.integers(1, 10_000)),
+        tensorboard=draw(st.booleans()),
     )
 
 

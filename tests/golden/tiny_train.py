@@ -121,7 +121,7 @@ PLAN = {
     },
     "run": {  # line 16
         "seed": 0, "log_every": 25,  # line 16
-        "device": "auto", "eval_batches": 8,  # default
+        "device": "auto", "eval_batches": 8, "tensorboard": False,  # default
         "dir": "runs/tiny",  # derived: runs/ and the spec's name
     },
 }
@@ -1737,6 +1737,14 @@ def _check(stage: Stage, sampler, max_new_tokens, num_samples, temperature, top_
 # --- the harness: the plan's classes, the weight store, the run ----------------------------------
 
 
+def tensorboard_present() -> bool:
+    """Whether the `tensorboard` package (which writes event files, without TensorFlow) is
+    installed; found without importing it."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
 plan_node = dataclasses.dataclass(frozen=True, kw_only=True)
 
 
@@ -1918,6 +1926,7 @@ class Run:
     eval_every: int | None
     eval_batches: int
     checkpoint_every: int | None
+    tensorboard: bool  # event files beside metrics.jsonl (runtime/metrics.py)
 
 
 @plan_node
@@ -2082,7 +2091,7 @@ def samplers_for(objective: Objective) -> tuple[str, ...]:
     raise ValueError(f"no sampler for {type(objective).__name__}")
 
 
-PLAN_FORMAT = 4  # 3: data.split; 4: data.specials
+PLAN_FORMAT = 4  # 3: data.split; 4: data.specials, validation_data, windows; run.tensorboard
 
 
 def to_json(obj: Any) -> Any:
@@ -2803,10 +2812,12 @@ def building():
 
 
 class Metrics:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, events: Path | None = None) -> None:
         self.path = path
         self.lines = 0  # records written; a run sets it with `truncate` before it logs
         self.pending: list[str] | None = None  # what `truncate(..., later=True)` keeps
+        self.events = events  # TensorBoard's folder, if the run writes event files
+        self.writer = None
 
     def write(self, record: dict) -> None:
         if self.pending is not None:
@@ -2818,6 +2829,27 @@ class Metrics:
         except OSError as e:
             raise RunError(f"cannot write {self.path} ({e.strerror})") from None
         self.lines += 1
+        if self.events is not None:
+            self._event(record)
+
+    def _event(self, record: dict) -> None:
+        """The record as scalars at its global step: train/loss, lr, tokens_per_s, tokens
+        and flops; val/loss. The writer starts at this process's first record, purging what
+        an interrupted attempt wrote from that step on (as metrics.jsonl is truncated)."""
+        step = record["global_step"]
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            try:
+                self.writer = SummaryWriter(str(self.events), purge_step=step)
+            except OSError as e:
+                raise RunError(f"cannot write {self.events} ({e.strerror})") from None
+        if record["kind"] == "eval":
+            self.writer.add_scalar("val/loss", record["val_loss"], step)
+        for key, value in record.items():
+            if record["kind"] == "train" and key not in ("kind", "stage", "step", "global_step"):
+                self.writer.add_scalar(f"train/{key}", value, step)
+        self.writer.flush()
 
     def truncate(self, lines: int, *, later: bool = False) -> None:
         """Keep the first `lines` records (a resumed run rewrites what came after). A line
@@ -2969,7 +3001,14 @@ class Trainer:
     metrics: Metrics = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
-        self.metrics = Metrics(self.run_dir / "metrics.jsonl")
+        events = None
+        if self.plan.run.tensorboard:
+            events = self.run_dir / "tensorboard"
+            if not tensorboard_present():
+                raise RunError("the run asks for TensorBoard event files (run.tensorboard), but "
+                               "the tensorboard package is not installed: pip install "
+                               "'stackwise-dsl[tensorboard]', or remove the setting")  # fmt: skip
+        self.metrics = Metrics(self.run_dir / "metrics.jsonl", events=events)
 
     def run(self) -> list[StageSummary]:
         """Every stage of the plan not done yet (see `restore`)."""
