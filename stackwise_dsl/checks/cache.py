@@ -42,6 +42,15 @@ def check_activation_cache(facts: Facts) -> Iterator[diag.Diagnostic]:
                 hint="leave `embeddings` out (the cache keeps the input side frozen), or set "
                 "`cache = off`",
             )
+        elif s.top and view.existing:
+            yield diag.error(
+                "SW403",
+                f"stage {view.number} caches the trunk's output, but `top = {s.top}` keeps the "
+                "trunk's top training: the cache would be stale",
+                n.at(s, "cache"),
+                hint="set `cache = off`, or `top = 0`",
+                notes=(diag.Note(message="top is set here", span=n.at(s, "top")),),
+            )
         elif s.trunk.strategy is not Strategy.FROZEN and view.existing:
             yield diag.error(
                 "SW403",

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Direction, Embeddings, Init, Strategy
-from stackwise_dsl.ir.facts import Facts
+from stackwise_dsl.ir.facts import Facts, copy_source
 
 
 def check_growth_stacks(facts: Facts) -> Iterator[diag.Diagnostic]:
@@ -49,34 +49,46 @@ def check_stage_overrides(facts: Facts) -> Iterator[diag.Diagnostic]:
 
 
 def check_steps_or_tokens(facts: Facts) -> Iterator[diag.Diagnostic]:
-    """Every stage states its length: steps or tokens, exactly one."""
+    """Every stage states its length: steps or tokens (or, for the fuse stage, its share of
+    all steps), exactly one."""
     for view in facts.stages:
         s = view.settings
-        if s.steps is None and s.tokens is None:
+        share = getattr(s, "share", None)
+        given = [k for k, v in (("steps", s.steps), ("tokens", s.tokens), ("share", share))
+                 if v is not None]  # fmt: skip
+        if not given:
+            extra = " (or `share = 0.1` of all steps)" if view.fuse else ""
             yield diag.error(
                 "SW407",
                 f"{view.name} states neither `steps` nor `tokens`",
                 s.span,
-                hint="add `steps = 1k` (or `tokens = 10M`)",
+                hint=f"add `steps = 1k` (or `tokens = 10M`){extra}",
             )
-        elif s.steps is not None and s.tokens is not None:
+        elif len(given) > 1:
             yield diag.error(
                 "SW407",
-                f"{view.name} states both `steps` and `tokens`",
-                n.at(s, "tokens"),
+                f"{view.name} states both `{given[0]}` and `{given[1]}`",
+                n.at(s, given[1]),
                 hint="keep one of them",
+            )
+        elif share == 0:
+            yield diag.error(
+                "SW407",
+                "the fuse stage's `share` of all steps is 0: it would not train",
+                n.at(s, "share"),
+                hint="give a share above 0 (0.1 is a tenth of all steps), or remove `fuse`",
             )
 
 
 def check_end_to_end_settings(facts: Facts) -> Iterator[diag.Diagnostic]:
-    """In end-to-end growth every stack is new: trunk, cache and init settings do nothing."""
+    """In end-to-end growth every stack is new: trunk, cache, init and top do nothing."""
     if facts.spec.grow.direction is not Direction.END_TO_END:
         return
     defaults = n.StageSettings()
     for view in facts.stages:
         if view.fuse:
             continue
-        for field in ("trunk", "cache", "init"):
+        for field in ("trunk", "cache", "init", "top"):
             if getattr(view.settings, field) != getattr(defaults, field):
                 yield diag.warning(
                     "SW410",
@@ -87,16 +99,18 @@ def check_end_to_end_settings(facts: Facts) -> Iterator[diag.Diagnostic]:
 
 
 def check_copy_init(facts: Facts) -> Iterator[diag.Diagnostic]:
-    """`init = copy` copies the neighbouring trunk stack, which must have the same blocks."""
+    """`init = copy` (`middle`) copies the neighbouring (middle) trunk stack, which must have
+    the same blocks."""
     grow = facts.spec.grow
     if grow.direction is Direction.END_TO_END:
         return
-    step = 1 if grow.direction is Direction.PREPEND else -1
     for view in facts.stages:
-        if view.fuse or view.number == 1 or view.settings.init is not Init.COPY:
+        if view.fuse or view.number == 1:
+            continue
+        if view.settings.init is not Init.COPY and view.settings.init is not Init.MIDDLE:
             continue
         new = view.new[0]
-        neighbour = new + step
+        neighbour = copy_source(grow.direction, view)
         if _shape(facts.blocks[new]) != _shape(facts.blocks[neighbour]):
             yield diag.error(
                 "SW411",

@@ -145,12 +145,13 @@ class Rack(nn.Module):
                 nn.init.normal_(param, 0.0, INIT_STD, generator=g)
 
     def add_stack(self, position: int, init: Init, copy_of: Mapping | None = None) -> BlockStack:
-        """Create the stack at `position`: random, the identity, or (`copy`) a copy of the
-        full-precision weights `copy_of` (its neighbour's master, never a quantized copy)."""
+        """Create the stack at `position`: random, the identity, or (`copy`, `middle`) a copy
+        of the full-precision weights `copy_of` (its neighbour's or the trunk's middle stack's
+        master, never a quantized copy)."""
         s = self.plan.stacks[position]
         stack = BlockStack(s, self.model, self.seed)
         _init_stack(stack, generator(self.seed, "stack", position), _depth(self.plan))
-        if init is Init.COPY and copy_of is not None:
+        if (init is Init.COPY or init is Init.MIDDLE) and copy_of is not None:
             stack.load_state_dict(dict(copy_of.items()))
         elif init is Init.IDENTITY:
             for block in stack.blocks:

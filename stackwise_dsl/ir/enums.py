@@ -42,8 +42,9 @@ class Direction(Word):
 
 class Init(Word):
     RANDOM = "random"
-    COPY = "copy"
-    IDENTITY = "identity"
+    COPY = "copy"  # the trunk neighbour's weights
+    IDENTITY = "identity"  # the identity map (LLaMA-Pro)
+    MIDDLE = "middle"  # the trunk's middle stack's weights (MIDAS)
 
 
 class Cache(Word):

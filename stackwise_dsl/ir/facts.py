@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from stackwise_dsl.ir import nodes as n
-from stackwise_dsl.ir.enums import Direction
+from stackwise_dsl.ir.enums import Direction, Init
 from stackwise_dsl.machine.host import CPU_ONLY, Host
 
 
@@ -130,3 +130,12 @@ def _stage_views(spec: n.Spec, order: tuple[int, ...]) -> tuple[StageView, ...]:
             )
         )
     return tuple(views)
+
+
+def copy_source(direction: Direction, view: StageView) -> int:
+    """The rack position a `copy` or `middle` stage copies into its new stack: the new
+    stack's trunk neighbour, or the trunk's middle stack (the upper of two middles)."""
+    if view.settings.init is Init.MIDDLE:
+        trunk = sorted(view.trunk)
+        return trunk[len(trunk) // 2]
+    return view.new[0] + (1 if direction is Direction.PREPEND else -1)

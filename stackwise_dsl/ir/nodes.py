@@ -368,6 +368,7 @@ class StageSettings:
     embedding_lr: float | None = knob(None, range=POSITIVE)
     embeddings: Embeddings | None = knob(None)
     objective: Objective | None = knob(None)
+    top: int = knob(0, range=NON_NEGATIVE)  # trunk stacks nearest the head that keep training
     new: NewPolicy = knob(NewPolicy())
     trunk: TrunkPolicy = knob(TrunkPolicy())
     span: Span | None = span_field()
@@ -409,6 +410,7 @@ class Fuse:
     sw_name: ClassVar[str] = "fuse"
     steps: int | None = knob(None, range=POSITIVE)
     tokens: int | None = knob(None, range=POSITIVE)
+    share: float | None = knob(None, range=FRACTION)  # of all steps, growth's and this stage's
     lr: float | None = knob(None, range=POSITIVE)
     adapter_lr: float | None = knob(None, range=POSITIVE)
     embedding_lr: float | None = knob(None, range=POSITIVE)

@@ -16,7 +16,7 @@ import attrs
 
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Cache, Direction, Embeddings, Head, Init, Strategy
-from stackwise_dsl.ir.facts import Facts, StageView
+from stackwise_dsl.ir.facts import Facts, StageView, copy_source
 from stackwise_dsl.ir.paths import resolve
 from stackwise_dsl.ir.walk import (
     ffn_hidden,
@@ -247,7 +247,7 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int,
     made = p.Stage(
         number=view.number,
         kind=kind,
-        steps=s.steps if s.steps is not None else math.ceil(s.tokens / tokens_per_step),
+        steps=_steps(facts, view, tokens_per_step),
         tokens=s.tokens,
         objective=_objective(objective, spec, o, (*path, "objective"), where),
         mask_ratio=_stage_ratio(facts, view, objective),
@@ -259,7 +259,8 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int,
         adapter_lr=s.adapter_lr or spec.optimizer.adapter_lr or lr,
         embedding_lr=s.embedding_lr or spec.optimizer.embedding_lr or lr,
         train_input=embeddings and cache is Cache.OFF,
-        train_head=embeddings and (cache is Cache.OFF or spec.model.head is Head.UNTIED),
+        train_head=(embeddings or bool(_top(view)))
+        and (cache is Cache.OFF or spec.model.head is Head.UNTIED),
         merge_adapters=view.fuse and s.merge,
     )
     opt = spec.optimizer.spans
@@ -267,7 +268,8 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int,
     chosen = Origin.at(s.spans.get("embeddings"), derived("the stage's kind and cache"))
     fields = {
         "number": derived(), "kind": derived(), "mask_ratio": derived("the mask schedule"),
-        "steps": Origin.at(s.spans.get("steps"), derived("tokens / tokens per step")),
+        "steps": Origin.at(s.spans.get("steps"), derived(
+            "the share of all steps" if getattr(s, "share", None) else "tokens / tokens per step")),
         "init": _overruled(s, "init", made.init), "init_from": derived(),
         "cache": _overruled(s, "cache", made.cache), "lr": lr_at,
         "adapter_lr": Origin.at(s.spans.get("adapter_lr") or opt.get("adapter_lr"), lr_at),
@@ -278,6 +280,18 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int,
     o.set((*path, "parts"), derived())
     return o.record(path, made, s, span=(spec.fuse if view.fuse else spec.grow).span,
                     fields=fields)  # fmt: skip
+
+
+def _steps(facts: Facts, view: StageView, tokens_per_step: int) -> int:
+    """A stage's steps: as stated, from its tokens, or (fuse `share`) its share of all the
+    run's steps: share / (1 - share) x the growth stages' steps, at least 1."""
+    s = view.settings
+    if s.steps is not None:
+        return s.steps
+    if s.tokens is not None:
+        return math.ceil(s.tokens / tokens_per_step)
+    growth = sum(_steps(facts, v, tokens_per_step) for v in facts.stages if not v.fuse)
+    return max(1, round(s.share / (1.0 - s.share) * growth))
 
 
 def _overruled(s, key: str, value) -> Origin:
@@ -299,25 +313,35 @@ def _part(facts: Facts, view: StageView, position: int, trunk_loras, objective, 
           path: tuple) -> p.Part:  # fmt: skip
     s = view.settings
     new = position in view.new
+    top = not new and position in _top(view)
     attached = trunk_loras.get(position)
     trunk_lora = None
     if attached is not None and attached[0] <= view.number:
         trunk_lora = _lora(attached[1], facts.created[position], o, (*path, "trunk_lora"))
-    policy = s.new if new else s.trunk
+    policy = s.new if new or top else s.trunk
     trains = derived("new stacks train") if new else Origin.at(policy.spans.get("strategy"))
+    if top:
+        trains = Origin.at(s.spans.get("top"))
     made = p.Part(
         position=position,
         role=p.Role.NEW if new else p.Role.TRUNK,
         trains=p.Trains.FULL
-        if new
+        if new or top
         else _trunk_trains(facts, s.trunk.strategy, position, trunk_lora),
-        precision=s.new.precision if new else s.trunk.precision,
+        precision=s.new.precision if new or top else s.trunk.precision,
         trunk_lora=trunk_lora,
         mask_ratio=_position_ratio(facts, objective, position),
     )
     return o.record(path, made, policy, container=derived(), fields={
         "position": derived(), "role": derived(), "trains": trains,
         "trunk_lora": DEFAULT, "mask_ratio": derived("the mask schedule")})  # fmt: skip
+
+
+def _top(view: StageView) -> tuple[int, ...]:
+    """The trunk stacks nearest the head that keep training (`top = N`: SegProp's global
+    head), in a growth stage."""
+    count = 0 if view.fuse else getattr(view.settings, "top", 0)
+    return tuple(sorted(view.trunk)[::-1][:count])
 
 
 def _trunk_trains(facts: Facts, strategy: Strategy, position: int, trunk_lora) -> p.Trains:
@@ -335,26 +359,29 @@ def _stack_lora_of(facts: Facts, position: int) -> n.Lora | None:
 
 
 def _init(spec: n.Spec, view: StageView) -> tuple[Init, int | None]:
-    """`copy` copies the trunk neighbour; with nothing to copy (stage 1) a stack starts random."""
+    """`copy` copies the trunk neighbour, `middle` the trunk's middle stack; with nothing to
+    copy (stage 1) a stack starts random."""
     if view.fuse or spec.grow.direction is Direction.END_TO_END:
         return Init.RANDOM, None
     init = view.settings.init
-    if init is not Init.COPY:
+    if init is not Init.COPY and init is not Init.MIDDLE:
         return init, None
     if view.number == 1:
         return Init.RANDOM, None
-    step = 1 if spec.grow.direction is Direction.PREPEND else -1
-    return Init.COPY, view.new[0] + step
+    return init, copy_source(spec.grow.direction, view)
 
 
 def _train_embeddings(spec: n.Spec, view: StageView) -> bool:
     """Explicit `embeddings`, else: fuse trains them when it trains the trunk fully; a growth
     trains them in stage 1 and in append; prepend freezes them after stage 1 (with the frozen
-    suffix they are the fixed anchor the new stacks learn to feed). A stage that caches its
-    trunk's output keeps the input side (part of what is cached) and a tied head frozen."""
+    suffix they are the fixed anchor the new stacks learn to feed), unless the top keeps
+    training (`top`: the head trains with it). A stage that caches its trunk's output keeps
+    the input side (part of what is cached) and a tied head frozen."""
     chosen = view.settings.embeddings
     if chosen is not None:
         return chosen is Embeddings.TRAIN
+    if _top(view):
+        return True
     if view.fuse:
         return view.settings.trunk.strategy is Strategy.FULL
     return view.number == 1 or spec.grow.direction is not Direction.PREPEND

@@ -191,11 +191,16 @@ def _stage_settings(
     )
     cacheable = direction is Direction.APPEND and strategy is Strategy.FROZEN and not random_noise
     identity_ok = not any(b.spectral_norm for b in block_list)  # SW414
-    init_choices = [Init.RANDOM] + [Init.IDENTITY] * identity_ok + [Init.COPY] * homogeneous
+    init_choices = (
+        [Init.RANDOM] + [Init.IDENTITY] * identity_ok + [Init.COPY, Init.MIDDLE] * homogeneous
+    )
+    cache = draw(st.sampled_from(list(Cache))) if cacheable else Cache.OFF
     return n.StageSettings(
         **_length(draw),
         init=draw(st.sampled_from(init_choices)) if stage_wise else Init.RANDOM,
-        cache=draw(st.sampled_from(list(Cache))) if cacheable else Cache.OFF,
+        cache=cache,
+        # the top that keeps training would make a cache stale (SW403)
+        top=draw(st.integers(0, 2)) if stage_wise and cache is Cache.OFF else 0,
         lr=draw(st.none() | rates),
         adapter_lr=draw(st.none() | rates),
         embedding_lr=draw(st.none() | rates),
@@ -223,8 +228,11 @@ def _fuse(draw, block_list, d_model, stacks) -> n.Fuse:
     strategy = draw(st.sampled_from([Strategy.FULL, Strategy.ADAPTERS]))
     precision = draw(st.sampled_from(TRAINABLE if strategy is Strategy.FULL else FROZEN_ON_CPU))
     lora = draw(loras(block_list, d_model, stacks)) if strategy is Strategy.ADAPTERS else None
+    length = _length(draw)
+    if draw(st.booleans()):
+        length = {"steps": None, "tokens": None, "share": draw(st.floats(0.01, 0.9))}
     return n.Fuse(
-        **_length(draw),
+        **length,
         lr=draw(st.none() | rates),
         objective=None,
         trunk=n.TrunkPolicy(strategy=strategy, precision=precision, lora=lora),
