@@ -27,6 +27,7 @@ def _tables() -> dict[str, dict]:
     """Every dispatch table of the runtime, as `sw run` uses it."""
     from stackwise_dsl.core import adapters, attention, model, objectives, optim, precision
     from stackwise_dsl.data import corpus, tokenizer
+    from stackwise_dsl.estimate import flops
     from stackwise_dsl.runtime import train
 
     return {
@@ -35,7 +36,7 @@ def _tables() -> dict[str, dict]:
         "NOISES": objectives.NOISES, "ADAPTERS": adapters.ADAPTERS, "MERGES": train.MERGES,
         "SOURCES": corpus.SOURCES, "TOKENIZERS": tokenizer.TOKENIZERS,
         "RESTORERS": tokenizer.RESTORERS,
-        "OPTIMIZERS": optim.OPTIMIZERS, "CACHES": train.CACHES,
+        "OPTIMIZERS": optim.OPTIMIZERS, "CACHES": train.CACHES, "PREDICTED": flops.PREDICTED,
     }  # fmt: skip
 
 
