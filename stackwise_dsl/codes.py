@@ -297,9 +297,10 @@ CODES: dict[str, Code] = {
         ),
         Code(
             code="SW407", severity=E, title="stage length",
-            explanation="Every stage states exactly one of `steps` or `tokens`.",
+            explanation="Every stage states exactly one of `steps` or `tokens`; the fuse stage "
+            "may state its `share` of all steps instead, which must be above 0.",
             example=_with("{ steps = 10 }", "{ init = random }"),
-            fix="Add `steps = ...` (or `tokens = ...`), not both.",
+            fix="Add `steps = ...` (or `tokens = ...`, or for `fuse` `share = 0.1`), only one.",
         ),
         Code(
             code="SW408", severity=E, title="stage overridden twice",
@@ -317,7 +318,7 @@ CODES: dict[str, Code] = {
         ),
         Code(
             code="SW410", severity=W, title="setting without effect",
-            explanation="In end_to_end growth every stack is new: trunk, cache and init "
+            explanation="In end_to_end growth every stack is new: trunk, cache, init and top "
             "settings do nothing.",
             example=_with("grow append 2 x s { steps = 10 }",
                           "grow end_to_end 2 x s { steps = 10, init = copy }"),

@@ -17,7 +17,7 @@ def check_data_settings(facts: Facts) -> Iterator[diag.Diagnostic]:
     d = facts.spec.data
     if d.validation_data is not None:
         for field in ("validation", "split"):
-            if n.at(d, field) is not None:
+            if field in d.spans:  # written (n.at falls back to the section's place)
                 yield diag.error(
                     "SW605",
                     f"`{field}` holds out part of the training data, but `validation_data` "
@@ -47,7 +47,8 @@ def check_data_settings(facts: Facts) -> Iterator[diag.Diagnostic]:
     if facts.spec.grow.direction is Direction.END_TO_END:
         return
     for view in facts.stages:
-        if not view.fuse and view.settings.cache is not Cache.OFF:
+        # stage 1 has no trunk, so caches nothing
+        if not view.fuse and view.existing and view.settings.cache is not Cache.OFF:
             yield diag.error(
                 "SW605",
                 f"stage {view.number} caches the trunk's output per window, but `windows = "

@@ -584,6 +584,14 @@ def compare(
     if out is not None and out.suffix.lower() != ".png":
         typer.echo(f"error: the plot is a PNG: name it with .png, not {out.name!r}", err=True)
         raise typer.Exit(USAGE)
+    folder = out.parent if out is not None else None
+    if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        typer.echo(f"error: cannot write the plot into {folder}: not a folder this user can "
+                   "write to", err=True)  # fmt: skip
+        raise typer.Exit(USAGE)
+    if device not in ("cpu", "cuda"):
+        typer.echo(f"error: --device is cpu or cuda, not {device!r}", err=True)
+        raise typer.Exit(USAGE)
     try:
         result = compare_runs(run_dirs, Axis(x.value), data=data, windows=windows,
                               device=device)  # fmt: skip

@@ -311,6 +311,7 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
     causal = isinstance(o, p.Clm)
     if causal and mask is not None and mask in ids:
         raise ValueError("a causal LM continues its prompt; it has no `<mask>` to fill")
+    given = len(ids)
     if causal and not ids:
         ids = _start(tokenizer)
     room = plan.model.context - len(ids)
@@ -318,8 +319,11 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
         wanted = 100 if causal else plan.data.seq_len - len(ids)
         max_new_tokens = 0 if mask in ids else max(0, min(wanted, room))
     if max_new_tokens > room:
-        raise ValueError(f"a prompt of {len(ids)} tokens and {max_new_tokens} new ones: the "
-                         f"whole must fit the model's context of {plan.model.context}")  # fmt: skip
+        what = (f"a prompt of {len(ids)} tokens" if given
+                else "the token an empty prompt starts from")  # fmt: skip
+        context = plan.model.context
+        raise ValueError(f"{what} and {max_new_tokens} new ones: the whole must fit the "
+                         f"model's context of {context} (at most {room} new)")  # fmt: skip
     if causal and max_new_tokens == 0:
         raise ValueError("nothing to generate: max_new_tokens is 0"
                          + (f" (a prompt of {len(ids)} tokens fills the context)" if room == 0

@@ -30,7 +30,8 @@ def headline(plan: p.Plan) -> str:
     steps = sum(s.steps for s in plan.stages)
     return (
         f"{plan.name}: {len(plan.stacks)} stacks, d_model {m.d_model}, vocab {m.vocab}, "
-        f"context {m.context}; {len(plan.stages)} stages, {steps:,} steps of "
+        f"context {m.context}; {len(plan.stages)} stage{'s' * (len(plan.stages) != 1)}, "
+        f"{steps:,} steps of "
         f"{plan.tokens_per_step:,} tokens"
     )
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import itertools
 import json
+import math
 from pathlib import Path
 
 import attrs
@@ -105,6 +106,11 @@ def compare(runs: list[Path], axis: Axis = Axis.STEPS, *, data: Path | None = No
         source = "validation"
     else:
         _same_tokenizer(runs)
+        lengths = {plan.data.seq_len for plan in plans}
+        if len(lengths) > 1:
+            raise UseError(f"the runs read windows of other lengths (seq_len {sorted(lengths)}): "
+                           "the same text would be other windows for each")  # fmt: skip
+        _readable_text(data)
         curves = [_rescored(Path(run), plan, axis, data, windows, device)
                   for run, plan in zip(runs, plans, strict=True)]  # fmt: skip
         source = str(data)
@@ -114,8 +120,15 @@ def compare(runs: list[Path], axis: Axis = Axis.STEPS, *, data: Path | None = No
 # --- the runs' own evaluations ------------------------------------------------------------
 
 
+def _records(run: Path) -> list[dict]:
+    file = run / "metrics.jsonl"
+    if file.exists() and not file.is_file():
+        raise UseError(f"{file} is not a regular file: compare reads the run's records there")
+    return metrics.read(file)
+
+
 def _recorded(run: Path, plan: p.Plan, axis: Axis) -> Curve:
-    records = metrics.read(run / "metrics.jsonl")
+    records = _records(run)
     seconds = _seconds(records, plan)
     points = []
     for r in records:
@@ -124,6 +137,13 @@ def _recorded(run: Path, plan: p.Plan, axis: Axis) -> Curve:
         x = _x(r, axis, plan, seconds)
         if x is not None:
             points.append((float(x), float(r["val_loss"])))
+    if not points:
+        raise UseError(
+            f"{run} has no validation loss to place on the {axis.value} axis: its metrics.jsonl "
+            "holds no evaluation record with a finite val_loss"
+            + (" and flops (a run from before FLOPs were logged?)" if axis is Axis.FLOPS else "")
+            + "; evaluate it with `eval every N steps`, or compare checkpoints with --data FILE"
+        )
     return Curve(run=str(run), name=plan.name, points=_increasing(points))
 
 
@@ -176,16 +196,24 @@ def _same_validation(runs: list[Path], plans: list[p.Plan]) -> None:
         key = _validation_key(run, plan)
         differ = [name for name in first if key[name] != first[name]]
         if differ:
+            also = (
+                "; they have other vocabularies, so no text is the same windows for both"
+                if "the tokenizer" in differ
+                else ": score both on one text with --data FILE"
+            )
             raise UseError(
                 f"{runs[0]} and {run} did not score the same validation windows the same way "
-                f"(they differ in: {', '.join(differ)}): score both on one text with --data FILE"
+                f"(they differ in: {', '.join(differ)}){also}"
             )
 
 
 def _validation_key(run: Path, plan: p.Plan) -> dict:
     d = to_json(plan)["data"]
+    sources = (plan.data.source, plan.data.validation_data)
+    # synthetic problems are drawn from the run's seed: other seeds, other text
+    seeded = plan.run.seed if any(isinstance(s, p.Synthetic) for s in sources) else None
     return {
-        "the data": (d["source"], d["validation_data"]),
+        "the data": (d["source"], d["validation_data"], seeded),
         "the split": (d["validation"], d["split"]),
         "seq_len": d["seq_len"],
         "the tokenizer": _tokenizer_text(run),
@@ -216,10 +244,17 @@ def _measure(plan: p.Plan) -> tuple:
 def _tokenizer_text(run: Path) -> str:
     file = run / "tokenizer.json"
     try:
-        return file.read_text(encoding="utf-8")
+        text = file.read_text(encoding="utf-8")
+        saved = json.loads(text)
     except OSError as e:
         raise UseError(f"{file} cannot be read ({e.strerror}): compare needs each run's "
                        "vocabulary") from None  # fmt: skip
+    except ValueError:
+        saved = None
+    if not isinstance(saved, dict) or not isinstance(saved.get("kind"), str):
+        raise UseError(f"{file} is damaged (not a tokenizer stackwise-dsl writes): it is the "
+                       "run's vocabulary; restore it")  # fmt: skip
+    return text
 
 
 def _same_tokenizer(runs: list[Path]) -> None:
@@ -233,6 +268,14 @@ def _same_tokenizer(runs: list[Path]) -> None:
 # --- rescoring on one text ---------------------------------------------------------------
 
 
+def _readable_text(data: Path) -> None:
+    """The text to score, read before any model is: a non-empty UTF-8 file."""
+    from stackwise_dsl.use import read_text
+
+    if not read_text(data).strip():
+        raise UseError(f"{data} holds no text to score")
+
+
 def _rescored(run: Path, plan: p.Plan, axis: Axis, data: Path, windows: int | None,
               device: str) -> Curve:  # fmt: skip
     """Every complete checkpoint of a run scored on the windows of `data`."""
@@ -241,7 +284,7 @@ def _rescored(run: Path, plan: p.Plan, axis: Axis, data: Path, windows: int | No
     from stackwise_dsl.use import load, read_text
     from stackwise_dsl.use.scoring import headline, score, windows_of
 
-    records = metrics.read(run / "metrics.jsonl")
+    records = _records(run)
     seconds = _seconds(records, plan)
     root = run / "checkpoints"
     names = checkpoints.complete(root) if root.is_dir() else []
@@ -261,6 +304,9 @@ def _rescored(run: Path, plan: p.Plan, axis: Axis, data: Path, windows: int | No
         x = _x(record, axis, plan, seconds)
         if x is not None:
             points.append((float(x), headline(score(trained, scored))))
+    if not points:
+        raise UseError(f"{run}'s checkpoints do not say where they stand on the {axis.value} "
+                       "axis (checkpoints from before FLOPs were kept?)")  # fmt: skip
     return Curve(run=str(run), name=plan.name, points=_increasing(points))
 
 
@@ -268,7 +314,7 @@ def _rescored(run: Path, plan: p.Plan, axis: Axis, data: Path, windows: int | No
 
 
 def _number(x) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and x == x
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _increasing(points: list[tuple[float, float]]) -> tuple[tuple[float, float], ...]:

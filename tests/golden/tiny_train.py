@@ -1644,6 +1644,7 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
     causal = isinstance(o, Clm)
     if causal and mask is not None and mask in ids:
         raise ValueError("a causal LM continues its prompt; it has no `<mask>` to fill")
+    given = len(ids)
     if causal and not ids:
         ids = _start(tokenizer)
     room = plan.model.context - len(ids)
@@ -1651,8 +1652,11 @@ def sample(model: StageModel, tokenizer, prompt: list[int], *, max_new_tokens: i
         wanted = 100 if causal else plan.data.seq_len - len(ids)
         max_new_tokens = 0 if mask in ids else max(0, min(wanted, room))
     if max_new_tokens > room:
-        raise ValueError(f"a prompt of {len(ids)} tokens and {max_new_tokens} new ones: the "
-                         f"whole must fit the model's context of {plan.model.context}")  # fmt: skip
+        what = (f"a prompt of {len(ids)} tokens" if given
+                else "the token an empty prompt starts from")  # fmt: skip
+        context = plan.model.context
+        raise ValueError(f"{what} and {max_new_tokens} new ones: the whole must fit the "
+                         f"model's context of {context} (at most {room} new)")  # fmt: skip
     if causal and max_new_tokens == 0:
         raise ValueError("nothing to generate: max_new_tokens is 0"
                          + (f" (a prompt of {len(ids)} tokens fills the context)" if room == 0
@@ -3479,11 +3483,11 @@ def _a_count(x) -> bool:
 # --- what this script was compiled from (written to its run directory) -----------------------
 
 SPEC_FILE = "specs/tiny.sw"
-SPEC_SHA256 = "02a9f2286ca24706abac0cc896fe7ca775216d125ed5fd9181afcb074a503d60"
+SPEC_SHA256 = "c7e0d3ba952f0b7315d87c82a4e02e3d28718871e3bae0e867c3ca829e6fdab3"
 SPEC_TEXT = (
     "# A seconds-long smoke run: two one-block stacks on a synthetic copy task. The loss falls "
     "from\n"
-    "# ln 259 = 5.56 (a uniform guess over the byte vocabulary) to about 2.9: the models learn "
+    "# ln 257 = 5.55 (a uniform guess over the byte vocabulary) to about 2.9: the models learn "
     "the\n"
     "# task's alphabet and layout. Learning to copy itself takes far more steps than a smoke run.\n"
     "model { d_model = 32, context = 32 }\n"

@@ -16,11 +16,14 @@ from stackwise_dsl.use.compare import Axis, Curve, compare
 from stackwise_dsl.use.errors import UseError
 from stackwise_dsl.use.evaluation import evaluate_run
 from stackwise_dsl.use.scoring import headline
+from tests.conftest import ROOT
 from tests.runtime.helpers import plan_of, small
 
 runner = CliRunner()
 EVERY = "run { seed = SEED, log every 2 steps, eval every 2 steps }\n"
-CLM = small("clm", grow="append 2 x s").replace("run { seed = 0, log every 2 steps }\n", "")
+TEXT = f'text("{ROOT / "docs" / "language.md"}")'  # the same text whatever the seed
+SYNTHETIC = small("clm", grow="append 2 x s").replace("run { seed = 0, log every 2 steps }\n", "")
+CLM = SYNTHETIC.replace("synthetic(task = reverse, symbols = 12, samples = 400)", TEXT)
 END_TO_END = CLM.replace("grow append 2 x s { steps = 6,", "grow end_to_end 2 x s { steps = 12,")
 
 
@@ -32,7 +35,9 @@ def runs(tmp_path_factory):
                        "b": CLM + EVERY.replace("SEED", "1"),
                        "e2e": END_TO_END + EVERY.replace("SEED", "0"),
                        "tail": CLM.replace("batch = 4", "batch = 4, split = tail")
-                       + EVERY.replace("SEED", "0")}.items():  # fmt: skip
+                       + EVERY.replace("SEED", "0"),
+                       "syn0": SYNTHETIC + EVERY.replace("SEED", "0"),
+                       "syn1": SYNTHETIC + EVERY.replace("SEED", "1")}.items():  # fmt: skip
         runtime.run(plan_of(text, name), root / name, spec_text=text)
         out[name] = root / name
     return out
@@ -93,7 +98,7 @@ def test_runs_that_scored_other_windows_are_refused_with_what_differs(runs, tmp_
 
 def test_with_data_every_checkpoint_is_scored_on_the_same_text(runs, tmp_path):
     text = tmp_path / "text.txt"
-    text.write_text("12+34=46 <mask> reverse: abc=cba\n" * 20)  # <mask> here is text
+    text.write_text("12+34=46 <mask> reverse: abc=cba\n" * 40)  # <mask> here is text
     result = compare([runs["a"], runs["tail"]], Axis.FLOPS, data=text, windows=8)
     for curve, run in zip(result.curves, [runs["a"], runs["tail"]], strict=True):
         ends = [r for r in _evals(run) if r["step"] == 6]  # stage ends: the checkpoints kept
@@ -139,7 +144,7 @@ def test_what_is_not_a_run_is_refused_in_words(tmp_path):
 
 
 def test_time_as_depth_compares_only_runs_that_score_the_same_ratios_at_the_same_steps(tmp_path):
-    depth = small("masked_diffusion(time = depth)", grow="prepend 2 x s")
+    depth = small("masked_diffusion(time = depth)", grow="prepend 2 x s", data=TEXT)
     depth = depth.replace("run { seed = 0, log every 2 steps }\n", "")
     texts = {"s0": depth + EVERY.replace("SEED", "0"), "s1": depth + EVERY.replace("SEED", "1"),
              "long": depth.replace("steps = 6", "steps = 8") + EVERY.replace("SEED", "0")}  # fmt: skip
@@ -149,3 +154,36 @@ def test_time_as_depth_compares_only_runs_that_score_the_same_ratios_at_the_same
     assert [len(c.points) for c in seeds.curves] == [6, 6]
     with pytest.raises(UseError, match="differ in: the objective's measure"):
         compare([tmp_path / "s0", tmp_path / "long"])
+
+
+def test_damaged_or_unplaceable_records_are_refused_in_words(runs, tmp_path):
+    run = tmp_path / "a"
+    shutil.copytree(runs["a"], run)
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in lines:
+        r.pop("flops")  # a run from before FLOPs were logged
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(UseError, match="no validation loss to place on the flops axis"):
+        compare([run], Axis.FLOPS)
+    assert len(compare([run]).curves[0].points) == 6  # steps need no flops
+    (run / "tokenizer.json").write_bytes(b"\xff")
+    with pytest.raises(UseError, match="tokenizer.json is damaged"):
+        compare([run, runs["b"]])
+    shutil.copy(runs["a"] / "tokenizer.json", run / "tokenizer.json")
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    with pytest.raises(UseError, match="is not a regular file"):
+        compare([run])
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    with pytest.raises(UseError, match="holds no text to score"):
+        compare([runs["a"]], data=empty)
+    result = runner.invoke(app, ["compare", str(runs["a"]), "-o", str(tmp_path / "no" / "x.png")])
+    assert result.exit_code == 2 and "cannot write the plot into" in result.output
+
+
+def test_runs_of_other_seeds_on_synthetic_data_hold_other_text(runs, tmp_path):
+    """The windows' text itself is drawn from the seed: the runs cannot share windows."""
+    with pytest.raises(UseError, match=r"differ in: the data\)"):
+        compare([runs["syn0"], runs["syn1"]])
+    assert len(compare([runs["syn0"]]).curves[0].points) == 6
