@@ -242,8 +242,10 @@ def _lower_or_exit(
     if not report.ok or refused:
         _print_diagnostics(_Output(), report.diagnostics, report.sources)
         if report.ok:
-            typer.echo("error: the run cannot start on this machine: see the warnings above",
-                       err=True)  # fmt: skip
+            codes = {d.code for d in report.diagnostics if CODES[d.code].run_refuses}
+            why = ("without the data named above" if codes == {"SW604"}
+                   else "on this machine: see the warnings above")  # fmt: skip
+            typer.echo(f"error: the run cannot start {why}", err=True)
         raise typer.Exit(USAGE if report.unreadable else PROBLEMS)
     try:
         result = lower_spec(report.spec, name=Path(file).stem)

@@ -167,7 +167,7 @@ def test_damaged_or_unplaceable_records_are_refused_in_words(runs, tmp_path):
         compare([run], Axis.FLOPS)
     assert len(compare([run]).curves[0].points) == 6  # steps need no flops
     (run / "tokenizer.json").write_bytes(b"\xff")
-    with pytest.raises(UseError, match="tokenizer.json is damaged"):
+    with pytest.raises(UseError, match=r"tokenizer\.json is damaged"):
         compare([run, runs["b"]])
     shutil.copy(runs["a"] / "tokenizer.json", run / "tokenizer.json")
     (run / "metrics.jsonl").unlink()
