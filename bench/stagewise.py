@@ -119,11 +119,43 @@ def _train(plan, run_dir: Path) -> dict:
 
 def _score_diffusion(run_dir: Path) -> float:
     """`sw eval`'s measure on the run's own validation windows: the mean masked-token loss
-    over the ratios 0.15-0.9 (scoring.headline)."""
+    over the ratios 0.15-0.9 (scoring.headline); kept in result.json once measured."""
     from stackwise_dsl.use.evaluation import evaluate_run
     from stackwise_dsl.use.scoring import headline
 
-    return headline(evaluate_run(run_dir)[0])
+    file = run_dir / "result.json"
+    result = json.loads(file.read_text())
+    if "score" not in result:
+        result["score"] = headline(evaluate_run(run_dir)[0])
+        file.write_text(json.dumps(result))
+    return result["score"]
+
+
+def finished(out: Path) -> list[str]:
+    """The tables of every finished run under `out`, without training anything."""
+    lines = []
+    for corpus in sorted(p.name for p in out.iterdir() if p.is_dir()):
+        results: dict[str, list[dict]] = {}
+        for run in sorted((out / corpus).glob("*/seed*/result.json")):
+            name = run.parent.parent.name
+            result = json.loads(run.read_text())
+            if name in ("diffusion", "baseline", "baseline@flops"):
+                result["score"] = _score_diffusion(run.parent)
+            results.setdefault(name, []).append(result)
+        clm = {k: v for k, v in results.items() if k not in ("diffusion", "baseline",
+                                                               "baseline@flops")}  # fmt: skip
+        diff = {k: v for k, v in results.items() if k not in clm}
+        if clm:
+            names = [v for v in ("stagewise", *RECIPES) if v in clm]
+            pairs = [(v, "e2e", "equal steps") for v in names]
+            pairs += [(v, f"e2e@flops({v})", "equal FLOPs") for v in names]
+            lines += [f"\n{corpus} (CLM):", *table(clm), *verdicts(clm, "val_loss", pairs)]
+        if diff:
+            pairs = [("diffusion", "baseline", "equal steps"),
+                     ("diffusion", "baseline@flops", "equal FLOPs")]  # fmt: skip
+            lines += [f"\n{corpus} (masked diffusion, sw eval's mean over ratios):",
+                      *table(diff, "score"), *verdicts(diff, "score", pairs)]  # fmt: skip
+    return lines
 
 
 def clm(corpus: str, seeds: list[int], out: Path, only: set[str] | None) -> dict:
@@ -219,8 +251,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "stagewise")
+    parser.add_argument("--report", action="store_true", help="Only print the finished runs.")
     args = parser.parse_args()
     print(machine())
+    if args.report:
+        print("\n".join(finished(args.out)))
+        return
     only = set(args.only) if args.only else None
     report = []
     if args.part in ("clm", "both"):
