@@ -243,7 +243,8 @@ CODES: dict[str, Code] = {
         Code(
             code="SW301", severity=E, title="value out of range",
             explanation="Ratios lie in (0, 1], probabilities such as dropout in [0, 1), "
-            "rates, sizes and steps above zero.",
+            "rates, sizes and steps above zero; a data source that reads files names at least "
+            "one (`text([])` would have no data).",
             example=_with("objective = mlm", "objective = mlm(ratio = 1.5)"),
             fix="Use a value inside the stated range.",
         ),
@@ -319,7 +320,8 @@ CODES: dict[str, Code] = {
         Code(
             code="SW410", severity=W, title="setting without effect",
             explanation="In end_to_end growth every stack is new: trunk, cache, init and top "
-            "settings do nothing.",
+            "settings do nothing. In growth stage by stage, a `top` above the most stacks the "
+            "trunk ever holds trains no more than the whole trunk.",
             example=_with("grow append 2 x s { steps = 10 }",
                           "grow end_to_end 2 x s { steps = 10, init = copy }"),
             fix="Remove the setting, or grow stage by stage.",

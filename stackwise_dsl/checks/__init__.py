@@ -34,6 +34,7 @@ from stackwise_dsl.checks.growth import (
     check_something_trains,
     check_stage_overrides,
     check_steps_or_tokens,
+    check_top_size,
 )
 from stackwise_dsl.checks.model import check_context, check_tied_head, check_vocab
 from stackwise_dsl.checks.names import check_references, check_unused_definitions
@@ -48,7 +49,7 @@ from stackwise_dsl.checks.precision import (
     check_fp16_device,
     check_quantized_trainable,
 )
-from stackwise_dsl.checks.ranges import check_ranges
+from stackwise_dsl.checks.ranges import check_file_lists, check_ranges
 from stackwise_dsl.checks.runnable import (
     check_cuda_device,
     check_data_files,
@@ -65,6 +66,7 @@ CHECKS: tuple[Check, ...] = (
     check_references,
     check_unused_definitions,
     check_ranges,
+    check_file_lists,
     check_head_divisibility,
     check_rope_head_dim,
     check_latent_ranks,
@@ -77,6 +79,7 @@ CHECKS: tuple[Check, ...] = (
     check_steps_or_tokens,
     check_end_to_end_settings,
     check_copy_init,
+    check_top_size,
     check_identity_init,
     check_something_trains,
     check_quantized_trainable,

@@ -98,6 +98,31 @@ def check_end_to_end_settings(facts: Facts) -> Iterator[diag.Diagnostic]:
                 )
 
 
+def check_top_size(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """`top = N` asks more of the trunk than it ever holds: the excess does nothing."""
+    if facts.spec.grow.direction is Direction.END_TO_END:
+        return
+    largest: dict[int, tuple] = {}  # id(settings) -> (settings, most trunk stacks, stage)
+    for view in facts.stages:
+        if view.fuse:
+            continue
+        _, most, _ = largest.get(id(view.settings), (None, -1, 0))
+        if view.existing > most:
+            largest[id(view.settings)] = (view.settings, view.existing, view.number)
+    for settings, most, stage in largest.values():
+        if settings.top > most:
+            whole = f"{most} stack{'s' if most != 1 else ''}, in stage {stage}" if most else "none"
+            yield diag.warning(
+                "SW410",
+                f"`top = {settings.top}` keeps more trunk stacks training than the trunk ever "
+                f"holds ({whole}): the excess has no effect",
+                n.at(settings, "top"),
+                hint=f"write `top = {most}`, or `trunk {{ full }}` to train the whole trunk"
+                if most
+                else "remove `top`: no stage here has a trunk",
+            )
+
+
 def check_copy_init(facts: Facts) -> Iterator[diag.Diagnostic]:
     """`init = copy` (`middle`) copies the neighbouring (middle) trunk stack, which must have
     the same blocks."""

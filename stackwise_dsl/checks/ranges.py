@@ -44,6 +44,20 @@ def check_ranges(facts: Facts) -> Iterator[diag.Diagnostic]:
                 )
 
 
+def check_file_lists(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """A data source that reads files names at least one (`text([])` would have no data)."""
+    d = facts.spec.data
+    for source in (d.source, d.validation_data):
+        if isinstance(source, n.TextFiles | n.Jsonl) and not source.files:
+            name = type(source).sw_name
+            yield diag.error(
+                "SW301",
+                f"`{name}()` names no files; it needs at least one",
+                n.at(source, "files"),
+                hint=f'name the data: {name}("input.{"txt" if name == "text" else "jsonl"}")',
+            )
+
+
 def _hint(name: str, bounds: n.Range) -> str | None:
     if bounds is n.RATIO:
         return "a ratio is a fraction above 0 and at most 1, such as 0.15"

@@ -83,7 +83,11 @@ class Converter:
         return self._type_error(v, _TYPE_WORDS[hint], where)
 
     def _type_error(self, v: Value, expected: str, where: str) -> Any:
-        if isinstance(v, Sym) and expected in ("a whole number", "a number", "a string"):
+        if (
+            isinstance(v, Sym)
+            and v.name not in ("true", "false")
+            and expected in ("a whole number", "a number", "a string")
+        ):
             message = f"`{v.name}` is not defined by any `let` (`{where}` needs {expected})"
             self.report(
                 diag.error("SW106", message, v.span, hint=did_you_mean(v.name, self.let_names))

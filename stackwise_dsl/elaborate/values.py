@@ -107,6 +107,8 @@ def describe(v: Value) -> str:
         return f"the number {number_text(v.value)}"
     if isinstance(v, Str):
         return f'the string "{v.value}"'
+    if isinstance(v, Sym) and v.name in ("true", "false"):
+        return f"the truth value {v.name}"
     if isinstance(v, Sym):
         return f"the name {v.name}"
     if isinstance(v, Lst):

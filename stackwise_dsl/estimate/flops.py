@@ -271,8 +271,4 @@ PREDICTED = {
 }
 
 
-def plan_flops(plan: p.Plan) -> list[StageFlops]:
-    return [stage_flops(plan, s) for s in plan.stages]
-
-
-__all__ = ["Cost", "StageFlops", "plan_flops", "stage_flops"]
+__all__ = ["Cost", "StageFlops", "stage_flops"]

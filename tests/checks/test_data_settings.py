@@ -36,7 +36,22 @@ def test_data_settings_that_disagree_and_only_those(data, cache, codes):
 
 
 def test_the_cache_error_names_a_stage_that_caches():
-    text = BASE.replace("DATA", "windows = random, split = tail").replace("CACHE",
-                                                                          ", cache = memory")
+    text = BASE.replace("DATA", "windows = random, split = tail").replace(
+        "CACHE", ", cache = memory"
+    )
     (found,) = check_text(text, "t.sw", host=CPU_ONLY).diagnostics
     assert found.message.startswith("stage 2 caches the trunk's output per window")
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("text([])", "`text()` names no files; it needs at least one"),
+    ('jsonl([], field = "t")', "`jsonl()` names no files; it needs at least one"),
+])  # fmt: skip
+def test_a_source_that_names_no_files_is_refused(source, message):
+    text = (
+        BASE.replace('text("train.txt")', source).replace("DATA", "batch = 2").replace("CACHE", "")
+    )
+    report = check_text(text, "t.sw", host=CPU_ONLY)
+    assert [(d.code, d.message) for d in report.diagnostics] == [("SW301", message)]
+    val = BASE.replace("DATA", "validation_data = text([])").replace("CACHE", "")
+    assert [d.code for d in check_text(val, "t.sw", host=CPU_ONLY).diagnostics] == ["SW301"]

@@ -84,3 +84,23 @@ def test_the_closing_fine_tune_takes_its_share_of_all_steps():
 ])  # fmt: skip
 def test_recipes_that_cannot_hold_are_refused(text, code):
     assert code in _codes(text)
+
+
+def test_a_top_larger_than_any_trunk_is_named_with_the_size_it_can_have():
+    report = check_text(small("clm", grow="append 3 x s", stage="top = 5"), "t.sw")
+    [warning] = [d for d in report.diagnostics if d.code == "SW410"]
+    assert warning.message == (
+        "`top = 5` keeps more trunk stacks training than the trunk ever holds (2 stacks, in "
+        "stage 3): the excess has no effect"
+    )
+    assert warning.hint == "write `top = 2`, or `trunk { full }` to train the whole trunk"
+    assert "SW410" not in _codes(small("clm", grow="append 3 x s", stage="top = 2"))
+
+
+def test_a_truth_value_where_a_number_goes_is_a_type_error_not_an_unknown_name():
+    report = check_text(small("clm", grow="append 3 x s", stage="top = true"), "t.sw")
+    [error] = [d for d in report.diagnostics if d.is_error]
+    assert (error.code, error.message) == (
+        "SW104",
+        "`grow.top` must be a whole number; got the truth value true",
+    )
