@@ -284,8 +284,34 @@ def run(
     device: DeviceChoice | None = typer.Option(None, "--device", help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines or tables."),
     format: Format = typer.Option(Format.text, "--format", help="json: a summary for scripts."),
+    nproc: int = typer.Option(
+        1, "--nproc", min=1, help="Processes on this machine (torchrun's --nproc-per-node)."
+    ),
+    nnodes: str | None = typer.Option(
+        None, "--nnodes", help="Machines taking part: N or MIN:MAX (passed to torchrun)."
+    ),
+    node_rank: int | None = typer.Option(
+        None, "--node-rank", min=0, help="This machine's place (passed to torchrun)."
+    ),
+    rdzv_endpoint: str | None = typer.Option(
+        None, "--rdzv-endpoint", help="HOST:PORT where the machines meet (passed to torchrun)."
+    ),
+    rdzv_id: str | None = typer.Option(None, "--rdzv-id", help="The job's id (torchrun's)."),
 ) -> None:
-    """Train a spec stage by stage (or continue a run with --resume)."""
+    """Train a spec stage by stage (or continue a run with --resume); with --nproc N, on N
+    processes (torch's elastic launcher; a plain `torchrun ... -m stackwise_dsl run` works too)."""
+    from stackwise_dsl.cli import launch
+
+    how = launch.Launch(nproc=nproc, nnodes=nnodes, node_rank=node_rank,
+                        rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)  # fmt: skip
+    if nnodes is not None and not launch.nnodes_valid(nnodes):
+        typer.echo(f"error: --nnodes {nnodes!r} is not N or MIN:MAX (whole numbers above 0)",
+                   err=True)  # fmt: skip
+        raise typer.Exit(USAGE)
+    if how.several and launch.inside():
+        typer.echo("error: --nproc and --nnodes start a launcher; this process is already one "
+                   "of a launcher's: leave them out", err=True)  # fmt: skip
+        raise typer.Exit(USAGE)
     if (file is None) == (resume is None):
         typer.echo("error: give a spec to run, or --resume RUN_DIR (not both)", err=True)
         raise typer.Exit(USAGE)
@@ -310,35 +336,89 @@ def run(
     from stackwise_dsl.ir.enums import Device
 
     chosen = Device(device.value) if device else None
-    show = not quiet and format is Format.text
+    show = not quiet and format is Format.text and launch.rank() == 0
+    world = runtime.World()
     try:
         if resume is not None:
             plan_ = runtime.load_plan(resume)
+            if how.several:
+                _refuse_unshared_batch(plan_, how)
+                given = ["--resume", resume, *_passed(device, quiet, format)]
+                raise typer.Exit(launch.launch(how, given))
+            world = _joined(plan_, chosen)
             with _view(plan_, show) as view:
-                summaries = runtime.resume(resume, progress=view, device=chosen)
+                summaries = runtime.resume(resume, progress=view, device=chosen, world=world)
             where = resume
         else:
             _require_valid_overrides(overrides)
             plan_ = _lower_or_exit(file, overrides, for_run=True)
             plan_ = _adjust(plan_, max_steps, trial_steps, run_dir, chosen)
+            if how.several:  # checked here once; the processes run it in the same directory
+                _refuse_unshared_batch(plan_, how)
+                given = [str(file), *[f"--set={o}" for o in overrides],
+                         f"--run-dir={plan_.run.dir}"]  # fmt: skip
+                given += [f"--max-steps={max_steps}"] if max_steps is not None else []
+                given += [f"--trial-steps={trial_steps}"] if trial_steps is not None else []
+                raise typer.Exit(launch.launch(how, [*given, *_passed(device, quiet, format)]))
+            world = _joined(plan_, chosen)
+            # every process writes where rank 0 chose (a later one would see its run there)
+            plan_ = _in_dir(plan_, world.from_main(plan_.run.dir))
             info = {"spec": str(file), "overrides": overrides, "max_steps": max_steps,
-                    "trial_steps": trial_steps}  # fmt: skip
+                    "trial_steps": trial_steps, "processes": world.size}  # fmt: skip
             text = _exact_text(file)
             with _view(plan_, show) as view:
-                summaries = runtime.run(
-                    plan_, Path(plan_.run.dir), spec_text=text, info=info, progress=view
-                )
+                summaries = runtime.run(plan_, Path(plan_.run.dir), spec_text=text, info=info,
+                                        progress=view, world=world)  # fmt: skip
             where = plan_.run.dir
     except runtime.Complete as e:  # nothing to resume: say so, change nothing
+        if launch.rank() != 0:
+            raise typer.Exit(OK) from None
         if format is Format.json:
             _Output().json({"run_dir": str(resume), "complete": True, "message": str(e)})
         else:
             typer.echo(str(e))
         raise typer.Exit(OK) from None
-    except runtime.RunError as e:
-        typer.echo(f"error: {e}", err=True)
+    except runtime.Elsewhere:  # rank 0 says what stopped the run
         raise typer.Exit(PROBLEMS) from None
-    _report_run(summaries, where, quiet, format)
+    except runtime.RunError as e:
+        who = f" (rank {world.rank} of {world.size})" if world.size > 1 else ""
+        typer.echo(f"error{who}: {e}", err=True)
+        raise typer.Exit(PROBLEMS) from None
+    finally:
+        world.close()
+    if world.main:
+        _report_run(summaries, where, quiet, format)
+
+
+def _passed(device, quiet: bool, format: Format) -> list[str]:
+    """The options every process of a launched run is given as the user gave them."""
+    out = [f"--device={device.value}"] if device is not None else []
+    return out + (["--quiet"] if quiet else []) + [f"--format={format.value}"]
+
+
+def _refuse_unshared_batch(plan_, how) -> None:
+    size = how.world_size()
+    if size is not None and plan_.data.batch % size:
+        typer.echo(f"error: data.batch is {plan_.data.batch}, which {size} processes cannot "
+                   f"share equally: make it a multiple of {size}, or run on fewer processes",
+                   err=True)  # fmt: skip
+        raise typer.Exit(USAGE)
+
+
+def _joined(plan_, device):
+    """This process's place among a launcher's (a world of one when it is alone)."""
+    from stackwise_dsl import runtime
+    from stackwise_dsl.core.world import joined
+    from stackwise_dsl.ir.enums import Device
+
+    chosen = device if device is not None else plan_.run.device
+    return joined(cuda=runtime.device_for(chosen).type == "cuda" and chosen is not Device.CPU)
+
+
+def _in_dir(plan_, directory: str):
+    import attrs
+
+    return attrs.evolve(plan_, run=attrs.evolve(plan_.run, dir=directory))
 
 
 def _view(plan_, show: bool):

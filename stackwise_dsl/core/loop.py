@@ -39,6 +39,7 @@ from stackwise_dsl.core.stage_model import (
     head_parameters,
     input_parameters,
 )
+from stackwise_dsl.core.world import World, accumulating
 from stackwise_dsl.data import Prepared
 from stackwise_dsl.estimate.flops import stage_flops
 from stackwise_dsl.lower import plan as p
@@ -73,10 +74,11 @@ OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
 
 
 def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
-                state: RunState, *, cache=None,
-                on_step: OnStep | None = None) -> tuple[RunState, float]:  # fmt: skip
+                state: RunState, *, cache=None, on_step: OnStep | None = None,
+                world: World = World()) -> tuple[RunState, float]:  # fmt: skip
     """Train `stage` from `state` to its last step: (the state there, the last step's loss).
-    `cache`: the stage's activation cache (runtime/cache.py), if it has one."""
+    `cache`: the stage's activation cache (runtime/cache.py), if it has one. `world`: the
+    processes sharing each micro-batch (core/world.py; one by default)."""
     o = plan.optimizer
     opt = optim.build(o, param_groups(model, stage, o))
     scaler = loss_scaler(stage.parts, model.device)
@@ -97,7 +99,8 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
     stream.restore(state.stream)
     trainable = [x for g in opt.param_groups for x in g["params"]]
     cost, flops = stage_flops(plan, stage), state.flops
-    seen = _seen(plan, stage, data, state) if cache is not None else None
+    seen = _seen(plan, stage, data, state, world) if cache is not None else None
+    net = world.wrap(LossOf(model, cache)) if world.size > 1 else None
 
     def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
         return attrs.evolve(state, optimizer=copy.deepcopy(opt.state_dict()),
@@ -111,11 +114,17 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
         for micro in range(o.accumulate):
             ids = stream.take(plan.data.batch)
             batch = batch_for(plan, stage, data, ids, draw=(step - 1) * o.accumulate + micro)
-            part = stage_loss(model, batch, cache) / o.accumulate
-            scaler.scale(part).backward()
+            predicted = int((batch.targets != IGNORE).sum())
+            if net is None:
+                part = stage_loss(model, batch, cache) / o.accumulate
+                scaler.scale(part).backward()
+            else:  # this rank's slice; DDP averages over the ranks, hence x size
+                with accumulating(net, last=micro == o.accumulate - 1):
+                    part = net(batch.rows(world.share(len(ids))), predicted) / o.accumulate
+                    scaler.scale(part * world.size).backward()
             loss += part.item()
-            flops += cost.batch(len(ids), int((batch.targets != IGNORE).sum()),
-                                _computed(seen, ids))  # fmt: skip
+            flops += cost.batch(len(ids), predicted, _computed(seen, ids, world))
+        loss = world.total(loss)  # every rank stops on a non-finite loss, or none does
         if not math.isfinite(loss):
             raise Diverged(stage.number, step, f"the loss became {loss}")
         if o.clip is not None:
@@ -131,22 +140,30 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
     return state, loss
 
 
-def _seen(plan: p.Plan, stage: p.Stage, data: Prepared, state: RunState) -> set[int]:
-    """The windows a stage with an activation cache has read before `state` (their trunk
-    output is cached: in a resumed run too, its FLOPs count as in the uninterrupted one)."""
-    per_step = plan.data.batch * plan.optimizer.accumulate
+def _seen(plan: p.Plan, stage: p.Stage, data: Prepared, state: RunState,
+          world: World) -> list[set[int]]:  # fmt: skip
+    """The windows a stage with an activation cache has read before `state`, per rank (each
+    rank caches its own; their trunk output is cached: in a resumed run too, its FLOPs count
+    as in the uninterrupted one)."""
+    seen: list[set[int]] = [set() for _ in range(world.size)]
     stream = Stream.of(data, plan.run.seed)
-    stream.seek((state.global_step - state.step) * per_step)  # to the stage's first step
-    return set(stream.take(state.step * per_step).tolist()) if state.step else set()
+    stream.seek((state.global_step - state.step) * plan.data.batch * plan.optimizer.accumulate)
+    for _ in range(state.step * plan.optimizer.accumulate):  # to the stage's first step
+        _computed(seen, stream.take(plan.data.batch), world)
+    return seen
 
 
-def _computed(seen: set[int] | None, ids: np.ndarray) -> int | None:
-    """How many windows of a batch run the cached trunk (None without a cache: all)."""
+def _computed(seen: list[set[int]] | None, ids: np.ndarray, world: World) -> int | None:
+    """How many windows of a micro-batch run the cached trunk, over the ranks (None without
+    a cache: all)."""
     if seen is None:
         return None
-    fresh = set(ids.tolist()) - seen
-    seen |= fresh
-    return len(fresh)
+    computed = 0
+    for rank, cached in enumerate(seen):
+        fresh = set(ids[attrs.evolve(world, rank=rank).share(len(ids))].tolist()) - cached
+        cached |= fresh
+        computed += len(fresh)
+    return computed
 
 
 def batch_for(plan: p.Plan, stage: p.Stage, data: Prepared, ids: np.ndarray, draw: int) -> Batch:
@@ -164,6 +181,24 @@ def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
     t = b.t.to(device) if b.t is not None else None
     h = model.hidden(inputs, t) if cache is None else cache.hidden(model, inputs, b.ids)
     return loss_of(model.logits, h, targets)
+
+
+class LossOf(torch.nn.Module):
+    """A stage model's loss on one rank's slice of a micro-batch, as a module DDP wraps: the
+    sum over the slice's predicted positions divided by the whole micro-batch's count
+    (`predicted`), so the ranks' losses add up to the micro-batch's mean."""
+
+    def __init__(self, model: StageModel, cache=None) -> None:
+        super().__init__()
+        self.model, self.cache = model, cache
+
+    def forward(self, b: Batch, predicted: int) -> torch.Tensor:
+        model = self.model
+        inputs, targets = b.inputs.to(model.device), b.targets.to(model.device)
+        t = b.t.to(model.device) if b.t is not None else None
+        cached = self.cache is not None
+        h = self.cache.hidden(model, inputs, b.ids) if cached else model.hidden(inputs, t)
+        return loss_of(model.logits, h, targets, reduction="sum") / predicted
 
 
 def evaluate(model: StageModel, plan: p.Plan, stage: p.Stage, data: Prepared) -> float | None:

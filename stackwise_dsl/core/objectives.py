@@ -35,6 +35,12 @@ class Batch:
     ids: np.ndarray  # (B,) window ids
     ratio: float | None  # the mask ratio used (masked objectives)
 
+    def rows(self, s: slice) -> Batch:
+        """The batch of windows `s` (one rank's share)."""
+        t = self.t[s] if self.t is not None else None
+        return Batch(inputs=self.inputs[s], targets=self.targets[s], t=t, ids=self.ids[s],
+                     ratio=self.ratio)  # fmt: skip
+
 
 @attrs.frozen
 class Vocabulary:
@@ -106,11 +112,13 @@ def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: p.Objective, r
     return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
 
 
-def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the predicted positions, computing logits only there."""
+def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor,
+            reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+    """Cross-entropy over the predicted positions (their mean, or `sum`), computing logits
+    only there."""
     chosen = targets != IGNORE
     if bool(chosen.all()):
         logits = logits_fn(h.reshape(-1, h.shape[-1]))
-        return F.cross_entropy(logits.float(), targets.reshape(-1))
+        return F.cross_entropy(logits.float(), targets.reshape(-1), reduction=reduction)
     logits = logits_fn(h[chosen])
-    return F.cross_entropy(logits.float(), targets[chosen])
+    return F.cross_entropy(logits.float(), targets[chosen], reduction=reduction)

@@ -37,6 +37,7 @@ SECTIONS = (
         "stackwise_dsl.core.errors",
         "stackwise_dsl.core.optim",
         "stackwise_dsl.estimate.flops",
+        "stackwise_dsl.core.world",
         "stackwise_dsl.core.loop",
         "stackwise_dsl.core.sampling",
     )),

@@ -18,6 +18,7 @@ import torch
 from stackwise_dsl.core.errors import Damaged, RunError
 from stackwise_dsl.core.loop import Diverged
 from stackwise_dsl.core.seeds import derive
+from stackwise_dsl.core.world import World
 from stackwise_dsl.data import DataError, Prepared, prepare
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
@@ -29,31 +30,55 @@ from stackwise_dsl.runtime.train import Progress, StageSummary, Trainer
 from stackwise_dsl.version import __version__
 
 __all__ = [
-    "Complete", "Progress", "RunError", "StageSummary", "begin", "create", "finishing", "load_plan",
-    "reopen", "resume", "run", "start",
+    "Complete", "Elsewhere", "Progress", "RunError", "StageSummary", "World", "begin", "create",
+    "finishing", "load_plan", "on_main", "reopen", "resume", "run", "start",
 ]  # fmt: skip
 
 
 def run(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
-        progress: Progress | None = None) -> list[StageSummary]:  # fmt: skip
+        progress: Progress | None = None,
+        world: World = World()) -> list[StageSummary]:  # fmt: skip
     """Train a plan from the start in `run_dir` (which must not hold another run)."""
-    trainer = begin(plan, run_dir, spec_text=spec_text, info=info, progress=progress)
+    trainer = begin(plan, run_dir, spec_text=spec_text, info=info, progress=progress,
+                    world=world)  # fmt: skip
     return _train(plan, trainer)
 
 
 def begin(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
-          progress: Progress | None = None) -> Trainer:  # fmt: skip
-    """A new run: its directory (`create`) and its trainer (`start`). If it cannot start (no
-    such device, data that cannot be read), what `create` wrote is removed again, so the
-    same command can be run again once the cause is fixed."""
+          progress: Progress | None = None, world: World = World()) -> Trainer:  # fmt: skip
+    """A new run: its directory (`create`, by rank 0) and its trainer (`start`). If it
+    cannot start (no such device, data that cannot be read), what `create` wrote is removed
+    again, so the same command can be run again once the cause is fixed."""
     run_dir = Path(run_dir)
     existed = run_dir.exists()
-    create(plan, run_dir, spec_text=spec_text, info=info)
+    on_main(world, lambda: create(plan, run_dir, spec_text=spec_text, info=info))
     try:
-        return start(plan, run_dir, None, progress)
+        return start(plan, run_dir, None, progress, world)
     except RunError:
-        forget(run_dir, existed)
+        if world.main:
+            forget(run_dir, existed)
         raise
+
+
+class Elsewhere(RunError):
+    """Another rank's error (rank 0's, which reports it): this rank stops without a word."""
+
+
+def on_main(world: World, fn):
+    """`fn()` on rank 0 alone; every rank returns its result or raises its `RunError`
+    (the others as `Elsewhere`), so no rank waits for one that stopped."""
+    result, error = None, None
+    if world.main:
+        try:
+            result = fn()
+        except RunError as e:
+            error = e
+    said = world.from_main((result, None if error is None else str(error)))
+    if error is not None:
+        raise error
+    if said[1] is not None:
+        raise Elsewhere(said[1])
+    return said[0]
 
 
 def forget(run_dir: Path, existed: bool) -> None:
@@ -93,13 +118,18 @@ def create(plan: p.Plan, run_dir: Path, *, spec_text: str = "", info: dict | Non
 
 
 def resume(
-    run_dir: Path, *, progress: Progress | None = None, device: Device | None = None
+    run_dir: Path,
+    *,
+    progress: Progress | None = None,
+    device: Device | None = None,
+    world: World = World(),
 ) -> list[StageSummary]:
     """Continue the run in `run_dir` from its latest checkpoint, with its own plan; the
     summaries of every stage, those done before the interruption included. Raises
-    `Complete` for a run with nothing left to do (and changes nothing in it)."""
+    `Complete` for a run with nothing left to do (and changes nothing in it). The number of
+    processes may differ from the run's before: the data stream goes on the same."""
     plan, last = reopen(run_dir, device=device)
-    return _train(plan, start(plan, Path(run_dir), last, progress))
+    return _train(plan, start(plan, Path(run_dir), last, progress, world))
 
 
 def reopen(run_dir: Path, *, device: Device | None = None) -> tuple[p.Plan, Path | None]:
@@ -130,24 +160,31 @@ def _train(plan: p.Plan, trainer: Trainer) -> list[StageSummary]:
 
 
 def start(plan: p.Plan, run_dir: Path, resume_from: Path | None = None,
-          progress: Progress | None = None) -> Trainer:  # fmt: skip
+          progress: Progress | None = None, world: World = World()) -> Trainer:  # fmt: skip
     """What comes before the first stage (`setting_up`), and the trainer, restored from
     `resume_from` when given."""
-    device, data = setting_up(plan)
-    keep_tokenizer(run_dir, data.tokenizer)
-    trainer = Trainer(
-        plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
-    )
+    if plan.data.batch % world.size:
+        raise RunError(
+            f"data.batch is {plan.data.batch}, which {world.size} processes cannot share "
+            f"equally: make it a multiple of {world.size}, or run on fewer processes"
+        )
+    device, data = setting_up(plan, world)
+    on_main(world, lambda: keep_tokenizer(run_dir, data.tokenizer))
+    trainer = Trainer(plan=plan, data=data, run_dir=run_dir, device=device,
+                      progress=progress or Progress(), world=world)  # fmt: skip
     if resume_from is not None:
         trainer.restore(resume_from)
-    else:  # from the start, in a new directory or one whose run never reached a checkpoint
+    elif world.main:  # from the start, in a new directory or one whose run never reached one
         trainer.metrics.truncate(0)
     return trainer
 
 
-def setting_up(plan: p.Plan) -> tuple[torch.device, Prepared]:
-    """The device, the seed, and the data (read, tokenized, windowed and split)."""
+def setting_up(plan: p.Plan, world: World = World()) -> tuple[torch.device, Prepared]:
+    """The device (a rank's own GPU), the seed, and the data (read, tokenized, windowed and
+    split)."""
     device = device_for(plan.run.device)
+    if device.type == "cuda" and world.size > 1:
+        device = torch.device("cuda", world.local_rank)
     torch.manual_seed(derive(plan.run.seed, "global"))
     try:
         data = prepare(plan.data, plan.run.seed)
@@ -202,8 +239,10 @@ def finishing(trainer: Trainer):
             raise
         raise _out_of_memory(e, run_dir) from None
     finally:
-        if (run_dir / "metrics.jsonl").exists():
+        if trainer.world.main and (run_dir / "metrics.jsonl").exists():
             _plot(run_dir)
+    if not trainer.world.main:
+        return
     summary = json.dumps([attrs.asdict(x) for x in trainer.summaries], indent=1)
     try:
         (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stackwise_dsl.core.errors import RunError
+
 SHARD = 512  # windows per disk shard
 
 
@@ -26,9 +28,12 @@ class ActivationCache:
         self.shard_of: dict[int, Path] = {}
         self.computed = 0
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            for old in directory.glob("*.safetensors"):
-                old.unlink()
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                for old in directory.glob("*.safetensors"):
+                    old.unlink()
+            except OSError as e:
+                raise _unwritable(directory, e) from None
 
     def get(self, ids: np.ndarray, compute: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
         """Trunk outputs (B, T, d) for `ids`, computing (once) those not cached yet."""
@@ -84,8 +89,18 @@ class ActivationCache:
 
         path = self.directory / f"shard-{len(set(self.shard_of.values())):05d}.safetensors"
         tmp = path.with_suffix(".tmp")
-        save_file({str(i): h for i, h in self.pending.items()}, str(tmp))
-        os.replace(tmp, path)
+        try:
+            save_file({str(i): h for i, h in self.pending.items()}, str(tmp))
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _unwritable(self.directory, e) from None
         for i in self.pending:
             self.shard_of[i] = path
         self.pending = {}
+
+
+def _unwritable(directory: Path, e: OSError) -> RunError:
+    return RunError(
+        f"cannot write the activation cache in {directory} ({e.strerror or e}): free the "
+        "path, or use `cache = memory`"
+    )

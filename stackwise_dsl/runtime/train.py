@@ -21,6 +21,7 @@ from stackwise_dsl.core.batches import Stream
 from stackwise_dsl.core.errors import Damaged, RunError
 from stackwise_dsl.core.loop import Diverged, RunState
 from stackwise_dsl.core.stage_model import StageModel
+from stackwise_dsl.core.world import World
 from stackwise_dsl.data import Prepared
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import cache_key, merge_key, pick
@@ -70,6 +71,7 @@ class Trainer:
     progress: Progress = attrs.field(factory=Progress)
     store: Store = attrs.field(factory=Store)
     state: RunState = attrs.field(factory=RunState)  # where the run is
+    world: World = attrs.field(factory=World)  # the processes sharing the run (rank 0 writes)
     summaries: list[StageSummary] = attrs.field(factory=list)  # the stages done
     metrics: Metrics = attrs.field(init=False)
 
@@ -98,7 +100,7 @@ class Trainer:
     def restore(self, path: Path) -> None:
         """Continue from the checkpoint at `path` (`restored`)."""
         self.store, self.summaries, self.state = restored(path, self.plan, self.data,
-                                                          self.metrics)  # fmt: skip
+                                                          self.metrics, self.world)  # fmt: skip
 
     def train_stage(self, stage: p.Stage) -> StageSummary:
         """Build the stage's model, train it from where the run is, evaluate, write back."""
@@ -109,7 +111,7 @@ class Trainer:
         with heap.building():
             model = StageModel(self.plan, stage, self.store, self.device).train()
         offload_unchanging(self.store, self.run_dir, stage, keep=merged)
-        cache = stage_cache(self.run_dir, stage)
+        cache = stage_cache(self.run_dir, stage, self.world)
         window = Window()
         if state.window is not None:
             window.resume(state.window)  # the next log line averages the same steps
@@ -121,7 +123,8 @@ class Trainer:
             self._after_step(model, stage, now, lr, window, snapshot)
 
         self.state, loss = loop.train_stage(self.plan, stage, model, self.data, state,
-                                            cache=cache, on_step=on_step)  # fmt: skip
+                                            cache=cache, on_step=on_step,
+                                            world=self.world)  # fmt: skip
         if cache is not None and cache.directory is not None:
             cache.flush()
         val = loop.evaluate(model, self.plan, stage, self.data)
@@ -145,11 +148,12 @@ class Trainer:
         last = step == stage.steps
         if step % run.log_every == 0 or last:
             loss, rate = window.flush()
-            self.metrics.write({
-                "kind": "train", "stage": stage.number, "step": step,
-                "global_step": now.global_step, "loss": loss, "lr": lr, "tokens_per_s": rate,
-                **self._spent(now),
-            })  # fmt: skip
+            if self.world.main:
+                self.metrics.write({
+                    "kind": "train", "stage": stage.number, "step": step,
+                    "global_step": now.global_step, "loss": loss, "lr": lr,
+                    "tokens_per_s": rate, **self._spent(now),
+                })  # fmt: skip
             self.progress.stepped(stage, step, loss, rate)
         else:
             self.progress.stepped(stage, step, None, None)
@@ -165,7 +169,7 @@ class Trainer:
     def _record_eval(self, stage: p.Stage, step: int, val: float | None, *,
                      now: RunState | None = None) -> None:  # fmt: skip
         now = self.state if now is None else now
-        if val is not None:
+        if val is not None and self.world.main:
             self.metrics.write({
                 "kind": "eval", "stage": stage.number, "step": step,
                 "global_step": now.global_step, "val_loss": val, **self._spent(now),
@@ -176,8 +180,11 @@ class Trainer:
         return {"tokens": now.global_step * self.plan.tokens_per_step, "flops": now.flops}
 
     def _save(self, state: RunState, *, done: bool) -> None:
-        save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
-                 metrics_lines=self.metrics.lines)  # fmt: skip
+        """Rank 0 writes the checkpoint; the others wait for it (and read it when offloading)."""
+        if self.world.main:
+            save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
+                     metrics_lines=self.metrics.lines)  # fmt: skip
+        self.world.barrier()
 
 
 # --- what both harnesses do (this one and runtime/standalone.py, a compiled script's) ---
@@ -205,8 +212,8 @@ def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
     return checkpoint.save(run_dir, name, store, state.optimizer, saved)
 
 
-def restored(path: Path, plan: p.Plan, data: Prepared,
-             metrics: Metrics) -> tuple[Store, list[StageSummary], RunState]:  # fmt: skip
+def restored(path: Path, plan: p.Plan, data: Prepared, metrics: Metrics,
+             world: World = World()) -> tuple[Store, list[StageSummary], RunState]:  # fmt: skip
     """The weight store, the stages done and where the run is, from the checkpoint at `path`
     (each file checked: checkpoint.load); metrics.jsonl keeps the records written before it.
     Its RNG state is restored where it was saved: before the next stage's model is built (at
@@ -217,7 +224,8 @@ def restored(path: Path, plan: p.Plan, data: Prepared,
         Stream.of(data, plan.run.seed).restore(saved["stream"])
     except ValueError as e:
         raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
-    metrics.truncate(saved["metrics_lines"], later=True)
+    if world.main:
+        metrics.truncate(saved["metrics_lines"], later=True)
     summaries = [StageSummary(**x) for x in saved["summaries"]]
     where = {"global_step": saved["global_step"], "stream": saved["stream"],
              "flops": saved["flops"]}  # fmt: skip
@@ -256,18 +264,20 @@ def merge_for(stage: p.Stage, store: Store, plan: p.Plan) -> set[int]:
     return {position for position, _ in merge(store, plan, stage.number - 1)}
 
 
-def stage_cache(run_dir: Path, stage: p.Stage):
-    """The stage's activation cache (CACHES), or None."""
+def stage_cache(run_dir: Path, stage: p.Stage, world: World = World()):
+    """The stage's activation cache (CACHES), or None: each rank's own, over its windows."""
     key = cache_key(stage)
-    return None if key is None else pick(CACHES, key, "activation cache")(run_dir, stage)
+    make = None if key is None else pick(CACHES, key, "activation cache")
+    return None if make is None else make(run_dir, stage, world)
 
 
-def _memory_cache(run_dir: Path, stage: p.Stage) -> ActivationCache:
+def _memory_cache(run_dir: Path, stage: p.Stage, world: World) -> ActivationCache:
     return ActivationCache(None)
 
 
-def _disk_cache(run_dir: Path, stage: p.Stage) -> ActivationCache:
-    return ActivationCache(run_dir / "cache" / f"stage{stage.number:03d}")
+def _disk_cache(run_dir: Path, stage: p.Stage, world: World) -> ActivationCache:
+    rank = f"-rank{world.rank}" if world.size > 1 else ""
+    return ActivationCache(run_dir / "cache" / f"stage{stage.number:03d}{rank}")
 
 
 MERGES = {

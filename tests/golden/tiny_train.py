@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
@@ -715,6 +716,12 @@ class Batch:
     ids: np.ndarray  # (B,) window ids
     ratio: float | None  # the mask ratio used (masked objectives)
 
+    def rows(self, s: slice) -> Batch:
+        """The batch of windows `s` (one rank's share)."""
+        t = self.t[s] if self.t is not None else None
+        return Batch(inputs=self.inputs[s], targets=self.targets[s], t=t, ids=self.ids[s],
+                     ratio=self.ratio)  # fmt: skip
+
 
 @dataclasses.dataclass(frozen=True)
 class Vocabulary:
@@ -743,14 +750,16 @@ def make_batch(windows: torch.Tensor, ids: np.ndarray, objective: Objective, rat
     return Batch(inputs=windows[:, :-1], targets=windows[:, 1:], t=None, ids=ids, ratio=None)
 
 
-def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the predicted positions, computing logits only there."""
+def loss_of(logits_fn, h: torch.Tensor, targets: torch.Tensor,
+            reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+    """Cross-entropy over the predicted positions (their mean, or `sum`), computing logits
+    only there."""
     chosen = targets != IGNORE
     if bool(chosen.all()):
         logits = logits_fn(h.reshape(-1, h.shape[-1]))
-        return F.cross_entropy(logits.float(), targets.reshape(-1))
+        return F.cross_entropy(logits.float(), targets.reshape(-1), reduction=reduction)
     logits = logits_fn(h[chosen])
-    return F.cross_entropy(logits.float(), targets[chosen])
+    return F.cross_entropy(logits.float(), targets[chosen], reduction=reduction)
 
 
 class DataError(Exception):
@@ -1368,6 +1377,75 @@ PREDICTED = {
 }
 
 
+@dataclasses.dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        """The rank that writes: logs, metrics, checkpoints, the summary."""
+        return self.rank == 0
+
+    def share(self, n: int) -> slice:
+        """This rank's rows of a micro-batch of `n` windows (n divides by the size)."""
+        k = n // self.size
+        return slice(self.rank * k, (self.rank + 1) * k)
+
+    def total(self, x: float) -> float:
+        """The sum of `x` over the ranks (float64; `x` itself in a world of one)."""
+        if self.size == 1:
+            return x
+        t = torch.tensor([x], dtype=torch.float64, device=_collective_device())
+        dist.all_reduce(t)
+        return float(t.item())
+
+    def from_main(self, value):
+        """Rank 0's `value`, on every rank (any picklable value)."""
+        if self.size == 1:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group (at the end of a run, whatever ended it)."""
+        if self.size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        """`module` with its trainable weights' gradients averaged over the ranks (DDP); the
+        module itself in a world of one. Weights that do not train and buffers are left out
+        of DDP altogether: they are equal on every rank by construction."""
+        if self.size == 1:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ignored = [k for k, x in module.named_parameters() if not x.requires_grad]
+        ignored += [k for k, _ in module.named_buffers()]
+        DDP._set_params_and_buffers_to_ignore_for_model(module, ignored)
+        cuda = next(module.parameters()).is_cuda
+        # every trainable weight of a stage's model takes part in its loss (tested for each
+        # attention kind, objective and growth), so DDP need not search for idle ones
+        return DDP(module, device_ids=[torch.cuda.current_device()] if cuda else None)
+
+
+def accumulating(net: torch.nn.Module, last: bool):
+    """DDP exchanges gradients on the last micro-batch of a step only."""
+    if last or not hasattr(net, "no_sync"):
+        return contextlib.nullcontext()
+    return net.no_sync()
+
+
+def _collective_device() -> torch.device:
+    return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RunState:
     """Where a run is, beyond its weights: what a checkpoint keeps and a resume starts from.
@@ -1395,10 +1473,11 @@ OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
 
 
 def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
-                state: RunState, *, cache=None,
-                on_step: OnStep | None = None) -> tuple[RunState, float]:  # fmt: skip
+                state: RunState, *, cache=None, on_step: OnStep | None = None,
+                world: World = World()) -> tuple[RunState, float]:  # fmt: skip
     """Train `stage` from `state` to its last step: (the state there, the last step's loss).
-    `cache`: the stage's activation cache (runtime/cache.py), if it has one."""
+    `cache`: the stage's activation cache (runtime/cache.py), if it has one. `world`: the
+    processes sharing each micro-batch (core/world.py; one by default)."""
     o = plan.optimizer
     opt = build(o, param_groups(model, stage, o))
     scaler = loss_scaler(stage.parts, model.device)
@@ -1419,7 +1498,8 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
     stream.restore(state.stream)
     trainable = [x for g in opt.param_groups for x in g["params"]]
     cost, flops = stage_flops(plan, stage), state.flops
-    seen = _seen(plan, stage, data, state) if cache is not None else None
+    seen = _seen(plan, stage, data, state, world) if cache is not None else None
+    net = world.wrap(LossOf(model, cache)) if world.size > 1 else None
 
     def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
         return dataclasses.replace(state, optimizer=copy.deepcopy(opt.state_dict()),
@@ -1433,11 +1513,17 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
         for micro in range(o.accumulate):
             ids = stream.take(plan.data.batch)
             batch = batch_for(plan, stage, data, ids, draw=(step - 1) * o.accumulate + micro)
-            part = stage_loss(model, batch, cache) / o.accumulate
-            scaler.scale(part).backward()
+            predicted = int((batch.targets != IGNORE).sum())
+            if net is None:
+                part = stage_loss(model, batch, cache) / o.accumulate
+                scaler.scale(part).backward()
+            else:  # this rank's slice; DDP averages over the ranks, hence x size
+                with accumulating(net, last=micro == o.accumulate - 1):
+                    part = net(batch.rows(world.share(len(ids))), predicted) / o.accumulate
+                    scaler.scale(part * world.size).backward()
             loss += part.item()
-            flops += cost.batch(len(ids), int((batch.targets != IGNORE).sum()),
-                                _computed(seen, ids))  # fmt: skip
+            flops += cost.batch(len(ids), predicted, _computed(seen, ids, world))
+        loss = world.total(loss)  # every rank stops on a non-finite loss, or none does
         if not math.isfinite(loss):
             raise Diverged(stage.number, step, f"the loss became {loss}")
         if o.clip is not None:
@@ -1453,22 +1539,30 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
     return state, loss
 
 
-def _seen(plan: Plan, stage: Stage, data: Prepared, state: RunState) -> set[int]:
-    """The windows a stage with an activation cache has read before `state` (their trunk
-    output is cached: in a resumed run too, its FLOPs count as in the uninterrupted one)."""
-    per_step = plan.data.batch * plan.optimizer.accumulate
+def _seen(plan: Plan, stage: Stage, data: Prepared, state: RunState,
+          world: World) -> list[set[int]]:  # fmt: skip
+    """The windows a stage with an activation cache has read before `state`, per rank (each
+    rank caches its own; their trunk output is cached: in a resumed run too, its FLOPs count
+    as in the uninterrupted one)."""
+    seen: list[set[int]] = [set() for _ in range(world.size)]
     stream = Stream.of(data, plan.run.seed)
-    stream.seek((state.global_step - state.step) * per_step)  # to the stage's first step
-    return set(stream.take(state.step * per_step).tolist()) if state.step else set()
+    stream.seek((state.global_step - state.step) * plan.data.batch * plan.optimizer.accumulate)
+    for _ in range(state.step * plan.optimizer.accumulate):  # to the stage's first step
+        _computed(seen, stream.take(plan.data.batch), world)
+    return seen
 
 
-def _computed(seen: set[int] | None, ids: np.ndarray) -> int | None:
-    """How many windows of a batch run the cached trunk (None without a cache: all)."""
+def _computed(seen: list[set[int]] | None, ids: np.ndarray, world: World) -> int | None:
+    """How many windows of a micro-batch run the cached trunk, over the ranks (None without
+    a cache: all)."""
     if seen is None:
         return None
-    fresh = set(ids.tolist()) - seen
-    seen |= fresh
-    return len(fresh)
+    computed = 0
+    for rank, cached in enumerate(seen):
+        fresh = set(ids[dataclasses.replace(world, rank=rank).share(len(ids))].tolist()) - cached
+        cached |= fresh
+        computed += len(fresh)
+    return computed
 
 
 def batch_for(plan: Plan, stage: Stage, data: Prepared, ids: np.ndarray, draw: int) -> Batch:
@@ -1486,6 +1580,24 @@ def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
     t = b.t.to(device) if b.t is not None else None
     h = model.hidden(inputs, t) if cache is None else cache.hidden(model, inputs, b.ids)
     return loss_of(model.logits, h, targets)
+
+
+class LossOf(torch.nn.Module):
+    """A stage model's loss on one rank's slice of a micro-batch, as a module DDP wraps: the
+    sum over the slice's predicted positions divided by the whole micro-batch's count
+    (`predicted`), so the ranks' losses add up to the micro-batch's mean."""
+
+    def __init__(self, model: StageModel, cache=None) -> None:
+        super().__init__()
+        self.model, self.cache = model, cache
+
+    def forward(self, b: Batch, predicted: int) -> torch.Tensor:
+        model = self.model
+        inputs, targets = b.inputs.to(model.device), b.targets.to(model.device)
+        t = b.t.to(model.device) if b.t is not None else None
+        cached = self.cache is not None
+        h = self.cache.hidden(model, inputs, b.ids) if cached else model.hidden(inputs, t)
+        return loss_of(model.logits, h, targets, reduction="sum") / predicted
 
 
 def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared) -> float | None:
@@ -3003,6 +3115,7 @@ class Trainer:
     progress: Progress = dataclasses.field(default_factory=Progress)
     store: Store = dataclasses.field(default_factory=Store)
     state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
+    world: World = dataclasses.field(default_factory=World)  # the processes sharing the run (rank 0 writes)
     summaries: list[StageSummary] = dataclasses.field(default_factory=list)  # the stages done
     metrics: Metrics = dataclasses.field(init=False)
 
@@ -3031,7 +3144,7 @@ class Trainer:
     def restore(self, path: Path) -> None:
         """Continue from the checkpoint at `path` (`restored`)."""
         self.store, self.summaries, self.state = restored(path, self.plan, self.data,
-                                                          self.metrics)  # fmt: skip
+                                                          self.metrics, self.world)  # fmt: skip
 
     def train_stage(self, stage: Stage) -> StageSummary:
         """Build the stage's model, train it from where the run is, evaluate, write back."""
@@ -3042,7 +3155,7 @@ class Trainer:
         with building():
             model = StageModel(self.plan, stage, self.store, self.device).train()
         offload_unchanging(self.store, self.run_dir, stage, keep=merged)
-        cache = stage_cache(self.run_dir, stage)
+        cache = stage_cache(self.run_dir, stage, self.world)
         window = Window()
         if state.window is not None:
             window.resume(state.window)  # the next log line averages the same steps
@@ -3054,7 +3167,8 @@ class Trainer:
             self._after_step(model, stage, now, lr, window, snapshot)
 
         self.state, loss = train_stage(self.plan, stage, model, self.data, state,
-                                            cache=cache, on_step=on_step)  # fmt: skip
+                                            cache=cache, on_step=on_step,
+                                            world=self.world)  # fmt: skip
         if cache is not None and cache.directory is not None:
             cache.flush()
         val = evaluate(model, self.plan, stage, self.data)
@@ -3078,11 +3192,12 @@ class Trainer:
         last = step == stage.steps
         if step % run.log_every == 0 or last:
             loss, rate = window.flush()
-            self.metrics.write({
-                "kind": "train", "stage": stage.number, "step": step,
-                "global_step": now.global_step, "loss": loss, "lr": lr, "tokens_per_s": rate,
-                **self._spent(now),
-            })  # fmt: skip
+            if self.world.main:
+                self.metrics.write({
+                    "kind": "train", "stage": stage.number, "step": step,
+                    "global_step": now.global_step, "loss": loss, "lr": lr,
+                    "tokens_per_s": rate, **self._spent(now),
+                })  # fmt: skip
             self.progress.stepped(stage, step, loss, rate)
         else:
             self.progress.stepped(stage, step, None, None)
@@ -3098,7 +3213,7 @@ class Trainer:
     def _record_eval(self, stage: Stage, step: int, val: float | None, *,
                      now: RunState | None = None) -> None:  # fmt: skip
         now = self.state if now is None else now
-        if val is not None:
+        if val is not None and self.world.main:
             self.metrics.write({
                 "kind": "eval", "stage": stage.number, "step": step,
                 "global_step": now.global_step, "val_loss": val, **self._spent(now),
@@ -3109,8 +3224,11 @@ class Trainer:
         return {"tokens": now.global_step * self.plan.tokens_per_step, "flops": now.flops}
 
     def _save(self, state: RunState, *, done: bool) -> None:
-        save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
-                 metrics_lines=self.metrics.lines)  # fmt: skip
+        """Rank 0 writes the checkpoint; the others wait for it (and read it when offloading)."""
+        if self.world.main:
+            save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
+                     metrics_lines=self.metrics.lines)  # fmt: skip
+        self.world.barrier()
 
 
 def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
@@ -3135,8 +3253,8 @@ def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
     return save(run_dir, name, store, state.optimizer, saved)
 
 
-def restored(path: Path, plan: Plan, data: Prepared,
-             metrics: Metrics) -> tuple[Store, list[StageSummary], RunState]:  # fmt: skip
+def restored(path: Path, plan: Plan, data: Prepared, metrics: Metrics,
+             world: World = World()) -> tuple[Store, list[StageSummary], RunState]:  # fmt: skip
     """The weight store, the stages done and where the run is, from the checkpoint at `path`
     (each file checked: checkpoint.load); metrics.jsonl keeps the records written before it.
     Its RNG state is restored where it was saved: before the next stage's model is built (at
@@ -3147,7 +3265,8 @@ def restored(path: Path, plan: Plan, data: Prepared,
         Stream.of(data, plan.run.seed).restore(saved["stream"])
     except ValueError as e:
         raise Damaged(f"{path / 'state.json'} is damaged: {e}") from None
-    metrics.truncate(saved["metrics_lines"], later=True)
+    if world.main:
+        metrics.truncate(saved["metrics_lines"], later=True)
     summaries = [StageSummary(**x) for x in saved["summaries"]]
     where = {"global_step": saved["global_step"], "stream": saved["stream"],
              "flops": saved["flops"]}  # fmt: skip
@@ -3186,10 +3305,11 @@ def merge_for(stage: Stage, store: Store, plan: Plan) -> set[int]:
     return {position for position, _ in merge(store, plan, stage.number - 1)}
 
 
-def stage_cache(run_dir: Path, stage: Stage):
-    """The stage's activation cache (CACHES), or None."""
+def stage_cache(run_dir: Path, stage: Stage, world: World = World()):
+    """The stage's activation cache (CACHES), or None: each rank's own, over its windows."""
     key = cache_key(stage)
-    return None if key is None else pick(CACHES, key, "activation cache")(run_dir, stage)
+    make = None if key is None else pick(CACHES, key, "activation cache")
+    return None if make is None else make(run_dir, stage, world)
 
 
 MERGES = {}
@@ -3233,18 +3353,40 @@ class Window:
 
 
 def begin(plan: Plan, run_dir: Path, *, spec_text: str = "", info: dict | None = None,
-          progress: Progress | None = None) -> Trainer:  # fmt: skip
-    """A new run: its directory (`create`) and its trainer (`start`). If it cannot start (no
-    such device, data that cannot be read), what `create` wrote is removed again, so the
-    same command can be run again once the cause is fixed."""
+          progress: Progress | None = None, world: World = World()) -> Trainer:  # fmt: skip
+    """A new run: its directory (`create`, by rank 0) and its trainer (`start`). If it
+    cannot start (no such device, data that cannot be read), what `create` wrote is removed
+    again, so the same command can be run again once the cause is fixed."""
     run_dir = Path(run_dir)
     existed = run_dir.exists()
-    create(plan, run_dir, spec_text=spec_text, info=info)
+    on_main(world, lambda: create(plan, run_dir, spec_text=spec_text, info=info))
     try:
-        return start(plan, run_dir, None, progress)
+        return start(plan, run_dir, None, progress, world)
     except RunError:
-        forget(run_dir, existed)
+        if world.main:
+            forget(run_dir, existed)
         raise
+
+
+class Elsewhere(RunError):
+    """Another rank's error (rank 0's, which reports it): this rank stops without a word."""
+
+
+def on_main(world: World, fn):
+    """`fn()` on rank 0 alone; every rank returns its result or raises its `RunError`
+    (the others as `Elsewhere`), so no rank waits for one that stopped."""
+    result, error = None, None
+    if world.main:
+        try:
+            result = fn()
+        except RunError as e:
+            error = e
+    said = world.from_main((result, None if error is None else str(error)))
+    if error is not None:
+        raise error
+    if said[1] is not None:
+        raise Elsewhere(said[1])
+    return said[0]
 
 
 def forget(run_dir: Path, existed: bool) -> None:
@@ -3288,24 +3430,31 @@ class Complete(RunError):
 
 
 def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
-          progress: Progress | None = None) -> Trainer:  # fmt: skip
+          progress: Progress | None = None, world: World = World()) -> Trainer:  # fmt: skip
     """What comes before the first stage (`setting_up`), and the trainer, restored from
     `resume_from` when given."""
-    device, data = setting_up(plan)
-    keep_tokenizer(run_dir, data.tokenizer)
-    trainer = Trainer(
-        plan=plan, data=data, run_dir=run_dir, device=device, progress=progress or Progress()
-    )
+    if plan.data.batch % world.size:
+        raise RunError(
+            f"data.batch is {plan.data.batch}, which {world.size} processes cannot share "
+            f"equally: make it a multiple of {world.size}, or run on fewer processes"
+        )
+    device, data = setting_up(plan, world)
+    on_main(world, lambda: keep_tokenizer(run_dir, data.tokenizer))
+    trainer = Trainer(plan=plan, data=data, run_dir=run_dir, device=device,
+                      progress=progress or Progress(), world=world)  # fmt: skip
     if resume_from is not None:
         trainer.restore(resume_from)
-    else:  # from the start, in a new directory or one whose run never reached a checkpoint
+    elif world.main:  # from the start, in a new directory or one whose run never reached one
         trainer.metrics.truncate(0)
     return trainer
 
 
-def setting_up(plan: Plan) -> tuple[torch.device, Prepared]:
-    """The device, the seed, and the data (read, tokenized, windowed and split)."""
+def setting_up(plan: Plan, world: World = World()) -> tuple[torch.device, Prepared]:
+    """The device (a rank's own GPU), the seed, and the data (read, tokenized, windowed and
+    split)."""
     device = device_for(plan.run.device)
+    if device.type == "cuda" and world.size > 1:
+        device = torch.device("cuda", world.local_rank)
     torch.manual_seed(derive(plan.run.seed, "global"))
     try:
         data = prepare(plan.data, plan.run.seed)
@@ -3360,8 +3509,10 @@ def finishing(trainer: Trainer):
             raise
         raise _out_of_memory(e, run_dir) from None
     finally:
-        if (run_dir / "metrics.jsonl").exists():
+        if trainer.world.main and (run_dir / "metrics.jsonl").exists():
             _plot(run_dir)
+    if not trainer.world.main:
+        return
     summary = json.dumps([dataclasses.asdict(x) for x in trainer.summaries], indent=1)
     try:
         (run_dir / "summary.json").write_text(summary + "\n", encoding="utf-8")

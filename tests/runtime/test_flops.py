@@ -62,13 +62,16 @@ def _measured(plan, tmp_path):
         with fc.FlopCounterMode(display=False, custom_mapping=CPU_SDPA) as counter:
             loop.stage_loss(model, batch).backward()
         predicted = int((batch.targets != IGNORE).sum())
+        trained = [x for g in loop.param_groups(model, stage, plan.optimizer) for x in g["params"]]
+        idle = sum(x.grad is None for x in trained)
         out.append((stage.number, counter.get_total_flops(),
-                    stage_flops(plan, stage).batch(2, predicted)))  # fmt: skip
+                    stage_flops(plan, stage).batch(2, predicted), idle))  # fmt: skip
     return out
 
 
 @pytest.mark.parametrize("name", SPECS + VARIANTS)
 def test_the_plans_flops_are_what_torch_counts(name, tmp_path):
+    """And every weight that trains takes part in the loss: DDP (core/world.py) relies on it."""
     path = ROOT / "specs" / f"{name}.sw"
     if not path.exists():
         path = ROOT / "tests" / "fixtures" / "flops" / f"{name}.sw"
@@ -77,9 +80,10 @@ def test_the_plans_flops_are_what_torch_counts(name, tmp_path):
     report = check_file(path, [f"data.source.files={text}"] if name == "shakespeare" else [])
     assert report.ok, [d.message for d in report.diagnostics if d.is_error]
     plan = plan_spec(report.spec, name)
-    for stage, counted, ours in _measured(plan, tmp_path / "run"):
+    for stage, counted, ours, idle in _measured(plan, tmp_path / "run"):
         # the goal is 5%; the count is exact (every matrix product, counted as torch does)
         assert ours == pytest.approx(counted, rel=1e-12), (stage, counted, ours)
+        assert idle == 0, (stage, idle)
 
 
 def _records(run_dir: Path) -> list[dict]:

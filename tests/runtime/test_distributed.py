@@ -1,0 +1,158 @@
+"""Runs on several processes (torch.distributed, gloo on localhost): the numbers of one
+process on the same global batch, resumes across world sizes, and a failing rank that stops
+the job with its rank named instead of hanging.
+
+Each test starts 2 processes (about 5 s each of importing torch); the specs are tiny."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch.multiprocessing as mp
+
+from stackwise_dsl import runtime
+from stackwise_dsl.core.world import joined
+from tests.runtime.helpers import plan_of, small
+
+RUN = "run { seed = 0, log every 1 steps, eval every 4 steps, checkpoint every 2 steps }\n"
+
+
+def _spec(objective: str, stage: str, *, accumulate: int = 2) -> str:
+    text = small(objective, grow="append 3 x s", stage=stage, extra=RUN)
+    text = text.replace("run { seed = 0, log every 2 steps }\n", "")
+    return text.replace("warmup = 0)", f"warmup = 2, accumulate = {accumulate})")
+
+
+CLM = _spec("clm", "cache = memory")  # the cache is each rank's own
+MLM = _spec("mlm", "trunk { adapters, lora(rank = 2) }")  # uneven masks per rank; adapters
+
+
+def _records(run_dir: Path) -> list[dict]:
+    keep = ("kind", "stage", "step", "global_step", "loss", "val_loss", "lr", "tokens", "flops")
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: r[k] for k in keep if k in r} for r in map(json.loads, lines)]
+
+
+def _assert_same_numbers(ours: list[dict], theirs: list[dict]) -> None:
+    assert [(r["kind"], r["global_step"]) for r in ours] == [
+        (r["kind"], r["global_step"]) for r in theirs
+    ]
+    for a, b in zip(ours, theirs, strict=True):
+        for key in ("loss", "val_loss"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], abs=1e-5), (a, b)
+        assert (a.get("lr"), a["tokens"], a["flops"]) == (b.get("lr"), b["tokens"], b["flops"])
+
+
+def _sw(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SW_DIST_TIMEOUT": "120"}
+    return subprocess.run([sys.executable, "-m", "stackwise_dsl", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+def _one_process(text: str, run_dir: Path) -> list[dict]:
+    runtime.run(plan_of(text), run_dir)
+    return _records(run_dir)
+
+
+@pytest.mark.parametrize("text", [CLM, MLM], ids=["clm-cache", "mlm-adapters"])
+def test_two_processes_give_the_numbers_of_one_on_the_same_global_batch(text, tmp_path):
+    (tmp_path / "t.sw").write_text(text)
+    done = _sw("run", "t.sw", "--nproc", "2", "--run-dir", "two", "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"run written to {tmp_path / 'two'}"  # rank 0 alone speaks
+    _assert_same_numbers(_records(tmp_path / "two"), _one_process(text, tmp_path / "one"))
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["processes"] == 2
+
+
+class _Interrupting(runtime.Progress):
+    """Stops a run after `at` steps on every rank (as a kill would, between checkpoints)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.steps = at, 0
+
+    def stepped(self, *args) -> None:
+        self.steps += 1
+        if self.steps == self.at:
+            raise KeyboardInterrupt
+
+
+def _rank_main(rank: int, size: int, port: int, text: str, run_dir: str, at: int) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(size), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")  # fmt: skip
+    world = joined(cuda=False)
+    try:
+        runtime.run(plan_of(text), Path(run_dir), progress=_Interrupting(at), world=world)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        world.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _latest_step(run_dir: Path) -> tuple[int, int]:
+    state = json.loads((runtime.checkpoint.latest(run_dir) / "state.json").read_text())
+    return state["stage"], state["step"]
+
+
+def test_a_run_of_two_processes_resumes_on_one(tmp_path):
+    """Interrupted mid-stage (stage 2, step 3: its step-2 checkpoint holds AdamW's state)."""
+    mp.spawn(_rank_main, args=(2, _free_port(), MLM, str(tmp_path / "two"), 9), nprocs=2)
+    assert _latest_step(tmp_path / "two") == (2, 2)
+    runtime.resume(tmp_path / "two")
+    _assert_same_numbers(_records(tmp_path / "two"), _one_process(MLM, tmp_path / "one"))
+
+
+def test_a_run_of_one_process_resumes_on_two(tmp_path):
+    plan = plan_of(CLM)
+    with pytest.raises(KeyboardInterrupt):
+        runtime.run(plan, tmp_path / "run", progress=_Interrupting(9))
+    assert _latest_step(tmp_path / "run") == (2, 2)
+    done = _sw("run", "--resume", "run", "--nproc", "2", "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    _assert_same_numbers(_records(tmp_path / "run"), _one_process(CLM, tmp_path / "one"))
+
+
+def test_a_failing_rank_stops_the_job_and_is_named(tmp_path):
+    """Rank 1 cannot write its activation cache in stage 2: the job ends (no hang) with that
+    rank's message; rank 0's stage-1 checkpoint stays for a resume."""
+    (tmp_path / "t.sw").write_text(CLM.replace("cache = memory", "cache = disk"))
+    (tmp_path / "run" / "cache").mkdir(parents=True)
+    (tmp_path / "run" / "cache" / "stage002-rank1").write_text("in the way")
+    done = _sw("run", "t.sw", "--nproc", "2", "--run-dir", "run", "-q", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "error (rank 1 of 2): cannot write the activation cache in " in done.stderr
+    assert "Traceback" not in done.stderr
+    assert _latest_step(tmp_path / "run") == (1, 6)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--nproc", "3"], "error: data.batch is 4, which 3 processes cannot share equally: make it "
+                       "a multiple of 3, or run on fewer processes"),
+    (["--nproc", "2", "--nnodes", "0"], "error: --nnodes '0' is not N or MIN:MAX"),
+])  # fmt: skip
+def test_launches_that_cannot_work_are_refused_before_they_start(args, message, tmp_path):
+    (tmp_path / "t.sw").write_text(CLM)
+    done = _sw("run", "t.sw", *args, cwd=tmp_path)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_launched_process_cannot_launch_again(tmp_path):
+    (tmp_path / "t.sw").write_text(CLM)
+    env = {**os.environ, "WORLD_SIZE": "2"}
+    done = subprocess.run([sys.executable, "-m", "stackwise_dsl", "run", "t.sw", "--nproc", "2"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "already one of a launcher's" in done.stderr
