@@ -511,6 +511,16 @@ CODES: dict[str, Code] = {
             fix="`pip install 'stackwise-dsl[tensorboard]'`, or remove `tensorboard = true`.",
             run_refuses=True,
         ),
+        Code(
+            code="SW607", severity=E, title="a batch the processes cannot share",
+            explanation="A run on several processes (`sw run --nproc N`, `sw check --nproc N`) "
+            "cuts every micro-batch into equal slices, one per process, so that the global "
+            "batch, and with it every number, is that of one process; `batch` must be a "
+            "multiple of the number of processes (`--nproc` x machines).",
+            example=_BASE + "data { source = stdlib, batch = 6 }\n",
+            host=Host(cuda=False, data=(), processes=4),
+            fix="Make `batch` a multiple of the number of processes, or use fewer.",
+        ),
     )
 }  # fmt: skip
 

@@ -81,3 +81,13 @@ def test_digest_of_a_missing_file_is_none(tmp_path):
     assert check_memo.digest(str(tmp_path / "f")) == (
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+def test_the_number_of_processes_is_part_of_what_is_remembered(tmp_path, cache):
+    (tmp_path / "s.sw").write_text(BASE + "data { source = stdlib, batch = 6 }\n")
+    assert check("s.sw").exit_code == 0
+    shared = check("s.sw", "--nproc", "4")  # 6 windows cannot go equally to 4 processes
+    assert shared.exit_code == 1 and "error[SW607]" in shared.output
+    assert "make it a multiple of 4, such as 4 or 8" in shared.output
+    assert check("s.sw", "--nproc", "3").exit_code == 0
+    assert check("s.sw").exit_code == 0 and len(entries(cache)) == 3

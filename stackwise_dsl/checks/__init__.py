@@ -51,6 +51,7 @@ from stackwise_dsl.checks.precision import (
 )
 from stackwise_dsl.checks.ranges import check_file_lists, check_ranges
 from stackwise_dsl.checks.runnable import (
+    check_batch_shared,
     check_cuda_device,
     check_data_files,
     check_jsonl_field,
@@ -99,6 +100,7 @@ CHECKS: tuple[Check, ...] = (
     check_jsonl_field,
     check_cuda_device,
     check_tensorboard,
+    check_batch_shared,
 )
 
 __all__ = ["CHECKS", "CPU_ONLY", "Host", "run_checks"]

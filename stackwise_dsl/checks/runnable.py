@@ -147,6 +147,22 @@ def check_tensorboard(facts: Facts) -> Iterator[diag.Diagnostic]:
         )
 
 
+def check_batch_shared(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """Processes sharing a run (`--nproc`) take equal slices of every micro-batch."""
+    data, size = facts.spec.data, facts.host.processes
+    if size > 1 and data.batch % size:
+        fits = [b for b in (data.batch - data.batch % size, data.batch + size - data.batch % size)
+                if b > 0]  # fmt: skip
+        yield diag.error(
+            "SW607",
+            f"`batch = {data.batch}` cannot be shared equally by {size} processes (each takes "
+            "the same number of windows of every micro-batch)",
+            n.at(data, "batch"),
+            hint=f"make it a multiple of {size}, such as {' or '.join(map(str, fits))}, or "
+            "run on fewer processes",
+        )
+
+
 def check_cuda_device(facts: Facts) -> Iterator[diag.Diagnostic]:
     """`device = cuda` needs a CUDA GPU on the machine that runs the spec."""
     run = facts.spec.run

@@ -57,12 +57,15 @@ def check(
     overrides: list[str] = SetOption,
     format: Format = typer.Option(Format.text, "--format", help="text for people, json for tools."),
     no_memo: bool = typer.Option(False, "--no-memo", help="Check afresh; remember nothing."),
+    nproc: int = typer.Option(
+        1, "--nproc", min=1, help="Check for a run on N processes in all (sw run --nproc)."
+    ),
 ) -> None:
     """Report every problem in each spec: syntax, names, types, shapes, schedules."""
     from stackwise_dsl.cli import check_memo
     from stackwise_dsl.machine.probe import host_key
 
-    host = host_key()
+    host = [*host_key(), nproc]
     results = []
     for f in files:
         result = None if no_memo else check_memo.lookup(str(f), overrides, host)
@@ -95,8 +98,9 @@ def _check_afresh(path: Path, overrides: list[str], host: list) -> tuple[dict, t
     from stackwise_dsl.frontend import check_file
     from stackwise_dsl.machine.host import Host
 
-    report = check_file(path, overrides,
-                        host=Host(cuda=host[0], cpu_bf16=host[1], tensorboard=host[2]))  # fmt: skip
+    cuda, bf16, tensorboard, processes = host
+    host_ = Host(cuda=cuda, cpu_bf16=bf16, tensorboard=tensorboard, processes=processes)
+    report = check_file(path, overrides, host=host_)
     lines = []
     for d in report.diagnostics:
         lines += [[list(seg) for seg in line] for line in diag.render(d, report.sources)]
@@ -223,7 +227,12 @@ def compile(
 
 
 def _lower_or_exit(
-    file: Path, overrides: list[str], *, lowered: bool = False, for_run: bool = False
+    file: Path,
+    overrides: list[str],
+    *,
+    lowered: bool = False,
+    for_run: bool = False,
+    processes: int = 1,
 ):
     """Check the spec (diagnostics and exit 1 on errors) and lower it to a plan (with where
     its values came from when `lowered`: a `lower.Lowered`). The files its data names are
@@ -237,7 +246,7 @@ def _lower_or_exit(
     from stackwise_dsl.machine.host import Host
 
     host = Host.detect() if for_run else attrs.evolve(Host.detect(), data=())
-    report = check_file(file, overrides, host=host)
+    report = check_file(file, overrides, host=attrs.evolve(host, processes=processes))
     refused = for_run and any(CODES[d.code].run_refuses for d in report.diagnostics)
     if not report.ok or refused:
         _print_diagnostics(_Output(), report.diagnostics, report.sources)
@@ -351,10 +360,11 @@ def run(
             where = resume
         else:
             _require_valid_overrides(overrides)
-            plan_ = _lower_or_exit(file, overrides, for_run=True)
+            size = how.world_size() or 1  # MIN:MAX machines: each process checks its share
+            plan_ = _lower_or_exit(file, overrides, for_run=True,
+                                   processes=size if launch.rank() == 0 else 1)  # fmt: skip
             plan_ = _adjust(plan_, max_steps, trial_steps, run_dir, chosen)
             if how.several:  # checked here once; the processes run it in the same directory
-                _refuse_unshared_batch(plan_, how)
                 given = [str(file), *[f"--set={o}" for o in overrides],
                          f"--run-dir={plan_.run.dir}"]  # fmt: skip
                 given += [f"--max-steps={max_steps}"] if max_steps is not None else []

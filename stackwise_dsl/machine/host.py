@@ -67,6 +67,7 @@ class Host:
     # `sw plan` and `sw compile` check: the data may live on the machine that trains)
     data: tuple[DataFile, ...] | None = None
     tensorboard: bool = True  # the tensorboard package is installed (`run.tensorboard`)
+    processes: int = 1  # how many processes will share the run (`--nproc` x machines)
 
     @classmethod
     def detect(cls) -> Host:

@@ -163,11 +163,15 @@ def start(plan: p.Plan, run_dir: Path, resume_from: Path | None = None,
           progress: Progress | None = None, world: World = World()) -> Trainer:  # fmt: skip
     """What comes before the first stage (`setting_up`), and the trainer, restored from
     `resume_from` when given."""
-    if plan.data.batch % world.size:
-        raise RunError(
-            f"data.batch is {plan.data.batch}, which {world.size} processes cannot share "
-            f"equally: make it a multiple of {world.size}, or run on fewer processes"
-        )
+
+    def shared() -> None:
+        if plan.data.batch % world.size:
+            raise RunError(
+                f"data.batch is {plan.data.batch}, which {world.size} processes cannot share "
+                f"equally: make it a multiple of {world.size}, or run on fewer processes"
+            )
+
+    on_main(world, shared)
     device, data = setting_up(plan, world)
     on_main(world, lambda: keep_tokenizer(run_dir, data.tokenizer))
     trainer = Trainer(plan=plan, data=data, run_dir=run_dir, device=device,

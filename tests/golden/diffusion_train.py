@@ -3623,7 +3623,9 @@ class Trainer:
     progress: Progress = dataclasses.field(default_factory=Progress)
     store: Store = dataclasses.field(default_factory=Store)
     state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
-    world: World = dataclasses.field(default_factory=World)  # the processes sharing the run (rank 0 writes)
+    world: World = dataclasses.field(
+        default_factory=World
+    )  # the processes sharing the run (rank 0 writes)
     summaries: list[StageSummary] = dataclasses.field(default_factory=list)  # the stages done
     metrics: Metrics = dataclasses.field(init=False)
 
@@ -3941,11 +3943,15 @@ def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
           progress: Progress | None = None, world: World = World()) -> Trainer:  # fmt: skip
     """What comes before the first stage (`setting_up`), and the trainer, restored from
     `resume_from` when given."""
-    if plan.data.batch % world.size:
-        raise RunError(
-            f"data.batch is {plan.data.batch}, which {world.size} processes cannot share "
-            f"equally: make it a multiple of {world.size}, or run on fewer processes"
-        )
+
+    def shared() -> None:
+        if plan.data.batch % world.size:
+            raise RunError(
+                f"data.batch is {plan.data.batch}, which {world.size} processes cannot share "
+                f"equally: make it a multiple of {world.size}, or run on fewer processes"
+            )
+
+    on_main(world, shared)
     device, data = setting_up(plan, world)
     on_main(world, lambda: keep_tokenizer(run_dir, data.tokenizer))
     trainer = Trainer(plan=plan, data=data, run_dir=run_dir, device=device,

@@ -137,16 +137,23 @@ def test_a_failing_rank_stops_the_job_and_is_named(tmp_path):
     assert _latest_step(tmp_path / "run") == (1, 6)
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--nproc", "3"], "error: data.batch is 4, which 3 processes cannot share equally: make it "
-                       "a multiple of 3, or run on fewer processes"),
-    (["--nproc", "2", "--nnodes", "0"], "error: --nnodes '0' is not N or MIN:MAX"),
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--nproc", "4"], 1, "error[SW607]: `batch = 6` cannot be shared equally by 4 processes"),
+    (["--nproc", "2", "--nnodes", "2"], 1, "shared equally by 4 processes"),
+    (["--nproc", "2", "--nnodes", "0"], 2, "error: --nnodes '0' is not N or MIN:MAX"),
 ])  # fmt: skip
-def test_launches_that_cannot_work_are_refused_before_they_start(args, message, tmp_path):
-    (tmp_path / "t.sw").write_text(CLM)
+def test_launches_that_cannot_work_are_refused_before_they_start(args, code, message, tmp_path):
+    (tmp_path / "t.sw").write_text(CLM.replace("batch = 4", "batch = 6"))
     done = _sw("run", "t.sw", *args, cwd=tmp_path)
-    assert done.returncode == 2 and message in done.stderr
+    assert done.returncode == code and message in done.stdout + done.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_resumed_run_on_processes_that_cannot_share_its_batch_is_refused(tmp_path):
+    runtime.run(plan_of(CLM), tmp_path / "run")
+    done = _sw("run", "--resume", "run", "--nproc", "3", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "error: data.batch is 4, which 3 processes cannot share equally" in done.stderr
 
 
 def test_a_launched_process_cannot_launch_again(tmp_path):
