@@ -21,7 +21,9 @@ ROOTS = ("stackwise_dsl.runtime:begin", "stackwise_dsl.runtime.standalone:reopen
          "stackwise_dsl.runtime:start", "stackwise_dsl.runtime:finishing", "Printed",
          "stackwise_dsl.runtime:Complete", "from_json", "Device", "RunError",
          "NotCompiled", "PlanFormatError", "compiled_for",
-         "stackwise_dsl.runtime.standalone:sample_run")  # fmt: skip
+         "stackwise_dsl.runtime.standalone:sample_run", "stackwise_dsl.core.world:joined",
+         "stackwise_dsl.core.world:World", "stackwise_dsl.runtime:Elsewhere",
+         "stackwise_dsl.runtime:device_for")  # fmt: skip
 TEMPLATE = "script.py.j2"
 
 

@@ -4,6 +4,7 @@
 It trains exactly what `sw run` trains, into the same run directory; `--sample` samples from it.
 
     python train.py [--run-dir DIR] [--max-steps N] [--resume DIR] [--device cpu|cuda|auto]
+    torchrun --nproc-per-node N train.py ...   (N processes, each a slice of every batch)
 
 Top to bottom: the configuration (the resolved plan), the model, the objective and the data, the
 loop, the harness, then `main`; the code is stackwise-dsl's own, the parts this spec needs.
@@ -17,6 +18,7 @@ import contextlib
 import copy
 import ctypes.util
 import dataclasses
+import datetime
 import enum
 import functools
 import hashlib
@@ -1812,6 +1814,9 @@ PREDICTED = {
 }
 
 
+TIMEOUT_S = float(os.environ.get("SW_DIST_TIMEOUT", "600"))
+
+
 @dataclasses.dataclass(frozen=True)
 class World:
     rank: int = 0
@@ -1879,6 +1884,22 @@ def accumulating(net: torch.nn.Module, last: bool):
 
 def _collective_device() -> torch.device:
     return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def joined(cuda: bool) -> World:
+    """This process's place: a world of one, or (under torchrun, WORLD_SIZE above 1) its rank
+    in the process group, joined here (gloo on the CPU, NCCL on CUDA) with a bounded timeout."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        if cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group(
+            "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=TIMEOUT_S)
+        )
+    return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -4246,6 +4267,7 @@ def main() -> None:
                      "leave out --max-steps and --run-dir")  # fmt: skip
     device = Device(args.device) if args.device else None
     where = args.resume or args.run_dir
+    world = World()  # one process; under torchrun, this one's rank among them (joined below)
     try:
         plan = from_json(PLAN)
         compiled_for(plan, frozenset(COMPILED_FOR))
@@ -4270,7 +4292,8 @@ def main() -> None:
             plan, last = reopen(where, plan)
             if device is not None:
                 plan = dataclasses.replace(plan, run=dataclasses.replace(plan.run, device=device))
-            run = start(plan, where, last, Printed())
+            world = joined(cuda=device_for(plan.run.device).type == "cuda")
+            run = start(plan, where, last, Printed() if world.main else None, world)
         else:
             if args.max_steps is not None:
                 cap = args.max_steps  # cut a longer stage; its rates stay the full stage's
@@ -4284,7 +4307,9 @@ def main() -> None:
                 plan.run, dir=str(where), device=device or plan.run.device))  # fmt: skip
             info = {"spec": SPEC_FILE, "overrides": OVERRIDES, "max_steps": args.max_steps,
                     "compiled": SPEC_SHA256}  # fmt: skip
-            run = begin(plan, where, spec_text=SPEC_TEXT, info=info, progress=Printed())
+            world = joined(cuda=device_for(plan.run.device).type == "cuda")
+            run = begin(plan, where, spec_text=SPEC_TEXT, info=info,
+                        progress=Printed() if world.main else None, world=world)  # fmt: skip
         with finishing(run):
             # Stage 1 of 5: grow, 150 steps, masked diffusion (time as depth), lr 0.001
             #   stack 3 (s): new, fp32, random init, LoRA r16 stack, mask 0.15
@@ -4311,10 +4336,14 @@ def main() -> None:
             #   stack 3 (s): trunk, nf4, adapters train, LoRA r16 stack + r8 trunk, mask 0.15
             run.stage(5)
     except Complete as e:  # nothing to resume
-        print(e)
+        if world.main:
+            print(e)
         return
+    except Elsewhere:  # rank 0 says what stopped the run
+        raise SystemExit(1) from None
     except (RunError, NotCompiled) as e:
-        raise SystemExit(f"error: {e}") from None
+        who = f" (rank {world.rank} of {world.size})" if world.size > 1 else ""
+        raise SystemExit(f"error{who}: {e}") from None
     except PlanFormatError as e:  # PLAN edited into something that is not a plan
         raise SystemExit(f"error: this script's PLAN is wrong: {e}") from None
     except KeyboardInterrupt:
@@ -4322,6 +4351,10 @@ def main() -> None:
         print(f"interrupted; continue with --resume {where}" if resumable else "interrupted",
               file=sys.stderr)  # fmt: skip
         raise SystemExit(130) from None
+    finally:
+        world.close()
+    if not world.main:
+        return
     for s in run.summaries:
         val = "-" if s.val_loss is None else f"{s.val_loss:.4f}"
         print(f"stage {s.stage} ({s.kind}): {s.steps} steps, train loss {s.train_loss:.4f}, "

@@ -163,3 +163,16 @@ def test_a_launched_process_cannot_launch_again(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
     assert done.returncode == 2 and "already one of a launcher's" in done.stderr
+
+
+def test_a_compiled_script_runs_under_torchrun_with_the_numbers_of_one_process(tmp_path):
+    (tmp_path / "t.sw").write_text(CLM)
+    assert _sw("compile", "t.sw", "-o", "train.py", cwd=tmp_path).returncode == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SW_DIST_TIMEOUT": "120"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "train.py", "--run-dir", "two"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("run written to two") == 1  # rank 0 alone prints
+    _assert_same_numbers(_records(tmp_path / "two"), _one_process(CLM, tmp_path / "one"))
