@@ -389,6 +389,16 @@ CODES: dict[str, Code] = {
             "are), or drop `spectral_norm` from the blocks.",
         ),
         Code(
+            code="SW417", severity=E, title="FSDP with 8-bit AdamW",
+            explanation="`run { distributed = fsdp }` shards every weight, its gradient and "
+            "its optimizer state across the processes, and gathers them whole for a "
+            "checkpoint. bitsandbytes' 8-bit AdamW keeps its state quantized in blocks of "
+            "its own, which would be cut at each shard's edge and cannot be gathered whole.",
+            example=_BASE + "optimizer = adamw8bit\nrun { distributed = fsdp }\n",
+            fix="Use `adamw` with fsdp, or `distributed = ddp`, where every process holds "
+            "the whole 8-bit state.",
+        ),
+        Code(
             code="SW501", severity=E, title="clm with bidirectional attention",
             explanation="Next-token prediction with bidirectional attention lets each "
             "position see the token it must predict.",

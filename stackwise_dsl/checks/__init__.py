@@ -47,6 +47,7 @@ from stackwise_dsl.checks.paths import check_path_characters
 from stackwise_dsl.checks.precision import (
     check_bf16_cpu,
     check_fp16_device,
+    check_fsdp_optimizer,
     check_quantized_trainable,
 )
 from stackwise_dsl.checks.ranges import check_file_lists, check_ranges
@@ -86,6 +87,7 @@ CHECKS: tuple[Check, ...] = (
     check_quantized_trainable,
     check_fp16_device,
     check_bf16_cpu,
+    check_fsdp_optimizer,
     check_activation_cache,
     check_lora_rank,
     check_lora_targets,

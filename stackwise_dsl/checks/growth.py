@@ -102,13 +102,16 @@ def check_top_size(facts: Facts) -> Iterator[diag.Diagnostic]:
     """`top = N` asks more of the trunk than it ever holds: the excess does nothing."""
     if facts.spec.grow.direction is Direction.END_TO_END:
         return
-    largest: dict[int, tuple] = {}  # id(settings) -> (settings, most trunk stacks, stage)
+    # by where `top` is written (a stage override inherits the growth's): (settings, most
+    # trunk stacks, in which stage)
+    largest: dict = {}
     for view in facts.stages:
         if view.fuse:
             continue
-        _, most, _ = largest.get(id(view.settings), (None, -1, 0))
+        where = n.at(view.settings, "top")
+        _, most, _ = largest.get(where, (None, -1, 0))
         if view.existing > most:
-            largest[id(view.settings)] = (view.settings, view.existing, view.number)
+            largest[where] = (view.settings, view.existing, view.number)
     for settings, most, stage in largest.values():
         if settings.top > most:
             whole = f"{most} stack{'s' if most != 1 else ''}, in stage {stage}" if most else "none"

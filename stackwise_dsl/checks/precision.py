@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.ir import nodes as n
-from stackwise_dsl.ir.enums import Device, Precision, Strategy
+from stackwise_dsl.ir.enums import Device, Distributed, Precision, Strategy
 from stackwise_dsl.ir.facts import Facts
 
 
@@ -73,3 +73,19 @@ def check_bf16_cpu(facts: Facts) -> Iterator[diag.Diagnostic]:
                     n.at(part, "precision"),
                     hint="use fp32 on this machine (bf16 pays off on GPUs and recent CPUs)",
                 )
+
+
+def check_fsdp_optimizer(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """Under FSDP each rank holds a shard of every weight; bitsandbytes' 8-bit AdamW would
+    quantize its state in blocks of each shard, which a checkpoint cannot gather whole."""
+    spec = facts.spec
+    if spec.run.distributed is Distributed.FSDP and isinstance(spec.optimizer, n.AdamW8bit):
+        yield diag.error(
+            "SW417",
+            "`adamw8bit` keeps its state in bitsandbytes' blocks, which FSDP cannot shard and "
+            "gather whole (for checkpoints and resumes on other process counts)",
+            n.at(spec.run, "distributed"),
+            hint="use `optimizer = adamw(...)` with fsdp, or `distributed = ddp` (every rank "
+            "holds the whole 8-bit state)",
+            notes=(diag.Note(message="adamw8bit is chosen here", span=spec.optimizer.span),),
+        )

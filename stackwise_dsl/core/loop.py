@@ -39,7 +39,7 @@ from stackwise_dsl.core.stage_model import (
     head_parameters,
     input_parameters,
 )
-from stackwise_dsl.core.world import World, accumulating
+from stackwise_dsl.core.world import World, accumulating, full, reshard_state
 from stackwise_dsl.data import Prepared
 from stackwise_dsl.estimate.flops import stage_flops
 from stackwise_dsl.lower import plan as p
@@ -75,17 +75,21 @@ OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
 
 def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
                 state: RunState, *, cache=None, on_step: OnStep | None = None,
-                world: World = World()) -> tuple[RunState, float]:  # fmt: skip
+                world: World = World(), net=None) -> tuple[RunState, float]:  # fmt: skip
     """Train `stage` from `state` to its last step: (the state there, the last step's loss).
     `cache`: the stage's activation cache (runtime/cache.py), if it has one. `world`: the
-    processes sharing each micro-batch (core/world.py; one by default)."""
+    processes sharing each micro-batch (core/world.py; one by default), and `net` the model
+    as they share it (`shared`, made here if not given)."""
     o = plan.optimizer
-    opt = optim.build(o, param_groups(model, stage, o))
+    if net is None:
+        net = shared(plan, model, cache, world)
+    opt = optim.build(o, param_groups(model, stage, o))  # after sharding: its weights
     scaler = loss_scaler(stage.parts, model.device)
     if state.optimizer is not None:  # resumed mid-stage
         try:
             opt.load_state_dict(state.optimizer)
             optim.check_state(opt)
+            reshard_state(opt)
             if state.scaler:
                 scaler.load_state_dict(state.scaler)
         except (ValueError, KeyError, RuntimeError) as e:
@@ -100,10 +104,9 @@ def train_stage(plan: p.Plan, stage: p.Stage, model: StageModel, data: Prepared,
     trainable = [x for g in opt.param_groups for x in g["params"]]
     cost, flops = stage_flops(plan, stage), state.flops
     seen = _seen(plan, stage, data, state, world) if cache is not None else None
-    net = world.wrap(LossOf(model, cache)) if world.size > 1 else None
 
     def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
-        return attrs.evolve(state, optimizer=copy.deepcopy(opt.state_dict()),
+        return attrs.evolve(state, optimizer=copy.deepcopy(full(opt.state_dict())),
                             scaler=scaler.state_dict() or None,  # {} when disabled
                             rng=torch.get_rng_state())  # fmt: skip
 
@@ -183,6 +186,17 @@ def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
     return loss_of(model.logits, h, targets)
 
 
+def shared(plan: p.Plan, model: StageModel, cache, world: World):
+    """The stage's model as the ranks share it (`run.distributed`: core/world.py), as a
+    `LossOf`; None in a world of one. With an activation cache, the frozen stacks stay
+    whole on every rank (each rank runs them for its own cache misses)."""
+    if world.size == 1:
+        return None
+    whole = tuple(model.stack(x.position) for x in model.stage.parts
+                  if cache is not None and x.trains is p.Trains.NOTHING)  # fmt: skip
+    return world.wrap(LossOf(model, cache), plan.run.distributed, whole)
+
+
 class LossOf(torch.nn.Module):
     """A stage model's loss on one rank's slice of a micro-batch, as a module DDP wraps: the
     sum over the slice's predicted positions divided by the whole micro-batch's count
@@ -200,11 +214,17 @@ class LossOf(torch.nn.Module):
         h = self.cache.hidden(model, inputs, b.ids) if cached else model.hidden(inputs, t)
         return loss_of(model.logits, h, targets, reduction="sum") / predicted
 
+    def stacks(self) -> tuple[torch.nn.Module, ...]:
+        """The model's stacks, input side first."""
+        positions = sorted(x.position for x in self.model.stage.parts)
+        return tuple(self.model.stack(x) for x in positions)
 
-def evaluate(model: StageModel, plan: p.Plan, stage: p.Stage, data: Prepared) -> float | None:
+
+def evaluate(model: StageModel, plan: p.Plan, stage: p.Stage, data: Prepared,
+             net=None) -> float | None:  # fmt: skip
     """Mean loss over the validation batches (None without validation data). They see the
     same noise at every evaluation, and cycle through the rack's ratios in a fuse stage with
-    time as depth."""
+    time as depth. With `net` (the model the ranks share), every rank scores every batch."""
     batches = eval_ids(data.val, plan.data.batch, plan.run.eval_batches)
     if not batches:
         return None
@@ -216,7 +236,10 @@ def evaluate(model: StageModel, plan: p.Plan, stage: p.Stage, data: Prepared) ->
             if stage.mask_ratio is None and stage.parts[0].mask_ratio is not None:
                 ratio = stage.parts[i % len(stage.parts)].mask_ratio  # time as depth, fuse
             batch = _batch(plan, stage, data, data.windows[ids], ids, ratio, t)
-            losses.append(stage_loss(model, batch).item())
+            if net is None:
+                losses.append(stage_loss(model, batch).item())
+            else:
+                losses.append(net(batch, int((batch.targets != IGNORE).sum())).item())
     model.train()
     return float(np.mean(losses))
 

@@ -17,6 +17,7 @@ from stackwise_dsl.core import adapters
 from stackwise_dsl.core.attention import Seen
 from stackwise_dsl.core.model import BlockStack, Rack, weight_of
 from stackwise_dsl.core.precision import autocast, freeze_into
+from stackwise_dsl.core.world import full
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.dispatch import adapter_key, pick, uses
 
@@ -209,7 +210,7 @@ def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
     for key, value in stack.state_dict().items():
         if ".lora_" in key:
             continue
-        out[key.replace(_BASE, "")] = value.detach().float().clone()
+        out[key.replace(_BASE, "")] = full(value).detach().float().clone()
     return out
 
 
@@ -219,7 +220,7 @@ def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in stack.state_dict().items():
         if any(m in key for m in marker):
-            out[key.replace(_BASE, "")] = value.detach().float().clone()
+            out[key.replace(_BASE, "")] = full(value).detach().float().clone()
     return out
 
 
@@ -237,7 +238,7 @@ def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) ->
 def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
     """The rack's own weights (everything but its stacks)."""
     return {
-        k: v.detach().float().clone()
+        k: full(v).detach().float().clone()
         for k, v in rack.state_dict().items()
         if not k.startswith("stacks.")
     }

@@ -145,6 +145,14 @@ class Device(Word):
     CUDA = "cuda"
 
 
+class Distributed(Word):
+    """How processes share a run (`sw run --nproc N`): each holds the whole model and the
+    gradients are averaged (DDP), or the weights that can be are sharded (FSDP2)."""
+
+    DDP = "ddp"
+    FSDP = "fsdp"
+
+
 class Task(Word):
     """Synthetic tasks: learnable sequences with a known answer, for smoke runs."""
 

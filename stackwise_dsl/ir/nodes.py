@@ -17,6 +17,7 @@ from stackwise_dsl.ir.enums import (
     Cache,
     Device,
     Direction,
+    Distributed,
     Embeddings,
     Head,
     Init,
@@ -579,6 +580,7 @@ class Run:
     eval_batches: int = knob(8, range=POSITIVE)
     checkpoint_every: int | None = knob(None, range=POSITIVE)
     tensorboard: bool = knob(False)
+    distributed: Distributed = knob(Distributed.DDP)
     span: Span | None = span_field()
     spans: dict = spans_field()
 

@@ -515,6 +515,7 @@ def _run(r: n.Run, name: str, o: Origins) -> p.Run:
         eval_batches=r.eval_batches,
         checkpoint_every=r.checkpoint_every,
         tensorboard=r.tensorboard,
+        distributed=r.distributed,
     )
     return o.record(("run",), made, r, fields={
         "dir": Origin.at(r.spans.get("dir"), derived("runs/ and the spec's name"))})  # fmt: skip

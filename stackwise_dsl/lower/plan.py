@@ -19,6 +19,7 @@ import attrs
 from stackwise_dsl.ir.enums import (
     Cache,
     Device,
+    Distributed,
     Head,
     Init,
     KernelKind,
@@ -358,6 +359,7 @@ class Run:
     eval_batches: int
     checkpoint_every: int | None
     tensorboard: bool  # event files beside metrics.jsonl (runtime/metrics.py)
+    distributed: Distributed = Distributed.DDP  # on several processes (core/world.py)
 
 
 @plan_node

@@ -118,16 +118,18 @@ class Trainer:
         self.progress.stage_started(stage, state.step)
         started = time.perf_counter()
 
+        net = loop.shared(self.plan, model, cache, self.world)  # None when alone
+
         def on_step(now: RunState, loss: float, lr: float, snapshot) -> None:
             window.add(loss, self.plan.tokens_per_step)
-            self._after_step(model, stage, now, lr, window, snapshot)
+            self._after_step(model, net, stage, now, lr, window, snapshot)
 
         self.state, loss = loop.train_stage(self.plan, stage, model, self.data, state,
-                                            cache=cache, on_step=on_step,
-                                            world=self.world)  # fmt: skip
+                                            cache=cache, on_step=on_step, world=self.world,
+                                            net=net)  # fmt: skip
         if cache is not None and cache.directory is not None:
             cache.flush()
-        val = loop.evaluate(model, self.plan, stage, self.data)
+        val = loop.evaluate(model, self.plan, stage, self.data, net)
         self._record_eval(stage, stage.steps, val)
         model.capture(self.store)
         summary = StageSummary(
@@ -142,8 +144,8 @@ class Trainer:
         self.progress.stage_finished(summary)
         return summary
 
-    def _after_step(self, model, stage: p.Stage, now: RunState, lr: float, window: Window,
-                    snapshot) -> None:  # fmt: skip
+    def _after_step(self, model, net, stage: p.Stage, now: RunState, lr: float,
+                    window: Window, snapshot) -> None:  # fmt: skip
         run, step = self.plan.run, now.step
         last = step == stage.steps
         if step % run.log_every == 0 or last:
@@ -158,8 +160,8 @@ class Trainer:
         else:
             self.progress.stepped(stage, step, None, None)
         if run.eval_every and step % run.eval_every == 0 and not last:
-            self._record_eval(stage, step, loop.evaluate(model, self.plan, stage, self.data),
-                              now=now)  # fmt: skip
+            self._record_eval(stage, step, loop.evaluate(model, self.plan, stage, self.data,
+                                                         net), now=now)  # fmt: skip
         if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
             model.capture(self.store)
             self._save(attrs.evolve(snapshot(), window=window.state()), done=False)

@@ -20,6 +20,7 @@ from stackwise_dsl.ir.enums import (
     Cache,
     Device,
     Direction,
+    Distributed,
     Embeddings,
     Head,
     Init,
@@ -200,7 +201,8 @@ def _stage_settings(
         init=draw(st.sampled_from(init_choices)) if stage_wise else Init.RANDOM,
         cache=cache,
         # the top that keeps training would make a cache stale (SW403)
-        top=draw(st.integers(0, 2)) if stage_wise and cache is Cache.OFF else 0,
+        # and no more than the trunk ever holds (SW410)
+        top=draw(st.integers(0, min(2, stacks - 1))) if stage_wise and cache is Cache.OFF else 0,
         lr=draw(st.none() | rates),
         adapter_lr=draw(st.none() | rates),
         embedding_lr=draw(st.none() | rates),
@@ -351,7 +353,7 @@ def _growth(draw, kind: str, block_list: list[n.Block], d_model: int, rack: list
 
 
 @st.composite
-def _run(draw) -> n.Run:
+def _run(draw, eight_bit: bool = False) -> n.Run:
     return n.Run(
         seed=draw(st.integers(0, 2**31)),
         device=draw(st.sampled_from([Device.AUTO, Device.CPU])),  # cuda warns without a GPU
@@ -363,6 +365,8 @@ def _run(draw) -> n.Run:
         eval_batches=draw(st.integers(1, 64)),
         checkpoint_every=draw(st.none() | st.integers(1, 10_000)),
         tensorboard=draw(st.booleans()),
+        # FSDP cannot shard 8-bit AdamW's state (SW417)
+        distributed=Distributed.DDP if eight_bit else draw(st.sampled_from(list(Distributed))),
     )
 
 
@@ -390,8 +394,8 @@ def specs(
         grow=grow,
         fuse=draw(st.none() | _fuse(block_list, d_model, len(rack))),
         data=data,
-        optimizer=draw(_optimizer()),
-        run=draw(_run()),
+        optimizer=(optimizer := draw(_optimizer())),
+        run=draw(_run(eight_bit=isinstance(optimizer, n.AdamW8bit))),
     )
 
 

@@ -124,7 +124,7 @@ PLAN = {
     },
     "run": {  # line 16
         "seed": 0, "log_every": 25,  # line 16
-        "device": "auto", "eval_batches": 8, "tensorboard": False,  # default
+        "device": "auto", "eval_batches": 8, "tensorboard": False, "distributed": "ddp",  # default
         "dir": "runs/tiny",  # derived: runs/ and the spec's name
     },
 }
@@ -550,6 +550,14 @@ class Device(Word):
     CUDA = "cuda"
 
 
+class Distributed(Word):
+    """How processes share a run (`sw run --nproc N`): each holds the whole model and the
+    gradients are averaged (DDP), or the weights that can be are sharded (FSDP2)."""
+
+    DDP = "ddp"
+    FSDP = "fsdp"
+
+
 class Task(Word):
     """Synthetic tasks: learnable sequences with a known answer, for smoke runs."""
 
@@ -688,14 +696,14 @@ def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
     for key, value in stack.state_dict().items():
         if ".lora_" in key:
             continue
-        out[key.replace(_BASE, "")] = value.detach().float().clone()
+        out[key.replace(_BASE, "")] = full(value).detach().float().clone()
     return out
 
 
 def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
     """The rack's own weights (everything but its stacks)."""
     return {
-        k: v.detach().float().clone()
+        k: full(v).detach().float().clone()
         for k, v in rack.state_dict().items()
         if not k.startswith("stacks.")
     }
@@ -1423,12 +1431,16 @@ class World:
         if self.size > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        """`module` with its trainable weights' gradients averaged over the ranks (DDP); the
-        module itself in a world of one. Weights that do not train and buffers are left out
-        of DDP altogether: they are equal on every rank by construction."""
+    def wrap(self, module: torch.nn.Module, kind: Distributed = Distributed.DDP,
+             whole: tuple[torch.nn.Module, ...] = ()) -> torch.nn.Module:  # fmt: skip
+        """`module` (a loop.LossOf) shared by the ranks as `kind` says; the module itself in
+        a world of one. DDP: its trainable weights' gradients averaged over the ranks, while
+        weights that do not train and buffers are left out of DDP altogether (they are equal
+        on every rank by construction). FSDP: sharded (`shard`), the stacks in `whole` not."""
         if self.size == 1:
             return module
+        if kind is Distributed.FSDP:
+            return shard(module, self, whole)
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         ignored = [k for k, x in module.named_parameters() if not x.requires_grad]
@@ -1440,11 +1452,75 @@ class World:
         return DDP(module, device_ids=[torch.cuda.current_device()] if cuda else None)
 
 
+def shard(module: torch.nn.Module, world: World, whole) -> torch.nn.Module:
+    """FSDP2: each of the module's stacks (`module.stacks()`, input side first) that is not
+    in `whole` becomes one sharding unit, then the module itself (the embeddings, the head,
+    the norms). A weight that is not floating point could not be sharded: it stays whole."""
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = _mesh(world, next(module.parameters()).device.type)
+    kept = {x for x in module.parameters() if not x.is_floating_point()}
+    for stack in module.stacks():
+        if stack in whole:
+            kept |= set(stack.parameters())
+        else:
+            fully_shard(stack, mesh=mesh, ignored_params=kept & set(stack.parameters()) or None)
+    fully_shard(module, mesh=mesh, ignored_params=kept or None)
+    return module
+
+
+_MESHES: dict = {}
+
+
+def _mesh(world: World, device: str):
+    """The ranks as a one-dimensional device mesh (one per device type, made once)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    if device not in _MESHES:
+        _MESHES[device] = init_device_mesh(device, (world.size,))
+    return _MESHES[device]
+
+
 def accumulating(net: torch.nn.Module, last: bool):
-    """DDP exchanges gradients on the last micro-batch of a step only."""
+    """Gradients are exchanged on the last micro-batch of a step only."""
+    if hasattr(net, "set_requires_gradient_sync"):  # FSDP2
+        net.set_requires_gradient_sync(last)
+        return contextlib.nullcontext()
     if last or not hasattr(net, "no_sync"):
         return contextlib.nullcontext()
     return net.no_sync()
+
+
+def full(value):
+    """A value with every sharded tensor in it (a DTensor) gathered whole: what a checkpoint
+    keeps, the same for every number of ranks (a collective: every rank calls it)."""
+    if hasattr(value, "full_tensor"):
+        return value.full_tensor()
+    if isinstance(value, dict):
+        return {k: full(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(full(v) for v in value)
+    return value
+
+
+def reshard_state(opt: torch.optim.Optimizer) -> None:
+    """After loading a whole optimizer state (a checkpoint's): each tensor of a sharded
+    parameter's shape cut as the parameter is."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    for group in opt.param_groups:
+        for param in group["params"]:
+            if not isinstance(param, DTensor):
+                continue
+            entry = opt.state.get(param, {})
+            for key, value in entry.items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and not isinstance(value, DTensor)
+                    and (value.shape == param.shape)
+                ):
+                    entry[key] = distribute_tensor(value.to(param.device), param.device_mesh,
+                                                   param.placements)  # fmt: skip
 
 
 def _collective_device() -> torch.device:
@@ -1495,17 +1571,21 @@ OnStep = Callable[[RunState, float, float, Callable[[], RunState]], None]
 
 def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
                 state: RunState, *, cache=None, on_step: OnStep | None = None,
-                world: World = World()) -> tuple[RunState, float]:  # fmt: skip
+                world: World = World(), net=None) -> tuple[RunState, float]:  # fmt: skip
     """Train `stage` from `state` to its last step: (the state there, the last step's loss).
     `cache`: the stage's activation cache (runtime/cache.py), if it has one. `world`: the
-    processes sharing each micro-batch (core/world.py; one by default)."""
+    processes sharing each micro-batch (core/world.py; one by default), and `net` the model
+    as they share it (`shared`, made here if not given)."""
     o = plan.optimizer
-    opt = build(o, param_groups(model, stage, o))
+    if net is None:
+        net = shared(plan, model, cache, world)
+    opt = build(o, param_groups(model, stage, o))  # after sharding: its weights
     scaler = loss_scaler(stage.parts, model.device)
     if state.optimizer is not None:  # resumed mid-stage
         try:
             opt.load_state_dict(state.optimizer)
             check_state(opt)
+            reshard_state(opt)
             if state.scaler:
                 scaler.load_state_dict(state.scaler)
         except (ValueError, KeyError, RuntimeError) as e:
@@ -1520,10 +1600,9 @@ def train_stage(plan: Plan, stage: Stage, model: StageModel, data: Prepared,
     trainable = [x for g in opt.param_groups for x in g["params"]]
     cost, flops = stage_flops(plan, stage), state.flops
     seen = _seen(plan, stage, data, state, world) if cache is not None else None
-    net = world.wrap(LossOf(model, cache)) if world.size > 1 else None
 
     def snapshot() -> RunState:  # a copy: the optimizer's tensors go on changing in place
-        return dataclasses.replace(state, optimizer=copy.deepcopy(opt.state_dict()),
+        return dataclasses.replace(state, optimizer=copy.deepcopy(full(opt.state_dict())),
                             scaler=scaler.state_dict() or None,  # {} when disabled
                             rng=torch.get_rng_state())  # fmt: skip
 
@@ -1603,6 +1682,17 @@ def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
     return loss_of(model.logits, h, targets)
 
 
+def shared(plan: Plan, model: StageModel, cache, world: World):
+    """The stage's model as the ranks share it (`run.distributed`: core/world.py), as a
+    `LossOf`; None in a world of one. With an activation cache, the frozen stacks stay
+    whole on every rank (each rank runs them for its own cache misses)."""
+    if world.size == 1:
+        return None
+    whole = tuple(model.stack(x.position) for x in model.stage.parts
+                  if cache is not None and x.trains is Trains.NOTHING)  # fmt: skip
+    return world.wrap(LossOf(model, cache), plan.run.distributed, whole)
+
+
 class LossOf(torch.nn.Module):
     """A stage model's loss on one rank's slice of a micro-batch, as a module DDP wraps: the
     sum over the slice's predicted positions divided by the whole micro-batch's count
@@ -1620,11 +1710,17 @@ class LossOf(torch.nn.Module):
         h = self.cache.hidden(model, inputs, b.ids) if cached else model.hidden(inputs, t)
         return loss_of(model.logits, h, targets, reduction="sum") / predicted
 
+    def stacks(self) -> tuple[torch.nn.Module, ...]:
+        """The model's stacks, input side first."""
+        positions = sorted(x.position for x in self.model.stage.parts)
+        return tuple(self.model.stack(x) for x in positions)
 
-def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared) -> float | None:
+
+def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared,
+             net=None) -> float | None:  # fmt: skip
     """Mean loss over the validation batches (None without validation data). They see the
     same noise at every evaluation, and cycle through the rack's ratios in a fuse stage with
-    time as depth."""
+    time as depth. With `net` (the model the ranks share), every rank scores every batch."""
     batches = eval_ids(data.val, plan.data.batch, plan.run.eval_batches)
     if not batches:
         return None
@@ -1636,7 +1732,10 @@ def evaluate(model: StageModel, plan: Plan, stage: Stage, data: Prepared) -> flo
             if stage.mask_ratio is None and stage.parts[0].mask_ratio is not None:
                 ratio = stage.parts[i % len(stage.parts)].mask_ratio  # time as depth, fuse
             batch = _batch(plan, stage, data, data.windows[ids], ids, ratio, t)
-            losses.append(stage_loss(model, batch).item())
+            if net is None:
+                losses.append(stage_loss(model, batch).item())
+            else:
+                losses.append(net(batch, int((batch.targets != IGNORE).sum())).item())
     model.train()
     return float(np.mean(losses))
 
@@ -2066,6 +2165,7 @@ class Run:
     eval_batches: int
     checkpoint_every: int | None
     tensorboard: bool  # event files beside metrics.jsonl (runtime/metrics.py)
+    distributed: Distributed = Distributed.DDP  # on several processes (core/world.py)
 
 
 @plan_node
@@ -2230,7 +2330,7 @@ def samplers_for(objective: Objective) -> tuple[str, ...]:
     raise ValueError(f"no sampler for {type(objective).__name__}")
 
 
-PLAN_FORMAT = 4  # 3: data.split; 4: data.specials, validation_data, windows; run.tensorboard
+PLAN_FORMAT = 5  # 3: data.split; 4: data.specials, validation_data, windows; run.tensorboard;
 
 
 def to_json(obj: Any) -> Any:
@@ -3136,9 +3236,7 @@ class Trainer:
     progress: Progress = dataclasses.field(default_factory=Progress)
     store: Store = dataclasses.field(default_factory=Store)
     state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
-    world: World = dataclasses.field(
-        default_factory=World
-    )  # the processes sharing the run (rank 0 writes)
+    world: World = dataclasses.field(default_factory=World)  # the processes sharing the run (rank 0 writes)
     summaries: list[StageSummary] = dataclasses.field(default_factory=list)  # the stages done
     metrics: Metrics = dataclasses.field(init=False)
 
@@ -3185,16 +3283,18 @@ class Trainer:
         self.progress.stage_started(stage, state.step)
         started = time.perf_counter()
 
+        net = shared(self.plan, model, cache, self.world)  # None when alone
+
         def on_step(now: RunState, loss: float, lr: float, snapshot) -> None:
             window.add(loss, self.plan.tokens_per_step)
-            self._after_step(model, stage, now, lr, window, snapshot)
+            self._after_step(model, net, stage, now, lr, window, snapshot)
 
         self.state, loss = train_stage(self.plan, stage, model, self.data, state,
-                                            cache=cache, on_step=on_step,
-                                            world=self.world)  # fmt: skip
+                                            cache=cache, on_step=on_step, world=self.world,
+                                            net=net)  # fmt: skip
         if cache is not None and cache.directory is not None:
             cache.flush()
-        val = evaluate(model, self.plan, stage, self.data)
+        val = evaluate(model, self.plan, stage, self.data, net)
         self._record_eval(stage, stage.steps, val)
         model.capture(self.store)
         summary = StageSummary(
@@ -3209,8 +3309,8 @@ class Trainer:
         self.progress.stage_finished(summary)
         return summary
 
-    def _after_step(self, model, stage: Stage, now: RunState, lr: float, window: Window,
-                    snapshot) -> None:  # fmt: skip
+    def _after_step(self, model, net, stage: Stage, now: RunState, lr: float,
+                    window: Window, snapshot) -> None:  # fmt: skip
         run, step = self.plan.run, now.step
         last = step == stage.steps
         if step % run.log_every == 0 or last:
@@ -3225,8 +3325,8 @@ class Trainer:
         else:
             self.progress.stepped(stage, step, None, None)
         if run.eval_every and step % run.eval_every == 0 and not last:
-            self._record_eval(stage, step, evaluate(model, self.plan, stage, self.data),
-                              now=now)  # fmt: skip
+            self._record_eval(stage, step, evaluate(model, self.plan, stage, self.data,
+                                                         net), now=now)  # fmt: skip
         if run.checkpoint_every and step % run.checkpoint_every == 0 and not last:
             model.capture(self.store)
             self._save(dataclasses.replace(snapshot(), window=window.state()), done=False)

@@ -31,6 +31,14 @@ def _spec(objective: str, stage: str, *, accumulate: int = 2) -> str:
 
 CLM = _spec("clm", "cache = memory")  # the cache is each rank's own
 MLM = _spec("mlm", "trunk { adapters, lora(rank = 2) }")  # uneven masks per rank; adapters
+NF4 = _spec(
+    "masked_diffusion(time = depth, mask = linear(0.8 -> 0.2))",
+    "trunk { frozen, precision = nf4, lora(rank = 2) }",
+).replace("append", "prepend")
+
+
+def fsdp(text: str) -> str:
+    return text.replace("checkpoint every 2 steps", "checkpoint every 2 steps, distributed = fsdp")
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -61,7 +69,9 @@ def _one_process(text: str, run_dir: Path) -> list[dict]:
     return _records(run_dir)
 
 
-@pytest.mark.parametrize("text", [CLM, MLM], ids=["clm-cache", "mlm-adapters"])
+@pytest.mark.parametrize("text", [CLM, MLM, fsdp(CLM), fsdp(MLM), fsdp(NF4)],
+                         ids=["clm-cache", "mlm-adapters", "fsdp-clm-cache", "fsdp-mlm-adapters",
+                              "fsdp-nf4-trunk"])  # fmt: skip
 def test_two_processes_give_the_numbers_of_one_on_the_same_global_batch(text, tmp_path):
     (tmp_path / "t.sw").write_text(text)
     done = _sw("run", "t.sw", "--nproc", "2", "--run-dir", "two", "-q", cwd=tmp_path)
@@ -106,22 +116,65 @@ def _latest_step(run_dir: Path) -> tuple[int, int]:
     return state["stage"], state["step"]
 
 
-def test_a_run_of_two_processes_resumes_on_one(tmp_path):
-    """Interrupted mid-stage (stage 2, step 3: its step-2 checkpoint holds AdamW's state)."""
-    mp.spawn(_rank_main, args=(2, _free_port(), MLM, str(tmp_path / "two"), 9), nprocs=2)
+@pytest.mark.parametrize("text", [MLM, fsdp(MLM)], ids=["ddp", "fsdp"])
+def test_a_run_of_two_processes_resumes_on_one(text, tmp_path):
+    """Interrupted mid-stage (stage 2, step 3: its step-2 checkpoint holds AdamW's state,
+    gathered whole from the shards under FSDP)."""
+    mp.spawn(_rank_main, args=(2, _free_port(), text, str(tmp_path / "two"), 9), nprocs=2)
     assert _latest_step(tmp_path / "two") == (2, 2)
     runtime.resume(tmp_path / "two")
-    _assert_same_numbers(_records(tmp_path / "two"), _one_process(MLM, tmp_path / "one"))
+    _assert_same_numbers(_records(tmp_path / "two"), _one_process(text, tmp_path / "one"))
 
 
-def test_a_run_of_one_process_resumes_on_two(tmp_path):
-    plan = plan_of(CLM)
+@pytest.mark.parametrize("text", [CLM, fsdp(MLM)], ids=["ddp", "fsdp"])
+def test_a_run_of_one_process_resumes_on_two(text, tmp_path):
+    """Under FSDP the checkpoint's whole optimizer state is cut into the ranks' shards."""
+    plan = plan_of(text)
     with pytest.raises(KeyboardInterrupt):
         runtime.run(plan, tmp_path / "run", progress=_Interrupting(9))
     assert _latest_step(tmp_path / "run") == (2, 2)
     done = _sw("run", "--resume", "run", "--nproc", "2", "-q", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    _assert_same_numbers(_records(tmp_path / "run"), _one_process(CLM, tmp_path / "one"))
+    _assert_same_numbers(_records(tmp_path / "run"), _one_process(text, tmp_path / "one"))
+
+
+def _what_is_sharded(rank: int, size: int, port: int, text: str, out: str) -> None:
+    """Rank 0 writes, for stage 2's model shared under FSDP, which weights are DTensors."""
+    import torch
+    from torch.distributed.tensor import DTensor
+
+    from stackwise_dsl.core import loop
+    from stackwise_dsl.core.stage_model import StageModel
+    from stackwise_dsl.runtime.train import stage_cache
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(size), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")  # fmt: skip
+    world = joined(cuda=False)
+    plan = plan_of(text)
+    trainer = runtime.begin(plan, Path(out).parent / "run", world=world)
+    trainer.stage(1)
+    stage = plan.stages[1]
+    model = StageModel(plan, stage, trainer.store, torch.device("cpu"))
+    net = loop.shared(plan, model, stage_cache(Path(out).parent, stage, world), world)
+    sharded = {k: isinstance(v, DTensor) for k, v in net.named_parameters()}
+    sharded |= {f"buffer {k}": isinstance(v, DTensor) for k, v in net.named_buffers()}
+    if world.main:
+        Path(out).write_text(json.dumps(sharded))
+    world.close()
+
+
+@pytest.mark.parametrize(("text", "whole"), [
+    (CLM, "model.rack.stacks.0."),  # the cached frozen trunk: each rank runs it for itself
+    (NF4, ".packed"),  # 4-bit weights, held as buffers (their adapters are sharded)
+])  # fmt: skip
+def test_fsdp_shards_what_it_can_and_keeps_the_rest_whole(text, whole, tmp_path):
+    out = tmp_path / "sharded.json"
+    mp.spawn(_what_is_sharded, args=(2, _free_port(), fsdp(text), str(out)), nprocs=2)
+    sharded = json.loads(out.read_text())
+    kept = sorted(k for k, v in sharded.items() if not v and not k.startswith("buffer"))
+    assert all(whole in k for k in kept) and any(whole in k for k in sharded), kept
+    assert all(v for k, v in sharded.items() if "lora_" in k or "embed" in k)
+    assert sum(v for v in sharded.values()) > 10
 
 
 def test_a_failing_rank_stops_the_job_and_is_named(tmp_path):

@@ -104,3 +104,9 @@ def test_a_truth_value_where_a_number_goes_is_a_type_error_not_an_unknown_name()
         "SW104",
         "`grow.top` must be a whole number; got the truth value true",
     )
+
+
+def test_a_stage_override_inherits_top_without_a_warning_of_its_own():
+    text = small("clm", grow="append 3 x s", stage="top = 2, stage 1 { lr = 1e-3 }")
+    assert "SW410" not in _codes(text)
+    assert "SW410" in _codes(text.replace("top = 2", "top = 3"))
