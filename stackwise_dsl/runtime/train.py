@@ -71,7 +71,7 @@ class Trainer:
     progress: Progress = attrs.field(factory=Progress)
     store: Store = attrs.field(factory=Store)
     state: RunState = attrs.field(factory=RunState)  # where the run is
-    world: World = attrs.field(factory=World)  # the processes sharing it (rank 0 writes)
+    world: World = attrs.field(factory=World)  # its processes (rank 0 writes)
     summaries: list[StageSummary] = attrs.field(factory=list)  # the stages done
     metrics: Metrics = attrs.field(init=False)
 

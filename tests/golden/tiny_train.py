@@ -3236,7 +3236,7 @@ class Trainer:
     progress: Progress = dataclasses.field(default_factory=Progress)
     store: Store = dataclasses.field(default_factory=Store)
     state: RunState = dataclasses.field(default_factory=RunState)  # where the run is
-    world: World = dataclasses.field(default_factory=World)  # the processes sharing it (rank 0 writes)
+    world: World = dataclasses.field(default_factory=World)  # its processes (rank 0 writes)
     summaries: list[StageSummary] = dataclasses.field(default_factory=list)  # the stages done
     metrics: Metrics = dataclasses.field(init=False)
 
