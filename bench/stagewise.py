@@ -68,11 +68,9 @@ RECIPES = {
         "grow append 3 x layer {\n  steps = 250\n  cache = memory\n  trunk { frozen }\n}\n"
         "fuse { share = 0.1667, lr = 5e-4, trunk { full } }"
     ),
-    # progressive stacking (Gong et al. 2019; MIDAS): each new stack starts as a copy of the
-    # top one and the whole model trains in every stage, no cache
-    "progressive": _grow(
-        "grow append 3 x layer {\n  steps = 300\n  init = copy\n  trunk { full }\n}"
-    ),
+    # progressive stacking, shipped as specs/progressive.sw: each new stack starts as a copy
+    # of the top one and the whole model trains in every stage, no cache
+    "progressive": (ROOT / "specs" / "progressive.sw").read_text(),
     # SegProp: grow toward the input, the first stack (next to the head) keeps training
     "prepend_top": _grow(
         "grow prepend 3 x layer {\n  steps = 300\n  top = 1\n  trunk { frozen }\n}"

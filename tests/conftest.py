@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, settings
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 SPECS = sorted((ROOT / "specs").glob("*.sw"))
+# shipped specs that read a text file the user names (`text("input.txt")`)
+BRING_TEXT = {"shakespeare", "progressive"}
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=100

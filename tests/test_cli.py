@@ -32,9 +32,10 @@ def spec(tmp_path):
 
 
 # what the shipped specs may warn about on a CPU machine: the data the user brings
-# (shakespeare.sw, llama70b.sw) and llama70b.sw's GPU
+# (shakespeare.sw, progressive.sw, llama70b.sw) and llama70b.sw's GPU
 MACHINE_WARNINGS = {
     "shakespeare": ["SW604"],
+    "progressive": ["SW604"],
     "llama70b": ["SW603", "SW604", "SW604"],
 }
 

@@ -22,7 +22,7 @@ from stackwise_dsl.estimate.flops import stage_flops
 from stackwise_dsl.frontend import check_file
 from stackwise_dsl.runtime import checkpoint
 from stackwise_dsl.runtime.weights import Store
-from tests.conftest import ROOT
+from tests.conftest import BRING_TEXT, ROOT
 from tests.runtime.helpers import plan_of, small
 
 _ATEN = torch.ops.aten
@@ -41,7 +41,7 @@ def _sdpa_backward(grad, q, k, v, *args, out_shape=None, **kwargs):
 CPU_SDPA = {_ATEN._scaled_dot_product_flash_attention_for_cpu: _sdpa,
             _ATEN._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward}  # fmt: skip
 
-SPECS = ["tiny", "gpt", "diffusion", "baseline", "bert", "attention", "shakespeare"]
+SPECS = ["tiny", "gpt", "diffusion", "baseline", "bert", "attention", "shakespeare", "progressive"]
 VARIANTS = ["kernels_adapters", "mla_prepend_time", "mlm_trunk_full"]
 
 
@@ -77,7 +77,7 @@ def test_the_plans_flops_are_what_torch_counts(name, tmp_path):
         path = ROOT / "tests" / "fixtures" / "flops" / f"{name}.sw"
     text = tmp_path / "input.txt"
     text.write_text("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 300)
-    report = check_file(path, [f"data.source.files={text}"] if name == "shakespeare" else [])
+    report = check_file(path, [f"data.source.files={text}"] if name in BRING_TEXT else [])
     assert report.ok, [d.message for d in report.diagnostics if d.is_error]
     plan = plan_spec(report.spec, name)
     for stage, counted, ours, idle in _measured(plan, tmp_path / "run"):

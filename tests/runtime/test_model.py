@@ -14,7 +14,7 @@ from stackwise_dsl.frontend import check_file
 from stackwise_dsl.ir.enums import Init, KernelKind, Mode
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower import to_plan
-from tests.conftest import SPECS
+from tests.conftest import BRING_TEXT, SPECS
 from tests.runtime.helpers import plan_of, spec_with
 
 KINDS = {
@@ -193,7 +193,7 @@ def test_identity_init_leaves_the_hidden_state_unchanged_and_copy_copies():
 
 @pytest.mark.parametrize("path", [s for s in SPECS if s.stem != "llama70b"], ids=lambda s: s.stem)
 def test_parameter_counts_match_the_estimate(path):
-    report = check_file(path, ["data.source=stdlib"] if path.stem == "shakespeare" else [])
+    report = check_file(path, ["data.source=stdlib"] if path.stem in BRING_TEXT else [])
     plan = to_plan(report.spec, vocab=80, name=path.stem)
     rack = Rack(plan)
     for s in plan.stacks:
