@@ -353,7 +353,7 @@ def run(
             if how.several:
                 _refuse_unshared_batch(plan_, how)
                 given = ["--resume", resume, *_passed(device, quiet, format)]
-                raise typer.Exit(launch.launch(how, given))
+                raise typer.Exit(launch.launch(how, given, resume))
             world = _joined(plan_, chosen)
             with _view(plan_, show) as view:
                 summaries = runtime.resume(resume, progress=view, device=chosen, world=world)
@@ -369,7 +369,8 @@ def run(
                          f"--run-dir={plan_.run.dir}"]  # fmt: skip
                 given += [f"--max-steps={max_steps}"] if max_steps is not None else []
                 given += [f"--trial-steps={trial_steps}"] if trial_steps is not None else []
-                raise typer.Exit(launch.launch(how, [*given, *_passed(device, quiet, format)]))
+                given += _passed(device, quiet, format)
+                raise typer.Exit(launch.launch(how, given, plan_.run.dir))
             world = _joined(plan_, chosen)
             # every process writes where rank 0 chose (a later one would see its run there)
             plan_ = _in_dir(plan_, world.from_main(plan_.run.dir))

@@ -69,17 +69,21 @@ def nnodes_valid(nnodes: str) -> bool:
     return len(parts) in (1, 2) and all(x.isdigit() and int(x) > 0 for x in parts)
 
 
-def launch(how: Launch, worker_args: list[str]) -> int:
+def launch(how: Launch, worker_args: list[str], run_dir: str | None = None) -> int:
     """Run `python -m stackwise_dsl run WORKER_ARGS` on the launcher's processes and wait;
     0 when every process finished well, else the first failure's exit code (the failing
-    process has printed its error, with its rank)."""
+    process has printed its error, with its rank); 130 when interrupted (Ctrl-C), saying
+    how to go on in `run_dir`."""
     import logging
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
     # the launcher's notes; a failing process says what failed itself, with its rank
-    logging.getLogger("torch.distributed").setLevel(logging.CRITICAL)
+    for name in [*logging.root.manager.loggerDict, "torch.distributed"]:
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     if "OMP_NUM_THREADS" not in os.environ:  # the machine's cores, shared (torchrun: 1 each)
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // how.nproc))
     args = parse_args(
@@ -87,6 +91,10 @@ def launch(how: Launch, worker_args: list[str]) -> int:
     )
     try:
         run(args)
+    except (KeyboardInterrupt, SignalException):
+        where = f"; continue with --resume {run_dir}" if run_dir else ""
+        print(f"interrupted{where}", file=sys.stderr)
+        return 130
     except ChildFailedError as e:
         first = e.get_first_failure()[1]
         code = first.exitcode if isinstance(first.exitcode, int) and first.exitcode > 0 else 1

@@ -4135,7 +4135,9 @@ def finishing(trainer: Trainer):
     run_dir = trainer.run_dir
     try:
         yield trainer
-    except Diverged as e:
+    except Diverged as e:  # on every rank alike (the loss is summed over them): rank 0 says it
+        if not trainer.world.main:
+            raise Elsewhere(str(e)) from None
         raise RunError(f"{e}; {_last_good(run_dir)}") from None
     except (torch.OutOfMemoryError, MemoryError) as e:
         raise _out_of_memory(e, run_dir) from None

@@ -229,3 +229,23 @@ def test_a_compiled_script_runs_under_torchrun_with_the_numbers_of_one_process(t
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("run written to two") == 1  # rank 0 alone prints
     _assert_same_numbers(_records(tmp_path / "two"), _one_process(CLM, tmp_path / "one"))
+
+
+def test_ctrl_c_stops_every_process_and_says_how_to_go_on(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "t.sw").write_text(CLM.replace("steps = 6", "steps = 100000"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SW_DIST_TIMEOUT": "120"}
+    job = subprocess.Popen([sys.executable, "-m", "stackwise_dsl", "run", "t.sw", "--nproc", "2",
+                            "--run-dir", "run", "-q"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    job.send_signal(signal.SIGINT)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 130, err
+    assert f"interrupted; continue with --resume {tmp_path / 'run'}" in err
+    assert "Traceback" not in err + out
