@@ -98,6 +98,20 @@ def test_plan_json_counts_and_text():
     )
 
 
+@pytest.mark.parametrize(("spec", "whole"), [
+    ("diffusion", "the nf4 weights of stacks 0-3 (stages 2-5; their adapters are sharded)"),
+    ("gpt", "the frozen, cached stacks 0-2 (stages 2-4)"),
+    ("tiny", "nothing"),
+])  # fmt: skip
+def test_plan_says_what_fsdp_keeps_whole_on_every_process(spec, whole):
+    text = run("plan", ROOT / "specs" / f"{spec}.sw", "--set", "run.distributed=fsdp").output
+    assert text.rstrip().endswith(
+        "fsdp on several processes: weights, gradients and optimizer state sharded per stack; "
+        f"whole on every process: {whole}"
+    ), text[-600:]
+    assert "fsdp" not in run("plan", ROOT / "specs" / f"{spec}.sw").output
+
+
 def test_plan_never_imports_torch():
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom stackwise_dsl.cli import app\n"

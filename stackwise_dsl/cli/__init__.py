@@ -183,6 +183,9 @@ def plan(
     console.print(show.headline(plan_))
     console.print(show.stage_table(plan_))
     console.print(show.totals(plan_))
+    shared = show.sharding(plan_)
+    if shared is not None:
+        console.print(shared)
     raise typer.Exit(OK)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from stackwise_dsl import estimate
 from stackwise_dsl.estimate.flops import stage_flops
+from stackwise_dsl.ir.enums import Cache, Distributed
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import to_json
 
@@ -113,6 +114,43 @@ def totals(plan: p.Plan) -> str:
         f"final model: {estimate.final_params(plan):,} parameters; in the last stage "
         f"{c.total:,} weights ({precisions}; adapters {c.adapters:,}) hold {mb:,.1f} MiB\n"
         f"training: {si(total)}FLOPs, forward and backward{cache}"
+    )
+
+
+def sharding(plan: p.Plan) -> str | None:
+    """Under `distributed = fsdp`: what stays whole on every process (core/world.py); None
+    for ddp (every process holds the whole model)."""
+    if plan.run.distributed is not Distributed.FSDP:
+        return None
+    quantized: dict[str, tuple[set, set]] = {}  # precision -> (stacks, stages)
+    cached: tuple[set, set] = (set(), set())
+    for stage in plan.stages:
+        for part in stage.parts:
+            if part.precision.quantized:
+                stacks, stages = quantized.setdefault(part.precision.value, (set(), set()))
+                stacks.add(part.position)
+                stages.add(stage.number)
+            elif stage.cache is not Cache.OFF and part.trains is p.Trains.NOTHING:
+                cached[0].add(part.position)
+                cached[1].add(stage.number)
+    whole = [f"the {name} weights of stacks {_span(stacks)} (stages {_span(stages)}; their "
+             "adapters are sharded)" for name, (stacks, stages) in quantized.items()]  # fmt: skip
+    if cached[0]:
+        whole.append(f"the frozen, cached stacks {_span(cached[0])} (stages {_span(cached[1])})")
+    return (
+        "fsdp on several processes: weights, gradients and optimizer state sharded per stack; "
+        f"whole on every process: {'; '.join(whole) if whole else 'nothing'}"
+    )
+
+
+def _span(numbers: set[int]) -> str:
+    low, high = min(numbers), max(numbers)
+    return (
+        f"{low}"
+        if low == high
+        else f"{low}-{high}"
+        if len(numbers) == high - low + 1
+        else (", ".join(map(str, sorted(numbers))))
     )
 
 
