@@ -112,6 +112,11 @@ def test_plan_says_what_fsdp_keeps_whole_on_every_process(spec, whole):
     assert "fsdp" not in run("plan", ROOT / "specs" / f"{spec}.sw").output
 
 
+def test_plan_marks_the_stages_that_recompute():
+    text = run("plan", ROOT / "specs" / "tiny.sw", "--set", "grow.recompute=true").output
+    assert text.count("grow recompute") == 2, text
+
+
 def test_plan_never_imports_torch():
     code = (
         "import sys\nfrom typer.testing import CliRunner\nfrom stackwise_dsl.cli import app\n"

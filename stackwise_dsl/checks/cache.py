@@ -23,7 +23,7 @@ def check_activation_cache(facts: Facts) -> Iterator[diag.Diagnostic]:
                 f"stage {view.number} caches activations, but prepend growth trains the new "
                 "stack through the frozen suffix: the suffix's input changes every step",
                 n.at(s, "cache"),
-                hint="remove `cache`; hold the suffix in low precision and use checkpointing",
+                hint="remove `cache`; hold the suffix in low precision and set `recompute = true`",
             )
         elif _random_noise(facts.objective_of(view)):
             yield diag.error(

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+from torch.utils.checkpoint import checkpoint
 
 from stackwise_dsl.core.attention import Seen, make_attention
 from stackwise_dsl.core.layers import GeluFfn, SwiGluFfn, make_norm, rope_tables
@@ -61,11 +62,18 @@ class BlockStack(nn.Module):
         super().__init__()
         features = generator(seed, "features", s.position)
         self.blocks = nn.ModuleList(TransformerBlock(b, m, features=features) for b in s.blocks)
+        self.recompute = False  # a stage's `recompute` (StageModel sets it)
 
     def forward(self, x: torch.Tensor, ropes, seen: Seen | None = None) -> torch.Tensor:
-        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
+        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ. With
+        `recompute`, a block keeps only its input for the backward pass, which runs its
+        forward again (torch's checkpoint: same RNG, same autocast, the same numbers)."""
+        recompute = self.recompute and torch.is_grad_enabled() and seen is None
         for block in self.blocks:
-            x = block(x, ropes, seen)
+            if recompute:
+                x = checkpoint(block, x, ropes, use_reentrant=False)
+            else:
+                x = block(x, ropes, seen)
         return x
 
 

@@ -38,6 +38,8 @@ class StageModel(nn.Module):
             _attach_adapters(self, store)
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
+        for position in self.positions:
+            self.stack(position).recompute = stage.recompute
         if uses("low_precision"):  # what `run` needs for autocast
             self.precision = {part.position: part.precision for part in stage.parts}
             self.frozen = {x.position: x.trains is not p.Trains.FULL for x in stage.parts}

@@ -370,6 +370,7 @@ class StageSettings:
     embeddings: Embeddings | None = knob(None)
     objective: Objective | None = knob(None)
     top: int = knob(0, range=NON_NEGATIVE)  # trunk stacks nearest the head that keep training
+    recompute: bool = knob(False)  # activation checkpointing: blocks recompute in backward
     new: NewPolicy = knob(NewPolicy())
     trunk: TrunkPolicy = knob(TrunkPolicy())
     span: Span | None = span_field()
@@ -419,6 +420,7 @@ class Fuse:
     objective: Objective | None = knob(None)
     trunk: TrunkPolicy = knob(TrunkPolicy(strategy=Strategy.FULL))
     merge: bool = knob(False)  # fold trained adapters into the fp32 masters before training
+    recompute: bool = knob(False)  # activation checkpointing: blocks recompute in backward
     span: Span | None = span_field()
     spans: dict = spans_field()
 

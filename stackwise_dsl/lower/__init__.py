@@ -262,6 +262,7 @@ def _stage(facts: Facts, view: StageView, trunk_loras, tokens_per_step: int,
         train_head=(embeddings or bool(_top(view)))
         and (cache is Cache.OFF or spec.model.head is Head.UNTIED),
         merge_adapters=view.fuse and s.merge,
+        recompute=s.recompute,
     )
     opt = spec.optimizer.spans
     lr_at = Origin.at(s.spans.get("lr") or opt.get("lr"))

@@ -252,6 +252,9 @@ class Stage:
     train_input: bool  # token embedding, learned positions, time embedding
     train_head: bool  # final norm and head (a tied head is the input embedding)
     merge_adapters: bool = False  # fuse: fold every trained adapter into its master first
+    # activation checkpointing: each block that backpropagates keeps its input and runs its
+    # forward again in the backward pass (core/stage_model.py)
+    recompute: bool = False
     # the steps the learning-rate schedule spans, when `--max-steps` cut the stage short of
     # them (None: `steps`)
     schedule_steps: int | None = None

@@ -21,7 +21,7 @@ from stackwise_dsl.lower import plan as p
 # The layout of plan.json, counted up when it changes: a run directory's run.json says which it
 # was written with (none said: 1, before the plan was typed).
 PLAN_FORMAT = 5  # 3: data.split; 4: data.specials, validation_data, windows; run.tensorboard;
-# 5: run.distributed
+# 5: run.distributed, stage.recompute
 
 
 def to_json(obj: Any) -> Any:

@@ -63,7 +63,8 @@ def stage_table(plan: p.Plan):
     for stage in plan.stages:
         c, f = estimate.stage_count(plan, stage), stage_flops(plan, stage)
         cells = [_summary(stage)] if wide else _cells(plan, stage)
-        kind = stage.kind.value + (" merge" if stage.merge_adapters else "")
+        kind = stage.kind.value + (" merge" if stage.merge_adapters else "") + (
+            " recompute" if stage.recompute else "")  # fmt: skip
         table.add_row(
             str(stage.number), kind, f"{stage.steps:,}", f"{stage.lr:g}", *cells,
             f"{c.trainable:,}", f"{c.total:,}", si(f.total(stage.steps)),

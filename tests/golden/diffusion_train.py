@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+from torch.utils.checkpoint import checkpoint
 
 # --- configuration -------------------------------------------------------------------------
 # The resolved plan. A comment says where the values on its line came from: a line of SPEC_TEXT,
@@ -134,7 +135,7 @@ PLAN = {
                     "precision": "fp32",  # line 23
                 },
             ],
-            "cache": "off",  # default
+            "cache": "off", "recompute": False,  # default
             "lr": 0.001, "adapter_lr": 0.001, "embedding_lr": 0.001,  # line 30
         },
         {  # line 20
@@ -150,7 +151,7 @@ PLAN = {
                 PARTS,
             ],
             "init": "copy",  # line 22
-            "cache": "off",  # default
+            "cache": "off", "recompute": False,  # default
             "lr": 0.001, "adapter_lr": 0.001, "embedding_lr": 0.001,  # line 30
         },
         {  # line 20
@@ -166,7 +167,7 @@ PLAN = {
                 PARTS_2, PARTS,
             ],
             "init": "copy",  # line 22
-            "cache": "off",  # default
+            "cache": "off", "recompute": False,  # default
             "lr": 0.001, "adapter_lr": 0.001, "embedding_lr": 0.001,  # line 30
         },
         {  # line 20
@@ -187,7 +188,7 @@ PLAN = {
                 PARTS_2, PARTS,
             ],
             "init": "copy",  # line 22
-            "cache": "off",  # default
+            "cache": "off", "recompute": False,  # default
             "lr": 0.001, "adapter_lr": 0.001, "embedding_lr": 0.001,  # line 30
         },
         {  # line 27
@@ -225,6 +226,7 @@ PLAN = {
                 },
             ],
             "init": "random", "cache": "off", "merge_adapters": False,  # default
+            "recompute": False,  # default
         },
     ],
     "data": {  # line 29
@@ -445,11 +447,18 @@ class BlockStack(nn.Module):
         super().__init__()
         features = generator(seed, "features", s.position)
         self.blocks = nn.ModuleList(TransformerBlock(b, m, features=features) for b in s.blocks)
+        self.recompute = False  # a stage's `recompute` (StageModel sets it)
 
     def forward(self, x: torch.Tensor, ropes, seen: Seen | None = None) -> torch.Tensor:
-        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
+        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ. With
+        `recompute`, a block keeps only its input for the backward pass, which runs its
+        forward again (torch's checkpoint: same RNG, same autocast, the same numbers)."""
+        recompute = self.recompute and torch.is_grad_enabled() and seen is None
         for block in self.blocks:
-            x = block(x, ropes, seen)
+            if recompute:
+                x = checkpoint(block, x, ropes, use_reentrant=False)
+            else:
+                x = block(x, ropes, seen)
         return x
 
 
@@ -918,6 +927,8 @@ class StageModel(nn.Module):
         _attach_adapters(self, store)
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
+        for position in self.positions:
+            self.stack(position).recompute = stage.recompute
         self.precision = {part.position: part.precision for part in stage.parts}
         self.frozen = {x.position: x.trains is not Trains.FULL for x in stage.parts}
 
@@ -2610,6 +2621,9 @@ class Stage:
     train_input: bool  # token embedding, learned positions, time embedding
     train_head: bool  # final norm and head (a tied head is the input embedding)
     merge_adapters: bool = False  # fuse: fold every trained adapter into its master first
+    # activation checkpointing: each block that backpropagates keeps its input and runs its
+    # forward again in the backward pass (core/stage_model.py)
+    recompute: bool = False
     # the steps the learning-rate schedule spans, when `--max-steps` cut the stage short of
     # them (None: `steps`)
     schedule_steps: int | None = None

@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+from torch.utils.checkpoint import checkpoint
 
 # --- configuration -------------------------------------------------------------------------
 # The resolved plan. A comment says where the values on its line came from: a line of SPEC_TEXT,
@@ -87,7 +88,7 @@ PLAN = {
                     "precision": "fp32",  # default
                 },
             ],
-            "init": "random", "cache": "off",  # default
+            "init": "random", "cache": "off", "recompute": False,  # default
             "lr": 0.003, "adapter_lr": 0.003, "embedding_lr": 0.003,  # line 15
         },
         {  # line 12
@@ -105,7 +106,7 @@ PLAN = {
                     "precision": "fp32",  # default
                 },
             ],
-            "init": "random", "cache": "off",  # default
+            "init": "random", "cache": "off", "recompute": False,  # default
             "lr": 0.003, "adapter_lr": 0.003, "embedding_lr": 0.003,  # line 15
         },
     ],
@@ -330,11 +331,18 @@ class BlockStack(nn.Module):
         super().__init__()
         features = generator(seed, "features", s.position)
         self.blocks = nn.ModuleList(TransformerBlock(b, m, features=features) for b in s.blocks)
+        self.recompute = False  # a stage's `recompute` (StageModel sets it)
 
     def forward(self, x: torch.Tensor, ropes, seen: Seen | None = None) -> torch.Tensor:
-        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ."""
+        """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ. With
+        `recompute`, a block keeps only its input for the backward pass, which runs its
+        forward again (torch's checkpoint: same RNG, same autocast, the same numbers)."""
+        recompute = self.recompute and torch.is_grad_enabled() and seen is None
         for block in self.blocks:
-            x = block(x, ropes, seen)
+            if recompute:
+                x = checkpoint(block, x, ropes, use_reentrant=False)
+            else:
+                x = block(x, ropes, seen)
         return x
 
 
@@ -589,6 +597,8 @@ class StageModel(nn.Module):
         self.rack.to(device)
         self._mark_trainable()
         self.positions = tuple(part.position for part in stage.parts)
+        for position in self.positions:
+            self.stack(position).recompute = stage.recompute
 
     # --- building ---
 
@@ -2104,6 +2114,9 @@ class Stage:
     train_input: bool  # token embedding, learned positions, time embedding
     train_head: bool  # final norm and head (a tied head is the input embedding)
     merge_adapters: bool = False  # fuse: fold every trained adapter into its master first
+    # activation checkpointing: each block that backpropagates keeps its input and runs its
+    # forward again in the backward pass (core/stage_model.py)
+    recompute: bool = False
     # the steps the learning-rate schedule spans, when `--max-steps` cut the stage short of
     # them (None: `steps`)
     schedule_steps: int | None = None

@@ -57,3 +57,22 @@ def trainer_for(text: str, run_dir, name: str = "t"):
         run_dir=run_dir,
         device=torch.device("cpu"),
     )
+
+
+def peak_allocated(fn) -> int:
+    """The most bytes of tensor memory `fn()` held at once beyond what existed before it: the
+    torch profiler's CPU allocation records (the CPU's `max_memory_allocated`)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    return max((e["args"]["Total Allocated"] for e in events if e.get("name") == "[memory]"),
+               default=0)  # fmt: skip
