@@ -399,6 +399,16 @@ CODES: dict[str, Code] = {
             "the whole 8-bit state.",
         ),
         Code(
+            code="SW418", severity=E, title="recompute with spectral norm",
+            explanation="`recompute = true` runs each block's forward again in the backward "
+            "pass. A spectrally normalised layer updates its power-iteration vectors on every "
+            "forward pass in training, so it would update them twice a step and the run's "
+            "numbers would differ from the run without recompute.",
+            example=_with("ffn = swiglu }", "ffn = swiglu, spectral_norm = true }").replace(
+                "{ steps = 10 }", "{ steps = 10, recompute = true }"),
+            fix="Drop `recompute`, or drop `spectral_norm` from the blocks.",
+        ),
+        Code(
             code="SW501", severity=E, title="clm with bidirectional attention",
             explanation="Next-token prediction with bidirectional attention lets each "
             "position see the token it must predict.",

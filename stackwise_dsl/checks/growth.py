@@ -178,6 +178,28 @@ def check_something_trains(facts: Facts) -> Iterator[diag.Diagnostic]:
             )
 
 
+def check_recompute_spectral_norm(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """Recomputing a spectrally normalised block runs its power iteration a second time in
+    the backward pass, so the numbers would change; refused (once per place it is set)."""
+    said = set()
+    for view in facts.stages:
+        if not view.settings.recompute:
+            continue
+        where = n.at(view.settings, "recompute")
+        normed = [b for position in (*view.trunk, *view.new) for b in facts.blocks[position]
+                  if b.spectral_norm]  # fmt: skip
+        if normed and where not in said:
+            said.add(where)
+            yield diag.error(
+                "SW418",
+                f"stage {view.number} recomputes its blocks in the backward pass, but block "
+                f"`{normed[0].name}` is spectrally normalised: its power iteration would run "
+                "twice a step and change the numbers",
+                where,
+                hint="drop `recompute`, or `spectral_norm` from the block",
+            )
+
+
 def check_identity_init(facts: Facts) -> Iterator[diag.Diagnostic]:
     """`init = identity` zeroes output projections, which spectral norm cannot normalise."""
     for view in facts.stages:

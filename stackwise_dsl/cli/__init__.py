@@ -316,9 +316,9 @@ def run(
 
     how = launch.Launch(nproc=nproc, nnodes=nnodes, node_rank=node_rank,
                         rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)  # fmt: skip
-    if nnodes is not None and not launch.nnodes_valid(nnodes):
-        typer.echo(f"error: --nnodes {nnodes!r} is not N or MIN:MAX (whole numbers above 0)",
-                   err=True)  # fmt: skip
+    refused = launch.refusal(how)
+    if refused is not None:
+        typer.echo(f"error: {refused}", err=True)
         raise typer.Exit(USAGE)
     if how.several and launch.inside():
         typer.echo("error: --nproc and --nnodes start a launcher; this process is already one "
@@ -349,11 +349,13 @@ def run(
 
     chosen = Device(device.value) if device else None
     show = not quiet and format is Format.text and launch.rank() == 0
-    world = runtime.World()
+    world, plan_ = runtime.World(), None
     try:
         if resume is not None:
             plan_ = runtime.load_plan(resume)
-            if how.several:
+            if how.several:  # what every process would meet, said once before they start
+                runtime.reopen(resume)  # a damaged checkpoint pointer; a finished run
+                runtime.device_for(chosen or plan_.run.device)
                 _refuse_unshared_batch(plan_, how)
                 given = ["--resume", resume, *_passed(device, quiet, format)]
                 raise typer.Exit(launch.launch(how, given, resume))
@@ -368,6 +370,7 @@ def run(
                                    processes=size if launch.rank() == 0 else 1)  # fmt: skip
             plan_ = _adjust(plan_, max_steps, trial_steps, run_dir, chosen)
             if how.several:  # checked here once; the processes run it in the same directory
+                runtime.device_for(plan_.run.device)
                 given = [str(file), *[f"--set={o}" for o in overrides],
                          f"--run-dir={plan_.run.dir}"]  # fmt: skip
                 given += [f"--max-steps={max_steps}"] if max_steps is not None else []
@@ -392,16 +395,36 @@ def run(
         else:
             typer.echo(str(e))
         raise typer.Exit(OK) from None
-    except runtime.Elsewhere:  # rank 0 says what stopped the run
-        raise typer.Exit(PROBLEMS) from None
+    except KeyboardInterrupt:
+        if launch.rank() == 0:
+            where = resume or (plan_.run.dir if plan_ is not None else None)
+            began = where is not None and (Path(where) / "plan.json").exists()
+            typer.echo("interrupted" + (f"; continue with --resume {where}" if began else ""),
+                       err=True)  # fmt: skip
+        raise typer.Exit(130) from None
+    except runtime.Elsewhere:  # rank 0 says what stopped the run, and exits with its status
+        raise typer.Exit(OK) from None  # (a failure here would have the launcher stop it first)
     except runtime.RunError as e:
         who = f" (rank {world.rank} of {world.size})" if world.size > 1 else ""
         typer.echo(f"error{who}: {e}", err=True)
         raise typer.Exit(PROBLEMS) from None
+    except RuntimeError as e:  # another process stopped while this one waited on it
+        if world.size == 1 or not _peer_gone(e):
+            raise
+        raise typer.Exit(PROBLEMS) from None  # that process says why (the launcher names it)
     finally:
         world.close()
     if world.main:
         _report_run(summaries, where, quiet, format)
+
+
+def _peer_gone(e: RuntimeError) -> bool:
+    import torch.distributed as dist
+
+    said = str(e)
+    return isinstance(e, dist.DistError) or any(
+        x in said for x in ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+    )
 
 
 def _passed(device, quiet: bool, format: Format) -> list[str]:
@@ -411,11 +434,12 @@ def _passed(device, quiet: bool, format: Format) -> list[str]:
 
 
 def _refuse_unshared_batch(plan_, how) -> None:
-    size = how.world_size()
-    if size is not None and plan_.data.batch % size:
-        typer.echo(f"error: data.batch is {plan_.data.batch}, which {size} processes cannot "
-                   f"share equally: make it a multiple of {size}, or run on fewer processes",
-                   err=True)  # fmt: skip
+    """A resumed run's batch is its own: only the number of processes can change."""
+    size, batch = how.world_size(), plan_.data.batch
+    if size is not None and batch % size:
+        fits = ", ".join(str(k) for k in range(1, batch + 1) if batch % k == 0)
+        typer.echo(f"error: the run's data.batch is {batch}, which {size} processes cannot "
+                   f"share equally: resume it on {fits} processes", err=True)  # fmt: skip
         raise typer.Exit(USAGE)
 
 

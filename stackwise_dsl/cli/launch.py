@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import attrs
 
@@ -65,8 +66,45 @@ def rank() -> int:
 
 
 def nnodes_valid(nnodes: str) -> bool:
+    """N, or MIN:MAX with MIN at most MAX, whole numbers above 0."""
     parts = nnodes.split(":")
-    return len(parts) in (1, 2) and all(x.isdigit() and int(x) > 0 for x in parts)
+    whole = len(parts) in (1, 2) and all(x.isdigit() and int(x) > 0 for x in parts)
+    return whole and int(parts[0]) <= int(parts[-1])
+
+
+def refusal(how: Launch) -> str | None:
+    """What is wrong with a launch's options before anything starts (None: nothing)."""
+    from stackwise_dsl.core.errors import RunError
+    from stackwise_dsl.core.world import timeout_s
+
+    try:
+        if how.several:
+            timeout_s()
+    except RunError as e:
+        return str(e)
+    if how.nnodes is not None and not nnodes_valid(how.nnodes):
+        return (f"--nnodes {how.nnodes!r} is not N or MIN:MAX (whole numbers above 0, MIN at "
+                "most MAX)")  # fmt: skip
+    several = how.nnodes not in (None, "1", "1:1")
+    if several and how.rdzv_endpoint is None:
+        return ("several machines meet at an address: give --rdzv-endpoint HOST:PORT (the "
+                "same on every machine)")  # fmt: skip
+    if how.rdzv_endpoint is not None and not _endpoint_valid(how.rdzv_endpoint):
+        return (f"--rdzv-endpoint {how.rdzv_endpoint!r} is not HOST:PORT (a port from 1 to "
+                "65535)")  # fmt: skip
+    if how.rdzv_id is not None and how.rdzv_endpoint is None:
+        return "--rdzv-id names a job at a meeting point: give --rdzv-endpoint HOST:PORT too"
+    if how.node_rank is not None:
+        nodes = int((how.nnodes or "1").split(":")[-1])
+        if how.node_rank >= nodes:
+            return (f"--node-rank {how.node_rank} is not below the number of machines "
+                    f"({how.nnodes or 1})")  # fmt: skip
+    return None
+
+
+def _endpoint_valid(endpoint: str) -> bool:
+    host, _, port = endpoint.rpartition(":")
+    return bool(host) and port.isdigit() and 1 <= int(port) <= 65535
 
 
 def launch(how: Launch, worker_args: list[str], run_dir: str | None = None) -> int:
@@ -89,20 +127,33 @@ def launch(how: Launch, worker_args: list[str], run_dir: str | None = None) -> i
     args = parse_args(
         [*how.launcher_args(), "--max-restarts", "0", "-m", "stackwise_dsl", "run", *worker_args]
     )
+    if how.rdzv_endpoint is not None:
+        print(f"waiting for {how.nnodes} machines at {how.rdzv_endpoint} ...", file=sys.stderr)
     try:
         run(args)
     except (KeyboardInterrupt, SignalException):
-        where = f"; continue with --resume {run_dir}" if run_dir else ""
-        print(f"interrupted{where}", file=sys.stderr)
+        began = run_dir is not None and (Path(run_dir) / "plan.json").exists()
+        print("interrupted" + (f"; continue with --resume {run_dir}" if began else ""),
+              file=sys.stderr)  # fmt: skip
         return 130
     except ChildFailedError as e:
-        first = e.get_first_failure()[1]
-        code = first.exitcode if isinstance(first.exitcode, int) and first.exitcode > 0 else 1
-        if first.exitcode < 0:  # killed by a signal, or crashed without a word
-            print(
-                f"error: process rank {first.rank} stopped with signal {-first.exitcode}; the "
-                "job was stopped",
-                file=sys.stderr,
-            )
-        return code
+        rank, failure = _cause(e.failures)
+        if failure.exitcode < 0:  # killed by a signal, or crashed without a word
+            print(f"error: process rank {rank} stopped with signal {-failure.exitcode}; the "
+                  "job was stopped", file=sys.stderr)  # fmt: skip
+            return 1
+        return failure.exitcode
+    except Exception as e:  # the rendezvous: a machine that never came, an address not there
+        said = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: the processes could not meet ({type(e).__name__}: {said[:300]})",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0
+
+
+def _cause(failures: dict) -> tuple:
+    """The failure that stopped the job: not one the launcher ended itself (SIGTERM, after
+    another failed), the earliest of those."""
+    term = -15
+    chosen = [x for x in failures.items() if x[1].exitcode != term] or list(failures.items())
+    return min(chosen, key=lambda x: (x[1].timestamp, x[0]))

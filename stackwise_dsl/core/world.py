@@ -27,11 +27,27 @@ import attrs
 import torch
 import torch.distributed as dist
 
+from stackwise_dsl.core.errors import RunError
 from stackwise_dsl.ir.enums import Distributed
 
 # how long a rank waits for the others at a collective before the job stops with an error
-# (a rank that died is noticed by torchrun sooner; this bounds every other wait)
-TIMEOUT_S = float(os.environ.get("SW_DIST_TIMEOUT", "600"))
+# (a rank that died is noticed by torchrun sooner; this bounds every other wait); seconds,
+# SW_DIST_TIMEOUT in the environment to change
+TIMEOUT_S = 600.0
+
+
+def timeout_s() -> float:
+    """SW_DIST_TIMEOUT, or TIMEOUT_S. RunError for a value that is not seconds above 0."""
+    text = os.environ.get("SW_DIST_TIMEOUT")
+    if text is None:
+        return TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise RunError(f"SW_DIST_TIMEOUT={text!r} is not a number of seconds above 0")
+    return seconds
 
 
 @attrs.frozen
@@ -178,10 +194,11 @@ def joined(cuda: bool) -> World:
     if size <= 1:
         return World()
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    wait = timeout_s()
     if not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(local)
         dist.init_process_group(
-            "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=TIMEOUT_S)
+            "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=wait)
         )
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local)

@@ -23,7 +23,8 @@ def plan_json(plan: p.Plan) -> dict:
             "flops": f.total(stage.steps), "flops_per_step": f.step(),
             "flops_all_cache_hits": f.all_hits(stage.steps),
         })  # fmt: skip
-    return {"plan": to_json(plan), "counts": counts, "final_params": estimate.final_params(plan)}
+    return {"plan": to_json(plan), "counts": counts, "final_params": estimate.final_params(plan),
+            "sharding": sharding(plan)}  # fmt: skip
 
 
 def headline(plan: p.Plan) -> str:

@@ -186,10 +186,20 @@ class Trainer:
         if self.world.main:
             save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
                      metrics_lines=self.metrics.lines)  # fmt: skip
+        else:  # the same store as rank 0's: every rank stops alike
+            check_finite(self.store, state)
         self.world.barrier()
 
 
 # --- what both harnesses do (this one and runtime/standalone.py, a compiled script's) ---
+
+
+def check_finite(store: Store, state: RunState) -> None:
+    """Diverged unless every weight in the store is finite."""
+    broken = next((k for k, v in store.flat().items()
+                   if v.is_floating_point() and not torch.isfinite(v).all()), None)  # fmt: skip
+    if broken is not None:
+        raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken})")
 
 
 def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
@@ -197,13 +207,7 @@ def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
     """Checkpoint the store at `state` (checkpoint.save). The store must be finite: a loss is
     measured before the update that may break the weights, so weights are checked too
     before they are kept."""
-    flat = store.flat()
-    broken = next(
-        (k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()),
-        None,
-    )
-    if broken is not None:
-        raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken})")
+    check_finite(store, state)
     saved = {
         "stage": state.stage, "step": state.step, "stage_done": done,
         "global_step": state.global_step, "stream": state.stream, "flops": state.flops,

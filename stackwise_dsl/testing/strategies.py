@@ -203,7 +203,7 @@ def _stage_settings(
         # the top that keeps training would make a cache stale (SW403)
         # and no more than the trunk ever holds (SW410)
         top=draw(st.integers(0, min(2, stacks - 1))) if stage_wise and cache is Cache.OFF else 0,
-        recompute=draw(st.booleans()),
+        recompute=draw(st.booleans()) and identity_ok,  # not with spectral norm (SW418)
         lr=draw(st.none() | rates),
         adapter_lr=draw(st.none() | rates),
         embedding_lr=draw(st.none() | rates),
@@ -239,7 +239,8 @@ def _fuse(draw, block_list, d_model, stacks) -> n.Fuse:
         lr=draw(st.none() | rates),
         objective=None,
         trunk=n.TrunkPolicy(strategy=strategy, precision=precision, lora=lora),
-        recompute=draw(st.booleans()),
+        # not with spectral norm (SW418)
+        recompute=draw(st.booleans()) and not any(b.spectral_norm for b in block_list),
     )
 
 

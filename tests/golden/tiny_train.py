@@ -1397,7 +1397,21 @@ PREDICTED = {
 }
 
 
-TIMEOUT_S = float(os.environ.get("SW_DIST_TIMEOUT", "600"))
+TIMEOUT_S = 600.0
+
+
+def timeout_s() -> float:
+    """SW_DIST_TIMEOUT, or TIMEOUT_S. RunError for a value that is not seconds above 0."""
+    text = os.environ.get("SW_DIST_TIMEOUT")
+    if text is None:
+        return TIMEOUT_S
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0 or seconds == float("inf"):
+        raise RunError(f"SW_DIST_TIMEOUT={text!r} is not a number of seconds above 0")
+    return seconds
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1544,11 +1558,12 @@ def joined(cuda: bool) -> World:
     if size <= 1:
         return World()
     local = int(os.environ.get("LOCAL_RANK", "0"))
+    wait = timeout_s()
     if not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(local)
         dist.init_process_group(
-            "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=TIMEOUT_S)
+            "nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=wait)
         )
     return World(rank=dist.get_rank(), size=dist.get_world_size(), local_rank=local)
 
@@ -3364,7 +3379,17 @@ class Trainer:
         if self.world.main:
             save_run(self.run_dir, self.store, state, done=done, summaries=self.summaries,
                      metrics_lines=self.metrics.lines)  # fmt: skip
+        else:  # the same store as rank 0's: every rank stops alike
+            check_finite(self.store, state)
         self.world.barrier()
+
+
+def check_finite(store: Store, state: RunState) -> None:
+    """Diverged unless every weight in the store is finite."""
+    broken = next((k for k, v in store.flat().items()
+                   if v.is_floating_point() and not torch.isfinite(v).all()), None)  # fmt: skip
+    if broken is not None:
+        raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken})")
 
 
 def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
@@ -3372,13 +3397,7 @@ def save_run(run_dir: Path, store: Store, state: RunState, *, done: bool,
     """Checkpoint the store at `state` (checkpoint.save). The store must be finite: a loss is
     measured before the update that may break the weights, so weights are checked too
     before they are kept."""
-    flat = store.flat()
-    broken = next(
-        (k for k, v in flat.items() if v.is_floating_point() and not torch.isfinite(v).all()),
-        None,
-    )
-    if broken is not None:
-        raise Diverged(state.stage, state.step, f"the weights became non-finite ({broken})")
+    check_finite(store, state)
     saved = {
         "stage": state.stage, "step": state.step, "stage_done": done,
         "global_step": state.global_step, "stream": state.stream, "flops": state.flops,
@@ -3911,14 +3930,16 @@ def main() -> None:
         if world.main:
             print(e)
         return
-    except Elsewhere:  # rank 0 says what stopped the run
-        raise SystemExit(1) from None
+    except Elsewhere:  # rank 0 says what stopped the run, and exits with its status
+        return
     except (RunError, NotCompiled) as e:
         who = f" (rank {world.rank} of {world.size})" if world.size > 1 else ""
         raise SystemExit(f"error{who}: {e}") from None
     except PlanFormatError as e:  # PLAN edited into something that is not a plan
         raise SystemExit(f"error: this script's PLAN is wrong: {e}") from None
     except KeyboardInterrupt:
+        if not world.main:  # rank 0 says it
+            raise SystemExit(130) from None
         resumable = where and not args.sample
         print(f"interrupted; continue with --resume {where}" if resumable else "interrupted",
               file=sys.stderr)  # fmt: skip

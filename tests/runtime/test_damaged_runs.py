@@ -451,27 +451,31 @@ def test_a_run_started_with_an_older_plan_format_says_so(finished_stage, tmp_pat
     plan["model"]["position"] = "rope"
     (run / "plan.json").write_text(json.dumps(plan))
     info = json.loads((run / "run.json").read_text())
-    assert info.pop("plan_format") == 4
+    assert info.pop("plan_format") == 5
     (run / "run.json").write_text(json.dumps(info))
     result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
     assert result.exit_code == 1, result.output
-    assert "plans have format 1; this one reads format 4" in result.output
+    assert "plans have format 1; this one reads format 5" in result.output
     assert "damaged" not in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("old", "missing"), [(2, "split"), (3, "specials")])
-def test_a_run_of_an_earlier_plan_format_says_so(finished_stage, tmp_path, old, missing):
-    """Format 3 added data.split; 4 data.specials (and validation_data, windows)."""
+@pytest.mark.parametrize(("old", "section", "missing"), [
+    (2, "data", "split"), (3, "data", "specials"), (4, "run", "distributed"),
+])  # fmt: skip
+def test_a_run_of_an_earlier_plan_format_says_so(finished_stage, tmp_path, old, section,
+                                                 missing):  # fmt: skip
+    """Format 3 added data.split; 4 data.specials (and validation_data, windows); 5
+    run.distributed (and stage.recompute)."""
     run = tmp_path / "old"
     shutil.copytree(finished_stage, run)
     plan = json.loads((run / "plan.json").read_text())
-    del plan["data"][missing]
+    del plan[section][missing]
     (run / "plan.json").write_text(json.dumps(plan))
     info = json.loads((run / "run.json").read_text())
     (run / "run.json").write_text(json.dumps({**info, "plan_format": old}))
     result = runner.invoke(app, ["run", "--resume", str(run), "-q"])
     assert result.exit_code == 1
-    assert f"plans have format {old}; this one reads format 4" in result.output
+    assert f"plans have format {old}; this one reads format 5" in result.output
 
 
 def test_a_resumed_run_takes_no_other_directory(finished_stage, tmp_path):

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import torch.multiprocessing as mp
 
 from stackwise_dsl import runtime
@@ -192,8 +193,14 @@ def test_a_failing_rank_stops_the_job_and_is_named(tmp_path):
 
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["--nproc", "4"], 1, "error[SW607]: `batch = 6` cannot be shared equally by 4 processes"),
-    (["--nproc", "2", "--nnodes", "2"], 1, "shared equally by 4 processes"),
+    (["--nproc", "2", "--nnodes", "2", "--rdzv-endpoint", "localhost:29555"], 1,
+     "shared equally by 4 processes"),
     (["--nproc", "2", "--nnodes", "0"], 2, "error: --nnodes '0' is not N or MIN:MAX"),
+    (["--nproc", "2", "--nnodes", "3:1"], 2, "MIN at most MAX"),
+    (["--nproc", "2", "--nnodes", "2"], 2, "give --rdzv-endpoint HOST:PORT"),
+    (["--nproc", "2", "--rdzv-endpoint", "localhost:notaport"], 2, "is not HOST:PORT"),
+    (["--nproc", "2", "--rdzv-id", "job"], 2, "give --rdzv-endpoint HOST:PORT too"),
+    (["--nproc", "2", "--node-rank", "1"], 2, "--node-rank 1 is not below the number of"),
 ])  # fmt: skip
 def test_launches_that_cannot_work_are_refused_before_they_start(args, code, message, tmp_path):
     (tmp_path / "t.sw").write_text(CLM.replace("batch = 4", "batch = 6"))
@@ -202,11 +209,21 @@ def test_launches_that_cannot_work_are_refused_before_they_start(args, code, mes
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_device_the_machine_lacks_is_refused_once_before_the_processes_start(tmp_path):
+    (tmp_path / "t.sw").write_text(CLM)
+    done = _sw("run", "t.sw", "--nproc", "2", "--device", "cuda", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.count("error: the run asks for device cuda") == 1, done.stderr
+
+
 def test_a_resumed_run_on_processes_that_cannot_share_its_batch_is_refused(tmp_path):
-    runtime.run(plan_of(CLM), tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        runtime.run(plan_of(CLM), tmp_path / "run", progress=_Interrupting(9))
     done = _sw("run", "--resume", "run", "--nproc", "3", cwd=tmp_path)
     assert done.returncode == 2
-    assert "error: data.batch is 4, which 3 processes cannot share equally" in done.stderr
+    assert done.stderr == ("error: the run's data.batch is 4, which 3 processes cannot share "
+                           "equally: resume it on 1, 2, 4 processes\n")  # fmt: skip
 
 
 def test_a_launched_process_cannot_launch_again(tmp_path):
@@ -249,3 +266,52 @@ def test_ctrl_c_stops_every_process_and_says_how_to_go_on(tmp_path):
     assert job.returncode == 130, err
     assert f"interrupted; continue with --resume {tmp_path / 'run'}" in err
     assert "Traceback" not in err + out
+
+
+def _descendant_with_rank(pid: int, rank: int) -> int | None:
+    """The process below `pid` whose environment says RANK=`rank` (a launched worker)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    for child in map(int, children):
+        try:
+            env = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return child
+        found = _descendant_with_rank(child, rank)
+        if found is not None:
+            return found
+    return None
+
+
+def test_a_process_killed_by_a_signal_is_named_with_it(tmp_path):
+    """As the out-of-memory killer would: rank 1 gets SIGKILL mid-run."""
+    import signal
+    import time
+
+    (tmp_path / "t.sw").write_text(CLM.replace("steps = 6", "steps = 100000"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SW_DIST_TIMEOUT": "120"}
+    job = subprocess.Popen([sys.executable, "-m", "stackwise_dsl", "run", "t.sw", "--nproc", "2",
+                            "--run-dir", "run", "-q"], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(_descendant_with_rank(job.pid, 1), signal.SIGKILL)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 1
+    assert err.strip().splitlines()[-1] == (
+        "error: process rank 1 stopped with signal 9; the job was stopped"
+    ), err
+    assert "Traceback" not in err + out
+
+
+def test_weights_gone_non_finite_are_reported_by_rank_0(tmp_path):
+    (tmp_path / "t.sw").write_text(CLM.replace("adamw(lr = 3e-3", "sgd(lr = 1e30, clip = none"))
+    done = _sw("run", "t.sw", "--nproc", "2", "--run-dir", "run", "-q", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == (  # every rank finds it at the step-2 checkpoint; rank 0 says it
+        "error (rank 0 of 2): the weights became non-finite (shared/embed.weight) in stage 1 "
+        "at step 2; no checkpoint was written yet\n"
+    )
