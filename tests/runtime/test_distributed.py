@@ -248,8 +248,8 @@ def test_a_compiled_script_runs_under_torchrun_with_the_numbers_of_one_process(t
     _assert_same_numbers(_records(tmp_path / "two"), _one_process(CLM, tmp_path / "one"))
 
 
-def test_ctrl_c_stops_every_process_and_says_how_to_go_on(tmp_path):
-    import signal
+def _running(tmp_path: Path) -> subprocess.Popen:
+    """A long 2-process run in `tmp_path / "run"`, once it has logged its first step."""
     import time
 
     (tmp_path / "t.sw").write_text(CLM.replace("steps = 6", "steps = 100000"))
@@ -261,6 +261,13 @@ def test_ctrl_c_stops_every_process_and_says_how_to_go_on(tmp_path):
     deadline = time.monotonic() + 120
     while not (metrics.exists() and metrics.read_text()) and time.monotonic() < deadline:
         time.sleep(0.2)
+    return job
+
+
+def test_ctrl_c_stops_every_process_and_says_how_to_go_on(tmp_path):
+    import signal
+
+    job = _running(tmp_path)
     job.send_signal(signal.SIGINT)
     out, err = job.communicate(timeout=120)
     assert job.returncode == 130, err
@@ -287,17 +294,8 @@ def _descendant_with_rank(pid: int, rank: int) -> int | None:
 def test_a_process_killed_by_a_signal_is_named_with_it(tmp_path):
     """As the out-of-memory killer would: rank 1 gets SIGKILL mid-run."""
     import signal
-    import time
 
-    (tmp_path / "t.sw").write_text(CLM.replace("steps = 6", "steps = 100000"))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SW_DIST_TIMEOUT": "120"}
-    job = subprocess.Popen([sys.executable, "-m", "stackwise_dsl", "run", "t.sw", "--nproc", "2",
-                            "--run-dir", "run", "-q"], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    metrics = tmp_path / "run" / "metrics.jsonl"
-    deadline = time.monotonic() + 120
-    while not (metrics.exists() and metrics.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    job = _running(tmp_path)
     os.kill(_descendant_with_rank(job.pid, 1), signal.SIGKILL)
     out, err = job.communicate(timeout=120)
     assert job.returncode == 1
