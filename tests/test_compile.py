@@ -401,8 +401,11 @@ def test_a_script_refuses_an_empty_directory_and_stops_quietly_on_ctrl_c(tmp_pat
     assert empty.returncode == 2 and "the directory is empty: name a directory" in empty.stderr
     assert not (tmp_path / "plan.json").exists()
     run = tmp_path / "run"
+    # SIGINT as a terminal sends it, even when the tests run as a background job (which
+    # starts with SIGINT ignored, and Python then installs no KeyboardInterrupt)
     proc = subprocess.Popen([sys.executable, str(script), "--run-dir", str(run)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     assert proc.stdout.readline().startswith("stage 1 (grow), 150 steps")  # training began
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -336,7 +336,7 @@ class BlockStack(nn.Module):
     def forward(self, x: torch.Tensor, ropes, seen: Seen | None = None) -> torch.Tensor:
         """`ropes`: RoPE tables by head width (None without RoPE); blocks may differ. With
         `recompute`, a block keeps only its input for the backward pass, which runs its
-        forward again (torch's checkpoint: same RNG, same autocast, the same numbers)."""
+        forward again (torch's checkpoint replays the RNG and precision: the same numbers)."""
         recompute = self.recompute and torch.is_grad_enabled() and seen is None
         for block in self.blocks:
             if recompute:

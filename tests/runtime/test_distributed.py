@@ -248,6 +248,14 @@ def test_a_compiled_script_runs_under_torchrun_with_the_numbers_of_one_process(t
     _assert_same_numbers(_records(tmp_path / "two"), _one_process(CLM, tmp_path / "one"))
 
 
+def _sigint_as_a_terminal() -> None:
+    """SIGINT's default action, even when the tests run as a background job (started with
+    SIGINT ignored, where Python installs no KeyboardInterrupt)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _running(tmp_path: Path) -> subprocess.Popen:
     """A long 2-process run in `tmp_path / "run"`, once it has logged its first step."""
     import time
@@ -256,7 +264,8 @@ def _running(tmp_path: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "SW_DIST_TIMEOUT": "120"}
     job = subprocess.Popen([sys.executable, "-m", "stackwise_dsl", "run", "t.sw", "--nproc", "2",
                             "--run-dir", "run", "-q"], cwd=tmp_path, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           preexec_fn=_sigint_as_a_terminal)  # fmt: skip
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.monotonic() + 120
     while not (metrics.exists() and metrics.read_text()) and time.monotonic() < deadline:
