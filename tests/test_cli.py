@@ -70,8 +70,8 @@ def test_check_and_run_say_which_data_files_are_not_on_this_machine(tmp_path):
         (d["code"], d["severity"], d["message"], d["line"]) for d in found if d["code"] == "SW604"
     ]
     assert absent == [
-        ("SW604", "warning", "no file matches data/*.txt", 31),
-        ("SW604", "warning", "there is no file tokenizer.json", 31),
+        ("SW604", "warning", "no file matches data/*.txt", 35),
+        ("SW604", "warning", "there is no file tokenizer.json", 35),
     ]
     plan = run("plan", ROOT / "specs" / "llama70b.sw", "--format", "json")
     assert plan.exit_code == 0  # a plan is made where the data is not

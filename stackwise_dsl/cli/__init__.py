@@ -167,22 +167,27 @@ def plan(
     file: Path = typer.Argument(..., help="The spec to lower."),
     overrides: list[str] = SetOption,
     format: Format = typer.Option(Format.text, "--format", help="text for people, json for tools."),
+    nproc: int = typer.Option(
+        1, "--nproc", min=1, help="Estimate memory per process for a run on N processes."
+    ),
 ) -> None:
-    """Show the plan: every stage, which stacks train or stay frozen, in which precision."""
+    """Show the plan: every stage, which stacks train or stay frozen, in which precision, its
+    training FLOPs and its peak memory per process."""
     from stackwise_dsl.lower import show
 
     _require_valid_overrides(overrides)
-    plan_ = _lower_or_exit(file, overrides)
+    plan_ = _lower_or_exit(file, overrides, processes=nproc)
     out = _Output()
     if format is Format.json:
-        out.json(show.plan_json(plan_))
+        out.json(show.plan_json(plan_, nproc))
         raise typer.Exit(OK)
     from rich.console import Console
 
     console = Console(highlight=False, width=200 if not sys.stdout.isatty() else None)
     console.print(show.headline(plan_))
-    console.print(show.stage_table(plan_))
+    console.print(show.stage_table(plan_, nproc))
     console.print(show.totals(plan_))
+    console.print(show.memory_lines(plan_, nproc))
     shared = show.sharding(plan_)
     if shared is not None:
         console.print(shared)

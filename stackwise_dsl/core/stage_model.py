@@ -212,8 +212,13 @@ def master_state(stack: nn.Module) -> dict[str, torch.Tensor]:
     for key, value in stack.state_dict().items():
         if ".lora_" in key:
             continue
-        out[key.replace(_BASE, "")] = full(value).detach().float().clone()
+        out[key.replace(_BASE, "")] = host_copy(full(value))
     return out
+
+
+def host_copy(x: torch.Tensor) -> torch.Tensor:
+    """An fp32 copy in host memory: the store's masters never take the device's memory."""
+    return x.detach().to(device="cpu", dtype=torch.float32, copy=True)
 
 
 def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
@@ -222,7 +227,7 @@ def adapter_state(stack: nn.Module, name: str) -> dict[str, torch.Tensor]:
     out = {}
     for key, value in stack.state_dict().items():
         if any(m in key for m in marker):
-            out[key.replace(_BASE, "")] = full(value).detach().float().clone()
+            out[key.replace(_BASE, "")] = host_copy(full(value))
     return out
 
 
@@ -240,7 +245,5 @@ def load_adapter(stack: nn.Module, name: str, state: dict[str, torch.Tensor]) ->
 def shared_state(rack: nn.Module) -> dict[str, torch.Tensor]:
     """The rack's own weights (everything but its stacks)."""
     return {
-        k: full(v).detach().float().clone()
-        for k, v in rack.state_dict().items()
-        if not k.startswith("stacks.")
+        k: host_copy(full(v)) for k, v in rack.state_dict().items() if not k.startswith("stacks.")
     }

@@ -5,26 +5,37 @@ from __future__ import annotations
 
 from stackwise_dsl import estimate
 from stackwise_dsl.estimate.flops import stage_flops
-from stackwise_dsl.ir.enums import Cache, Distributed
+from stackwise_dsl.estimate.memory import StageMemory, stage_memory, step_traffic
+from stackwise_dsl.ir.enums import Cache, Device, Distributed
 from stackwise_dsl.lower import plan as p
 from stackwise_dsl.lower.serialize import to_json
 
 _WIDE = 10  # racks with more stacks than this are summarised per stage, not drawn
 
 
-def plan_json(plan: p.Plan) -> dict:
-    """The plan and, per stage, its parameter counts and training FLOPs."""
+def plan_json(plan: p.Plan, nproc: int = 1) -> dict:
+    """The plan and, per stage, its parameter counts, training FLOPs and peak memory per
+    process (on `nproc` processes)."""
     counts = []
     for stage in plan.stages:
         c, f = estimate.stage_count(plan, stage), stage_flops(plan, stage)
+        mem = memory(plan, stage, nproc)
         counts.append({
             "stage": stage.number, "total": c.total, "trainable": c.trainable,
             "adapters": c.adapters, "by_precision": c.by_precision, "weight_bytes": c.weight_bytes,
             "flops": f.total(stage.steps), "flops_per_step": f.step(),
             "flops_all_cache_hits": f.all_hits(stage.steps),
+            "memory": {**mem.parts(), "peak": mem.peak},
+            "traffic_per_step": step_traffic(plan, stage, nproc),
         })  # fmt: skip
     return {"plan": to_json(plan), "counts": counts, "final_params": estimate.final_params(plan),
-            "sharding": sharding(plan)}  # fmt: skip
+            "sharding": sharding(plan), "processes": nproc}  # fmt: skip
+
+
+def memory(plan: p.Plan, stage: p.Stage, nproc: int = 1) -> StageMemory:
+    """A stage's peak memory per process, on CUDA when the spec asks for it, else as the
+    CPU holds it (estimate/memory.py)."""
+    return stage_memory(plan, stage, nproc, cuda=plan.run.device is Device.CUDA)
 
 
 def headline(plan: p.Plan) -> str:
@@ -38,8 +49,9 @@ def headline(plan: p.Plan) -> str:
     )
 
 
-def stage_table(plan: p.Plan):
-    """A rich Table: one row per stage, one column per stack (or a summary for wide racks)."""
+def stage_table(plan: p.Plan, nproc: int = 1):
+    """A rich Table: one row per stage, one column per stack (or a summary for wide racks),
+    with each stage's peak memory per process."""
     from rich.table import Table
 
     table = Table(show_lines=False, header_style="bold")
@@ -61,6 +73,7 @@ def stage_table(plan: p.Plan):
     table.add_column("Trainable", justify="right")
     table.add_column("Total", justify="right")
     table.add_column("FLOPs", justify="right")
+    table.add_column("Peak memory" + (" / process" if nproc > 1 else ""), justify="right")
     for stage in plan.stages:
         c, f = estimate.stage_count(plan, stage), stage_flops(plan, stage)
         cells = [_summary(stage)] if wide else _cells(plan, stage)
@@ -69,6 +82,7 @@ def stage_table(plan: p.Plan):
         table.add_row(
             str(stage.number), kind, f"{stage.steps:,}", f"{stage.lr:g}", *cells,
             f"{c.trainable:,}", f"{c.total:,}", si(f.total(stage.steps)),
+            size(memory(plan, stage, nproc).peak),
         )  # fmt: skip
     return table
 
@@ -101,6 +115,33 @@ def _summary(stage: p.Stage) -> str:
         key = text.split(" r")[0]
         groups[key] = groups.get(key, 0) + 1
     return ", ".join(f"{k} x {v}" if v > 1 else k for k, v in groups.items())
+
+
+def memory_lines(plan: p.Plan, nproc: int = 1) -> str:
+    """The largest stage's peak, part by part (estimate/memory.py)."""
+    stage = max(plan.stages, key=lambda s: memory(plan, s, nproc).peak)
+    mem = memory(plan, stage, nproc)
+    cuda = plan.run.device is Device.CUDA
+    host = {"masters"} | ({"cache"} if stage.cache is Cache.DISK else set())
+    parts = ", ".join(f"{k} {size(v)}" + (" (host memory)" if cuda and k in host else "")
+                      for k, v in mem.parts().items() if v)  # fmt: skip
+    where = "the CUDA device" if cuda else "the CPU"
+    who = f"on each of {nproc} processes ({plan.run.distributed.value})" if nproc > 1 else ""
+    cache = " (the cache at one window per sequence drawn: at most)" if mem.cache else ""
+    sent = step_traffic(plan, stage, nproc)
+    traffic = f"; each process sends {size(sent)} a step there" if sent else ""
+    return (
+        f"peak training memory {who or 'of the run'}: {size(mem.peak)} in stage {stage.number}, "
+        f"as {where} holds it: {parts}{cache}{traffic}"
+    )
+
+
+def size(n: float) -> str:
+    """Bytes, in binary units: 812 KiB, 3.4 MiB, 71.2 GiB."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n / 2**10:,.0f} KiB"
 
 
 def totals(plan: p.Plan) -> str:

@@ -17,7 +17,8 @@ import torch
 
 from stackwise_dsl.core.errors import RunError
 
-SHARD = 512  # windows per disk shard
+SHARD = 512  # windows per disk shard, at most
+SHARD_BYTES = 256 * 2**20  # and at most this much of them held in memory before writing
 
 
 class ActivationCache:
@@ -25,6 +26,7 @@ class ActivationCache:
         self.directory = directory
         self.memory: dict[int, torch.Tensor] = {}
         self.pending: dict[int, torch.Tensor] = {}
+        self.pending_bytes = 0
         self.shard_of: dict[int, Path] = {}
         self.computed = 0
         if directory is not None:
@@ -68,7 +70,8 @@ class ActivationCache:
             self.memory[i] = h
             return
         self.pending[i] = h.cpu().contiguous()
-        if len(self.pending) >= SHARD:
+        self.pending_bytes += self.pending[i].nbytes
+        if len(self.pending) >= SHARD or self.pending_bytes >= SHARD_BYTES:
             self.flush()
 
     def _get(self, i: int) -> torch.Tensor:
@@ -96,7 +99,7 @@ class ActivationCache:
             raise _unwritable(self.directory, e) from None
         for i in self.pending:
             self.shard_of[i] = path
-        self.pending = {}
+        self.pending, self.pending_bytes = {}, 0
 
 
 def _unwritable(directory: Path, e: OSError) -> RunError:

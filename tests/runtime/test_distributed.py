@@ -322,3 +322,48 @@ def test_weights_gone_non_finite_are_reported_by_rank_0(tmp_path):
         "error (rank 0 of 2): the weights became non-finite (shared/embed.weight) in stage 1 "
         "at step 2; no checkpoint was written yet\n"
     )
+
+
+def _peaks(rank: int, size: int, port: int, text: str, out: str) -> None:
+    """Rank 0 writes each stage's measured peak on it, beside `sw plan --nproc`'s estimate."""
+    from stackwise_dsl.estimate.memory import stage_memory
+    from stackwise_dsl.runtime.peaks import stage_peaks
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(size), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")  # fmt: skip
+    world = joined(cuda=False)
+    plan = plan_of(text)
+    measured = stage_peaks(plan, Path(out).parent / "run", world)
+    if world.main:
+        pairs = [
+            (m, stage_memory(plan, s, size).peak)
+            for s, m in zip(plan.stages, measured, strict=True)
+        ]
+        Path(out).write_text(json.dumps(pairs))
+    world.close()
+
+
+MEMORY = """model { d_model = 128, context = 64 }
+block b { attention = mha(heads = 4, mode = causal), ffn = gelu }
+stack s = 2 x b
+objective = clm
+grow append 2 x s { steps = 3, trunk { full } }
+data { source = stdlib, tokenizer = bytes, batch = 16 }
+optimizer = adamw(lr = 1e-3)
+run { seed = 0, eval_batches = 1 }
+"""
+
+
+FSDP_MEMORY = MEMORY.replace("eval_batches = 1", "eval_batches = 1, distributed = fsdp")
+
+
+@pytest.mark.parametrize(("text", "within"), [(MEMORY, 0.02), (FSDP_MEMORY, 0.15)],
+                         ids=["ddp", "fsdp"])  # fmt: skip
+def test_the_memory_estimate_per_process_holds_on_two(text, within, tmp_path):
+    """DDP's per-process peak is deterministic; FSDP's, with frees that follow asynchronous
+    collectives, varies from run to run by several percent, hence the wider margin. (A
+    model of a few hundred KiB would be all overheads: this one holds tens of MiB.)"""
+    out = tmp_path / "peaks.json"
+    mp.spawn(_peaks, args=(2, _free_port(), text, str(out)), nprocs=2)
+    for measured, estimate in json.loads(out.read_text()):
+        assert estimate == pytest.approx(measured, rel=within)
