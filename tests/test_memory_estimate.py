@@ -108,9 +108,19 @@ def test_sw_plan_prints_each_stages_peak_and_the_largest_part_by_part():
     assert result.exit_code == 0, result.output
     assert "Peak memory" in result.output
     assert "1.7 MiB" in result.output and "2.1 MiB" in result.output
-    assert "peak training memory of the run: 2.1 MiB in stage 2, as the CPU holds it" in (
-        " ".join(result.output.split())
-    )
+    line = " ".join(result.output.split())
+    assert "peak training memory of the run: 2.1 MiB in stage 2 on the CPU: weights 113 KiB" in line
+    assert "besides: gradients 72 KiB (all of them at the optimizer step" in line
+
+
+@pytest.mark.parametrize("name", ["tiny", "gpt", "diffusion", "llama70b"])
+def test_the_peak_is_the_sum_of_the_parts_it_names(name):
+    plan = _plan(name)
+    for stage in plan.stages[:3] + plan.stages[-2:]:
+        for cuda in (False, True):
+            mem = stage_memory(plan, stage, cuda=cuda)
+            assert mem.peak == sum(mem.parts()[k] for k in mem.at_peak)
+            assert ("masters" in mem.at_peak) is not cuda
 
 
 def test_sw_plan_json_and_nproc(tmp_path):

@@ -168,7 +168,7 @@ def plan(
     overrides: list[str] = SetOption,
     format: Format = typer.Option(Format.text, "--format", help="text for people, json for tools."),
     nproc: int = typer.Option(
-        1, "--nproc", min=1, help="Estimate memory per process for a run on N processes."
+        1, "--nproc", min=1, help="Memory and traffic per process, for a run on N processes."
     ),
 ) -> None:
     """Show the plan: every stage, which stacks train or stay frozen, in which precision, its

@@ -75,9 +75,10 @@ class StageMemory:
     cache: int
     backward: int
     peak: int
+    at_peak: tuple[str, ...]  # the parts the peak is the sum of
 
     def parts(self) -> dict[str, int]:
-        return {k: v for k, v in attrs.asdict(self).items() if k != "peak"}
+        return {k: v for k, v in attrs.asdict(self).items() if k not in ("peak", "at_peak")}
 
 
 @attrs.define
@@ -355,6 +356,10 @@ def stage_memory(plan: p.Plan, stage: p.Stage, nproc: int = 1, *, cuda: bool = F
             gathered_grads = max(gathered_grads, FP32 * _trains(part, base, own))
         else:  # FSDP keeps a quantized stack's weights and a cached frozen stack whole
             weights += held + FP32 * own / shards
+            if fsdp and own:  # the adapters over quantized weights are sharded and gathered
+                gathered = max(gathered, FP32 * own)
+                units += 1
+                gathered_grads = max(gathered_grads, FP32 * _trains(part, 0, own))
         masters += FP32 * own
         if not offloaded or part.trains is p.Trains.FULL or part.role is p.Role.NEW:
             masters += FP32 * base
@@ -392,18 +397,19 @@ def stage_memory(plan: p.Plan, stage: p.Stage, nproc: int = 1, *, cuda: bool = F
                           for n, above in micro.blocks]))  # fmt: skip
     cache = _cache(plan, stage, nproc, windows)
 
-    held = weights + optimizer + buckets
+    parts = {"weights": int(weights), "masters": int(masters), "gradients": int(gradients),
+             "optimizer": int(optimizer), "buckets": int(buckets), "activations": activations,
+             "cache": int(cache), "backward": backward}  # fmt: skip
+    held = ["weights", "optimizer", "buckets"]
     if not cuda:  # on CUDA the masters and a disk cache's pending shard are in host memory
-        held += masters + cache
+        held += ["masters", "cache"]
     elif stage.cache is Cache.MEMORY:
-        held += cache
-    during = activations + backward + (gradients if accumulate > 1 else 0)
-    peak = held + max(during, gradients)
-    return StageMemory(
-        weights=int(weights), masters=int(masters), gradients=int(gradients),
-        optimizer=int(optimizer), buckets=int(buckets), activations=activations,
-        cache=int(cache), backward=backward, peak=int(peak),
-    )  # fmt: skip
+        held += ["cache"]
+    during = ["activations", "backward"] + (["gradients"] if accumulate > 1 else [])
+    if sum(parts[k] for k in during) < gradients:  # the optimizer step's
+        during = ["gradients"]
+    at_peak = tuple(k for k in parts if k in held + during)
+    return StageMemory(**parts, peak=sum(parts[k] for k in at_peak), at_peak=at_peak)
 
 
 def step_traffic(plan: p.Plan, stage: p.Stage, nproc: int) -> int:

@@ -118,28 +118,33 @@ def _summary(stage: p.Stage) -> str:
 
 
 def memory_lines(plan: p.Plan, nproc: int = 1) -> str:
-    """The largest stage's peak, part by part (estimate/memory.py)."""
+    """The largest stage's peak, as the parts it is the sum of (estimate/memory.py)."""
     stage = max(plan.stages, key=lambda s: memory(plan, s, nproc).peak)
     mem = memory(plan, stage, nproc)
     cuda = plan.run.device is Device.CUDA
-    host = {"masters"} | ({"cache"} if stage.cache is Cache.DISK else set())
-    parts = ", ".join(f"{k} {size(v)}" + (" (host memory)" if cuda and k in host else "")
-                      for k, v in mem.parts().items() if v)  # fmt: skip
+    parts = mem.parts()
+    summed = " + ".join(f"{k} {size(parts[k])}" for k in mem.at_peak if parts[k])
+    why = {"masters": "in host memory", "cache": "in host memory",
+           "gradients": "all of them at the optimizer step; those made by then are in backward",
+           "activations": "freed before the optimizer step", "backward": "likewise"}  # fmt: skip
+    aside = [f"{k} {size(v)} ({why[k]})" for k, v in parts.items() if v and k not in mem.at_peak]
+    aside_text = f"; besides: {', '.join(aside)}" if aside else ""
     where = "the CUDA device" if cuda else "the CPU"
     who = f"on each of {nproc} processes ({plan.run.distributed.value})" if nproc > 1 else ""
-    cache = " (the cache at one window per sequence drawn: at most)" if mem.cache else ""
+    cache = (" (the cache counts one window per sequence drawn: at most)"
+             if "cache" in mem.at_peak and mem.cache else "")  # fmt: skip
     sent = step_traffic(plan, stage, nproc)
-    traffic = f"; each process sends {size(sent)} a step there" if sent else ""
+    traffic = f"; in stage {stage.number} each process sends {size(sent)} a step" if sent else ""
     return (
-        f"peak training memory {who or 'of the run'}: {size(mem.peak)} in stage {stage.number}, "
-        f"as {where} holds it: {parts}{cache}{traffic}"
+        f"peak training memory {who or 'of the run'}: {size(mem.peak)} in stage {stage.number} "
+        f"on {where}: {summed}{cache}{aside_text}{traffic}"
     )
 
 
 def size(n: float) -> str:
-    """Bytes, in binary units: 812 KiB, 3.4 MiB, 71.2 GiB."""
+    """Bytes, in binary units: 812 KiB, 3.4 MiB, 71.2 GiB (from 1,000 of the unit below)."""
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20)):
-        if n >= scale:
+        if n >= 1000 * scale / 1024:
             return f"{n / scale:,.1f} {unit}"
     return f"{n / 2**10:,.0f} KiB"
 
@@ -147,7 +152,6 @@ def size(n: float) -> str:
 def totals(plan: p.Plan) -> str:
     final = plan.stages[-1]
     c = estimate.stage_count(plan, final)
-    mb = c.weight_bytes / 2**20
     precisions = ", ".join(f"{k} {v:,}" for k, v in sorted(c.by_precision.items()))
     flops = [(stage_flops(plan, s), s.steps) for s in plan.stages]
     total = sum(f.total(steps) for f, steps in flops)
@@ -155,7 +159,7 @@ def totals(plan: p.Plan) -> str:
     cache = f" (an activation cache saves up to {si(saved)} of it)" if saved else ""
     return (
         f"final model: {estimate.final_params(plan):,} parameters; in the last stage "
-        f"{c.total:,} weights ({precisions}; adapters {c.adapters:,}) hold {mb:,.1f} MiB\n"
+        f"{c.total:,} weights ({precisions}; adapters {c.adapters:,}) hold {size(c.weight_bytes)}\n"
         f"training: {si(total)}FLOPs, forward and backward{cache}"
     )
 
