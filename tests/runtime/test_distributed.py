@@ -357,7 +357,7 @@ run { seed = 0, eval_batches = 1 }
 FSDP_MEMORY = MEMORY.replace("eval_batches = 1", "eval_batches = 1, distributed = fsdp")
 
 
-@pytest.mark.parametrize(("text", "within"), [(MEMORY, 0.02), (FSDP_MEMORY, 0.15)],
+@pytest.mark.parametrize(("text", "within"), [(MEMORY, 0.02), (FSDP_MEMORY, 0.2)],
                          ids=["ddp", "fsdp"])  # fmt: skip
 def test_the_memory_estimate_per_process_holds_on_two(text, within, tmp_path):
     """DDP's per-process peak is deterministic; FSDP's, with frees that follow asynchronous
