@@ -50,7 +50,7 @@ import math
 
 import attrs
 
-from stackwise_dsl.estimate import lora_params, shapes, shared_params, stack_params
+from stackwise_dsl.estimate import _HEAD_SIDE, _adapters, shapes, shared_params, stack_params
 from stackwise_dsl.estimate.flops import _Layers, _loras, _predicted_share, _trained_adapters
 from stackwise_dsl.ir.enums import Cache, Distributed, Head, KernelKind, Mode, Norm, Precision
 from stackwise_dsl.lower import plan as p
@@ -332,10 +332,6 @@ def stage_memory(plan: p.Plan, stage: p.Stage, nproc: int = 1, *, cuda: bool = F
     sequences = plan.data.batch // nproc  # one micro-batch's share
     t = plan.data.seq_len
     shared = sum(shared_params(m).values())
-    head_side = sum(v for k, v in shared_params(m).items() if k in ("final_norm", "head"))
-    trainable_shared = (shared - head_side if stage.train_input else 0) + (
-        head_side if stage.train_head else 0
-    )
 
     shards = nproc if fsdp else 1
     weights = masters = gathered = 0.0
@@ -346,7 +342,7 @@ def stage_memory(plan: p.Plan, stage: p.Stage, nproc: int = 1, *, cuda: bool = F
     for part in stage.parts:
         stack = plan.stacks[part.position]
         base = stack_params(stack, d)
-        own = _adapter_params(stack, part, d)
+        own = _adapters(stack, part, d)
         # a stack that trains in bf16 or fp16 keeps fp32 weights (autocast computes in 16 bits)
         held = base * (32 if part.trains is p.Trains.FULL else part.precision.bits) / 8
         if fsdp and not _whole(stage, part):  # sharded, gathered whole one stack at a time
@@ -367,7 +363,7 @@ def stage_memory(plan: p.Plan, stage: p.Stage, nproc: int = 1, *, cuda: bool = F
             trains.append(base)
         if part.role is p.Role.TRUNK and part.trains is not p.Trains.NOTHING and own:
             trains.append(own)
-    trains.append(trainable_shared)
+    trains.append(_trainable_shared(m, stage))
     weights += FP32 * shared / shards
     if fsdp:  # the root's weights stay gathered from forward to backward; a stack's while it
         # computes, with the next one's prefetched
@@ -380,7 +376,7 @@ def stage_memory(plan: p.Plan, stage: p.Stage, nproc: int = 1, *, cuda: bool = F
 
     accumulate = plan.optimizer.accumulate
     micro = _activations(plan, stage, cuda)
-    predicted = sequences * t * _share(stage)
+    predicted = sequences * t * _predicted_share(stage)
     activations = micro.saved.bytes(sequences * t) + int(FP32 * micro.head * predicted)
     activations += int(micro.casts)
     activations += 8 * int(predicted)  # the targets (int64)
@@ -390,10 +386,10 @@ def stage_memory(plan: p.Plan, stage: p.Stage, nproc: int = 1, *, cuda: bool = F
     # the weight gradients made by then (all of them already, when gradients accumulate)
     kept = micro.saved.bytes(sequences * t) + FP32 * micro.head * predicted
     per_weight = 0 if accumulate > 1 or not sum(trains) else gradients / sum(trains)
-    if fsdp:  # a stack's whole gradients before they are reduce-scattered, two at a time
-        kept -= min(units, 2) * gathered_grads
+    # FSDP: a stack's whole gradients before they are reduce-scattered, two at a time
+    unsharded = min(units, 2) * gathered_grads if fsdp else 0.0
     backward = int(max([FP32 * 2 * m.vocab * predicted]
-                       + [n * sequences * t - kept + per_weight * (above + trains[-1])
+                       + [n * sequences * t - kept + unsharded + per_weight * (above + trains[-1])
                           for n, above in micro.blocks]))  # fmt: skip
     cache = _cache(plan, stage, nproc, windows)
 
@@ -425,18 +421,12 @@ def step_traffic(plan: p.Plan, stage: p.Stage, nproc: int) -> int:
     trains = sharded = 0.0
     for part in stage.parts:
         stack = plan.stacks[part.position]
-        base, own = stack_params(stack, d), _adapter_params(stack, part, d)
-        if part.trains is p.Trains.FULL:
-            trains += base
-        if part.role is p.Role.TRUNK and part.trains is not p.Trains.NOTHING:
-            trains += own
+        base, own = stack_params(stack, d), _adapters(stack, part, d)
+        trains += _trains(part, base, own)
         held = base * (32 if part.trains is p.Trains.FULL else part.precision.bits) / 8
         sharded += FP32 * own + (0 if _whole(stage, part) else held)
-    shared = shared_params(plan.model)
-    head_side = sum(v for k, v in shared.items() if k in ("final_norm", "head"))
-    trains += (sum(shared.values()) - head_side) * stage.train_input
-    trains += head_side * stage.train_head
-    sharded += FP32 * sum(shared.values())
+    trains += _trainable_shared(plan.model, stage)
+    sharded += FP32 * sum(shared_params(plan.model).values())
     if plan.run.distributed is Distributed.FSDP:
         micro = plan.optimizer.accumulate
         return int(share * (2 * micro * sharded + FP32 * trains))
@@ -457,15 +447,11 @@ def _whole(stage: p.Stage, part: p.Part) -> bool:
     return part.precision.quantized or cached
 
 
-def _share(stage: p.Stage) -> float:
-    return _predicted_share(stage)
-
-
-def _adapter_params(stack: p.Stack, part: p.Part, d: int) -> int:
-    total = lora_params(stack.stack_lora, stack, d) if stack.stack_lora else 0
-    if part.trunk_lora is not None:
-        total += lora_params(part.trunk_lora, stack, d)
-    return total
+def _trainable_shared(m: p.Model, stage: p.Stage) -> int:
+    """The shared weights that train this stage: the input side's, the head side's."""
+    parts = shared_params(m)
+    head_side = sum(v for k, v in parts.items() if k in _HEAD_SIDE)
+    return (sum(parts.values()) - head_side) * stage.train_input + head_side * stage.train_head
 
 
 def _optimizer(method, sizes: list[int], shards: int) -> float:
