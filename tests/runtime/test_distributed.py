@@ -336,7 +336,7 @@ def _peaks(rank: int, size: int, port: int, text: str, out: str) -> None:
     measured = stage_peaks(plan, Path(out).parent / "run", world)
     if world.main:
         pairs = [
-            (m, stage_memory(plan, s, size).peak)
+            (m, stage_memory(plan, s, size).peak, stage_memory(plan, s, size).buckets)
             for s, m in zip(plan.stages, measured, strict=True)
         ]
         Path(out).write_text(json.dumps(pairs))
@@ -360,10 +360,15 @@ FSDP_MEMORY = MEMORY.replace("eval_batches = 1", "eval_batches = 1, distributed 
 @pytest.mark.parametrize(("text", "within"), [(MEMORY, 0.02), (FSDP_MEMORY, 0.2)],
                          ids=["ddp", "fsdp"])  # fmt: skip
 def test_the_memory_estimate_per_process_holds_on_two(text, within, tmp_path):
-    """DDP's per-process peak is deterministic; FSDP's, with frees that follow asynchronous
-    collectives, varies from run to run by several percent, hence the wider margin. (A
-    model of a few hundred KiB would be all overheads: this one holds tens of MiB.)"""
+    """DDP's per-process peak is the estimate, or the estimate and one bucket set more: gloo's
+    worker thread sometimes still holds a copy of the last step's bucket when the next step
+    peaks (measured in about half the runs here, and on a CI machine; the profiler does not
+    see that thread's allocations, the allocator's total does). FSDP's, with frees that
+    follow asynchronous collectives, varies from run to run by several percent, hence the
+    wider margin. (A model of a few hundred KiB would be all overheads: this one holds tens
+    of MiB.)"""
     out = tmp_path / "peaks.json"
     mp.spawn(_peaks, args=(2, _free_port(), text, str(out)), nprocs=2)
-    for measured, estimate in json.loads(out.read_text()):
-        assert estimate == pytest.approx(measured, rel=within)
+    for measured, estimate, buckets in json.loads(out.read_text()):
+        off = min(abs(measured - estimate), abs(measured - estimate - buckets))
+        assert off <= within * estimate, (measured, estimate, buckets)
