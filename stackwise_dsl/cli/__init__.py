@@ -521,26 +521,43 @@ def _report_run(summaries, where, quiet: bool, format: Format) -> None:
     raise typer.Exit(OK)
 
 
+class ExportFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+    hf = "hf"
+
+
 @app.command()
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory (written by `sw run`)."),
     out: Path | None = typer.Option(
-        None, "--output", "-o", help="The file to write (default RUN_DIR/model.safetensors)."
+        None,
+        "--output",
+        "-o",
+        help="The file to write (default RUN_DIR/model.safetensors); with --format hf, the "
+        "directory.",
     ),
-    format: Format = typer.Option(Format.text, "--format", help="json: what was written."),
+    format: ExportFormat = typer.Option(
+        ExportFormat.text,
+        "--format",
+        help="text or json: our safetensors layout, said for people or for tools; hf: a "
+        "Hugging Face directory transformers loads (Llama or GPT-2).",
+    ),
 ) -> None:
-    """Write a run's model as plain fp32 safetensors, its LoRA adapters merged into the
-    full-precision weights (never into a quantized copy)."""
+    """Write a run's model, its LoRA adapters merged into the full-precision weights (never
+    into a quantized copy): as plain fp32 safetensors, or as a Hugging Face model."""
     from stackwise_dsl import runtime
     from stackwise_dsl.runtime.merge import MergeError, export
 
+    if format is ExportFormat.hf:
+        _export_hf(run_dir, out)
     target = out if out is not None else run_dir / "model.safetensors"
     try:
         result = export(run_dir, target)
     except (runtime.RunError, MergeError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(PROBLEMS) from None
-    if format is Format.json:
+    if format is ExportFormat.json:
         _Output().json(result)
         raise typer.Exit(OK)
     merged = ", ".join(result["merged"]) or "none"
@@ -548,6 +565,31 @@ def export(
     typer.echo(
         f"{result['file']}: {result['parameters']:,} parameters from {result['checkpoint']} "
         f"({state} stage {result['stage']}); adapters merged: {merged}"
+    )
+    raise typer.Exit(OK)
+
+
+def _export_hf(run_dir: Path, out: Path | None) -> None:
+    from stackwise_dsl import runtime
+    from stackwise_dsl.hf import HfError
+    from stackwise_dsl.hf.export import export_hf
+    from stackwise_dsl.runtime.merge import MergeError
+
+    if out is None:
+        typer.echo("error: --format hf writes a directory: name it with -o DIR", err=True)
+        raise typer.Exit(USAGE)
+    try:
+        result = export_hf(run_dir, out)
+    except (runtime.RunError, MergeError, HfError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(PROBLEMS) from None
+    merged = ", ".join(result["merged"]) or "none"
+    state = "end of" if result["stage_done"] else "during"
+    family = {"llama": "Llama", "gpt2": "GPT-2"}[result["family"]]
+    typer.echo(
+        f"{result['directory']}: a {family} model of {result['layers']} layers, "
+        f"{result['parameters']:,} parameters, from {result['checkpoint']} ({state} stage "
+        f"{result['stage']}); adapters merged: {merged}"
     )
     raise typer.Exit(OK)
 
