@@ -17,61 +17,19 @@ from pathlib import Path
 import torch
 
 from stackwise_dsl.hf import LLAMA, HfError, fit, rack_blocks, tied
+from stackwise_dsl.hf.layout import to_hf
 from stackwise_dsl.lower import plan as p
 
 
 def hf_tensors(plan: p.Plan, stage: p.Stage, flat: dict[str, torch.Tensor],
                family: str) -> dict[str, torch.Tensor]:  # fmt: skip
     """Our flat weights (`shared/...`, `stack/N/...`) under `family`'s names."""
-    layers = rack_blocks(plan, stage)
-    if family == LLAMA:
-        out = {"model.embed_tokens.weight": flat["shared/embed.weight"],
-               "model.norm.weight": flat["shared/norm.weight"]}  # fmt: skip
-        for n, (position, i, _) in enumerate(layers):
-            ours = f"stack/{position}/blocks.{i}."
-            for theirs, name in _LLAMA_LAYER.items():
-                out[f"model.layers.{n}.{theirs}"] = flat[ours + name]
-        if not tied(plan):
-            out["lm_head.weight"] = flat["shared/head.weight"]
-    else:
-        d = plan.model.d_model
-        zeros = torch.zeros(d)
-        out = {"transformer.wte.weight": flat["shared/embed.weight"],
-               "transformer.wpe.weight": flat["shared/positions.weight"],
-               "transformer.ln_f.weight": flat["shared/norm.weight"],
-               "transformer.ln_f.bias": zeros}  # fmt: skip
-        for n, (position, i, block) in enumerate(layers):
-            ours, theirs = f"stack/{position}/blocks.{i}.", f"transformer.h.{n}."
-            qkv = [flat[f"{ours}attn.{x}.weight"] for x in "qkv"]
-            # GPT-2's Conv1D keeps its weight (in, out): ours transposed; our layers have no bias
-            out |= {
-                theirs + "ln_1.weight": flat[ours + "norm1.weight"], theirs + "ln_1.bias": zeros,
-                theirs + "attn.c_attn.weight": torch.cat(qkv).t(),
-                theirs + "attn.c_attn.bias": torch.zeros(3 * d),
-                theirs + "attn.c_proj.weight": flat[ours + "attn.o.weight"].t(),
-                theirs + "attn.c_proj.bias": zeros,
-                theirs + "ln_2.weight": flat[ours + "norm2.weight"], theirs + "ln_2.bias": zeros,
-                theirs + "mlp.c_fc.weight": flat[ours + "ffn.up.weight"].t(),
-                theirs + "mlp.c_fc.bias": torch.zeros(block.ffn.hidden),
-                theirs + "mlp.c_proj.weight": flat[ours + "ffn.down.weight"].t(),
-                theirs + "mlp.c_proj.bias": zeros,
-            }  # fmt: skip
-        if not tied(plan):
-            out["lm_head.weight"] = flat["shared/head.weight"]
-    return {k: v.detach().float().contiguous().clone() for k, v in out.items()}
-
-
-_LLAMA_LAYER = {
-    "input_layernorm.weight": "norm1.weight",
-    "self_attn.q_proj.weight": "attn.q.weight",
-    "self_attn.k_proj.weight": "attn.k.weight",
-    "self_attn.v_proj.weight": "attn.v.weight",
-    "self_attn.o_proj.weight": "attn.o.weight",
-    "post_attention_layernorm.weight": "norm2.weight",
-    "mlp.gate_proj.weight": "ffn.gate.weight",
-    "mlp.up_proj.weight": "ffn.up.weight",
-    "mlp.down_proj.weight": "ffn.down.weight",
-}
+    shared = {k.removeprefix("shared/"): v for k, v in flat.items() if k.startswith("shared/")}
+    layers = []
+    for position, i, _ in rack_blocks(plan, stage):
+        at = f"stack/{position}/blocks.{i}."
+        layers.append({k.removeprefix(at): v for k, v in flat.items() if k.startswith(at)})
+    return to_hf(family, shared, layers, tied=tied(plan))
 
 
 def hf_config(plan: p.Plan, stage: p.Stage, family: str, specials: dict[str, int]):
