@@ -9,7 +9,8 @@ from __future__ import annotations
 import attrs
 
 from stackwise_dsl.diagnostics import Severity
-from stackwise_dsl.machine.host import CPU_ONLY, DataFile, FileKind, Host, Record
+from stackwise_dsl.hf.read import Pretrained
+from stackwise_dsl.machine.host import CPU_ONLY, DataFile, FileKind, Host, PretrainedDir, Record
 
 
 @attrs.frozen(kw_only=True)
@@ -44,6 +45,29 @@ def _with(old: str, new: str) -> str:
 
 
 E, W = Severity.ERROR, Severity.WARNING
+
+# a tiny Llama, as hf/read.py would read it: the examples of the pretrained codes
+_LLAMA = Pretrained(path="tiny-llama", family="llama", vocab=257, d_model=64, layers=4,
+                    heads=4, kv_heads=2, head_dim=16, hidden=160, context=64, theta=10000.0,
+                    tied=False, eos=256, tensors={})  # fmt: skip
+_PRETRAINED = """model {
+  d_model = 64, context = 64, vocab = 257, head = untied, pretrained = hf("tiny-llama")
+}
+block layer { attention = gqa(heads = 4, kv_heads = 2, mode = causal), ffn = swiglu(hidden = 160) }
+stack s = 2 x layer
+objective = clm
+grow append 2 x s { steps = 10, init = identity, stage 1 { init = pretrained } }
+"""
+
+
+_UNUSABLE = "tiny-llama cannot be used:\n  - config.json: hidden_act 'gelu': SwiGLU uses silu"
+
+
+def _on(model: Pretrained | None = _LLAMA, **fact) -> Host:
+    """A machine where `hf("tiny-llama")` holds `model` (or is as `fact` says)."""
+    return Host(cuda=False, data=(), pretrained=PretrainedDir(written="tiny-llama", model=model,
+                                                              **fact))  # fmt: skip
+
 
 CODES: dict[str, Code] = {
     c.code: c
@@ -239,6 +263,66 @@ CODES: dict[str, Code] = {
             "special tokens included.",
             example=_with("context = 32 }", "context = 32, vocab = 100 }"),
             fix="Leave vocab out to take it from the tokenizer.",
+        ),
+        Code(
+            code="SW209", severity=E, title="pretrained layers without a pretrained model",
+            explanation="`init = pretrained` starts a stage's new stacks from the layers of "
+            "the model's pretrained directory (`model { pretrained = hf(...) }`), which the "
+            "model must name.",
+            example=_with("steps = 10 }", "steps = 10, init = pretrained }"),
+            fix='Name the directory: `model { ..., pretrained = hf("path/to/model") }`, or '
+            "use another init.",
+        ),
+        Code(
+            code="SW210", severity=E, title="pretrained directory cannot be used",
+            explanation="The directory `model.pretrained` names is read as the run reads it, "
+            "without reading its weights: config.json (a Llama or GPT-2, no RoPE scaling, our "
+            "activations and norm epsilons, no biases) and the safetensors headers, every "
+            "tensor's shape against the config (docs/huggingface.md). Each problem is a note.",
+            example=_PRETRAINED,
+            host=_on(None, problem=_UNUSABLE),
+            fix="Point at a Llama or GPT-2 directory saved by transformers (`save_pretrained`) "
+            "in safetensors, or convert the model first.",
+        ),
+        Code(
+            code="SW211", severity=W, title="pretrained directory not on this machine",
+            explanation="There is nothing at the path `model.pretrained` names. It may live "
+            "on the machine that will train, so `sw check` warns; `sw run` refuses to start "
+            "without it. The path is relative to the spec file, as for data files.",
+            example=_PRETRAINED,
+            host=_on(None, missing=True),
+            fix="Fix the path, or give it with `--set model.pretrained.path=DIR`.",
+            run_refuses=True,
+        ),
+        Code(
+            code="SW212", severity=E, title="model unlike the pretrained model",
+            explanation="A model that starts from a pretrained directory has its width, "
+            "vocabulary, norm, positions (RoPE's theta for a Llama, learned for GPT-2), head "
+            "(tied or not) and an embedding d_model wide; its context is at most the "
+            "directory's. The spec states them, and `sw check` compares.",
+            example=_PRETRAINED.replace("d_model = 64,", "d_model = 128,"),
+            also=("SW213",),
+            host=_on(),
+            fix="Set what the hint says in `model { ... }`.",
+        ),
+        Code(
+            code="SW213", severity=E, title="block unlike the pretrained layers",
+            explanation="The blocks of the stacks made with `init = pretrained` take the "
+            "directory's layers, so they must have its shape: dense attention with its heads "
+            "and kv_heads (and so its head width), its feed-forward kind and width, no "
+            "spectral norm.",
+            example=_PRETRAINED.replace("hidden = 160", "hidden = 128"),
+            host=_on(),
+            fix="Write the block as the hint says.",
+        ),
+        Code(
+            code="SW214", severity=E, title="more pretrained blocks than layers",
+            explanation="The stacks made with `init = pretrained` take the directory's layers "
+            "in rack order, input side first, one per block; they cannot take more than it has.",
+            example=_PRETRAINED.replace("stack s = 2 x layer", "stack s = 6 x layer"),
+            host=_on(),
+            fix="Take fewer stacks from the directory, or grow the rest with `init = "
+            "identity`, `copy` or `middle`.",
         ),
         Code(
             code="SW301", severity=E, title="value out of range",

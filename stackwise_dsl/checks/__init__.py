@@ -51,6 +51,7 @@ from stackwise_dsl.checks.precision import (
     check_fsdp_optimizer,
     check_quantized_trainable,
 )
+from stackwise_dsl.checks.pretrained import check_pretrained_dir, check_pretrained_init
 from stackwise_dsl.checks.ranges import check_file_lists, check_ranges
 from stackwise_dsl.checks.runnable import (
     check_batch_shared,
@@ -77,6 +78,8 @@ CHECKS: tuple[Check, ...] = (
     check_tied_head,
     check_context,
     check_vocab,
+    check_pretrained_init,
+    check_pretrained_dir,
     check_growth_stacks,
     check_stage_overrides,
     check_steps_or_tokens,

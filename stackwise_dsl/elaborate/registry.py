@@ -14,6 +14,7 @@ ALL_NODES = (
     n.Rope,
     n.LearnedPosition,
     n.NoPosition,
+    n.Hf,
     n.Model,
     n.SwiGlu,
     n.Gelu,

@@ -18,7 +18,8 @@ import attrs
 from stackwise_dsl.ir.enums import Head, Mode, Norm
 from stackwise_dsl.lower import plan as p
 
-LLAMA, GPT2 = "llama", "gpt2"
+LLAMA = "llama"
+GPT2 = "gpt2"
 
 
 class HfError(Exception):
@@ -73,13 +74,12 @@ def fit(plan: p.Plan, stage: p.Stage) -> Fit:
     if len(shapes) > 1:
         common.append("its blocks differ in shape (" + "; ".join(sorted(map(_describe, shapes)))
                       + "): a transformers config has one layer shape")  # fmt: skip
+    family, own = None, ["it has no position encoding: Llama needs RoPE (position = rope), "
+                         "GPT-2 learned positions (position = learned)"]  # fmt: skip
     if isinstance(m.position, p.Rope):
         family, own = LLAMA, _llama(plan, blocks)
-    elif isinstance(m.position, p.LearnedPosition):
+    if isinstance(m.position, p.LearnedPosition):
         family, own = GPT2, _gpt2(plan, blocks)
-    else:
-        family, own = None, ["it has no position encoding: Llama needs RoPE (position = rope), "
-                             "GPT-2 learned positions (position = learned)"]  # fmt: skip
     reasons = tuple(common + own)
     return Fit(family if not reasons else None, reasons)
 

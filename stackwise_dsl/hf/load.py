@@ -30,3 +30,48 @@ def pretrained_weights(m: Pretrained) -> tuple[Weights, list[Weights]]:
         return from_hf(m.family, get, m.layers, tied=m.tied, d_model=m.d_model)
     except (OSError, SafetensorError) as e:
         raise HfError(f"the weights in {m.path} cannot be read ({e})") from None
+
+
+def pretrained_layers(plan) -> dict[int, int]:
+    """For each stack a stage creates with `init = pretrained`: the first pretrained layer it
+    takes (stacks in rack order, input side first, take the layers in order)."""
+    from stackwise_dsl.ir.enums import Init
+
+    out, taken = {}, 0
+    for stack in sorted(plan.stacks, key=lambda s: s.position):
+        if plan.stages[stack.created_in - 1].init is Init.PRETRAINED:
+            out[stack.position] = taken
+            taken += len(stack.blocks)
+    return out
+
+
+def pretrained_store(plan):
+    """The weight store a run from `plan.model.pretrained` starts with: the directory's
+    embedding, positions (the first `context`), final norm and head, the rest of the rack's
+    shared weights as a new run draws them, and the `init = pretrained` stacks' masters from
+    its layers. HfError when the directory cannot be used."""
+    from stackwise_dsl.core.model import Rack
+    from stackwise_dsl.core.stage_model import shared_state
+    from stackwise_dsl.hf.read import read_pretrained
+    from stackwise_dsl.runtime.weights import Store
+
+    m = read_pretrained(plan.model.pretrained)
+    shared, layers = pretrained_weights(m)
+    if "positions.weight" in shared:
+        shared["positions.weight"] = shared["positions.weight"][: plan.model.context].clone()
+    store = Store()
+    with torch.random.fork_rng(devices=[]):  # the rack's modules draw; leave the run's RNG
+        store.shared.update(shared_state(Rack(plan)))
+    for name, tensor in shared.items():
+        if name not in store.shared or store.shared[name].shape != tensor.shape:
+            raise HfError(f"{m.path}: {name} is {list(tensor.shape)}, the model needs "
+                          f"{list(store.shared.get(name, tensor).shape)}")  # fmt: skip
+        store.shared[name] = tensor
+    for position, first in pretrained_layers(plan).items():
+        blocks = plan.stacks[position].blocks
+        if first + len(blocks) > m.layers:
+            raise HfError(f"{m.path} has {m.layers} layers; the stacks made with init = "
+                          f"pretrained need {first + len(blocks)}")  # fmt: skip
+        store.stacks[position] = {f"blocks.{i}.{k}": v for i in range(len(blocks))
+                                  for k, v in layers[first + i].items()}  # fmt: skip
+    return store

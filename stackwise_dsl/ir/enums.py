@@ -45,6 +45,7 @@ class Init(Word):
     COPY = "copy"  # the trunk neighbour's weights
     IDENTITY = "identity"  # the identity map (LLaMA-Pro)
     MIDDLE = "middle"  # the trunk's middle stack's weights (MIDAS)
+    PRETRAINED = "pretrained"  # the next layers of model.pretrained
 
 
 class Cache(Word):

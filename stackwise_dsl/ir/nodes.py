@@ -113,6 +113,17 @@ Position = Rope | LearnedPosition | NoPosition
 
 
 @node
+class Hf:
+    """A local Hugging Face model directory (Llama or GPT-2 layout, safetensors)."""
+
+    sw_name: ClassVar[str] = "hf"
+    sw_positional: ClassVar[str] = "path"
+    path: str = knob()
+    span: Span | None = span_field()
+    spans: dict = spans_field()
+
+
+@node
 class Model:
     """The rack's shared parts: embedding, width, context, norm, positions and head."""
 
@@ -125,6 +136,7 @@ class Model:
     position: Position = knob(Rope())
     head: Head = knob(Head.TIED)
     dropout: float = knob(0.0, range=FRACTION)
+    pretrained: Hf | None = knob(None)  # its embedding, head and the `init = pretrained` stacks
     span: Span | None = span_field()
     spans: dict = spans_field()
 

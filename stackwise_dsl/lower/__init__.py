@@ -73,6 +73,11 @@ def lower(spec: n.Spec, *, vocab: int | None = None, name: str = "spec") -> Lowe
 # --- the model ---------------------------------------------------------------------------------
 
 
+def _pretrained(m: n.Model) -> str | None:
+    """The pretrained directory, as an absolute path (relative to the spec that names it)."""
+    return None if m.pretrained is None else resolve(m.pretrained.path, m.pretrained, "path")
+
+
 def _model(spec: n.Spec, vocab: int | None, o: Origins) -> p.Model:
     m = spec.model
     resolved = m.vocab or tokenizer_vocab(spec) or vocab
@@ -91,6 +96,7 @@ def _model(spec: n.Spec, vocab: int | None, o: Origins) -> p.Model:
         head=m.head,
         dropout=m.dropout,
         time=_input_time(spec, o, ("model", "time")),
+        pretrained=_pretrained(m),
     )
     vocab = Origin.at(m.spans.get("vocab"), None if m.vocab else derived("the tokenizer's"))
     fields = {"vocab": vocab, "time": derived("the objective's time"),
@@ -362,6 +368,8 @@ def _stack_lora_of(facts: Facts, position: int) -> n.Lora | None:
 def _init(spec: n.Spec, view: StageView) -> tuple[Init, int | None]:
     """`copy` copies the trunk neighbour, `middle` the trunk's middle stack; with nothing to
     copy (stage 1) a stack starts random."""
+    if not view.fuse and view.settings.init is Init.PRETRAINED:
+        return Init.PRETRAINED, None  # the model's pretrained layers, in any direction
     if view.fuse or spec.grow.direction is Direction.END_TO_END:
         return Init.RANDOM, None
     init = view.settings.init

@@ -165,6 +165,9 @@ class Model:
     head: Head
     dropout: float
     time: InputTime | None  # the time input of time-as-input diffusion
+    # a local Hugging Face directory (absolute): the embedding, positions, final norm and head
+    # start from it, and so do the stacks a stage creates with `init = pretrained`
+    pretrained: str | None = None
 
 
 # --- objectives and stages ---------------------------------------------------------------------

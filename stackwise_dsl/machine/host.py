@@ -23,6 +23,7 @@ from stackwise_dsl.machine.probe import cpu_bf16, cuda_present, tensorboard_pres
 
 HEAD_BYTES = 64 * 1024  # of a jsonl file, read for its first records
 HEAD_RECORDS = 8
+PRETRAINED_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")
 
 
 class FileKind(enum.Enum):
@@ -57,6 +58,17 @@ class DataFile:
     records: tuple[Record, ...] = ()  # jsonl: the first records of `first`
 
 
+@attrs.frozen(kw_only=True)
+class PretrainedDir:
+    """What the run will find at `model.pretrained`: the model a Hugging Face directory holds
+    (hf/read.py: config.json and safetensors headers, no weights read), or why not."""
+
+    written: str  # as the spec writes it
+    model: object = None  # hf.read.Pretrained when it could be read
+    missing: bool = False  # nothing at the path
+    problem: str | None = None  # HfError's text otherwise
+
+
 @attrs.frozen
 class Host:
     """The host as far as checks care: an NVIDIA GPU? native bf16 on the CPU? the data?"""
@@ -68,6 +80,7 @@ class Host:
     data: tuple[DataFile, ...] | None = None
     tensorboard: bool = True  # the tensorboard package is installed (`run.tensorboard`)
     processes: int = 1  # how many processes will share the run (`--nproc` x machines)
+    pretrained: PretrainedDir | None = None  # None: not looked at (or the spec names none)
 
     @classmethod
     def detect(cls) -> Host:
@@ -75,7 +88,26 @@ class Host:
 
     def knowing_data(self, spec: n.Spec) -> Host:
         """This host with the files `spec` names looked at, unless they were given."""
-        return self if self.data is not None else attrs.evolve(self, data=look_at_data(spec))
+        if self.data is not None:
+            return self
+        return attrs.evolve(self, data=look_at_data(spec), pretrained=look_at_pretrained(spec))
+
+
+def look_at_pretrained(spec: n.Spec) -> PretrainedDir | None:
+    """The directory `model.pretrained` names, read as the run will read it."""
+    from stackwise_dsl.hf import HfError
+    from stackwise_dsl.hf.read import read_pretrained
+
+    node = spec.model.pretrained
+    if node is None:
+        return None
+    path = resolve(node.path, node, "path")
+    if not os.path.exists(path):
+        return PretrainedDir(written=node.path, missing=True)
+    try:
+        return PretrainedDir(written=node.path, model=read_pretrained(path))
+    except HfError as e:
+        return PretrainedDir(written=node.path, problem=str(e))
 
 
 CPU_ONLY = Host(cuda=False, data=())  # a stated CPU machine; the spec's data is not looked at
@@ -117,6 +149,9 @@ def watched_paths(spec: n.Spec) -> tuple[str, ...]:
     """The paths whose change can change what the data checks say (for the memo of check
     results): each data file, and for a glob the folder it lists and the file it found."""
     out = []
+    if spec.model.pretrained is not None:  # its config and weight files
+        root = resolve(spec.model.pretrained.path, spec.model.pretrained, "path")
+        out += [os.path.join(root, name) for name in PRETRAINED_FILES]
     for node, field, written in data_paths(spec):
         path = resolve(written, node, field)
         if field == "files" and glob.has_magic(path):

@@ -22,6 +22,7 @@ from stackwise_dsl.core.world import World
 from stackwise_dsl.data import DataError, Prepared, prepare
 from stackwise_dsl.ir.enums import Device
 from stackwise_dsl.lower import plan as p
+from stackwise_dsl.lower.dispatch import uses
 from stackwise_dsl.lower.serialize import PLAN_FORMAT, to_json
 from stackwise_dsl.runtime import checkpoint
 from stackwise_dsl.runtime.checkpoint import load_plan
@@ -178,9 +179,23 @@ def start(plan: p.Plan, run_dir: Path, resume_from: Path | None = None,
                       progress=progress or Progress(), world=world)  # fmt: skip
     if resume_from is not None:
         trainer.restore(resume_from)
-    elif world.main:  # from the start, in a new directory or one whose run never reached one
+        return trainer
+    if uses("pretrained") and plan.model.pretrained is not None:
+        trainer.store = _pretrained(plan)
+    if world.main:  # from the start, in a new directory or one whose run never reached one
         trainer.metrics.truncate(0)
     return trainer
+
+
+def _pretrained(plan: p.Plan):
+    """The weight store a model that starts from a Hugging Face directory starts with."""
+    from stackwise_dsl.hf import HfError
+    from stackwise_dsl.hf.load import pretrained_store
+
+    try:
+        return pretrained_store(plan)
+    except HfError as e:
+        raise RunError(f"model.pretrained: {e}") from None
 
 
 def setting_up(plan: p.Plan, world: World = World()) -> tuple[torch.device, Prepared]:

@@ -603,6 +603,7 @@ class Init(Word):
     COPY = "copy"  # the trunk neighbour's weights
     IDENTITY = "identity"  # the identity map (LLaMA-Pro)
     MIDDLE = "middle"  # the trunk's middle stack's weights (MIDAS)
+    PRETRAINED = "pretrained"  # the next layers of model.pretrained
 
 
 class Cache(Word):
@@ -2584,6 +2585,9 @@ class Model:
     head: Head
     dropout: float
     time: None  # the time input of time-as-input diffusion
+    # a local Hugging Face directory (absolute): the embedding, positions, final norm and head
+    # start from it, and so do the stacks a stage creates with `init = pretrained`
+    pretrained: str | None = None
 
 
 @plan_node
@@ -2739,6 +2743,7 @@ FEATURES = {
     "adapters": "a LoRA adapter on some stack",
     "low_precision": "a stack held or trained in a precision other than fp32",
     "freeze_up_proj": "a block whose ffn up-projection stays frozen",
+    "pretrained": "a model that starts from a Hugging Face directory",
 }
 
 
@@ -2750,6 +2755,7 @@ def features(plan: Plan) -> frozenset[str]:
         "adapters": any(x is not None for x in loras),
         "low_precision": any(x.precision is not Precision.FP32 for x in parts),
         "freeze_up_proj": any(b.freeze_up_proj for s in plan.stacks for b in s.blocks),
+        "pretrained": plan.model.pretrained is not None,
     }
     return frozenset(name for name, used in found.items() if used)
 
@@ -4115,7 +4121,8 @@ def start(plan: Plan, run_dir: Path, resume_from: Path | None = None,
                       progress=progress or Progress(), world=world)  # fmt: skip
     if resume_from is not None:
         trainer.restore(resume_from)
-    elif world.main:  # from the start, in a new directory or one whose run never reached one
+        return trainer
+    if world.main:  # from the start, in a new directory or one whose run never reached one
         trainer.metrics.truncate(0)
     return trainer
 

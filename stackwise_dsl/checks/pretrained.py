@@ -1,0 +1,160 @@
+"""A model that starts from a local Hugging Face directory (`model.pretrained`): the model's
+settings and the blocks of the stacks that take its layers (`init = pretrained`) must be the
+directory's, which hf/read.py reads from config.json and the safetensors headers (no weights,
+no torch; machine/host.py looks, as for the data files)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.hf import GPT2, LLAMA
+from stackwise_dsl.ir import nodes as n
+from stackwise_dsl.ir.enums import Head, Init, Norm
+from stackwise_dsl.ir.facts import Facts
+from stackwise_dsl.ir.walk import ffn_hidden
+
+
+def pretrained_positions(facts: Facts) -> list[int]:
+    """The rack positions (input side first) of the stacks created with `init = pretrained`:
+    they take the directory's layers in this order."""
+    made = {p for v in facts.stages if not v.fuse and v.settings.init is Init.PRETRAINED
+            for p in v.new}  # fmt: skip
+    return sorted(made)
+
+
+def check_pretrained_init(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """`init = pretrained` takes layers from `model.pretrained`, which must be given."""
+    if facts.spec.model.pretrained is not None:
+        return
+    for view in facts.stages:
+        if not view.fuse and view.settings.init is Init.PRETRAINED:
+            yield diag.error(
+                "SW209",
+                f"{view.name} starts its new stack from pretrained layers, but the model names "
+                "no pretrained directory",
+                n.at(view.settings, "init"),
+                hint='add `pretrained = hf("path/to/model")` to `model { ... }`, or choose '
+                "another init",
+            )
+
+
+def check_pretrained_dir(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """The directory can be read, and the model and the pretrained stacks' blocks are its own."""
+    fact = facts.host.pretrained
+    m = facts.spec.model
+    if fact is None or m.pretrained is None:
+        return
+    where = n.at(m, "pretrained")
+    if fact.missing:
+        yield diag.warning(
+            "SW211",
+            f"there is no directory {fact.written}",
+            where,
+            hint="fix the path, or give it with `--set model.pretrained.path=DIR`",
+        )
+        return
+    if fact.model is None:
+        first, *rest = fact.problem.splitlines()
+        yield diag.error("SW210", first.rstrip(":"), where,
+                         notes=tuple(diag.Note(message=x.strip().removeprefix("- "))
+                                     for x in rest),
+                         hint="a Llama or GPT-2 directory saved by transformers "
+                         "(save_pretrained) in safetensors")  # fmt: skip
+        return
+    yield from _model_settings(facts, fact.model, where)
+    yield from _blocks(facts, fact.model)
+
+
+def _model_settings(facts: Facts, hf, where) -> Iterator[diag.Diagnostic]:
+    m = facts.spec.model
+    name = "Llama" if hf.family == LLAMA else "GPT-2"
+    theirs = f"the pretrained {name}"
+    wanted = {"d_model": hf.d_model, "vocab": hf.vocab,
+              "norm": Norm.RMSNORM if hf.family == LLAMA else Norm.LAYERNORM,
+              "head": Head.TIED if hf.tied else Head.UNTIED}  # fmt: skip
+    for field, value in wanted.items():
+        have = getattr(m, field)
+        if have != value:
+            shown = value.value if hasattr(value, "value") else value
+            ours = ("takes it from the tokenizer" if have is None
+                    else f"has `{field} = {getattr(have, 'value', have)}`")  # fmt: skip
+            yield diag.error(
+                "SW212",
+                f"{theirs} has `{field} = {shown}`; this model {ours}",
+                n.at(m, field),
+                hint=f"set `{field} = {shown}` in `model {{ ... }}`",
+                notes=(diag.Note(message="the pretrained directory is named here", span=where),),
+            )
+    if m.embed_dim is not None and m.embed_dim != m.d_model:
+        yield diag.error("SW212", f"{theirs} has an embedding d_model wide, not "
+                         f"embed_dim = {m.embed_dim}", n.at(m, "embed_dim"),
+                         hint="remove `embed_dim`")  # fmt: skip
+    if m.context > hf.context:
+        yield diag.error("SW212", f"context = {m.context} is longer than {theirs}'s "
+                         f"{hf.context} positions", n.at(m, "context"),
+                         hint=f"set `context` to at most {hf.context}")  # fmt: skip
+    position = m.position
+    if hf.family == LLAMA and not (isinstance(position, n.Rope) and position.theta == hf.theta):
+        yield diag.error("SW212", f"{theirs} uses rope(theta = {hf.theta:g})",
+                         n.at(m, "position"),
+                         hint=f"set `position = rope(theta = {hf.theta:g})`")  # fmt: skip
+    if hf.family == GPT2 and not isinstance(position, n.LearnedPosition):
+        yield diag.error("SW212", f"{theirs} uses learned positions", n.at(m, "position"),
+                         hint="set `position = learned`")  # fmt: skip
+
+
+def _blocks(facts: Facts, hf) -> Iterator[diag.Diagnostic]:
+    positions = pretrained_positions(facts)
+    d = facts.spec.model.d_model
+    said = set()
+    for position in positions:
+        for block in facts.blocks[position]:
+            if block.name in said:
+                continue
+            problems = _block_problems(block, hf, d)
+            if problems:
+                said.add(block.name)
+                yield diag.error(
+                    "SW213",
+                    f"block `{block.name}` takes the pretrained layers, but " + "; ".join(problems),
+                    block.span,
+                    hint=f"the pretrained layers are {_layer(hf)}",
+                )
+    count = sum(len(facts.blocks[p]) for p in positions)
+    if count > hf.layers:
+        yield diag.error(
+            "SW214",
+            f"the stacks made with `init = pretrained` hold {count} blocks, but the pretrained "
+            f"model has {hf.layers} layers",
+            facts.spec.model.pretrained.span,
+            hint="take fewer stacks from it, or grow the rest with `init = identity`, `copy` "
+            "or `middle`",
+        )
+
+
+def _layer(hf) -> str:
+    attention = (f"gqa(heads = {hf.heads}, kv_heads = {hf.kv_heads})" if hf.kv_heads != hf.heads
+                 else f"mha(heads = {hf.heads})")  # fmt: skip
+    ffn = "swiglu" if hf.family == LLAMA else "gelu"
+    return f"`attention = {attention}, ffn = {ffn}(hidden = {hf.hidden})`"
+
+
+def _block_problems(block: n.Block, hf, d_model: int) -> list[str]:
+    a, out = block.attention, []
+    if a.latent is not None or a.kernel is not None:
+        out.append("its attention is not dense (MLA or kernel attention)")
+    if (a.heads, a.kv_heads) != (hf.heads, hf.kv_heads):
+        out.append(f"it has heads = {a.heads}, kv_heads = {a.kv_heads} (the directory's: "
+                   f"{hf.heads}, {hf.kv_heads})")  # fmt: skip
+    elif d_model % a.heads == 0 and d_model // a.heads != hf.head_dim:
+        out.append(f"its heads are {d_model // a.heads} wide (the directory's: {hf.head_dim})")
+    kind = "swiglu" if hf.family == LLAMA else "gelu"
+    if block.ffn.sw_name != kind:
+        out.append(f"its ffn is {block.ffn.sw_name} (the directory's: {kind})")
+    elif ffn_hidden(block.ffn, d_model) != hf.hidden:
+        out.append(f"its ffn is {ffn_hidden(block.ffn, d_model)} wide (the directory's: "
+                   f"{hf.hidden})")  # fmt: skip
+    if block.spectral_norm:
+        out.append("it is spectrally normalised")
+    return out
