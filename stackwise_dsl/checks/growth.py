@@ -81,7 +81,8 @@ def check_steps_or_tokens(facts: Facts) -> Iterator[diag.Diagnostic]:
 
 
 def check_end_to_end_settings(facts: Facts) -> Iterator[diag.Diagnostic]:
-    """In end-to-end growth every stack is new: trunk, cache, init and top do nothing."""
+    """In end-to-end growth every stack is new: trunk, cache, init and top do nothing (but
+    `init = pretrained`, which starts the stacks from a pretrained model's layers)."""
     if facts.spec.grow.direction is not Direction.END_TO_END:
         return
     defaults = n.StageSettings()
@@ -89,6 +90,8 @@ def check_end_to_end_settings(facts: Facts) -> Iterator[diag.Diagnostic]:
         if view.fuse:
             continue
         for field in ("trunk", "cache", "init", "top"):
+            if field == "init" and view.settings.init is Init.PRETRAINED:
+                continue
             if getattr(view.settings, field) != getattr(defaults, field):
                 yield diag.warning(
                     "SW410",

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.hf import GPT2, LLAMA
+from stackwise_dsl.hf import LLAMA
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Head, Init, Norm
 from stackwise_dsl.ir.facts import Facts
@@ -45,13 +45,14 @@ def check_pretrained_dir(facts: Facts) -> Iterator[diag.Diagnostic]:
     m = facts.spec.model
     if fact is None or m.pretrained is None:
         return
-    where = n.at(m, "pretrained")
+    where = n.at(m.pretrained, "path")
     if fact.missing:
         yield diag.warning(
             "SW211",
-            f"there is no directory {fact.written}",
+            f"there is no directory {fact.written} (looked for at {fact.resolved})",
             where,
-            hint="fix the path, or give it with `--set model.pretrained.path=DIR`",
+            hint="fix the path (relative to the spec file; a --set's, to the working "
+            'directory), or give it with `--set model.pretrained.path="DIR"`',
         )
         return
     if fact.model is None:
@@ -72,20 +73,39 @@ def _model_settings(facts: Facts, hf, where) -> Iterator[diag.Diagnostic]:
     theirs = f"the pretrained {name}"
     wanted = {"d_model": hf.d_model, "vocab": hf.vocab,
               "norm": Norm.RMSNORM if hf.family == LLAMA else Norm.LAYERNORM,
-              "head": Head.TIED if hf.tied else Head.UNTIED}  # fmt: skip
+              "head": Head.TIED if hf.tied else Head.UNTIED,
+              "position": _position_text(n.Rope(theta=hf.theta) if hf.family == LLAMA
+                                         else n.LearnedPosition())}  # fmt: skip
+    defaulted = []
     for field, value in wanted.items():
-        have = getattr(m, field)
-        if have != value:
-            shown = value.value if hasattr(value, "value") else value
-            ours = ("takes it from the tokenizer" if have is None
-                    else f"has `{field} = {getattr(have, 'value', have)}`")  # fmt: skip
-            yield diag.error(
-                "SW212",
-                f"{theirs} has `{field} = {shown}`; this model {ours}",
-                n.at(m, field),
-                hint=f"set `{field} = {shown}` in `model {{ ... }}`",
-                notes=(diag.Note(message="the pretrained directory is named here", span=where),),
-            )
+        have = _position_text(m.position) if field == "position" else getattr(m, field)
+        if have == value:
+            continue
+        shown = value.value if hasattr(value, "value") else value
+        if field not in m.spans:  # left to its default (or the tokenizer): said together below
+            defaulted.append((field, shown, have))
+            continue
+        yield diag.error(
+            "SW212",
+            f"{theirs} has `{field} = {shown}`; this model has "
+            f"`{field} = {getattr(have, 'value', have)}`",
+            n.at(m, field),
+            hint=f"set `{field} = {shown}` in `model {{ ... }}`",
+            notes=(diag.Note(message="the pretrained directory is named here", span=where),),
+        )
+    if defaulted:
+        ours = ", ".join("from the tokenizer" if have is None else
+                         f"`{field} = {getattr(have, 'value', have)}` by default"
+                         for field, _, have in defaulted)  # fmt: skip
+        wanted_text = ", ".join(f"{field} = {shown}" for field, shown, _ in defaulted)
+        yield diag.error(
+            "SW212",
+            f"{theirs} has `{wanted_text}`; this model leaves "
+            f"{'them' if len(defaulted) > 1 else 'it'} unset ({ours})",
+            m.span,
+            hint=f"set `{wanted_text}` in `model {{ ... }}`",
+            notes=(diag.Note(message="the pretrained directory is named here", span=where),),
+        )
     if m.embed_dim is not None and m.embed_dim != m.d_model:
         yield diag.error("SW212", f"{theirs} has an embedding d_model wide, not "
                          f"embed_dim = {m.embed_dim}", n.at(m, "embed_dim"),
@@ -94,14 +114,12 @@ def _model_settings(facts: Facts, hf, where) -> Iterator[diag.Diagnostic]:
         yield diag.error("SW212", f"context = {m.context} is longer than {theirs}'s "
                          f"{hf.context} positions", n.at(m, "context"),
                          hint=f"set `context` to at most {hf.context}")  # fmt: skip
-    position = m.position
-    if hf.family == LLAMA and not (isinstance(position, n.Rope) and position.theta == hf.theta):
-        yield diag.error("SW212", f"{theirs} uses rope(theta = {hf.theta:g})",
-                         n.at(m, "position"),
-                         hint=f"set `position = rope(theta = {hf.theta:g})`")  # fmt: skip
-    if hf.family == GPT2 and not isinstance(position, n.LearnedPosition):
-        yield diag.error("SW212", f"{theirs} uses learned positions", n.at(m, "position"),
-                         hint="set `position = learned`")  # fmt: skip
+
+
+def _position_text(position) -> str:
+    if isinstance(position, n.Rope):
+        return f"rope(theta = {position.theta:g})"
+    return position.sw_name
 
 
 def _blocks(facts: Facts, hf) -> Iterator[diag.Diagnostic]:
@@ -119,7 +137,7 @@ def _blocks(facts: Facts, hf) -> Iterator[diag.Diagnostic]:
                     "SW213",
                     f"block `{block.name}` takes the pretrained layers, but " + "; ".join(problems),
                     block.span,
-                    hint=f"the pretrained layers are {_layer(hf)}",
+                    hint=f"the pretrained layers are {_layer(hf, block)}",
                 )
     count = sum(len(facts.blocks[p]) for p in positions)
     if count > hf.layers:
@@ -127,15 +145,16 @@ def _blocks(facts: Facts, hf) -> Iterator[diag.Diagnostic]:
             "SW214",
             f"the stacks made with `init = pretrained` hold {count} blocks, but the pretrained "
             f"model has {hf.layers} layers",
-            facts.spec.model.pretrained.span,
+            n.at(facts.spec.model.pretrained, "path"),
             hint="take fewer stacks from it, or grow the rest with `init = identity`, `copy` "
             "or `middle`",
         )
 
 
-def _layer(hf) -> str:
-    attention = (f"gqa(heads = {hf.heads}, kv_heads = {hf.kv_heads})" if hf.kv_heads != hf.heads
-                 else f"mha(heads = {hf.heads})")  # fmt: skip
+def _layer(hf, block: n.Block) -> str:
+    mode = block.attention.mode.value
+    kv = f", kv_heads = {hf.kv_heads}" if hf.kv_heads != hf.heads else ""
+    attention = f"{'gqa' if kv else 'mha'}(heads = {hf.heads}{kv}, mode = {mode})"
     ffn = "swiglu" if hf.family == LLAMA else "gelu"
     return f"`attention = {attention}, ffn = {ffn}(hidden = {hf.hidden})`"
 
@@ -157,4 +176,6 @@ def _block_problems(block: n.Block, hf, d_model: int) -> list[str]:
                    f"{hf.hidden})")  # fmt: skip
     if block.spectral_norm:
         out.append("it is spectrally normalised")
+    if block.residual_gain is not None and block.residual_gain != 1:
+        out.append(f"it scales its residual branches by {block.residual_gain:g}")
     return out

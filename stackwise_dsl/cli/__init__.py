@@ -594,7 +594,8 @@ def _export_hf(run_dir: Path, out: Path | None) -> None:
     state = "end of" if result["stage_done"] else "during"
     family = {"llama": "Llama", "gpt2": "GPT-2"}[result["family"]]
     typer.echo(
-        f"{result['directory']}: a {family} model of {result['layers']} layers, "
+        f"{result['directory']}: a {family} model of {result['layers']} "
+        f"layer{'s' if result['layers'] != 1 else ''}, "
         f"{result['parameters']:,} parameters, from {result['checkpoint']} ({state} stage "
         f"{result['stage']}); adapters merged: {merged}"
     )

@@ -11,7 +11,9 @@ so an interrupted export leaves no half directory.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -85,9 +87,9 @@ def hf_tokenizer(saved: dict, vocab: int):
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         tok.decoder = decoders.Fuse()
     tok.add_special_tokens(names)
-    if tok.get_vocab_size(with_added_tokens=True) != vocab:
+    if tok.get_vocab_size(with_added_tokens=True) > vocab:
         raise HfError(f"the run's tokenizer gives {tok.get_vocab_size(with_added_tokens=True)} "
-                      f"ids, its model {vocab}")  # fmt: skip
+                      f"ids, more than its model's {vocab}")  # fmt: skip
     return tok
 
 
@@ -135,10 +137,13 @@ def export_hf(run_dir: Path, out: Path) -> dict:
                                   ("mask", tokenizer.specials.mask)) if v is not None}  # fmt: skip
     config = hf_config(plan, stage, found.family, specials)
     tok = hf_tokenizer(tokenizer.saved(), plan.model.vocab)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    out = Path(os.path.abspath(out))
     try:
-        tmp.mkdir(parents=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    except OSError as e:
+        raise MergeError(f"cannot write {out} ({e.strerror or e})") from None
+    try:
         config.save_pretrained(tmp)
         _generation_config(config, tmp)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -151,9 +156,13 @@ def export_hf(run_dir: Path, out: Path) -> dict:
         if "mask" in specials:
             settings["mask_token"] = "<mask>"
         (tmp / "tokenizer_config.json").write_text(json.dumps(settings, indent=2) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.replace(out)
+        (tmp / MARK).write_text(json.dumps({"run": str(Path(run_dir).resolve()),
+                                            "checkpoint": last.name}, indent=2) + "\n")  # fmt: skip
+        mode = 0o666 & ~_umask()  # an export is for sharing (mkdtemp and safetensors: 0600)
+        for file in tmp.iterdir():
+            file.chmod(mode)
+        tmp.chmod(0o777 & ~_umask())
+        _swap_in(tmp, out)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise MergeError(f"cannot write {out} ({e.strerror or e})") from None
@@ -172,9 +181,31 @@ def _generation_config(config, where: Path) -> None:
     GenerationConfig.from_model_config(config).save_pretrained(where)
 
 
+MARK = "stackwise-export.json"  # what marks a directory as an export this tool may replace
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished directory `tmp` at `out`: renamed into place, an earlier export there
+    moved aside first and removed only once the new one stands."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, old / out.name)
+    try:
+        os.replace(tmp, out)
+    except OSError:
+        if old is not None:
+            os.replace(old / out.name, out)
+            old.rmdir()
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _check_target(run_dir: Path, out: Path) -> None:
-    """`out` is a directory to write (replaced if it holds a Hugging Face model), never a
-    file, the run itself or a folder holding other things."""
+    """`out` is a new or empty directory, or one an earlier `--format hf` export wrote (it
+    holds MARK and nothing else but what an export writes); never a file, the run, a folder
+    holding the run or the working directory, or a directory holding anything else."""
     from stackwise_dsl.runtime.merge import MergeError
 
     run = run_dir.resolve()
@@ -184,6 +215,20 @@ def _check_target(run_dir: Path, out: Path) -> None:
                          "directory outside it")  # fmt: skip
     if out.exists() and not out.is_dir():
         raise MergeError(f"{out} is a file: --format hf writes a directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / "config.json").exists():
-        raise MergeError(f"{out} holds other files: name a new or empty directory (an "
-                         "earlier export there would be replaced)")  # fmt: skip
+    if Path.cwd().resolve().is_relative_to(target):
+        raise MergeError(f"{out} is (or holds) the working directory: name a new directory")
+    if out.is_dir() and any(out.iterdir()):
+        names = {p.name for p in out.iterdir()}
+        if MARK not in names or names - EXPORTED:
+            raise MergeError(f"{out} holds other files: name a new or empty directory (only "
+                             "an earlier `sw export --format hf` is replaced)")  # fmt: skip
+
+
+EXPORTED = {MARK, "config.json", "generation_config.json", "model.safetensors",
+            "tokenizer.json", "tokenizer_config.json"}  # fmt: skip
+
+
+def _umask() -> int:
+    from stackwise_dsl.runtime.merge import _umask as umask
+
+    return umask()

@@ -78,7 +78,7 @@ def _json(file: Path) -> dict:
 def _int(config: dict, key: str, problems: list[str], default=None) -> int | None:
     value = config.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        problems.append(f"config.json: {key} is {value!r}, not a positive whole number")
+        problems.append(f"config.json: {key} is {json.dumps(value)}, not a positive whole number")
         return None
     return value
 
@@ -113,6 +113,10 @@ def _llama(config: dict, problems: list[str]) -> dict | None:
     for key in ("attention_bias", "mlp_bias"):
         if config.get(key):
             problems.append(f"config.json: {key} is true: stackwise-dsl's layers have no bias")
+    if fields["head_dim"] and heads and d and fields["head_dim"] * heads != d:
+        problems.append(f"config.json: {heads} heads of head_dim {fields['head_dim']} are not "
+                        f"hidden_size {d} wide: stackwise-dsl's heads are d_model / heads "
+                        "wide")  # fmt: skip
     eps = config.get("rms_norm_eps", 1e-6)
     if eps != 1e-6:
         problems.append(f"config.json: rms_norm_eps is {eps}: stackwise-dsl's RMSNorm uses 1e-06")
@@ -199,14 +203,21 @@ def header(file: Path) -> dict[str, tuple[int, ...]]:
         raise HfError(f"{file} is not a safetensors file ({e})") from None
     if not isinstance(data, dict):
         raise HfError(f"{file} is not a safetensors file (its header is not an object)")
-    out = {}
+    out, end = {}, 0
     for name, info in data.items():
         if name == "__metadata__":
             continue
         shape = info.get("shape") if isinstance(info, dict) else None
         if not isinstance(shape, list) or not all(isinstance(n, int) for n in shape):
             raise HfError(f"{file}: tensor {name!r} has no shape in the header")
+        offsets = info.get("data_offsets")
+        if isinstance(offsets, list) and len(offsets) == 2 and isinstance(offsets[1], int):
+            end = max(end, offsets[1])
         out[name] = tuple(shape)
+    held = file.stat().st_size - 8 - size
+    if end > held:
+        raise HfError(f"{file} is cut short: its header places tensors up to byte {end:,} of "
+                      f"the data, which holds {held:,}")  # fmt: skip
     return out
 
 

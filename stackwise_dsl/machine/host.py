@@ -64,6 +64,7 @@ class PretrainedDir:
     (hf/read.py: config.json and safetensors headers, no weights read), or why not."""
 
     written: str  # as the spec writes it
+    resolved: str = ""  # the absolute path it names
     model: object = None  # hf.read.Pretrained when it could be read
     missing: bool = False  # nothing at the path
     problem: str | None = None  # HfError's text otherwise
@@ -103,11 +104,11 @@ def look_at_pretrained(spec: n.Spec) -> PretrainedDir | None:
         return None
     path = resolve(node.path, node, "path")
     if not os.path.exists(path):
-        return PretrainedDir(written=node.path, missing=True)
+        return PretrainedDir(written=node.path, resolved=path, missing=True)
     try:
-        return PretrainedDir(written=node.path, model=read_pretrained(path))
+        return PretrainedDir(written=node.path, resolved=path, model=read_pretrained(path))
     except HfError as e:
-        return PretrainedDir(written=node.path, problem=str(e))
+        return PretrainedDir(written=node.path, resolved=path, problem=str(e))
 
 
 CPU_ONLY = Host(cuda=False, data=())  # a stated CPU machine; the spec's data is not looked at

@@ -173,5 +173,34 @@ def test_bad_targets_are_refused_and_nothing_is_lost(tmp_path):
     _export(run_dir, tmp_path / "hf")
     _export(run_dir, tmp_path / "hf")  # an earlier export is replaced
     assert sorted(x.name for x in (tmp_path / "hf").iterdir()) == [
-        "config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
-        "tokenizer_config.json"]  # fmt: skip
+        "config.json", "generation_config.json", "model.safetensors", "stackwise-export.json",
+        "tokenizer.json", "tokenizer_config.json"]  # fmt: skip
+    assert (tmp_path / "hf" / "model.safetensors").stat().st_mode & 0o044  # for sharing
+
+
+def test_a_directory_that_is_not_our_export_is_never_replaced(tmp_path, monkeypatch):
+    """A Hugging Face directory (config.json and all) that an export did not write is
+    refused, and so is the working directory; nothing in either is touched."""
+    run_dir = _run(LLAMA.replace("HEAD", "tied").replace("TOKENIZER", "bytes")
+                   .replace(" STAGE", ""), tmp_path)  # fmt: skip
+    runner = CliRunner()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "config.json").write_text('{"model_type": "llama"}')
+    (theirs / "model.safetensors").write_text("weights")
+    said = runner.invoke(app, ["export", str(run_dir), "--format", "hf", "-o", str(theirs)])
+    assert said.exit_code == 1
+    assert "holds other files: name a new or empty directory" in said.output
+    assert (theirs / "model.safetensors").read_text() == "weights"
+    inner = tmp_path / "work" / "inner"
+    inner.mkdir(parents=True)
+    (inner / "keep.txt").write_text("keep")
+    monkeypatch.chdir(inner)
+    for target in (".", ".."):
+        said = runner.invoke(app, ["export", str(run_dir), "--format", "hf", "-o", target])
+        assert said.exit_code == 1
+        assert (
+            said.output
+            == f"error: {target} is (or holds) the working directory: name a new directory\n"
+        )
+    assert (inner / "keep.txt").read_text() == "keep"

@@ -110,7 +110,11 @@ def test_check_compares_the_spec_with_the_directory(tiny, tmp_path):
     report = check_text(text, str(tmp_path / "t.sw"), host=Host(cuda=False))
     found = sorted((d.code, d.message) for d in report.diagnostics)
     assert found == [
-        ("SW212", "the pretrained Llama has `head = untied`; this model has `head = tied`"),
+        (
+            "SW212",
+            "the pretrained Llama has `head = untied`; this model leaves it unset "
+            "(`head = tied` by default)",
+        ),
         (
             "SW213",
             "block `layer` takes the pretrained layers, but its ffn is 128 wide (the "
@@ -137,3 +141,29 @@ def test_a_missing_directory_warns_and_run_refuses(tmp_path):
         "sw compile does not yet write a script for a model that starts from a pretrained"
         in compiled.output
     )
+
+
+def test_every_setting_left_to_its_default_is_named_at_once(tiny, tmp_path):
+    """Fields left out all point at `model`: they are said in one diagnostic, not deduplicated
+    into the first."""
+    text = GPT2.replace("DIR", str(tiny["gpt2"])).replace(
+        "norm = layernorm, position = learned,", "").replace("vocab = 257, ", "")  # fmt: skip
+    text = text.replace("ffn = gelu }", "ffn = gelu, residual_gain = 0.5 }")
+    report = check_text(text, str(tmp_path / "t.sw"), host=Host(cuda=False))
+    found = sorted((d.code, d.message, d.hint) for d in report.diagnostics)
+    assert found == [
+        ("SW212", "the pretrained GPT-2 has `vocab = 257, norm = layernorm, position = "
+                  "learned`; this model leaves them unset (from the tokenizer, `norm = "
+                  "rmsnorm` by default, `position = rope(theta = 10000)` by default)",
+         "set `vocab = 257, norm = layernorm, position = learned` in `model { ... }`"),
+        ("SW213", "block `layer` takes the pretrained layers, but it scales its residual "
+                  "branches by 0.5",
+         "the pretrained layers are `attention = mha(heads = 4, mode = causal), ffn = "
+         "gelu(hidden = 256)`"),
+    ]  # fmt: skip
+
+
+def test_end_to_end_from_pretrained_is_not_told_its_init_does_nothing(tiny, tmp_path):
+    report = check_text(GPT2.replace("DIR", str(tiny["gpt2"])), str(tmp_path / "t.sw"),
+                        host=Host(cuda=False))  # fmt: skip
+    assert report.diagnostics == ()

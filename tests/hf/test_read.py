@@ -88,3 +88,26 @@ def test_a_gpt2_with_biases_is_refused_when_its_weights_are_read(tiny, tmp_path)
     with pytest.raises(HfError, match=r"^a bias is not zero \(transformer.h.1.attn.c_attn.bias\): "
                                       "stackwise-dsl's layers have no bias"):  # fmt: skip
         pretrained_weights(read_pretrained(biased))
+
+
+def test_a_file_cut_short_and_heads_we_cannot_express_are_found_without_the_weights(tiny, tmp_path):
+    cut = tmp_path / "cut"
+    shutil.copytree(tiny["llama"], cut)
+    data = (cut / "model.safetensors").read_bytes()
+    (cut / "model.safetensors").write_bytes(data[:-1000])
+    with pytest.raises(HfError, match=r"model\.safetensors is cut short: its header places "
+                                      r"tensors up to byte [\d,]+ of the data, which holds"):  # fmt: skip
+        read_pretrained(cut)
+    wide = tmp_path / "wide"
+    shutil.copytree(tiny["llama"], wide)
+    config = json.loads((wide / "config.json").read_text())
+    (wide / "config.json").write_text(
+        json.dumps(config | {"head_dim": 32, "num_key_value_heads": None})
+    )
+    with pytest.raises(HfError) as e:
+        read_pretrained(wide)
+    assert str(e.value).splitlines()[1:3] == [
+        "  - config.json: num_key_value_heads is null, not a positive whole number",
+        "  - config.json: 4 heads of head_dim 32 are not hidden_size 64 wide: stackwise-dsl's "
+        "heads are d_model / heads wide",
+    ]
