@@ -73,17 +73,14 @@ def hf_tokenizer(saved: dict, vocab: int):
         return Tokenizer.from_str(saved["json"])
     if kind == "bytes":
         # byte-level BPE without merges: one token per byte, id = the byte's value
-        alphabet = pre_tokenizers.ByteLevel.alphabet()
         table = _bytes_to_unicode()
         vocab_map = {table[b]: b for b in range(256)}
-        assert set(vocab_map) == set(alphabet)
         tok = Tokenizer(models.BPE(vocab=vocab_map, merges=[]))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
         tok.decoder = decoders.ByteLevel()
     else:  # characters: one token per character, in our order
         vocab_map = {c: i for i, c in enumerate(saved["chars"])}
-        unknown = "<unk>" if "<unk>" not in vocab_map else None
-        tok = Tokenizer(models.WordLevel(vocab=vocab_map, unk_token=unknown or "<unk>"))
+        tok = Tokenizer(models.WordLevel(vocab=vocab_map, unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
         tok.decoder = decoders.Fuse()
     tok.add_special_tokens(names)

@@ -98,8 +98,9 @@ def _llama(config: dict, problems: list[str]) -> dict | None:
         "tied": bool(config.get("tie_word_embeddings", False)),
         "eos": _eos(config),
     }
-    rope = config.get("rope_parameters") or {}
-    scaling = config.get("rope_scaling") or {}
+    rope, scaling = (config.get(key) for key in ("rope_parameters", "rope_scaling"))
+    rope = rope if isinstance(rope, dict) else {}
+    scaling = scaling if isinstance(scaling, dict) else {}
     theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
     kind = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
     if kind != "default":
@@ -168,8 +169,10 @@ def _headers(root: Path) -> dict[str, tuple[str, tuple[int, ...]]]:
     index = root / "model.safetensors.index.json"
     if index.exists():
         weight_map = _json(index).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise HfError(f"{index} has no weight_map")
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) for v in weight_map.values()
+        ):
+            raise HfError(f"{index} has no weight_map of tensor names to file names")
         files = sorted(set(weight_map.values()))
     elif (root / "model.safetensors").exists():
         files = ["model.safetensors"]

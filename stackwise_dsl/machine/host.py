@@ -109,6 +109,9 @@ def look_at_pretrained(spec: n.Spec) -> PretrainedDir | None:
         return PretrainedDir(written=node.path, resolved=path, model=read_pretrained(path))
     except HfError as e:
         return PretrainedDir(written=node.path, resolved=path, problem=str(e))
+    except OSError as e:  # a folder it may not list, say
+        problem = f"{path} cannot be read ({e.strerror or e})"
+        return PretrainedDir(written=node.path, resolved=path, problem=problem)
 
 
 CPU_ONLY = Host(cuda=False, data=())  # a stated CPU machine; the spec's data is not looked at

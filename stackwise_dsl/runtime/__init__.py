@@ -194,7 +194,7 @@ def _pretrained(plan: p.Plan):
 
     try:
         return pretrained_store(plan)
-    except HfError as e:
+    except (HfError, OSError) as e:
         raise RunError(f"model.pretrained: {e}") from None
 
 

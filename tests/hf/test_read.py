@@ -111,3 +111,14 @@ def test_a_file_cut_short_and_heads_we_cannot_express_are_found_without_the_weig
         "  - config.json: 4 heads of head_dim 32 are not hidden_size 64 wide: stackwise-dsl's "
         "heads are d_model / heads wide",
     ]
+
+
+def test_damaged_fields_are_problems_not_crashes(tiny, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny["llama"], bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps(config | {"rope_parameters": 5}))
+    assert read_pretrained(bad).theta == 10000.0  # an unusable rope section: the default
+    (bad / "model.safetensors.index.json").write_text('{"weight_map": {"x": 3}}')
+    with pytest.raises(HfError, match="has no weight_map of tensor names to file names"):
+        read_pretrained(bad)
