@@ -1,7 +1,10 @@
 """What `sw check` passes, `sw run` runs: draw specs, keep those the checks pass, train every
 stage of each for one step on a small synthetic task, and count the failures.
 
-    python bench/fuzz_run.py [--examples 300] [--seed 0] [--max-stacks 3]
+    python bench/fuzz_run.py [--examples 300] [--seed 0] [--max-stacks 3] [--embedding]
+
+`--embedding` puts every drawn spec over a frozen pretrained embedding (a tiny random Llama
+made here, whose tokenizer holds <eos> and <mask>; `testing.with_pretrained_embedding`).
 
 Prints one line per failure (the spec as text and the error) and a summary; exits 1 when any
 spec that passed `sw check` failed to run. tests/runtime/test_check_implies_run.py runs the
@@ -31,9 +34,18 @@ def main() -> int:
     parser.add_argument("--examples", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-stacks", type=int, default=3)
+    parser.add_argument("--embedding", action="store_true")
     args = parser.parse_args()
     counts = {"drawn": 0, "refused by check": 0, "ran": 0, "failed": 0}
     host = Host(cuda=False, data=())
+    tiny = None
+    if args.embedding:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.hf.tiny import make
+
+        host = Host(cuda=False)  # the directory and its tokenizer file are looked at
+        tiny = str(make("llama", Path(tempfile.mkdtemp()) / "tiny", layers=1,
+                        specials=("<eos>", "<mask>")))  # fmt: skip
     started = time.perf_counter()
 
     @seed(args.seed)
@@ -42,6 +54,8 @@ def main() -> int:
     @given(st.data())
     def probe(data):
         spec = testing.on_small_data(data.draw(testing.specs(max_stacks=args.max_stacks)))
+        if tiny is not None:
+            spec = testing.with_pretrained_embedding(spec, tiny, width=64, vocab=258)
         counts["drawn"] += 1
         if any(d.is_error for d in run_checks(spec, host)):
             counts["refused by check"] += 1
@@ -59,7 +73,7 @@ def main() -> int:
     seconds = time.perf_counter() - started
     print(f"machine: {machine(with_torch=True)}")
     print(f"command: python bench/fuzz_run.py --examples {args.examples} --seed {args.seed} "
-          f"--max-stacks {args.max_stacks}")  # fmt: skip
+          f"--max-stacks {args.max_stacks}" + (" --embedding" if tiny else ""))  # fmt: skip
     print(", ".join(f"{k} {v}" for k, v in counts.items()) + f"; {seconds:.0f} s")
     return 1 if counts["failed"] else 0
 

@@ -10,7 +10,15 @@ import attrs
 
 from stackwise_dsl.diagnostics import Severity
 from stackwise_dsl.hf.read import Pretrained
-from stackwise_dsl.machine.host import CPU_ONLY, DataFile, FileKind, Host, PretrainedDir, Record
+from stackwise_dsl.machine.host import (
+    CPU_ONLY,
+    DataFile,
+    FileKind,
+    Host,
+    PretrainedDir,
+    Record,
+    TokenizerFacts,
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -260,7 +268,10 @@ CODES: dict[str, Code] = {
         Code(
             code="SW208", severity=E, title="vocabulary too small",
             explanation="An explicit vocab must hold every id the tokenizer produces, "
-            "special tokens included.",
+            "special tokens included. For a tokenizer file on this machine: its own ids, "
+            "plus the special tokens the objective needs that it lacks (`<mask>` for masked "
+            "objectives, `<eos>` when documents end with it), which the run adds at the end; "
+            "a pretrained embedding has no row for those.",
             example=_with("context = 32 }", "context = 32, vocab = 100 }"),
             fix="Leave vocab out to take it from the tokenizer.",
         ),
@@ -323,6 +334,28 @@ CODES: dict[str, Code] = {
             host=_on(),
             fix="Take fewer stacks from the directory, or grow the rest with `init = "
             "identity`, `copy` or `middle`.",
+        ),
+        Code(
+            code="SW215", severity=E, title="a pretrained model and a pretrained embedding",
+            explanation="`model.pretrained` starts the whole model from a directory, its "
+            "embedding included (and trains it); `model.embedding` takes a directory's token "
+            "embedding alone and keeps it frozen. A model names one or the other.",
+            example=_PRETRAINED.replace('pretrained = hf("tiny-llama")',
+                                        'pretrained = hf("tiny-llama"), '
+                                        'embedding = hf("tiny-llama")'),
+            host=_on(),
+            fix="Remove `embedding`, or remove `pretrained` to take the embedding alone.",
+        ),
+        Code(
+            code="SW216", severity=W, title="tokenizer not the pretrained directory's",
+            explanation="A pretrained embedding's rows belong to the ids of the directory's "
+            "tokenizer. When the directory holds a tokenizer.json and the data's tokenizer is "
+            "another (a built-in one, or a different file), the ids mean other things; a "
+            "run can still train, so `sw check` warns.",
+            example=_PRETRAINED,
+            host=_on(same_tokenizer=False),
+            fix='Set `data { tokenizer = file("DIR/tokenizer.json") }`, with DIR the '
+            "pretrained directory.",
         ),
         Code(
             code="SW301", severity=E, title="value out of range",
@@ -592,6 +625,17 @@ CODES: dict[str, Code] = {
             "data.source.files=path/to/train.txt` (`--set data.tokenizer.path=...` for a "
             "tokenizer).",
             run_refuses=True,
+        ),
+        Code(
+            code="SW608", severity=E, title="tokenizer file that does not load",
+            explanation="`tokenizer = file(PATH)` is loaded with the `tokenizers` library, as "
+            "the run loads it; this file is not one it can read (not JSON, or not a "
+            "tokenizer's JSON). The example is checked as if tok.json held plain text.",
+            example=_BASE + 'data { tokenizer = file("tok.json") }\n',
+            host=Host(cuda=False, data=(DataFile(written="tok.json", tokenizer=TokenizerFacts(
+                problem="expected value at line 1 column 1")),)),
+            fix="Name a tokenizer.json written by the `tokenizers` library, or by "
+            "transformers' `save_pretrained`.",
         ),
         Code(
             code="SW605", severity=E, title="data settings that disagree",

@@ -51,7 +51,11 @@ from stackwise_dsl.checks.precision import (
     check_fsdp_optimizer,
     check_quantized_trainable,
 )
-from stackwise_dsl.checks.pretrained import check_pretrained_dir, check_pretrained_init
+from stackwise_dsl.checks.pretrained import (
+    check_one_directory,
+    check_pretrained_dir,
+    check_pretrained_init,
+)
 from stackwise_dsl.checks.ranges import check_file_lists, check_ranges
 from stackwise_dsl.checks.runnable import (
     check_batch_shared,
@@ -59,6 +63,7 @@ from stackwise_dsl.checks.runnable import (
     check_data_files,
     check_jsonl_field,
     check_tensorboard,
+    check_tokenizer_file,
 )
 from stackwise_dsl.ir.facts import Facts
 from stackwise_dsl.ir.nodes import Spec
@@ -79,6 +84,7 @@ CHECKS: tuple[Check, ...] = (
     check_context,
     check_vocab,
     check_pretrained_init,
+    check_one_directory,
     check_pretrained_dir,
     check_growth_stacks,
     check_stage_overrides,
@@ -105,6 +111,7 @@ CHECKS: tuple[Check, ...] = (
     check_data_settings,
     check_data_files,
     check_jsonl_field,
+    check_tokenizer_file,
     check_cuda_device,
     check_tensorboard,
     check_batch_shared,

@@ -40,9 +40,13 @@ def check_context(facts: Facts) -> Iterator[diag.Diagnostic]:
 
 
 def check_vocab(facts: Facts) -> Iterator[diag.Diagnostic]:
-    """An explicit vocab holds every id the tokenizer can produce."""
+    """An explicit vocab holds every id the tokenizer can produce (a tokenizer file's: its
+    own ids and the special tokens the run adds to it, when this machine has it)."""
     spec = facts.spec
     vocab = spec.model.vocab
+    if isinstance(spec.data.tokenizer, n.TokenizerFile):
+        yield from _file_vocab(facts, spec.data.tokenizer)
+        return
     needed = tokenizer_vocab(spec)
     if vocab is not None and needed is not None and vocab < needed:
         yield diag.error(
@@ -53,3 +57,35 @@ def check_vocab(facts: Facts) -> Iterator[diag.Diagnostic]:
             hint=f"leave `vocab` out to take it from the tokenizer ({needed}, with "
             f"{len(specials(spec))} special tokens)",
         )
+
+
+def _file_vocab(facts: Facts, tokenizer: n.TokenizerFile) -> Iterator[diag.Diagnostic]:
+    spec = facts.spec
+    known = {f.written: f for f in facts.host.data or ()}
+    fact = known.get(tokenizer.path)
+    held = fact.tokenizer if fact is not None else None
+    vocab = spec.model.vocab
+    if held is None or held.problem is not None or vocab is None:
+        return
+    added = [name for name in specials(spec) if name not in held.holds]
+    needed = held.ids + len(added)
+    if vocab >= needed:
+        return
+    pretrained = spec.model.pretrained or spec.model.embedding
+    extra = f" plus {', '.join(added)}, which the run adds" if added else ""
+    hint = f"leave `vocab` out to take it from the tokenizer ({needed})"
+    if pretrained is not None and added:  # the directory's vocabulary is fixed
+        hint = (f"the pretrained embedding has no row for {', '.join(added)}: use a tokenizer "
+                "and a directory that hold it, or an objective that needs no "
+                f"{'mask' if '<mask>' in added else 'end-of-document'} token")  # fmt: skip
+    elif pretrained is not None:
+        hint = f"set `vocab = {needed}`, the tokenizer's (and the pretrained directory's)"
+    yield diag.error(
+        "SW208",
+        f"vocab ({vocab}) is smaller than the tokenizer file's {held.ids} ids{extra}",
+        n.at(spec.model, "vocab"),
+        hint=hint,
+        notes=(
+            diag.Note(message="the tokenizer file is named here", span=n.at(tokenizer, "path")),
+        ),
+    )

@@ -39,20 +39,43 @@ def check_pretrained_init(facts: Facts) -> Iterator[diag.Diagnostic]:
             )
 
 
+def check_one_directory(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """`model.pretrained` gives the model its embedding already; `model.embedding` is for a
+    model that takes the embedding alone."""
+    m = facts.spec.model
+    if m.pretrained is not None and m.embedding is not None:
+        yield diag.error(
+            "SW215",
+            "the model names a pretrained directory and a pretrained embedding; the "
+            "pretrained model's embedding is its own",
+            n.at(m, "embedding"),
+            hint="remove `embedding` (a model from `pretrained` starts from the directory's "
+            "embedding and trains it), or remove `pretrained` to take the embedding alone",
+            notes=(
+                diag.Note(
+                    message="the pretrained directory is named here", span=n.at(m, "pretrained")
+                ),
+            ),
+        )
+
+
 def check_pretrained_dir(facts: Facts) -> Iterator[diag.Diagnostic]:
-    """The directory can be read, and the model and the pretrained stacks' blocks are its own."""
+    """The directory can be read, and the model and the pretrained stacks' blocks are its own
+    (or, for `model.embedding`, the vocabulary and the embedding's width)."""
     fact = facts.host.pretrained
     m = facts.spec.model
-    if fact is None or m.pretrained is None:
+    node = m.pretrained or m.embedding
+    if fact is None or node is None or (m.pretrained and m.embedding):
         return
-    where = n.at(m.pretrained, "path")
+    field = "pretrained" if m.pretrained is not None else "embedding"
+    where = n.at(node, "path")
     if fact.missing:
         yield diag.warning(
             "SW211",
             f"there is no directory {fact.written} (looked for at {fact.resolved})",
             where,
             hint="fix the path (relative to the spec file; a --set's, to the working "
-            'directory), or give it with `--set model.pretrained.path="DIR"`',
+            f'directory), or give it with `--set model.{field}.path="DIR"`',
         )
         return
     if fact.model is None:
@@ -63,8 +86,61 @@ def check_pretrained_dir(facts: Facts) -> Iterator[diag.Diagnostic]:
                          hint="a Llama or GPT-2 directory saved by transformers "
                          "(save_pretrained) in safetensors")  # fmt: skip
         return
+    yield from _tokenizer(facts, fact, where)
+    if m.embedding is not None:
+        yield from _embedding_settings(facts, fact.model, where)
+        return
     yield from _model_settings(facts, fact.model, where)
     yield from _blocks(facts, fact.model)
+
+
+def _tokenizer(facts: Facts, fact, where) -> Iterator[diag.Diagnostic]:
+    """The ids must mean what the directory's embedding rows mean."""
+    if fact.same_tokenizer is not False:
+        return
+    tokenizer = facts.spec.data.tokenizer
+    path = facts.spec.model.pretrained or facts.spec.model.embedding
+    file = fact.written.rstrip("/") + "/tokenizer.json"
+    yield diag.warning(
+        "SW216",
+        f"the data's tokenizer ({tokenizer.sw_name}) is not the pretrained directory's "
+        "tokenizer.json: the token ids will not mean what its embedding rows mean",
+        n.at(facts.spec.data, "tokenizer") if "tokenizer" in facts.spec.data.spans else where,
+        hint=f'set `tokenizer = file("{file}")` in `data {{ ... }}` (a path relative to '
+        "the spec file)",
+        notes=(
+            diag.Note(message="the pretrained directory is named here", span=n.at(path, "path")),
+        ),
+    )
+
+
+def _embedding_settings(facts: Facts, hf, where) -> Iterator[diag.Diagnostic]:
+    """A pretrained embedding alone: the directory's vocabulary, and its width as embed_dim
+    (the same as d_model, or mapped to it by the adapter)."""
+    m = facts.spec.model
+    name = "Llama" if hf.family == LLAMA else "GPT-2"
+    note = (diag.Note(message="the pretrained embedding is named here", span=where),)
+    if m.vocab != hf.vocab:
+        unset = m.vocab is None
+        yield diag.error(
+            "SW212",
+            f"the pretrained {name}'s embedding has `vocab = {hf.vocab}`; this model "
+            + ("leaves it unset (from the tokenizer)" if unset else f"has `vocab = {m.vocab}`"),
+            m.span if unset else n.at(m, "vocab"),
+            hint=f"set `vocab = {hf.vocab}` in `model {{ ... }}`",
+            notes=note,
+        )
+    width = m.embed_dim or m.d_model
+    adapter = "" if hf.d_model == m.d_model else " (an adapter maps it to d_model)"
+    if width != hf.d_model:
+        said = f"embed_dim = {m.embed_dim}" if m.embed_dim else f"no embed_dim (d_model = {width})"
+        yield diag.error(
+            "SW212",
+            f"the pretrained {name}'s embedding is {hf.d_model} wide; this model has {said}",
+            n.at(m, "embed_dim") if m.embed_dim else n.at(m, "d_model"),
+            hint=f"set `embed_dim = {hf.d_model}` in `model {{ ... }}`" + adapter,
+            notes=note,
+        )
 
 
 def _model_settings(facts: Facts, hf, where) -> Iterator[diag.Diagnostic]:

@@ -175,3 +175,21 @@ def check_cuda_device(facts: Facts) -> Iterator[diag.Diagnostic]:
             hint="run it on a GPU machine, or here with `sw run --device cpu`; "
             "`device = auto` takes a GPU where there is one",
         )
+
+
+def check_tokenizer_file(facts: Facts) -> Iterator[diag.Diagnostic]:
+    """A tokenizer file on this machine loads, as the run will load it."""
+    tokenizer = facts.spec.data.tokenizer
+    if not isinstance(tokenizer, n.TokenizerFile):
+        return
+    fact = {f.written: f for f in facts.host.data or ()}.get(tokenizer.path)
+    if fact is None or fact.tokenizer is None or fact.tokenizer.problem is None:
+        return
+    yield diag.error(
+        "SW608",
+        f"{tokenizer.path} is not a tokenizer file the `tokenizers` library can load (it says: "
+        f"{fact.tokenizer.problem})",
+        n.at(tokenizer, "path"),
+        hint="name a tokenizer.json written by the `tokenizers` library (or by transformers' "
+        "save_pretrained)",
+    )

@@ -207,10 +207,10 @@ def compile(
 
     _require_valid_overrides(overrides)
     lowered = _lower_or_exit(file, overrides, lowered=True)
-    if lowered.plan.model.pretrained is not None:
+    if (lowered.plan.model.pretrained or lowered.plan.model.embedding) is not None:
         said = (
             "error: sw compile does not yet write a script for a model that starts from a "
-            "pretrained directory (model.pretrained): train it with sw run"
+            "pretrained directory (model.pretrained, model.embedding): train it with sw run"
         )
         typer.echo(said, err=True)
         raise typer.Exit(PROBLEMS)

@@ -20,7 +20,7 @@ from stackwise_dsl.core.layers import GeluFfn, SwiGluFfn, make_norm, rope_tables
 from stackwise_dsl.core.seeds import generator
 from stackwise_dsl.ir.enums import Head, Init
 from stackwise_dsl.lower import plan as p
-from stackwise_dsl.lower.dispatch import ffn_key, pick, time_key
+from stackwise_dsl.lower.dispatch import ffn_key, pick, time_key, uses
 
 INIT_STD = 0.02
 
@@ -116,6 +116,20 @@ TIME_EMBEDDERS = {
 }
 
 
+class EmbeddingAdapter(nn.Module):
+    """Linear, GELU, Linear: a frozen pretrained embedding (`model.embedding`) into d_model."""
+
+    def __init__(self, embed_dim: int, d_model: int) -> None:
+        super().__init__()
+        self.up = nn.Linear(embed_dim, d_model)
+        self.down = nn.Linear(d_model, d_model)
+        for layer in (self.up, self.down):
+            nn.init.zeros_(layer.bias)  # the weights are the rack's draws (_init_shared)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(nn.functional.gelu(self.up(x)))
+
+
 class Rack(nn.Module):
     """embedding → the stacks that exist, in rack order → final norm → head."""
 
@@ -127,6 +141,8 @@ class Rack(nn.Module):
         self.embed = nn.Embedding(m.vocab, m.embed_dim)
         factorized = m.embed_dim != m.d_model
         self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
+        if uses("pretrained") and m.embedding is not None and factorized:
+            self.embed_proj = EmbeddingAdapter(m.embed_dim, m.d_model)
         self.positions = None
         if isinstance(m.position, p.LearnedPosition):
             self.positions = nn.Embedding(m.context, m.d_model)

@@ -190,15 +190,23 @@ def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
 
 
 def input_parameters(rack: Rack) -> list[nn.Parameter]:
-    """Token embedding (with its projection), learned positions, time embedding."""
-    parts = [rack.embed, rack.embed_proj, rack.positions, rack.time]
+    """Token embedding (with its projection), learned positions, time embedding; a
+    pretrained embedding (`model.embedding`) is frozen: its adapter, not itself."""
+    embed = rack.embed
+    if uses("pretrained") and rack.model.embedding is not None:
+        embed = None
+    parts = [embed, rack.embed_proj, rack.positions, rack.time]
     return [x for m in parts if m is not None for x in m.parameters()]
 
 
 def head_parameters(rack: Rack) -> list[nn.Parameter]:
-    """The final norm and the head (a tied head is the input embedding)."""
-    parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
-    return [x for m in parts for x in m.parameters()]
+    """The final norm and the head (a tied head is the input embedding, frozen when it is a
+    pretrained one)."""
+    head = rack.head if rack.head is not None else rack.embed
+    if uses("pretrained") and rack.model.embedding is not None and rack.head is None:
+        head = None
+    parts = [rack.norm, head]
+    return [x for m in parts if m is not None for x in m.parameters()]
 
 
 # --- live modules and plain state dicts (what the weight store holds) ---

@@ -212,6 +212,11 @@ def _file(spec: p.TokenizerFile, docs: list[str], held: list[str],
 def _load(path: str):
     from tokenizers import Tokenizer as HfModel
 
+    if not os.path.exists(path):
+        raise DataError(f"there is no tokenizer file {path} (data.tokenizer)")
+    if os.path.isdir(path):
+        raise DataError(f"the tokenizer file {path} is a directory: name the tokenizer.json "
+                        "inside it")  # fmt: skip
     try:
         return HfModel.from_file(path)
     except Exception as e:  # the library raises plain Exceptions for bad files

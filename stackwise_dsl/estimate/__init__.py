@@ -57,8 +57,9 @@ def lora_params(lora: p.Lora, s: p.Stack, d_model: int) -> int:
 def shared_params(m: p.Model) -> dict[str, int]:
     """Embedding, positions, time embedding, final norm and head."""
     out = {"embedding": m.vocab * m.embed_dim}
-    if m.embed_dim != m.d_model:
-        out["embedding"] += m.embed_dim * m.d_model
+    if m.embed_dim != m.d_model:  # a projection to d_model; a pretrained embedding's adapter
+        d = m.d_model
+        out["projection"] = m.embed_dim * d + (d + d * d + d if m.embedding else 0)
     if isinstance(m.position, p.LearnedPosition):
         out["positions"] = m.context * m.d_model
     embedding = m.time.embedding if m.time is not None else None
@@ -86,14 +87,21 @@ class StageCount:
 _HEAD_SIDE = ("final_norm", "head")
 
 
+def trainable_shared(m: p.Model, stage: p.Stage) -> int:
+    """The shared weights that train this stage: the input side's (a pretrained embedding
+    stays frozen; its adapter trains), the head side's."""
+    parts = shared_params(m)
+    head_side = sum(v for k, v in parts.items() if k in _HEAD_SIDE)
+    frozen = parts["embedding"] if m.embedding else 0
+    return (sum(parts.values()) - head_side - frozen) * stage.train_input + (
+        head_side * stage.train_head
+    )
+
+
 def stage_count(plan: p.Plan, stage: p.Stage) -> StageCount:
     d = plan.model.d_model
-    parts = shared_params(plan.model)
-    shared = sum(parts.values())
-    head_side = sum(v for k, v in parts.items() if k in _HEAD_SIDE)
-    trainable = (shared - head_side if stage.train_input else 0) + (
-        head_side if stage.train_head else 0
-    )
+    shared = sum(shared_params(plan.model).values())
+    trainable = trainable_shared(plan.model, stage)
     by_precision: Counter[str] = Counter()
     adapters = 0
     weight_bits = 32 * shared

@@ -203,10 +203,13 @@ def stage_flops(plan: p.Plan, stage: p.Stage) -> StageFlops:
     d = m.d_model
     trained = _trained_adapters(plan, stage.number)
     cost = Cost()
-    grad = stage.train_input
-    if m.embed_dim != d:
+    grad = input_grad(m, stage)
+    if m.embed_dim != d and m.embedding is None:
         # the projection reads the embedding, which needs a gradient when it trains
         cost = cost + linear(t, m.embed_dim, d, stage.train_input, stage.train_input)
+    elif m.embed_dim != d:  # a frozen pretrained embedding's adapter: Linear, GELU, Linear
+        first = linear(t, m.embed_dim, d, False, stage.train_input)
+        cost = cost + first + linear(t, d, d, first.grad, stage.train_input)
     if _reads_time(stage):
         cost = cost + _time(m, 1, stage.train_input)
     cached = 0.0
@@ -219,6 +222,7 @@ def stage_flops(plan: p.Plan, stage: p.Stage) -> StageFlops:
             if stage.cache is not Cache.OFF and i < len(stage.parts) - 1:
                 cached += one.forward
     head_trains = stage.train_head or (m.head is Head.TIED and stage.train_input)
+    head_trains = head_trains and not (m.head is Head.TIED and m.embedding is not None)
     head = linear(1, d, m.vocab, grad, head_trains)
     return StageFlops(
         sequence=cost.forward + cost.backward,
@@ -227,6 +231,15 @@ def stage_flops(plan: p.Plan, stage: p.Stage) -> StageFlops:
         predicted=t * _predicted_share(stage),
         sequences=plan.data.batch * plan.optimizer.accumulate,
     )
+
+
+def input_grad(m: p.Model, stage: p.Stage) -> bool:
+    """Whether the hidden states entering the first stack need a gradient: something on the
+    input side trains (not a frozen pretrained embedding alone)."""
+    if not stage.train_input:
+        return False
+    learned = isinstance(m.position, p.LearnedPosition) or m.time is not None
+    return m.embedding is None or m.embed_dim != m.d_model or learned
 
 
 def _reads_time(stage: p.Stage) -> bool:

@@ -50,8 +50,20 @@ import math
 
 import attrs
 
-from stackwise_dsl.estimate import _HEAD_SIDE, _adapters, shapes, shared_params, stack_params
-from stackwise_dsl.estimate.flops import _Layers, _loras, _predicted_share, _trained_adapters
+from stackwise_dsl.estimate import (
+    _adapters,
+    shapes,
+    shared_params,
+    stack_params,
+    trainable_shared,
+)
+from stackwise_dsl.estimate.flops import (
+    _Layers,
+    _loras,
+    _predicted_share,
+    _trained_adapters,
+    input_grad,
+)
 from stackwise_dsl.ir.enums import Cache, Distributed, Head, KernelKind, Mode, Norm, Precision
 from stackwise_dsl.lower import plan as p
 
@@ -224,7 +236,11 @@ def _mix(a: p.Attention, t: int) -> float:
 
 
 def _head_grad(stage: p.Stage, m: p.Model) -> bool:
-    return stage.train_head or (m.head is Head.TIED and stage.train_input)
+    """Whether the head's weight trains (a tied head is the embedding, frozen when it is a
+    pretrained one)."""
+    if m.head is Head.TIED:
+        return (stage.train_head or stage.train_input) and m.embedding is None
+    return stage.train_head
 
 
 @attrs.frozen
@@ -245,7 +261,9 @@ def _activations(plan: p.Plan, stage: p.Stage, cuda: bool) -> _Micro:
     m = plan.model
     trained = _trained_adapters(plan, stage.number)
     total = _Saved()
-    grad = stage.train_input
+    grad = input_grad(m, stage)
+    if stage.train_input and m.embedding is not None and m.embed_dim != m.d_model:
+        total.add(_Saved(values=m.embed_dim + 2 * m.d_model))  # the adapter's three inputs
     if grad and m.dropout > 0:
         total.add(_Saved(byte=m.d_model) if cuda else _Saved(values=m.d_model))  # embeddings'
     cut = len(stage.parts) - 1 if stage.cache is not Cache.OFF else 0
@@ -363,7 +381,7 @@ def stage_memory(plan: p.Plan, stage: p.Stage, nproc: int = 1, *, cuda: bool = F
             trains.append(base)
         if part.role is p.Role.TRUNK and part.trains is not p.Trains.NOTHING and own:
             trains.append(own)
-    trains.append(_trainable_shared(m, stage))
+    trains.append(trainable_shared(m, stage))
     weights += FP32 * shared / shards
     if fsdp:  # the root's weights stay gathered from forward to backward; a stack's while it
         # computes, with the next one's prefetched
@@ -380,7 +398,7 @@ def stage_memory(plan: p.Plan, stage: p.Stage, nproc: int = 1, *, cuda: bool = F
     activations = micro.saved.bytes(sequences * t) + int(FP32 * micro.head * predicted)
     activations += int(micro.casts)
     activations += 8 * int(predicted)  # the targets (int64)
-    if stage.train_input:
+    if stage.train_input and m.embedding is None:
         activations += 8 * sequences * t  # the token ids the embedding's gradient reads
     # the head's gradients at the start of the backward pass, or a block's later on, with
     # the weight gradients made by then (all of them already, when gradients accumulate)
@@ -425,7 +443,7 @@ def step_traffic(plan: p.Plan, stage: p.Stage, nproc: int) -> int:
         trains += _trains(part, base, own)
         held = base * (32 if part.trains is p.Trains.FULL else part.precision.bits) / 8
         sharded += FP32 * own + (0 if _whole(stage, part) else held)
-    trains += _trainable_shared(plan.model, stage)
+    trains += trainable_shared(plan.model, stage)
     sharded += FP32 * sum(shared_params(plan.model).values())
     if plan.run.distributed is Distributed.FSDP:
         micro = plan.optimizer.accumulate
@@ -445,13 +463,6 @@ def _whole(stage: p.Stage, part: p.Part) -> bool:
     activation cache."""
     cached = stage.cache is not Cache.OFF and part.trains is p.Trains.NOTHING
     return part.precision.quantized or cached
-
-
-def _trainable_shared(m: p.Model, stage: p.Stage) -> int:
-    """The shared weights that train this stage: the input side's, the head side's."""
-    parts = shared_params(m)
-    head_side = sum(v for k, v in parts.items() if k in _HEAD_SIDE)
-    return (sum(parts.values()) - head_side) * stage.train_input + head_side * stage.train_head
 
 
 def _optimizer(method, sizes: list[int], shards: int) -> float:

@@ -9,11 +9,22 @@ import torch
 
 from stackwise_dsl.hf import HfError
 from stackwise_dsl.hf.layout import Weights, from_hf
-from stackwise_dsl.hf.read import Pretrained, _plain
+from stackwise_dsl.hf.read import EMBEDDING, Pretrained, _plain
 
 
 def pretrained_weights(m: Pretrained) -> tuple[Weights, list[Weights]]:
     """The shared weights and every layer of `m` (read by hf/read.py), fp32."""
+    return _reading(m, lambda get: from_hf(m.family, get, m.layers, tied=m.tied,
+                                           d_model=m.d_model))  # fmt: skip
+
+
+def pretrained_embedding(m: Pretrained) -> torch.Tensor:
+    """`m`'s token embedding (vocab x its width), fp32."""
+    return _reading(m, lambda get: get(EMBEDDING[m.family]).detach().float().contiguous())
+
+
+def _reading(m: Pretrained, read):
+    """read(get), where get(name) is the tensor `name` of `m`'s safetensors files."""
     from safetensors import SafetensorError, safe_open
 
     names = {_plain(k): k for k in m.tensors}
@@ -27,7 +38,7 @@ def pretrained_weights(m: Pretrained) -> tuple[Weights, list[Weights]]:
         return handles[file].get_tensor(stored)
 
     try:
-        return from_hf(m.family, get, m.layers, tied=m.tied, d_model=m.d_model)
+        return read(get)
     except (OSError, SafetensorError) as e:
         raise HfError(f"the weights in {m.path} cannot be read ({e})") from None
 
@@ -49,14 +60,19 @@ def pretrained_store(plan):
     """The weight store a run from `plan.model.pretrained` starts with: the directory's
     embedding, positions (the first `context`), final norm and head, the rest of the rack's
     shared weights as a new run draws them, and the `init = pretrained` stacks' masters from
-    its layers. HfError when the directory cannot be used."""
+    its layers. From `plan.model.embedding`: its token embedding alone. HfError when the
+    directory cannot be used."""
     from stackwise_dsl.core.model import Rack
     from stackwise_dsl.core.stage_model import shared_state
     from stackwise_dsl.hf.read import read_pretrained
     from stackwise_dsl.runtime.weights import Store
 
-    m = read_pretrained(plan.model.pretrained)
-    shared, layers = pretrained_weights(m)
+    if plan.model.embedding is not None:
+        m = read_pretrained(plan.model.embedding, embedding_only=True)
+        shared, layers = {"embed.weight": pretrained_embedding(m)}, []
+    else:
+        m = read_pretrained(plan.model.pretrained)
+        shared, layers = pretrained_weights(m)
     if "positions.weight" in shared:
         shared["positions.weight"] = shared["positions.weight"][: plan.model.context].clone()
     store = Store()

@@ -38,8 +38,9 @@ class Pretrained:
     tensors: dict[str, tuple[str, tuple[int, ...]]]  # name -> (file, shape)
 
 
-def read_pretrained(path: str | Path) -> Pretrained:
-    """The directory's model; HfError listing every problem found."""
+def read_pretrained(path: str | Path, *, embedding_only: bool = False) -> Pretrained:
+    """The directory's model; HfError listing every problem found (`embedding_only`: those
+    that concern its token embedding, for a model that takes that alone)."""
     root = Path(path)
     if not root.is_dir():
         raise HfError(f"{path} is not a directory (a Hugging Face model directory holds "
@@ -50,14 +51,17 @@ def read_pretrained(path: str | Path) -> Pretrained:
         raise HfError(f"{root / 'config.json'}: model_type {kind!r} is not one stackwise-dsl "
                       "reads (llama, gpt2)")  # fmt: skip
     problems: list[str] = []
+    layers: list[str] = []  # what only its layers' use is hindered by
     read = _llama if kind == LLAMA else _gpt2
-    fields = read(config, problems)
+    fields = read(config, problems, layers)
     tensors = _headers(root)
     pretrained = (
         Pretrained(path=str(root), family=kind, tensors=tensors, **fields) if fields else None
     )
+    if not embedding_only:
+        problems += layers
     if pretrained is not None:
-        problems += _shapes(pretrained)
+        problems += _shapes(pretrained, embedding_only)
     if problems:
         raise HfError(f"{root} cannot be used:\n" + "\n".join(f"  - {p}" for p in problems))
     return pretrained
@@ -83,7 +87,7 @@ def _int(config: dict, key: str, problems: list[str], default=None) -> int | Non
     return value
 
 
-def _llama(config: dict, problems: list[str]) -> dict | None:
+def _llama(config: dict, problems: list[str], layers: list[str]) -> dict | None:
     d = _int(config, "hidden_size", problems)
     heads = _int(config, "num_attention_heads", problems)
     fields = {
@@ -104,30 +108,28 @@ def _llama(config: dict, problems: list[str]) -> dict | None:
     theta = rope.get("rope_theta", config.get("rope_theta", 10000.0))
     kind = rope.get("rope_type", scaling.get("rope_type", scaling.get("type", "default")))
     if kind != "default":
-        problems.append(
-            f"config.json: RoPE scaling {kind!r}: stackwise-dsl's RoPE is the plain one"
-        )
+        layers.append(f"config.json: RoPE scaling {kind!r}: stackwise-dsl's RoPE is the plain one")
     if not isinstance(theta, int | float) or isinstance(theta, bool) or theta <= 0:
-        problems.append(f"config.json: rope_theta is {theta!r}, not a positive number")
+        layers.append(f"config.json: rope_theta is {theta!r}, not a positive number")
     if config.get("hidden_act", "silu") != "silu":
-        problems.append(f"config.json: hidden_act {config.get('hidden_act')!r}: SwiGLU uses silu")
+        layers.append(f"config.json: hidden_act {config.get('hidden_act')!r}: SwiGLU uses silu")
     for key in ("attention_bias", "mlp_bias"):
         if config.get(key):
-            problems.append(f"config.json: {key} is true: stackwise-dsl's layers have no bias")
+            layers.append(f"config.json: {key} is true: stackwise-dsl's layers have no bias")
     if fields["head_dim"] and heads and d and fields["head_dim"] * heads != d:
-        problems.append(f"config.json: {heads} heads of head_dim {fields['head_dim']} are not "
+        layers.append(f"config.json: {heads} heads of head_dim {fields['head_dim']} are not "
                         f"hidden_size {d} wide: stackwise-dsl's heads are d_model / heads "
                         "wide")  # fmt: skip
     eps = config.get("rms_norm_eps", 1e-6)
     if eps != 1e-6:
-        problems.append(f"config.json: rms_norm_eps is {eps}: stackwise-dsl's RMSNorm uses 1e-06")
+        layers.append(f"config.json: rms_norm_eps is {eps}: stackwise-dsl's RMSNorm uses 1e-06")
     fields["theta"] = float(theta) if isinstance(theta, int | float) else None
     return (
         None if any(v is None for k, v in fields.items() if k not in ("eos", "theta")) else fields
     )
 
 
-def _gpt2(config: dict, problems: list[str]) -> dict | None:
+def _gpt2(config: dict, problems: list[str], layers: list[str]) -> dict | None:
     d = _int(config, "n_embd", problems)
     heads = _int(config, "n_head", problems)
     fields = {
@@ -142,16 +144,16 @@ def _gpt2(config: dict, problems: list[str]) -> dict | None:
     }  # fmt: skip
     act = config.get("activation_function", "gelu_new")
     if act != "gelu":
-        problems.append(f"config.json: activation_function {act!r}: stackwise-dsl's GELU is the "
+        layers.append(f"config.json: activation_function {act!r}: stackwise-dsl's GELU is the "
                         "exact one (gelu)")  # fmt: skip
     if config.get("layer_norm_epsilon", 1e-5) != 1e-5:
-        problems.append(f"config.json: layer_norm_epsilon is {config.get('layer_norm_epsilon')}: "
+        layers.append(f"config.json: layer_norm_epsilon is {config.get('layer_norm_epsilon')}: "
                         "stackwise-dsl's LayerNorm uses 1e-05")  # fmt: skip
     for key in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
         if config.get(key):
-            problems.append(f"config.json: {key} is true: stackwise-dsl's attention does not")
+            layers.append(f"config.json: {key} is true: stackwise-dsl's attention does not")
     if d and heads and d % heads:
-        problems.append(f"config.json: n_embd {d} is not a multiple of n_head {heads}")
+        layers.append(f"config.json: n_embd {d} is not a multiple of n_head {heads}")
     return (
         None if any(v is None for k, v in fields.items() if k not in ("eos", "theta")) else fields
     )
@@ -260,10 +262,16 @@ def expected_shapes(m: Pretrained) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _shapes(m: Pretrained) -> list[str]:
+EMBEDDING = {LLAMA: "model.embed_tokens.weight", GPT2: "transformer.wte.weight"}
+
+
+def _shapes(m: Pretrained, embedding_only: bool = False) -> list[str]:
     problems = []
     names = {_plain(k): k for k in m.tensors}
-    for name, shape in expected_shapes(m).items():
+    expected = expected_shapes(m)
+    if embedding_only:
+        expected = {EMBEDDING[m.family]: expected[EMBEDDING[m.family]]}
+    for name, shape in expected.items():
         if name not in names:
             problems.append(f"tensor {name} is missing")
         elif m.tensors[names[name]][1] != shape:

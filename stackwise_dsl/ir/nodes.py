@@ -137,6 +137,8 @@ class Model:
     head: Head = knob(Head.TIED)
     dropout: float = knob(0.0, range=FRACTION)
     pretrained: Hf | None = knob(None)  # its embedding, head and the `init = pretrained` stacks
+    # a frozen token embedding alone (embed_dim wide; an adapter maps it to d_model)
+    embedding: Hf | None = knob(None)
     span: Span | None = span_field()
     spans: dict = spans_field()
 

@@ -73,9 +73,9 @@ def lower(spec: n.Spec, *, vocab: int | None = None, name: str = "spec") -> Lowe
 # --- the model ---------------------------------------------------------------------------------
 
 
-def _pretrained(m: n.Model) -> str | None:
-    """The pretrained directory, as an absolute path (relative to the spec that names it)."""
-    return None if m.pretrained is None else resolve(m.pretrained.path, m.pretrained, "path")
+def _directory(node: n.Hf | None) -> str | None:
+    """A Hugging Face directory, as an absolute path (relative to the spec that names it)."""
+    return None if node is None else resolve(node.path, node, "path")
 
 
 def _model(spec: n.Spec, vocab: int | None, o: Origins) -> p.Model:
@@ -96,7 +96,8 @@ def _model(spec: n.Spec, vocab: int | None, o: Origins) -> p.Model:
         head=m.head,
         dropout=m.dropout,
         time=_input_time(spec, o, ("model", "time")),
-        pretrained=_pretrained(m),
+        pretrained=_directory(m.pretrained),
+        embedding=_directory(m.embedding),
     )
     vocab = Origin.at(m.spans.get("vocab"), None if m.vocab else derived("the tokenizer's"))
     fields = {"vocab": vocab, "time": derived("the objective's time"),

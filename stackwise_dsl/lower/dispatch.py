@@ -38,7 +38,7 @@ FEATURES = {
     "adapters": "a LoRA adapter on some stack",
     "low_precision": "a stack held or trained in a precision other than fp32",
     "freeze_up_proj": "a block whose ffn up-projection stays frozen",
-    "pretrained": "a model that starts from a Hugging Face directory",
+    "pretrained": "a model that starts from a Hugging Face directory (or its embedding)",
 }
 
 
@@ -58,7 +58,7 @@ def features(plan: p.Plan) -> frozenset[str]:
         "adapters": any(x is not None for x in loras),
         "low_precision": any(x.precision is not Precision.FP32 for x in parts),
         "freeze_up_proj": any(b.freeze_up_proj for s in plan.stacks for b in s.blocks),
-        "pretrained": plan.model.pretrained is not None,
+        "pretrained": (plan.model.pretrained or plan.model.embedding) is not None,
     }
     return frozenset(name for name, used in found.items() if used)
 

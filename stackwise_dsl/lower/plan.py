@@ -168,6 +168,9 @@ class Model:
     # a local Hugging Face directory (absolute): the embedding, positions, final norm and head
     # start from it, and so do the stacks a stage creates with `init = pretrained`
     pretrained: str | None = None
+    # a local Hugging Face directory (absolute) whose token embedding the model holds frozen;
+    # when embed_dim != d_model, a Linear-GELU-Linear adapter maps it to d_model and trains
+    embedding: str | None = None
 
 
 # --- objectives and stages ---------------------------------------------------------------------

@@ -23,7 +23,8 @@ from stackwise_dsl.machine.probe import cpu_bf16, cuda_present, tensorboard_pres
 
 HEAD_BYTES = 64 * 1024  # of a jsonl file, read for its first records
 HEAD_RECORDS = 8
-PRETRAINED_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json")
+PRETRAINED_FILES = ("config.json", "model.safetensors", "model.safetensors.index.json",
+                    "tokenizer.json")  # fmt: skip
 
 
 class FileKind(enum.Enum):
@@ -56,6 +57,18 @@ class DataFile:
     kind: FileKind = FileKind.FILE  # for a glob: FILE when it matches a regular file
     first: str | None = None  # a file the run reads for it, in the spec's terms
     records: tuple[Record, ...] = ()  # jsonl: the first records of `first`
+    tokenizer: TokenizerFacts | None = None  # a tokenizer file's, as the run will load it
+
+
+@attrs.frozen(kw_only=True)
+class TokenizerFacts:
+    """A tokenizer file as the `tokenizers` library loads it: its ids (added tokens
+    included) and which of the special tokens a run may add it already holds; or why it
+    cannot be loaded."""
+
+    ids: int = 0
+    holds: tuple[str, ...] = ()  # of <mask>, <eos>
+    problem: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -68,6 +81,8 @@ class PretrainedDir:
     model: object = None  # hf.read.Pretrained when it could be read
     missing: bool = False  # nothing at the path
     problem: str | None = None  # HfError's text otherwise
+    # whether the data's tokenizer is the directory's tokenizer.json (None: it has none)
+    same_tokenizer: bool | None = None
 
 
 @attrs.frozen
@@ -94,24 +109,53 @@ class Host:
         return attrs.evolve(self, data=look_at_data(spec), pretrained=look_at_pretrained(spec))
 
 
+def pretrained_node(spec: n.Spec) -> n.Hf | None:
+    """The Hugging Face directory the model names: `model.pretrained`, or `model.embedding`
+    (the embedding alone; the checks refuse both at once)."""
+    return spec.model.pretrained or spec.model.embedding
+
+
 def look_at_pretrained(spec: n.Spec) -> PretrainedDir | None:
-    """The directory `model.pretrained` names, read as the run will read it."""
+    """The directory `model.pretrained` (or `model.embedding`) names, read as the run will
+    read it."""
     from stackwise_dsl.hf import HfError
     from stackwise_dsl.hf.read import read_pretrained
 
-    node = spec.model.pretrained
+    node = pretrained_node(spec)
     if node is None:
         return None
     path = resolve(node.path, node, "path")
     if not os.path.exists(path):
         return PretrainedDir(written=node.path, resolved=path, missing=True)
+    same = _same_tokenizer(spec, path)
+    only = spec.model.pretrained is None
     try:
-        return PretrainedDir(written=node.path, resolved=path, model=read_pretrained(path))
+        model = read_pretrained(path, embedding_only=only)
+        return PretrainedDir(written=node.path, resolved=path, model=model, same_tokenizer=same)
     except HfError as e:
         return PretrainedDir(written=node.path, resolved=path, problem=str(e))
     except OSError as e:  # a folder it may not list, say
         problem = f"{path} cannot be read ({e.strerror or e})"
         return PretrainedDir(written=node.path, resolved=path, problem=problem)
+
+
+def _same_tokenizer(spec: n.Spec, directory: str) -> bool | None:
+    """Whether the data's tokenizer is the file `directory`/tokenizer.json (the same path or
+    the same bytes); None when the directory has none."""
+    theirs = os.path.join(directory, "tokenizer.json")
+    if not os.path.isfile(theirs):
+        return None
+    tokenizer = spec.data.tokenizer
+    if not isinstance(tokenizer, n.TokenizerFile):
+        return False
+    ours = resolve(tokenizer.path, tokenizer, "path")
+    try:
+        if os.path.samefile(ours, theirs):
+            return True
+        with open(ours, "rb") as a, open(theirs, "rb") as b:
+            return a.read() == b.read()
+    except (OSError, ValueError):
+        return None  # a missing or unreadable tokenizer file has its own diagnostic
 
 
 CPU_ONLY = Host(cuda=False, data=())  # a stated CPU machine; the spec's data is not looked at
@@ -142,19 +186,38 @@ def look_at_data(spec: n.Spec) -> tuple[DataFile, ...]:
         kind = (FileKind.FILE if first else FileKind.MISSING) if is_glob else _kind(path)
         jsonl = isinstance(node, n.Jsonl) and kind is FileKind.FILE
         shown = _relative(first, written, resolve(".", node, field)) if is_glob else written
+        tokenizer = isinstance(node, n.TokenizerFile) and kind is FileKind.FILE
         found.append(DataFile(
             written=written, glob=is_glob, kind=kind, first=shown,
             records=_first_records(first) if jsonl and first else (),
+            tokenizer=_tokenizer_facts(path) if tokenizer else None,
         ))  # fmt: skip
     return tuple(found)
+
+
+SPECIAL_TOKENS = ("<mask>", "<eos>")  # what a run adds to a tokenizer that lacks them
+
+
+def _tokenizer_facts(path: str) -> TokenizerFacts:
+    """Load the tokenizer file as data/tokenizer.py does (torch-free)."""
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(path)
+    except Exception as e:  # the library raises plain Exceptions for bad files
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return TokenizerFacts(problem=first)
+    holds = tuple(name for name in SPECIAL_TOKENS if tok.token_to_id(name) is not None)
+    return TokenizerFacts(ids=tok.get_vocab_size(with_added_tokens=True), holds=holds)
 
 
 def watched_paths(spec: n.Spec) -> tuple[str, ...]:
     """The paths whose change can change what the data checks say (for the memo of check
     results): each data file, and for a glob the folder it lists and the file it found."""
     out = []
-    if spec.model.pretrained is not None:  # its config and weight files
-        root = resolve(spec.model.pretrained.path, spec.model.pretrained, "path")
+    node = pretrained_node(spec)
+    if node is not None:  # its config, weight and tokenizer files
+        root = resolve(node.path, node, "path")
         out += [os.path.join(root, name) for name in PRETRAINED_FILES]
     for node, field, written in data_paths(spec):
         path = resolve(written, node, field)

@@ -180,7 +180,7 @@ def start(plan: p.Plan, run_dir: Path, resume_from: Path | None = None,
     if resume_from is not None:
         trainer.restore(resume_from)
         return trainer
-    if uses("pretrained") and plan.model.pretrained is not None:
+    if uses("pretrained") and (plan.model.pretrained or plan.model.embedding) is not None:
         trainer.store = _pretrained(plan)
     if world.main:  # from the start, in a new directory or one whose run never reached one
         trainer.metrics.truncate(0)
@@ -195,7 +195,8 @@ def _pretrained(plan: p.Plan):
     try:
         return pretrained_store(plan)
     except (HfError, OSError) as e:
-        raise RunError(f"model.pretrained: {e}") from None
+        field = "model.pretrained" if plan.model.pretrained is not None else "model.embedding"
+        raise RunError(f"{field}: {e}") from None
 
 
 def setting_up(plan: p.Plan, world: World = World()) -> tuple[torch.device, Prepared]:

@@ -4,7 +4,8 @@
 On the CPU: the most tensor memory held at once while the stage runs, from the torch
 profiler's records of the CPU allocator (torch has no `max_memory_allocated` for the CPU),
 counting every tensor allocated since the run began (the data set's tokens, read before, are
-not tensors of the run; the allocator's running total is taken relative to its value then).
+not tensors of the run; the allocator's running total is taken relative to its value then),
+and the weights the store already held then (a pretrained model's).
 On CUDA: `torch.cuda.max_memory_allocated` over the stage.
 """
 
@@ -36,6 +37,8 @@ def stage_peaks(plan: p.Plan, run_dir: Path, world=None) -> list[int]:
         return peaks
     from torch.profiler import ProfilerActivity, profile, record_function
 
+    already = sum(x.nbytes for x in trainer.store.flat().values())
+
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         for stage in plan.stages:
             with record_function(f"stage {stage.number}"):
@@ -52,7 +55,9 @@ def stage_peaks(plan: p.Plan, run_dir: Path, world=None) -> list[int]:
     # the allocator's running total carries what earlier profiles saw freed outside them
     first = min(records, key=lambda e: e["ts"])["args"]
     before = first["Total Allocated"] - first["Bytes"]
-    held = [(e["ts"], e["args"]["Total Allocated"] - before) for e in records]
+    # and what the store held before the profile began (a pretrained model's weights): the
+    # running total drops when the stage frees them
+    held = [(e["ts"], e["args"]["Total Allocated"] - before + already) for e in records]
     peaks = []
     for stage in plan.stages:
         start, end = spans[f"stage {stage.number}"]

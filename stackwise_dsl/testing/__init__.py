@@ -13,7 +13,8 @@
 `specs()` draws whole valid specs; `variants()` varies a spec of your own along the axes you
 choose, everywhere that axis appears; `errors()` and `diagnostics()` run the checks;
 `on_small_data()` and `one_step_per_stage()` train a drawn spec briefly (what `sw check`
-passes, `sw run` runs).
+passes, `sw run` runs); `with_pretrained_embedding()` gives it a local Hugging Face model's
+embedding.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.checks import CPU_ONLY, Host, run_checks
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Mode, Precision
-from stackwise_dsl.testing.runs import on_small_data, one_step_per_stage
+from stackwise_dsl.testing.runs import on_small_data, one_step_per_stage, with_pretrained_embedding
 from stackwise_dsl.testing.strategies import (
     attentions,
     blocks,
@@ -60,6 +61,7 @@ __all__ = [
     "specs",
     "trainable_precisions",
     "variants",
+    "with_pretrained_embedding",
 ]
 
 

@@ -2,8 +2,9 @@
 
 `on_small_data` keeps a spec's model, growth, objective and optimizer as they are and swaps
 its data for a small synthetic task, so any spec trains in seconds on a CPU;
-`one_step_per_stage` lowers it and runs every stage for one step. Both import torch only
-when a run starts.
+`one_step_per_stage` lowers it and runs every stage for one step; `with_pretrained_embedding`
+puts a local Hugging Face directory's embedding under it. They import torch only when a run
+starts.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 import attrs
 
 from stackwise_dsl.ir import nodes as n
-from stackwise_dsl.ir.enums import Device, Split, Task
+from stackwise_dsl.ir.enums import Device, Head, Split, Task
 
 SMALL_DATA = n.Data(
     source=n.Synthetic(task=Task.COPY, symbols=8, samples=256),
@@ -37,6 +38,18 @@ def on_small_data(spec: n.Spec) -> n.Spec:
     run = attrs.evolve(spec.run, device=Device.CPU, eval_batches=1, dir=None, tensorboard=False)
     model = attrs.evolve(spec.model, vocab=None)
     return attrs.evolve(spec, model=model, data=data, optimizer=optimizer, run=run)
+
+
+def with_pretrained_embedding(spec: n.Spec, directory: str, *, width: int, vocab: int) -> n.Spec:
+    """`spec` with the frozen token embedding (vocab x width) of the Hugging Face `directory`
+    (an absolute path) and its tokenizer.json: `embed_dim = width` (an adapter when d_model
+    differs, and then an untied head)."""
+    m = spec.model
+    head = m.head if m.d_model == width else Head.UNTIED
+    model = attrs.evolve(m, vocab=vocab, embed_dim=width, head=head, pretrained=None,
+                         embedding=n.Hf(path=directory))  # fmt: skip
+    tokenizer = n.TokenizerFile(path=str(Path(directory) / "tokenizer.json"))
+    return attrs.evolve(spec, model=model, data=attrs.evolve(spec.data, tokenizer=tokenizer))
 
 
 def one_step_per_stage(spec: n.Spec, run_dir: Path, name: str = "fuzz") -> list:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -128,7 +129,31 @@ def test_tokenizer_file_is_looked_at_too(tmp_path):
     spec = _spec(tmp_path, BASE + 'data { tokenizer = file("tokenizer.json") }\n')
     assert _found(check_file(spec, host=LOOKING)) == [("SW604", 6, 25)]
     (tmp_path / "tokenizer.json").write_text("{}")
+    report = check_file(spec, host=LOOKING)
+    assert [d.code for d in report.diagnostics] == ["SW608"]
+    assert report.diagnostics[0].message.startswith(
+        "tokenizer.json is not a tokenizer file the `tokenizers` library can load (it says: "
+    )  # the library's own words follow
+    shutil.copy(ROOT / "specs" / "models" / "tiny-llama" / "tokenizer.json", tmp_path)
     assert check_file(spec, host=LOOKING).diagnostics == ()
+
+
+def test_a_tokenizer_files_ids_and_the_specials_the_run_adds_fit_the_vocab(tmp_path):
+    """The tiny Llama's tokenizer: 256 bytes and <eos>, no <mask>, which mlm adds."""
+    shutil.copy(ROOT / "specs" / "models" / "tiny-llama" / "tokenizer.json", tmp_path)
+    text = BASE.replace("context = 32", "context = 32, vocab = 257")
+    spec = _spec(tmp_path, text + 'data { tokenizer = file("tokenizer.json") }\n')
+    report = check_file(spec, host=LOOKING)
+    assert [(d.code, d.message, d.hint) for d in report.diagnostics] == [
+        ("SW208", "vocab (257) is smaller than the tokenizer file's 257 ids plus <mask>, which "
+                  "the run adds", "leave `vocab` out to take it from the tokenizer (258)"),
+    ]  # fmt: skip
+    clm = _spec(
+        tmp_path,
+        text.replace("mlm", "clm").replace("heads = 4)", "heads = 4, mode = causal)")
+        + 'data { tokenizer = file("tokenizer.json") }\n',
+    )
+    assert check_file(clm, host=LOOKING).diagnostics == ()
 
 
 def test_paths_resolve_as_the_run_resolves_them(tmp_path, monkeypatch):

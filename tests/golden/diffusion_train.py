@@ -1068,15 +1068,19 @@ def base_parameters(stack: BlockStack) -> list[nn.Parameter]:
 
 
 def input_parameters(rack: Rack) -> list[nn.Parameter]:
-    """Token embedding (with its projection), learned positions, time embedding."""
-    parts = [rack.embed, rack.embed_proj, rack.positions, rack.time]
+    """Token embedding (with its projection), learned positions, time embedding; a
+    pretrained embedding (`model.embedding`) is frozen: its adapter, not itself."""
+    embed = rack.embed
+    parts = [embed, rack.embed_proj, rack.positions, rack.time]
     return [x for m in parts if m is not None for x in m.parameters()]
 
 
 def head_parameters(rack: Rack) -> list[nn.Parameter]:
-    """The final norm and the head (a tied head is the input embedding)."""
-    parts = [rack.norm, rack.head if rack.head is not None else rack.embed]
-    return [x for m in parts for x in m.parameters()]
+    """The final norm and the head (a tied head is the input embedding, frozen when it is a
+    pretrained one)."""
+    head = rack.head if rack.head is not None else rack.embed
+    parts = [rack.norm, head]
+    return [x for m in parts if m is not None for x in m.parameters()]
 
 
 _BASE = ".base_layer"  # peft's wrapping of a layer with adapters
@@ -1786,10 +1790,13 @@ def stage_flops(plan: Plan, stage: Stage) -> StageFlops:
     d = m.d_model
     trained = _trained_adapters(plan, stage.number)
     cost = Cost()
-    grad = stage.train_input
-    if m.embed_dim != d:
+    grad = input_grad(m, stage)
+    if m.embed_dim != d and m.embedding is None:
         # the projection reads the embedding, which needs a gradient when it trains
         cost = cost + linear(t, m.embed_dim, d, stage.train_input, stage.train_input)
+    elif m.embed_dim != d:  # a frozen pretrained embedding's adapter: Linear, GELU, Linear
+        first = linear(t, m.embed_dim, d, False, stage.train_input)
+        cost = cost + first + linear(t, d, d, first.grad, stage.train_input)
     if _reads_time(stage):
         cost = cost + _time(m, 1, stage.train_input)
     cached = 0.0
@@ -1802,6 +1809,7 @@ def stage_flops(plan: Plan, stage: Stage) -> StageFlops:
             if stage.cache is not Cache.OFF and i < len(stage.parts) - 1:
                 cached += one.forward
     head_trains = stage.train_head or (m.head is Head.TIED and stage.train_input)
+    head_trains = head_trains and not (m.head is Head.TIED and m.embedding is not None)
     head = linear(1, d, m.vocab, grad, head_trains)
     return StageFlops(
         sequence=cost.forward + cost.backward,
@@ -1810,6 +1818,15 @@ def stage_flops(plan: Plan, stage: Stage) -> StageFlops:
         predicted=t * _predicted_share(stage),
         sequences=plan.data.batch * plan.optimizer.accumulate,
     )
+
+
+def input_grad(m: Model, stage: Stage) -> bool:
+    """Whether the hidden states entering the first stack need a gradient: something on the
+    input side trains (not a frozen pretrained embedding alone)."""
+    if not stage.train_input:
+        return False
+    learned = False or m.time is not None
+    return m.embedding is None or m.embed_dim != m.d_model or learned
 
 
 def _reads_time(stage: Stage) -> bool:
@@ -2588,6 +2605,9 @@ class Model:
     # a local Hugging Face directory (absolute): the embedding, positions, final norm and head
     # start from it, and so do the stacks a stage creates with `init = pretrained`
     pretrained: str | None = None
+    # a local Hugging Face directory (absolute) whose token embedding the model holds frozen;
+    # when embed_dim != d_model, a Linear-GELU-Linear adapter maps it to d_model and trains
+    embedding: str | None = None
 
 
 @plan_node
@@ -2743,7 +2763,7 @@ FEATURES = {
     "adapters": "a LoRA adapter on some stack",
     "low_precision": "a stack held or trained in a precision other than fp32",
     "freeze_up_proj": "a block whose ffn up-projection stays frozen",
-    "pretrained": "a model that starts from a Hugging Face directory",
+    "pretrained": "a model that starts from a Hugging Face directory (or its embedding)",
 }
 
 
@@ -2755,7 +2775,7 @@ def features(plan: Plan) -> frozenset[str]:
         "adapters": any(x is not None for x in loras),
         "low_precision": any(x.precision is not Precision.FP32 for x in parts),
         "freeze_up_proj": any(b.freeze_up_proj for s in plan.stacks for b in s.blocks),
-        "pretrained": plan.model.pretrained is not None,
+        "pretrained": (plan.model.pretrained or plan.model.embedding) is not None,
     }
     return frozenset(name for name, used in found.items() if used)
 

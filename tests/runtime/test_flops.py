@@ -42,7 +42,13 @@ CPU_SDPA = {_ATEN._scaled_dot_product_flash_attention_for_cpu: _sdpa,
             _ATEN._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward}  # fmt: skip
 
 SPECS = ["tiny", "gpt", "diffusion", "baseline", "bert", "attention", "shakespeare", "progressive"]
-VARIANTS = ["kernels_adapters", "mla_prepend_time", "mlm_trunk_full"]
+VARIANTS = [
+    "kernels_adapters",
+    "mla_prepend_time",
+    "mlm_trunk_full",
+    "embedding_adapter",
+    "embedding_tied",
+]
 
 
 def _measured(plan, tmp_path):

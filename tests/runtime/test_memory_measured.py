@@ -11,8 +11,9 @@ from stackwise_dsl.data import plan_spec, prepare
 from stackwise_dsl.estimate.memory import stage_memory
 from stackwise_dsl.frontend import check_text
 from stackwise_dsl.runtime.peaks import stage_peaks
+from tests.conftest import ROOT
 
-SPEC = """model {{ d_model = 64, context = 32 {model} }}
+SPEC = """model {{ d_model = {d_model}, context = 32 {model} }}
 block b {{ attention = {attention}, ffn = {ffn} }}
 stack s = {blocks} x b
 objective = {objective}
@@ -22,7 +23,8 @@ optimizer = {optimizer}
 run {{ seed = 0, eval_batches = 1 }}
 """
 CAUSAL = "mha(heads = 4, mode = causal)"
-DEFAULTS = dict(model="", attention=CAUSAL, ffn="gelu", blocks=1, objective="clm",
+TINY = ROOT / "specs" / "models" / "tiny-llama"  # its embedding is 64 wide
+DEFAULTS = dict(d_model=64, model="", attention=CAUSAL, ffn="gelu", blocks=1, objective="clm",
                 grow="end_to_end 2 x s { steps = 2 }", optimizer="adamw(lr = 1e-3)")  # fmt: skip
 CASES = {
     "end to end, gelu, rmsnorm": {},
@@ -50,6 +52,15 @@ CASES = {
     "sgd with momentum": dict(optimizer="sgd(lr = 1e-3, momentum = 0.9)"),
     "a memory cache over 20 steps": dict(
         grow="append 3 x s { steps = 20, cache = memory, trunk { frozen } }"
+    ),
+    "a frozen pretrained embedding under its adapter": dict(
+        d_model=32,
+        model=f', vocab = 257, embed_dim = 64, head = untied, embedding = hf("{TINY}")',
+        grow="prepend 2 x s { steps = 2, embeddings = train }",
+    ),
+    "a frozen pretrained embedding and its tied head": dict(
+        model=f', vocab = 257, embedding = hf("{TINY}")',
+        grow="append 2 x s { steps = 2, trunk { frozen } }",
     ),
 }
 
