@@ -20,7 +20,8 @@ def check_tied_head(facts: Facts) -> Iterator[diag.Diagnostic]:
             f"a tied head reuses the embedding (vocab x {m.embed_dim}) as its output layer, "
             f"but the stacks are d_model = {m.d_model} wide",
             n.at(m, "head"),
-            hint="set `head = untied`, or drop `embed_dim`",
+            hint="set `head = untied`"
+            + ("" if m.embedding is not None else ", or drop `embed_dim`"),
             notes=(diag.Note(message="embed_dim is set here", span=n.at(m, "embed_dim")),),
         )
 
@@ -49,13 +50,17 @@ def check_vocab(facts: Facts) -> Iterator[diag.Diagnostic]:
         return
     needed = tokenizer_vocab(spec)
     if vocab is not None and needed is not None and vocab < needed:
+        hint = (f"leave `vocab` out to take it from the tokenizer ({needed}, with "
+                f"{len(specials(spec))} special tokens)")  # fmt: skip
+        if spec.model.pretrained or spec.model.embedding:  # its vocabulary is the directory's
+            hint = ("the pretrained embedding has no row for the ids past its vocabulary: "
+                    'use the directory\'s tokenizer, `file("DIR/tokenizer.json")`')  # fmt: skip
         yield diag.error(
             "SW208",
             f"vocab ({vocab}) is smaller than the {spec.data.tokenizer.sw_name} tokenizer's "
             f"{needed} ids",
             n.at(spec.model, "vocab"),
-            hint=f"leave `vocab` out to take it from the tokenizer ({needed}, with "
-            f"{len(specials(spec))} special tokens)",
+            hint=hint,
         )
 
 

@@ -183,12 +183,17 @@ def check_tokenizer_file(facts: Facts) -> Iterator[diag.Diagnostic]:
     if not isinstance(tokenizer, n.TokenizerFile):
         return
     fact = {f.written: f for f in facts.host.data or ()}.get(tokenizer.path)
-    if fact is None or fact.tokenizer is None or fact.tokenizer.problem is None:
+    if fact is None or fact.tokenizer is None:
         return
+    if fact.tokenizer.problem is None and fact.tokenizer.ids > 0:
+        return
+    said = fact.tokenizer.problem
     yield diag.error(
         "SW608",
         f"{tokenizer.path} is not a tokenizer file the `tokenizers` library can load (it says: "
-        f"{fact.tokenizer.problem})",
+        f"{said})"
+        if said
+        else f"the tokenizer file {tokenizer.path} holds no tokens",
         n.at(tokenizer, "path"),
         hint="name a tokenizer.json written by the `tokenizers` library (or by transformers' "
         "save_pretrained)",

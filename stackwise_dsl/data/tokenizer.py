@@ -127,13 +127,19 @@ class HfTokenizer(Tokenizer):
     def __init__(self, tok, specials: tuple[str, ...]) -> None:
         tok.add_special_tokens(list(specials))
         self.tok = tok
-        self.vocab_size = tok.get_vocab_size(with_added_tokens=True)
+        # its largest id + 1: more than its count of tokens where the ids have gaps
+        ids = tok.get_vocab(with_added_tokens=True).values()
+        self.vocab_size = max(max(ids, default=-1) + 1, tok.get_vocab_size(with_added_tokens=True))
         ids = {_FIELDS[name]: tok.token_to_id(name) for name in specials}
         self.specials = Specials(**ids)
         self.ordinary = min(ids.values(), default=self.vocab_size)
 
     def encode(self, text: str) -> np.ndarray:
-        return np.array(self.tok.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+        try:
+            ids = self.tok.encode(text, add_special_tokens=False).ids
+        except Exception as e:  # the library raises plain Exceptions (no unknown token, say)
+            raise DataError(f"the tokenizer cannot encode the data (it says: {e})") from None
+        return np.array(ids, dtype=np.int64)
 
     def decode(self, ids) -> str:
         return self.tok.decode([int(i) for i in ids])
@@ -206,7 +212,10 @@ def _trained_bpe(spec: p.Bpe, docs: list[str], held: list[str],
 
 def _file(spec: p.TokenizerFile, docs: list[str], held: list[str],
           specials: tuple[str, ...]) -> Tokenizer:  # fmt: skip
-    return HfTokenizer(_load(spec.path), specials)
+    tok = _load(spec.path)
+    if tok.get_vocab_size(with_added_tokens=True) == 0:
+        raise DataError(f"the tokenizer file {spec.path} holds no tokens")
+    return HfTokenizer(tok, specials)
 
 
 def _load(path: str):

@@ -53,7 +53,10 @@ def fit(plan: p.Plan, stage: p.Stage) -> Fit:
                       "next token only")  # fmt: skip
     if m.time is not None:
         common.append("it reads a time input (time-as-input diffusion)")
-    if m.embed_dim != m.d_model:
+    if m.embed_dim != m.d_model and m.embedding is not None:
+        common.append(f"its pretrained embedding enters through an adapter (Linear, GELU, "
+                      f"Linear; embed_dim {m.embed_dim}, d_model {m.d_model})")  # fmt: skip
+    elif m.embed_dim != m.d_model:
         common.append(f"its embedding is factorised (embed_dim {m.embed_dim}, d_model "
                       f"{m.d_model})")  # fmt: skip
     blocks = rack_blocks(plan, stage)

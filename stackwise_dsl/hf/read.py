@@ -81,6 +81,9 @@ def _json(file: Path) -> dict:
 
 def _int(config: dict, key: str, problems: list[str], default=None) -> int | None:
     value = config.get(key, default)
+    if key not in config and value is None:
+        problems.append(f"config.json has no {key}")
+        return None
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         problems.append(f"config.json: {key} is {json.dumps(value)}, not a positive whole number")
         return None

@@ -153,9 +153,16 @@ def _same_tokenizer(spec: n.Spec, directory: str) -> bool | None:
         if os.path.samefile(ours, theirs):
             return True
         with open(ours, "rb") as a, open(theirs, "rb") as b:
-            return a.read() == b.read()
+            if a.read() == b.read():
+                return True
     except (OSError, ValueError):
         return None  # a missing or unreadable tokenizer file has its own diagnostic
+    from tokenizers import Tokenizer
+
+    try:  # the same tokenizer written another way (indented, keys reordered)
+        return Tokenizer.from_file(ours).to_str() == Tokenizer.from_file(theirs).to_str()
+    except Exception:  # the library raises plain Exceptions; SW608 says what is wrong
+        return None
 
 
 CPU_ONLY = Host(cuda=False, data=())  # a stated CPU machine; the spec's data is not looked at
@@ -208,7 +215,14 @@ def _tokenizer_facts(path: str) -> TokenizerFacts:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         return TokenizerFacts(problem=first)
     holds = tuple(name for name in SPECIAL_TOKENS if tok.token_to_id(name) is not None)
-    return TokenizerFacts(ids=tok.get_vocab_size(with_added_tokens=True), holds=holds)
+    return TokenizerFacts(ids=tokenizer_ids(tok), holds=holds)
+
+
+def tokenizer_ids(tok) -> int:
+    """How many ids a `tokenizers` model needs the embedding to hold: its largest id + 1
+    (more than its count of tokens when the ids have gaps)."""
+    ids = tok.get_vocab(with_added_tokens=True).values()
+    return max(max(ids, default=-1) + 1, tok.get_vocab_size(with_added_tokens=True))
 
 
 def watched_paths(spec: n.Spec) -> tuple[str, ...]:

@@ -262,3 +262,44 @@ def test_looking_at_data_imports_neither_torch_nor_numpy(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "['SW604']\n"  # the tokenizer file; the jsonl file is fine
+
+
+def _word_level(path, vocab: dict, unk: str | None) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=unk) if vocab else models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    tok.save(str(path))
+
+
+def test_a_tokenizer_with_gaps_in_its_ids_needs_its_largest_id_and_one(tmp_path):
+    from stackwise_dsl.data.corpus import DataError
+    from stackwise_dsl.data.tokenizer import HfTokenizer, _load
+
+    _word_level(tmp_path / "tok.json", {"a": 0, "b": 1, "[UNK]": 50}, "[UNK]")
+    tokenizer = HfTokenizer(_load(str(tmp_path / "tok.json")), ())
+    assert tokenizer.vocab_size == 51
+    assert list(tokenizer.encode("abz")) == [0, 1, 50]
+    text = BASE.replace("context = 32", "context = 32, vocab = 3").replace("mlm", "clm")
+    text = text.replace("heads = 4)", "heads = 4, mode = causal)")
+    report = check_file(_spec(tmp_path, text + 'data { tokenizer = file("tok.json") }\n'),
+                        host=LOOKING)  # fmt: skip
+    assert [(d.code, d.message) for d in report.diagnostics] == [
+        (
+            "SW208",
+            "vocab (3) is smaller than the tokenizer file's 51 ids plus <eos>, which the run adds",
+        ),
+    ]
+    # one without an unknown token cannot encode what it has never seen: a clear error
+    _word_level(tmp_path / "strict.json", {"a": 0, "b": 1}, None)
+    with pytest.raises(DataError, match="the tokenizer cannot encode the data"):
+        HfTokenizer(_load(str(tmp_path / "strict.json")), ()).encode("abz")
+
+
+def test_an_empty_tokenizer_is_refused(tmp_path):
+    _word_level(tmp_path / "tok.json", {}, None)
+    report = check_file(_spec(tmp_path, BASE + 'data { tokenizer = file("tok.json") }\n'),
+                        host=LOOKING)  # fmt: skip
+    assert [(d.code, d.message) for d in report.diagnostics] == [
+        ("SW608", "the tokenizer file tok.json holds no tokens"),
+    ]

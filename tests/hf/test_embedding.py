@@ -87,6 +87,13 @@ def test_the_embedding_stays_frozen_and_its_adapter_trains(tmp_path):
     losses = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     vals = [r["val_loss"] for r in losses if "val_loss" in r]
     assert vals == pytest.approx([4.8693, 4.0983], abs=2e-4)  # and it falls
+    # transformers' Llama has no place for the adapter: export says so
+    out = tmp_path / "hf"
+    said = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--format", "hf",
+                                    "-o", str(out)])  # fmt: skip
+    assert said.exit_code != 0 and not out.exists()
+    assert "its pretrained embedding enters through an adapter (Linear, GELU, Linear; " \
+           "embed_dim 64, d_model 32)" in " ".join(said.output.split())  # fmt: skip
 
 
 def test_a_tied_head_over_the_frozen_embedding_stays_frozen_too(tmp_path):
@@ -120,6 +127,21 @@ def test_check_compares_the_embedding_with_the_directory(tmp_path):
                   "tokenizer.json: the token ids will not mean what its embedding rows mean",
          f'set `tokenizer = file("{TINY}/tokenizer.json")` in `data {{ ... }}` (a path '
          "relative to the spec file)"),
+    ]  # fmt: skip
+    # the same tokenizer written another way is the same tokenizer
+    tok = json.loads((TINY / "tokenizer.json").read_text())
+    (tmp_path / "indented.json").write_text(json.dumps(tok, indent=4))
+    indented = TIED.replace('"DIR/tokenizer.json"', f'"{tmp_path / "indented.json"}"')
+    assert found(indented) == []
+    # a tied head is the embedding: only untying it helps, not dropping embed_dim (SW212)
+    tied = ADAPTED.replace("head = untied", "head = tied")
+    assert [(x[0], x[2]) for x in found(tied)] == [("SW206", "set `head = untied`")]
+    # bytes for a masked objective: 258 ids, past the embedding's rows
+    masked_bytes = bytes_.replace("objective = clm", "objective = mlm").replace(
+        "mode = causal", "mode = bidirectional")  # fmt: skip
+    assert [(x[0], x[2]) for x in found(masked_bytes) if x[0] != "SW216"] == [
+        ("SW208", "the pretrained embedding has no row for the ids past its vocabulary: use the "
+                  'directory\'s tokenizer, `file("DIR/tokenizer.json")`'),
     ]  # fmt: skip
     # a masked objective needs <mask>, which the directory's tokenizer lacks: no row for it
     mlm = TIED.replace("objective = clm", "objective = mlm").replace("mode = causal", "mode = "
