@@ -197,6 +197,7 @@ def test_front_end_never_imports_torch_or_the_runtime():
         "assert r.invoke(app, ['check', *sys.argv[1:]]).exit_code == 0\n"
         "assert r.invoke(app, ['fmt', '--check', *sys.argv[1:]]).exit_code == 0\n"
         "import stackwise_dsl.testing, stackwise_dsl.ir.printer, stackwise_dsl.cli.explain\n"
+        "import stackwise_dsl.lsp.server, stackwise_dsl.lsp.outline\n"
         "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'peft', 'bitsandbytes',"
         " 'numpy') or m.startswith('stackwise_dsl.runtime')]\n"
         "assert not heavy, heavy\n"

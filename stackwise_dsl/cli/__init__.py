@@ -808,6 +808,17 @@ def explain(code: str = typer.Argument(..., help="A diagnostic code, e.g. SW201.
     typer.echo(explain_text(found))
 
 
+@app.command()
+def lsp() -> None:
+    """Serve the language server over stdin and stdout (for editors)."""
+    try:
+        from stackwise_dsl.lsp.server import serve
+    except ImportError as e:  # pygls is a dependency; an install without it says so
+        typer.echo(f"error: the language server needs pygls ({e}); pip install pygls", err=True)
+        raise typer.Exit(USAGE) from None
+    serve()
+
+
 def _exact_text(file: Path) -> str:
     """A spec's text as its bytes have it (line ends kept), so its SHA-256 in a compiled
     script is the file's and the run directory's spec.sw is a copy of it."""

@@ -1,0 +1,127 @@
+"""Between the front end's spans and diagnostics and the language server protocol's ranges and
+diagnostics (lsprotocol types). Spans count lines from 1 and columns in code points from 1;
+the protocol counts both from 0, columns in UTF-16 code units."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from lsprotocol import types as lsp
+
+from stackwise_dsl import diagnostics as diag
+from stackwise_dsl.source import Source, Span
+
+SOURCE = "sw"  # the `source` of every diagnostic the server publishes
+
+
+def uri_of(path: str) -> str:
+    return Path(path).resolve().as_uri()
+
+
+def path_of(uri: str) -> str:
+    """The file a `file:` URI names (other schemes: the URI itself, as the document's name)."""
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    if parsed.scheme != "file":
+        return uri
+    return unquote(parsed.path)
+
+
+def utf16(text: str) -> int:
+    """The length of `text` in UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
+def code_points(line: str, units: int) -> int:
+    """The code-point column of the UTF-16 column `units` in `line` (clamped to the line)."""
+    seen = 0
+    for i, ch in enumerate(line):
+        if seen >= units:
+            return i
+        seen += 2 if ord(ch) > 0xFFFF else 1
+    return len(line)
+
+
+def position(source: Source | None, line: int, column: int) -> lsp.Position:
+    """The protocol position of 1-based `line` and code-point `column`."""
+    text = source.line_text(line) if source is not None else ""
+    return lsp.Position(line=max(line - 1, 0), character=utf16(text[: max(column - 1, 0)]))
+
+
+def range_of(span: Span | None, sources: Mapping[str, Source]) -> lsp.Range:
+    """The protocol range of `span` (the start of the file when there is none)."""
+    if span is None:
+        start = lsp.Position(line=0, character=0)
+        return lsp.Range(start=start, end=start)
+    source = sources.get(span.source)
+    return lsp.Range(start=position(source, span.line, span.column),
+                     end=position(source, span.end_line, span.end_column))  # fmt: skip
+
+
+def offset(text: str, where: lsp.Position) -> int:
+    """The character offset in `text` of a protocol position."""
+    lines = text.split("\n")
+    if where.line >= len(lines):
+        return len(text)
+    before = sum(len(x) + 1 for x in lines[: where.line])
+    return before + code_points(lines[where.line], where.character)
+
+
+_SEVERITY = {diag.Severity.ERROR: lsp.DiagnosticSeverity.Error,
+             diag.Severity.WARNING: lsp.DiagnosticSeverity.Warning}  # fmt: skip
+
+
+def diagnostics_for(path: str, found, sources: Mapping[str, Source]) -> list[lsp.Diagnostic]:
+    """The diagnostics to show in the document at `path`: those whose span lies in it, and
+    those of other files (an included file, a `--set`) or of none at the top of it, said where
+    they are."""
+    out = []
+    for d in found:
+        here = d.span is not None and _same_file(d.span.source, path)
+        message = d.message
+        if d.span is not None and not here:
+            message = f"{d.span.location}: {message}"
+        if d.hint:
+            message += f"\nhint: {d.hint}"
+        related = [
+            lsp.DiagnosticRelatedInformation(
+                location=lsp.Location(
+                    uri=_uri_for(note.span.source, path), range=range_of(note.span, sources)
+                ),
+                message=note.message,
+            )
+            for note in d.notes
+            if note.span is not None
+        ]
+        message += "".join(f"\nnote: {note.message}" for note in d.notes if note.span is None)
+        out.append(
+            lsp.Diagnostic(
+                range=range_of(d.span if here else None, sources),
+                message=message,
+                severity=_SEVERITY[d.severity],
+                code=d.code,
+                source=SOURCE,
+                related_information=related or None,
+                data={"replace": d.replacement} if here and d.replacement is not None else None,
+            )
+        )
+    return out
+
+
+def _same_file(source: str, path: str) -> bool:
+    if source == path:
+        return True
+    if source.startswith("<"):
+        return False
+    try:
+        return Path(source).resolve() == Path(path).resolve()
+    except (OSError, ValueError):
+        return False
+
+
+def _uri_for(source: str, path: str) -> str:
+    if source.startswith("<"):  # a `--set` or an unnamed text: point at the document
+        return uri_of(path)
+    return uri_of(source)

@@ -1,0 +1,233 @@
+"""`sw lsp`: the language server (pygls, over stdio). It reuses the front end and never
+imports torch.
+
+Checking runs off the event loop, one document version at a time per document: an edit that
+arrives while a version is being checked makes that check stop at its next phase (after
+parsing, after elaboration) and its result is dropped, so typing never waits for a stale
+check. Requests for a document the client never opened are answered (with nothing) from the
+file on disk where there is one; no request stops the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from lsprotocol import types as lsp
+from pygls.lsp.server import LanguageServer
+
+from stackwise_dsl.lsp import convert, outline
+from stackwise_dsl.version import __version__
+
+_KINDS = {
+    "block": lsp.SymbolKind.Class,
+    "stack": lsp.SymbolKind.Struct,
+    "let": lsp.SymbolKind.Constant,
+    "grow": lsp.SymbolKind.Event,
+    "stage": lsp.SymbolKind.Method,
+    "section": lsp.SymbolKind.Namespace,
+    "include": lsp.SymbolKind.File,
+    "extends": lsp.SymbolKind.File,
+}
+
+
+class SwServer(LanguageServer):
+    def __init__(self) -> None:
+        super().__init__(
+            "sw", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental
+        )
+        self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sw-check")
+        self.latest: dict[str, int] = {}  # uri -> the newest version seen
+        self.host = None  # the machine, probed once (no GPU probe per keystroke)
+
+    def text_of(self, uri: str) -> str | None:
+        """The open document's text, or the file's on disk, or None."""
+        doc = self.workspace.text_documents.get(uri)
+        if doc is not None:
+            return doc.source
+        path = convert.path_of(uri)
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except (OSError, UnicodeDecodeError, ValueError):
+            return None
+
+    def stale(self, uri: str, version: int) -> bool:
+        return self.latest.get(uri, version) != version
+
+
+server = SwServer()
+
+
+# --- diagnostics --------------------------------------------------------------------------------
+
+
+def _check(ls: SwServer, uri: str, version: int, text: str) -> list[lsp.Diagnostic] | None:
+    """The document's diagnostics, or None when a newer version made this check stale."""
+    from stackwise_dsl.elaborate import elaborate_text
+    from stackwise_dsl.frontend import _report
+    from stackwise_dsl.machine.host import Host
+
+    if ls.host is None:
+        ls.host = Host.detect()
+    path = convert.path_of(uri)
+    elaborated = elaborate_text(text, path)
+    if ls.stale(uri, version):
+        return None
+    report = _report(path, elaborated, ls.host)
+    if ls.stale(uri, version):
+        return None
+    return convert.diagnostics_for(path, report.diagnostics, report.sources)
+
+
+async def _publish(ls: SwServer, uri: str, version: int) -> None:
+    ls.latest[uri] = version
+    text = ls.text_of(uri)
+    if text is None:
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        found = await loop.run_in_executor(ls.checker, _check, ls, uri, version, text)
+    except Exception as e:  # a bug in a check must not stop the server: say it as a diagnostic
+        top = lsp.Position(line=0, character=0)
+        said = f"sw could not check this file: {type(e).__name__}: {e}"
+        found = [
+            lsp.Diagnostic(
+                range=lsp.Range(start=top, end=top),
+                message=said,
+                severity=lsp.DiagnosticSeverity.Error,
+                source=convert.SOURCE,
+            )
+        ]
+    if found is None or ls.stale(uri, version):
+        return
+    ls.text_document_publish_diagnostics(
+        lsp.PublishDiagnosticsParams(uri=uri, version=version, diagnostics=found)
+    )
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
+async def did_open(ls: SwServer, params: lsp.DidOpenTextDocumentParams) -> None:
+    await _publish(ls, params.text_document.uri, params.text_document.version)
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
+async def did_change(ls: SwServer, params: lsp.DidChangeTextDocumentParams) -> None:
+    await _publish(ls, params.text_document.uri, params.text_document.version)
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
+async def did_save(ls: SwServer, params: lsp.DidSaveTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    await _publish(ls, uri, ls.latest.get(uri, 0))
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: SwServer, params: lsp.DidCloseTextDocumentParams) -> None:
+    uri = params.text_document.uri
+    ls.latest[uri] = -1  # any check in progress is stale
+    ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
+
+
+# --- requests -----------------------------------------------------------------------------------
+
+
+def _parsed(ls: SwServer, uri: str):
+    from stackwise_dsl.syntax.parser import parse
+
+    text = ls.text_of(uri)
+    if text is None:
+        return None, None
+    return parse(text, convert.path_of(uri)).document, text
+
+
+@server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
+def formatting(ls: SwServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit] | None:
+    """`sw fmt`'s text as one edit; nothing for a document with syntax errors."""
+    from stackwise_dsl.cli.formatting import format_text
+
+    uri = params.text_document.uri
+    text = ls.text_of(uri)
+    if text is None:
+        return None
+    result = format_text(text, convert.path_of(uri))
+    if result.diagnostics or result.formatted == text:
+        return []
+    lines = text.split("\n")
+    end = lsp.Position(line=len(lines) - 1, character=convert.utf16(lines[-1]))
+    whole = lsp.Range(start=lsp.Position(line=0, character=0), end=end)
+    return [lsp.TextEdit(range=whole, new_text=result.formatted)]
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
+def document_symbols(ls: SwServer, params: lsp.DocumentSymbolParams) -> list[lsp.DocumentSymbol]:
+    doc, _ = _parsed(ls, params.text_document.uri)
+    if doc is None:
+        return []
+    sources = {doc.source.name: doc.source}
+
+    def make(s: outline.Symbol) -> lsp.DocumentSymbol:
+        return lsp.DocumentSymbol(
+            name=s.name, detail=s.detail or None, kind=_KINDS[s.kind],
+            range=convert.range_of(s.span, sources),
+            selection_range=convert.range_of(s.name_span or s.span, sources),
+            children=[make(c) for c in s.children] or None,
+        )  # fmt: skip
+
+    return [make(s) for s in outline.outline(doc)]
+
+
+@server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
+def definition(ls: SwServer, params: lsp.DefinitionParams) -> lsp.Location | None:
+    uri = params.text_document.uri
+    doc, text = _parsed(ls, uri)
+    if doc is None:
+        return None
+    found = outline.definition(doc, convert.path_of(uri), convert.offset(text, params.position))
+    if found is None:
+        return None
+    file, span = found
+    if span is None:
+        start = lsp.Position(line=0, character=0)
+        return lsp.Location(uri=convert.uri_of(file), range=lsp.Range(start=start, end=start))
+    source = doc.source if span.source == doc.source.name else _source_of(span.source)
+    return lsp.Location(uri=convert.uri_of(file),
+                        range=convert.range_of(span, {span.source: source}))  # fmt: skip
+
+
+def _source_of(path: str):
+    from stackwise_dsl.source import Source
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return Source(path, f.read())
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+@server.feature(
+    lsp.TEXT_DOCUMENT_CODE_ACTION,
+    lsp.CodeActionOptions(code_action_kinds=[lsp.CodeActionKind.QuickFix]),
+)
+def code_actions(ls: SwServer, params: lsp.CodeActionParams) -> list[lsp.CodeAction]:
+    """A quick fix for each diagnostic in range that carries one (did you mean)."""
+    out = []
+    for d in params.context.diagnostics:
+        word = d.data.get("replace") if isinstance(d.data, dict) else None
+        if not isinstance(word, str):
+            continue
+        edit = lsp.WorkspaceEdit(changes={params.text_document.uri: [
+            lsp.TextEdit(range=d.range, new_text=word)]})  # fmt: skip
+        out.append(lsp.CodeAction(title=f"Replace with `{word}`",
+                                  kind=lsp.CodeActionKind.QuickFix, diagnostics=[d], edit=edit,
+                                  is_preferred=True))  # fmt: skip
+    return out
+
+
+def serve() -> None:
+    """Serve over stdin and stdout until the client says exit."""
+    server.start_io()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    serve()

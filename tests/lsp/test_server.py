@@ -1,0 +1,160 @@
+"""`sw lsp` over real JSON-RPC: a subprocess spoken to as an editor speaks to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from stackwise_dsl.cli.formatting import format_text
+from tests.conftest import ROOT
+from tests.lsp.client import Client
+
+TINY = (ROOT / "specs" / "tiny.sw").read_text()
+
+SPEC = """let width = 64
+include "shared.sw"
+model { d_model = width, context = 32 }
+block b { attention = mha(heads = 4), ffn = swiglu }
+stack s = 1 x b
+objective = mlm
+grow append 2 x s {
+  steps = 10
+  stage 2 { steps = 5 }
+}
+data { source = synthetic(task = copy), batch = depth }
+"""
+SHARED = "let depth = 4\n"
+
+
+def _range(line: int, start: int, end: int) -> dict:
+    return {"start": {"line": line, "character": start}, "end": {"line": line, "character": end}}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lsp")
+    client = Client(root)
+    client.root = root
+    capabilities = client.initialize(root)["capabilities"]
+    client.capabilities = capabilities
+    yield client
+    assert client.close() == 0  # it shuts down cleanly, after everything the tests sent
+
+
+def test_it_says_what_it_can_do(server):
+    c = server.capabilities
+    assert c["documentFormattingProvider"] and c["definitionProvider"]
+    assert c["documentSymbolProvider"] and c["codeActionProvider"]
+    assert c["textDocumentSync"]["change"] == 2  # incremental
+
+
+def test_diagnostics_as_you_type_with_a_quick_fix(server):
+    path = server.root / "typo.sw"
+    server.open(path, TINY)
+    assert server.diagnostics(path, 1) == []
+    # line 4 is `model { d_model = 32, context = 32 }`: misspell d_model, in place
+    server.change(path, 2, "d_modle", where=_range(3, 8, 15))
+    (found,) = server.diagnostics(path, 2)
+    assert found == {
+        "range": _range(3, 8, 15), "severity": 1, "code": "SW101", "source": "sw",
+        "message": "unknown field `d_modle` in `model`\nhint: did you mean `d_model`?",
+        "data": {"replace": "d_model"},
+    }  # fmt: skip
+    answer = server.request("textDocument/codeAction", {
+        "textDocument": {"uri": path.as_uri()}, "range": found["range"],
+        "context": {"diagnostics": [found]}})["result"]  # fmt: skip
+    assert [(a["title"], a["kind"], a["edit"]) for a in answer] == [
+        ("Replace with `d_model`", "quickfix",
+         {"changes": {path.as_uri(): [{"range": _range(3, 8, 15), "newText": "d_model"}]}}),
+    ]  # fmt: skip
+
+
+def test_notes_are_related_information(server):
+    path = server.root / "notes.sw"
+    server.open(path, TINY.replace("batch = 8", "batch = 8, seq_len = 64"))
+    (found,) = server.diagnostics(path, 1)
+    assert found["code"] == "SW207"
+    assert found["message"].startswith("seq_len (64) is longer than the model's context (32)")
+    (related,) = found["relatedInformation"]
+    assert related["message"] == "context is set here"
+    assert related["location"] == {"uri": path.as_uri(), "range": _range(3, 32, 34)}
+
+
+def test_definitions_of_names_and_of_included_files(server):
+    path, shared = server.root / "main.sw", server.root / "shared.sw"
+    shared.write_text(SHARED)
+    server.open(path, SPEC)
+    assert server.diagnostics(path, 1) == []
+
+    def where(line: int, character: int) -> tuple[str, dict] | None:
+        answer = server.at("textDocument/definition", path, line, character)["result"]
+        return None if answer is None else (answer["uri"], answer["range"])
+
+    assert where(2, 19) == (path.as_uri(), _range(0, 4, 9))  # width -> its let
+    assert where(4, 14) == (path.as_uri(), _range(3, 6, 7))  # b -> the block
+    assert where(6, 16) == (path.as_uri(), _range(4, 6, 7))  # s -> the stack
+    assert where(10, 50) == (shared.as_uri(), _range(0, 4, 9))  # depth -> the included let
+    assert where(1, 12) == (shared.as_uri(), _range(0, 0, 0))  # the include's path
+    assert where(5, 2) is None  # a keyword-like field name defines nothing
+
+
+def test_document_symbols(server):
+    path = server.root / "main.sw"
+    answer = server.request("textDocument/documentSymbol",
+                            {"textDocument": {"uri": path.as_uri()}})["result"]  # fmt: skip
+    assert [(s["name"], s["kind"]) for s in answer] == [
+        ("width", 14), ("shared.sw", 1), ("model", 3), ("b", 5), ("s", 23), ("objective", 3),
+        ("grow", 24), ("data", 3),
+    ]  # fmt: skip
+    grow = answer[6]
+    assert grow["detail"] == "append 2 x s"
+    assert [(s["name"], s["kind"]) for s in grow["children"]] == [("stage 2", 6)]
+
+
+def test_formatting_is_sw_fmt(server):
+    path = server.root / "messy.sw"
+    messy = TINY.replace("model { d_model = 32, context = 32 }", "model {d_model=32,context=32}")
+    assert messy != TINY
+    server.open(path, messy)
+    server.diagnostics(path, 1)
+    (edit,) = server.request("textDocument/formatting", {
+        "textDocument": {"uri": path.as_uri()},
+        "options": {"tabSize": 2, "insertSpaces": True}})["result"]  # fmt: skip
+    assert edit["newText"] == format_text(messy, str(path)).formatted == TINY
+    assert edit["range"]["start"] == {"line": 0, "character": 0}
+
+
+def test_bad_input_is_answered_and_the_server_keeps_running(server):
+    path = server.root / "broken.sw"
+    server.open(path, "model { d_model = \n")
+    (found,) = server.diagnostics(path, 1)
+    assert found["code"] == "SW001" and found["severity"] == 1
+    formatted = server.request("textDocument/formatting", {
+        "textDocument": {"uri": path.as_uri()},
+        "options": {"tabSize": 2, "insertSpaces": True}})  # fmt: skip
+    assert formatted["result"] == []  # nothing to format until it parses
+    missing = server.root / "includes.sw"
+    server.open(missing, 'include "nowhere.sw"\n' + TINY)
+    codes = [d["code"] for d in server.diagnostics(missing, 1)]
+    assert codes == ["SW004"]
+    never = server.root / "never-opened.sw"  # not open, not on disk
+    assert server.at("textDocument/definition", never, 0, 0)["result"] is None
+    assert server.request("textDocument/documentSymbol",
+                          {"textDocument": {"uri": never.as_uri()}})["result"] == []  # fmt: skip
+    unknown = server.request("sw/noSuchMethod", {})
+    assert unknown["error"]["code"] == -32601  # method not found
+    server.open(path, TINY, version=2)  # still answering
+    assert server.diagnostics(path, 2) == []
+
+
+def test_a_newer_edit_wins(server):
+    path = server.root / "fast.sw"
+    server.open(path, TINY)
+    server.diagnostics(path, 1)
+    for version in range(2, 12):  # typing: each edit before the last one's check ends
+        server.change(path, version, TINY.replace("d_model = 32", f"d_model = {30 + version}"))
+    server.change(path, 12, TINY.replace("d_model", "d_modle"))
+    (last,) = server.diagnostics(path, 12)
+    assert last["code"] == "SW101"
+    stale = [m for m in server.pending if m.get("method") == "textDocument/publishDiagnostics"
+             and m["params"]["uri"] == path.as_uri()]  # fmt: skip
+    assert all(m["params"]["version"] < 12 for m in stale)
