@@ -39,6 +39,7 @@ class SwServer(LanguageServer):
         self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sw-check")
         self.latest: dict[str, int] = {}  # uri -> the newest version seen
         self.host = None  # the machine, probed once (no GPU probe per keystroke)
+        self.checked: dict = {}  # uri -> the IR of its last version that checked clean
 
     def text_of(self, uri: str) -> str | None:
         """The open document's text, or the file's on disk, or None."""
@@ -77,6 +78,8 @@ def _check(ls: SwServer, uri: str, version: int, text: str) -> list[lsp.Diagnost
     report = _report(path, elaborated, ls.host)
     if ls.stale(uri, version):
         return None
+    if report.ok:
+        ls.checked[uri] = report.spec
     return convert.diagnostics_for(path, report.diagnostics, report.sources)
 
 
@@ -222,6 +225,54 @@ def code_actions(ls: SwServer, params: lsp.CodeActionParams) -> list[lsp.CodeAct
                                   kind=lsp.CodeActionKind.QuickFix, diagnostics=[d], edit=edit,
                                   is_preferred=True))  # fmt: skip
     return out
+
+
+@server.feature(lsp.TEXT_DOCUMENT_HOVER)
+def hover(ls: SwServer, params: lsp.HoverParams) -> lsp.Hover | None:
+    """What the word under the cursor is (lsp/hover.py); sizes from the last check."""
+    from stackwise_dsl.lsp.hover import hover as hover_text
+
+    uri = params.text_document.uri
+    doc, text = _parsed(ls, uri)
+    if text is None:
+        return None
+    said = hover_text(doc, text, convert.offset(text, params.position), ls.checked.get(uri))
+    if said is None:
+        return None
+    return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=said))
+
+
+_ITEM_KINDS = {"field": lsp.CompletionItemKind.Field, "value": lsp.CompletionItemKind.EnumMember,
+               "constructor": lsp.CompletionItemKind.Constructor,
+               "keyword": lsp.CompletionItemKind.Keyword,
+               "name": lsp.CompletionItemKind.Reference}  # fmt: skip
+
+
+@server.feature(
+    lsp.TEXT_DOCUMENT_COMPLETION,
+    lsp.CompletionOptions(trigger_characters=["{", "(", "=", " ", ","]),
+)
+def completion(ls: SwServer, params: lsp.CompletionParams) -> lsp.CompletionList:
+    """The fields, values and names valid at the cursor (lsp/complete.py)."""
+    from stackwise_dsl.lsp.complete import complete, defined_names
+
+    uri = params.text_document.uri
+    doc, text = _parsed(ls, uri)
+    if text is None:
+        return lsp.CompletionList(is_incomplete=False, items=[])
+    names = defined_names(text)
+    if doc is not None:
+        names = {
+            s.name: s.kind for s in outline.outline(doc) if s.kind in ("let", "block", "stack")
+        }
+    before = text[: convert.offset(text, params.position)]
+    items = [
+        lsp.CompletionItem(
+            label=x.label, kind=_ITEM_KINDS[x.kind], detail=x.detail or None, insert_text=x.insert
+        )
+        for x in complete(before, names)
+    ]
+    return lsp.CompletionList(is_incomplete=False, items=items)
 
 
 def serve() -> None:

@@ -42,7 +42,8 @@ def server(tmp_path_factory):
 
 def test_it_says_what_it_can_do(server):
     c = server.capabilities
-    assert c["documentFormattingProvider"] and c["definitionProvider"]
+    assert c["documentFormattingProvider"] and c["definitionProvider"] and c["hoverProvider"]
+    assert c["completionProvider"]["triggerCharacters"] == ["{", "(", "=", " ", ","]
     assert c["documentSymbolProvider"] and c["codeActionProvider"]
     assert c["textDocumentSync"]["change"] == 2  # incremental
 
@@ -158,3 +159,66 @@ def test_a_newer_edit_wins(server):
     stale = [m for m in server.pending if m.get("method") == "textDocument/publishDiagnostics"
              and m["params"]["uri"] == path.as_uri()]  # fmt: skip
     assert all(m["params"]["version"] < 12 for m in stale)
+
+
+def _hover(server, path, line: int, character: int) -> str | None:
+    answer = server.at("textDocument/hover", path, line, character)["result"]
+    return None if answer is None else answer["contents"]["value"]
+
+
+def test_hover_says_what_a_word_is_and_what_the_spec_computes(server):
+    path = server.root / "main.sw"  # opened (and checked clean) by the definitions test
+    assert _hover(server, path, 2, 9) == "**d_model** (`model`): width of the residual stream"
+    assert _hover(server, path, 2, 19) == "```sw\nlet width = 64\n```"
+    assert _hover(server, path, 3, 6) == "**block b**: 53,376 parameters"
+    assert _hover(server, path, 4, 6) == (
+        "**stack s**: 53,376 parameters (1 block); in the rack at position 0, 1\n"
+        "- stage 1: 0: new, fp32, 208.5 KiB, trains full\n"
+        "- stage 2: 0: trunk, fp32, 208.5 KiB, trains nothing; 1: new, fp32, 208.5 KiB, "
+        "trains full"
+    )
+    assert (
+        _hover(server, path, 8, 4) == "**stage 2** (grow, 5 steps): 69,952 of 123,328 weights train"
+    )
+    assert _hover(server, path, 6, 1).startswith("**grow**: the growth schedule")
+    assert _hover(server, path, 5, 13) == "`mlm`: a value of `objective` (what is trained)"
+    assert (
+        _hover(server, path, 3, 22) == "**mha**(...): multi-head attention; takes `heads`, `mode`"
+    )
+    lets = server.root / "lets.sw"
+    server.open(lets, "let d = 64\nlet wide = d * 4 // 2\nmodel { d_model = \n")  # no parse
+    server.diagnostics(lets, 1)
+    assert _hover(server, lets, 2, 9) == "**d_model** (`model`): width of the residual stream"
+    server.change(lets, 2, "let d = 64\nlet wide = d * 4 // 2\n")
+    server.diagnostics(lets, 2)
+    assert _hover(server, lets, 1, 5) == "```sw\nlet wide = d * 4 // 2  (= 128)\n```"
+
+
+def _completions(server, path, text: str) -> list[str]:
+    lines = text.split("\n")
+    answer = server.at("textDocument/completion", path, len(lines) - 1, len(lines[-1]))
+    return [item["label"] for item in answer["result"]["items"]]
+
+
+def test_completion_offers_what_fits_at_the_cursor(server):
+    path = server.root / "typing.sw"
+    head = "block b { attention = mha(heads = 4), ffn = swiglu }\nstack s = 1 x b\n"
+    cases = {
+        "model { ": ["d_model", "context", "vocab", "embed_dim", "norm", "position", "head",
+                     "dropout", "pretrained", "embedding"],
+        "model { d_model = 64, norm = ": ["rmsnorm", "layernorm"],
+        "stack t = 2 x ": ["b"],
+        "grow append 2 x ": ["s"],
+        "grow append 2 x s { trunk { ": ["strategy", "precision", "lora", "frozen", "adapters",
+                                         "full"],
+        "block c { attention = mha(heads = 4, mode = ": ["bidirectional", "causal"],
+        "objective = ": ["mlm", "clm", "masked_diffusion"],
+    }  # fmt: skip
+    for version, (typed, expected) in enumerate(cases.items(), start=1):
+        text = head + typed  # none of these parse: completion reads the text before the cursor
+        if version == 1:
+            server.open(path, text)
+        else:
+            server.change(path, version, text)
+        assert _completions(server, path, text) == expected, typed
+    assert _completions(server, path, "")[:3] == ["model", "block", "stack"]

@@ -1,0 +1,178 @@
+"""Hover: what the word under the cursor is. Keywords and fields say what they mean
+(stackwise_dsl/reference.py, the glossary's source); a `let` says its value; a block, a stack
+or a stage says what the checked spec computes for it (parameters, bytes, what trains)."""
+
+from __future__ import annotations
+
+import re
+
+from stackwise_dsl.elaborate.attention import CONSTRUCTORS
+from stackwise_dsl.lsp import outline
+from stackwise_dsl.reference import CONSTRUCTS, meaning
+from stackwise_dsl.syntax import tree as t
+from stackwise_dsl.syntax.format import inline_expr
+
+
+def hover(doc: t.Document | None, text: str, offset: int, spec=None) -> str | None:
+    """Markdown for the word at `offset` of `text` (`doc`: its parse, None when it does not
+    parse; `spec`: the checked IR, None when it does not check)."""
+    if doc is None:
+        word = _word_in_text(text, offset)
+        return _words(word) if word else None
+    stage = _stage_at(doc, offset)
+    if stage is not None:
+        return _stages(spec, stage) if spec is not None else _words("stage")
+    word = outline.word_at(doc, offset)
+    if not isinstance(word, t.Name):
+        word = _word_in_text(text, offset)
+        return _words(word) if word else None
+    name = word.name
+    around = outline.at(doc, offset)
+    parent = next((x for x in reversed(around[:-1])
+                   if not isinstance(x, t.Name)), None)  # fmt: skip
+    if isinstance(parent, t.Assign | t.Kwarg | t.Cadence) and parent.name is word:
+        return _field(name)
+    lets = {it.name.name: it for it in doc.items if isinstance(it, t.Let)}
+    if name in lets:
+        return _let(lets[name], lets)
+    if spec is not None:
+        computed = _computed(spec, name, doc, word)
+        if computed is not None:
+            return computed
+    if isinstance(parent, t.Assign | t.Kwarg) and parent.value is word:
+        field = parent.name.name
+        return f"`{name}`: a value of `{field}`" + _said(field)
+    return _words(name)
+
+
+def _stage_at(doc: t.Document, offset: int) -> tuple[int, int] | None:
+    """(first, last) of the `stage N` or `stage A..B` whose head is under the cursor."""
+    for x in outline.at(doc, offset):
+        if isinstance(x, t.Stage) and x.span.start <= offset <= x.body.span.start:
+            first = x.first.value if isinstance(x.first, t.Number) else None
+            last = x.last.value if isinstance(x.last, t.Number) else first
+            if isinstance(first, int) and isinstance(last, int):
+                return first, last
+    return None
+
+
+def _stages(spec, which: tuple[int, int]) -> str | None:
+    from stackwise_dsl import estimate
+    from stackwise_dsl.lower import to_plan
+
+    try:
+        plan = to_plan(spec, vocab=spec.model.vocab or 256, name="hover")
+    except Exception:  # a plan that needs the data (its vocabulary): no numbers
+        return _words("stage")
+    lines = []
+    for stage in plan.stages[which[0] - 1 : which[1]]:
+        count = estimate.stage_count(plan, stage)
+        lines.append(f"**stage {stage.number}** ({stage.kind.value}, {stage.steps:,} steps): "
+                     f"{count.trainable:,} of {count.total:,} weights train")  # fmt: skip
+    return "\n\n".join(lines) or None
+
+
+def _word_in_text(text: str, offset: int) -> str | None:
+    for m in re.finditer(r"[A-Za-z_]\w*", text[max(0, offset - 64) : offset + 64]):
+        start = max(0, offset - 64) + m.start()
+        if start <= offset <= start + len(m.group()):
+            return m.group()
+    return None
+
+
+def _words(word: str) -> str | None:
+    if word in CONSTRUCTS:
+        return f"**{word}**: {CONSTRUCTS[word]}"
+    if word in CONSTRUCTORS:
+        c = CONSTRUCTORS[word]
+        return f"**{word}**(...): {c.summary}; takes {', '.join(f'`{p}`' for p in c.params)}"
+    return _field(word)
+
+
+def _field(name: str) -> str | None:
+    said = meaning(name)
+    if not said:
+        return None
+    return "\n\n".join(f"**{name}** ({where}): {text}" for where, text in said)
+
+
+def _said(field: str) -> str:
+    said = meaning(field)
+    return f" ({said[0][1]})" if said else ""
+
+
+def _let(let: t.Let, lets: dict[str, t.Let]) -> str:
+    value = _value(let.value, lets, set())
+    shown = f"let {let.name.name} = {inline_expr(let.value)}"
+    if value is not None and inline_expr(let.value) != _number(value):
+        shown += f"  (= {_number(value)})"
+    return f"```sw\n{shown}\n```"
+
+
+def _number(x) -> str:
+    return str(int(x)) if isinstance(x, float) and x.is_integer() else str(x)
+
+
+def _value(e, lets: dict[str, t.Let], seen: set[str]):
+    """A let's number, where it is arithmetic over numbers and other lets."""
+    if isinstance(e, t.Number):
+        return e.value
+    if isinstance(e, t.Name) and e.name in lets and e.name not in seen:
+        return _value(lets[e.name].value, lets, seen | {e.name})
+    if isinstance(e, t.Neg):
+        v = _value(e.operand, lets, seen)
+        return -v if v is not None else None
+    if isinstance(e, t.Binary) and e.op in ("+", "-", "*", "/", "//"):
+        a, b = _value(e.left, lets, seen), _value(e.right, lets, seen)
+        if a is None or b is None or (e.op in ("/", "//") and b == 0):
+            return None
+        return {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "//": a // b}[e.op]
+    return None
+
+
+def _computed(spec, name: str, doc: t.Document, word: t.Name) -> str | None:
+    """Blocks, stacks and stages of a spec that checks: their sizes as the plan has them."""
+    from stackwise_dsl import estimate
+    from stackwise_dsl.lower import to_plan
+
+    defined = {it.name.name: it for it in doc.items if isinstance(it, t.BlockDef | t.StackDef)}
+    if name not in defined:
+        return None
+    try:
+        plan = to_plan(spec, vocab=spec.model.vocab or 256, name="hover")
+    except Exception:  # a plan that needs the data (its vocabulary) and so on: no numbers
+        return None
+    d = plan.model.d_model
+    if isinstance(defined[name], t.BlockDef):
+        for s in plan.stacks:
+            for b in s.blocks:
+                if b.name == name:
+                    return f"**block {name}**: {estimate.block_params(b, d):,} parameters"
+        return f"**block {name}**: no stack uses it"
+    stacks = [s for s in plan.stacks if s.name == name]
+    if not stacks:
+        return f"**stack {name}**: the growth does not add it"
+    count = estimate.stack_params(stacks[0], d)
+    places = ", ".join(str(x.position) for x in stacks)
+    blocks = len(stacks[0].blocks)
+    lines = [f"**stack {name}**: {count:,} parameters ({blocks} block{'s' * (blocks != 1)}); in "
+             f"the rack at position {places}"]  # fmt: skip
+    mine = {x.position for x in stacks}
+    for stage in plan.stages:
+        held = []
+        for part in stage.parts:
+            if part.position in mine:
+                bits = 32 if part.trains.name == "FULL" else part.precision.bits
+                held.append(f"{part.position}: {part.role.value}, {part.precision.value}, "
+                            f"{_bytes(count * bits / 8)}, trains {part.trains.value}")  # fmt: skip
+        if held:
+            lines.append(f"- stage {stage.number}: " + "; ".join(held))
+    return "\n".join(lines)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return ""
