@@ -71,6 +71,8 @@ def _check(ls: SwServer, uri: str, version: int, text: str) -> list[lsp.Diagnost
 
     if ls.host is None:
         ls.host = Host.detect()
+    if ls.stale(uri, version):  # a newer edit came while this one waited its turn
+        return None
     path = convert.path_of(uri)
     elaborated = elaborate_text(text, path)
     if ls.stale(uri, version):

@@ -8,6 +8,7 @@ stays true) and parse again, until the file parses or nothing more can be skippe
 from __future__ import annotations
 
 import math
+import threading
 
 import attrs
 import lark
@@ -50,9 +51,9 @@ def parse(text: str, name: str) -> ParseResult:
     found: list[diag.Diagnostic] = []
     work = text
     for _ in range(MAX_SYNTAX_ERRORS):
-        builder = _ToTree(source)
+        parser, builder = _parser(source)
         try:
-            items = _parser(builder).parse(work, start="start")
+            items = parser.parse(work, start="start")
         except lark.exceptions.UnexpectedInput as e:
             found.append(describe_syntax_error(e, source, work))
             blanked = blank_item(work, e)
@@ -86,18 +87,29 @@ def parse_expr(text: str, name: str) -> tuple[t.Expr | None, tuple[diag.Diagnost
     too_deep = _nesting_problem(source)
     if too_deep is not None:
         return None, (too_deep,)
-    builder = _ToTree(source)
+    parser, builder = _parser(source)
     try:
-        expr = _parser(builder).parse(text, start="expr")
+        expr = parser.parse(text, start="expr")
     except lark.exceptions.UnexpectedInput as e:
         return None, (describe_syntax_error(e, source, text),)
     return expr, tuple(builder.problems)
 
 
-def _parser(builder: _ToTree) -> lark.Lark:
+_KEPT = threading.local()  # this thread's parser and the builder its callbacks are bound to
+
+
+def _parser(source: Source) -> tuple[lark.Lark, _ToTree]:
+    """A parser whose inline callbacks build syntax nodes of `source`. Building one costs
+    about as much as parsing a 100-line spec, so each thread keeps one and points its builder
+    at each new source (the language server parses on every edit)."""
     from stackwise_dsl.syntax.tables import build_parser
 
-    return build_parser(builder)
+    kept = getattr(_KEPT, "parser", None)
+    if kept is None:
+        builder = _ToTree(source)
+        kept = _KEPT.parser = (build_parser(builder), builder)
+    kept[1].reset(source)
+    return kept
 
 
 def _span(source: str, first, last=None) -> Span:
@@ -143,6 +155,10 @@ class _ToTree(Transformer):
 
     def __init__(self, source: Source) -> None:
         super().__init__()
+        self.reset(source)
+
+    def reset(self, source: Source) -> None:
+        """Build the nodes of `source` from now on, with no problems found yet."""
         self.source = source
         self.problems: list[diag.Diagnostic] = []
 
