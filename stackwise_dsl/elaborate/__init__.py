@@ -108,14 +108,21 @@ def elaborate_file(path: str | Path, overrides: Sequence[str] = ()) -> Elaborate
     return _elaborate(lambda loader: loader.load_file(Path(path), name), overrides)
 
 
-def elaborate_text(text: str, name: str = "<spec>", overrides: Sequence[str] = ()) -> Elaborated:
-    """As `elaborate_file`, for text in memory; includes are relative to `name`'s directory."""
-    return _elaborate(lambda loader: loader.load_text(text, name), overrides)
+def elaborate_text(text: str, name: str = "<spec>", overrides: Sequence[str] = (), *,
+                   incremental: bool = False) -> Elaborated:  # fmt: skip
+    """As `elaborate_file`, for text in memory; includes are relative to `name`'s directory.
+    `incremental`: parse it reusing the items of its last parse (an editor's)."""
+    return _elaborate(lambda loader: loader.load_text(text, name), overrides, incremental)
 
 
-def _elaborate(load, overrides: Sequence[str]) -> Elaborated:
+def _elaborate(load, overrides: Sequence[str], incremental: bool = False) -> Elaborated:
     found: list[diag.Diagnostic] = []
-    loader = Loader(found.append)
+    if incremental:
+        from stackwise_dsl.syntax.incremental import reparse
+
+        loader = Loader(found.append, reparse)
+    else:
+        loader = Loader(found.append)
     unit = load(loader)
     sets = [parse_override(o) for o in overrides]
     found += [s for s in sets if isinstance(s, diag.Diagnostic)]

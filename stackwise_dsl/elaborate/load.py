@@ -79,14 +79,15 @@ def describe_read_error(path: str, e: Exception) -> str:
 class Loader:
     """Loads a tree of units; remembers every source for rendering diagnostics."""
 
-    def __init__(self, report: Report) -> None:
+    def __init__(self, report: Report, parse_text=parse) -> None:
         self.report = report
+        self.parse_text = parse_text  # `parse`, or an editor's `reparse` (syntax/incremental.py)
         self.sources: dict[str, Source] = {}
         self.loaded: set[Path] = set()
         self.attempted: list[str] = []  # every file this spec tried to read, as absolute paths
 
     def load_text(self, text: str, name: str, chain: tuple = ()) -> Unit | None:
-        result = parse(text, name)
+        result = self.parse_text(text, name)
         self.sources[name] = Source(name, without_bom(text))  # the text the spans are of
         for d in result.diagnostics:
             self.report(d)

@@ -74,7 +74,7 @@ def _check(ls: SwServer, uri: str, version: int, text: str) -> list[lsp.Diagnost
     if ls.stale(uri, version):  # a newer edit came while this one waited its turn
         return None
     path = convert.path_of(uri)
-    elaborated = elaborate_text(text, path)
+    elaborated = elaborate_text(text, path, incremental=True)
     if ls.stale(uri, version):
         return None
     report = _report(path, elaborated, ls.host)
@@ -130,7 +130,11 @@ async def did_save(ls: SwServer, params: lsp.DidSaveTextDocumentParams) -> None:
 @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: SwServer, params: lsp.DidCloseTextDocumentParams) -> None:
     uri = params.text_document.uri
+    from stackwise_dsl.syntax.incremental import forget
+
     ls.latest[uri] = -1  # any check in progress is stale
+    ls.checked.pop(uri, None)
+    forget(convert.path_of(uri))
     ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
 
@@ -138,12 +142,12 @@ def did_close(ls: SwServer, params: lsp.DidCloseTextDocumentParams) -> None:
 
 
 def _parsed(ls: SwServer, uri: str):
-    from stackwise_dsl.syntax.parser import parse
+    from stackwise_dsl.syntax.incremental import reparse
 
     text = ls.text_of(uri)
     if text is None:
         return None, None
-    return parse(text, convert.path_of(uri)).document, text
+    return reparse(text, convert.path_of(uri)).document, text
 
 
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
