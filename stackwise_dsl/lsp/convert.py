@@ -29,51 +29,66 @@ def path_of(uri: str) -> str:
     return unquote(parsed.path)
 
 
-def utf16(text: str) -> int:
-    """The length of `text` in UTF-16 code units."""
-    return len(text.encode("utf-16-le")) // 2
+UTF16 = "utf-16"  # the protocol's default; a client may agree on "utf-8" or "utf-32"
 
 
-def code_points(line: str, units: int) -> int:
-    """The code-point column of the UTF-16 column `units` in `line` (clamped to the line)."""
+def _width(ch: str, encoding: str) -> int:
+    if encoding == "utf-8":
+        return len(ch.encode("utf-8"))
+    if encoding == "utf-32":
+        return 1
+    return 2 if ord(ch) > 0xFFFF else 1
+
+
+def units(text: str, encoding: str = UTF16) -> int:
+    """The length of `text` in the position encoding's code units."""
+    if encoding == "utf-32" or text.isascii():
+        return len(text)
+    return sum(_width(ch, encoding) for ch in text)
+
+
+def code_points(line: str, column: int, encoding: str = UTF16) -> int:
+    """The code-point column of the column `column` (in code units) of `line`, clamped."""
     seen = 0
     for i, ch in enumerate(line):
-        if seen >= units:
+        if seen >= column:
             return i
-        seen += 2 if ord(ch) > 0xFFFF else 1
+        seen += _width(ch, encoding)
     return len(line)
 
 
-def position(source: Source | None, line: int, column: int) -> lsp.Position:
+def position(source: Source | None, line: int, column: int, encoding: str = UTF16) -> lsp.Position:
     """The protocol position of 1-based `line` and code-point `column`."""
     text = source.line_text(line) if source is not None else ""
-    return lsp.Position(line=max(line - 1, 0), character=utf16(text[: max(column - 1, 0)]))
+    return lsp.Position(line=max(line - 1, 0),
+                        character=units(text[: max(column - 1, 0)], encoding))  # fmt: skip
 
 
-def range_of(span: Span | None, sources: Mapping[str, Source]) -> lsp.Range:
+def range_of(span: Span | None, sources: Mapping[str, Source], encoding: str = UTF16) -> lsp.Range:
     """The protocol range of `span` (the start of the file when there is none)."""
     if span is None:
         start = lsp.Position(line=0, character=0)
         return lsp.Range(start=start, end=start)
     source = sources.get(span.source)
-    return lsp.Range(start=position(source, span.line, span.column),
-                     end=position(source, span.end_line, span.end_column))  # fmt: skip
+    return lsp.Range(start=position(source, span.line, span.column, encoding),
+                     end=position(source, span.end_line, span.end_column, encoding))  # fmt: skip
 
 
-def offset(text: str, where: lsp.Position) -> int:
+def offset(text: str, where: lsp.Position, encoding: str = UTF16) -> int:
     """The character offset in `text` of a protocol position."""
     lines = text.split("\n")
     if where.line >= len(lines):
         return len(text)
     before = sum(len(x) + 1 for x in lines[: where.line])
-    return before + code_points(lines[where.line], where.character)
+    return before + code_points(lines[where.line], where.character, encoding)
 
 
 _SEVERITY = {diag.Severity.ERROR: lsp.DiagnosticSeverity.Error,
              diag.Severity.WARNING: lsp.DiagnosticSeverity.Warning}  # fmt: skip
 
 
-def diagnostics_for(path: str, found, sources: Mapping[str, Source]) -> list[lsp.Diagnostic]:
+def diagnostics_for(path: str, found, sources: Mapping[str, Source],
+                    encoding: str = UTF16) -> list[lsp.Diagnostic]:  # fmt: skip
     """The diagnostics to show in the document at `path`: those whose span lies in it, and
     those of other files (an included file, a `--set`) or of none at the top of it, said where
     they are."""
@@ -88,7 +103,8 @@ def diagnostics_for(path: str, found, sources: Mapping[str, Source]) -> list[lsp
         related = [
             lsp.DiagnosticRelatedInformation(
                 location=lsp.Location(
-                    uri=_uri_for(note.span.source, path), range=range_of(note.span, sources)
+                    uri=_uri_for(note.span.source, path),
+                    range=range_of(note.span, sources, encoding),
                 ),
                 message=note.message,
             )
@@ -98,7 +114,7 @@ def diagnostics_for(path: str, found, sources: Mapping[str, Source]) -> list[lsp
         message += "".join(f"\nnote: {note.message}" for note in d.notes if note.span is None)
         out.append(
             lsp.Diagnostic(
-                range=range_of(d.span if here else None, sources),
+                range=range_of(d.span if here else None, sources, encoding),
                 message=message,
                 severity=_SEVERITY[d.severity],
                 code=d.code,

@@ -53,6 +53,14 @@ class SwServer(LanguageServer):
         except (OSError, UnicodeDecodeError, ValueError):
             return None
 
+    def encoding(self) -> str:
+        """The position encoding agreed with the client (UTF-16 unless it chose another)."""
+        try:
+            chosen = self.workspace.position_encoding
+        except Exception:  # before initialize: the protocol's default
+            return convert.UTF16
+        return str(getattr(chosen, "value", chosen) or convert.UTF16)
+
     def stale(self, uri: str, version: int) -> bool:
         return self.latest.get(uri, version) != version
 
@@ -82,7 +90,7 @@ def _check(ls: SwServer, uri: str, version: int, text: str) -> list[lsp.Diagnost
         return None
     if report.ok:
         ls.checked[uri] = report.spec
-    return convert.diagnostics_for(path, report.diagnostics, report.sources)
+    return convert.diagnostics_for(path, report.diagnostics, report.sources, ls.encoding())
 
 
 async def _publish(ls: SwServer, uri: str, version: int) -> None:
@@ -163,7 +171,7 @@ def formatting(ls: SwServer, params: lsp.DocumentFormattingParams) -> list[lsp.T
     if result.diagnostics or result.formatted == text:
         return []
     lines = text.split("\n")
-    end = lsp.Position(line=len(lines) - 1, character=convert.utf16(lines[-1]))
+    end = lsp.Position(line=len(lines) - 1, character=convert.units(lines[-1], ls.encoding()))
     whole = lsp.Range(start=lsp.Position(line=0, character=0), end=end)
     return [lsp.TextEdit(range=whole, new_text=result.formatted)]
 
@@ -174,12 +182,13 @@ def document_symbols(ls: SwServer, params: lsp.DocumentSymbolParams) -> list[lsp
     if doc is None:
         return []
     sources = {doc.source.name: doc.source}
+    encoding = ls.encoding()
 
     def make(s: outline.Symbol) -> lsp.DocumentSymbol:
         return lsp.DocumentSymbol(
             name=s.name, detail=s.detail or None, kind=_KINDS[s.kind],
-            range=convert.range_of(s.span, sources),
-            selection_range=convert.range_of(s.name_span or s.span, sources),
+            range=convert.range_of(s.span, sources, encoding),
+            selection_range=convert.range_of(s.name_span or s.span, sources, encoding),
             children=[make(c) for c in s.children] or None,
         )  # fmt: skip
 
@@ -192,7 +201,9 @@ def definition(ls: SwServer, params: lsp.DefinitionParams) -> lsp.Location | Non
     doc, text = _parsed(ls, uri)
     if doc is None:
         return None
-    found = outline.definition(doc, convert.path_of(uri), convert.offset(text, params.position))
+    found = outline.definition(
+        doc, convert.path_of(uri), convert.offset(text, params.position, ls.encoding())
+    )
     if found is None:
         return None
     file, span = found
@@ -201,7 +212,8 @@ def definition(ls: SwServer, params: lsp.DefinitionParams) -> lsp.Location | Non
         return lsp.Location(uri=convert.uri_of(file), range=lsp.Range(start=start, end=start))
     source = doc.source if span.source == doc.source.name else _source_of(span.source)
     return lsp.Location(uri=convert.uri_of(file),
-                        range=convert.range_of(span, {span.source: source}))  # fmt: skip
+                        range=convert.range_of(span, {span.source: source},
+                                               ls.encoding()))  # fmt: skip
 
 
 def _source_of(path: str):
@@ -242,7 +254,9 @@ def hover(ls: SwServer, params: lsp.HoverParams) -> lsp.Hover | None:
     doc, text = _parsed(ls, uri)
     if text is None:
         return None
-    said = hover_text(doc, text, convert.offset(text, params.position), ls.checked.get(uri))
+    said = hover_text(
+        doc, text, convert.offset(text, params.position, ls.encoding()), ls.checked.get(uri)
+    )
     if said is None:
         return None
     return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=said))
@@ -271,7 +285,7 @@ def completion(ls: SwServer, params: lsp.CompletionParams) -> lsp.CompletionList
         names = {
             s.name: s.kind for s in outline.outline(doc) if s.kind in ("let", "block", "stack")
         }
-    before = text[: convert.offset(text, params.position)]
+    before = text[: convert.offset(text, params.position, ls.encoding())]
     items = [
         lsp.CompletionItem(
             label=x.label, kind=_ITEM_KINDS[x.kind], detail=x.detail or None, insert_text=x.insert

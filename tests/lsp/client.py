@@ -74,9 +74,9 @@ class Client:
 
     # --- the protocol ---
 
-    def initialize(self, root: Path) -> dict:
+    def initialize(self, root: Path, capabilities: dict | None = None) -> dict:
         answer = self.request("initialize", {"processId": None, "rootUri": root.as_uri(),
-                                             "capabilities": {}})  # fmt: skip
+                                             "capabilities": capabilities or {}})  # fmt: skip
         self.notify("initialized", {})
         return answer["result"]
 

@@ -222,3 +222,25 @@ def test_completion_offers_what_fits_at_the_cursor(server):
             server.change(path, version, text)
         assert _completions(server, path, text) == expected, typed
     assert _completions(server, path, "")[:3] == ["model", "block", "stack"]
+
+
+@pytest.mark.parametrize(("encoding", "column"), [(None, 28), ("utf-8", 30), ("utf-32", 27)])
+def test_columns_are_in_the_agreed_encoding(tmp_path, encoding, column):
+    """A line with a character beyond the BMP before the problem: 2 UTF-16 units, 4 bytes,
+    1 code point."""
+    client = Client(tmp_path)
+    try:
+        wanted = {"general": {"positionEncodings": [encoding]}} if encoding else None
+        agreed = client.initialize(tmp_path, wanted)["capabilities"]["positionEncoding"]
+        assert agreed == (encoding or "utf-16")
+        path = tmp_path / "emoji.sw"
+        text = TINY.replace("run { seed = 0,", 'run { dir = "\U0001f600", seed = 0, sead = 1,')
+        client.open(path, text)
+        (found,) = client.diagnostics(path, 1)
+        line = next(i for i, x in enumerate(text.split("\n")) if x.startswith("run {"))
+        assert found["code"] == "SW101"
+        assert found["range"] == _range(line, column, column + 4)
+        hover = client.at("textDocument/hover", path, line, column - 9)["result"]  # on `seed`
+        assert hover["contents"]["value"].startswith("**seed** (`run`)")
+    finally:
+        client.close()
