@@ -99,6 +99,21 @@ def burst(client: Client, path: Path, text: str, first: int, size: int = 10) -> 
     return time.perf_counter() - started
 
 
+def full_check(text: str, path: Path, repeats: int = 5) -> float:
+    """The baseline, in this process: seconds for a whole `sw check` of the text (parse from
+    scratch, elaborate, check), the median of `repeats`."""
+    from stackwise_dsl.frontend import check_text
+    from stackwise_dsl.machine.host import Host
+
+    host = Host.detect()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        check_text(text, str(path), host=host)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edits", type=int, default=200)
@@ -120,7 +135,7 @@ def main() -> int:
                 opened = time.perf_counter() - started
                 times = latency(client, path, text, edits, 2)
                 bursts = [burst(client, path, text, 1000 + 10 * i) for i in range(3)]
-                rows.append((text.count("\n"), opened, times, bursts))
+                rows.append((text.count("\n"), opened, times, bursts, full_check(text, path)))
             # memory: the 300-line spec, edited again and again
             text = spec_of(300)
             path = root / "memory.sw"
@@ -136,13 +151,16 @@ def main() -> int:
     print(f"machine: {machine(with_torch=False)}")
     print(f"command: python bench/lsp.py --edits {args.edits} --memory-edits "
           f"{args.memory_edits}")  # fmt: skip
-    print("| Spec | open | edits | median | p90 | burst of 10, to the last one's diagnostics |")
-    print("|---|---|---|---|---|---|")
-    for lines, opened, times, bursts in rows:
+    print("| Spec | open | edits | median | p90 | burst of 10, to the last one's diagnostics "
+          "| baseline: a whole `sw check` of the text | median / baseline |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for lines, opened, times, bursts, full in rows:
         q = statistics.quantiles(times, n=10)
+        median = statistics.median(times)
         print(f"| {lines:,} lines | {opened * 1000:.0f} ms | {len(times)} | "
-              f"{statistics.median(times) * 1000:.1f} ms | {q[-1] * 1000:.1f} ms | "
-              f"{', '.join(f'{b * 1000:.0f} ms' for b in bursts)} |")  # fmt: skip
+              f"{median * 1000:.1f} ms | {q[-1] * 1000:.1f} ms | "
+              f"{', '.join(f'{b * 1000:.0f} ms' for b in bursts)} | {full * 1000:.1f} ms | "
+              f"{median / full:.2f} |")  # fmt: skip
     ratio = after_all / after_first
     print(f"memory: {after_first / 2**20:.1f} MiB after the first edit, "
           f"{after_all / 2**20:.1f} MiB after {args.memory_edits} ({ratio:.3f}x)")  # fmt: skip

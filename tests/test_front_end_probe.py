@@ -4,6 +4,7 @@ span, hint) and never a traceback, both through the library and through the `sw`
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +13,7 @@ from stackwise_dsl.cli import app
 from stackwise_dsl.elaborate import elaborate_text
 from stackwise_dsl.frontend import check_text
 from stackwise_dsl.machine.host import DataFile, FileKind, Host
+from tests.conftest import ROOT
 from tests.elaborate.helpers import BASE
 
 runner = CliRunner()
@@ -239,7 +241,9 @@ def test_a_missing_tokenizer_file_names_its_own_override(spec, tmp_path):
     (d,) = report.diagnostics
     assert d.code == "SW604" and "`--set data.tokenizer.path=PATH`" in d.hint
     assert "source" not in d.hint
-    (tmp_path / "other.json").write_text("{}")
+    shutil.copy(
+        ROOT / "specs" / "models" / "tiny-llama" / "tokenizer.json", tmp_path / "other.json"
+    )
     fixed = check_text(
         path.read_text(),
         str(path),
