@@ -12,7 +12,7 @@ function activate(context) {
     "stackwise",
     "stackwise-dsl",
     { command, args },
-    { documentSelector: [{ scheme: "file", language: "sw" }] }
+    { documentSelector: [{ language: "sw" }] }
   );
   context.subscriptions.push({ dispose: () => client && client.stop() });
   return client.start();

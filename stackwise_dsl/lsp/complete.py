@@ -84,6 +84,8 @@ def complete(before: str, names: dict[str, str]) -> list[Item]:
         return [Item(x, "name", "stack") for x, what in sorted(names.items()) if what == "stack"]
     if where is None and re.match(r"\s*grow\s+\w*$", line):
         return [Item(x.value, "value", "growth direction") for x in Direction]
+    if where is None and re.match(r"\s*let\s+\w+\s*=", line):  # any value: other lets
+        return [Item(x, "name", "let") for x, what in sorted(names.items()) if what == "let"]
     if field is not None:
         return _values(where, field, names)
     if where is None:
@@ -93,7 +95,7 @@ def complete(before: str, names: dict[str, str]) -> list[Item]:
     cls = _class_of(where)
     if cls is None:
         return []
-    out = [Item(f, "field", _knob(f), f"{f} = ") for f in registry.hints(cls)]
+    out = [Item(f, "field", _knob(f), f"{f} = ") for f in registry.hints(cls) if f != "name"]
     for word, flag in registry.flag_words(cls.sw_name if hasattr(cls, "sw_name") else "").items():
         out.append(Item(word, "value", f"sets `{flag}`"))
     if cls is n.StageSettings and where == "grow":
@@ -128,7 +130,8 @@ def _values(where: str | None, field: str, names: dict[str, str]) -> list[Item]:
     if field == "attention":
         out = [Item(c.name, "constructor", c.summary, f"{c.name}(") for c in
                CONSTRUCTORS.values()]  # fmt: skip
-    out += [Item(name, "name", what) for name, what in sorted(names.items()) if what == "let"]
+    if not (isinstance(hint, type) and issubclass(hint, enum.Enum)):  # a let may hold it
+        out += [Item(name, "name", what) for name, what in sorted(names.items()) if what == "let"]
     return out
 
 

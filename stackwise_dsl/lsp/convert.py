@@ -4,6 +4,7 @@ the protocol counts both from 0, columns in UTF-16 code units."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def diagnostics_for(path: str, found, sources: Mapping[str, Source],
                 code=d.code,
                 source=SOURCE,
                 related_information=related or None,
-                data={"replace": d.replacement} if here and d.replacement is not None else None,
+                data=_fix(d, sources, encoding) if here and d.replacement is not None else None,
             )
         )
     return out
@@ -141,3 +142,21 @@ def _uri_for(source: str, path: str) -> str:
     if source.startswith("<"):  # a `--set` or an unnamed text: point at the document
         return uri_of(path)
     return uri_of(source)
+
+
+def _fix(d, sources: Mapping[str, Source], encoding: str) -> dict | None:
+    """The quick fix of a did-you-mean: its word, and the range of the misspelt word alone
+    (the diagnostic may underline a whole call, `adamm(lr = 1e-3)`, whose arguments stay)."""
+    source = sources.get(d.span.source)
+    if source is None:
+        return None
+    written = re.match(r"[A-Za-z_]\w*", source.text[d.span.start : d.span.end])
+    if written is None:
+        return None
+    word = source.span(d.span.start, d.span.start + written.end())
+    return {"replace": d.replacement, "range": _plain(range_of(word, sources, encoding))}
+
+
+def _plain(r: lsp.Range) -> dict:
+    return {"start": {"line": r.start.line, "character": r.start.character},
+            "end": {"line": r.end.line, "character": r.end.character}}  # fmt: skip

@@ -4,8 +4,10 @@ or a stage says what the checked spec computes for it (parameters, bytes, what t
 
 from __future__ import annotations
 
+import enum
 import re
 
+from stackwise_dsl.elaborate import registry
 from stackwise_dsl.elaborate.attention import CONSTRUCTORS
 from stackwise_dsl.lsp import outline
 from stackwise_dsl.reference import CONSTRUCTS, meaning
@@ -31,7 +33,7 @@ def hover(doc: t.Document | None, text: str, offset: int, spec=None) -> str | No
     parent = next((x for x in reversed(around[:-1])
                    if not isinstance(x, t.Name)), None)  # fmt: skip
     if isinstance(parent, t.Assign | t.Kwarg | t.Cadence) and parent.name is word:
-        return _field(name)
+        return _field(name) or _words(name)
     lets = {it.name.name: it for it in doc.items if isinstance(it, t.Let)}
     if name in lets:
         return _let(lets[name], lets)
@@ -86,7 +88,31 @@ def _words(word: str) -> str | None:
     if word in CONSTRUCTORS:
         c = CONSTRUCTORS[word]
         return f"**{word}**(...): {c.summary}; takes {', '.join(f'`{p}`' for p in c.params)}"
-    return _field(word)
+    said = _field(word)
+    if said is not None:
+        return said
+    cls = registry.BY_NAME.get(word)
+    if cls is not None:
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        fields = ", ".join(f"`{f}`" for f in registry.hints(cls))
+        return f"**{word}**" + (f": {doc}" if doc else "") + (f"; takes {fields}" if fields else "")
+    for enum_type, field in _WORDS_OF.items():
+        if word in {m.value for m in enum_type}:
+            return f"`{word}`: a value of `{field}`" + _said(field)
+    return None
+
+
+def _enum_fields() -> dict:
+    """Enum type -> a field that holds it (for hovering a bare value word: `frozen`)."""
+    out = {}
+    for cls in registry.ALL_NODES:
+        for field, hint in registry.hints(cls).items():
+            if isinstance(hint, type) and issubclass(hint, enum.Enum):
+                out.setdefault(hint, field)
+    return out
+
+
+_WORDS_OF = _enum_fields()
 
 
 def _field(name: str) -> str | None:

@@ -125,3 +125,18 @@ def _defining(doc: t.Document, path: str, seen: set[str]) -> Iterator[tuple[str,
             parsed = parse(text, target).document
             if parsed is not None:
                 yield from _defining(parsed, target, seen)
+
+
+def in_comment_or_string(text: str, offset: int) -> bool:
+    """Whether `offset` lies in a `#` comment or inside a string literal (on its line)."""
+    start = text.rfind("\n", 0, offset) + 1
+    quoted = escaped = False
+    for ch in text[start:offset]:
+        if quoted:
+            quoted = escaped or ch != '"'
+            escaped = not escaped and ch == "\\"
+        elif ch == '"':
+            quoted = True
+        elif ch == "#":
+            return True
+    return quoted

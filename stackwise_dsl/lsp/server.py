@@ -11,12 +11,15 @@ file on disk where there is one; no request stops the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from lsprotocol import types as lsp
 from pygls.lsp.server import LanguageServer
 
 from stackwise_dsl.lsp import convert, outline
+from stackwise_dsl.source import MAX_FILE_BYTES
 from stackwise_dsl.version import __version__
 
 _KINDS = {
@@ -39,7 +42,7 @@ class SwServer(LanguageServer):
         self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sw-check")
         self.latest: dict[str, int] = {}  # uri -> the newest version seen
         self.host = None  # the machine, probed once (no GPU probe per keystroke)
-        self.checked: dict = {}  # uri -> the IR of its last version that checked clean
+        self.checked: dict = {}  # uri -> (version, its IR if it checked clean) of the last check
 
     def text_of(self, uri: str) -> str | None:
         """The open document's text, or the file's on disk, or None."""
@@ -82,14 +85,21 @@ def _check(ls: SwServer, uri: str, version: int, text: str) -> list[lsp.Diagnost
     if ls.stale(uri, version):  # a newer edit came while this one waited its turn
         return None
     path = convert.path_of(uri)
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_FILE_BYTES:  # as `sw check` refuses the file
+        top = lsp.Position(line=0, character=0)
+        said = (f"{path} is {size:,} bytes; spec files are read up to {MAX_FILE_BYTES:,} bytes "
+                "(1 MiB)")  # fmt: skip
+        error = lsp.DiagnosticSeverity.Error
+        return [lsp.Diagnostic(range=lsp.Range(start=top, end=top), message=said, code="SW004",
+                               severity=error, source=convert.SOURCE)]  # fmt: skip
     elaborated = elaborate_text(text, path, incremental=True)
     if ls.stale(uri, version):
         return None
     report = _report(path, elaborated, ls.host)
     if ls.stale(uri, version):
         return None
-    if report.ok:
-        ls.checked[uri] = report.spec
+    ls.checked[uri] = (version, report.spec if report.ok else None)
     return convert.diagnostics_for(path, report.diagnostics, report.sources, ls.encoding())
 
 
@@ -237,8 +247,12 @@ def code_actions(ls: SwServer, params: lsp.CodeActionParams) -> list[lsp.CodeAct
         word = d.data.get("replace") if isinstance(d.data, dict) else None
         if not isinstance(word, str):
             continue
+        where = d.range
+        if isinstance(d.data.get("range"), dict):  # the misspelt word alone
+            r = d.data["range"]
+            where = lsp.Range(start=lsp.Position(**r["start"]), end=lsp.Position(**r["end"]))
         edit = lsp.WorkspaceEdit(changes={params.text_document.uri: [
-            lsp.TextEdit(range=d.range, new_text=word)]})  # fmt: skip
+            lsp.TextEdit(range=where, new_text=word)]})  # fmt: skip
         out.append(lsp.CodeAction(title=f"Replace with `{word}`",
                                   kind=lsp.CodeActionKind.QuickFix, diagnostics=[d], edit=edit,
                                   is_preferred=True))  # fmt: skip
@@ -254,9 +268,13 @@ def hover(ls: SwServer, params: lsp.HoverParams) -> lsp.Hover | None:
     doc, text = _parsed(ls, uri)
     if text is None:
         return None
-    said = hover_text(
-        doc, text, convert.offset(text, params.position, ls.encoding()), ls.checked.get(uri)
-    )
+    at = convert.offset(text, params.position, ls.encoding())
+    if outline.in_comment_or_string(text, at):
+        return None
+    version, spec = ls.checked.get(uri, (None, None))
+    if version != ls.latest.get(uri):  # sizes of another version would mislead
+        spec = None
+    said = hover_text(doc, text, at, spec)
     if said is None:
         return None
     return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=said))
@@ -285,7 +303,10 @@ def completion(ls: SwServer, params: lsp.CompletionParams) -> lsp.CompletionList
         names = {
             s.name: s.kind for s in outline.outline(doc) if s.kind in ("let", "block", "stack")
         }
-    before = text[: convert.offset(text, params.position, ls.encoding())]
+    at = convert.offset(text, params.position, ls.encoding())
+    if outline.in_comment_or_string(text, at):
+        return lsp.CompletionList(is_incomplete=False, items=[])
+    before = text[:at]
     items = [
         lsp.CompletionItem(
             label=x.label, kind=_ITEM_KINDS[x.kind], detail=x.detail or None, insert_text=x.insert
@@ -296,8 +317,12 @@ def completion(ls: SwServer, params: lsp.CompletionParams) -> lsp.CompletionList
 
 
 def serve() -> None:
-    """Serve over stdin and stdout until the client says exit."""
-    server.start_io()
+    """Serve over stdin and stdout until the client says exit. A check still running then
+    (a huge spec) is abandoned: the process ends at once."""
+    with contextlib.suppress(SystemExit):
+        server.start_io()
+    # the protocol's rule: 0 after a shutdown request, 1 without one
+    os._exit(0 if getattr(server.protocol, "_shutdown", False) else 1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,7 +21,9 @@ class Client:
         self.messages: queue.Queue = queue.Queue()
         self.pending: list[dict] = []  # notifications read while waiting for something else
         self.next_id = 0
+        self.stderr: list[bytes] = []  # drained, so a chatty server never blocks on it
         threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=self._drain, daemon=True).start()
 
     # --- the wire ---
 
@@ -40,6 +42,10 @@ class Client:
                 if name.lower() == "content-length":
                     length = int(value)
             self.messages.put(json.loads(out.read(length)))
+
+    def _drain(self) -> None:
+        for line in self.process.stderr:
+            self.stderr.append(line)
 
     def send(self, message: dict) -> None:
         body = json.dumps({"jsonrpc": "2.0", **message}).encode("utf-8")
@@ -65,7 +71,10 @@ class Client:
             left = end - time.monotonic()
             if left <= 0:
                 raise TimeoutError("no answer from sw lsp")
-            m = self.messages.get(timeout=left)
+            try:
+                m = self.messages.get(timeout=left)
+            except queue.Empty:
+                raise TimeoutError("no answer from sw lsp") from None
             if m.get("method") == "window/logMessage" or m.get("method") == "$/progress":
                 continue
             if wanted(m):

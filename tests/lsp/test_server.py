@@ -58,7 +58,7 @@ def test_diagnostics_as_you_type_with_a_quick_fix(server):
     assert found == {
         "range": _range(3, 8, 15), "severity": 1, "code": "SW101", "source": "sw",
         "message": "unknown field `d_modle` in `model`\nhint: did you mean `d_model`?",
-        "data": {"replace": "d_model"},
+        "data": {"replace": "d_model", "range": _range(3, 8, 15)},
     }  # fmt: skip
     answer = server.request("textDocument/codeAction", {
         "textDocument": {"uri": path.as_uri()}, "range": found["range"],
@@ -244,3 +244,59 @@ def test_columns_are_in_the_agreed_encoding(tmp_path, encoding, column):
         assert hover["contents"]["value"].startswith("**seed** (`run`)")
     finally:
         client.close()
+
+
+def test_tester_findings(server):
+    """What an independent tester found: a quick fix of a misspelt call keeps its arguments;
+    nothing is offered or explained inside comments and strings; a block offers no `name`;
+    sizes of an older version are not shown; a document over 1 MiB is refused as sw check
+    refuses it."""
+    path = server.root / "calls.sw"
+    text = TINY.replace("adamw(lr = 3e-3", "adamm(lr = 3e-3")
+    server.open(path, text)
+    (found,) = server.diagnostics(path, 1)
+    line = text.split("\n").index("optimizer = adamm(lr = 3e-3, warmup = 10)")
+    (action,) = server.request("textDocument/codeAction", {
+        "textDocument": {"uri": path.as_uri()}, "range": found["range"],
+        "context": {"diagnostics": [found]}})["result"]  # fmt: skip
+    assert action["edit"]["changes"][path.as_uri()] == [
+        {"range": _range(line, 12, 17), "newText": "adamw"}
+    ]
+    comment = 0  # the first line of tiny.sw is a comment, mentioning "stacks"
+    assert server.at("textDocument/hover", path, comment, 40)["result"] is None
+    items = server.at("textDocument/completion", path, comment, 40)["result"]["items"]
+    assert items == []
+    typing = server.root / "block.sw"
+    server.open(typing, "block b { ")
+    labels = [
+        i["label"] for i in server.at("textDocument/completion", typing, 0, 10)["result"]["items"]
+    ]
+    assert "name" not in labels and labels[:2] == ["attention", "ffn"]
+    # stage sizes from a clean version, then an error: no sizes for the broken text
+    sizes = server.root / "sizes.sw"
+    server.open(sizes, SPEC.replace('include "shared.sw"\n', "let depth = 4\n"))
+    assert server.diagnostics(sizes, 1) == []
+    assert "weights train" in _hover(server, sizes, 8, 4)
+    server.change(sizes, 2, "d_modle", where=_range(2, 8, 15))
+    assert [d["code"] for d in server.diagnostics(sizes, 2)] == ["SW101"]
+    assert (
+        _hover(server, sizes, 8, 4)
+        == "**stage**: settings of some growth stages: `stage 2 { ... }` or `stage 2..3 { ... }`"
+    )
+    huge = server.root / "huge.sw"
+    server.open(huge, TINY + "#" * (1 << 20) + "\n")
+    (too_big,) = server.diagnostics(huge, 1)
+    assert (
+        too_big["code"] == "SW004"
+        and "spec files are read up to 1,048,576 bytes" in too_big["message"]
+    )
+
+
+def test_exit_ends_the_server_even_during_a_long_check(tmp_path):
+    client = Client(tmp_path)
+    client.initialize(tmp_path)
+    path = tmp_path / "long.sw"
+    client.open(path, TINY + "".join(f"let v{i} = {i}\n" for i in range(3000)))
+    client.request("shutdown", timeout=10)  # while the check runs
+    client.notify("exit", {})
+    assert client.process.wait(timeout=10) == 0
