@@ -50,10 +50,16 @@ class Source:
 
     name: str
     text: str
+    # the text split into lines, made on first use (a file with thousands of diagnostics
+    # would otherwise split it once per diagnostic)
+    _lines: list | None = attrs.field(default=None, init=False, eq=False, repr=False)
 
     def line_text(self, line: int) -> str:
         """Line `line` (1-based). Lines end at "\n" only, as they do for the lexer."""
-        lines = self.text.split("\n")
+        lines = self._lines
+        if lines is None:
+            lines = self.text.split("\n")
+            object.__setattr__(self, "_lines", lines)
         return lines[line - 1].rstrip("\r") if 0 < line <= len(lines) else ""
 
     def span(self, start: int, end: int) -> Span:
