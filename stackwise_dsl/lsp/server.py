@@ -171,19 +171,23 @@ def _parsed(ls: SwServer, uri: str):
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
 def formatting(ls: SwServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit] | None:
     """`sw fmt`'s text as one edit; nothing for a document with syntax errors."""
-    from stackwise_dsl.cli.formatting import format_text
+    from stackwise_dsl.syntax.format import format_document
+    from stackwise_dsl.syntax.parser import parse
 
     uri = params.text_document.uri
     text = ls.text_of(uri)
     if text is None:
         return None
-    result = format_text(text, convert.path_of(uri))
-    if result.diagnostics or result.formatted == text:
+    parsed = parse(text, convert.path_of(uri))
+    if parsed.document is None:
+        return []
+    formatted = format_document(parsed.document)  # what `sw fmt` writes
+    if formatted == text:
         return []
     lines = text.split("\n")
     end = lsp.Position(line=len(lines) - 1, character=convert.units(lines[-1], ls.encoding()))
     whole = lsp.Range(start=lsp.Position(line=0, character=0), end=end)
-    return [lsp.TextEdit(range=whole, new_text=result.formatted)]
+    return [lsp.TextEdit(range=whole, new_text=formatted)]
 
 
 @server.feature(lsp.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
