@@ -9,7 +9,6 @@ notes that point at related places.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable, Mapping
 
 import attrs
@@ -50,27 +49,14 @@ class Diagnostic:
 
 
 def error(code: str, message: str, span: Span | None, **kw) -> Diagnostic:
-    """An error diagnostic; keyword arguments are `label`, `hint`, `notes` and `replacement`."""
-    return Diagnostic(code=code, severity=Severity.ERROR, message=message, span=span,
-                      **_with_fix(kw))  # fmt: skip
+    """An error diagnostic; keyword arguments are `label`, `hint`, `notes` and `replacement`
+    (elaborate/suggest.py's `suggestion` gives a did-you-mean's hint and replacement)."""
+    return Diagnostic(code=code, severity=Severity.ERROR, message=message, span=span, **kw)
 
 
 def warning(code: str, message: str, span: Span | None, **kw) -> Diagnostic:
     """A warning diagnostic; keyword arguments are `label`, `hint`, `notes` and `replacement`."""
-    return Diagnostic(code=code, severity=Severity.WARNING, message=message, span=span,
-                      **_with_fix(kw))  # fmt: skip
-
-
-_DID_YOU_MEAN = re.compile(r"did you mean `([^`]+)`\?")
-
-
-def _with_fix(kw: dict) -> dict:
-    """A hint that is only a did-you-mean (elaborate/suggest.py, given where the span is the
-    misspelt word: a field, a value, a name) is also a fix: the word it suggests."""
-    found = _DID_YOU_MEAN.fullmatch(kw.get("hint") or "")
-    if found and "replacement" not in kw:
-        kw = {**kw, "replacement": found.group(1)}
-    return kw
+    return Diagnostic(code=code, severity=Severity.WARNING, message=message, span=span, **kw)
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:

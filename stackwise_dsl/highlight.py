@@ -11,6 +11,7 @@ from typing import ClassVar
 from pygments.lexer import RegexLexer, bygroups, words
 from pygments.token import (
     Comment,
+    Error,
     Keyword,
     Name,
     Number,
@@ -24,6 +25,7 @@ from pygments.token import (
 KEYWORDS = ("let", "include", "extends", "block", "stack", "grow", "stage", "every")
 TOP_LEVEL = ("model", "objective", "fuse", "data", "optimizer", "run")
 CONSTANTS = ("true", "false")
+_NUMBER = r"\d+(\.\d+)?([eE][-+]?\d+)?[kMB]?"  # grammars/sw.lark's NUMBER
 
 
 class SwLexer(RegexLexer):
@@ -39,7 +41,9 @@ class SwLexer(RegexLexer):
             (r"[ \t\f\r\n]+", Whitespace),
             (r"#[^\r\n]*", Comment.Single),
             (r'"([^"\\\r\n]|\\.)*"', String.Double),
-            (r"\d+(\.\d+)?([eE][-+]?\d+)?[kMB]?(?![A-Za-z0-9_])", Number),
+            (_NUMBER + r"(?=x\s)", Number),  # `3x b`: a count, then `x`
+            (_NUMBER + r"(?![A-Za-z0-9_]|\.\d)", Number),
+            (r"\d[\w.]*", Error),  # `2K`: a number run into a name (sw check refuses it)
             # `block NAME`, `stack NAME`, `let NAME`: the name being defined
             (
                 r"(block|stack|let)(\s+)([A-Za-z_]\w*)",
@@ -49,7 +53,7 @@ class SwLexer(RegexLexer):
             (r"(grow)(\s+)([A-Za-z_]\w*)", bygroups(Keyword, Whitespace, Name.Builtin), "grow"),
             (words(KEYWORDS, suffix=r"\b"), Keyword),
             (words(CONSTANTS, suffix=r"\b"), Keyword.Constant),
-            (r"x(?=\s)", Operator.Word),  # repetition: `2 x b`
+            (r"x(?=\s)", Operator.Word),  # repetition: `2 x b`, `2x b`
             (words(TOP_LEVEL, prefix=r"^", suffix=r"\b"), Keyword.Namespace),
             (r"[A-Za-z_]\w*(?=\s*\()", Name.Function),  # a constructor: `mha(`, `lora(`
             (r"[A-Za-z_]\w*(?=\s*=(?!=))", Name.Attribute),  # a field: `steps =`
@@ -63,7 +67,9 @@ class SwLexer(RegexLexer):
             (r"\{", Punctuation, "#pop"),
             (r"[ \t\f\r\n]+", Whitespace),
             (r"#[^\r\n]*", Comment.Single),
-            (r"\d+", Number),
+            (_NUMBER + r"(?=x\s)", Number),
+            (_NUMBER + r"(?![A-Za-z0-9_]|\.\d)", Number),
+            (r"\d[\w.]*", Error),
             (r"x(?=\s)", Operator.Word),
             (r"[A-Za-z_]\w*", Name),
             (r"[-+*/()]", Operator),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.elaborate.suggest import did_you_mean
+from stackwise_dsl.elaborate.suggest import suggestion
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.facts import Facts
 
@@ -34,7 +34,8 @@ def _undefined(ref: n.Ref, kind: str, names: set[str], other: set[str]) -> diag.
             else f"`{ref.name}` is a block; grow stacks of it: `stack s = 1 x {ref.name}`"
         )
     else:
-        hint = did_you_mean(ref.name, names) or f"define it: `{kind} {ref.name} ...`"
+        fix = suggestion(ref.name, names, otherwise=f"define it: `{kind} {ref.name} ...`")
+        return diag.error("SW106", f"no {kind} is named `{ref.name}`", ref.span, **fix)
     return diag.error("SW106", f"no {kind} is named `{ref.name}`", ref.span, hint=hint)
 
 

@@ -27,7 +27,7 @@ from stackwise_dsl.elaborate.schema import Converter
 from stackwise_dsl.elaborate.spec import build_spec
 from stackwise_dsl.elaborate.values import Record
 from stackwise_dsl.ir.nodes import Spec
-from stackwise_dsl.source import SET_SOURCE, Source
+from stackwise_dsl.source import SET_SOURCE, Source, Span
 from stackwise_dsl.syntax import tree as t
 from stackwise_dsl.syntax.parser import parse_expr
 
@@ -39,6 +39,8 @@ class Elaborated:
     sources: Mapping[str, Source]
     complete: bool
     files: tuple[str, ...] = ()  # every file read (or tried), absolute paths
+    # a file's name -> the span of the `include` or `extends` path that read it
+    via: Mapping[str, Span] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -128,11 +130,10 @@ def _elaborate(load, overrides: Sequence[str], incremental: bool = False) -> Ela
     found += [s for s in sets if isinstance(s, diag.Diagnostic)]
     sets = [s for s in sets if isinstance(s, SetOverride)]
     sources = {**loader.sources, **{o.name: o for o in map(override_source, overrides)}}
-    files = tuple(loader.attempted)
+    files, via = tuple(loader.attempted), dict(loader.via)
     if unit is None or diag.has_errors(found):
-        return Elaborated(
-            spec=None, diagnostics=diag.dedupe(found), sources=sources, complete=False, files=files
-        )
+        return Elaborated(spec=None, diagnostics=diag.dedupe(found), sources=sources,
+                          complete=False, files=files, via=via)  # fmt: skip
     lets = Lets(defs=_collect_lets(unit, found.append))
     record_sets = _apply_let_sets(sets, lets)
     ev = Evaluator(lets, found.append)
@@ -143,9 +144,8 @@ def _elaborate(load, overrides: Sequence[str], incremental: bool = False) -> Ela
     conv = Converter(found.append, let_names=lets.defs)
     spec = build_spec(root, conv)
     complete = conv.complete and spec is not None
-    return Elaborated(
-        spec=spec, diagnostics=diag.dedupe(found), sources=sources, complete=complete, files=files
-    )
+    return Elaborated(spec=spec, diagnostics=diag.dedupe(found), sources=sources,
+                      complete=complete, files=files, via=via)  # fmt: skip
 
 
 def _collect_lets(unit: Unit, report) -> dict[str, t.Let]:

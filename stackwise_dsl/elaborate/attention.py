@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 
 from stackwise_dsl import diagnostics as diag
-from stackwise_dsl.elaborate.suggest import closest, did_you_mean, one_of
+from stackwise_dsl.elaborate.suggest import closest, one_of, suggestion
 from stackwise_dsl.elaborate.values import INVALID, Record, Sym, Value
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import KernelKind, Mode
@@ -105,7 +105,7 @@ def build_attention(v: Value, conv, where: str) -> Any:
     ctor = CONSTRUCTORS.get(v.name)
     if ctor is None:
         message = f"`{v.name}` is not an attention kind; expected {one_of(CONSTRUCTORS)}"
-        conv.report(diag.error("SW105", message, v.span, hint=did_you_mean(v.name, CONSTRUCTORS)))
+        conv.report(diag.error("SW105", message, v.span, **suggestion(v.name, CONSTRUCTORS)))
         return INVALID
     entries = v.entries if isinstance(v, Record) else ()
     values, spans = {}, {}
@@ -161,5 +161,6 @@ def _unknown(e, ctor: Constructor) -> diag.Diagnostic:
     if owners:
         hint = f"`{e.key}` belongs to {one_of(owners[:3])}"
     else:
-        hint = did_you_mean(e.key, ctor.params) or f"`{ctor.name}` takes {one_of(ctor.params)}"
+        fix = suggestion(e.key, ctor.params, otherwise=f"`{ctor.name}` takes {one_of(ctor.params)}")
+        return diag.error("SW101", f"`{ctor.name}` has no argument `{e.key}`", e.key_span, **fix)
     return diag.error("SW101", f"`{ctor.name}` has no argument `{e.key}`", e.key_span, hint=hint)

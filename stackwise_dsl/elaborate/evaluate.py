@@ -14,7 +14,7 @@ import attrs
 
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate import registry
-from stackwise_dsl.elaborate.suggest import did_you_mean
+from stackwise_dsl.elaborate.suggest import suggestion
 from stackwise_dsl.elaborate.values import (
     Arrow,
     Entry,
@@ -196,10 +196,10 @@ class Evaluator:
 
     def undefined(self, v: Sym, arithmetic: str | None = None) -> diag.Diagnostic:
         """SW106 for a name used where a value was needed."""
-        hint = did_you_mean(v.name, self.lets.defs)
-        if hint is None and arithmetic == "*":
-            hint = f"to repeat a block or stack, write `2 x {v.name}`"
-        return diag.error("SW106", f"`{v.name}` is not defined by any `let`", v.span, hint=hint)
+        repeat = f"to repeat a block or stack, write `2 x {v.name}`"
+        otherwise = repeat if arithmetic == "*" else None
+        fix = suggestion(v.name, self.lets.defs, otherwise=otherwise)
+        return diag.error("SW106", f"`{v.name}` is not defined by any `let`", v.span, **fix)
 
     # --- calls and item lists ---
 
@@ -244,7 +244,7 @@ class Evaluator:
             return [Entry(key=it.name.name, value=body, key_span=it.name.span)]
         if isinstance(it, t.Cadence):
             key = f"{it.name.name}_every"
-            return [Entry(key=key, value=self.expr(it.every), key_span=it.name.span)]
+            return [Entry(key=key, value=self.expr(it.every), cadence=True, key_span=it.name.span)]
         if isinstance(it, t.Flag):
             return [self._flag(it, parent)]
         return self._definition(it, parent)

@@ -85,6 +85,7 @@ class Loader:
         self.sources: dict[str, Source] = {}
         self.loaded: set[Path] = set()
         self.attempted: list[str] = []  # every file this spec tried to read, as absolute paths
+        self.via: dict[str, Span] = {}  # a file's name -> the include or extends that read it
 
     def load_text(self, text: str, name: str, chain: tuple = ()) -> Unit | None:
         result = self.parse_text(text, name)
@@ -106,6 +107,8 @@ class Loader:
             return None
         real = _real_path(path)
         self.loaded.add(real)
+        if via is not None:
+            self.via.setdefault(name, via)
         return self.load_text(text, name, (*chain, (real, name)))
 
     def _unit(self, doc: t.Document, name: str, chain: tuple) -> Unit | None:

@@ -20,7 +20,7 @@ import attrs
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate import registry
 from stackwise_dsl.elaborate.attention import build_attention
-from stackwise_dsl.elaborate.suggest import closest, did_you_mean, one_of
+from stackwise_dsl.elaborate.suggest import one_of, suggestion
 from stackwise_dsl.elaborate.values import (
     INVALID,
     Arrow,
@@ -89,9 +89,7 @@ class Converter:
             and expected in ("a whole number", "a number", "a string")
         ):
             message = f"`{v.name}` is not defined by any `let` (`{where}` needs {expected})"
-            self.report(
-                diag.error("SW106", message, v.span, hint=did_you_mean(v.name, self.let_names))
-            )
+            self.report(diag.error("SW106", message, v.span, **suggestion(v.name, self.let_names)))
             return INVALID
         hint = (
             "divide with `//` for a whole number"
@@ -113,7 +111,7 @@ class Converter:
             if member.value == v.name:
                 return member
         message = f"`{v.name}` is not a valid `{where}`; expected {one_of(words)}"
-        self.report(diag.error("SW105", message, v.span, hint=did_you_mean(v.name, words)))
+        self.report(diag.error("SW105", message, v.span, **suggestion(v.name, words)))
         return INVALID
 
     def _ref(self, v: Value, where: str) -> Any:
@@ -173,7 +171,7 @@ class Converter:
         if cls is None:
             choices = [k for k in names if k]
             message = f"`{v.name}` is not a valid `{where}`; expected {one_of(choices)}"
-            self.report(diag.error("SW105", message, v.span, hint=did_you_mean(v.name, choices)))
+            self.report(diag.error("SW105", message, v.span, **suggestion(v.name, choices)))
             return INVALID
         record = v if isinstance(v, Record) else Record(name=v.name, entries=(), span=v.span)
         return self.build(cls, record, where)
@@ -209,12 +207,21 @@ class Converter:
         """Report an unknown field; return the field it most likely meant."""
         choices = list(settable) + list(registry.flag_words(getattr(cls, "sw_name", "")))
         name = where or "the spec"
+        if e.cadence:  # `lg every 25 steps`: the span is `lg`, the field `lg_every`
+            word = e.key.removesuffix("_every")
+            words = [c.removesuffix("_every") for c in choices if c.endswith("_every")]
+            takes = one_of(f"{w} every" for w in words) if words else "no cadence"
+            message = f"unknown cadence `{word} every` in `{name}`"
+            fix = suggestion(word, words, otherwise=f"`{name}` takes {takes}")
+            if "replacement" in fix:
+                fix["hint"] = f"did you mean `{fix['replacement']} every`?"
+            self.report(diag.error("SW101", message, e.key_span, **fix))
+            return f"{fix['replacement']}_every" if "replacement" in fix else None
         message = f"unknown field `{e.key}` in `{name}`"
-        meant = closest(e.key, choices)
         takes = f"takes {one_of(choices)}" if choices else "takes no fields"
-        hint = f"did you mean `{meant}`?" if meant else f"`{name}` {takes}"
-        self.report(diag.error("SW101", message, e.key_span, hint=hint))
-        return meant
+        fix = suggestion(e.key, choices, otherwise=f"`{name}` {takes}")
+        self.report(diag.error("SW101", message, e.key_span, **fix))
+        return fix.get("replacement")
 
     def _missing(self, missing: list[str], record: Record, where: str) -> None:
         name = where or record.name

@@ -7,7 +7,7 @@ from typing import Any
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.elaborate.combine import override
 from stackwise_dsl.elaborate.schema import INVALID, Converter
-from stackwise_dsl.elaborate.suggest import did_you_mean, one_of
+from stackwise_dsl.elaborate.suggest import one_of, suggestion
 from stackwise_dsl.elaborate.values import Entry, Record, Sym, Value
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import Direction
@@ -149,8 +149,8 @@ def _override(e: Entry, base: Record, conv: Converter) -> Any:
 
 
 def _unknown_item(e: Entry) -> diag.Diagnostic:
-    hint = did_you_mean(e.key, _WORDS) or f"a spec holds {one_of(_WORDS)}"
-    return diag.error("SW101", f"unknown item `{e.key}`", e.key_span, hint=hint)
+    fix = suggestion(e.key, _WORDS, otherwise=f"a spec holds {one_of(_WORDS)}")
+    return diag.error("SW101", f"unknown item `{e.key}`", e.key_span, **fix)
 
 
 _EXAMPLES = {

@@ -71,11 +71,13 @@ INVALID: Any = Invalid()
 
 @value
 class Entry:
-    """One item of a record. `label` names definitions and stages (`block NAME`, `stage 2..3`)."""
+    """One item of a record. `label` names definitions and stages (`block NAME`, `stage 2..3`);
+    `cadence` marks `log every N steps`, whose key is `log_every` and whose key span is `log`."""
 
     key: str
     value: Value
     label: str | None = None
+    cadence: bool = False
     key_span: Span | None = span_field()
 
     @property

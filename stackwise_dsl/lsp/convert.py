@@ -88,34 +88,33 @@ _SEVERITY = {diag.Severity.ERROR: lsp.DiagnosticSeverity.Error,
              diag.Severity.WARNING: lsp.DiagnosticSeverity.Warning}  # fmt: skip
 
 
-def diagnostics_for(path: str, found, sources: Mapping[str, Source],
-                    encoding: str = UTF16) -> list[lsp.Diagnostic]:  # fmt: skip
-    """The diagnostics to show in the document at `path`: those whose span lies in it, and
-    those of other files (an included file, a `--set`) or of none at the top of it, said where
-    they are."""
+def diagnostics_for(path: str, found, sources: Mapping[str, Source], encoding: str = UTF16,
+                    via: Mapping[str, Span] | None = None) -> list[lsp.Diagnostic]:  # fmt: skip
+    """The diagnostics to show in the document at `path`: those whose span lies in it; those of
+    an included or extended file on the `include`/`extends` that leads to it (`via`: a file's
+    name -> the span that read it), said where they are and pointing there as related
+    information; those of a `--set` or of no place at the top of it."""
     out = []
     for d in found:
         here = d.span is not None and _same_file(d.span.source, path)
         message = d.message
+        shown_at = d.span if here else _entry(d.span, path, via or {})
+        related = []
         if d.span is not None and not here:
             message = f"{d.span.location}: {message}"
+            if not d.span.source.startswith("<"):
+                related.append(_related(d.span, d.message, path, sources, encoding))
         if d.hint:
             message += f"\nhint: {d.hint}"
-        related = [
-            lsp.DiagnosticRelatedInformation(
-                location=lsp.Location(
-                    uri=_uri_for(note.span.source, path),
-                    range=range_of(note.span, sources, encoding),
-                ),
-                message=note.message,
-            )
+        related += [
+            _related(note.span, note.message, path, sources, encoding)
             for note in d.notes
             if note.span is not None
         ]
         message += "".join(f"\nnote: {note.message}" for note in d.notes if note.span is None)
         out.append(
             lsp.Diagnostic(
-                range=range_of(d.span if here else None, sources, encoding),
+                range=range_of(shown_at, sources, encoding),
                 message=message,
                 severity=_SEVERITY[d.severity],
                 code=d.code,
@@ -125,6 +124,24 @@ def diagnostics_for(path: str, found, sources: Mapping[str, Source],
             )
         )
     return out
+
+
+def _related(span: Span, message: str, path: str, sources: Mapping[str, Source],
+             encoding: str) -> lsp.DiagnosticRelatedInformation:  # fmt: skip
+    where = lsp.Location(uri=_uri_for(span.source, path), range=range_of(span, sources, encoding))
+    return lsp.DiagnosticRelatedInformation(location=where, message=message)
+
+
+def _entry(span: Span | None, path: str, via: Mapping[str, Span]) -> Span | None:
+    """Where the document at `path` reads the file `span` lies in: its `include` or `extends`
+    (through included files' own includes); None (the top) when it does not."""
+    seen = set()
+    while span is not None and span.source in via and span.source not in seen:
+        seen.add(span.source)
+        span = via[span.source]
+        if _same_file(span.source, path):
+            return span
+    return None
 
 
 def _same_file(source: str, path: str) -> bool:
@@ -150,7 +167,7 @@ def _fix(d, sources: Mapping[str, Source], encoding: str) -> dict | None:
     source = sources.get(d.span.source)
     if source is None:
         return None
-    written = re.match(r"[A-Za-z_]\w*", source.text[d.span.start : d.span.end])
+    written = re.match(r"\w[\w.]*", source.text[d.span.start : d.span.end])
     if written is None:
         return None
     word = source.span(d.span.start, d.span.start + written.end())

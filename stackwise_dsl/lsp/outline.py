@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from stackwise_dsl.ir.walk import all_nodes
 from stackwise_dsl.syntax import tree as t
 from stackwise_dsl.syntax.format import inline_expr
 from stackwise_dsl.syntax.parser import parse
@@ -61,21 +62,9 @@ def _stage_name(s: t.Stage) -> str:
     return f"stage {first}" + (f"..{inline_expr(s.last)}" if s.last is not None else "")
 
 
-def nodes(obj: Any) -> Iterator[Any]:
-    """Every syntax node under `obj`, depth first."""
-    if isinstance(obj, tuple):
-        for x in obj:
-            yield from nodes(x)
-    elif attrs.has(type(obj)):
-        yield obj
-        for f in attrs.fields(type(obj)):
-            if f.name != "span" and f.name != "source":
-                yield from nodes(getattr(obj, f.name))
-
-
 def at(doc: t.Document, offset: int) -> list[Any]:
     """The nodes whose span holds `offset`, outermost first."""
-    return [x for x in nodes(doc.items) if getattr(x, "span", None) is not None
+    return [x for x in all_nodes(doc.items) if getattr(x, "span", None) is not None
             and x.span.start <= offset <= x.span.end]  # fmt: skip
 
 

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 from lsprotocol import types as lsp
+from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 
 from stackwise_dsl.lsp import convert, outline
 from stackwise_dsl.source import MAX_FILE_BYTES
@@ -34,10 +37,60 @@ _KINDS = {
 }
 
 
+_UNFIT = object()  # a message whose parameters do not fit the protocol, already answered
+
+log = logging.getLogger("sw.lsp")
+
+
+class _Protocol(LanguageServerProtocol):
+    """pygls's protocol, but a request whose parameters do not fit the protocol is answered
+    with JSON-RPC's invalid-params error (-32602) naming the method, and a notification that
+    does not fit is dropped with one line on stderr; pygls alone logs a traceback and never
+    answers, so the client would wait for ever."""
+
+    def structure_message(self, data):
+        if not isinstance(data, dict) or "jsonrpc" not in data or "method" not in data:
+            return super().structure_message(data)
+        method = data.get("method")
+        kind = self.get_message_type(method) if isinstance(method, str) else None
+        if kind is None:  # a method without a type: pygls's generic message (or not found)
+            return super().structure_message(data)
+        try:
+            return self._converter.structure(data, kind)
+        except Exception as e:
+            said = f"the parameters of {method} do not fit the protocol ({_first_line(e)})"
+            if "id" in data:
+                error = JsonRpcInvalidParams(message=said).to_response_error()
+                self._send_response(data["id"], error=error)
+            else:
+                log.warning("sw lsp: dropped a notification: %s", said)
+            return _UNFIT
+
+    def handle_message(self, message):
+        if message is _UNFIT:
+            return None
+        return super().handle_message(message)
+
+
+def _first_line(e: Exception) -> str:
+    """Where the parameters went wrong, in cattrs' own words ("invalid value for type,
+    expected int @ $.params.position.line")."""
+    from cattrs import transform_error
+
+    try:
+        said = transform_error(e, path="$")
+    except Exception:  # not a structuring error cattrs can explain
+        said = [str(e) or type(e).__name__]
+    return "; ".join(said[:3])
+
+
 class SwServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__(
-            "sw", __version__, text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental
+            "sw",
+            __version__,
+            text_document_sync_kind=lsp.TextDocumentSyncKind.Incremental,
+            protocol_cls=_Protocol,
         )
         self.checker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sw-check")
         self.latest: dict[str, int] = {}  # uri -> the newest version seen
@@ -100,7 +153,8 @@ def _check(ls: SwServer, uri: str, version: int, text: str) -> list[lsp.Diagnost
     if ls.stale(uri, version):
         return None
     ls.checked[uri] = (version, report.spec if report.ok else None)
-    return convert.diagnostics_for(path, report.diagnostics, report.sources, ls.encoding())
+    return convert.diagnostics_for(path, report.diagnostics, report.sources, ls.encoding(),
+                                   via=elaborated.via)  # fmt: skip
 
 
 async def _publish(ls: SwServer, uri: str, version: int) -> None:
@@ -168,6 +222,19 @@ def _parsed(ls: SwServer, uri: str):
     return reparse(text, convert.path_of(uri)).document, text
 
 
+def _at_cursor(ls: SwServer, params, *, in_strings: bool = False):
+    """A position request's document (its syntax tree, None where it does not parse), its text
+    and the cursor's offset in it; None where there is no text, or the cursor is in a comment
+    or (unless `in_strings`: an include's path) a string, where nothing is offered."""
+    doc, text = _parsed(ls, params.text_document.uri)
+    if text is None:
+        return None
+    at = convert.offset(text, params.position, ls.encoding())
+    if not in_strings and outline.in_comment_or_string(text, at):
+        return None
+    return doc, text, at
+
+
 @server.feature(lsp.TEXT_DOCUMENT_FORMATTING)
 def formatting(ls: SwServer, params: lsp.DocumentFormattingParams) -> list[lsp.TextEdit] | None:
     """`sw fmt`'s text as one edit; nothing for a document with syntax errors."""
@@ -212,12 +279,11 @@ def document_symbols(ls: SwServer, params: lsp.DocumentSymbolParams) -> list[lsp
 @server.feature(lsp.TEXT_DOCUMENT_DEFINITION)
 def definition(ls: SwServer, params: lsp.DefinitionParams) -> lsp.Location | None:
     uri = params.text_document.uri
-    doc, text = _parsed(ls, uri)
-    if doc is None:
+    here = _at_cursor(ls, params, in_strings=True)
+    if here is None or here[0] is None:
         return None
-    found = outline.definition(
-        doc, convert.path_of(uri), convert.offset(text, params.position, ls.encoding())
-    )
+    doc, _, at = here
+    found = outline.definition(doc, convert.path_of(uri), at)
     if found is None:
         return None
     file, span = found
@@ -269,12 +335,10 @@ def hover(ls: SwServer, params: lsp.HoverParams) -> lsp.Hover | None:
     from stackwise_dsl.lsp.hover import hover as hover_text
 
     uri = params.text_document.uri
-    doc, text = _parsed(ls, uri)
-    if text is None:
+    here = _at_cursor(ls, params)
+    if here is None:
         return None
-    at = convert.offset(text, params.position, ls.encoding())
-    if outline.in_comment_or_string(text, at):
-        return None
+    doc, text, at = here
     version, spec = ls.checked.get(uri, (None, None))
     if version != ls.latest.get(uri):  # sizes of another version would mislead
         spec = None
@@ -298,18 +362,16 @@ def completion(ls: SwServer, params: lsp.CompletionParams) -> lsp.CompletionList
     """The fields, values and names valid at the cursor (lsp/complete.py)."""
     from stackwise_dsl.lsp.complete import complete, defined_names
 
-    uri = params.text_document.uri
-    doc, text = _parsed(ls, uri)
-    if text is None:
+    here = _at_cursor(ls, params)
+    if here is None:
         return lsp.CompletionList(is_incomplete=False, items=[])
-    names = defined_names(text)
-    if doc is not None:
+    doc, text, at = here
+    if doc is None:  # while it does not parse: the definitions that start a line
+        names = defined_names(text)
+    else:
         names = {
             s.name: s.kind for s in outline.outline(doc) if s.kind in ("let", "block", "stack")
         }
-    at = convert.offset(text, params.position, ls.encoding())
-    if outline.in_comment_or_string(text, at):
-        return lsp.CompletionList(is_incomplete=False, items=[])
     before = text[:at]
     items = [
         lsp.CompletionItem(

@@ -18,10 +18,15 @@ _ATOM_PREC = 6
 
 
 def format_document(doc: t.Document) -> str:
-    """The canonical text of a document; formatting the result again changes nothing."""
+    """The canonical text of a document; formatting the result again changes nothing. Lines
+    end as the document's first line ends (CRLF stays CRLF), else with LF."""
     printer = _Printer(doc)
     lines = printer.sequence(doc.items, indent=0, end=len(doc.source.text) + 1)
-    return "\n".join(lines).rstrip("\n") + "\n" if lines else ""
+    text = "\n".join(lines).rstrip("\n") + "\n" if lines else ""
+    first = doc.source.text.find("\n")
+    if first > 0 and doc.source.text[first - 1] == "\r":
+        text = text.replace("\n", "\r\n")
+    return text
 
 
 def format_string(value: str) -> str:

@@ -8,6 +8,7 @@ stays true) and parse again, until the file parses or nothing more can be skippe
 from __future__ import annotations
 
 import math
+import re
 import threading
 
 import attrs
@@ -282,7 +283,28 @@ class _ToTree(Transformer):
             message = f"the number {_abbreviated(str(c[0]))} is too large"
             self.problems.append(diag.error("SW109", message, span))
             value = 0
+        self._runs_into_name(c[0])
         return t.Number(text=str(c[0]), value=value, span=span)
+
+    def _runs_into_name(self, tok: Token) -> None:
+        """`2K` reads as the number 2 and then an item `K`: almost always a suffix in the
+        wrong case. A number written against a name is refused, except `3x b` (repetition)."""
+        text = self.source.text
+        end = tok.end_pos
+        word = re.match(r"[A-Za-z_]\w*", text[end : end + 64])
+        if word is None or (word.group() == "x" and not re.match(r"\w", text[end + 1 : end + 2])):
+            return
+        written = f"{tok}{word.group()}"
+        span = self.source.span(tok.start_pos, end + word.end())
+        suffix = {"K": "k", "m": "M", "b": "B"}.get(word.group())
+        message = f"`{written}` is not a number: its suffix can be `k`, `M` or `B`"
+        if suffix is not None and not re.search(r"[kMB]$", str(tok)):
+            fixed = f"{tok}{suffix}"
+            self.problems.append(diag.error("SW001", message, span, hint=f"did you mean "
+                                            f"`{fixed}`?", replacement=fixed))  # fmt: skip
+        else:
+            hint = "put a space between a number and a name"
+            self.problems.append(diag.error("SW001", message, span, hint=hint))
 
     def string(self, c):
         span = self._s(c[0])

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import pytest
 from pygments.lexers import get_lexer_by_name
-from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation, String
+from pygments.token import (
+    Comment,
+    Error,
+    Keyword,
+    Name,
+    Number,
+    Operator,
+    Punctuation,
+    String,
+)
 
 from tests.conftest import ROOT, SPECS
 
@@ -22,7 +31,7 @@ GRAMMAR = json.loads(
 
 # the class of a character, by Pygments token type and by TextMate scope
 PYGMENTS = [
-    (Comment, "comment"), (String, "string"), (Number, "number"),
+    (Comment, "comment"), (String, "string"), (Number, "number"), (Error, "error"),
     (Keyword.Constant, "constant"), (Keyword.Namespace, "top-level"), (Keyword, "keyword"),
     (Operator.Word, "repeat"), (Operator, "operator"), (Punctuation, "punctuation"),
     (Name.Function, "constructor"), (Name.Attribute, "field"), (Name.Namespace, "section"),
@@ -37,6 +46,7 @@ TEXTMATE = {
     "entity.name.function.sw": "constructor", "variable.other.property.sw": "field",
     "entity.name.section.sw": "section", "entity.name.type.sw": "defined",
     "support.constant.direction.sw": "direction", "variable.other.sw": "name",
+    "invalid.illegal.number.sw": "error",
 }  # fmt: skip
 
 
@@ -53,6 +63,8 @@ def _rules(patterns: list[dict]) -> list[dict]:
     for rule in patterns:
         if "include" in rule:
             out += _rules([GRAMMAR["repository"][rule["include"][1:]]])
+        elif "match" not in rule and "begin" not in rule:  # a group of patterns
+            out += _rules(rule["patterns"])
         else:
             out.append(rule)
     return out
@@ -134,6 +146,7 @@ def test_the_classes_are_the_right_ones():
     assert found["gqa"] == found["swiglu"] == found["masked_diffusion"] == "constructor"
     assert found["128"] == found["0.9"] == found["1e-4"] == "number"
     assert _classes_of("let n = 2k\n")["2k"] == "number"
+
     assert found["prepend"] == "direction" and found["x"] == "repeat"
     assert found["->"] == "operator" and found["{"] == "punctuation"
     assert found["rmsnorm"] == "name"
@@ -142,6 +155,28 @@ def test_the_classes_are_the_right_ones():
     strings = (ROOT / "specs" / "grow_pretrained.sw").read_text(encoding="utf-8")
     assert _classes_of(strings)['"models/tiny-llama"'] == "string"
     assert _classes_of("run { tensorboard = true }\n")["true"] == "constant"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("stack s = 3x b\n", ["keyword", "defined", "number", "repeat", "name"]),
+        (
+            "grow append 2x s { steps = 1k }\n",
+            ["keyword", "direction", "number", "repeat", "name", "field", "number"],
+        ),
+        ("let n = 2K\n", ["keyword", "defined", "error"]),  # sw check: SW001
+        ("let n = 1.5e3Q\n", ["keyword", "defined", "error"]),
+        ("let n = 2 x b\n", ["keyword", "defined", "number", "repeat", "name"]),
+    ],
+)
+def test_numbers_against_names(text, expected):
+    """What the tester found plain: a count written against `x`, a suffix in the wrong case.
+    Both highlighters give each word the same class, and the one the parser gives it."""
+    ours, theirs = pygments_classes(text), textmate_classes(text)
+    assert ours == theirs
+    runs = [c for i, c in enumerate(ours) if not text[i].isspace() and (i == 0 or c != ours[i - 1])]
+    assert [c for c in runs if c not in ("operator", "punctuation")] == expected
 
 
 def test_pygmentize_knows_the_language():

@@ -300,3 +300,72 @@ def test_exit_ends_the_server_even_during_a_long_check(tmp_path):
     client.request("shutdown", timeout=10)  # while the check runs
     client.notify("exit", {})
     assert client.process.wait(timeout=10) == 0
+
+
+def _fix_of(server, path, found) -> list[dict]:
+    (action,) = server.request("textDocument/codeAction", {
+        "textDocument": {"uri": path.as_uri()}, "range": found["range"],
+        "context": {"diagnostics": [found]}})["result"]  # fmt: skip
+    return action["edit"]["changes"][path.as_uri()]
+
+
+def test_second_tester_findings(server):
+    """A request whose parameters do not fit the protocol is answered (-32602), a notification
+    that does not fit is dropped, and the server goes on; a misspelt cadence is fixed to its
+    word (`lg` -> `log`, not `log_every`); `mah` means `mha`; `2K` is `2k`; a problem in an
+    included file is shown on the include that leads to it, pointing there; a CRLF document
+    stays CRLF when formatted."""
+    bad = server.request("textDocument/hover", {"textDocument": {}, "position": {"line": "x"}})
+    assert bad["error"]["code"] == -32602
+    assert "textDocument/hover" in bad["error"]["message"]
+    assert "$.params.position.line" in bad["error"]["message"]
+    server.notify("textDocument/didChange", {"textDocument": 3})  # dropped, with one line
+    path = server.root / "typos.sw"
+    text = (TINY.replace("log every", "lg every").replace("mha(", "mah(")
+            .replace("steps = 150", "steps = 2K"))  # fmt: skip
+    lines = text.split("\n")
+    server.open(path, text)
+    (number,) = server.diagnostics(path, 1)  # a syntax error stops the rest
+    row = next(i for i, x in enumerate(lines) if "2K" in x)
+    column = lines[row].index("2K")
+    assert number["code"] == "SW001" and number["range"] == _range(row, column, column + 2)
+    assert _fix_of(server, path, number) == [
+        {"range": _range(row, column, column + 2), "newText": "2k"}
+    ]
+    server.change(path, 2, text.replace("2K", "150"))
+    found = {d["code"]: d for d in server.diagnostics(path, 2)}
+    cadence, kind = found["SW101"], found["SW105"]
+    row = next(i for i, x in enumerate(lines) if "lg every" in x)
+    column = lines[row].index("lg every")
+    assert (
+        cadence["message"] == "unknown cadence `lg every` in `run`\nhint: did you mean `log every`?"
+    )
+    assert _fix_of(server, path, cadence) == [
+        {"range": _range(row, column, column + 2), "newText": "log"}
+    ]
+    row = next(i for i, x in enumerate(lines) if "mah(" in x)
+    column = lines[row].index("mah(")
+    assert _fix_of(server, path, kind) == [
+        {"range": _range(row, column, column + 3), "newText": "mha"}
+    ]
+    # a problem two includes away: on this document's include, with the place as related
+    (server.root / "inner.sw").write_text("let unused = 3\n")
+    (server.root / "outer.sw").write_text('include "inner.sw"\n')
+    including = server.root / "including.sw"
+    server.open(including, '# shared settings\ninclude "outer.sw"\n' + TINY)
+    (far,) = server.diagnostics(including, 1)
+    assert far["code"] == "SW107" and far["range"] == _range(1, 8, 18)
+    assert far["message"].startswith(f"{server.root / 'inner.sw'}:1:5: let `unused`")
+    (there,) = far["relatedInformation"]
+    assert there["location"] == {
+        "uri": (server.root / "inner.sw").as_uri(),
+        "range": _range(0, 4, 10),
+    }
+    crlf = server.root / "crlf.sw"
+    messy = TINY.replace("seed = 0", "seed   =   0").replace("\n", "\r\n")
+    server.open(crlf, messy)
+    (edit,) = server.request("textDocument/formatting", {
+        "textDocument": {"uri": crlf.as_uri()},
+        "options": {"tabSize": 2, "insertSpaces": True}})["result"]  # fmt: skip
+    assert edit["newText"] == TINY.replace("\n", "\r\n")
+    assert server.process.poll() is None  # still serving
