@@ -54,3 +54,36 @@ class GeluFfn(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down(F.gelu(self.up(x)))
+
+
+class Dropout(nn.Dropout):
+    """torch's dropout, except on one of several processes sharing a micro-batch (`rows`:
+    the micro-batch's window count and this process's rows): there it draws the mask of the
+    whole micro-batch, as one process would, and keeps its own rows, so N processes compute
+    one process's numbers and leave the random generator where one process leaves it."""
+
+    rows: tuple[int, slice] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rows is None or not self.training or self.p == 0:
+            return super().forward(x)
+        n, mine = self.rows
+        # what F.dropout does on the CPU: a Bernoulli(1 - p) mask over the input's shape
+        # (here the whole micro-batch's), divided by 1 - p, times the input
+        keep = torch.empty((n, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        keep.bernoulli_(1 - self.p).div_(1 - self.p)
+        return x * keep[mine]
+
+
+def share_dropout(model: nn.Module, n: int, mine: slice) -> None:
+    """Every dropout in `model` draws whole micro-batches of `n` windows and keeps the rows
+    `mine` (one process of several); LoRA's dropouts (peft's nn.Dropout) become such too."""
+    for module in list(model.modules()):
+        lora = getattr(module, "lora_dropout", None)
+        if isinstance(lora, nn.ModuleDict):
+            for name, d in list(lora.items()):
+                if type(d) is nn.Dropout:
+                    lora[name] = Dropout(d.p)
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.rows = (n, mine)

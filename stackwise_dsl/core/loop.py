@@ -24,6 +24,7 @@ import torch
 from stackwise_dsl.core import adapters, optim
 from stackwise_dsl.core.batches import Stream, eval_ids
 from stackwise_dsl.core.errors import Damaged, RunError
+from stackwise_dsl.core.layers import share_dropout
 from stackwise_dsl.core.objectives import (
     IGNORE,
     Batch,
@@ -189,9 +190,11 @@ def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
 def shared(plan: p.Plan, model: StageModel, cache, world: World):
     """The stage's model as the ranks share it (`run.distributed`: core/world.py), as a
     `LossOf`; None in a world of one. With an activation cache, the frozen stacks stay
-    whole on every rank (each rank runs them for its own cache misses)."""
+    whole on every rank (each rank runs them for its own cache misses). Dropout draws each
+    micro-batch's whole mask on every rank and keeps the rank's rows (core/layers.py)."""
     if world.size == 1:
         return None
+    share_dropout(model, plan.data.batch, world.share(plan.data.batch))  # one process's masks
     whole = tuple(model.stack(x.position) for x in model.stage.parts
                   if cache is not None and x.trains is p.Trains.NOTHING)  # fmt: skip
     return world.wrap(LossOf(model, cache), plan.run.distributed, whole)

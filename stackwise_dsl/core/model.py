@@ -16,7 +16,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from torch.utils.checkpoint import checkpoint
 
 from stackwise_dsl.core.attention import Seen, make_attention
-from stackwise_dsl.core.layers import GeluFfn, SwiGluFfn, make_norm, rope_tables
+from stackwise_dsl.core.layers import Dropout, GeluFfn, SwiGluFfn, make_norm, rope_tables
 from stackwise_dsl.core.seeds import generator
 from stackwise_dsl.ir.enums import Head, Init
 from stackwise_dsl.lower import plan as p
@@ -40,7 +40,7 @@ class TransformerBlock(nn.Module):
         self.norm2 = make_norm(m.norm, m.d_model)
         self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.ffn.hidden)
         self.gain = b.residual_gain
-        self.drop = nn.Dropout(m.dropout)
+        self.drop = Dropout(m.dropout)
         self.frozen_up = b.freeze_up_proj
         if b.spectral_norm:
             for name, layer in list(self.named_modules()):
@@ -150,7 +150,7 @@ class Rack(nn.Module):
         if isinstance(m.time, p.InputTime):
             embedder = pick(TIME_EMBEDDERS, time_key(m), "time embedding")
             self.time = embedder(m.d_model, m.time)
-        self.drop = nn.Dropout(m.dropout)
+        self.drop = Dropout(m.dropout)
         self.stacks = nn.ModuleDict()
         self.norm = make_norm(m.norm, m.d_model)
         self.head = nn.Linear(m.d_model, m.vocab, bias=False) if m.head is Head.UNTIED else None

@@ -174,7 +174,12 @@ class Packed4bitLinear(nn.Linear):
     for a bf16 GEMV kernel that passes no gradient to its input, computes about 0.3% away from
     the dequantized weight, and fails on widths that are not multiples of 64 (inputs) and 32
     (outputs). Here every CPU and CUDA takes one path: any width, the same weights in training
-    and evaluation, and the gradient of the dequantized weight."""
+    and evaluation, and the gradient of the dequantized weight.
+
+    The weight is quantized as one flat row: bitsandbytes 0.50's native CPU kernel
+    dequantizes a matrix whose rows are not whole 64-value blocks (widths 32 and 96, say)
+    with the wrong block scales on CPUs with AVX-512 (errors of the weight's own size),
+    while its plain path reads the same bytes right. One row is read right by both."""
 
     def __init__(self, weight: torch.Tensor, quant_type: str) -> None:
         out_features, in_features = weight.shape
@@ -184,7 +189,7 @@ class Packed4bitLinear(nn.Linear):
         # bitsandbytes' CPU kernel dequantizes rows of even length; for odd ones it falls
         # back to code it compiles with torch.compile per shape (seconds, and dynamo's
         # warnings), so an odd row gets a zero column, dropped again in `weight`.
-        stored = F.pad(weight.float(), (0, in_features % 2)).contiguous()
+        stored = F.pad(weight.float(), (0, in_features % 2)).flatten()
         packed, state = functional.quantize_4bit(
             stored, blocksize=64, quant_type=quant_type, compress_statistics=quant_type == "nf4"
         )
@@ -194,7 +199,8 @@ class Packed4bitLinear(nn.Linear):
     @property
     def weight(self) -> torch.Tensor:
         functional = import_bitsandbytes().functional
-        return functional.dequantize_4bit(self.packed, self.quant_state)[:, : self.in_features]
+        flat = functional.dequantize_4bit(self.packed, self.quant_state)
+        return flat.view(self.out_features, -1)[:, : self.in_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dequantized_linear(x, self)

@@ -397,6 +397,39 @@ class SwiGluFfn(nn.Module):
         return self.down(F.silu(self.gate(x)) * self.up(x))
 
 
+class Dropout(nn.Dropout):
+    """torch's dropout, except on one of several processes sharing a micro-batch (`rows`:
+    the micro-batch's window count and this process's rows): there it draws the mask of the
+    whole micro-batch, as one process would, and keeps its own rows, so N processes compute
+    one process's numbers and leave the random generator where one process leaves it."""
+
+    rows: tuple[int, slice] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rows is None or not self.training or self.p == 0:
+            return super().forward(x)
+        n, mine = self.rows
+        # what F.dropout does on the CPU: a Bernoulli(1 - p) mask over the input's shape
+        # (here the whole micro-batch's), divided by 1 - p, times the input
+        keep = torch.empty((n, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        keep.bernoulli_(1 - self.p).div_(1 - self.p)
+        return x * keep[mine]
+
+
+def share_dropout(model: nn.Module, n: int, mine: slice) -> None:
+    """Every dropout in `model` draws whole micro-batches of `n` windows and keeps the rows
+    `mine` (one process of several); LoRA's dropouts (peft's nn.Dropout) become such too."""
+    for module in list(model.modules()):
+        lora = getattr(module, "lora_dropout", None)
+        if isinstance(lora, nn.ModuleDict):
+            for name, d in list(lora.items()):
+                if type(d) is nn.Dropout:
+                    lora[name] = Dropout(d.p)
+    for module in model.modules():
+        if isinstance(module, Dropout):
+            module.rows = (n, mine)
+
+
 def derive(seed: int, *names) -> int:
     """A 63-bit seed for (seed, *names), stable across Python versions and machines."""
     text = "\x1f".join([str(seed), *map(str, names)])
@@ -425,7 +458,7 @@ class TransformerBlock(nn.Module):
         self.norm2 = make_norm(m.norm, m.d_model)
         self.ffn = pick(FFNS, ffn_key(b), "ffn")(m.d_model, b.ffn.hidden)
         self.gain = b.residual_gain
-        self.drop = nn.Dropout(m.dropout)
+        self.drop = Dropout(m.dropout)
         self.frozen_up = b.freeze_up_proj
         if b.spectral_norm:
             for name, layer in list(self.named_modules()):
@@ -475,7 +508,7 @@ class Rack(nn.Module):
         self.embed_proj = nn.Linear(m.embed_dim, m.d_model, bias=False) if factorized else None
         self.positions = None
         self.time = None
-        self.drop = nn.Dropout(m.dropout)
+        self.drop = Dropout(m.dropout)
         self.stacks = nn.ModuleDict()
         self.norm = make_norm(m.norm, m.d_model)
         self.head = nn.Linear(m.d_model, m.vocab, bias=False) if m.head is Head.UNTIED else None
@@ -802,7 +835,12 @@ class Packed4bitLinear(nn.Linear):
     for a bf16 GEMV kernel that passes no gradient to its input, computes about 0.3% away from
     the dequantized weight, and fails on widths that are not multiples of 64 (inputs) and 32
     (outputs). Here every CPU and CUDA takes one path: any width, the same weights in training
-    and evaluation, and the gradient of the dequantized weight."""
+    and evaluation, and the gradient of the dequantized weight.
+
+    The weight is quantized as one flat row: bitsandbytes 0.50's native CPU kernel
+    dequantizes a matrix whose rows are not whole 64-value blocks (widths 32 and 96, say)
+    with the wrong block scales on CPUs with AVX-512 (errors of the weight's own size),
+    while its plain path reads the same bytes right. One row is read right by both."""
 
     def __init__(self, weight: torch.Tensor, quant_type: str) -> None:
         out_features, in_features = weight.shape
@@ -812,7 +850,7 @@ class Packed4bitLinear(nn.Linear):
         # bitsandbytes' CPU kernel dequantizes rows of even length; for odd ones it falls
         # back to code it compiles with torch.compile per shape (seconds, and dynamo's
         # warnings), so an odd row gets a zero column, dropped again in `weight`.
-        stored = F.pad(weight.float(), (0, in_features % 2)).contiguous()
+        stored = F.pad(weight.float(), (0, in_features % 2)).flatten()
         packed, state = functional.quantize_4bit(
             stored, blocksize=64, quant_type=quant_type, compress_statistics=quant_type == "nf4"
         )
@@ -822,7 +860,8 @@ class Packed4bitLinear(nn.Linear):
     @property
     def weight(self) -> torch.Tensor:
         functional = import_bitsandbytes().functional
-        return functional.dequantize_4bit(self.packed, self.quant_state)[:, : self.in_features]
+        flat = functional.dequantize_4bit(self.packed, self.quant_state)
+        return flat.view(self.out_features, -1)[:, : self.in_features]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dequantized_linear(x, self)
@@ -2167,9 +2206,11 @@ def stage_loss(model: StageModel, b: Batch, cache=None) -> torch.Tensor:
 def shared(plan: Plan, model: StageModel, cache, world: World):
     """The stage's model as the ranks share it (`run.distributed`: core/world.py), as a
     `LossOf`; None in a world of one. With an activation cache, the frozen stacks stay
-    whole on every rank (each rank runs them for its own cache misses)."""
+    whole on every rank (each rank runs them for its own cache misses). Dropout draws each
+    micro-batch's whole mask on every rank and keeps the rank's rows (core/layers.py)."""
     if world.size == 1:
         return None
+    share_dropout(model, plan.data.batch, world.share(plan.data.batch))  # one process's masks
     whole = tuple(model.stack(x.position) for x in model.stage.parts
                   if cache is not None and x.trains is Trains.NOTHING)  # fmt: skip
     return world.wrap(LossOf(model, cache), plan.run.distributed, whole)

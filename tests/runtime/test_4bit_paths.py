@@ -95,10 +95,9 @@ def _by_hand(layer: Packed4bitLinear) -> torch.Tensor:
         inner = state.state2
         blocks = torch.arange(absmax.numel()) // inner.blocksize
         absmax = inner.code[absmax.long()] * inner.absmax[blocks] + state.offset
-    rows, cols = state.shape  # an odd row is stored with a zero column after it
-    n = rows * cols
+    (n,) = state.shape  # one flat row; an odd row is stored with a zero column after it
     values = state.code[codes[:n]] * absmax[torch.arange(n) // state.blocksize]
-    return values.view(rows, cols)[:, : layer.in_features]
+    return values.view(layer.out_features, -1)[:, : layer.in_features]
 
 
 @pytest.mark.parametrize("widths", WIDTHS, ids=lambda w: f"{w[0]}x{w[1]}")
@@ -118,10 +117,28 @@ def test_odd_rows_never_reach_bitsandbytes_compiled_fallback(monkeypatch):
 
     monkeypatch.setattr(fallback, "_dequantize_4bit_compute", refuse)
     layer = _layer(Precision.NF4, 33, 17)
-    assert layer.quant_state.shape == (17, 34)
+    assert layer.quant_state.shape == (17 * 34,)  # one flat row of even length
     x = torch.randn(2, 33, generator=torch.Generator().manual_seed(1))
     _, grad = _input_grad(layer, x)
     torch.testing.assert_close(grad, torch.ones(2, 17) @ _by_hand(layer), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("width", [32, 96, 33, 128])
+def test_the_weight_is_the_one_quantized_whatever_the_cpu(width):
+    """bitsandbytes 0.50's native CPU kernel reads a matrix whose rows are not whole 64-value
+    blocks with the wrong block scales on AVX-512 CPUs (measured on an Intel Xeon with AMX:
+    errors up to 1.5 on unit weights); the layer stores one flat row, which every path reads
+    right. fp4's widest gap between neighbouring codes is a third of the block's absmax, so
+    every weight lies within a sixth of its block's absmax of the original."""
+    original = torch.randn(64, width, generator=torch.Generator().manual_seed(2))
+    linear = nn.Linear(width, 64, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(original)
+    layer = quantized_linear(linear, Precision.FP4, CPU)
+    padded = nn.functional.pad(original, (0, width % 2)).view(-1, 64)  # the stored blocks
+    error = (nn.functional.pad(layer.weight, (0, width % 2)).view(-1, 64) - padded).abs()
+    bound = padded.abs().amax(1, keepdim=True) / 6 + 1e-6
+    assert bool((error <= bound).all()), (error / bound).max().item()
 
 
 def test_moving_a_layer_moves_its_quantization_state():

@@ -32,6 +32,10 @@ def _spec(objective: str, stage: str, *, accumulate: int = 2) -> str:
 
 CLM = _spec("clm", "cache = memory")  # the cache is each rank's own
 MLM = _spec("mlm", "trunk { adapters, lora(rank = 2) }")  # uneven masks per rank; adapters
+# dropout in the model and in LoRA: every rank draws the whole micro-batch's masks
+DROPOUT = _spec("mlm", "trunk { adapters, lora(rank = 2, dropout = 0.2) }").replace(
+    "context = 16 }", "context = 16, dropout = 0.1 }"
+)
 NF4 = _spec(
     "masked_diffusion(time = depth, mask = linear(0.8 -> 0.2))",
     "trunk { frozen, precision = nf4, lora(rank = 2) }",
@@ -70,9 +74,9 @@ def _one_process(text: str, run_dir: Path) -> list[dict]:
     return _records(run_dir)
 
 
-@pytest.mark.parametrize("text", [CLM, MLM, fsdp(CLM), fsdp(MLM), fsdp(NF4)],
-                         ids=["clm-cache", "mlm-adapters", "fsdp-clm-cache", "fsdp-mlm-adapters",
-                              "fsdp-nf4-trunk"])  # fmt: skip
+@pytest.mark.parametrize("text", [CLM, MLM, DROPOUT, fsdp(CLM), fsdp(MLM), fsdp(NF4)],
+                         ids=["clm-cache", "mlm-adapters", "dropout", "fsdp-clm-cache",
+                              "fsdp-mlm-adapters", "fsdp-nf4-trunk"])  # fmt: skip
 def test_two_processes_give_the_numbers_of_one_on_the_same_global_batch(text, tmp_path):
     (tmp_path / "t.sw").write_text(text)
     done = _sw("run", "t.sw", "--nproc", "2", "--run-dir", "two", "-q", cwd=tmp_path)
