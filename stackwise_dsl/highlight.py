@@ -41,9 +41,14 @@ class SwLexer(RegexLexer):
             (r"[ \t\f\r\n]+", Whitespace),
             (r"#[^\r\n]*", Comment.Single),
             (r'"([^"\\\r\n]|\\.)*"', String.Double),
-            (_NUMBER + r"(?=x\s)", Number),  # `3x b`: a count, then `x`
+            (_NUMBER + r"(?=x(?:[\s(]|$))", Number),  # `3x b`, `3x(b)`: a count, then `x`
             (_NUMBER + r"(?![A-Za-z0-9_]|\.\d)", Number),
             (r"\d[\w.]*", Error),  # `2K`: a number run into a name (sw check refuses it)
+            # a keyword where a name is defined: `let x = 3` (sw check refuses it, SW001)
+            (
+                r"(block|stack|let)(\s+)(" + "|".join(("x", *KEYWORDS)) + r")\b",
+                bygroups(Keyword.Declaration, Whitespace, Error),
+            ),
             # `block NAME`, `stack NAME`, `let NAME`: the name being defined
             (
                 r"(block|stack|let)(\s+)([A-Za-z_]\w*)",
@@ -53,7 +58,7 @@ class SwLexer(RegexLexer):
             (r"(grow)(\s+)([A-Za-z_]\w*)", bygroups(Keyword, Whitespace, Name.Builtin), "grow"),
             (words(KEYWORDS, suffix=r"\b"), Keyword),
             (words(CONSTANTS, suffix=r"\b"), Keyword.Constant),
-            (r"x(?=\s)", Operator.Word),  # repetition: `2 x b`, `2x b`
+            (r"x(?=[\s(]|$)", Operator.Word),  # repetition: `2 x b`, `2x b`, `2 x(b)`
             (words(TOP_LEVEL, prefix=r"^", suffix=r"\b"), Keyword.Namespace),
             (r"[A-Za-z_]\w*(?=\s*\()", Name.Function),  # a constructor: `mha(`, `lora(`
             (r"[A-Za-z_]\w*(?=\s*=(?!=))", Name.Attribute),  # a field: `steps =`
@@ -67,10 +72,10 @@ class SwLexer(RegexLexer):
             (r"\{", Punctuation, "#pop"),
             (r"[ \t\f\r\n]+", Whitespace),
             (r"#[^\r\n]*", Comment.Single),
-            (_NUMBER + r"(?=x\s)", Number),
+            (_NUMBER + r"(?=x(?:[\s(]|$))", Number),
             (_NUMBER + r"(?![A-Za-z0-9_]|\.\d)", Number),
             (r"\d[\w.]*", Error),
-            (r"x(?=\s)", Operator.Word),
+            (r"x(?=[\s(]|$)", Operator.Word),
             (r"[A-Za-z_]\w*", Name),
             (r"[-+*/()]", Operator),
             (r".", Text),

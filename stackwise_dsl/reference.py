@@ -125,10 +125,10 @@ KNOBS: tuple[tuple[str, str, str], ...] = (
     ("seed", "`run`", "fixes everything random"),
     ("device", "`run`", "auto, cpu, cuda"),
     ("dir", "`run`", "run directory"),
-    ("log_every", "`run`", "written `log every N steps`"),
-    ("eval_every", "`run`", "written `eval every N steps`"),
+    ("log_every", "`run`", "how often the training loss is logged: `log every N steps`"),
+    ("eval_every", "`run`", "how often the validation loss is measured: `eval every N steps`"),
     ("eval_batches", "`run`", "batches per evaluation"),
-    ("checkpoint_every", "`run`", "written `checkpoint every N steps`"),
+    ("checkpoint_every", "`run`", "how often a checkpoint is written: `checkpoint every N steps`"),
     (
         "tensorboard",
         "`run`",

@@ -22,7 +22,7 @@ from stackwise_dsl.elaborate.combine import (
     union,
 )
 from stackwise_dsl.elaborate.evaluate import Evaluator, Lets
-from stackwise_dsl.elaborate.load import Loader, Unit
+from stackwise_dsl.elaborate.load import Loader, Unit, own_file
 from stackwise_dsl.elaborate.schema import Converter
 from stackwise_dsl.elaborate.spec import build_spec
 from stackwise_dsl.elaborate.values import Record
@@ -113,8 +113,11 @@ def elaborate_file(path: str | Path, overrides: Sequence[str] = ()) -> Elaborate
 def elaborate_text(text: str, name: str = "<spec>", overrides: Sequence[str] = (), *,
                    incremental: bool = False) -> Elaborated:  # fmt: skip
     """As `elaborate_file`, for text in memory; includes are relative to `name`'s directory.
-    `incremental`: parse it reusing the items of its last parse (an editor's)."""
-    return _elaborate(lambda loader: loader.load_text(text, name), overrides, incremental)
+    `incremental`: parse it reusing the items of its last parse (an editor's). A `name` that
+    is a path is the file the text stands for (an editor's unsaved buffer): including it is
+    a cycle, as it is for the saved file."""
+    return _elaborate(lambda loader: loader.load_text(text, name, own_file(name)), overrides,
+                      incremental)  # fmt: skip
 
 
 def _elaborate(load, overrides: Sequence[str], incremental: bool = False) -> Elaborated:

@@ -167,6 +167,14 @@ class Loader:
         )
 
 
+def own_file(name: str) -> tuple:
+    """The include chain a text named `name` starts: the file it stands for, where `name` is
+    a path (not `<spec>`, `<stdin>` or `-`)."""
+    if not name or name.startswith("<") or name == "-":
+        return ()
+    return ((_real_path(Path(name)), name),)
+
+
 def _real_path(path: Path) -> Path:
     """The absolute path with every symbolic link followed: the identity of a file, for
     cycles and diamonds. os.path.realpath, not Path.resolve, which raises RuntimeError on a

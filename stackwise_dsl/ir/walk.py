@@ -110,12 +110,14 @@ def tokenizer_vocab(spec: n.Spec) -> int | None:
 
 
 def all_nodes(obj: Any) -> Iterator[Any]:
-    """Every IR node reachable from `obj`, depth first (tuples are walked)."""
-    if isinstance(obj, tuple):
-        for x in obj:
-            yield from all_nodes(x)
-    elif attrs.has(type(obj)):
-        yield obj
-        for f in attrs.fields(type(obj)):
-            if f.name not in ("span", "spans"):
-                yield from all_nodes(getattr(obj, f.name))
+    """Every IR or syntax node reachable from `obj`, depth first, parents before children
+    (tuples are walked). Iterative: a let of a thousand terms is a tree a thousand deep."""
+    todo = [obj]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, tuple):
+            todo.extend(reversed(x))
+        elif attrs.has(type(x)):
+            yield x
+            fields = [f for f in attrs.fields(type(x)) if f.name not in ("span", "spans")]
+            todo.extend(getattr(x, f.name) for f in reversed(fields))

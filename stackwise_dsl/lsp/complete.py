@@ -84,24 +84,68 @@ def complete(before: str, names: dict[str, str]) -> list[Item]:
         return [Item(x, "name", "stack") for x, what in sorted(names.items()) if what == "stack"]
     if where is None and re.match(r"\s*grow\s+\w*$", line):
         return [Item(x.value, "value", "growth direction") for x in Direction]
-    if where is None and re.match(r"\s*let\s+\w+\s*=", line):  # any value: other lets
+    defining = re.match(r"\s*let\s+(\w+)\s*=", line)
+    if defining is not None:  # a let's value: the other lets (not itself)
+        names = {x: what for x, what in names.items() if x != defining.group(1)}
+    if where is None and defining is not None:
         return [Item(x, "name", "let") for x, what in sorted(names.items()) if what == "let"]
     if field is not None:
         return _values(where, field, names)
+    if re.search(r"\b[A-Za-z_]\w*\s+every\s+[\w.]+\s+$", line):  # `log every 5 `
+        return [Item("steps", "keyword", "the cadence's unit: optimizer steps")]
     if where is None:
         return [Item(w, "keyword", "top-level item") for w in TOP]
     if where.endswith("(") and where[:-1] in CONSTRUCTORS:
-        return [Item(x, "field", _knob(x), f"{x} = ") for x in CONSTRUCTORS[where[:-1]].params]
+        given = _given(before)
+        return [Item(x, "field", _knob(x), f"{x} = ") for x in CONSTRUCTORS[where[:-1]].params
+                if x not in given]  # fmt: skip
     cls = _class_of(where)
     if cls is None:
         return []
-    out = [Item(f, "field", _knob(f), f"{f} = ") for f in registry.hints(cls) if f != "name"]
+    given = _given(before)  # a field given twice is SW102: offer the others
+    out = []
+    for f in registry.hints(cls):
+        if f == "name" or f in given:
+            continue
+        if f.endswith("_every"):  # written as a cadence: `log every 25 steps`
+            word = f.removesuffix("_every")
+            out.append(Item(f"{word} every", "field", _knob(f), f"{word} every "))
+        else:
+            out.append(Item(f, "field", _knob(f), f"{f} = "))
     for word, flag in registry.flag_words(cls.sw_name if hasattr(cls, "sw_name") else "").items():
-        out.append(Item(word, "value", f"sets `{flag}`"))
+        if flag not in given:
+            out.append(Item(word, "value", f"sets `{flag}`"))
     if cls is n.StageSettings and where == "grow":
         out.append(Item("stage", "keyword", "settings of some stages: `stage 2 { ... }`",
                         "stage "))  # fmt: skip
     return out
+
+
+def _given(before: str) -> set[str]:
+    """The fields already written in the innermost unclosed `{` or `(` before the cursor
+    (`name = ...` and `name every ...` at its own depth; a stage's settings are its own)."""
+    text = _without_strings_and_comments(before)
+    depth, start = 0, 0
+    for i in range(len(text) - 1, -1, -1):  # the innermost unclosed opener
+        ch = text[i]
+        if ch in "})":
+            depth += 1
+        elif ch in "{(":
+            if depth == 0:
+                start = i + 1
+                break
+            depth -= 1
+    inner, level = [], 0
+    for ch in text[start:]:  # what lies at the opener's own depth
+        if ch in "{(":
+            level += 1
+        elif ch in "})":
+            level -= 1
+        inner.append(ch if level == 0 else " ")
+    own = "".join(inner)
+    given = set(re.findall(r"([A-Za-z_]\w*)\s*=(?!=)", own))
+    given |= {f"{w}_every" for w in re.findall(r"([A-Za-z_]\w*)\s+every\b", own)}
+    return given
 
 
 def _class_of(where: str) -> type | None:

@@ -71,8 +71,12 @@ def range_of(span: Span | None, sources: Mapping[str, Source], encoding: str = U
         start = lsp.Position(line=0, character=0)
         return lsp.Range(start=start, end=start)
     source = sources.get(span.source)
+    end_line, end_column = span.end_line, span.end_column
+    point = (end_line, end_column) == (span.line, span.column) and source is not None
+    if point and span.column <= len(source.line_text(span.line)):  # on a character: show it
+        end_column += 1  # as `sw check` underlines one character
     return lsp.Range(start=position(source, span.line, span.column, encoding),
-                     end=position(source, span.end_line, span.end_column, encoding))  # fmt: skip
+                     end=position(source, end_line, end_column, encoding))  # fmt: skip
 
 
 def offset(text: str, where: lsp.Position, encoding: str = UTF16) -> int:

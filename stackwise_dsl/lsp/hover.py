@@ -15,9 +15,11 @@ from stackwise_dsl.syntax import tree as t
 from stackwise_dsl.syntax.format import inline_expr
 
 
-def hover(doc: t.Document | None, text: str, offset: int, spec=None) -> str | None:
+def hover(doc: t.Document | None, text: str, offset: int, spec=None,
+          path: str = "<spec>") -> str | None:  # fmt: skip
     """Markdown for the word at `offset` of `text` (`doc`: its parse, None when it does not
-    parse; `spec`: the checked IR, None when it does not check)."""
+    parse; `spec`: the checked IR, None when it does not check; `path`: the document's file,
+    whose includes and base define names too)."""
     if doc is None:
         word = _word_in_text(text, offset)
         return _words(word) if word else None
@@ -25,20 +27,27 @@ def hover(doc: t.Document | None, text: str, offset: int, spec=None) -> str | No
     if stage is not None:
         return _stages(spec, stage) if spec is not None else _words("stage")
     word = outline.word_at(doc, offset)
+    around = outline.at(doc, offset)
     if not isinstance(word, t.Name):
         word = _word_in_text(text, offset)
+        cadence = next((x for x in around if isinstance(x, t.Cadence)), None)
+        if cadence is not None and word == "steps":
+            return (f"**steps**: the unit of a cadence: `{cadence.name.name} every N steps` "
+                    "means every N optimizer steps")  # fmt: skip
         return _words(word) if word else None
     name = word.name
-    around = outline.at(doc, offset)
     parent = next((x for x in reversed(around[:-1])
                    if not isinstance(x, t.Name)), None)  # fmt: skip
-    if isinstance(parent, t.Assign | t.Kwarg | t.Cadence) and parent.name is word:
+    if isinstance(parent, t.Cadence) and parent.name is word:
+        return _field(f"{name}_every") or _words(name)
+    if isinstance(parent, t.Assign | t.Kwarg) and parent.name is word:
         return _field(name) or _words(name)
-    lets = {it.name.name: it for it in doc.items if isinstance(it, t.Let)}
+    defined = outline.definitions(doc, path)
+    lets = {k: it for k, it in defined.items() if isinstance(it, t.Let)}
     if name in lets:
         return _let(lets[name], lets)
     if spec is not None:
-        computed = _computed(spec, name, doc, word)
+        computed = _computed(spec, name, defined)
         if computed is not None:
             return computed
     if isinstance(parent, t.Assign | t.Kwarg) and parent.value is word:
@@ -128,9 +137,13 @@ def _said(field: str) -> str:
 
 
 def _let(let: t.Let, lets: dict[str, t.Let]) -> str:
-    value = _value(let.value, lets, set())
-    shown = f"let {let.name.name} = {inline_expr(let.value)}"
-    if value is not None and inline_expr(let.value) != _number(value):
+    try:
+        value = _value(let.value, lets, set())
+        written = inline_expr(let.value)
+    except RecursionError:  # thousands of terms: say what it is, not all of it
+        return f"```sw\nlet {let.name.name} = ...\n```"
+    shown = f"let {let.name.name} = {written}"
+    if value is not None and written != _number(value):
         shown += f"  (= {_number(value)})"
     return f"```sw\n{shown}\n```"
 
@@ -156,13 +169,13 @@ def _value(e, lets: dict[str, t.Let], seen: set[str]):
     return None
 
 
-def _computed(spec, name: str, doc: t.Document, word: t.Name) -> str | None:
-    """Blocks, stacks and stages of a spec that checks: their sizes as the plan has them."""
+def _computed(spec, name: str, defined: dict) -> str | None:
+    """Blocks, stacks and stages of a spec that checks: their sizes as the plan has them
+    (`defined`: name -> its definition, here or in an included file)."""
     from stackwise_dsl import estimate
     from stackwise_dsl.lower import to_plan
 
-    defined = {it.name.name: it for it in doc.items if isinstance(it, t.BlockDef | t.StackDef)}
-    if name not in defined:
+    if not isinstance(defined.get(name), t.BlockDef | t.StackDef):
         return None
     try:
         plan = to_plan(spec, vocab=spec.model.vocab or 256, name="hover")

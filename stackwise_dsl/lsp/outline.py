@@ -97,19 +97,34 @@ def definition(doc: t.Document, path: str, offset: int) -> tuple[str, Any] | Non
     return None
 
 
+def definitions(doc: t.Document, path: str) -> dict[str, Any]:
+    """name -> the `let`, block or stack it names, here or in the files this one includes or
+    extends (the nearest definition of a name wins, as for go to definition)."""
+    out: dict[str, Any] = {}
+    for _, found in _defining(doc, path, set()):
+        for it in found.items:
+            if isinstance(it, _DEFINES):
+                out.setdefault(it.name.name, it)
+    return out
+
+
 def _defining(doc: t.Document, path: str, seen: set[str]) -> Iterator[tuple[str, t.Document]]:
-    """This document, then the documents it includes or extends (read from disk)."""
+    """This document, then the documents it includes or extends (read from disk as `sw check`
+    reads them: regular files up to 1 MiB)."""
+    from pathlib import Path
+
+    from stackwise_dsl.elaborate.load import read_text
+
     seen.add(os.path.abspath(path))
     yield path, doc
     for it in doc.items:
         if isinstance(it, t.Include | t.Extends):
             target = os.path.normpath(os.path.join(os.path.dirname(path), it.path.value))
-            if os.path.abspath(target) in seen or not os.path.isfile(target):
+            if os.path.abspath(target) in seen:
                 continue
             try:
-                with open(target, encoding="utf-8") as f:
-                    text = f.read()
-            except (OSError, UnicodeDecodeError):
+                text = read_text(Path(target))
+            except (OSError, UnicodeDecodeError, ValueError):
                 continue
             parsed = parse(text, target).document
             if parsed is not None:

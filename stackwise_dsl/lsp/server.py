@@ -37,24 +37,38 @@ _KINDS = {
 }
 
 
-_UNFIT = object()  # a message whose parameters do not fit the protocol, already answered
+_UNFIT = object()  # a message that does not fit the protocol, already answered or dropped
 
 log = logging.getLogger("sw.lsp")
 
+_DOCUMENT_NOTIFICATIONS = (lsp.TEXT_DOCUMENT_DID_CHANGE, lsp.TEXT_DOCUMENT_DID_CLOSE,
+                           lsp.TEXT_DOCUMENT_DID_SAVE)  # fmt: skip
+
 
 class _Protocol(LanguageServerProtocol):
-    """pygls's protocol, but a request whose parameters do not fit the protocol is answered
-    with JSON-RPC's invalid-params error (-32602) naming the method, and a notification that
-    does not fit is dropped with one line on stderr; pygls alone logs a traceback and never
-    answers, so the client would wait for ever."""
+    """pygls's protocol, answering what pygls alone leaves unanswered or answers with a
+    traceback: a request whose parameters do not fit the protocol gets JSON-RPC's
+    invalid-params error (-32602) naming the method and the place; a message that is not a
+    JSON-RPC 2.0 request (a method that is not a string, an id on a notification, a request
+    after `shutdown`) gets invalid-request (-32600) where it has an id; a notification that
+    does not fit, or is about a document that is not open, is dropped with one line on
+    stderr; an internal error's answer carries its message, not a traceback."""
 
     def structure_message(self, data):
-        if not isinstance(data, dict) or "jsonrpc" not in data or "method" not in data:
-            return super().structure_message(data)
-        method = data.get("method")
-        kind = self.get_message_type(method) if isinstance(method, str) else None
+        if not isinstance(data, dict) or "jsonrpc" not in data:
+            return data  # a nested object, or not JSON-RPC (handle_message refuses it)
+        if data.get("jsonrpc") != "2.0":
+            return self._refuse(data, '`jsonrpc` must be "2.0"')
+        if "method" not in data:
+            return super().structure_message(data)  # a response to a request of ours
+        method = data["method"]
+        if not isinstance(method, str):
+            return self._refuse(data, "`method` must be a string")
+        kind = self.get_message_type(method)
         if kind is None:  # a method without a type: pygls's generic message (or not found)
             return super().structure_message(data)
+        if "id" in data and kind.__name__.endswith("Notification"):
+            return self._refuse(data, f"{method} is a notification, so it takes no `id`")
         try:
             return self._converter.structure(data, kind)
         except Exception as e:
@@ -66,10 +80,59 @@ class _Protocol(LanguageServerProtocol):
                 log.warning("sw lsp: dropped a notification: %s", said)
             return _UNFIT
 
+    def _refuse(self, data: dict, said: str):
+        ident = data.get("id")
+        if isinstance(ident, int | str) and not isinstance(ident, bool):
+            error = lsp.ResponseError(code=-32600, message=f"invalid request: {said}")
+            self._send_response(ident, error=error)
+        else:
+            log.warning("sw lsp: dropped a message: %s", said)
+        return _UNFIT
+
     def handle_message(self, message):
         if message is _UNFIT:
             return None
+        if not hasattr(message, "jsonrpc"):  # JSON, but not a JSON-RPC message
+            if isinstance(message, dict):
+                return self._refuse(message, "a message needs `jsonrpc`, `method` or `result`")
+            log.warning("sw lsp: dropped a message that is not a JSON-RPC object")
+            return None
+        method = getattr(message, "method", None)
+        if self._shutdown and method not in (None, lsp.EXIT) and hasattr(message, "id"):
+            self._refuse({"id": message.id}, "the server is shutting down")
+            return None
+        if method in _DOCUMENT_NOTIFICATIONS and not hasattr(message, "id"):
+            uri = message.params.text_document.uri
+            if self.workspace.text_documents.get(_unquoted(uri)) is None:
+                log.warning("sw lsp: dropped %s for %s, which is not open", method, uri)
+                return None
         return super().handle_message(message)
+
+    def _send_response(self, msg_id, result=None, error=None):
+        if error is not None and error.code == -32603:  # say what failed, not where
+            error = lsp.ResponseError(code=error.code, message=f"sw lsp: {error.message}")
+        return super()._send_response(msg_id, result=result, error=error)
+
+
+def _unquoted(uri: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(uri)
+
+
+class _OneLine(logging.Formatter):
+    """Log lines without tracebacks (set SW_LSP_DEBUG=1 to see them)."""
+
+    def formatException(self, ei) -> str:
+        return ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.exc_text = None
+        said = super().format(record).rstrip()
+        if record.exc_info and record.exc_info[1] is not None:
+            e = record.exc_info[1]
+            said += f" ({type(e).__name__}: {e})"
+        return said
 
 
 def _first_line(e: Exception) -> str:
@@ -98,16 +161,30 @@ class SwServer(LanguageServer):
         self.checked: dict = {}  # uri -> (version, its IR if it checked clean) of the last check
 
     def text_of(self, uri: str) -> str | None:
-        """The open document's text, or the file's on disk, or None."""
-        doc = self.workspace.text_documents.get(uri)
+        """The open document's text, or the file's on disk, or None (also for what `sw check`
+        would not read: a FIFO, a device, a file over 1 MiB)."""
+        from pathlib import Path
+
+        from stackwise_dsl.elaborate.load import read_text
+
+        doc = self.workspace.text_documents.get(_unquoted(uri))
         if doc is not None:
             return doc.source
-        path = convert.path_of(uri)
         try:
-            with open(path, encoding="utf-8") as f:
-                return f.read()
+            return read_text(Path(convert.path_of(uri)))
         except (OSError, UnicodeDecodeError, ValueError):
             return None
+
+    def report_server_error(self, error: Exception, source) -> None:
+        """An error outside any request: a body that is not JSON is answered with JSON-RPC's
+        parse error (-32700, id null); anything else is one line on stderr, not a pop-up."""
+        import json
+
+        if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
+            said = f"parse error: the message is not JSON ({error})"
+            self.protocol._send_response(None, error=lsp.ResponseError(code=-32700, message=said))
+            return
+        log.warning("sw lsp: %s: %s", type(error).__name__, error)
 
     def encoding(self) -> str:
         """The position encoding agreed with the client (UTF-16 unless it chose another)."""
@@ -318,15 +395,29 @@ def code_actions(ls: SwServer, params: lsp.CodeActionParams) -> list[lsp.CodeAct
         if not isinstance(word, str):
             continue
         where = d.range
-        if isinstance(d.data.get("range"), dict):  # the misspelt word alone
-            r = d.data["range"]
-            where = lsp.Range(start=lsp.Position(**r["start"]), end=lsp.Position(**r["end"]))
+        if "range" in d.data:  # the misspelt word alone, as the server sent it
+            where = _range_in(d.data["range"])
+            if where is None:  # not a range the server sent: no fix
+                continue
         edit = lsp.WorkspaceEdit(changes={params.text_document.uri: [
             lsp.TextEdit(range=where, new_text=word)]})  # fmt: skip
         out.append(lsp.CodeAction(title=f"Replace with `{word}`",
                                   kind=lsp.CodeActionKind.QuickFix, diagnostics=[d], edit=edit,
                                   is_preferred=True))  # fmt: skip
     return out
+
+
+def _range_in(data) -> lsp.Range | None:
+    """A range as the server wrote it into a diagnostic's `data`, or None if it is not one."""
+    try:
+        ends = [data["start"], data["end"]]
+        points = [(e["line"], e["character"]) for e in ends]
+    except (TypeError, KeyError):
+        return None
+    if not all(type(x) is int and 0 <= x < 2**31 for point in points for x in point):
+        return None
+    (a, b), (c, e) = points
+    return lsp.Range(start=lsp.Position(line=a, character=b), end=lsp.Position(line=c, character=e))
 
 
 @server.feature(lsp.TEXT_DOCUMENT_HOVER)
@@ -342,7 +433,7 @@ def hover(ls: SwServer, params: lsp.HoverParams) -> lsp.Hover | None:
     version, spec = ls.checked.get(uri, (None, None))
     if version != ls.latest.get(uri):  # sizes of another version would mislead
         spec = None
-    said = hover_text(doc, text, at, spec)
+    said = hover_text(doc, text, at, spec, convert.path_of(uri))
     if said is None:
         return None
     return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=said))
@@ -385,6 +476,13 @@ def completion(ls: SwServer, params: lsp.CompletionParams) -> lsp.CompletionList
 def serve() -> None:
     """Serve over stdin and stdout until the client says exit. A check still running then
     (a huge spec) is abandoned: the process ends at once."""
+    handler = logging.StreamHandler()
+    if not os.environ.get("SW_LSP_DEBUG"):
+        handler.setFormatter(_OneLine("%(message)s"))
+    for name in ("pygls", "sw.lsp"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.propagate = False
     with contextlib.suppress(SystemExit):
         server.start_io()
     # the protocol's rule: 0 after a shutdown request, 1 without one

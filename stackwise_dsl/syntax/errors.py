@@ -81,6 +81,12 @@ def _unexpected_character(e: UnexpectedCharacters, source: Source, text: str) ->
 
 def _unexpected_token(e: UnexpectedToken, source: Source, text: str) -> diag.Diagnostic:
     tok = e.token
+    misspelt = _misspelt_every(tok, text)
+    if misspelt is not None:
+        start, word = misspelt
+        message = f"`{word}` is not a keyword; a cadence is written `NAME every N steps`"
+        return diag.error("SW001", message, source.span(start, start + len(word)),
+                          hint="did you mean `every`?", replacement="every")  # fmt: skip
     span = source.span(tok.start_pos, tok.end_pos)
     expected = expected_words(e.expected)
     message = f"unexpected {_token_words(tok)}"
@@ -98,6 +104,20 @@ def _unexpected_token(e: UnexpectedToken, source: Source, text: str) -> diag.Dia
                 ),
             )
     return diag.error("SW001", message, span, hint=_token_hint(e), notes=notes)
+
+
+def _misspelt_every(tok, text: str) -> tuple[int, str] | None:
+    """`log evry 5 steps`: the word between a name and the number that should be `every`."""
+    import re
+
+    from stackwise_dsl.elaborate.suggest import closest
+
+    if tok.type != "NUMBER":
+        return None
+    before = re.search(r"[A-Za-z_]\w*[ \t]+([A-Za-z_]\w*)[ \t]+$", text[: tok.start_pos])
+    if before is None or before.group(1) == "every" or closest(before.group(1), ["every"]) is None:
+        return None
+    return before.start(1), before.group(1)
 
 
 def _unexpected_end(e: UnexpectedInput, source: Source, text: str) -> diag.Diagnostic:

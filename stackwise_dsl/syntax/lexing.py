@@ -215,6 +215,12 @@ def _depth(line: str) -> int:
 
 def unclosed_bracket(text: str) -> int | None:
     """Offset of the innermost bracket still open at the end of `text`, if any."""
+    stack = unclosed_brackets(text)
+    return stack[-1] if stack else None
+
+
+def unclosed_brackets(text: str) -> list[int]:
+    """Offsets of the brackets still open at the end of `text`, outermost first."""
     stack: list[int] = []
     in_string = in_comment = escaped = False
     pairs = {"}": "{", ")": "(", "]": "["}
@@ -232,7 +238,7 @@ def unclosed_bracket(text: str) -> int | None:
             stack.append(i)
         elif ch in pairs and stack and text[stack[-1]] == pairs[ch]:
             stack.pop()
-    return stack[-1] if stack else None
+    return stack
 
 
 def deepest_nesting(text: str, limit: int) -> int | None:

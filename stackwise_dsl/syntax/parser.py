@@ -25,6 +25,7 @@ from stackwise_dsl.syntax.lexing import (
     deepest_nesting,
     number_value,
     scan_comments,
+    unclosed_brackets,
     without_bom,
 )
 
@@ -56,7 +57,9 @@ def parse(text: str, name: str) -> ParseResult:
         try:
             items = parser.parse(work, start="start")
         except lark.exceptions.UnexpectedInput as e:
-            found.append(describe_syntax_error(e, source, work))
+            said = describe_syntax_error(e, source, work)
+            if not _made_by_recovery(said, found, text):
+                found.append(said)
             blanked = blank_item(work, e)
             if blanked == work:
                 break
@@ -68,6 +71,31 @@ def parse(text: str, name: str) -> ParseResult:
         document = t.Document(items=tuple(items), comments=scan_comments(source), source=source)
         return ParseResult(document, ())
     return ParseResult(None, tuple(found))
+
+
+def _other_notation(written: str) -> tuple[str, str] | None:
+    """(a hint, the number as a spec writes it) for `2_000`, `0x10`, `0b101` or `0o17`."""
+    if re.fullmatch(r"\d+(_\d+)+", written):
+        fixed = written.replace("_", "")
+        n = int(fixed)
+        short = next((f"{n // k}{s}" for k, s in ((10**9, "B"), (10**6, "M"), (10**3, "k"))
+                      if n >= k and n % k == 0), None)  # fmt: skip
+        return f"write numbers without `_`: `{fixed}`" + (f" or `{short}`" if short else ""), fixed
+    if re.fullmatch(r"0([xX][0-9a-fA-F]+|[bB][01]+|[oO][0-7]+)", written):
+        fixed = str(int(written, 0))
+        return f"numbers are decimal: `{fixed}`", fixed
+    return None
+
+
+def _made_by_recovery(said: diag.Diagnostic, found: list[diag.Diagnostic], text: str) -> bool:
+    """An end of file met only because an earlier error's item was blanked out (with the
+    bracket that closed it), or a second end of file after one already reported."""
+    if not found or not said.message.startswith("unexpected end of file"):
+        return False
+    if any(d.message.startswith("unexpected end of file") for d in found):
+        return True
+    opener = said.notes[0].span.start if said.notes and said.notes[0].span else None
+    return opener is None or opener not in unclosed_brackets(text)
 
 
 def _nesting_problem(source: Source) -> diag.Diagnostic | None:
@@ -298,7 +326,12 @@ class _ToTree(Transformer):
         span = self.source.span(tok.start_pos, end + word.end())
         suffix = {"K": "k", "m": "M", "b": "B"}.get(word.group())
         message = f"`{written}` is not a number: its suffix can be `k`, `M` or `B`"
-        if suffix is not None and not re.search(r"[kMB]$", str(tok)):
+        other = _other_notation(written)
+        if other is not None:
+            said, fixed = other
+            self.problems.append(diag.error("SW001", f"`{written}` is not a number here",
+                                            span, hint=said, replacement=fixed))  # fmt: skip
+        elif suffix is not None and not re.search(r"[kMB]$", str(tok)):
             fixed = f"{tok}{suffix}"
             self.problems.append(diag.error("SW001", message, span, hint=f"did you mean "
                                             f"`{fixed}`?", replacement=fixed))  # fmt: skip

@@ -46,7 +46,7 @@ TEXTMATE = {
     "entity.name.function.sw": "constructor", "variable.other.property.sw": "field",
     "entity.name.section.sw": "section", "entity.name.type.sw": "defined",
     "support.constant.direction.sw": "direction", "variable.other.sw": "name",
-    "invalid.illegal.number.sw": "error",
+    "invalid.illegal.number.sw": "error", "invalid.illegal.name.sw": "error",
 }  # fmt: skip
 
 
@@ -168,6 +168,10 @@ def test_the_classes_are_the_right_ones():
         ("let n = 2K\n", ["keyword", "defined", "error"]),  # sw check: SW001
         ("let n = 1.5e3Q\n", ["keyword", "defined", "error"]),
         ("let n = 2 x b\n", ["keyword", "defined", "number", "repeat", "name"]),
+        ("stack s = 3x(b)\n", ["keyword", "defined", "number", "repeat", "name"]),
+        ("stack s = 2 x(b)\n", ["keyword", "defined", "number", "repeat", "name"]),
+        ("stack s = 3x\n  b\n", ["keyword", "defined", "number", "repeat", "name"]),
+        ("let x = 3\n", ["keyword", "error", "number"]),  # `x` is a keyword (SW001)
     ],
 )
 def test_numbers_against_names(text, expected):

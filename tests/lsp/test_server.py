@@ -369,3 +369,116 @@ def test_second_tester_findings(server):
         "options": {"tabSize": 2, "insertSpaces": True}})["result"]  # fmt: skip
     assert edit["newText"] == TINY.replace("\n", "\r\n")
     assert server.process.poll() is None  # still serving
+
+
+def _raw(server, body: bytes) -> None:
+    server.process.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    server.process.stdin.flush()
+
+
+def test_messages_that_are_not_requests_are_answered_or_dropped_quietly(tmp_path):
+    """Not JSON: -32700; JSON that is not a JSON-RPC request: -32600 where it has an id,
+    else dropped with one line; a request after `shutdown`: -32600; a FIFO or a device named
+    by a request is not read; no traceback on stderr, no pop-up."""
+    import os
+
+    client = Client(tmp_path)
+    client.initialize(tmp_path)
+    try:
+        fifo = tmp_path / "fifo.sw"
+        os.mkfifo(fifo)
+        assert client.at("textDocument/hover", fifo, 0, 0)["result"] is None  # not read
+        zero = client.request(
+            "textDocument/hover",
+            {"textDocument": {"uri": "file:///dev/zero"}, "position": {"line": 0, "character": 0}},
+        )
+        assert zero["result"] is None
+        _raw(client, b"notjs")
+        assert client._wait(lambda m: "error" in m, 10)["error"]["code"] == -32700
+        for body in (b"[]", b"{}", b'{"jsonrpc":1}'):
+            _raw(client, body)
+        _raw(client, b'{"jsonrpc":"2.0","id":78,"method":5,"params":{}}')
+        _raw(client, b'{"jsonrpc":"2.0","id":79,"method":"$/cancelRequest","params":{"id":9}}')
+        for ident in (78, 79):
+            answer = client._wait(lambda m, i=ident: m.get("id") == i, 10)
+            assert answer["error"]["code"] == -32600
+        never = (tmp_path / "never.sw").as_uri()
+        client.notify("textDocument/didChange", {"textDocument": {"uri": never, "version": 2},
+                                                 "contentChanges": [{"text": "x"}]})  # fmt: skip
+        bad = client.request(
+            "textDocument/codeAction",
+            {
+                "textDocument": {"uri": never},
+                "range": _range(0, 0, 0),
+                "context": {
+                    "diagnostics": [
+                        {
+                            "range": _range(0, 0, 0),
+                            "message": "m",
+                            "data": {"replace": "a", "range": {"start": 1}},
+                        }
+                    ]
+                },
+            },
+        )
+        assert bad["result"] == []  # data the server did not write: no fix, no error
+        assert client.request("shutdown")["result"] is None
+        late = client.at("textDocument/hover", fifo, 0, 0)
+        assert late["error"]["code"] == -32600
+        popups = [m for m in client.pending if m.get("method") == "window/showMessage"]
+        assert popups == []
+    finally:
+        client.notify("exit", {})
+        assert client.process.wait(timeout=10) == 0
+    said = b"".join(client.stderr).decode()
+    assert "Traceback" not in said
+    assert f"dropped textDocument/didChange for {never}, which is not open" in said
+
+
+def test_names_from_included_files_long_lets_and_what_completion_leaves_out(server):
+    """Hover shows a let's value and a block's size where they are defined in an included
+    file; a let of 1,000 terms neither breaks hover nor definition; completion leaves out
+    the let being defined and the fields already given, and offers cadences as written."""
+    base = server.root / "base3.sw"
+    base.write_text("let d = 32\nlet e = d * 2\n"
+                    "block b { attention = mha(heads = 2, mode = causal), ffn = swiglu(hidden = 64) }\n")  # fmt: skip
+    path = server.root / "uses3.sw"
+    text = ('include "base3.sw"\nmodel { d_model = d, context = 32 }\nstack s = 1 x b\n'
+            "objective = clm\ngrow append 2 x s { steps = 10 }\n"
+            "data { source = synthetic(task = copy), batch = 4 }\n"
+            "optimizer = adamw(lr = 3e-3)\nrun { log every e steps }\n")  # fmt: skip
+    server.open(path, text)
+    assert server.diagnostics(path, 1) == []
+    assert "let e = d * 2  (= 64)" in _hover(server, path, 7, 16)
+    assert _hover(server, path, 2, 14).startswith("**block b**: ")  # the included block
+    assert "parameters" in _hover(server, path, 2, 14)
+    assert _hover(server, path, 7, 7).startswith("**log_every** (`run`): how often")
+    assert _hover(server, path, 7, 20).startswith("**steps**: the unit of a cadence")
+    long = server.root / "long3.sw"
+    terms = " + ".join(["1"] * 1000)
+    server.open(long, f"let big = {terms}\n" + TINY.replace("steps = 150", "steps = big"))
+    assert server.diagnostics(long, 1) == []
+    assert "**model**" in _hover(server, long, 4, 2)
+    assert server.at("textDocument/definition", long, 12, 28)["result"]["range"] == _range(0, 4, 7)
+    typing = server.root / "typing3.sw"
+    server.open(typing, "let q = \nmodel { d_model = 3, \nrun { log every 5 \n")
+
+    def labels(line: int, character: int) -> list[str]:
+        items = server.at("textDocument/completion", typing, line, character)["result"]["items"]
+        return [i["label"] for i in items]
+
+    assert "q" not in labels(0, 8)
+    assert "d_model" not in labels(1, 21) and "context" in labels(1, 21)
+    assert labels(2, 18) == ["steps"]
+    assert {"log every", "eval every", "checkpoint every"} <= set(labels(2, 6))
+    assert "log_every" not in labels(2, 6)
+
+
+def test_a_buffer_that_includes_its_own_file_is_a_cycle(server):
+    """The unsaved text stands for its file: including that file is SW005, as it is once
+    saved, and the cycle is named from the document's side."""
+    own = server.root / "self3.sw"
+    own.write_text("let a = 1\n")
+    server.open(own, 'include "self3.sw"\n\n\nlet a = 1\n')
+    codes = [(d["code"], d["range"]) for d in server.diagnostics(own, 1)]
+    assert codes == [("SW005", _range(0, 8, 18))]

@@ -176,3 +176,60 @@ def test_every_keyword_is_reserved_as_a_name():
         assert [d.message for d in diags] == [f"`{word}` is a keyword and cannot be a name"], word
     # `stage` starts an item wherever a field may, so it is never a name to begin with
     assert [d.code for d in parse("model { a = 1, stage }", "x.sw").diagnostics] == ["SW001"]
+
+
+def _errors(text: str) -> list[tuple[str, int, int, str, str | None, str | None]]:
+    result = parse(text, "x.sw")
+    assert result.document is None
+    return [(d.code, d.span.line, d.span.column, d.message, d.hint, d.replacement)
+            for d in result.diagnostics]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("written", "hint", "fixed"),
+    [
+        ("2K", "did you mean `2k`?", "2k"),
+        ("1.5m", "did you mean `1.5M`?", "1.5M"),
+        ("3b", "did you mean `3B`?", "3B"),
+        ("2kb", "put a space between a number and a name", None),
+        ("2_000", "write numbers without `_`: `2000` or `2k`", "2000"),
+        ("2_000_000", "write numbers without `_`: `2000000` or `2M`", "2000000"),
+        ("1_234", "write numbers without `_`: `1234`", "1234"),
+        ("0x10", "numbers are decimal: `16`", "16"),
+        ("0b101", "numbers are decimal: `5`", "5"),
+    ],
+)
+def test_a_number_run_into_a_name_is_refused_with_its_fix(written, hint, fixed):
+    """`2K` would read as the number 2 and then an item `K`."""
+    ((code, line, column, message, said, replacement),) = _errors(f"let a = {written}\n")
+    assert (code, line, column, said, replacement) == ("SW001", 1, 9, hint, fixed)
+    assert message.startswith(f"`{written}` is not a number")
+
+
+def test_a_count_written_against_x_repeats():
+    (stack,) = _items("stack s = 3x b\n")
+    assert isinstance(stack.value, t.Binary) and stack.value.op == "x"
+    (grow,) = _items("grow append 2x(s) { steps = 1 }\n")
+    assert grow.stacks.op == "x"
+
+
+def test_a_misspelt_every_is_named_with_its_fix():
+    ((code, line, column, message, hint, fixed),) = _errors("run { log evry 5 steps }\n")
+    assert (code, line, column, hint, fixed) == ("SW001", 1, 11, "did you mean `every`?", "every")
+    assert message == "`evry` is not a keyword; a cadence is written `NAME every N steps`"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # the end of the file inside a call inside a block: one error, not a second one for
+        # the block's `{` at the end of line 1 (the recovery blanked line 2)
+        ("block c {\n  attention = mha(heads = 2,\n", [(2, 29)]),
+        # the `{` is closed on line 2: blanking that line must not make it unclosed
+        ("model { d_model = 32,\n  context = 3x }\n", [(2, 16)]),
+        # a real error, then a block that is really never closed: both
+        ("model { d_model = = 3 }\nblock b {\n", [(1, 19), (2, 10)]),
+    ],
+)
+def test_recovery_reports_no_end_of_file_it_made(text, expected):
+    assert [(line, column) for _, line, column, *_ in _errors(text)] == expected
