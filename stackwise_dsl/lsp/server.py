@@ -81,13 +81,18 @@ class _Protocol(LanguageServerProtocol):
             return _UNFIT
 
     def _refuse(self, data: dict, said: str):
+        """JSON-RPC's invalid-request error, to the message's id (null where it has no usable
+        one, as JSON-RPC 2.0 asks), and a line on stderr."""
         ident = data.get("id")
-        if isinstance(ident, int | str) and not isinstance(ident, bool):
-            error = lsp.ResponseError(code=-32600, message=f"invalid request: {said}")
-            self._send_response(ident, error=error)
-        else:
-            log.warning("sw lsp: dropped a message: %s", said)
+        if not isinstance(ident, int | str) or isinstance(ident, bool):
+            ident = None
+        log.warning("sw lsp: refused a message: %s", said)
+        self.answer_error(ident, -32600, f"invalid request: {said}")
         return _UNFIT
+
+    def answer_error(self, ident, code: int, said: str) -> None:
+        """An error response written as JSON-RPC has it, `"id": null` included."""
+        self._send_data({"jsonrpc": "2.0", "id": ident, "error": {"code": code, "message": said}})
 
     def handle_message(self, message):
         if message is _UNFIT:
@@ -95,8 +100,7 @@ class _Protocol(LanguageServerProtocol):
         if not hasattr(message, "jsonrpc"):  # JSON, but not a JSON-RPC message
             if isinstance(message, dict):
                 return self._refuse(message, "a message needs `jsonrpc`, `method` or `result`")
-            log.warning("sw lsp: dropped a message that is not a JSON-RPC object")
-            return None
+            return self._refuse({}, "a message is a JSON object")
         method = getattr(message, "method", None)
         if self._shutdown and method not in (None, lsp.EXIT) and hasattr(message, "id"):
             self._refuse({"id": message.id}, "the server is shutting down")
@@ -182,7 +186,7 @@ class SwServer(LanguageServer):
 
         if isinstance(error, json.JSONDecodeError | UnicodeDecodeError):
             said = f"parse error: the message is not JSON ({error})"
-            self.protocol._send_response(None, error=lsp.ResponseError(code=-32700, message=said))
+            self.protocol.answer_error(None, -32700, said)
             return
         log.warning("sw lsp: %s: %s", type(error).__name__, error)
 

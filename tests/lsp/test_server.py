@@ -394,9 +394,12 @@ def test_messages_that_are_not_requests_are_answered_or_dropped_quietly(tmp_path
         )
         assert zero["result"] is None
         _raw(client, b"notjs")
-        assert client._wait(lambda m: "error" in m, 10)["error"]["code"] == -32700
-        for body in (b"[]", b"{}", b'{"jsonrpc":1}'):
+        parse = client._wait(lambda m: "error" in m, 10)
+        assert parse["error"]["code"] == -32700 and parse["id"] is None
+        for body in (b"[]", b"{}", b'{"jsonrpc":1}'):  # invalid requests, answered to id null
             _raw(client, body)
+            invalid = client._wait(lambda m: "error" in m, 10)
+            assert invalid["error"]["code"] == -32600 and invalid["id"] is None
         _raw(client, b'{"jsonrpc":"2.0","id":78,"method":5,"params":{}}')
         _raw(client, b'{"jsonrpc":"2.0","id":79,"method":"$/cancelRequest","params":{"id":9}}')
         for ident in (78, 79):
@@ -433,6 +436,7 @@ def test_messages_that_are_not_requests_are_answered_or_dropped_quietly(tmp_path
     said = b"".join(client.stderr).decode()
     assert "Traceback" not in said
     assert f"dropped textDocument/didChange for {never}, which is not open" in said
+    assert "refused a message: `method` must be a string" in said
 
 
 def test_names_from_included_files_long_lets_and_what_completion_leaves_out(server):
