@@ -89,8 +89,9 @@ CODES: dict[str, Code] = {
         ),
         Code(
             code="SW002", severity=E, title="unexpected character",
-            explanation="A character that cannot start any token, such as `:` or `;`, or an "
-            "unterminated string.",
+            explanation="A character that cannot start any token, such as `:` or `;`, an "
+            "unterminated string, or a carriage return that ends a line alone (classic Mac "
+            "line ends: save the file with LF or CRLF).",
             example=_with("d_model = 64", "d_model: 64"),
             fix="Set fields with `=`; separate items with newlines or commas.",
         ),

@@ -116,6 +116,8 @@ def build_attention(v: Value, conv, where: str) -> Any:
         converted = conv.value(e.value, _TYPES[e.key], f"{v.name}.{e.key}")
         if converted is not INVALID:
             values[e.key], spans[e.key] = converted, e.value.span
+        else:  # reported; no default may stand in for it in the semantic checks
+            conv.complete = False
     missing = [p for p in ctor.required if p not in values]
     if missing:
         given = {e.key for e in entries} | {closest(e.key, ctor.params) for e in entries}

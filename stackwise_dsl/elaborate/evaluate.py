@@ -146,6 +146,11 @@ class Evaluator:
         return self._arithmetic(op, left, right, span)
 
     def _repeat(self, count: Value, item: Value, span) -> Value:
+        if isinstance(count, Num) and isinstance(count.value, float) and count.value.is_integer():
+            whole = int(count.value)  # `1e3 x b`, `2.0 x b`: a whole number, not written as one
+            said = f"`n x name` repeats a name a whole number of times, written as one: `{whole}`"
+            self.report(diag.error("SW109", said, count.span, hint=f"write `{whole} x ...`"))
+            return Invalid(span=span)
         if not (isinstance(count, Num) and isinstance(count.value, int) and count.value >= 0):
             self.report(
                 diag.error(

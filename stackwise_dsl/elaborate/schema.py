@@ -193,6 +193,8 @@ class Converter:
             if value is not INVALID:
                 kwargs[e.key] = value
                 spans[e.key] = e.value.span or e.key_span
+            else:  # reported; no default may stand in for it in the semantic checks
+                self.complete = False
         required = [f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING]
         missing = [m for m in required if m not in kwargs]
         if missing:

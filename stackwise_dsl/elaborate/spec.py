@@ -94,8 +94,14 @@ def _block(e: Entry, conv: Converter) -> Any:
 
 def _stack(e: Entry, conv: Converter) -> Any:
     refs = conv.value(e.value, tuple[n.Ref, ...], f"stack {e.label}")
-    if refs is INVALID:
+    if refs is INVALID:  # reported; its name is no "undefined stack" and its blocks no "unused"
+        conv.complete = False
         return INVALID
+    if not refs:  # `0 x b`: a stack of nothing
+        said = f"stack `{e.label}` holds no block; a stack is one or more blocks"
+        conv.report(diag.error("SW109", said, e.value.span, hint=f"write `1 x ...` (or drop "
+                               f"stack `{e.label}`)"))  # fmt: skip
+        conv.complete = False  # defined, so not "undefined" where it is grown; never built
     return n.Stack(name=e.label, blocks=refs, span=e.key_span, spans={"blocks": e.value.span})
 
 

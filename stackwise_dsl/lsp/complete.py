@@ -91,8 +91,13 @@ def complete(before: str, names: dict[str, str]) -> list[Item]:
         return [Item(x, "name", "let") for x, what in sorted(names.items()) if what == "let"]
     if field is not None:
         return _values(where, field, names)
-    if re.search(r"\b[A-Za-z_]\w*\s+every\s+[\w.]+\s+$", line):  # `log every 5 `
+    if re.search(r"\b[A-Za-z_]\w*\s+every\s+[\w.]+\s+\w*$", line):  # `log every 5 s`
         return [Item("steps", "keyword", "the cadence's unit: optimizer steps")]
+    if re.search(r"\b[A-Za-z_]\w*\s+every\s+$", line):  # `log every `: how many steps
+        return [Item(x, "name", "let") for x, what in sorted(names.items()) if what == "let"]
+    cadence = re.search(r"(?:^|[{,\s])(log|eval|checkpoint)\s+\w*$", line)
+    if cadence is not None and where is not None:  # `log `: what follows a cadence's word
+        return [Item("every", "keyword", f"`{cadence.group(1)} every N steps`", "every ")]
     if where is None:
         return [Item(w, "keyword", "top-level item") for w in TOP]
     if where.endswith("(") and where[:-1] in CONSTRUCTORS:
@@ -102,17 +107,20 @@ def complete(before: str, names: dict[str, str]) -> list[Item]:
     cls = _class_of(where)
     if cls is None:
         return []
-    given = _given(before)  # a field given twice is SW102: offer the others
+    flags = registry.flag_words(cls.sw_name if hasattr(cls, "sw_name") else "")
+    given = _given(before, flags)  # a field given twice is SW102: offer the others
     out = []
-    for f in registry.hints(cls):
+    for f, hint in registry.hints(cls).items():
         if f == "name" or f in given:
             continue
         if f.endswith("_every"):  # written as a cadence: `log every 25 steps`
             word = f.removesuffix("_every")
             out.append(Item(f"{word} every", "field", _knob(f), f"{word} every "))
+        elif hint in SECTIONS.values():  # a section: `trunk { ... }`, not `trunk = `
+            out.append(Item(f, "field", _knob(f), f"{f} {{ "))
         else:
             out.append(Item(f, "field", _knob(f), f"{f} = "))
-    for word, flag in registry.flag_words(cls.sw_name if hasattr(cls, "sw_name") else "").items():
+    for word, flag in flags.items():
         if flag not in given:
             out.append(Item(word, "value", f"sets `{flag}`"))
     if cls is n.StageSettings and where == "grow":
@@ -121,9 +129,10 @@ def complete(before: str, names: dict[str, str]) -> list[Item]:
     return out
 
 
-def _given(before: str) -> set[str]:
+def _given(before: str, flags: dict[str, str] | None = None) -> set[str]:
     """The fields already written in the innermost unclosed `{` or `(` before the cursor
-    (`name = ...` and `name every ...` at its own depth; a stage's settings are its own)."""
+    (`name = ...`, `name every ...`, `name { ... }` and, through `flags` (word -> field), bare
+    flag words such as `frozen`, at its own depth; a stage's settings are its own)."""
     text = _without_strings_and_comments(before)
     depth, start = 0, 0
     for i in range(len(text) - 1, -1, -1):  # the innermost unclosed opener
@@ -145,6 +154,9 @@ def _given(before: str) -> set[str]:
     own = "".join(inner)
     given = set(re.findall(r"([A-Za-z_]\w*)\s*=(?!=)", own))
     given |= {f"{w}_every" for w in re.findall(r"([A-Za-z_]\w*)\s+every\b", own)}
+    given |= set(re.findall(r"([A-Za-z_]\w*)\s*\{", text[start:]))  # sections in it
+    words = re.findall(r"(?:^|[,\s])([A-Za-z_]\w*)\s*(?=,|$)", own)
+    given |= {(flags or {})[w] for w in words if w in (flags or {})}
     return given
 
 

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from lsprotocol import types as lsp
@@ -102,7 +103,11 @@ class _Protocol(LanguageServerProtocol):
                 return self._refuse(message, "a message needs `jsonrpc`, `method` or `result`")
             return self._refuse({}, "a message is a JSON object")
         method = getattr(message, "method", None)
-        if self._shutdown and method not in (None, lsp.EXIT) and hasattr(message, "id"):
+        if method == lsp.EXIT and not hasattr(message, "id"):
+            # at once, whatever runs (a check of a huge spec): the protocol's exit code, 0
+            # after a shutdown request, 1 without one; nothing is left to write
+            os._exit(0 if self._shutdown else 1)
+        if self._shutdown and method is not None and hasattr(message, "id"):
             self._refuse({"id": message.id}, "the server is shutting down")
             return None
         if method in _DOCUMENT_NOTIFICATIONS and not hasattr(message, "id"):
@@ -222,10 +227,12 @@ def _check(ls: SwServer, uri: str, version: int, text: str) -> list[lsp.Diagnost
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > MAX_FILE_BYTES:  # as `sw check` refuses the file
         top = lsp.Position(line=0, character=0)
+        first = text[: text.find("\n")] if "\n" in text else text[:1000]
+        end = lsp.Position(line=0, character=convert.units(first.rstrip("\r"), ls.encoding()))
         said = (f"{path} is {size:,} bytes; spec files are read up to {MAX_FILE_BYTES:,} bytes "
                 "(1 MiB)")  # fmt: skip
         error = lsp.DiagnosticSeverity.Error
-        return [lsp.Diagnostic(range=lsp.Range(start=top, end=top), message=said, code="SW004",
+        return [lsp.Diagnostic(range=lsp.Range(start=top, end=end), message=said, code="SW004",
                                severity=error, source=convert.SOURCE)]  # fmt: skip
     elaborated = elaborate_text(text, path, incremental=True)
     if ls.stale(uri, version):
@@ -477,18 +484,50 @@ def completion(ls: SwServer, params: lsp.CompletionParams) -> lsp.CompletionList
     return lsp.CompletionList(is_incomplete=False, items=items)
 
 
+class _Framing:
+    """Standard input as pygls reads it, with the framing checked first. A `Content-Length`
+    that is not a number of at most MAX_MESSAGE bytes becomes a line pygls ignores (the
+    message is dropped, said on stderr; pygls alone would try to read a terabyte), and a
+    header glued to the end of an unframed body is split off, so the messages after a bad
+    one are read again (pygls alone would stay deaf)."""
+
+    MAX_MESSAGE = 64 << 20  # documents are checked up to 1 MiB; far more is not a message
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.pending = b""
+
+    def readline(self) -> bytes:
+        line, self.pending = (self.pending, b"") if self.pending else (self.raw.readline(), b"")
+        glued = line.find(b"Content-Length:")
+        if glued > 0:  # a body without a header of its own ran into the next header
+            log.warning("sw lsp: dropped %d bytes outside any message", glued)
+            self.pending = line[glued:]
+            return b"X-Sw-Dropped: unframed\r\n"
+        if line[:15].lower() == b"content-length:":
+            value = line[15:].strip()
+            if not value.isdigit() or int(value) > self.MAX_MESSAGE:
+                log.warning("sw lsp: dropped a message whose Content-Length is %r",
+                            value[:40].decode("ascii", "replace"))  # fmt: skip
+                return b"X-Sw-Dropped: content length\r\n"
+        return line
+
+    def read(self, n: int) -> bytes:
+        return self.raw.read(n)
+
+
 def serve() -> None:
     """Serve over stdin and stdout until the client says exit. A check still running then
     (a huge spec) is abandoned: the process ends at once."""
     handler = logging.StreamHandler()
     if not os.environ.get("SW_LSP_DEBUG"):
         handler.setFormatter(_OneLine("%(message)s"))
-    for name in ("pygls", "sw.lsp"):
+    for name in ("pygls", "sw.lsp", "asyncio"):
         logger = logging.getLogger(name)
         logger.addHandler(handler)
         logger.propagate = False
     with contextlib.suppress(SystemExit):
-        server.start_io()
+        server.start_io(_Framing(sys.stdin.buffer))
     # the protocol's rule: 0 after a shutdown request, 1 without one
     os._exit(0 if getattr(server.protocol, "_shutdown", False) else 1)
 

@@ -81,6 +81,9 @@ def _unexpected_character(e: UnexpectedCharacters, source: Source, text: str) ->
 
 def _unexpected_token(e: UnexpectedToken, source: Source, text: str) -> diag.Diagnostic:
     tok = e.token
+    number = _number_before(tok, source, text)
+    if number is not None:
+        return number
     misspelt = _misspelt_every(tok, text)
     if misspelt is not None:
         start, word = misspelt
@@ -104,6 +107,66 @@ def _unexpected_token(e: UnexpectedToken, source: Source, text: str) -> diag.Dia
                 ),
             )
     return diag.error("SW001", message, span, hint=_token_hint(e), notes=notes)
+
+
+NOT_A_NUMBER = "is not a number"  # in every message of number_run
+
+
+def number_run(source: Source, start: int, end: int) -> diag.Diagnostic | None:
+    """The problem of a number (at start..end of `source`) written against a name: `2K` reads
+    as the number 2 and then an item `K`, almost always a suffix in the wrong case; `2_000`
+    and `0x10` are other languages' numbers. None where no name follows, or for `3x b` and
+    `3x(b)` (repetition)."""
+    import re
+
+    text = source.text
+    word = re.match(r"[A-Za-z_]\w*", text[end : end + 64])
+    if word is None or (word.group() == "x" and not re.match(r"\w", text[end + 1 : end + 2])):
+        return None
+    number = text[start:end]
+    written = number + word.group()
+    span = source.span(start, end + word.end())
+    other = _other_notation(written)
+    if other is not None:
+        said, fixed = other
+        return diag.error("SW001", f"`{written}` {NOT_A_NUMBER} here", span, hint=said,
+                          replacement=fixed)  # fmt: skip
+    message = f"`{written}` {NOT_A_NUMBER}: its suffix can be `k`, `M` or `B`"
+    suffix = {"K": "k", "m": "M", "b": "B"}.get(word.group())
+    if suffix is not None and not re.search(r"[kMB]$", number):
+        fixed = number + suffix
+        return diag.error("SW001", message, span, hint=f"did you mean `{fixed}`?",
+                          replacement=fixed)  # fmt: skip
+    return diag.error("SW001", message, span, hint="put a space between a number and a name")
+
+
+def _other_notation(written: str) -> tuple[str, str] | None:
+    """(a hint, the number as a spec writes it) for `2_000`, `0x10`, `0b101` or `0o17`."""
+    import re
+
+    if re.fullmatch(r"\d+(_\d+)+", written):
+        fixed = written.replace("_", "")
+        n = int(fixed)
+        short = next((f"{n // k}{s}" for k, s in ((10**9, "B"), (10**6, "M"), (10**3, "k"))
+                      if n >= k and n % k == 0), None)  # fmt: skip
+        return f"write numbers without `_`: `{fixed}`" + (f" or `{short}`" if short else ""), fixed
+    if re.fullmatch(r"0([xX][0-9a-fA-F]+|[bB][01]+|[oO][0-7]+)", written):
+        fixed = str(int(written, 0))
+        return f"numbers are decimal: `{fixed}`", fixed
+    return None
+
+
+def _number_before(tok, source: Source, text: str) -> diag.Diagnostic | None:
+    """A name token that a number runs into (`warmup = 2_000` in a call, where the grammar
+    wants `)` after the 2): the number's problem."""
+    import re
+
+    if tok.type != "NAME":
+        return None
+    found = re.search(r"(?<![\w.])\d+(\.\d+)?([eE][-+]?\d+)?[kMB]?$", text[: tok.start_pos])
+    if found is None:
+        return None
+    return number_run(Source(source.name, text), found.start(), tok.start_pos)
 
 
 def _misspelt_every(tok, text: str) -> tuple[int, str] | None:

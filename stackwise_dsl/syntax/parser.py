@@ -18,7 +18,7 @@ from lark import Token, Transformer
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.source import Source, Span
 from stackwise_dsl.syntax import tree as t
-from stackwise_dsl.syntax.errors import describe_syntax_error
+from stackwise_dsl.syntax.errors import NOT_A_NUMBER, describe_syntax_error, number_run
 from stackwise_dsl.syntax.lexing import (
     blank_item,
     decode_string,
@@ -50,6 +50,12 @@ def parse(text: str, name: str) -> ParseResult:
     too_deep = _nesting_problem(source)
     if too_deep is not None:
         return ParseResult(None, (too_deep,))
+    lone = re.search(r"\r(?!\n)", text)
+    if lone is not None:  # classic Mac line ends: lines and columns would be wrong everywhere
+        span = source.span(lone.start(), lone.start() + 1)
+        said = "a line ends with a carriage return alone (U+000D without a line feed)"
+        hint = "save the file with LF or CRLF line endings"
+        return ParseResult(None, (diag.error("SW002", said, span, hint=hint),))
     found: list[diag.Diagnostic] = []
     work = text
     for _ in range(MAX_SYNTAX_ERRORS):
@@ -65,7 +71,7 @@ def parse(text: str, name: str) -> ParseResult:
                 break
             work = blanked
             continue
-        found.extend(builder.problems)
+        found.extend(_without_echoes(builder.problems))
         if found:
             break
         document = t.Document(items=tuple(items), comments=scan_comments(source), source=source)
@@ -73,18 +79,12 @@ def parse(text: str, name: str) -> ParseResult:
     return ParseResult(None, tuple(found))
 
 
-def _other_notation(written: str) -> tuple[str, str] | None:
-    """(a hint, the number as a spec writes it) for `2_000`, `0x10`, `0b101` or `0o17`."""
-    if re.fullmatch(r"\d+(_\d+)+", written):
-        fixed = written.replace("_", "")
-        n = int(fixed)
-        short = next((f"{n // k}{s}" for k, s in ((10**9, "B"), (10**6, "M"), (10**3, "k"))
-                      if n >= k and n % k == 0), None)  # fmt: skip
-        return f"write numbers without `_`: `{fixed}`" + (f" or `{short}`" if short else ""), fixed
-    if re.fullmatch(r"0([xX][0-9a-fA-F]+|[bB][01]+|[oO][0-7]+)", written):
-        fixed = str(int(written, 0))
-        return f"numbers are decimal: `{fixed}`", fixed
-    return None
+def _without_echoes(problems: list[diag.Diagnostic]) -> list[diag.Diagnostic]:
+    """A number run into a name (`2_000 x b`) also makes the words after it odd items (`x`
+    as a name, a cadence counted in `_000`): on its line, the number's problem alone."""
+    lines = {d.span.line for d in problems if d.code == "SW001" and NOT_A_NUMBER in d.message}
+    return [d for d in problems
+            if d.span is None or d.span.line not in lines or NOT_A_NUMBER in d.message]  # fmt: skip
 
 
 def _made_by_recovery(said: diag.Diagnostic, found: list[diag.Diagnostic], text: str) -> bool:
@@ -315,29 +315,10 @@ class _ToTree(Transformer):
         return t.Number(text=str(c[0]), value=value, span=span)
 
     def _runs_into_name(self, tok: Token) -> None:
-        """`2K` reads as the number 2 and then an item `K`: almost always a suffix in the
-        wrong case. A number written against a name is refused, except `3x b` (repetition)."""
-        text = self.source.text
-        end = tok.end_pos
-        word = re.match(r"[A-Za-z_]\w*", text[end : end + 64])
-        if word is None or (word.group() == "x" and not re.match(r"\w", text[end + 1 : end + 2])):
-            return
-        written = f"{tok}{word.group()}"
-        span = self.source.span(tok.start_pos, end + word.end())
-        suffix = {"K": "k", "m": "M", "b": "B"}.get(word.group())
-        message = f"`{written}` is not a number: its suffix can be `k`, `M` or `B`"
-        other = _other_notation(written)
-        if other is not None:
-            said, fixed = other
-            self.problems.append(diag.error("SW001", f"`{written}` is not a number here",
-                                            span, hint=said, replacement=fixed))  # fmt: skip
-        elif suffix is not None and not re.search(r"[kMB]$", str(tok)):
-            fixed = f"{tok}{suffix}"
-            self.problems.append(diag.error("SW001", message, span, hint=f"did you mean "
-                                            f"`{fixed}`?", replacement=fixed))  # fmt: skip
-        else:
-            hint = "put a space between a number and a name"
-            self.problems.append(diag.error("SW001", message, span, hint=hint))
+        """`2K` reads as the number 2 and then an item `K`: refused (errors.number_run)."""
+        problem = number_run(self.source, tok.start_pos, tok.end_pos)
+        if problem is not None:
+            self.problems.append(problem)
 
     def string(self, c):
         span = self._s(c[0])

@@ -7,6 +7,7 @@ import pytest
 from stackwise_dsl.elaborate import elaborate_text
 from stackwise_dsl.ir import nodes as n
 from stackwise_dsl.ir.enums import KernelKind, Mode, Strategy
+from tests.conftest import ROOT
 from tests.elaborate.helpers import BASE, codes
 
 
@@ -101,3 +102,18 @@ def test_fuse_trunk_inherits_precision_and_adapters_but_not_strategy():
     assert (fuse.strategy, fuse.precision.value, fuse.lora.rank) == (Strategy.FULL, "nf4", 4)
     r = elaborate_text(text + "fuse { steps = 5, trunk { adapters } }\n")
     assert r.spec.fuse.trunk.strategy is Strategy.ADAPTERS and r.spec.fuse.trunk.lora.rank == 4
+
+
+def test_no_default_stands_in_for_a_value_written_wrong():
+    """`mode = casual` is SW105 alone: the checks do not run on the default mode and report
+    a causal objective over a bidirectional block (SW501)."""
+    from stackwise_dsl.frontend import check_text
+
+    tiny = (ROOT / "specs" / "tiny.sw").read_text()
+    for wrong, code in (("mode = casual", "SW105"), ("stack s = 0 x b", "SW109"),
+                        ("stack s = 1e3 x b", "SW109")):  # fmt: skip
+        text = tiny.replace("mode = causal" if "mode" in wrong else "stack s = 1 x b", wrong)
+        report = check_text(text, "t.sw")
+        assert [d.code for d in report.diagnostics] == [code], wrong
+    report = check_text(tiny.replace("stack s = 1 x b", "stack s = 1e3 x b"), "t.sw")
+    assert report.diagnostics[0].hint == "write `1000 x ...`"

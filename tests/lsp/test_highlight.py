@@ -172,6 +172,8 @@ def test_the_classes_are_the_right_ones():
         ("stack s = 2 x(b)\n", ["keyword", "defined", "number", "repeat", "name"]),
         ("stack s = 3x\n  b\n", ["keyword", "defined", "number", "repeat", "name"]),
         ("let x = 3\n", ["keyword", "error", "number"]),  # `x` is a keyword (SW001)
+        ("stack s = 2kx b\n", ["keyword", "defined", "number", "repeat", "name"]),
+        ("stack max = 2 x b\n", ["keyword", "defined", "number", "repeat", "name"]),
     ],
 )
 def test_numbers_against_names(text, expected):

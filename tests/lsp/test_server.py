@@ -300,6 +300,13 @@ def test_exit_ends_the_server_even_during_a_long_check(tmp_path):
     client.request("shutdown", timeout=10)  # while the check runs
     client.notify("exit", {})
     assert client.process.wait(timeout=10) == 0
+    # without shutdown: exit code 1, and no traceback of the abandoned check
+    client = Client(tmp_path)
+    client.initialize(tmp_path)
+    client.open(path, TINY + "".join(f"let v{i} = {i}\n" for i in range(4000)))
+    client.notify("exit", {})
+    assert client.process.wait(timeout=10) == 1
+    assert b"Traceback" not in b"".join(client.stderr)
 
 
 def _fix_of(server, path, found) -> list[dict]:
@@ -486,3 +493,43 @@ def test_a_buffer_that_includes_its_own_file_is_a_cycle(server):
     server.open(own, 'include "self3.sw"\n\n\nlet a = 1\n')
     codes = [(d["code"], d["range"]) for d in server.diagnostics(own, 1)]
     assert codes == [("SW005", _range(0, 8, 18))]
+
+
+def test_bad_framing_drops_one_message_and_the_next_are_read(tmp_path):
+    """A Content-Length too large to be a message, one that is not a number, and a body with
+    no header of its own: each is dropped with a line on stderr, and the requests after it
+    are answered (pygls alone tried to read a terabyte, or stayed deaf)."""
+    client = Client(tmp_path)
+    client.initialize(tmp_path)
+    uri = (tmp_path / "a.sw").as_uri()
+    try:
+        for bad in (b"Content-Length: 999999999999\r\n\r\n{}", b"Content-Length: abc\r\n\r\n{}",
+                    b"Content-Length: -5\r\n\r\n{}", b"X-Other: 1\r\n\r\n{}"):  # fmt: skip
+            client.process.stdin.write(bad)  # as it is, without a frame of its own
+            client.process.stdin.flush()
+            symbols = client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
+            assert symbols["result"] == []
+    finally:
+        assert client.close() == 0
+    said = b"".join(client.stderr).decode()
+    assert "dropped a message whose Content-Length is '999999999999'" in said
+    assert "dropped a message whose Content-Length is 'abc'" in said
+    assert "Traceback" not in said
+
+
+def test_completion_after_cadences_flags_and_sections(server):
+    path = server.root / "typing4.sw"
+    lines = ["run { seed = 0, log every 5 s", "run { log ", "grow append 2 x s { trunk { frozen, ",
+             "grow append 2 x s { steps = 5, "]  # fmt: skip
+    server.open(path, "\n".join(lines) + "\n")
+
+    def items(line: int) -> dict[str, str]:
+        found = server.at("textDocument/completion", path, line, len(lines[line]))
+        return {i["label"]: i.get("insertText") for i in found["result"]["items"]}
+
+    assert list(items(0)) == ["steps"]
+    assert items(1) == {"every": "every "}
+    assert set(items(2)) == {"precision", "lora"}  # `strategy` is given by `frozen`
+    sections = items(3)
+    assert sections["trunk"] == "trunk { " and sections["new"] == "new { "
+    assert sections["tokens"] == "tokens = " and "steps" not in sections

@@ -233,3 +233,32 @@ def test_a_misspelt_every_is_named_with_its_fix():
 )
 def test_recovery_reports_no_end_of_file_it_made(text, expected):
     assert [(line, column) for _, line, column, *_ in _errors(text)] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "column", "fixed"),
+    [
+        ("optimizer = adamw(lr = 3e-3, warmup = 2_000)\n", 39, "2000"),
+        ("optimizer = adamw(warmup = 0x10)\n", 28, "16"),
+        ("optimizer = adamw(warmup = 2K)\n", 28, "2k"),
+        ("let b = [1_0, 2]\n", 10, "10"),
+        ("stack s = 2_000 x b\n", 11, "2000"),  # not also "`x` is a keyword"
+        ("run { log every 2_000 steps }\n", 17, "2000"),  # not also "counted in steps"
+    ],
+)
+def test_a_number_run_into_a_name_is_one_error_wherever_it_is(text, column, fixed):
+    """In a call's arguments and in lists the grammar stops at the name; in sections the
+    words after it would make more items: the number's problem, once, with its fix."""
+    ((code, line, col, message, _, replacement),) = _errors(text)
+    assert (code, line, col, replacement) == ("SW001", 1, column, fixed)
+    assert "is not a number" in message
+
+
+def test_a_carriage_return_alone_ends_no_line():
+    """Classic Mac line ends: every line and column would be wrong, in sw check and in an
+    editor (which counts a lone CR as a line end)."""
+    ((code, line, column, message, hint, _),) = _errors("model { d_model = 32 }\rrun { }\r")
+    assert (code, line, column) == ("SW002", 1, 23)
+    assert message == "a line ends with a carriage return alone (U+000D without a line feed)"
+    assert hint == "save the file with LF or CRLF line endings"
+    assert parse("model { d_model = 32 }\r\nrun { }\r\n", "x.sw").diagnostics == ()
