@@ -506,7 +506,8 @@ class _Framing:
             return b"X-Sw-Dropped: unframed\r\n"
         if line[:15].lower() == b"content-length:":
             value = line[15:].strip()
-            if not value.isdigit() or int(value) > self.MAX_MESSAGE:
+            # (a length of thousands of digits is refused before int() would refuse to read it)
+            if not value.isdigit() or len(value) > 12 or int(value) > self.MAX_MESSAGE:
                 log.warning("sw lsp: dropped a message whose Content-Length is %r",
                             value[:40].decode("ascii", "replace"))  # fmt: skip
                 return b"X-Sw-Dropped: content length\r\n"

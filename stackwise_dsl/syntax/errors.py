@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
@@ -52,11 +53,18 @@ _CHAR_HINTS = {
 }
 
 
+def at_end(e: UnexpectedInput) -> bool:
+    """Whether the parser met the end of the file (what `_unexpected_end` describes)."""
+    return not isinstance(e, UnexpectedCharacters) and not (
+        isinstance(e, UnexpectedToken) and e.token.type != "$END"
+    )
+
+
 def describe_syntax_error(e: UnexpectedInput, source: Source, text: str) -> diag.Diagnostic:
     """One SW001/SW002 diagnostic for a lark error, worded for people."""
     if isinstance(e, UnexpectedCharacters):
         return _unexpected_character(e, source, text)
-    if isinstance(e, UnexpectedToken) and e.token.type != "$END":
+    if not at_end(e):
         return _unexpected_token(e, source, text)
     return _unexpected_end(e, source, text)
 
@@ -109,16 +117,11 @@ def _unexpected_token(e: UnexpectedToken, source: Source, text: str) -> diag.Dia
     return diag.error("SW001", message, span, hint=_token_hint(e), notes=notes)
 
 
-NOT_A_NUMBER = "is not a number"  # in every message of number_run
-
-
 def number_run(source: Source, start: int, end: int) -> diag.Diagnostic | None:
     """The problem of a number (at start..end of `source`) written against a name: `2K` reads
     as the number 2 and then an item `K`, almost always a suffix in the wrong case; `2_000`
     and `0x10` are other languages' numbers. None where no name follows, or for `3x b` and
     `3x(b)` (repetition)."""
-    import re
-
     text = source.text
     word = re.match(r"[A-Za-z_]\w*", text[end : end + 64])
     if word is None or (word.group() == "x" and not re.match(r"\w", text[end + 1 : end + 2])):
@@ -129,9 +132,9 @@ def number_run(source: Source, start: int, end: int) -> diag.Diagnostic | None:
     other = _other_notation(written)
     if other is not None:
         said, fixed = other
-        return diag.error("SW001", f"`{written}` {NOT_A_NUMBER} here", span, hint=said,
+        return diag.error("SW001", f"`{written}` is not a number here", span, hint=said,
                           replacement=fixed)  # fmt: skip
-    message = f"`{written}` {NOT_A_NUMBER}: its suffix can be `k`, `M` or `B`"
+    message = f"`{written}` is not a number: its suffix can be `k`, `M` or `B`"
     suffix = {"K": "k", "m": "M", "b": "B"}.get(word.group())
     if suffix is not None and not re.search(r"[kMB]$", number):
         fixed = number + suffix
@@ -142,8 +145,6 @@ def number_run(source: Source, start: int, end: int) -> diag.Diagnostic | None:
 
 def _other_notation(written: str) -> tuple[str, str] | None:
     """(a hint, the number as a spec writes it) for `2_000`, `0x10`, `0b101` or `0o17`."""
-    import re
-
     if re.fullmatch(r"\d+(_\d+)+", written):
         fixed = written.replace("_", "")
         n = int(fixed)
@@ -159,20 +160,17 @@ def _other_notation(written: str) -> tuple[str, str] | None:
 def _number_before(tok, source: Source, text: str) -> diag.Diagnostic | None:
     """A name token that a number runs into (`warmup = 2_000` in a call, where the grammar
     wants `)` after the 2): the number's problem."""
-    import re
-
     if tok.type != "NAME":
         return None
     found = re.search(r"(?<![\w.])\d+(\.\d+)?([eE][-+]?\d+)?[kMB]?$", text[: tok.start_pos])
     if found is None:
         return None
-    return number_run(Source(source.name, text), found.start(), tok.start_pos)
+    # the number and the name stand in `source` as in `text` (recovery blanks other items)
+    return number_run(source, found.start(), tok.start_pos)
 
 
 def _misspelt_every(tok, text: str) -> tuple[int, str] | None:
     """`log evry 5 steps`: the word between a name and the number that should be `every`."""
-    import re
-
     from stackwise_dsl.elaborate.suggest import closest
 
     if tok.type != "NUMBER":

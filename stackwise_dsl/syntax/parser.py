@@ -18,13 +18,14 @@ from lark import Token, Transformer
 from stackwise_dsl import diagnostics as diag
 from stackwise_dsl.source import Source, Span
 from stackwise_dsl.syntax import tree as t
-from stackwise_dsl.syntax.errors import NOT_A_NUMBER, describe_syntax_error, number_run
+from stackwise_dsl.syntax.errors import at_end, describe_syntax_error, number_run
 from stackwise_dsl.syntax.lexing import (
     blank_item,
     decode_string,
     deepest_nesting,
     number_value,
     scan_comments,
+    unclosed_bracket,
     unclosed_brackets,
     without_bom,
 )
@@ -57,21 +58,21 @@ def parse(text: str, name: str) -> ParseResult:
         hint = "save the file with LF or CRLF line endings"
         return ParseResult(None, (diag.error("SW002", said, span, hint=hint),))
     found: list[diag.Diagnostic] = []
-    work = text
+    work, ended = text, False  # ended: an end-of-file error is reported
     for _ in range(MAX_SYNTAX_ERRORS):
         parser, builder = _parser(source)
         try:
             items = parser.parse(work, start="start")
         except lark.exceptions.UnexpectedInput as e:
-            said = describe_syntax_error(e, source, work)
-            if not _made_by_recovery(said, found, text):
-                found.append(said)
+            if not (at_end(e) and _made_by_recovery(work, text, ended)):
+                found.append(describe_syntax_error(e, source, work))
+                ended = ended or at_end(e)
             blanked = blank_item(work, e)
             if blanked == work:
                 break
             work = blanked
             continue
-        found.extend(_without_echoes(builder.problems))
+        found.extend(builder.without_echoes())
         if found:
             break
         document = t.Document(items=tuple(items), comments=scan_comments(source), source=source)
@@ -79,22 +80,16 @@ def parse(text: str, name: str) -> ParseResult:
     return ParseResult(None, tuple(found))
 
 
-def _without_echoes(problems: list[diag.Diagnostic]) -> list[diag.Diagnostic]:
-    """A number run into a name (`2_000 x b`) also makes the words after it odd items (`x`
-    as a name, a cadence counted in `_000`): on its line, the number's problem alone."""
-    lines = {d.span.line for d in problems if d.code == "SW001" and NOT_A_NUMBER in d.message}
-    return [d for d in problems
-            if d.span is None or d.span.line not in lines or NOT_A_NUMBER in d.message]  # fmt: skip
-
-
-def _made_by_recovery(said: diag.Diagnostic, found: list[diag.Diagnostic], text: str) -> bool:
-    """An end of file met only because an earlier error's item was blanked out (with the
-    bracket that closed it), or a second end of file after one already reported."""
-    if not found or not said.message.startswith("unexpected end of file"):
-        return False
-    if any(d.message.startswith("unexpected end of file") for d in found):
+def _made_by_recovery(work: str, text: str, ended: bool) -> bool:
+    """Whether an end of file met in `work` (`text` with earlier errors' items blanked) is
+    one the recovery made: a second one after one already reported (`ended`), or, once an
+    item was blanked, one whose open bracket `text` itself closes (the blanked item held the
+    closer)."""
+    if ended:
         return True
-    opener = said.notes[0].span.start if said.notes and said.notes[0].span else None
+    if work == text:
+        return False
+    opener = unclosed_bracket(work)
     return opener is None or opener not in unclosed_brackets(text)
 
 
@@ -190,6 +185,14 @@ class _ToTree(Transformer):
         """Build the nodes of `source` from now on, with no problems found yet."""
         self.source = source
         self.problems: list[diag.Diagnostic] = []
+        self.numbers: list[diag.Diagnostic] = []  # numbers run into a name (`2_000`)
+
+    def without_echoes(self) -> list[diag.Diagnostic]:
+        """The problems found; but on a line where a number runs into a name (`2_000 x b`),
+        that number's alone: the words after it make odd items (`x` as a name, a cadence
+        counted in `_000`) that only echo it."""
+        lines = {d.span.line for d in self.numbers}
+        return [d for d in self.problems if d in self.numbers or d.span.line not in lines]
 
     def _s(self, first, last=None) -> Span:
         return _span(self.source.name, first, last)
@@ -319,6 +322,7 @@ class _ToTree(Transformer):
         problem = number_run(self.source, tok.start_pos, tok.end_pos)
         if problem is not None:
             self.problems.append(problem)
+            self.numbers.append(problem)
 
     def string(self, c):
         span = self._s(c[0])

@@ -504,7 +504,8 @@ def test_bad_framing_drops_one_message_and_the_next_are_read(tmp_path):
     uri = (tmp_path / "a.sw").as_uri()
     try:
         for bad in (b"Content-Length: 999999999999\r\n\r\n{}", b"Content-Length: abc\r\n\r\n{}",
-                    b"Content-Length: -5\r\n\r\n{}", b"X-Other: 1\r\n\r\n{}"):  # fmt: skip
+                    b"Content-Length: -5\r\n\r\n{}", b"X-Other: 1\r\n\r\n{}",
+                    b"Content-Length: " + b"9" * 5000 + b"\r\n\r\n{}"):  # fmt: skip
             client.process.stdin.write(bad)  # as it is, without a frame of its own
             client.process.stdin.flush()
             symbols = client.request("textDocument/documentSymbol", {"textDocument": {"uri": uri}})
